@@ -1,0 +1,12 @@
+//! ddb-audit: DynamoDB Streams → a permanent, write-once, field-level audit trail.
+//!
+//! Layout (one line per module):
+//! - `value`   — DynamoDB attribute values, SDK-neutral, and their DynamoDB JSON.
+//! - `entry`   — the audit entry (the `history --json` contract) and gaps.
+//! - `stream`  — the stream seam: trait + domain types; `aws` adapter, `sim` simulator.
+//! - `store`   — checkpoint and audit stores: traits; `dynamo` and `memory` versions.
+
+pub mod entry;
+pub mod store;
+pub mod stream;
+pub mod value;

@@ -1,0 +1,131 @@
+//! The daemon's own state, behind two small traits: where each shard was read
+//! to ([`CheckpointStore`]) and the audit trail itself ([`AuditStore`]).
+//! `dynamo` keeps them in DynamoDB tables; `memory` in memory, for tests and
+//! benchmarks.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::entry::{AuditEntry, Gap};
+use crate::value::Item;
+
+
+
+/// Our view of a shard, as the seed article's `streams_shards` table has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShardStatus {
+    /// The service still adds records to it.
+    Open,
+    /// Closed by the service, but not yet read to its end.
+    Closed,
+    /// Closed and read to its end: its children may start.
+    Drained,
+}
+
+impl ShardStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardStatus::Open => "open",
+            ShardStatus::Closed => "closed",
+            ShardStatus::Drained => "drained",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(ShardStatus::Open),
+            "closed" => Some(ShardStatus::Closed),
+            "drained" => Some(ShardStatus::Drained),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `streams_shards`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardCheckpoint {
+    pub stream_arn: String,
+    pub shard_id: String,
+    pub table: String,
+    pub parent_shard_id: Option<String>,
+    /// The last sequence number whose entry is durably written.
+    pub sequence_no: Option<String>,
+    pub status: ShardStatus,
+    /// Creation time of the newest record handled (for lag).
+    pub last_record_time: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One row of `streams`: a stream of an audited table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamRow {
+    pub table_name: String,
+    pub stream_arn: String,
+    /// False once the table's stream was disabled or replaced.
+    pub is_enabled: bool,
+    /// True once every shard of a disabled stream is drained.
+    pub drained: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a write-once put found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    /// The entry was already there (a record delivered again): nothing written.
+    AlreadyPresent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Throttling, 5xx, timeouts: retry.
+    #[error("transient store error: {0}")]
+    Transient(String),
+    /// A table of ours is missing: `ddb-audit init` was not run.
+    #[error("table {table} does not exist; run `ddb-audit init --config <file>` first")]
+    MissingTable { table: String },
+    /// A stored item we cannot read back.
+    #[error("corrupt stored item: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub trait CheckpointStore: Send + Sync + 'static {
+    fn load_shards(
+        &self,
+        stream_arn: &str,
+    ) -> impl Future<Output = StoreResult<Vec<ShardCheckpoint>>> + Send;
+    /// Upsert one shard's row.
+    fn save_shard(&self, checkpoint: &ShardCheckpoint)
+        -> impl Future<Output = StoreResult<()>> + Send;
+    fn save_stream(&self, row: &StreamRow) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The streams of one table, or of all tables.
+    fn load_streams(
+        &self,
+        table: Option<&str>,
+    ) -> impl Future<Output = StoreResult<Vec<StreamRow>>> + Send;
+}
+
+pub trait AuditStore: Send + Sync + 'static {
+    /// Write-once: never overwrites; a second put of the same record is
+    /// recognised and reported as [`PutOutcome::AlreadyPresent`].
+    fn put_entry(&self, entry: &AuditEntry) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
+    /// One item's entries in stream order.
+    fn history(
+        &self,
+        table: &str,
+        key: &Item,
+    ) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+    fn put_gap(&self, gap: &Gap) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
+    fn gaps(&self) -> impl Future<Output = StoreResult<Vec<Gap>>> + Send;
+}

@@ -1,0 +1,228 @@
+//! The stream seam: DynamoDB Streams (plus the one DescribeTable call that finds
+//! a table's stream) in domain types. Business logic is generic over
+//! [`StreamApi`]; `aws` adapts the SDK, `sim` simulates the service.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::value::Item;
+
+/// What DescribeTable says about a table's stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableStream {
+    pub table: String,
+    /// The table's current stream, if one is enabled.
+    pub latest_stream_arn: Option<String>,
+    pub stream_enabled: bool,
+    /// `NEW_AND_OLD_IMAGES`, `NEW_IMAGE`, `OLD_IMAGE` or `KEYS_ONLY`.
+    pub view_type: Option<String>,
+}
+
+/// One stream of a table as ListStreams reports it (old, disabled streams
+/// stay listed while their records are readable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSummary {
+    pub stream_arn: String,
+    pub table: String,
+    pub stream_label: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamStatus {
+    Enabling,
+    Enabled,
+    Disabling,
+    Disabled,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub shard_id: String,
+    pub parent_shard_id: Option<String>,
+    pub starting_sequence_number: Option<String>,
+    /// Set once the shard is closed: it gets no new records.
+    pub ending_sequence_number: Option<String>,
+}
+
+impl Shard {
+    pub fn is_closed(&self) -> bool {
+        self.ending_sequence_number.is_some()
+    }
+}
+
+/// A DescribeStream call: one page of the listing, optionally only the
+/// children of one shard (`ShardFilter{Type: CHILD_SHARDS}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DescribeStreamRequest {
+    pub stream_arn: String,
+    pub exclusive_start_shard_id: Option<String>,
+    pub children_of: Option<String>,
+    pub limit: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamDescription {
+    pub stream_arn: String,
+    pub table: String,
+    pub status: StreamStatus,
+    pub shards: Vec<Shard>,
+    /// More pages follow when set.
+    pub last_evaluated_shard_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IteratorPosition {
+    TrimHorizon,
+    Latest,
+    AtSequence(String),
+    AfterSequence(String),
+}
+
+/// `userIdentity` of a record: present for TTL deletions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserIdentity {
+    pub kind: String,
+    pub principal_id: String,
+}
+
+/// The principal that DynamoDB names on TTL deletions.
+pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
+
+impl UserIdentity {
+    pub fn is_ttl_expiry(&self) -> bool {
+        self.kind == "Service" && self.principal_id == TTL_PRINCIPAL
+    }
+}
+
+/// One stream record. Adapters never drop a record they cannot fully
+/// interpret: they fill what they can and say what is wrong in `problem`,
+/// with the record as received in `raw`, so it still becomes an entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamRecord {
+    pub event_id: String,
+    /// INSERT, MODIFY or REMOVE as the stream says (anything else is a problem).
+    pub event_name: String,
+    pub keys: Item,
+    pub new_image: Option<Item>,
+    pub old_image: Option<Item>,
+    pub sequence_number: String,
+    pub size_bytes: Option<i64>,
+    pub approximate_creation: Option<DateTime<Utc>>,
+    pub user_identity: Option<UserIdentity>,
+    pub problem: Option<String>,
+    pub raw: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordsPage {
+    pub records: Vec<StreamRecord>,
+    /// `None` only when a closed shard has been read to its end.
+    pub next_iterator: Option<String>,
+}
+
+/// The service's errors, by what a caller must do about them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// LimitExceededException / ThrottlingException: back off and retry.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// 5xx, timeouts, connection errors: retry.
+    #[error("transient service error: {0}")]
+    Transient(String),
+    /// TrimmedDataAccessException: the position is older than retention.
+    #[error("trimmed: {0}")]
+    Trimmed(String),
+    /// ExpiredIteratorException: get a new iterator.
+    #[error("iterator expired: {0}")]
+    ExpiredIterator(String),
+    /// ResourceNotFoundException: table, stream or shard gone.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Anything else (validation, access denied): not retried.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StreamError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StreamError::Throttled(_) | StreamError::Transient(_))
+    }
+}
+
+pub type StreamResult<T> = Result<T, StreamError>;
+
+/// DynamoDB Streams, as the daemon uses it.
+pub trait StreamApi: Send + Sync + 'static {
+    /// DescribeTable: the table's current stream and view type.
+    fn describe_table(&self, table: &str)
+        -> impl Future<Output = StreamResult<TableStream>> + Send;
+    /// ListStreams for one table (all pages).
+    fn list_streams(&self, table: &str)
+        -> impl Future<Output = StreamResult<Vec<StreamSummary>>> + Send;
+    fn describe_stream(
+        &self,
+        request: &DescribeStreamRequest,
+    ) -> impl Future<Output = StreamResult<StreamDescription>> + Send;
+    fn get_shard_iterator(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> impl Future<Output = StreamResult<String>> + Send;
+    fn get_records(
+        &self,
+        iterator: &str,
+        limit: Option<i32>,
+    ) -> impl Future<Output = StreamResult<RecordsPage>> + Send;
+}
+
+/// The label that ends a stream ARN (`.../table/T/stream/LABEL`). Labels are
+/// creation timestamps, so they order a table's streams in time.
+pub fn stream_label(stream_arn: &str) -> &str {
+    stream_arn
+        .rsplit_once("/stream/")
+        .map(|(_, label)| label)
+        .unwrap_or(stream_arn)
+}
+
+/// Sequence numbers are decimal strings of up to 40 digits: compare them as
+/// numbers, not as text.
+pub fn cmp_sequence(a: &str, b: &str) -> std::cmp::Ordering {
+    let a = a.trim_start_matches('0');
+    let b = b.trim_start_matches('0');
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+impl<T: StreamApi> StreamApi for std::sync::Arc<T> {
+    fn describe_table(&self, table: &str) -> impl Future<Output = StreamResult<TableStream>> + Send {
+        (**self).describe_table(table)
+    }
+    fn list_streams(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = StreamResult<Vec<StreamSummary>>> + Send {
+        (**self).list_streams(table)
+    }
+    fn describe_stream(
+        &self,
+        request: &DescribeStreamRequest,
+    ) -> impl Future<Output = StreamResult<StreamDescription>> + Send {
+        (**self).describe_stream(request)
+    }
+    fn get_shard_iterator(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> impl Future<Output = StreamResult<String>> + Send {
+        (**self).get_shard_iterator(stream_arn, shard_id, position)
+    }
+    fn get_records(
+        &self,
+        iterator: &str,
+        limit: Option<i32>,
+    ) -> impl Future<Output = StreamResult<RecordsPage>> + Send {
+        (**self).get_records(iterator, limit)
+    }
+}
