@@ -129,3 +129,24 @@ pub trait AuditStore: Send + Sync + 'static {
     fn put_gap(&self, gap: &Gap) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
     fn gaps(&self) -> impl Future<Output = StoreResult<Vec<Gap>>> + Send;
 }
+
+/// The names of the daemon's own DynamoDB tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableNames {
+    /// One row per (audited table, stream): the seed article's `streams`.
+    pub streams: String,
+    /// One row per (stream, shard): the seed article's `streams_shards`.
+    pub shards: String,
+    /// The audit entries and gaps.
+    pub audit: String,
+}
+
+impl Default for TableNames {
+    fn default() -> Self {
+        TableNames {
+            streams: "ddb-audit-streams".into(),
+            shards: "ddb-audit-shards".into(),
+            audit: "ddb-audit-entries".into(),
+        }
+    }
+}
