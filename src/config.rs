@@ -1,0 +1,391 @@
+//! The TOML configuration: every field documented with its default, unknown
+//! keys rejected by name, values checked against the service's limits.
+//!
+//! ```toml
+//! tables = ["orders"]                 # source tables to audit (required)
+//!
+//! [attribution]
+//! actor_attribute = "updated_by"      # item attribute naming who changed it (optional)
+//!
+//! [storage]                           # the daemon's own tables (`ddb-audit init`)
+//! streams_table = "ddb-audit-streams"
+//! shards_table  = "ddb-audit-shards"
+//! audit_table   = "ddb-audit-entries"
+//!
+//! [polling]
+//! get_records_per_shard_per_sec = 4   # AWS allows 5
+//! describe_stream_per_sec = 5         # whole process; AWS allows 10
+//! get_records_limit = 1000            # records per GetRecords call (1..=1000)
+//! idle_poll_min_ms = 250              # first wait after an empty page
+//! idle_poll_max_ms = 5000             # an idle shard settles at 1 call / 5 s
+//! full_listing_interval_secs = 60     # full DescribeStream listing per stream
+//! max_concurrent_shards = 64          # shards read at once per stream
+//! retry_min_ms = 100                  # backoff on throttling / 5xx, with jitter
+//! retry_max_ms = 5000
+//!
+//! [shutdown]
+//! grace_ms = 4000                     # finish in-flight writes, then exit
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::store::TableNames;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid config file {path}: `{key}` {problem}")]
+    Invalid {
+        path: String,
+        key: String,
+        problem: String,
+    },
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Source tables to audit. Each needs a stream with view type
+    /// NEW_AND_OLD_IMAGES.
+    pub tables: Vec<String>,
+    #[serde(default)]
+    pub attribution: Attribution,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub polling: Polling,
+    #[serde(default)]
+    pub shutdown: Shutdown,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Attribution {
+    /// Item attribute naming who made the change, read from the new image,
+    /// else the old one. Unset: entries have `actor: null` (but for TTL).
+    pub actor_attribute: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    pub streams_table: String,
+    pub shards_table: String,
+    pub audit_table: String,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        let names = TableNames::default();
+        Storage {
+            streams_table: names.streams,
+            shards_table: names.shards,
+            audit_table: names.audit,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Polling {
+    pub get_records_per_shard_per_sec: u32,
+    pub describe_stream_per_sec: u32,
+    pub get_records_limit: u32,
+    pub idle_poll_min_ms: u64,
+    pub idle_poll_max_ms: u64,
+    pub full_listing_interval_secs: u64,
+    pub max_concurrent_shards: usize,
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Polling {
+            get_records_per_shard_per_sec: 4,
+            describe_stream_per_sec: 5,
+            get_records_limit: 1000,
+            idle_poll_min_ms: 250,
+            idle_poll_max_ms: 5000,
+            full_listing_interval_secs: 60,
+            max_concurrent_shards: 64,
+            retry_min_ms: 100,
+            retry_max_ms: 5000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    pub grace_ms: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        // Under the 5 s that orchestrators and our contract allow, with room
+        // to exit after the grace period ends.
+        Shutdown { grace_ms: 4000 }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// `origin` names the file in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    pub fn table_names(&self) -> TableNames {
+        TableNames {
+            streams: self.storage.streams_table.clone(),
+            shards: self.storage.shards_table.clone(),
+            audit: self.storage.audit_table.clone(),
+        }
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            key: key.to_string(),
+            problem,
+        };
+        if self.tables.is_empty() {
+            return Err(invalid(
+                "tables",
+                "is empty: list at least one table to audit, e.g. tables = [\"orders\"]".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for table in &self.tables {
+            if !valid_table_name(table) {
+                return Err(invalid(
+                    "tables",
+                    format!("contains {table:?}, which is not a DynamoDB table name (3-255 characters of a-z A-Z 0-9 _ - .)"),
+                ));
+            }
+            if !seen.insert(table) {
+                return Err(invalid("tables", format!("lists {table:?} twice")));
+            }
+        }
+        if let Some(attr) = &self.attribution.actor_attribute {
+            if attr.is_empty() {
+                return Err(invalid(
+                    "attribution.actor_attribute",
+                    "is empty: name an attribute, or leave the key out".into(),
+                ));
+            }
+        }
+        for (key, name) in [
+            ("storage.streams_table", &self.storage.streams_table),
+            ("storage.shards_table", &self.storage.shards_table),
+            ("storage.audit_table", &self.storage.audit_table),
+        ] {
+            if !valid_table_name(name) {
+                return Err(invalid(
+                    key,
+                    format!("= {name:?} is not a DynamoDB table name (3-255 characters of a-z A-Z 0-9 _ - .)"),
+                ));
+            }
+            if self.tables.contains(name) {
+                return Err(invalid(
+                    key,
+                    format!("= {name:?} is also listed in `tables`: the audit trail must not audit itself"),
+                ));
+            }
+        }
+        let p = &self.polling;
+        let in_range = |key: &str, value: u64, lo: u64, hi: u64, why: &str| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    key,
+                    format!("= {value} is out of range {lo}..={hi} ({why})"),
+                ))
+            }
+        };
+        in_range(
+            "polling.get_records_per_shard_per_sec",
+            p.get_records_per_shard_per_sec.into(),
+            1,
+            5,
+            "AWS allows 5 GetRecords calls per shard per second",
+        )?;
+        in_range(
+            "polling.describe_stream_per_sec",
+            p.describe_stream_per_sec.into(),
+            1,
+            10,
+            "AWS allows 10 DescribeStream calls per second",
+        )?;
+        in_range(
+            "polling.get_records_limit",
+            p.get_records_limit.into(),
+            1,
+            1000,
+            "GetRecords returns at most 1000 records",
+        )?;
+        in_range(
+            "polling.idle_poll_min_ms",
+            p.idle_poll_min_ms,
+            1,
+            60_000,
+            "milliseconds",
+        )?;
+        in_range(
+            "polling.idle_poll_max_ms",
+            p.idle_poll_max_ms,
+            p.idle_poll_min_ms,
+            600_000,
+            "milliseconds, at least idle_poll_min_ms; iterators expire after 15 minutes",
+        )?;
+        in_range(
+            "polling.full_listing_interval_secs",
+            p.full_listing_interval_secs,
+            1,
+            86_400,
+            "seconds",
+        )?;
+        in_range(
+            "polling.max_concurrent_shards",
+            p.max_concurrent_shards as u64,
+            1,
+            100_000,
+            "shards",
+        )?;
+        in_range(
+            "polling.retry_min_ms",
+            p.retry_min_ms,
+            1,
+            60_000,
+            "milliseconds",
+        )?;
+        in_range(
+            "polling.retry_max_ms",
+            p.retry_max_ms,
+            p.retry_min_ms,
+            600_000,
+            "milliseconds, at least retry_min_ms",
+        )?;
+        in_range(
+            "shutdown.grace_ms",
+            self.shutdown.grace_ms,
+            0,
+            60_000,
+            "milliseconds",
+        )?;
+        Ok(())
+    }
+}
+
+impl Polling {
+    pub fn idle_min(&self) -> Duration {
+        Duration::from_millis(self.idle_poll_min_ms)
+    }
+    pub fn idle_max(&self) -> Duration {
+        Duration::from_millis(self.idle_poll_max_ms)
+    }
+    pub fn full_listing_interval(&self) -> Duration {
+        Duration::from_secs(self.full_listing_interval_secs)
+    }
+    pub fn retry_min(&self) -> Duration {
+        Duration::from_millis(self.retry_min_ms)
+    }
+    pub fn retry_max(&self) -> Duration {
+        Duration::from_millis(self.retry_max_ms)
+    }
+}
+
+fn valid_table_name(name: &str) -> bool {
+    (3..=255).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match Config::parse(text, "t.toml") {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::parse("tables = [\"orders\"]", "t.toml").unwrap();
+        assert_eq!(c.tables, vec!["orders"]);
+        assert_eq!(c.attribution.actor_attribute, None);
+        assert_eq!(c.polling.get_records_per_shard_per_sec, 4);
+        assert_eq!(c.polling.describe_stream_per_sec, 5);
+        assert_eq!(c.polling.full_listing_interval_secs, 60);
+        assert_eq!(c.table_names(), TableNames::default());
+    }
+
+    #[test]
+    fn contract_keys_mean_what_the_brief_says() {
+        let c = Config::parse(
+            "tables = [\"orders\", \"flags\"]\n[attribution]\nactor_attribute = \"updated_by\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.tables, vec!["orders", "flags"]);
+        assert_eq!(c.attribution.actor_attribute.as_deref(), Some("updated_by"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        assert!(err("tables = [\"orders\"]\nbogus = 1").contains("bogus"));
+        assert!(err("tables = [\"orders\"]\n[polling]\nbogus = 1").contains("bogus"));
+        assert!(err("tables = [\"orders\"]\n[attribution]\nactor = \"x\"").contains("actor"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        let e = err("tables = []");
+        assert!(e.contains("`tables`") && e.contains("at least one"), "{e}");
+        let e = err("tables = [\"orders\"]\n[polling]\nget_records_per_shard_per_sec = 9");
+        assert!(
+            e.contains("polling.get_records_per_shard_per_sec") && e.contains("1..=5"),
+            "{e}"
+        );
+        let e =
+            err("tables = [\"orders\"]\n[polling]\nidle_poll_min_ms = 500\nidle_poll_max_ms = 100");
+        assert!(e.contains("polling.idle_poll_max_ms"), "{e}");
+        let e = err("tables = [\"orders\", \"orders\"]");
+        assert!(e.contains("twice"), "{e}");
+        let e = err("tables = [\"ddb-audit-entries\"]");
+        assert!(e.contains("storage.audit_table"), "{e}");
+        let e = err("tables = [\"a b\"]");
+        assert!(e.contains("not a DynamoDB table name"), "{e}");
+        let e = err("tables = \"orders\"");
+        assert!(e.contains("tables"), "{e}");
+        let e = err("tables = [\"orders\"");
+        assert!(e.contains("t.toml"), "{e}");
+    }
+}

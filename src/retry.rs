@@ -1,0 +1,164 @@
+//! The daemon's one retry layer. The SDK's own retries are off (see `aws`), so
+//! throttling and 5xx from the stream and from our tables are retried here,
+//! and only here: exponential backoff with jitter, for as long as the error is
+//! retryable and the caller has not cancelled.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::StoreError;
+use crate::stream::StreamError;
+
+/// An error that says whether trying again can help.
+pub trait Transient: Display {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for StreamError {
+    fn is_transient(&self) -> bool {
+        self.is_retryable()
+    }
+}
+
+impl Transient for StoreError {
+    fn is_transient(&self) -> bool {
+        self.is_retryable()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    pub fn new(min_delay: Duration, max_delay: Duration) -> Self {
+        RetryPolicy {
+            min_delay,
+            max_delay,
+        }
+    }
+}
+
+/// Why [`retry`] gave up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Retried<E> {
+    /// The error is not one that retrying can fix.
+    Failed(E),
+    /// The caller's token was cancelled while waiting or calling.
+    Cancelled,
+}
+
+/// Runs `op` until it succeeds, fails with a non-transient error, or `cancel`
+/// fires. Transient errors are logged at warn with `what` and the next delay.
+pub async fn retry<T, E, F, Fut>(
+    policy: RetryPolicy,
+    cancel: &CancellationToken,
+    what: &'static str,
+    op: F,
+) -> Result<T, Retried<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Transient,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(policy.min_delay)
+        .with_max_delay(policy.max_delay)
+        .with_jitter()
+        .without_max_times();
+    let attempts = op
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e: &E| e.is_transient())
+        .notify(|e: &E, delay: Duration| {
+            tracing::warn!(operation = what, error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
+        });
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Retried::Cancelled),
+        result = attempts => result.map_err(Retried::Failed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_errors_until_success() {
+        let calls = AtomicU32::new(0);
+        let cancel = CancellationToken::new();
+        let result = retry(policy(), &cancel, "test", || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 5 {
+                Err(StreamError::Throttled("slow down".into()))
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(result, Ok(7));
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let cancel = CancellationToken::new();
+        let result: Result<(), _> = retry(policy(), &cancel, "test", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(StreamError::Trimmed("gone".into()))
+        })
+        .await;
+        assert_eq!(
+            result,
+            Err(Retried::Failed(StreamError::Trimmed("gone".into())))
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_grows_and_is_capped() {
+        let start = tokio::time::Instant::now();
+        let calls = AtomicU32::new(0);
+        let cancel = CancellationToken::new();
+        let _ = retry(policy(), &cancel, "test", || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 20 {
+                Err(StreamError::Transient("500".into()))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        let waited = start.elapsed();
+        // 20 waits: never less than the minimum each, never more than twice
+        // the cap each (jitter adds up to one delay).
+        assert!(waited >= Duration::from_millis(100) * 20, "{waited:?}");
+        assert!(waited <= Duration::from_secs(10) * 20, "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_stops_retrying() {
+        let cancel = CancellationToken::new();
+        let stopper = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stopper.cancel();
+        });
+        let result: Result<(), _> = retry(policy(), &cancel, "test", || async {
+            Err(StreamError::Throttled("always".into()))
+        })
+        .await;
+        assert_eq!(result, Err(Retried::Cancelled));
+    }
+}
