@@ -28,6 +28,7 @@
 //! Indexes are decimal without leading zeros. A path always starts with an
 //! attribute name (possibly empty).
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -127,24 +128,24 @@ fn diff_map(
     loop {
         let step = match (o.peek(), n.peek()) {
             (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
             (Some((ko, _)), Some((kn, _))) => ko.cmp(kn),
         };
         match step {
-            std::cmp::Ordering::Less => {
+            Ordering::Less => {
                 if let Some((k, v)) = o.next() {
                     push_key(path, k, top);
                     out.push(change(path, Some(v), None));
                 }
             }
-            std::cmp::Ordering::Greater => {
+            Ordering::Greater => {
                 if let Some((k, v)) = n.next() {
                     push_key(path, k, top);
                     out.push(change(path, None, Some(v)));
                 }
             }
-            std::cmp::Ordering::Equal => {
+            Ordering::Equal => {
                 if let (Some((k, a)), Some((_, b))) = (o.next(), n.next()) {
                     push_key(path, k, top);
                     diff_value(path, a, b, out);
@@ -442,5 +443,513 @@ fn check_set_delta(c: &Change) -> Result<(), DiffError> {
         Ok(())
     } else {
         Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn item(json: Value) -> Item {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn same_item(a: &Item, b: &Item) -> bool {
+        same_value(&AttrValue::M(a.clone()), &AttrValue::M(b.clone()))
+    }
+
+    /// The changes from `old` to `new`, as their JSON, after checking that
+    /// they rebuild `new`.
+    fn diff(old: Value, new: Value) -> Value {
+        let (old, new) = (item(old), item(new));
+        let changes = diff_images(Some(&old), Some(&new));
+        let rebuilt = apply_changes(Some(&old), &changes).unwrap();
+        assert!(same_item(&rebuilt, &new), "{changes:?} gave {rebuilt:?}");
+        serde_json::to_value(&changes).unwrap()
+    }
+
+    #[test]
+    fn scalar_changes_of_every_type_are_replaces() {
+        let pairs = [
+            (json!({"S": "a"}), json!({"S": "b"})),
+            (json!({"N": "1"}), json!({"N": "2.5"})),
+            (json!({"B": "aGk="}), json!({"B": "AP8="})),
+            (json!({"BOOL": false}), json!({"BOOL": true})),
+            (json!({"NULL": true}), json!({"S": ""})),
+        ];
+        for (a, b) in pairs {
+            assert_eq!(
+                diff(
+                    json!({"pk": {"S": "k"}, "v": a}),
+                    json!({"pk": {"S": "k"}, "v": b})
+                ),
+                json!([{"path": "v", "old": a, "new": b}])
+            );
+        }
+    }
+
+    #[test]
+    fn equal_values_are_not_changes() {
+        let v = json!({
+            "n": {"N": "1.0"}, "big": {"N": "1e2"},
+            "ns": {"NS": ["1", "2"]}, "ss": {"SS": ["a", "b"]},
+            "m": {"M": {"x": {"L": [{"N": "3"}, {"NULL": true}]}}},
+            "b": {"B": "aGk="}, "t": {"BOOL": true}
+        });
+        let w = json!({
+            "n": {"N": "1"}, "big": {"N": "100"},
+            "ns": {"NS": ["2", "1.00"]}, "ss": {"SS": ["b", "a"]},
+            "m": {"M": {"x": {"L": [{"N": "3.0"}, {"NULL": true}]}}},
+            "b": {"B": "aGk="}, "t": {"BOOL": true}
+        });
+        assert_eq!(diff(v, w), json!([]));
+    }
+
+    #[test]
+    fn top_level_attributes_added_and_removed_in_key_order() {
+        assert_eq!(
+            diff(
+                json!({"a": {"S": "1"}, "c": {"S": "3"}, "z": {"N": "0"}}),
+                json!({"b": {"S": "2"}, "c": {"S": "3"}, "d": {"L": []}})
+            ),
+            json!([
+                {"path": "a", "old": {"S": "1"}},
+                {"path": "b", "new": {"S": "2"}},
+                {"path": "d", "new": {"L": []}},
+                {"path": "z", "old": {"N": "0"}},
+            ])
+        );
+    }
+
+    #[test]
+    fn nested_maps_and_lists_to_depth() {
+        let rule = |v: &str| {
+            json!({"M": {"conditions": {"L": [
+                {"M": {"field": {"S": "plan"}, "value": {"S": v}}}
+            ]}}})
+        };
+        let old = json!({
+            "profile": {"M": {"name": {"S": "Ann"}, "age": {"N": "40"}}},
+            "rules": {"L": [rule("free"), rule("enterprise")]}
+        });
+        let new = json!({
+            "profile": {"M": {"name": {"S": "Bob"}, "age": {"N": "40"}}},
+            "rules": {"L": [rule("free"), rule("pro")]}
+        });
+        assert_eq!(
+            diff(old, new),
+            json!([
+                {"path": "profile.name", "old": {"S": "Ann"}, "new": {"S": "Bob"}},
+                {"path": "rules[1].conditions[0].value", "old": {"S": "enterprise"}, "new": {"S": "pro"}},
+            ])
+        );
+    }
+
+    fn list(items: &[&str]) -> Value {
+        json!({"l": {"L": items.iter().map(|s| json!({"S": s})).collect::<Vec<_>>()}})
+    }
+
+    fn paths(changes: &Value) -> Vec<String> {
+        changes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let kind = match (c.get("old"), c.get("new")) {
+                    (None, Some(_)) => "add",
+                    (Some(_), None) => "remove",
+                    _ => "replace",
+                };
+                format!("{kind} {}", c["path"].as_str().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn list_growth_adds_at_ascending_indices() {
+        let d = diff(list(&["a", "b"]), list(&["a", "b", "c", "d"]));
+        assert_eq!(paths(&d), ["add l[2]", "add l[3]"]);
+        assert_eq!(d[0]["new"], json!({"S": "c"}));
+    }
+
+    #[test]
+    fn list_shrink_removes_at_descending_indices() {
+        let d = diff(list(&["a", "b", "c", "d"]), list(&["a", "b"]));
+        assert_eq!(paths(&d), ["remove l[3]", "remove l[2]"]);
+        assert_eq!(d[0]["old"], json!({"S": "d"}));
+        let d = diff(list(&["a", "b", "c"]), list(&["c"]));
+        assert_eq!(paths(&d), ["remove l[1]", "remove l[0]"]);
+    }
+
+    #[test]
+    fn insert_or_delete_in_the_middle_is_one_change() {
+        let long: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        let mut inserted = long.clone();
+        inserted.insert(20, "new");
+        let d = diff(list(&long), list(&inserted));
+        assert_eq!(d, json!([{"path": "l[20]", "new": {"S": "new"}}]));
+
+        let mut deleted = long.clone();
+        deleted.remove(30);
+        let d = diff(list(&long), list(&deleted));
+        assert_eq!(d, json!([{"path": "l[30]", "old": {"S": "30"}}]));
+    }
+
+    #[test]
+    fn list_middle_pairs_then_adds_or_removes() {
+        let d = diff(
+            list(&["a", "b", "c", "z"]),
+            list(&["a", "x", "y", "w", "z"]),
+        );
+        assert_eq!(paths(&d), ["replace l[1]", "replace l[2]", "add l[3]"]);
+        let d = diff(list(&["a", "b", "c", "d", "z"]), list(&["a", "x", "z"]));
+        assert_eq!(paths(&d), ["replace l[1]", "remove l[3]", "remove l[2]"]);
+        // Repeated elements: prefix and suffix must not overlap.
+        let d = diff(list(&["a", "a", "a"]), list(&["a", "a"]));
+        assert_eq!(paths(&d), ["remove l[2]"]);
+        let d = diff(list(&["a", "a"]), list(&["a", "a", "a"]));
+        assert_eq!(paths(&d), ["add l[2]"]);
+    }
+
+    #[test]
+    fn type_change_is_a_replace() {
+        let cases = [
+            (json!({"S": "1"}), json!({"N": "1"})),
+            (json!({"M": {"a": {"S": "x"}}}), json!({"L": [{"S": "x"}]})),
+            (json!({"L": []}), json!({"S": "x"})),
+            (json!({"M": {}}), json!({"NULL": true})),
+        ];
+        for (a, b) in cases {
+            assert_eq!(
+                diff(json!({"v": a}), json!({"v": b})),
+                json!([{"path": "v", "old": a, "new": b}])
+            );
+        }
+        // Set to a set of another type: a plain replace, no element lists.
+        assert_eq!(
+            diff(json!({"v": {"SS": ["1"]}}), json!({"v": {"NS": ["1"]}})),
+            json!([{"path": "v", "old": {"SS": ["1"]}, "new": {"NS": ["1"]}}])
+        );
+    }
+
+    #[test]
+    fn empty_maps_and_lists() {
+        assert_eq!(
+            diff(
+                json!({"m": {"M": {}}, "l": {"L": []}}),
+                json!({"m": {"M": {"a": {"N": "1"}}}, "l": {"L": [{"S": "x"}]}})
+            ),
+            json!([
+                {"path": "l[0]", "new": {"S": "x"}},
+                {"path": "m.a", "new": {"N": "1"}},
+            ])
+        );
+        assert_eq!(
+            diff(
+                json!({"m": {"M": {"a": {"N": "1"}}}, "l": {"L": [{"S": "x"}]}}),
+                json!({"m": {"M": {}}, "l": {"L": []}})
+            ),
+            json!([
+                {"path": "l[0]", "old": {"S": "x"}},
+                {"path": "m.a", "old": {"N": "1"}},
+            ])
+        );
+    }
+
+    #[test]
+    fn sets_change_whole_with_added_and_removed() {
+        assert_eq!(
+            diff(
+                json!({"tags": {"SS": ["a", "b", "c"]}}),
+                json!({"tags": {"SS": ["d", "c", "a"]}})
+            ),
+            json!([{
+                "path": "tags",
+                "old": {"SS": ["a", "b", "c"]}, "new": {"SS": ["d", "c", "a"]},
+                "added": ["d"], "removed": ["b"],
+            }])
+        );
+        assert_eq!(
+            diff(
+                json!({"n": {"NS": ["1", "2.0"]}}),
+                json!({"n": {"NS": ["2", "1", "10"]}})
+            ),
+            json!([{
+                "path": "n",
+                "old": {"NS": ["1", "2.0"]}, "new": {"NS": ["2", "1", "10"]},
+                "added": ["10"], "removed": [],
+            }])
+        );
+        assert_eq!(
+            diff(
+                json!({"b": {"BS": ["aGk=", "AP8="]}}),
+                json!({"b": {"BS": ["aGk="]}})
+            ),
+            json!([{
+                "path": "b",
+                "old": {"BS": ["aGk=", "AP8="]}, "new": {"BS": ["aGk="]},
+                "added": [], "removed": ["AP8="],
+            }])
+        );
+        // A set inside a list inside a map.
+        let d = diff(
+            json!({"m": {"M": {"l": {"L": [{"SS": ["x"]}]}}}}),
+            json!({"m": {"M": {"l": {"L": [{"SS": ["x", "y"]}]}}}}),
+        );
+        assert_eq!(d[0]["path"], "m.l[0]");
+        assert_eq!(d[0]["added"], json!(["y"]));
+    }
+
+    #[test]
+    fn insert_and_remove_images() {
+        let image =
+            item(json!({"pk": {"S": "u1"}, "m": {"M": {"a": {"N": "1"}}}, "s": {"SS": ["x"]}}));
+        let insert = diff_images(None, Some(&image));
+        assert_eq!(
+            serde_json::to_value(&insert).unwrap(),
+            json!([
+                {"path": "m", "new": {"M": {"a": {"N": "1"}}}},
+                {"path": "pk", "new": {"S": "u1"}},
+                {"path": "s", "new": {"SS": ["x"]}},
+            ])
+        );
+        assert_eq!(apply_changes(None, &insert).unwrap(), image);
+
+        let remove = diff_images(Some(&image), None);
+        assert_eq!(
+            serde_json::to_value(&remove).unwrap(),
+            json!([
+                {"path": "m", "old": {"M": {"a": {"N": "1"}}}},
+                {"path": "pk", "old": {"S": "u1"}},
+                {"path": "s", "old": {"SS": ["x"]}},
+            ])
+        );
+        assert_eq!(apply_changes(Some(&image), &remove).unwrap(), Item::new());
+        assert!(diff_images(None, None).is_empty());
+    }
+
+    #[test]
+    fn odd_attribute_names_are_escaped() {
+        let d = diff(
+            json!({"a.b": {"S": "1"}, "m": {"M": {"x[0]": {"S": "1"}, "back\\slash]": {"S": "1"}}}}),
+            json!({"a.b": {"S": "2"}, "m": {"M": {"x[0]": {"S": "2"}, "back\\slash]": {"S": "2"}}}}),
+        );
+        assert_eq!(
+            paths(&d),
+            [
+                r"replace a\.b",
+                r"replace m.back\\slash\]",
+                r"replace m.x\[0\]"
+            ]
+        );
+        assert_eq!(
+            parse_path(r"m.back\\slash\]").unwrap(),
+            [
+                PathSegment::Key("m".into()),
+                PathSegment::Key(r"back\slash]".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn paths_format_and_parse() {
+        use PathSegment::{Index, Key};
+        let cases: Vec<(Vec<PathSegment>, &str)> = vec![
+            (vec![Key("a".into())], "a"),
+            (
+                vec![Key("a".into()), Key("b".into()), Index(2), Key("c".into())],
+                "a.b[2].c",
+            ),
+            (
+                vec![Key("rules".into()), Index(1), Index(0), Index(10)],
+                "rules[1][0][10]",
+            ),
+            (vec![Key("a.b".into()), Key("[x]".into())], r"a\.b.\[x\]"),
+            (vec![Key(String::new())], ""),
+            (vec![Key(String::new()), Key(String::new())], "."),
+            (vec![Key("é 名".into()), Index(0)], "é 名[0]"),
+        ];
+        for (segments, path) in cases {
+            assert_eq!(format_path(&segments), path);
+            assert_eq!(parse_path(path).unwrap(), segments, "{path}");
+        }
+    }
+
+    #[test]
+    fn bad_paths_are_rejected() {
+        for (path, reason) in [
+            ("a[", "unclosed ["),
+            ("a[1", "unclosed ["),
+            ("a[]", "a list index must be digits closed by ]"),
+            ("a[x]", "a list index must be digits closed by ]"),
+            ("a[-1]", "a list index must be digits closed by ]"),
+            ("a[01]", "a list index has no leading zeros"),
+            ("a[99999999999999999999999]", "list index too large"),
+            ("a]", "unmatched ] (escape it as \\] in a name)"),
+            ("a[0]b", "expected . or [ after ]"),
+            ("a\\", "a backslash must be followed by one of . [ ] \\"),
+            ("a\\b", "a backslash must be followed by one of . [ ] \\"),
+        ] {
+            assert_eq!(
+                parse_path(path),
+                Err(DiffError::BadPath {
+                    path: path.to_owned(),
+                    reason
+                })
+            );
+        }
+    }
+
+    fn add(path: &str, new: Value) -> Change {
+        Change {
+            path: path.into(),
+            old: None,
+            new: Some(serde_json::from_value(new).unwrap()),
+            added: None,
+            removed: None,
+        }
+    }
+
+    fn remove(path: &str, old: Value) -> Change {
+        Change {
+            path: path.into(),
+            old: Some(serde_json::from_value(old).unwrap()),
+            new: None,
+            added: None,
+            removed: None,
+        }
+    }
+
+    #[test]
+    fn apply_is_strict() {
+        let base =
+            item(json!({"l": {"L": [{"S": "a"}]}, "m": {"M": {"k": {"N": "1"}}}, "s": {"S": "x"}}));
+        let apply = |c: Change| apply_changes(Some(&base), &[c]).unwrap_err();
+        let p = |s: &str| s.to_owned();
+
+        assert_eq!(
+            apply(add("l[2]", json!({"S": "b"}))),
+            DiffError::IndexOutOfRange {
+                path: p("l[2]"),
+                index: 2,
+                len: 1
+            }
+        );
+        assert_eq!(
+            apply(remove("l[1]", json!({"S": "a"}))),
+            DiffError::IndexOutOfRange {
+                path: p("l[1]"),
+                index: 1,
+                len: 1
+            }
+        );
+        assert_eq!(
+            apply(remove("nope", json!({"S": "a"}))),
+            DiffError::Missing { path: p("nope") }
+        );
+        assert_eq!(
+            apply(remove("m.nope", json!({"S": "a"}))),
+            DiffError::Missing { path: p("m.nope") }
+        );
+        assert_eq!(
+            apply(add("x.y", json!({"S": "a"}))),
+            DiffError::Missing { path: p("x.y") }
+        );
+        assert_eq!(
+            apply(remove("m.k", json!({"N": "2"}))),
+            DiffError::OldMismatch { path: p("m.k") }
+        );
+        assert_eq!(
+            apply(remove("s", json!({"N": "1"}))),
+            DiffError::OldMismatch { path: p("s") }
+        );
+        assert_eq!(
+            apply(add("s", json!({"S": "y"}))),
+            DiffError::Exists { path: p("s") }
+        );
+        assert_eq!(
+            apply(add("s.x", json!({"S": "y"}))),
+            DiffError::Shape {
+                path: p("s.x"),
+                expected: "M or L",
+                found: "S"
+            }
+        );
+        assert_eq!(
+            apply(add("l.x", json!({"S": "y"}))),
+            DiffError::Shape {
+                path: p("l.x"),
+                expected: "M",
+                found: "L"
+            }
+        );
+        assert_eq!(
+            apply(add("m[0]", json!({"S": "y"}))),
+            DiffError::Shape {
+                path: p("m[0]"),
+                expected: "L",
+                found: "M"
+            }
+        );
+        let empty = Change {
+            path: p("s"),
+            old: None,
+            new: None,
+            added: None,
+            removed: None,
+        };
+        assert_eq!(apply(empty), DiffError::Empty { path: p("s") });
+        assert!(matches!(
+            apply(add("a[", json!({"S": "y"}))),
+            DiffError::BadPath { .. }
+        ));
+
+        // The old value is matched by value, not by spelling.
+        let ok = apply_changes(Some(&base), &[remove("m.k", json!({"N": "1.00"}))]).unwrap();
+        assert_eq!(ok["m"], AttrValue::M(BTreeMap::new()));
+    }
+
+    #[test]
+    fn apply_checks_set_element_lists() {
+        let base = item(json!({"t": {"SS": ["a", "b"]}}));
+        let mut c = Change {
+            path: "t".into(),
+            old: Some(serde_json::from_value(json!({"SS": ["b", "a"]})).unwrap()),
+            new: Some(serde_json::from_value(json!({"SS": ["a", "c"]})).unwrap()),
+            added: Some(vec!["c".into()]),
+            removed: Some(vec!["b".into()]),
+        };
+        assert!(apply_changes(Some(&base), std::slice::from_ref(&c)).is_ok());
+        c.added = Some(vec!["z".into()]);
+        assert_eq!(
+            apply_changes(Some(&base), &[c.clone()]),
+            Err(DiffError::SetDelta { path: "t".into() })
+        );
+        c.new = None;
+        assert_eq!(
+            apply_changes(Some(&base), &[c]),
+            Err(DiffError::SetDelta { path: "t".into() })
+        );
+    }
+
+    #[test]
+    fn error_messages_name_the_path() {
+        let err = DiffError::IndexOutOfRange {
+            path: "a.b[3]".into(),
+            index: 3,
+            len: 1,
+        };
+        assert_eq!(
+            err.to_string(),
+            "change at a.b[3]: index 3 is out of range for a list of 1"
+        );
+        let err = DiffError::BadPath {
+            path: "a[".into(),
+            reason: "unclosed [",
+        };
+        assert_eq!(err.to_string(), r#"bad path "a[": unclosed ["#);
     }
 }

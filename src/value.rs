@@ -2,8 +2,14 @@
 //!
 //! Numbers stay strings (no precision lost); maps are ordered so that diffs
 //! and JSON output are deterministic.
+//!
+//! The serde form of [`AttrValue`] is DynamoDB JSON exactly as the AWS CLI
+//! prints it (`{"S":"x"}`, `{"N":"1.5"}`, `{"B":"<base64>"}`, `{"NULL":true}`,
+//! ...); reading it is strict, because it is also how stored audit entries
+//! come back. Equality that matters to an audit trail is [`same_value`], not
+//! `==`: `==` compares spellings (`"1.0"` and `"1"` differ), `same_value`
+//! compares values.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -157,7 +163,7 @@ fn parse_typed(s: &str, arg: &str) -> Option<Result<AttrValue, ValueError>> {
 /// Whether `s` is a decimal number as DynamoDB writes them:
 /// `[+-]digits[.digits][e[+-]digits]`, with digits on at least one side of
 /// the point. Checked by hand so that validation never allocates.
-pub(crate) fn is_decimal(s: &str) -> bool {
+pub fn is_decimal(s: &str) -> bool {
     let b = s.as_bytes();
     let mut i = 0;
     let digits = |i: &mut usize| {
@@ -297,25 +303,21 @@ fn delta<'a, T, K: Ord + 'a>(
     let (mut added, mut removed) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
     // Merge walk over the two sorted, deduplicated sides.
-    while i < o.len() || j < n.len() {
-        let ord = match (o.get(i), n.get(j)) {
-            (Some(p), Some(q)) => p.0.cmp(&q.0),
-            (Some(_), None) => Ordering::Less,
-            _ => Ordering::Greater,
-        };
-        match ord {
-            Ordering::Less => {
-                removed.push(show(o[i].1));
-                i += 1;
-            }
-            Ordering::Greater => {
-                added.push(show(n[j].1));
-                j += 1;
-            }
-            Ordering::Equal => {
+    loop {
+        match (o.get(i), n.get(j)) {
+            (Some(p), Some(q)) if p.0 == q.0 => {
                 i += 1;
                 j += 1;
             }
+            (Some(p), q) if q.is_none_or(|q| p.0 < q.0) => {
+                removed.push(show(p.1));
+                i += 1;
+            }
+            (_, Some(q)) => {
+                added.push(show(q.1));
+                j += 1;
+            }
+            (_, None) => break,
         }
     }
     (added, removed)
@@ -695,6 +697,11 @@ mod tests {
         ));
         assert!(!same_value(&n("1"), &n("-1")));
         assert!(!same_value(&n("1e100000000"), &n("1")));
+        // Far-apart exponents must not make the comparison build huge numbers.
+        assert!(!same_value(&n("123456789e100000000"), &n("123456789")));
+        assert!(!same_value(&n("1e-100000000"), &n("1e100000000")));
+        assert!(!same_value(&n("9999999999e-100000000"), &n("-1e100000000")));
+        assert!(!same_value(&n("1e99999999999999999999"), &n("1")));
         assert!(!same_value(&n("1"), &s("1")), "types differ");
     }
 
