@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use crate::entry::{AuditEntry, Gap};
 use crate::value::Item;
 
+
+
 /// Our view of a shard, as the seed article's `streams_shards` table has it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ShardStatus {
@@ -104,10 +106,8 @@ pub trait CheckpointStore: Send + Sync + 'static {
         stream_arn: &str,
     ) -> impl Future<Output = StoreResult<Vec<ShardCheckpoint>>> + Send;
     /// Upsert one shard's row.
-    fn save_shard(
-        &self,
-        checkpoint: &ShardCheckpoint,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn save_shard(&self, checkpoint: &ShardCheckpoint)
+        -> impl Future<Output = StoreResult<()>> + Send;
     fn save_stream(&self, row: &StreamRow) -> impl Future<Output = StoreResult<()>> + Send;
     /// The streams of one table, or of all tables.
     fn load_streams(
@@ -119,8 +119,7 @@ pub trait CheckpointStore: Send + Sync + 'static {
 pub trait AuditStore: Send + Sync + 'static {
     /// Write-once: never overwrites; a second put of the same record is
     /// recognised and reported as [`PutOutcome::AlreadyPresent`].
-    fn put_entry(&self, entry: &AuditEntry)
-        -> impl Future<Output = StoreResult<PutOutcome>> + Send;
+    fn put_entry(&self, entry: &AuditEntry) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
     /// One item's entries in stream order.
     fn history(
         &self,

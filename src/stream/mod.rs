@@ -158,10 +158,8 @@ pub trait StreamApi: Send + Sync + 'static {
     fn describe_table(&self, table: &str)
         -> impl Future<Output = StreamResult<TableStream>> + Send;
     /// ListStreams for one table (all pages).
-    fn list_streams(
-        &self,
-        table: &str,
-    ) -> impl Future<Output = StreamResult<Vec<StreamSummary>>> + Send;
+    fn list_streams(&self, table: &str)
+        -> impl Future<Output = StreamResult<Vec<StreamSummary>>> + Send;
     fn describe_stream(
         &self,
         request: &DescribeStreamRequest,
@@ -197,10 +195,7 @@ pub fn cmp_sequence(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 impl<T: StreamApi> StreamApi for std::sync::Arc<T> {
-    fn describe_table(
-        &self,
-        table: &str,
-    ) -> impl Future<Output = StreamResult<TableStream>> + Send {
+    fn describe_table(&self, table: &str) -> impl Future<Output = StreamResult<TableStream>> + Send {
         (**self).describe_table(table)
     }
     fn list_streams(
