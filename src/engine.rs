@@ -1,0 +1,118 @@
+//! What every task of the daemon shares: the three seams, the settings, the
+//! process-wide DescribeStream pacer, and the two shutdown tokens.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Polling};
+use crate::pace::Pacer;
+use crate::retry::RetryPolicy;
+use crate::store::{AuditStore, CheckpointStore, StoreError};
+use crate::stream::{StreamApi, StreamError};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub actor_attribute: Option<String>,
+    pub polling: Polling,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        Settings {
+            actor_attribute: config.attribution.actor_attribute.clone(),
+            polling: config.polling.clone(),
+        }
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::new(self.polling.retry_min(), self.polling.retry_max())
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            actor_attribute: None,
+            polling: Polling::default(),
+        }
+    }
+}
+
+pub struct Engine<S, C, A> {
+    pub stream: S,
+    pub checkpoints: C,
+    pub audit: A,
+    pub settings: Settings,
+    /// DescribeStream is limited per account and region, not per stream.
+    pub describe_pacer: Pacer,
+}
+
+impl<S: StreamApi, C: CheckpointStore, A: AuditStore> Engine<S, C, A> {
+    pub fn new(stream: S, checkpoints: C, audit: A, settings: Settings) -> Self {
+        let describe_pacer = Pacer::per_second(settings.polling.describe_stream_per_sec);
+        Engine {
+            stream,
+            checkpoints,
+            audit,
+            settings,
+            describe_pacer,
+        }
+    }
+}
+
+/// Graceful shutdown in two steps: `stop` ends polling (in-flight pages are
+/// still written and checkpointed); `abort`, after the grace period, ends
+/// even that. Whatever was not checkpointed is read again at the next start
+/// and deduplicated by the write-once store.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    pub stop: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stops polling now, and aborts in-flight writes after `grace`.
+    pub fn begin(&self, grace: Duration) {
+        self.stop.cancel();
+        let abort = self.abort.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            abort.cancel();
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "table `{table}` does not exist: check `tables` in the config, and AWS_REGION / AWS_ENDPOINT_URL"
+    )]
+    TableNotFound { table: String },
+    #[error(
+        "table `{table}` has no stream enabled; ddb-audit needs one with view type NEW_AND_OLD_IMAGES: \
+         aws dynamodb update-table --table-name {table} \
+         --stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
+    )]
+    NoStream { table: String },
+    #[error(
+        "table `{table}` has a stream with view type {view_type}; ddb-audit needs NEW_AND_OLD_IMAGES \
+         to record old and new values. The view type cannot be changed in place: disable the stream, \
+         then enable it with StreamViewType=NEW_AND_OLD_IMAGES"
+    )]
+    WrongViewType { table: String, view_type: String },
+    #[error("table `{table}`: {source}")]
+    Stream {
+        table: String,
+        #[source]
+        source: StreamError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} tables cannot be audited:\n  {1}")]
+    Several(usize, String),
+}

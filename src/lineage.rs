@@ -1,0 +1,188 @@
+//! Pure shard-lineage bookkeeping for one stream: which shards exist, which
+//! are drained, and which may be read now. A shard may be read once its parent
+//! is drained — or is gone from the stream (trimmed), so that children never
+//! wait forever on a parent nobody can read.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::stream::Shard;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Waiting,
+    Running,
+    Drained,
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    shard: Shard,
+    state: NodeState,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Lineage {
+    // BTreeMap: deterministic order of starts, which keeps tests reproducible.
+    nodes: BTreeMap<String, Node>,
+    children: HashMap<String, Vec<String>>,
+}
+
+impl Lineage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a shard, or refreshes what we know of it (it may have closed).
+    /// Returns true when the shard was not known before.
+    pub fn insert(&mut self, shard: Shard, drained: bool) -> bool {
+        if let Some(node) = self.nodes.get_mut(&shard.shard_id) {
+            if shard.ending_sequence_number.is_some() {
+                node.shard.ending_sequence_number = shard.ending_sequence_number;
+            }
+            return false;
+        }
+        if let Some(parent) = &shard.parent_shard_id {
+            self.children
+                .entry(parent.clone())
+                .or_default()
+                .push(shard.shard_id.clone());
+        }
+        let state = if drained {
+            NodeState::Drained
+        } else {
+            NodeState::Waiting
+        };
+        self.nodes
+            .insert(shard.shard_id.clone(), Node { shard, state });
+        true
+    }
+
+    pub fn contains(&self, shard_id: &str) -> bool {
+        self.nodes.contains_key(shard_id)
+    }
+
+    pub fn state(&self, shard_id: &str) -> Option<NodeState> {
+        self.nodes.get(shard_id).map(|n| n.state)
+    }
+
+    pub fn shard(&self, shard_id: &str) -> Option<&Shard> {
+        self.nodes.get(shard_id).map(|n| &n.shard)
+    }
+
+    pub fn set_state(&mut self, shard_id: &str, state: NodeState) {
+        if let Some(node) = self.nodes.get_mut(shard_id) {
+            node.state = state;
+        }
+    }
+
+    pub fn children_of(&self, shard_id: &str) -> &[String] {
+        self.children
+            .get(shard_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Shards that may be read now: waiting, with a drained or absent parent.
+    /// Closed shards come first: they are older, and each one ends.
+    pub fn ready(&self) -> Vec<Shard> {
+        let mut ready: Vec<&Shard> = self
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Waiting)
+            .filter(|n| match &n.shard.parent_shard_id {
+                None => true,
+                Some(parent) => self
+                    .nodes
+                    .get(parent)
+                    .is_none_or(|p| p.state == NodeState::Drained),
+            })
+            .map(|n| &n.shard)
+            .collect();
+        ready.sort_by_key(|s| !s.is_closed());
+        ready.into_iter().cloned().collect()
+    }
+
+    pub fn running(&self) -> usize {
+        self.count(NodeState::Running)
+    }
+
+    pub fn all_drained(&self) -> bool {
+        self.nodes.values().all(|n| n.state == NodeState::Drained)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    fn count(&self, state: NodeState) -> usize {
+        self.nodes.values().filter(|n| n.state == state).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str, parent: Option<&str>, closed: bool) -> Shard {
+        Shard {
+            shard_id: id.into(),
+            parent_shard_id: parent.map(Into::into),
+            starting_sequence_number: Some("1".into()),
+            ending_sequence_number: closed.then(|| "9".into()),
+        }
+    }
+
+    fn ids(shards: Vec<Shard>) -> Vec<String> {
+        shards.into_iter().map(|s| s.shard_id).collect()
+    }
+
+    #[test]
+    fn children_wait_for_their_parent_to_drain() {
+        let mut l = Lineage::new();
+        l.insert(shard("a", None, true), false);
+        l.insert(shard("b", Some("a"), false), false);
+        l.insert(shard("c", Some("a"), false), false);
+        assert_eq!(ids(l.ready()), vec!["a"]);
+        l.set_state("a", NodeState::Running);
+        assert!(l.ready().is_empty());
+        l.set_state("a", NodeState::Drained);
+        assert_eq!(ids(l.ready()), vec!["b", "c"]);
+        assert_eq!(l.children_of("a"), ["b", "c"]);
+    }
+
+    #[test]
+    fn a_child_whose_parent_is_gone_may_start() {
+        let mut l = Lineage::new();
+        l.insert(shard("child", Some("trimmed-parent"), false), false);
+        assert_eq!(ids(l.ready()), vec!["child"]);
+    }
+
+    #[test]
+    fn a_chain_of_rotations_is_read_one_link_at_a_time() {
+        let mut l = Lineage::new();
+        l.insert(shard("s3", Some("s2"), false), false);
+        l.insert(shard("s2", Some("s1"), true), false);
+        l.insert(shard("s1", None, true), true);
+        assert_eq!(ids(l.ready()), vec!["s2"]);
+        l.set_state("s2", NodeState::Drained);
+        assert_eq!(ids(l.ready()), vec!["s3"]);
+        l.set_state("s3", NodeState::Drained);
+        assert!(l.all_drained());
+    }
+
+    #[test]
+    fn closed_shards_start_before_open_ones_and_refresh_keeps_state() {
+        let mut l = Lineage::new();
+        l.insert(shard("open", None, false), false);
+        l.insert(shard("closed", None, true), false);
+        assert_eq!(ids(l.ready()), vec!["closed", "open"]);
+        l.set_state("open", NodeState::Running);
+        assert!(!l.insert(shard("open", None, true), false));
+        assert_eq!(l.state("open"), Some(NodeState::Running));
+        assert!(l.shard("open").is_some_and(Shard::is_closed));
+    }
+}

@@ -1,0 +1,408 @@
+//! What the query commands print: `history`, `gaps`, `status`, as readable
+//! tables or as JSON lines. Pure functions over stored data.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::entry::{AuditEntry, Gap};
+use crate::store::{ShardCheckpoint, ShardStatus, StreamRow};
+use crate::value::AttrValue;
+
+/// Longest rendering of one value in the readable table.
+const MAX_VALUE_WIDTH: usize = 60;
+
+/// One JSON object per line, in the contract format.
+pub fn history_json(entries: &[AuditEntry]) -> Result<String, serde_json::Error> {
+    json_lines(entries)
+}
+
+pub fn json_lines<T: Serialize>(items: &[T]) -> Result<String, serde_json::Error> {
+    let mut out = String::new();
+    for item in items {
+        out.push_str(&serde_json::to_string(item)?);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// A readable table: time, event, actor, path, old → new; one row per change.
+pub fn history_table(entries: &[AuditEntry]) -> String {
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for entry in entries {
+        let time = entry.event_time.clone().unwrap_or_else(|| "-".into());
+        let mut event = entry.event.clone();
+        if entry.ttl_expiry {
+            event.push_str(" (TTL)");
+        }
+        let actor = entry.actor.clone().unwrap_or_else(|| "-".into());
+        if let Some(error) = &entry.error {
+            rows.push([
+                time,
+                event,
+                actor,
+                "!".into(),
+                format!("unreadable record: {error}"),
+            ]);
+            continue;
+        }
+        if entry.changes.is_empty() {
+            rows.push([time, event, actor, "-".into(), "(no field changed)".into()]);
+            continue;
+        }
+        for (i, change) in entry.changes.iter().enumerate() {
+            let what = match (&change.old, &change.new) {
+                (Some(old), Some(new)) => {
+                    format!("{} → {}", display_value(old), display_value(new))
+                }
+                (None, Some(new)) => format!("+ {}", display_value(new)),
+                (Some(old), None) => format!("- {}", display_value(old)),
+                (None, None) => String::new(),
+            };
+            let (t, e, a) = if i == 0 {
+                (time.clone(), event.clone(), actor.clone())
+            } else {
+                (String::new(), String::new(), String::new())
+            };
+            rows.push([t, e, a, change.path.clone(), what]);
+        }
+    }
+    if rows.is_empty() {
+        return "no audit entries for this item\n".into();
+    }
+    render(&["TIME", "EVENT", "ACTOR", "PATH", "CHANGE"], &rows)
+}
+
+pub fn gaps_table(gaps: &[Gap]) -> String {
+    if gaps.is_empty() {
+        return "no gaps: every change in the streams was read\n".into();
+    }
+    let rows: Vec<[String; 5]> = gaps
+        .iter()
+        .map(|g| {
+            [
+                g.detected_at.clone(),
+                g.table.clone(),
+                g.shard_id.clone(),
+                g.after_sequence_number
+                    .clone()
+                    .unwrap_or_else(|| "(start)".into()),
+                g.resumed_at_sequence_number
+                    .clone()
+                    .unwrap_or_else(|| "(end)".into()),
+            ]
+        })
+        .collect();
+    render(
+        &["DETECTED", "TABLE", "SHARD", "AFTER", "RESUMED AT"],
+        &rows,
+    )
+}
+
+/// One shard as `status` reports it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ShardStatusLine {
+    pub kind: &'static str,
+    pub table: String,
+    pub stream_arn: String,
+    pub shard_id: String,
+    pub parent_shard_id: Option<String>,
+    pub status: &'static str,
+    pub sequence_number: Option<String>,
+    pub last_record_time: Option<String>,
+    /// Now minus the creation time of the newest record handled.
+    pub lag_seconds: Option<i64>,
+    pub updated_at: String,
+}
+
+/// The summary of one table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TableStatusLine {
+    pub kind: &'static str,
+    pub table: String,
+    pub streams: usize,
+    pub current_stream_arn: Option<String>,
+    pub shards: usize,
+    pub open: usize,
+    pub closed: usize,
+    pub drained: usize,
+    pub max_lag_seconds: Option<i64>,
+}
+
+pub fn shard_lines(checkpoints: &[ShardCheckpoint], now: DateTime<Utc>) -> Vec<ShardStatusLine> {
+    checkpoints
+        .iter()
+        .map(|c| ShardStatusLine {
+            kind: "shard",
+            table: c.table.clone(),
+            stream_arn: c.stream_arn.clone(),
+            shard_id: c.shard_id.clone(),
+            parent_shard_id: c.parent_shard_id.clone(),
+            status: c.status.as_str(),
+            sequence_number: c.sequence_no.clone(),
+            last_record_time: c
+                .last_record_time
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            lag_seconds: (c.status != ShardStatus::Drained)
+                .then(|| c.last_record_time.map(|t| (now - t).num_seconds().max(0)))
+                .flatten(),
+            updated_at: c
+                .updated_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        })
+        .collect()
+}
+
+pub fn table_line(
+    table: &str,
+    streams: &[StreamRow],
+    shards: &[ShardStatusLine],
+) -> TableStatusLine {
+    let count = |s: &str| shards.iter().filter(|l| l.status == s).count();
+    TableStatusLine {
+        kind: "table",
+        table: table.to_string(),
+        streams: streams.len(),
+        current_stream_arn: streams
+            .iter()
+            .find(|s| s.is_enabled)
+            .map(|s| s.stream_arn.clone()),
+        shards: shards.len(),
+        open: count("open"),
+        closed: count("closed"),
+        drained: count("drained"),
+        max_lag_seconds: shards.iter().filter_map(|l| l.lag_seconds).max(),
+    }
+}
+
+pub fn status_table(tables: &[(TableStatusLine, Vec<ShardStatusLine>)]) -> String {
+    let mut out = String::new();
+    for (summary, shards) in tables {
+        let _ = writeln!(
+            out,
+            "{}: {} stream(s), {} shard(s): {} open, {} closed, {} drained; max lag {}",
+            summary.table,
+            summary.streams,
+            summary.shards,
+            summary.open,
+            summary.closed,
+            summary.drained,
+            summary
+                .max_lag_seconds
+                .map(|s| format!("{s} s"))
+                .unwrap_or_else(|| "-".into()),
+        );
+        let rows: Vec<[String; 5]> = shards
+            .iter()
+            .filter(|s| s.status != "drained")
+            .map(|s| {
+                [
+                    s.shard_id.clone(),
+                    s.status.to_string(),
+                    s.sequence_number.clone().unwrap_or_else(|| "-".into()),
+                    s.lag_seconds
+                        .map(|l| format!("{l} s"))
+                        .unwrap_or_else(|| "-".into()),
+                    s.parent_shard_id.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            out.push_str(&render(
+                &["  SHARD", "STATUS", "CHECKPOINT", "LAG", "PARENT"],
+                &rows,
+            ));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("nothing audited yet: start `ddb-audit run`\n");
+    }
+    out
+}
+
+/// A compact, readable rendering of a value (the JSON form is lossless; this
+/// one is for people).
+pub fn display_value(value: &AttrValue) -> String {
+    let text = match value {
+        AttrValue::S(s) => format!("{s:?}"),
+        AttrValue::N(n) => n.clone(),
+        AttrValue::B(b) => format!("<{} bytes>", b.len()),
+        AttrValue::Bool(b) => b.to_string(),
+        AttrValue::Null => "null".into(),
+        AttrValue::M(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{k}: {}", display_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        AttrValue::L(l) => format!(
+            "[{}]",
+            l.iter().map(display_value).collect::<Vec<_>>().join(", ")
+        ),
+        AttrValue::Ss(s) => format!(
+            "<<{}>>",
+            s.iter()
+                .map(|x| format!("{x:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        AttrValue::Ns(n) => format!("<<{}>>", n.join(", ")),
+        AttrValue::Bs(b) => format!("<<{} binary>>", b.len()),
+    };
+    truncate(text, MAX_VALUE_WIDTH)
+}
+
+fn truncate(text: String, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text;
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+fn render<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Change;
+
+    fn entry(changes: Vec<Change>) -> AuditEntry {
+        AuditEntry {
+            table: "orders".into(),
+            key: [("pk".to_string(), AttrValue::S("u1".into()))].into(),
+            event: "MODIFY".into(),
+            sequence_number: "100".into(),
+            shard_id: "shardId-1".into(),
+            event_time: Some("2026-11-23T19:05:00Z".into()),
+            actor: Some("alice".into()),
+            changes,
+            ttl_expiry: false,
+            error: None,
+            raw: None,
+            stream_arn: "arn".into(),
+        }
+    }
+
+    #[test]
+    fn history_table_shows_who_what_from_and_to() {
+        let e = entry(vec![
+            Change {
+                path: "balance".into(),
+                old: Some(AttrValue::N("1000".into())),
+                new: Some(AttrValue::N("900".into())),
+                added: None,
+                removed: None,
+            },
+            Change {
+                path: "profile.name".into(),
+                old: None,
+                new: Some(AttrValue::S("Bob".into())),
+                added: None,
+                removed: None,
+            },
+        ]);
+        let out = history_table(&[e]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("TIME"), "{out}");
+        assert!(
+            lines[1].contains("2026-11-23T19:05:00Z") && lines[1].contains("alice"),
+            "{out}"
+        );
+        assert!(
+            lines[1].contains("balance") && lines[1].contains("1000 → 900"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("profile.name") && lines[2].contains("+ \"Bob\""),
+            "{out}"
+        );
+        assert!(!lines[2].contains("alice"), "{out}");
+    }
+
+    #[test]
+    fn errors_empty_changes_and_ttl_are_visible() {
+        let mut bad = entry(vec![]);
+        bad.error = Some("unknown event name".into());
+        let mut ttl = entry(vec![]);
+        ttl.event = "REMOVE".into();
+        ttl.ttl_expiry = true;
+        let out = history_table(&[bad, ttl]);
+        assert!(
+            out.contains("unreadable record: unknown event name"),
+            "{out}"
+        );
+        assert!(
+            out.contains("REMOVE (TTL)") && out.contains("(no field changed)"),
+            "{out}"
+        );
+        assert_eq!(history_table(&[]), "no audit entries for this item\n");
+    }
+
+    #[test]
+    fn long_values_are_truncated_for_people() {
+        let long = AttrValue::S("x".repeat(500));
+        let shown = display_value(&long);
+        assert_eq!(shown.chars().count(), MAX_VALUE_WIDTH);
+        assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn status_reports_lag_for_undrained_shards_only() {
+        let now = Utc::now();
+        let cp = |id: &str, status| ShardCheckpoint {
+            stream_arn: "arn".into(),
+            shard_id: id.into(),
+            table: "orders".into(),
+            parent_shard_id: None,
+            sequence_no: Some("5".into()),
+            status,
+            last_record_time: Some(now - chrono::Duration::seconds(30)),
+            updated_at: now,
+        };
+        let lines = shard_lines(
+            &[cp("a", ShardStatus::Open), cp("b", ShardStatus::Drained)],
+            now,
+        );
+        assert_eq!(lines[0].lag_seconds, Some(30));
+        assert_eq!(lines[1].lag_seconds, None);
+        let summary = table_line("orders", &[], &lines);
+        assert_eq!((summary.shards, summary.open, summary.drained), (2, 1, 1));
+        assert_eq!(summary.max_lag_seconds, Some(30));
+        let text = status_table(&[(summary, lines)]);
+        assert!(
+            text.starts_with(
+                "orders: 0 stream(s), 2 shard(s): 1 open, 0 closed, 1 drained; max lag 30 s"
+            ),
+            "{text}"
+        );
+    }
+}
