@@ -1,7 +1,9 @@
 //! The audit entry, its JSON form (the `history --json` contract), and gaps.
 
+use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 
+use crate::stream::{StreamRecord, UserIdentity, TTL_PRINCIPAL};
 use crate::value::{AttrValue, Item};
 
 /// One field-level change. Applied in order to the old image with JSON Patch
@@ -63,4 +65,243 @@ pub struct Gap {
     pub resumed_at_sequence_number: Option<String>,
     /// RFC 3339, UTC.
     pub detected_at: String,
+}
+
+/// Turns one stream record into its audit entry. Never fails: a record that
+/// cannot be interpreted still becomes an entry, with `error` saying why and
+/// `raw` holding it, so nothing is lost and the checkpoint can move on.
+pub fn build_entry(
+    table: &str,
+    stream_arn: &str,
+    shard_id: &str,
+    record: &StreamRecord,
+    actor_attribute: Option<&str>,
+) -> AuditEntry {
+    let ttl_expiry = record
+        .user_identity
+        .as_ref()
+        .is_some_and(UserIdentity::is_ttl_expiry);
+    let mut entry = AuditEntry {
+        table: table.to_string(),
+        key: record.keys.clone(),
+        event: record.event_name.clone(),
+        sequence_number: record.sequence_number.clone(),
+        shard_id: shard_id.to_string(),
+        event_time: record
+            .approximate_creation
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        actor: None,
+        changes: Vec::new(),
+        ttl_expiry,
+        error: None,
+        raw: None,
+        stream_arn: stream_arn.to_string(),
+    };
+    let images = match record.event_name.as_str() {
+        "INSERT" => record.new_image.as_ref().map(|new| (None, Some(new))),
+        "MODIFY" => match (&record.old_image, &record.new_image) {
+            (Some(old), Some(new)) => Some((Some(old), Some(new))),
+            _ => None,
+        },
+        "REMOVE" => record.old_image.as_ref().map(|old| (Some(old), None)),
+        _ => None,
+    };
+    let problem = match (&record.problem, images) {
+        (Some(problem), _) => Some(problem.clone()),
+        (None, None) if !matches!(record.event_name.as_str(), "INSERT" | "MODIFY" | "REMOVE") => {
+            Some(format!("unknown event name {:?}", record.event_name))
+        }
+        (None, None) => Some(format!(
+            "{} record without the images it needs (OldImage: {}, NewImage: {}); \
+             is the stream's view type NEW_AND_OLD_IMAGES?",
+            record.event_name,
+            record.old_image.is_some(),
+            record.new_image.is_some()
+        )),
+        (None, Some((old, new))) => {
+            entry.changes = crate::diff::diff_images(old, new);
+            None
+        }
+    };
+    if let Some(problem) = problem {
+        entry.error = Some(problem);
+        entry.raw = Some(record.raw.clone().unwrap_or_else(|| format!("{record:?}")));
+    }
+    entry.actor = if ttl_expiry {
+        Some(TTL_PRINCIPAL.to_string())
+    } else {
+        actor_attribute.and_then(|attr| {
+            record
+                .new_image
+                .as_ref()
+                .and_then(|i| i.get(attr))
+                .or_else(|| record.old_image.as_ref().and_then(|i| i.get(attr)))
+                .map(actor_text)
+        })
+    };
+    entry
+}
+
+/// An actor attribute is normally a string; anything else is shown as its
+/// DynamoDB JSON rather than dropped.
+fn actor_text(value: &AttrValue) -> String {
+    match value {
+        AttrValue::S(s) | AttrValue::N(s) => s.clone(),
+        other => serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn item(pairs: &[(&str, &str)]) -> Item {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), AttrValue::S(v.to_string())))
+            .collect()
+    }
+
+    fn record(event: &str, old: Option<Item>, new: Option<Item>) -> StreamRecord {
+        StreamRecord {
+            event_id: "e1".into(),
+            event_name: event.into(),
+            keys: item(&[("pk", "u1")]),
+            new_image: new,
+            old_image: old,
+            sequence_number: "110000000001745442301".into(),
+            size_bytes: Some(10),
+            approximate_creation: Some(Utc.with_ymd_and_hms(2026, 11, 23, 19, 5, 0).unwrap()),
+            user_identity: None,
+            problem: None,
+            raw: None,
+        }
+    }
+
+    #[test]
+    fn modify_names_the_actor_from_the_new_image_and_lists_changes() {
+        let old = item(&[("pk", "u1"), ("name", "Ann"), ("updated_by", "bob")]);
+        let new = item(&[("pk", "u1"), ("name", "Bea"), ("updated_by", "alice")]);
+        let e = build_entry(
+            "orders",
+            "arn/stream/L",
+            "shard-1",
+            &record("MODIFY", Some(old), Some(new)),
+            Some("updated_by"),
+        );
+        assert_eq!(e.actor.as_deref(), Some("alice"));
+        assert_eq!(e.event, "MODIFY");
+        assert_eq!(e.event_time.as_deref(), Some("2026-11-23T19:05:00Z"));
+        assert_eq!(
+            (e.shard_id.as_str(), e.stream_arn.as_str()),
+            ("shard-1", "arn/stream/L")
+        );
+        assert!(e.error.is_none() && e.raw.is_none());
+        assert!(
+            e.changes.iter().any(|c| c.path == "name"),
+            "{:?}",
+            e.changes
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert!(
+            json.get("ttl_expiry").is_none() && json.get("stream_arn").is_none(),
+            "{json}"
+        );
+        assert_eq!(json["key"], serde_json::json!({"pk": {"S": "u1"}}));
+    }
+
+    #[test]
+    fn remove_takes_the_actor_from_the_old_image() {
+        let old = item(&[("pk", "u1"), ("updated_by", "carol")]);
+        let e = build_entry(
+            "t",
+            "a",
+            "s",
+            &record("REMOVE", Some(old), None),
+            Some("updated_by"),
+        );
+        assert_eq!(e.actor.as_deref(), Some("carol"));
+        let e = build_entry(
+            "t",
+            "a",
+            "s",
+            &record("REMOVE", Some(item(&[("pk", "u1")])), None),
+            Some("updated_by"),
+        );
+        assert_eq!(e.actor, None);
+        let e = build_entry(
+            "t",
+            "a",
+            "s",
+            &record("REMOVE", Some(item(&[("pk", "u1")])), None),
+            None,
+        );
+        assert_eq!(e.actor, None);
+    }
+
+    #[test]
+    fn ttl_deletion_is_attributed_to_dynamodb_and_marked() {
+        let mut r = record(
+            "REMOVE",
+            Some(item(&[("pk", "u1"), ("updated_by", "bob")])),
+            None,
+        );
+        r.user_identity = Some(UserIdentity {
+            kind: "Service".into(),
+            principal_id: TTL_PRINCIPAL.into(),
+        });
+        let e = build_entry("t", "a", "s", &r, Some("updated_by"));
+        assert_eq!(e.actor.as_deref(), Some("dynamodb.amazonaws.com"));
+        assert!(e.ttl_expiry);
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["ttl_expiry"],
+            serde_json::json!(true)
+        );
+    }
+
+    #[test]
+    fn uninterpretable_records_are_kept_raw_with_an_error() {
+        let e = build_entry(
+            "t",
+            "a",
+            "s",
+            &record("MODIFY", None, Some(item(&[("pk", "u1")]))),
+            None,
+        );
+        assert!(
+            e.error
+                .as_deref()
+                .is_some_and(|m| m.contains("NEW_AND_OLD_IMAGES")),
+            "{:?}",
+            e.error
+        );
+        assert!(e
+            .raw
+            .as_deref()
+            .is_some_and(|r| r.contains("110000000001745442301")));
+        let e = build_entry("t", "a", "s", &record("UPSERT", None, None), None);
+        assert!(e.error.as_deref().is_some_and(|m| m.contains("UPSERT")));
+        let mut r = record("INSERT", None, Some(item(&[("pk", "u1")])));
+        r.problem = Some("image had an unknown type".into());
+        r.raw = Some("{raw}".into());
+        let e = build_entry("t", "a", "s", &r, None);
+        assert_eq!(e.error.as_deref(), Some("image had an unknown type"));
+        assert_eq!(e.raw.as_deref(), Some("{raw}"));
+        assert_eq!(e.sequence_number, "110000000001745442301");
+    }
+
+    #[test]
+    fn a_non_string_actor_is_shown_not_dropped() {
+        let mut new = item(&[("pk", "u1")]);
+        new.insert("updated_by".into(), AttrValue::N("42".into()));
+        let e = build_entry(
+            "t",
+            "a",
+            "s",
+            &record("INSERT", None, Some(new)),
+            Some("updated_by"),
+        );
+        assert_eq!(e.actor.as_deref(), Some("42"));
+    }
 }

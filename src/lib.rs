@@ -7,14 +7,24 @@
 //! - `config`  — the TOML config: documented defaults, unknown keys rejected.
 //! - `stream`  — the stream seam: trait + domain types; `aws` adapter, `sim` simulator.
 //! - `store`   — checkpoint and audit stores: traits; `dynamo` and `memory` versions.
+//! - `lineage` — pure shard graph: which shards may be read now.
+//! - `shard`   — one shard's loop: pace → GetRecords → entries → write → checkpoint.
+//! - `supervisor` — per table and stream: discovery, lineage, children, listings.
+//! - `engine`  — what the tasks share: seams, settings, pacer, shutdown tokens.
+//! - `report`  — what history, gaps and status print (tables and JSON lines).
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
 
 pub mod config;
 pub mod diff;
+pub mod engine;
 pub mod entry;
+pub mod lineage;
 pub mod pace;
+pub mod report;
 pub mod retry;
+pub mod shard;
 pub mod store;
 pub mod stream;
+pub mod supervisor;
 pub mod value;
