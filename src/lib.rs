@@ -1,6 +1,7 @@
 //! ddb-audit: DynamoDB Streams → a permanent, write-once, field-level audit trail.
 //!
 //! Layout (one line per module):
+//! - `aws`     — AWS SDK configuration (standard environment, no SDK retries) and error reading.
 //! - `value`   — DynamoDB attribute values, SDK-neutral, and their DynamoDB JSON.
 //! - `diff`    — field-level diffs of item images (the `changes` patch) and their inverse.
 //! - `entry`   — the audit entry (the `history --json` contract) and gaps.
@@ -15,6 +16,7 @@
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
 
+pub mod aws;
 pub mod config;
 pub mod diff;
 pub mod engine;

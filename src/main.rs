@@ -1,1 +1,255 @@
-fn main() {}
+//! The `ddb-audit` binary: parses the command line, sets up logging, builds
+//! the AWS clients and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use ddb_audit::config::Config;
+use ddb_audit::engine::{Engine, Settings, Shutdown};
+use ddb_audit::report;
+use ddb_audit::store::dynamo::DynamoStore;
+use ddb_audit::store::{AuditStore, CheckpointStore};
+use ddb_audit::stream::aws::AwsStream;
+use ddb_audit::value::{parse_key_arg, Item};
+
+/// Turns DynamoDB Streams into a permanent, write-once, field-level audit
+/// trail: who changed which field, from what, to what, and when.
+///
+/// The endpoint, region and credentials come from the standard AWS
+/// environment (AWS_ENDPOINT_URL, AWS_REGION, the default credential chain).
+#[derive(Parser, Debug)]
+#[command(name = "ddb-audit", version, about, long_about)]
+struct Cli {
+    /// Log format on stderr. RUST_LOG filters (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "DDB_AUDIT_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the daemon's own tables (streams, shards, audit entries); safe to repeat.
+    Init(ConfigArg),
+    /// Run the daemon: audit every configured table until SIGTERM or SIGINT.
+    Run(ConfigArg),
+    /// Print one item's audit history, oldest first.
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The audited table.
+        #[arg(long)]
+        table: String,
+        /// A key attribute as NAME=TYPE:VALUE, TYPE one of S, N, B (base64);
+        /// repeat for a sort key, e.g. --key pk=S:u1 --key sk=N:7.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// One JSON object per line (the stable format) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the gaps: records trimmed from a stream before they could be read.
+    Gaps {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each table's shards: status, checkpoint, lag, parent.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object per line (kind "table" or "shard").
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ConfigArg {
+    /// The TOML config file.
+    #[arg(long, short = 'c', env = "DDB_AUDIT_CONFIG")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Init(c) => init(load(&c)?).await,
+        Command::Run(c) => run(load(&c)?).await,
+        Command::History {
+            config,
+            table,
+            keys,
+            json,
+        } => history(load(&config)?, table, keys, json).await,
+        Command::Gaps { config, json } => gaps(load(&config)?, json).await,
+        Command::Status { config, json } => status(load(&config)?, json).await,
+    }
+}
+
+fn load(arg: &ConfigArg) -> Result<Config> {
+    Ok(Config::load(&arg.config)?)
+}
+
+async fn store(config: &Config) -> DynamoStore {
+    let sdk = ddb_audit::aws::load_sdk_config().await;
+    DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
+}
+
+async fn init(config: Config) -> Result<()> {
+    let report = store(&config)
+        .await
+        .init()
+        .await
+        .context("creating ddb-audit's tables")?;
+    for table in &report.created {
+        println!("created table {table}");
+    }
+    for table in &report.existed {
+        println!("table {table} already exists");
+    }
+    Ok(())
+}
+
+async fn run(config: Config) -> Result<()> {
+    let sdk = ddb_audit::aws::load_sdk_config().await;
+    let stream = AwsStream::new(
+        ddb_audit::aws::dynamodb_client(&sdk),
+        ddb_audit::aws::streams_client(&sdk),
+    );
+    let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names());
+    let engine = Arc::new(Engine::new(
+        stream,
+        store.clone(),
+        store,
+        Settings::from_config(&config),
+    ));
+    let shutdown = Shutdown::new();
+    let grace = std::time::Duration::from_millis(config.shutdown.grace_ms);
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!(signal = name, "shutting down: finishing in-flight writes"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+        }
+        on_signal.begin(grace);
+    });
+    ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+async fn history(config: Config, table: String, keys: Vec<String>, json: bool) -> Result<()> {
+    if !config.tables.contains(&table) {
+        tracing::warn!(table = %table, "table is not in the config's `tables`: showing what is stored anyway");
+    }
+    let mut key = Item::new();
+    for arg in &keys {
+        let (name, value) = parse_key_arg(arg).with_context(|| format!("--key {arg}"))?;
+        key.insert(name, value);
+    }
+    let entries = store(&config).await.history(&table, &key).await?;
+    if json {
+        print!("{}", report::history_json(&entries)?);
+    } else {
+        print!("{}", report::history_table(&entries));
+    }
+    Ok(())
+}
+
+async fn gaps(config: Config, json: bool) -> Result<()> {
+    let gaps = store(&config).await.gaps().await?;
+    if json {
+        print!("{}", report::json_lines(&gaps)?);
+    } else {
+        print!("{}", report::gaps_table(&gaps));
+    }
+    Ok(())
+}
+
+async fn status(config: Config, json: bool) -> Result<()> {
+    let store = store(&config).await;
+    let now = chrono::Utc::now();
+    let mut tables = Vec::new();
+    for table in &config.tables {
+        let streams = store.load_streams(Some(table)).await?;
+        let mut shards = Vec::new();
+        for s in &streams {
+            shards.extend(report::shard_lines(
+                &store.load_shards(&s.stream_arn).await?,
+                now,
+            ));
+        }
+        let summary = report::table_line(table, &streams, &shards);
+        tables.push((summary, shards));
+    }
+    if json {
+        let mut out = String::new();
+        for (summary, shards) in &tables {
+            out.push_str(&report::json_lines(std::slice::from_ref(summary))?);
+            out.push_str(&report::json_lines(shards)?);
+        }
+        print!("{out}");
+    } else {
+        print!("{}", report::status_table(&tables));
+    }
+    Ok(())
+}

@@ -3,6 +3,8 @@
 //! `dynamo` keeps them in DynamoDB tables; `memory` in memory, for tests and
 //! benchmarks.
 
+pub mod dynamo;
+
 use std::future::Future;
 
 use chrono::{DateTime, Utc};

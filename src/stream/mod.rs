@@ -2,6 +2,8 @@
 //! a table's stream) in domain types. Business logic is generic over
 //! [`StreamApi`]; `aws` adapts the SDK, `sim` simulates the service.
 
+pub mod aws;
+
 use std::future::Future;
 
 use chrono::{DateTime, Utc};

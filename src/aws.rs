@@ -1,0 +1,234 @@
+//! AWS client construction, and the one place that reads SDK errors.
+//!
+//! Configuration comes from the standard AWS environment (`AWS_ENDPOINT_URL`,
+//! `AWS_REGION`, the default credential chain), so the same binary runs
+//! against AWS, LocalStack or moto's server. The SDK's own retries are
+//! disabled: the daemon has exactly one retry layer (with its own backoff and
+//! rate limits), and stacked retry layers multiply each other under throttling.
+//!
+//! SDK types stay in this module, `stream::aws` and `store::dynamo`; the rest of
+//! the crate sees only domain types and domain errors.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// Timeouts for every AWS call. Without them a half-open connection could
+/// hang a shard's reader for ever, which looks exactly like an idle shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// Establishing a TCP/TLS connection.
+    pub connect: Duration,
+    /// A whole call, from send to parsed answer (one attempt: retries are ours).
+    pub operation: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            connect: Duration::from_secs(3),
+            // GetRecords can return 1 MB and PutItem carries up to 400 KB:
+            // generous, yet well inside a shard iterator's 15-minute life.
+            operation: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The SDK configuration from the standard environment, with SDK retries
+/// disabled and [`ClientTimeouts::default`].
+pub async fn load_sdk_config() -> SdkConfig {
+    load_sdk_config_with(ClientTimeouts::default()).await
+}
+
+/// As [`load_sdk_config`], with explicit timeouts.
+pub async fn load_sdk_config_with(timeouts: ClientTimeouts) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .operation_attempt_timeout(timeouts.operation)
+                .operation_timeout(timeouts.operation)
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// A DynamoDB client (for DescribeTable and the daemon's own tables).
+pub fn dynamodb_client(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(config)
+}
+
+/// A DynamoDB Streams client.
+pub fn streams_client(config: &SdkConfig) -> aws_sdk_dynamodbstreams::Client {
+    aws_sdk_dynamodbstreams::Client::new(config)
+}
+
+/// What an SDK error means to a caller, independent of the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// Back off and retry.
+    Throttled,
+    /// 5xx, timeouts, connection failures: retry.
+    Transient,
+    /// TrimmedDataAccessException.
+    Trimmed,
+    /// ExpiredIteratorException.
+    ExpiredIterator,
+    /// ResourceNotFoundException.
+    NotFound,
+    /// ConditionalCheckFailedException.
+    ConditionFailed,
+    /// ResourceInUseException (e.g. CreateTable on an existing table).
+    ResourceInUse,
+    /// ValidationException (bad request, item too large, ...).
+    Validation,
+    Other,
+}
+
+/// An SDK error reduced to its kind and a message fit for a log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Classified {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// Error codes that mean "slow down", across DynamoDB and DynamoDB Streams.
+const THROTTLE_CODES: &[&str] = &[
+    "LimitExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+];
+
+/// Error codes that mean "the service failed; the same call may succeed".
+const TRANSIENT_CODES: &[&str] = &[
+    "InternalServerError",
+    "InternalFailure",
+    "InternalServerErrorException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+];
+
+/// Classify any SDK error of either client (both re-export the same
+/// `SdkError` and `HttpResponse`).
+pub(crate) fn classify<E>(err: &SdkError<E, HttpResponse>) -> Classified
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let (kind, message) = match err {
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let code = ctx.err().code().unwrap_or("");
+            let text = ctx.err().message().unwrap_or("");
+            let message = match (code.is_empty(), text.is_empty()) {
+                (false, false) => format!("{code}: {text}"),
+                (false, true) => code.to_string(),
+                (true, false) => format!("HTTP {status}: {text}"),
+                (true, true) => format!("HTTP {status}: {}", DisplayErrorContext(err)),
+            };
+            (kind_of(code, Some(status)), message)
+        }
+        SdkError::TimeoutError(_) => (ErrorKind::Transient, "timed out".to_string()),
+        // Connection refused/reset, DNS, TLS, timeouts: the service may be
+        // back in a moment. A "user" error (say, a malformed endpoint URL)
+        // will fail the same way every time, so it is not retried.
+        SdkError::DispatchFailure(f) => (
+            if f.is_user() {
+                ErrorKind::Other
+            } else {
+                ErrorKind::Transient
+            },
+            format!("request failed: {}", DisplayErrorContext(err)),
+        ),
+        // An answer we could not parse: a 5xx page from a proxy is worth a
+        // retry, anything else is reported as is.
+        SdkError::ResponseError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let kind = if status >= 500 || status == 429 {
+                kind_of("", Some(status))
+            } else {
+                ErrorKind::Other
+            };
+            (
+                kind,
+                format!(
+                    "unreadable HTTP {status} response: {}",
+                    DisplayErrorContext(err)
+                ),
+            )
+        }
+        _ => (ErrorKind::Other, DisplayErrorContext(err).to_string()),
+    };
+    Classified { kind, message }
+}
+
+fn kind_of(code: &str, status: Option<u16>) -> ErrorKind {
+    match code {
+        "TrimmedDataAccessException" => ErrorKind::Trimmed,
+        "ExpiredIteratorException" => ErrorKind::ExpiredIterator,
+        "ResourceNotFoundException" => ErrorKind::NotFound,
+        "ConditionalCheckFailedException" => ErrorKind::ConditionFailed,
+        "ResourceInUseException" => ErrorKind::ResourceInUse,
+        "ValidationException" => ErrorKind::Validation,
+        c if THROTTLE_CODES.contains(&c) => ErrorKind::Throttled,
+        c if TRANSIENT_CODES.contains(&c) => ErrorKind::Transient,
+        _ => match status {
+            Some(429) => ErrorKind::Throttled,
+            Some(s) if s >= 500 => ErrorKind::Transient,
+            _ => ErrorKind::Other,
+        },
+    }
+}
+
+/// FNV-1a, 64 bit: a stable, dependency-free fingerprint (not security).
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_kinds() {
+        assert_eq!(
+            kind_of("LimitExceededException", Some(400)),
+            ErrorKind::Throttled
+        );
+        assert_eq!(
+            kind_of("ProvisionedThroughputExceededException", Some(400)),
+            ErrorKind::Throttled
+        );
+        assert_eq!(
+            kind_of("RequestLimitExceeded", Some(400)),
+            ErrorKind::Throttled
+        );
+        assert_eq!(
+            kind_of("InternalServerError", Some(500)),
+            ErrorKind::Transient
+        );
+        assert_eq!(kind_of("Whatever", Some(503)), ErrorKind::Transient);
+        assert_eq!(kind_of("", Some(429)), ErrorKind::Throttled);
+        assert_eq!(
+            kind_of("AccessDeniedException", Some(400)),
+            ErrorKind::Other
+        );
+        assert_eq!(
+            kind_of("TrimmedDataAccessException", Some(400)),
+            ErrorKind::Trimmed
+        );
+    }
+}
