@@ -7,6 +7,8 @@
 //! - `entry`   — the audit entry (the `history --json` contract) and gaps.
 //! - `config`  — the TOML config: documented defaults, unknown keys rejected.
 //! - `stream`  — the stream seam: trait + domain types; `aws` adapter, `sim` simulator.
+//!   - `stream::sim`    — in-memory DynamoDB + Streams simulator (state, limits, call counts).
+//!   - `stream::faults` — decorator injecting errors and latency into any `StreamApi`.
 //! - `store`   — checkpoint and audit stores: traits; `dynamo` and `memory` versions.
 //! - `lineage` — pure shard graph: which shards may be read now.
 //! - `shard`   — one shard's loop: pace → GetRecords → entries → write → checkpoint.

@@ -10,6 +10,9 @@ use chrono::{DateTime, Utc};
 
 use crate::value::Item;
 
+pub mod faults;
+pub mod sim;
+
 /// What DescribeTable says about a table's stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableStream {
