@@ -11,7 +11,7 @@ use crate::retry::RetryPolicy;
 use crate::store::{AuditStore, CheckpointStore, StoreError};
 use crate::stream::{StreamApi, StreamError};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Settings {
     pub actor_attribute: Option<String>,
     pub polling: Polling,
@@ -27,15 +27,6 @@ impl Settings {
 
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::new(self.polling.retry_min(), self.polling.retry_max())
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            actor_attribute: None,
-            polling: Polling::default(),
-        }
     }
 }
 

@@ -87,9 +87,16 @@ pub fn build_entry(
         event: record.event_name.clone(),
         sequence_number: record.sequence_number.clone(),
         shard_id: shard_id.to_string(),
-        event_time: record
-            .approximate_creation
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        event_time: record.approximate_creation.map(|t| {
+            // The service gives whole seconds (or milliseconds); never print
+            // more precision than it has.
+            let format = if t.timestamp_subsec_millis() == 0 {
+                SecondsFormat::Secs
+            } else {
+                SecondsFormat::Millis
+            };
+            t.to_rfc3339_opts(format, true)
+        }),
         actor: None,
         changes: Vec::new(),
         ttl_expiry,
