@@ -23,6 +23,8 @@ struct State {
     failing_puts: u32,
     entry_puts: u64,
     duplicate_puts: u64,
+    /// (shard id, sequence number) of each entry written, in write order.
+    write_order: Vec<(String, String)>,
 }
 
 /// Both stores in one, cheap to clone (clones share state).
@@ -70,6 +72,11 @@ impl MemoryStore {
         self.lock().entry_puts
     }
 
+    /// (shard id, sequence number) of every entry, in the order written.
+    pub fn write_order(&self) -> Vec<(String, String)> {
+        self.lock().write_order.clone()
+    }
+
     pub fn checkpoints(&self, stream_arn: &str) -> Vec<ShardCheckpoint> {
         self.lock()
             .shards
@@ -107,6 +114,9 @@ impl AuditStore for MemoryStore {
             return Ok(PutOutcome::AlreadyPresent);
         }
         slot.insert(sort, entry.clone());
+        state
+            .write_order
+            .push((entry.shard_id.clone(), entry.sequence_number.clone()));
         Ok(PutOutcome::Written)
     }
 
