@@ -1,0 +1,63 @@
+# ddb-audit — developer entry points. Needs only Rust (cargo) and Python 3.
+#
+#   make demo    emulator + sample tables + daemon through realistic changes
+#   make test    fmt check, clippy, unit + simulator + end-to-end tests
+#   make venv    the emulator (moto's server, pinned) in ./.venv
+#   make build | bench | lint | fmt | clean
+#
+# Set AWS_ENDPOINT_URL (e.g. LocalStack, see README) to run the end-to-end
+# tests against that endpoint instead of a moto server started per test.
+
+SHELL   := bash
+PYTHON  ?= python3
+CARGO   ?= cargo
+VENV    := .venv
+STAMP   := $(VENV)/.requirements.stamp
+REQS    := scripts/requirements.txt
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN     := $(TARGET_DIR)/debug/ddb-audit
+
+# Compile the dependency graph as few times as possible:
+# - `build` selects the test targets too, so dev-dependency features (tokio's
+#   test-util/process) are unified exactly as under `cargo test` and the two
+#   share every compiled dependency;
+# - warnings are denied through clippy's own arguments, never RUSTFLAGS (which
+#   would fingerprint, and so rebuild, every dependency);
+# - clippy checks (metadata only) and `cargo test` builds: two passes in all.
+CARGO_BUILD_FLAGS := --locked --bins --tests
+
+.PHONY: all venv build test lint fmt demo bench clean
+
+all: build
+
+venv: $(STAMP)
+
+# Rebuilt when missing or when the pins change.
+$(STAMP): $(REQS)
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(REQS)
+	@touch $@
+
+build:
+	$(CARGO) build $(CARGO_BUILD_FLAGS)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+test: venv lint
+	$(CARGO) test --locked
+
+demo: venv build
+	$(VENV)/bin/python scripts/demo.py --bin $(BIN)
+
+# Placeholder: the benchmark suite is being written; runs whatever benches exist.
+bench:
+	$(CARGO) bench --locked
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
