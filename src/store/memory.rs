@@ -21,6 +21,8 @@ struct State {
     streams: BTreeMap<(String, String), StreamRow>,
     /// Puts of entries to fail with a transient error before succeeding again.
     failing_puts: u32,
+    /// Checkpoint saves to fail with a permanent error (a crash stand-in).
+    failing_checkpoints: u32,
     entry_puts: u64,
     duplicate_puts: u64,
     /// (shard id, sequence number) of each entry written, in write order.
@@ -47,6 +49,11 @@ impl MemoryStore {
     /// Makes the next `n` entry puts fail with a transient error.
     pub fn fail_next_puts(&self, n: u32) {
         self.lock().failing_puts = n;
+    }
+
+    /// Makes the next `n` checkpoint saves fail with a non-retryable error.
+    pub fn fail_next_checkpoints(&self, n: u32) {
+        self.lock().failing_checkpoints = n;
     }
 
     /// Every entry, in (table, key, stream order).
@@ -156,6 +163,10 @@ impl CheckpointStore for MemoryStore {
 
     async fn save_shard(&self, checkpoint: &ShardCheckpoint) -> StoreResult<()> {
         let mut state = self.lock();
+        if state.failing_checkpoints > 0 {
+            state.failing_checkpoints -= 1;
+            return Err(StoreError::Other("injected checkpoint failure".into()));
+        }
         let shards = state
             .shards
             .entry(checkpoint.stream_arn.clone())

@@ -1,0 +1,210 @@
+//! The daemon on the stream simulator, on tokio's paused clock: every change
+//! becomes exactly one entry, across lineage, restarts and crashes.
+
+mod sim_support;
+
+use std::time::Duration;
+
+use ddb_audit::store::memory::MemoryStore;
+use ddb_audit::store::{AuditStore, ShardStatus};
+use ddb_audit::stream::sim::{SimConfig, SimStream, ViewType};
+use sim_support::*;
+
+fn sim() -> SimStream {
+    let sim = SimStream::new(SimConfig::with_seed(7));
+    sim.create_table(TABLE, &["pk"], Some(ViewType::NewAndOldImages))
+        .unwrap();
+    sim
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_change_becomes_exactly_one_entry_that_rebuilds_the_item() {
+    let sim = sim();
+    let store = MemoryStore::new();
+    for v in 0..5 {
+        for id in 0..10 {
+            sim.put(TABLE, item(id, v, if v % 2 == 0 { "alice" } else { "bob" }))
+                .unwrap();
+        }
+    }
+    sim.delete(TABLE, &key(3)).unwrap();
+    sim.ttl_expire(TABLE, &key(4)).unwrap();
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    run_for(Duration::from_secs(10)).await;
+    daemon.stop().await;
+    let n = verify(&sim, &store, TABLE).await.unwrap();
+    assert_eq!(n, 52);
+    assert_eq!(store.entry_count(), 52);
+    assert_eq!(store.duplicate_puts(), 0);
+    let expired = store.history(TABLE, &key(4)).await.unwrap();
+    let last = expired.last().unwrap();
+    assert!(last.ttl_expiry && last.actor.as_deref() == Some("dynamodb.amazonaws.com"));
+    let deleted = store.history(TABLE, &key(3)).await.unwrap();
+    let last = deleted.last().unwrap();
+    assert!(!last.ttl_expiry && last.actor.as_deref() == Some("alice"));
+    assert_eq!(last.event, "REMOVE");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_split_parent_is_read_to_its_end_before_either_child() {
+    let sim = sim();
+    let store = MemoryStore::new();
+    for id in 0..20 {
+        sim.put(TABLE, item(id, 0, "alice")).unwrap();
+    }
+    let parent = sim.open_shards(TABLE).unwrap().remove(0);
+    let (a, b) = sim.split_shard(&parent).unwrap();
+    for v in 1..4 {
+        for id in 0..20 {
+            sim.put(TABLE, item(id, v, "bob")).unwrap();
+        }
+    }
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    run_for(Duration::from_secs(10)).await;
+    daemon.stop().await;
+    assert_eq!(verify(&sim, &store, TABLE).await.unwrap(), 80);
+    let order = store.write_order();
+    let last_parent = order.iter().rposition(|(s, _)| *s == parent).unwrap();
+    let first_child = order.iter().position(|(s, _)| *s == a || *s == b).unwrap();
+    assert!(
+        last_parent < first_child,
+        "a child was written before its parent ended"
+    );
+    let arn = sim.stream_arn(TABLE).unwrap();
+    let statuses: Vec<_> = store
+        .checkpoints(&arn)
+        .into_iter()
+        .map(|c| (c.shard_id, c.status))
+        .collect();
+    assert!(
+        statuses.contains(&(parent.clone(), ShardStatus::Drained)),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chain_of_rotations_is_followed_while_running() {
+    let sim = sim();
+    let store = MemoryStore::new();
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    let mut chain = vec![sim.open_shards(TABLE).unwrap().remove(0)];
+    for round in 0..6 {
+        for id in 0..5 {
+            sim.put(TABLE, item(id, round, "alice")).unwrap();
+        }
+        run_for(Duration::from_secs(3)).await;
+        let current = chain.last().unwrap().clone();
+        chain.push(sim.rotate_shard(&current).unwrap());
+    }
+    sim.put(TABLE, item(0, 99, "carol")).unwrap();
+    run_for(Duration::from_secs(10)).await;
+    daemon.stop().await;
+    assert_eq!(verify(&sim, &store, TABLE).await.unwrap(), 31);
+    let arn = sim.stream_arn(TABLE).unwrap();
+    let drained = store
+        .checkpoints(&arn)
+        .into_iter()
+        .filter(|c| c.status == ShardStatus::Drained)
+        .count();
+    assert_eq!(drained, 6, "every rotated-out shard is drained");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_resumes_after_the_checkpoint_without_duplicates() {
+    let sim = sim();
+    let store = MemoryStore::new();
+    for id in 0..10 {
+        sim.put(TABLE, item(id, 0, "alice")).unwrap();
+    }
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    run_for(Duration::from_secs(5)).await;
+    daemon.stop().await;
+    assert_eq!(store.entry_count(), 10);
+    for id in 0..10 {
+        sim.put(TABLE, item(id, 1, "bob")).unwrap();
+    }
+    let puts_before = store.entry_puts();
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    run_for(Duration::from_secs(5)).await;
+    daemon.stop().await;
+    assert_eq!(verify(&sim, &store, TABLE).await.unwrap(), 20);
+    assert_eq!(
+        store.entry_puts() - puts_before,
+        10,
+        "only the new records were read"
+    );
+    assert_eq!(store.duplicate_puts(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_between_write_and_checkpoint_loses_nothing_and_doubles_nothing() {
+    let sim = sim();
+    let store = MemoryStore::new();
+    for v in 0..3 {
+        for id in 0..10 {
+            sim.put(TABLE, item(id, v, "alice")).unwrap();
+        }
+    }
+    // Entries are written; the checkpoint write then fails permanently, as if
+    // the process died right there.
+    let arn = sim.stream_arn(TABLE).unwrap();
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    store.fail_next_checkpoints(u32::MAX);
+    run_for(Duration::from_secs(2)).await;
+    daemon.crash().await;
+    assert_eq!(
+        store.entry_count(),
+        30,
+        "entries were written before the crash"
+    );
+    assert!(
+        store
+            .checkpoints(&arn)
+            .iter()
+            .all(|c| c.sequence_no.is_none()),
+        "{:?}",
+        store.checkpoints(&arn)
+    );
+    store.fail_next_checkpoints(0);
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    run_for(Duration::from_secs(5)).await;
+    daemon.stop().await;
+    assert_eq!(verify(&sim, &store, TABLE).await.unwrap(), 30);
+    assert_eq!(
+        store.duplicate_puts(),
+        30,
+        "every redelivered record was recognised"
+    );
+    assert!(store
+        .checkpoints(&arn)
+        .iter()
+        .all(|c| c.sequence_no.is_some()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_audit_writes_are_retried_and_hold_the_checkpoint() {
+    let sim = sim();
+    let store = MemoryStore::new();
+    for id in 0..10 {
+        sim.put(TABLE, item(id, 0, "alice")).unwrap();
+    }
+    store.fail_next_puts(25);
+    let arn = sim.stream_arn(TABLE).unwrap();
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    run_for(Duration::from_millis(300)).await;
+    assert!(store.entry_count() < 10);
+    assert!(
+        store
+            .checkpoints(&arn)
+            .iter()
+            .all(|c| c.sequence_no.is_none()),
+        "the checkpoint moved past entries not yet written"
+    );
+    run_for(Duration::from_secs(30)).await;
+    daemon.stop().await;
+    assert_eq!(verify(&sim, &store, TABLE).await.unwrap(), 10);
+    assert!(store
+        .checkpoints(&arn)
+        .iter()
+        .all(|c| c.sequence_no.is_some()));
+}
