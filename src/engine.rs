@@ -15,6 +15,8 @@ use crate::stream::{StreamApi, StreamError};
 pub struct Settings {
     pub actor_attribute: Option<String>,
     pub polling: Polling,
+    /// Fixes retry jitter (tests that replay a seed); `None` in production.
+    pub jitter_seed: Option<u64>,
 }
 
 impl Settings {
@@ -22,11 +24,15 @@ impl Settings {
         Settings {
             actor_attribute: config.attribution.actor_attribute.clone(),
             polling: config.polling.clone(),
+            jitter_seed: None,
         }
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy::new(self.polling.retry_min(), self.polling.retry_max())
+        RetryPolicy {
+            jitter_seed: self.jitter_seed,
+            ..RetryPolicy::new(self.polling.retry_min(), self.polling.retry_max())
+        }
     }
 }
 

@@ -61,7 +61,8 @@ pub struct Gap {
     pub shard_id: String,
     /// The last sequence number handled before the gap (`null`: none handled).
     pub after_sequence_number: Option<String>,
-    /// The first sequence number read after it (`null`: nothing left to read).
+    /// The first sequence number read after it (`null`: nothing was readable
+    /// after it when the gap was detected).
     pub resumed_at_sequence_number: Option<String>,
     /// RFC 3339, UTC.
     pub detected_at: String,

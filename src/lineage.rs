@@ -106,6 +106,14 @@ impl Lineage {
         self.count(NodeState::Running)
     }
 
+    /// Closed shards being read: the ones a concurrency bound applies to.
+    pub fn running_closed(&self) -> usize {
+        self.nodes
+            .values()
+            .filter(|n| n.state == NodeState::Running && n.shard.is_closed())
+            .count()
+    }
+
     pub fn all_drained(&self) -> bool {
         self.nodes.values().all(|n| n.state == NodeState::Drained)
     }

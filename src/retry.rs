@@ -34,6 +34,9 @@ impl Transient for StoreError {
 pub struct RetryPolicy {
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// Fixes the jitter for reproducible tests; `None` (production) draws it
+    /// at random so that retries of many shards spread out.
+    pub jitter_seed: Option<u64>,
 }
 
 impl RetryPolicy {
@@ -41,6 +44,7 @@ impl RetryPolicy {
         RetryPolicy {
             min_delay,
             max_delay,
+            jitter_seed: None,
         }
     }
 }
@@ -67,11 +71,14 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: Transient,
 {
-    let backoff = ExponentialBuilder::default()
+    let mut backoff = ExponentialBuilder::default()
         .with_min_delay(policy.min_delay)
         .with_max_delay(policy.max_delay)
         .with_jitter()
         .without_max_times();
+    if let Some(seed) = policy.jitter_seed {
+        backoff = backoff.with_jitter_seed(seed);
+    }
     let attempts = op
         .retry(backoff)
         .sleep(tokio::time::sleep)

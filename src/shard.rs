@@ -309,6 +309,12 @@ where
         records: Vec<crate::stream::StreamRecord>,
     ) -> Result<(), ShardOutcome> {
         let Some(first) = records.first() else {
+            // Nothing readable after the trim yet: record the gap now rather
+            // than hold it in memory until a record comes (a crash, or a quiet
+            // shard, would lose it). Re-detection writes the same gap once.
+            if let Some(gap) = self.pending_gap.take() {
+                self.write_gap(gap).await?;
+            }
             return Ok(());
         };
         if let Some(mut gap) = self.pending_gap.take() {

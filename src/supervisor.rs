@@ -4,7 +4,7 @@
 //! drain, find children with the cheap CHILD_SHARDS filter, and re-list the
 //! whole stream only on a slow timer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -297,8 +297,8 @@ where
         stream_arn,
         shutdown,
         lineage: Lineage::new(),
-        checkpoints: HashMap::new(),
-        cooldown: HashMap::new(),
+        checkpoints: BTreeMap::new(),
+        cooldown: BTreeMap::new(),
         stream_open: true,
     };
     sup.run().await
@@ -310,9 +310,9 @@ struct StreamSupervisor<S, C, A> {
     stream_arn: String,
     shutdown: Shutdown,
     lineage: Lineage,
-    checkpoints: HashMap<String, ShardCheckpoint>,
+    checkpoints: BTreeMap<String, ShardCheckpoint>,
     /// Shards that failed, and when they may start again.
-    cooldown: HashMap<String, Instant>,
+    cooldown: BTreeMap<String, Instant>,
     /// False once the stream is disabled or gone: it gets no new shards.
     stream_open: bool,
 }
@@ -384,21 +384,30 @@ where
         false
     }
 
+    /// Starts every ready open shard, and ready closed shards up to
+    /// `max_running` at once. Open shards never end, so bounding them would
+    /// starve the rest; there is one per partition, which the service bounds.
     fn start_ready(&mut self, tasks: &mut JoinSet<(String, ShardOutcome)>, max_running: usize) {
-        let mut running = self.lineage.running();
+        let mut running_closed = self.lineage.running_closed();
         for shard in self.lineage.ready() {
-            if running >= max_running {
-                break;
-            }
             if self.cooldown.contains_key(&shard.shard_id) {
                 continue;
             }
-            running += 1;
+            if shard.is_closed() {
+                if running_closed >= max_running {
+                    continue;
+                }
+                running_closed += 1;
+            }
             self.lineage.set_state(&shard.shard_id, NodeState::Running);
             let checkpoint = self.checkpoints.get(&shard.shard_id).cloned();
+            // We followed this lineage if we read the parent — or if the
+            // parent came and went unseen while we were away from a stream we
+            // had been reading: either way its start must be readable.
             let continues_lineage = shard.parent_shard_id.as_ref().is_some_and(|p| {
                 self.checkpoints.contains_key(p)
                     || self.lineage.state(p) == Some(NodeState::Drained)
+                    || (!self.lineage.contains(p) && !self.checkpoints.is_empty())
             });
             let engine = self.engine.clone();
             let table = self.table.clone();

@@ -23,6 +23,7 @@ pub fn settings() -> Settings {
     Settings {
         actor_attribute: Some("updated_by".into()),
         polling: Polling::default(),
+        jitter_seed: Some(1),
     }
 }
 
@@ -196,4 +197,78 @@ pub fn same_item(a: &Item, b: &Item) -> bool {
     a.len() == b.len()
         && a.iter()
             .all(|(k, v)| b.get(k).is_some_and(|w| same_value(v, w)))
+}
+
+/// Wraps a store and delays every call a little (seeded), so that a crash —
+/// the daemon's task tree dropped at an arbitrary await — can land between an
+/// entry's write and its checkpoint, as a kill -9 can.
+#[derive(Clone)]
+pub struct LaggyStore {
+    pub inner: MemoryStore,
+    state: Arc<std::sync::atomic::AtomicU64>,
+    max_micros: u64,
+}
+
+impl LaggyStore {
+    pub fn new(inner: MemoryStore, seed: u64, max_latency: Duration) -> Self {
+        LaggyStore {
+            inner,
+            state: Arc::new(std::sync::atomic::AtomicU64::new(seed | 1)),
+            max_micros: max_latency.as_micros() as u64,
+        }
+    }
+
+    async fn lag(&self) {
+        use std::sync::atomic::Ordering;
+        // xorshift: cheap, seeded, shared by clones.
+        let mut x = self.state.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.state.store(x, Ordering::Relaxed);
+        if self.max_micros > 0 {
+            tokio::time::sleep(Duration::from_micros(x % self.max_micros)).await;
+        }
+    }
+}
+
+use ddb_audit::entry::Gap;
+use ddb_audit::store::{CheckpointStore, PutOutcome, ShardCheckpoint, StoreResult, StreamRow};
+
+impl AuditStore for LaggyStore {
+    async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
+        self.lag().await;
+        let r = self.inner.put_entry(entry).await;
+        self.lag().await;
+        r
+    }
+    async fn history(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
+        self.inner.history(table, key).await
+    }
+    async fn put_gap(&self, gap: &Gap) -> StoreResult<PutOutcome> {
+        self.lag().await;
+        self.inner.put_gap(gap).await
+    }
+    async fn gaps(&self) -> StoreResult<Vec<Gap>> {
+        self.inner.gaps().await
+    }
+}
+
+impl CheckpointStore for LaggyStore {
+    async fn load_shards(&self, stream_arn: &str) -> StoreResult<Vec<ShardCheckpoint>> {
+        self.lag().await;
+        self.inner.load_shards(stream_arn).await
+    }
+    async fn save_shard(&self, checkpoint: &ShardCheckpoint) -> StoreResult<()> {
+        self.lag().await;
+        let r = self.inner.save_shard(checkpoint).await;
+        self.lag().await;
+        r
+    }
+    async fn save_stream(&self, row: &StreamRow) -> StoreResult<()> {
+        self.inner.save_stream(row).await
+    }
+    async fn load_streams(&self, table: Option<&str>) -> StoreResult<Vec<StreamRow>> {
+        self.inner.load_streams(table).await
+    }
 }
