@@ -98,12 +98,29 @@ impl Lineage {
             })
             .map(|n| &n.shard)
             .collect();
-        ready.sort_by_key(|s| !s.is_closed());
+        ready.sort_by_key(|s| !self.is_closed(&s.shard_id));
         ready.into_iter().cloned().collect()
     }
 
     pub fn running(&self) -> usize {
         self.count(NodeState::Running)
+    }
+
+    /// Closed, or listed open while its children exist (a listing can lag
+    /// behind a shard closing): either way it ends.
+    pub fn is_closed(&self, shard_id: &str) -> bool {
+        self.nodes
+            .get(shard_id)
+            .is_some_and(|n| n.shard.is_closed())
+            || self.children.contains_key(shard_id)
+    }
+
+    /// Running shards that are closed (being drained).
+    pub fn running_closed(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|(id, n)| n.state == NodeState::Running && self.is_closed(id))
+            .count()
     }
 
     pub fn all_drained(&self) -> bool {
@@ -172,6 +189,20 @@ mod tests {
         assert_eq!(ids(l.ready()), vec!["s3"]);
         l.set_state("s3", NodeState::Drained);
         assert!(l.all_drained());
+    }
+
+    #[test]
+    fn a_parent_listed_open_with_children_counts_as_closed() {
+        let mut l = Lineage::new();
+        l.insert(shard("stale", None, false), false);
+        l.insert(shard("open", None, false), false);
+        assert!(!l.is_closed("stale"));
+        l.insert(shard("child", Some("stale"), false), false);
+        assert!(l.is_closed("stale") && !l.is_closed("child"));
+        assert_eq!(ids(l.ready()), vec!["stale", "open"]);
+        l.set_state("stale", NodeState::Running);
+        l.set_state("open", NodeState::Running);
+        assert_eq!((l.running(), l.running_closed()), (2, 1));
     }
 
     #[test]

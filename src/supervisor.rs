@@ -384,16 +384,22 @@ where
         false
     }
 
-    fn start_ready(&mut self, tasks: &mut JoinSet<(String, ShardOutcome)>, max_running: usize) {
-        let mut running = self.lineage.running();
+    /// Starts every ready shard, but at most `max_draining` closed ones at
+    /// once. Open shards are not bounded: each is read for as long as it is
+    /// open, so counting them would leave open shards beyond the bound unread
+    /// forever, and, once they fill it, every closed shard behind them.
+    fn start_ready(&mut self, tasks: &mut JoinSet<(String, ShardOutcome)>, max_draining: usize) {
+        let mut draining = self.lineage.running_closed();
         for shard in self.lineage.ready() {
-            if running >= max_running {
-                break;
-            }
             if self.cooldown.contains_key(&shard.shard_id) {
                 continue;
             }
-            running += 1;
+            if self.lineage.is_closed(&shard.shard_id) {
+                if draining >= max_draining {
+                    continue;
+                }
+                draining += 1;
+            }
             self.lineage.set_state(&shard.shard_id, NodeState::Running);
             let checkpoint = self.checkpoints.get(&shard.shard_id).cloned();
             let continues_lineage = shard.parent_shard_id.as_ref().is_some_and(|p| {
