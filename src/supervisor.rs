@@ -295,6 +295,7 @@ where
         engine,
         table,
         stream_arn,
+        trimmed_checked: false,
         shutdown,
         lineage: Lineage::new(),
         checkpoints: HashMap::new(),
@@ -308,6 +309,9 @@ struct StreamSupervisor<S, C, A> {
     engine: Arc<Engine<S, C, A>>,
     table: String,
     stream_arn: String,
+    /// Whether a listing has been compared with our checkpoints yet, to find
+    /// shards trimmed away while we were not reading them.
+    trimmed_checked: bool,
     shutdown: Shutdown,
     lineage: Lineage,
     checkpoints: HashMap<String, ShardCheckpoint>,
@@ -339,7 +343,7 @@ where
                 return false;
             }
         }
-        if !self.full_listing(true).await {
+        if !self.full_listing().await {
             return false;
         }
         let interval = self.engine.settings.polling.full_listing_interval();
@@ -363,7 +367,7 @@ where
                     Err(e) => error!(error = %e, "shard task panicked"),
                 },
                 _ = tokio::time::sleep_until(next_listing) => {
-                    if !self.full_listing(false).await {
+                    if !self.full_listing().await {
                         break;
                     }
                     next_listing = Instant::now() + interval;
@@ -487,7 +491,7 @@ where
     }
 
     /// Lists every shard (all pages). Returns false when stopped.
-    async fn full_listing(&mut self, first: bool) -> bool {
+    async fn full_listing(&mut self) -> bool {
         let mut listed: Vec<Shard> = Vec::new();
         let mut start: Option<String> = None;
         let mut status;
@@ -523,7 +527,9 @@ where
             self.add_shard(shard);
         }
         self.note_status(status);
-        if first {
+        // At the first listing that succeeds: a failed one must not skip it.
+        if !self.trimmed_checked {
+            self.trimmed_checked = true;
             self.record_trimmed_shards(&listed_ids).await;
         }
         true
