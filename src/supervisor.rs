@@ -468,7 +468,9 @@ where
             }
             Err(Retried::Cancelled) => {}
             Err(Retried::Failed(e)) => {
-                warn!(shard = %shard_id, error = %e, "child lookup failed; the next listing will find them")
+                // Not in a minute at the next listing: list now.
+                warn!(shard = %shard_id, error = %e, "child lookup failed; listing the stream instead");
+                self.full_listing().await;
             }
         }
     }
