@@ -81,8 +81,8 @@ fn start<S: StreamApi>(
     tables: &[&str],
 ) -> Daemon {
     let settings = Settings {
-        actor_attribute: None,
         polling,
+        ..Settings::default()
     };
     let engine = Engine::new(stream, store.clone(), store.clone(), settings);
     let shutdown = Shutdown::new();
@@ -410,6 +410,53 @@ async fn a_shard_trimmed_away_while_down_becomes_a_gap() {
     assert_eq!(drained, vec![parent]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_shard_trimmed_away_is_a_gap_even_if_the_first_listing_fails() {
+    let sim = sim_with(SimConfig::with_seed(14));
+    let faults = FaultStream::new(sim.clone(), 14);
+    let store = MemoryStore::new();
+    let arn = sim.stream_arn("T").unwrap();
+    let parent = sim.open_shards("T").unwrap().remove(0);
+    let read = write(&sim, "T", 2, 0..3);
+    let daemon = start(faults.clone(), &store, Polling::default(), &["T"]);
+    sleep(10 * SEC).await;
+    daemon.stop().await;
+
+    write(&sim, "T", 2, 3..5);
+    sim.rotate_shard(&parent).unwrap();
+    sleep(24 * HOUR + MIN).await;
+    write(&sim, "T", 2, 5..8);
+    // The restarted daemon's first listing fails (not a retryable error).
+    let rule = faults.add_rule(
+        FaultRule::error(
+            Op::DescribeStream,
+            StreamError::Other("AccessDeniedException: injected".into()),
+        )
+        .when(When::FirstN(1)),
+    );
+    let daemon = start(faults.clone(), &store, Polling::default(), &["T"]);
+    sleep(2 * MIN).await;
+    daemon.stop().await;
+    assert_eq!(faults.fired(rule), Some(1));
+
+    let gap = store
+        .gaps()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|g| g.shard_id == parent)
+        .expect("the trimmed-away parent is a gap");
+    assert_eq!(
+        gap.after_sequence_number.as_deref(),
+        Some(read[2].sequence_number.as_str())
+    );
+    assert!(store
+        .checkpoints(&arn)
+        .iter()
+        .any(|c| c.shard_id == parent && c.status == ShardStatus::Drained));
+    assert_eq!(assert_audited(&sim, &store, "T").len(), 2);
+}
+
 // ---------------------------------------------------------------------------
 // 2. Expired iterator: renew AFTER the last written record
 
@@ -530,6 +577,45 @@ async fn children_are_read_within_a_second_of_their_parent_ending() {
     assert!(assert_audited(&sim, &store, "T").is_empty());
     // Found by the cheap filter, not by waiting for a listing.
     assert_eq!(sim.calls().describe_stream_children, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn children_are_read_within_a_second_even_when_the_child_lookup_fails() {
+    let sim = sim_with(SimConfig::with_seed(15));
+    let faults = FaultStream::new(sim.clone(), 15);
+    let rec = Recorder::new(faults.clone());
+    let store = MemoryStore::new();
+    let root = sim.open_shards("T").unwrap().remove(0);
+    let daemon = start(rec.clone(), &store, Polling::default(), &["T"]);
+    sleep(2 * MIN + 20 * SEC).await;
+    // The next DescribeStream is the child lookup: it fails for good (say,
+    // an endpoint that rejects ShardFilter), so a listing must find them.
+    let rule = faults.add_rule(
+        FaultRule::error(
+            Op::DescribeStream,
+            StreamError::Other("ValidationException: injected".into()),
+        )
+        .when(When::FirstN(1)),
+    );
+    write(&sim, "T", 4, 0..4);
+    let (a, b) = sim.split_shard(&root).unwrap();
+    write(&sim, "T", 4, 4..12);
+    sleep(20 * SEC).await;
+    daemon.stop().await;
+    assert_eq!(faults.fired(rule), Some(1));
+
+    let events = rec.events();
+    let (end_i, end_t) = ended_at(&events, &root).expect("parent read to its end");
+    for child in [&a, &b] {
+        let (first_i, first_t) = first_read(&events, child).expect("child read");
+        assert!(first_i > end_i);
+        let pickup = first_t - end_t;
+        assert!(
+            pickup < SEC,
+            "{child} first read {pickup:?} after its parent ended"
+        );
+    }
+    assert!(assert_audited(&sim, &store, "T").is_empty());
 }
 
 // ---------------------------------------------------------------------------
