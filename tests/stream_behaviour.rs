@@ -457,6 +457,43 @@ async fn a_shard_trimmed_away_is_a_gap_even_if_the_first_listing_fails() {
     assert_eq!(assert_audited(&sim, &store, "T").len(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn records_trimmed_while_the_store_is_down_become_a_gap() {
+    let sim = sim_with(SimConfig::with_seed(16));
+    let store = MemoryStore::new();
+    let shard = sim.open_shards("T").unwrap().remove(0);
+    write(&sim, "T", 2, 0..3);
+    let daemon = start(sim.clone(), &store, Polling::default(), &["T"]);
+    sleep(10 * SEC).await;
+    // The audit table fails for a day: the page in hand waits, the stream
+    // moves on and trims what the daemon could not get to.
+    store.fail_next_puts(u32::MAX);
+    let held = write(&sim, "T", 2, 3..5);
+    sleep(10 * SEC).await;
+    let lost = write(&sim, "T", 2, 5..8);
+    sleep(25 * HOUR).await;
+    store.fail_next_puts(0);
+    let fresh = write(&sim, "T", 2, 8..11);
+    sleep(MIN).await;
+    daemon.stop().await;
+
+    let gaps = store.gaps().await.unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(
+        (
+            gaps[0].shard_id.as_str(),
+            gaps[0].after_sequence_number.as_deref(),
+            gaps[0].resumed_at_sequence_number.as_deref()
+        ),
+        (
+            shard.as_str(),
+            Some(held[1].sequence_number.as_str()),
+            Some(fresh[0].sequence_number.as_str())
+        )
+    );
+    assert_eq!(assert_audited(&sim, &store, "T"), seqs(&lost));
+}
+
 // ---------------------------------------------------------------------------
 // 2. Expired iterator: renew AFTER the last written record
 
@@ -951,19 +988,37 @@ async fn throttling_and_5xx_bursts_lose_and_double_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn children_wait_for_a_parent_listed_open_and_item_order_is_kept() {
-    let sim = sim_with(SimConfig::with_seed(12));
+    // Two lineages, so that one's shards end while the other's are being
+    // read: each end makes the supervisor look for shards to start.
+    let sim = sim_with(SimConfig {
+        initial_shards: 2,
+        ..SimConfig::with_seed(12)
+    });
     // Every listing shows a closed parent as open for a long while.
     sim.set_stale_parent_describe_calls(1_000);
-    let rec = Recorder::new(sim.clone());
+    // Reads take time and pages are small: a parent is read over seconds.
+    let faults = FaultStream::new(sim.clone(), 12);
+    faults.add_rule(FaultRule::latency(
+        Op::GetRecords,
+        Duration::from_millis(100),
+    ));
+    let rec = Recorder::new(faults);
+    let polling = Polling {
+        get_records_limit: 5,
+        ..Polling::default()
+    };
     let store = MemoryStore::new();
-    let root = sim.open_shards("T").unwrap().remove(0);
-    // Before the daemon starts: root → split (a, b) → a rotates to c; every
-    // shard holds versions of the same few items.
-    write(&sim, "T", 6, 0..30);
-    let (a, b) = sim.split_shard(&root).unwrap();
-    write(&sim, "T", 6, 30..60);
+    let roots = sim.open_shards("T").unwrap();
+    let (root, other) = (&roots[0], &roots[1]);
+    // Before the daemon starts: root → split (a, b) → a rotates to c; other
+    // → e → f; every shard holds versions of the same few items.
+    write(&sim, "T", 6, 0..40);
+    let (a, b) = sim.split_shard(root).unwrap();
+    let e = sim.rotate_shard(other).unwrap();
+    write(&sim, "T", 6, 40..80);
     let c = sim.rotate_shard(&a).unwrap();
-    write(&sim, "T", 6, 60..90);
+    let f = sim.rotate_shard(&e).unwrap();
+    write(&sim, "T", 6, 80..120);
     let listing = sim
         .describe_stream(&DescribeStreamRequest {
             stream_arn: sim.stream_arn("T").unwrap(),
@@ -976,21 +1031,49 @@ async fn children_wait_for_a_parent_listed_open_and_item_order_is_kept() {
         "the listing shows every parent open"
     );
 
-    let daemon = start(rec.clone(), &store, Polling::default(), &["T"]);
-    sleep(20 * SEC).await;
+    let daemon = start(rec.clone(), &store, polling, &["T"]);
+    sleep(30 * SEC).await;
     // While running: c rotates to d (and is listed open for a while).
-    write(&sim, "T", 6, 90..120);
+    write(&sim, "T", 6, 120..140);
     let d = sim.rotate_shard(&c).unwrap();
-    write(&sim, "T", 6, 120..150);
+    write(&sim, "T", 6, 140..150);
     sleep(2 * MIN).await;
     daemon.stop().await;
 
     let events = rec.events();
-    for (parent, child) in [(&root, &a), (&root, &b), (&a, &c), (&c, &d)] {
+    let pairs = [
+        (root, &a),
+        (root, &b),
+        (&a, &c),
+        (&c, &d),
+        (other, &e),
+        (&e, &f),
+    ];
+    for (parent, child) in pairs {
         let (end, _) = ended_at(&events, parent).expect("parent read to its end");
         let (first, _) = first_read(&events, child).expect("child read");
         assert!(first > end, "{child} read before its parent {parent} ended");
     }
     assert!(assert_audited(&sim, &store, "T").is_empty());
     assert_eq!(store.entry_count(), 150);
+    // Written in each item's order too, not only sorted so by the store.
+    let item_of: HashMap<String, String> = sim
+        .write_log("T")
+        .iter()
+        .map(|r| (r.sequence_number.clone(), canonical_key(&r.keys)))
+        .collect();
+    let order = store.write_order();
+    let mut written: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (_, seq) in &order {
+        written
+            .entry(item_of[seq].as_str())
+            .or_default()
+            .push(seq.as_str());
+    }
+    for (item, seqs) in written {
+        assert!(
+            seqs.windows(2).all(|w| cmp_sequence(w[0], w[1]).is_lt()),
+            "{item} written out of order: {seqs:?}"
+        );
+    }
 }
