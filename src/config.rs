@@ -19,7 +19,7 @@
 //! idle_poll_min_ms = 250              # first wait after an empty page
 //! idle_poll_max_ms = 5000             # an idle shard settles at 1 call / 5 s
 //! full_listing_interval_secs = 60     # full DescribeStream listing per stream
-//! max_concurrent_shards = 64          # shards read at once per stream
+//! max_concurrent_shards = 64          # closed shards drained at once per stream (open ones: all)
 //! retry_min_ms = 100                  # backoff on throttling / 5xx, with jitter
 //! retry_max_ms = 5000
 //!

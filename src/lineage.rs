@@ -3,7 +3,7 @@
 //! is drained — or is gone from the stream (trimmed), so that children never
 //! wait forever on a parent nobody can read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::stream::Shard;
 
@@ -25,6 +25,13 @@ pub struct Lineage {
     // BTreeMap: deterministic order of starts, which keeps tests reproducible.
     nodes: BTreeMap<String, Node>,
     children: HashMap<String, Vec<String>>,
+    // Kept up to date as shards come and change state, so that the queries
+    // the supervisor makes after every drained shard cost what is ready or
+    // running, not every shard of the stream (thousands, on a busy day).
+    /// Waiting, with a drained or absent parent.
+    ready: BTreeSet<String>,
+    running: BTreeSet<String>,
+    drained: usize,
 }
 
 impl Lineage {
@@ -48,12 +55,16 @@ impl Lineage {
                 .push(shard.shard_id.clone());
         }
         let state = if drained {
+            self.drained += 1;
             NodeState::Drained
         } else {
             NodeState::Waiting
         };
-        self.nodes
-            .insert(shard.shard_id.clone(), Node { shard, state });
+        let id = shard.shard_id.clone();
+        self.nodes.insert(id.clone(), Node { shard, state });
+        self.refresh_ready(&id);
+        // Children listed before their parent must now wait for it.
+        self.refresh_children(&id);
         true
     }
 
@@ -70,8 +81,25 @@ impl Lineage {
     }
 
     pub fn set_state(&mut self, shard_id: &str, state: NodeState) {
-        if let Some(node) = self.nodes.get_mut(shard_id) {
-            node.state = state;
+        let Some(node) = self.nodes.get_mut(shard_id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut node.state, state);
+        if old == NodeState::Running {
+            self.running.remove(shard_id);
+        }
+        if state == NodeState::Running {
+            self.running.insert(shard_id.to_string());
+        }
+        if old == NodeState::Drained {
+            self.drained -= 1;
+        }
+        if state == NodeState::Drained {
+            self.drained += 1;
+        }
+        self.refresh_ready(shard_id);
+        if (old == NodeState::Drained) != (state == NodeState::Drained) {
+            self.refresh_children(shard_id);
         }
     }
 
@@ -86,36 +114,35 @@ impl Lineage {
     /// Closed shards come first: they are older, and each one ends.
     pub fn ready(&self) -> Vec<Shard> {
         let mut ready: Vec<&Shard> = self
-            .nodes
-            .values()
-            .filter(|n| n.state == NodeState::Waiting)
-            .filter(|n| match &n.shard.parent_shard_id {
-                None => true,
-                Some(parent) => self
-                    .nodes
-                    .get(parent)
-                    .is_none_or(|p| p.state == NodeState::Drained),
-            })
+            .ready
+            .iter()
+            .filter_map(|id| self.nodes.get(id))
             .map(|n| &n.shard)
             .collect();
-        ready.sort_by_key(|s| !s.is_closed());
+        ready.sort_by_key(|s| !self.is_closed(&s.shard_id));
         ready.into_iter().cloned().collect()
     }
 
     pub fn running(&self) -> usize {
-        self.count(NodeState::Running)
+        self.running.len()
     }
 
-    /// Closed shards being read: the ones a concurrency bound applies to.
-    pub fn running_closed(&self) -> usize {
+    /// Closed, or listed open while its children exist (a listing can lag
+    /// behind a shard closing): either way it ends.
+    pub fn is_closed(&self, shard_id: &str) -> bool {
         self.nodes
-            .values()
-            .filter(|n| n.state == NodeState::Running && n.shard.is_closed())
-            .count()
+            .get(shard_id)
+            .is_some_and(|n| n.shard.is_closed())
+            || self.children.contains_key(shard_id)
+    }
+
+    /// Running shards that are closed (being drained).
+    pub fn running_closed(&self) -> usize {
+        self.running.iter().filter(|id| self.is_closed(id)).count()
     }
 
     pub fn all_drained(&self) -> bool {
-        self.nodes.values().all(|n| n.state == NodeState::Drained)
+        self.drained == self.nodes.len()
     }
 
     pub fn len(&self) -> usize {
@@ -126,8 +153,26 @@ impl Lineage {
         self.nodes.is_empty()
     }
 
-    fn count(&self, state: NodeState) -> usize {
-        self.nodes.values().filter(|n| n.state == state).count()
+    fn refresh_ready(&mut self, shard_id: &str) {
+        let ready = self.nodes.get(shard_id).is_some_and(|n| {
+            n.state == NodeState::Waiting
+                && n.shard.parent_shard_id.as_ref().is_none_or(|parent| {
+                    self.nodes
+                        .get(parent)
+                        .is_none_or(|p| p.state == NodeState::Drained)
+                })
+        });
+        if ready {
+            self.ready.insert(shard_id.to_string());
+        } else {
+            self.ready.remove(shard_id);
+        }
+    }
+
+    fn refresh_children(&mut self, shard_id: &str) {
+        for child in self.children.get(shard_id).cloned().unwrap_or_default() {
+            self.refresh_ready(&child);
+        }
     }
 }
 
@@ -170,6 +215,31 @@ mod tests {
     }
 
     #[test]
+    fn a_parent_listed_after_its_child_makes_it_wait() {
+        let mut l = Lineage::new();
+        l.insert(shard("child", Some("parent"), false), false);
+        l.insert(shard("parent", None, true), false);
+        assert_eq!(ids(l.ready()), vec!["parent"]);
+        l.set_state("parent", NodeState::Running);
+        l.set_state("parent", NodeState::Drained);
+        assert_eq!(ids(l.ready()), vec!["child"]);
+        l.insert(shard("late", Some("drained"), true), false);
+        l.insert(shard("drained", None, true), true);
+        assert_eq!(ids(l.ready()), vec!["late", "child"]);
+        l.set_state("child", NodeState::Running);
+        l.set_state("late", NodeState::Running);
+        assert_eq!(
+            (l.running(), l.running_closed(), l.all_drained()),
+            (2, 1, false)
+        );
+        l.set_state("child", NodeState::Waiting);
+        assert_eq!(ids(l.ready()), vec!["child"]);
+        l.set_state("child", NodeState::Drained);
+        l.set_state("late", NodeState::Drained);
+        assert!(l.all_drained() && l.ready().is_empty() && l.running() == 0);
+    }
+
+    #[test]
     fn a_chain_of_rotations_is_read_one_link_at_a_time() {
         let mut l = Lineage::new();
         l.insert(shard("s3", Some("s2"), false), false);
@@ -180,6 +250,20 @@ mod tests {
         assert_eq!(ids(l.ready()), vec!["s3"]);
         l.set_state("s3", NodeState::Drained);
         assert!(l.all_drained());
+    }
+
+    #[test]
+    fn a_parent_listed_open_with_children_counts_as_closed() {
+        let mut l = Lineage::new();
+        l.insert(shard("stale", None, false), false);
+        l.insert(shard("open", None, false), false);
+        assert!(!l.is_closed("stale"));
+        l.insert(shard("child", Some("stale"), false), false);
+        assert!(l.is_closed("stale") && !l.is_closed("child"));
+        assert_eq!(ids(l.ready()), vec!["stale", "open"]);
+        l.set_state("stale", NodeState::Running);
+        l.set_state("open", NodeState::Running);
+        assert_eq!((l.running(), l.running_closed()), (2, 1));
     }
 
     #[test]

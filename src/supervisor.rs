@@ -295,6 +295,7 @@ where
         engine,
         table,
         stream_arn,
+        trimmed_checked: false,
         shutdown,
         lineage: Lineage::new(),
         checkpoints: BTreeMap::new(),
@@ -308,6 +309,9 @@ struct StreamSupervisor<S, C, A> {
     engine: Arc<Engine<S, C, A>>,
     table: String,
     stream_arn: String,
+    /// Whether a listing has been compared with our checkpoints yet, to find
+    /// shards trimmed away while we were not reading them.
+    trimmed_checked: bool,
     shutdown: Shutdown,
     lineage: Lineage,
     checkpoints: BTreeMap<String, ShardCheckpoint>,
@@ -339,7 +343,7 @@ where
                 return false;
             }
         }
-        if !self.full_listing(true).await {
+        if !self.full_listing().await {
             return false;
         }
         let interval = self.engine.settings.polling.full_listing_interval();
@@ -363,7 +367,7 @@ where
                     Err(e) => error!(error = %e, "shard task panicked"),
                 },
                 _ = tokio::time::sleep_until(next_listing) => {
-                    if !self.full_listing(false).await {
+                    if !self.full_listing().await {
                         break;
                     }
                     next_listing = Instant::now() + interval;
@@ -384,20 +388,21 @@ where
         false
     }
 
-    /// Starts every ready open shard, and ready closed shards up to
-    /// `max_running` at once. Open shards never end, so bounding them would
-    /// starve the rest; there is one per partition, which the service bounds.
-    fn start_ready(&mut self, tasks: &mut JoinSet<(String, ShardOutcome)>, max_running: usize) {
-        let mut running_closed = self.lineage.running_closed();
+    /// Starts every ready shard, but at most `max_draining` closed ones at
+    /// once. Open shards are not bounded: each is read for as long as it is
+    /// open, so counting them would leave open shards beyond the bound unread
+    /// forever, and, once they fill it, every closed shard behind them.
+    fn start_ready(&mut self, tasks: &mut JoinSet<(String, ShardOutcome)>, max_draining: usize) {
+        let mut draining = self.lineage.running_closed();
         for shard in self.lineage.ready() {
             if self.cooldown.contains_key(&shard.shard_id) {
                 continue;
             }
-            if shard.is_closed() {
-                if running_closed >= max_running {
+            if self.lineage.is_closed(&shard.shard_id) {
+                if draining >= max_draining {
                     continue;
                 }
-                running_closed += 1;
+                draining += 1;
             }
             self.lineage.set_state(&shard.shard_id, NodeState::Running);
             let checkpoint = self.checkpoints.get(&shard.shard_id).cloned();
@@ -467,7 +472,9 @@ where
             }
             Err(Retried::Cancelled) => {}
             Err(Retried::Failed(e)) => {
-                warn!(shard = %shard_id, error = %e, "child lookup failed; the next listing will find them")
+                // Not in a minute at the next listing: list now.
+                warn!(shard = %shard_id, error = %e, "child lookup failed; listing the stream instead");
+                self.full_listing().await;
             }
         }
     }
@@ -490,7 +497,7 @@ where
     }
 
     /// Lists every shard (all pages). Returns false when stopped.
-    async fn full_listing(&mut self, first: bool) -> bool {
+    async fn full_listing(&mut self) -> bool {
         let mut listed: Vec<Shard> = Vec::new();
         let mut start: Option<String> = None;
         let mut status;
@@ -526,7 +533,9 @@ where
             self.add_shard(shard);
         }
         self.note_status(status);
-        if first {
+        // At the first listing that succeeds: a failed one must not skip it.
+        if !self.trimmed_checked {
+            self.trimmed_checked = true;
             self.record_trimmed_shards(&listed_ids).await;
         }
         true
