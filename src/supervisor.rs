@@ -46,6 +46,23 @@ where
     for table in tables {
         match check_table(engine, table).await {
             Ok(ts) => found.push(ts),
+            Err(e @ (EngineError::TableNotFound { .. } | EngineError::NoStream { .. })) => {
+                // A table we were auditing that was deleted, or lost its
+                // stream, while we were down: its old streams may still hold
+                // records to read. Only a table we never read is an error.
+                let undrained = engine
+                    .checkpoints
+                    .load_streams(Some(table))
+                    .await?
+                    .into_iter()
+                    .filter(|r| !r.drained)
+                    .count();
+                if undrained > 0 {
+                    warn!(table = %table, streams = undrained, error = %e, "draining the streams we were reading");
+                } else {
+                    problems.push(e);
+                }
+            }
             Err(e) => problems.push(e),
         }
     }
@@ -152,7 +169,11 @@ where
     loop {
         if !table_gone {
             match discover_streams(&engine, &table, &shutdown).await {
-                Ok(arns) => {
+                Ok((arns, gone)) => {
+                    if gone {
+                        error!("table deleted: draining what is still readable of its streams");
+                        table_gone = true;
+                    }
                     for (arn, current) in arns {
                         if running.insert(arn.clone()) {
                             let span = tracing::info_span!("stream", stream = %arn);
@@ -172,10 +193,6 @@ where
                     }
                 }
                 Err(Retried::Cancelled) => break,
-                Err(Retried::Failed(StreamError::NotFound(_))) => {
-                    error!("table deleted: draining what is still readable of its streams");
-                    table_gone = true;
-                }
                 Err(Retried::Failed(e)) => {
                     error!(error = %e, "cannot discover the table's streams")
                 }
@@ -212,21 +229,32 @@ async fn discover_streams<S, C, A>(
     engine: &Engine<S, C, A>,
     table: &str,
     shutdown: &Shutdown,
-) -> Result<Vec<(String, bool)>, Retried<StreamError>>
+) -> Result<(Vec<(String, bool)>, bool), Retried<StreamError>>
 where
     S: StreamApi,
     C: CheckpointStore,
     A: AuditStore,
 {
     let policy = engine.settings.retry_policy();
-    let ts = retry(policy, &shutdown.stop, "DescribeTable", || {
+    let (current, table_gone) = match retry(policy, &shutdown.stop, "DescribeTable", || {
         engine.stream.describe_table(table)
     })
-    .await?;
-    let listed = retry(policy, &shutdown.stop, "ListStreams", || {
+    .await
+    {
+        Ok(ts) => (ts.latest_stream_arn.filter(|_| ts.stream_enabled), false),
+        Err(Retried::Failed(StreamError::NotFound(_))) => (None, true),
+        Err(e) => return Err(e),
+    };
+    // A deleted table's streams stay listed while their records are retained.
+    let listed = match retry(policy, &shutdown.stop, "ListStreams", || {
         engine.stream.list_streams(table)
     })
-    .await?;
+    .await
+    {
+        Ok(listed) => listed,
+        Err(Retried::Failed(StreamError::NotFound(_))) => Vec::new(),
+        Err(e) => return Err(e),
+    };
     let stored = match engine.checkpoints.load_streams(Some(table)).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -234,7 +262,6 @@ where
             Vec::new()
         }
     };
-    let current = ts.latest_stream_arn.clone().filter(|_| ts.stream_enabled);
     let drained: HashSet<&str> = stored
         .iter()
         .filter(|r| r.drained)
@@ -274,7 +301,7 @@ where
         }
         result.push((arn, is_current));
     }
-    Ok(result)
+    Ok((result, table_gone))
 }
 
 /// One stream. Returns true when the stream is finished (disabled or gone,

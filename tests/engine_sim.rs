@@ -208,3 +208,37 @@ async fn failing_audit_writes_are_retried_and_hold_the_checkpoint() {
         .iter()
         .all(|c| c.sequence_no.is_some()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_table_deleted_while_down_is_drained_on_restart_and_others_keep_going() {
+    let sim = sim();
+    sim.create_table("flags", &["pk"], Some(ViewType::NewAndOldImages))
+        .unwrap();
+    let store = MemoryStore::new();
+    sim.put(TABLE, item(1, 0, "alice")).unwrap();
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE, "flags"]);
+    run_for(Duration::from_secs(3)).await;
+    daemon.stop().await;
+    sim.put(TABLE, item(1, 1, "bob")).unwrap();
+    sim.delete_table(TABLE).unwrap();
+    sim.put("flags", item(2, 0, "carol")).unwrap();
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE, "flags"]);
+    run_for(Duration::from_secs(5)).await;
+    sim.put("flags", item(2, 1, "dave")).unwrap();
+    run_for(Duration::from_secs(10)).await;
+    daemon.stop().await;
+    assert_eq!(
+        verify(&sim, &store, TABLE).await.unwrap(),
+        2,
+        "the deleted table's last change was read"
+    );
+    assert_eq!(verify(&sim, &store, "flags").await.unwrap(), 2);
+
+    // A table we never audited that does not exist is still a config error.
+    let engine =
+        ddb_audit::engine::Engine::new(sim.clone(), store.clone(), store.clone(), settings());
+    let err = ddb_audit::supervisor::preflight(&engine, &["never-there".to_string()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("never-there"), "{err}");
+}
