@@ -170,18 +170,10 @@ where
                 Some(it) => it,
                 None => match self.get_iterator(&position).await {
                     Ok(it) => it,
-                    Err(Retried::Cancelled) => return ShardOutcome::Stopped,
-                    Err(Retried::Failed(StreamError::Trimmed(msg))) => {
-                        self.trimmed(&msg);
-                        position = IteratorPosition::TrimHorizon;
-                        continue;
-                    }
-                    Err(Retried::Failed(StreamError::NotFound(msg))) => {
-                        return self.vanished(&msg).await;
-                    }
                     Err(Retried::Failed(e))
                         if self.continues_lineage
-                            && matches!(position, IteratorPosition::AtSequence(_)) =>
+                            && matches!(position, IteratorPosition::AtSequence(_))
+                            && !matches!(e, StreamError::Trimmed(_) | StreamError::NotFound(_)) =>
                     {
                         // A service that does not accept a shard's starting
                         // sequence number as a position: fall back.
@@ -190,7 +182,13 @@ where
                         position = IteratorPosition::TrimHorizon;
                         continue;
                     }
-                    Err(Retried::Failed(e)) => return ShardOutcome::Failed(e.to_string()),
+                    Err(e) => match self.recover(e).await {
+                        Ok(next) => {
+                            position = next;
+                            continue;
+                        }
+                        Err(outcome) => return outcome,
+                    },
                 },
             };
             tokio::select! {
@@ -200,23 +198,13 @@ where
             }
             let page = match self.get_records(&current).await {
                 Ok(page) => page,
-                Err(Retried::Cancelled) => return ShardOutcome::Stopped,
-                Err(Retried::Failed(StreamError::ExpiredIterator(_))) => {
-                    // Iterators live 15 minutes; resume right after the last
-                    // written record: no gap, no duplicate.
-                    debug!("iterator expired; renewing");
-                    position = self.position();
-                    continue;
-                }
-                Err(Retried::Failed(StreamError::Trimmed(msg))) => {
-                    self.trimmed(&msg);
-                    position = IteratorPosition::TrimHorizon;
-                    continue;
-                }
-                Err(Retried::Failed(StreamError::NotFound(msg))) => {
-                    return self.vanished(&msg).await;
-                }
-                Err(Retried::Failed(e)) => return ShardOutcome::Failed(e.to_string()),
+                Err(e) => match self.recover(e).await {
+                    Ok(next) => {
+                        position = next;
+                        continue;
+                    }
+                    Err(outcome) => return outcome,
+                },
             };
             let count = page.records.len();
             match self.handle_page(page.records).await {
@@ -246,6 +234,29 @@ where
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
+        }
+    }
+
+    /// What a failed stream call means for this shard: where to read from
+    /// next, or how the shard's loop ends.
+    async fn recover(
+        &mut self,
+        error: Retried<StreamError>,
+    ) -> Result<IteratorPosition, ShardOutcome> {
+        match error {
+            Retried::Cancelled => Err(ShardOutcome::Stopped),
+            // Iterators live 15 minutes; resume right after the last written
+            // record: no gap, no duplicate.
+            Retried::Failed(StreamError::ExpiredIterator(_)) => {
+                debug!("iterator expired; renewing");
+                Ok(self.position())
+            }
+            Retried::Failed(StreamError::Trimmed(message)) => {
+                self.trimmed(&message);
+                Ok(IteratorPosition::TrimHorizon)
+            }
+            Retried::Failed(StreamError::NotFound(message)) => Err(self.vanished(&message).await),
+            Retried::Failed(e) => Err(ShardOutcome::Failed(e.to_string())),
         }
     }
 
