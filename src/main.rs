@@ -23,7 +23,7 @@ use ddb_audit::value::{parse_key_arg, Item};
 /// The endpoint, region and credentials come from the standard AWS
 /// environment (AWS_ENDPOINT_URL, AWS_REGION, the default credential chain).
 #[derive(Parser, Debug)]
-#[command(name = "ddb-audit", version, about, long_about)]
+#[command(name = "ddb-audit", version, about, long_about, after_help = USAGE_NOTES)]
 struct Cli {
     /// Log format on stderr. RUST_LOG filters (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "DDB_AUDIT_LOG_FORMAT")]
@@ -31,6 +31,18 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// Shown after the top-level help: what every command needs.
+const USAGE_NOTES: &str = "\
+Every command reads the TOML config file given by --config FILE (or DDB_AUDIT_CONFIG).
+A history --key is NAME=TYPE:VALUE, TYPE one of S, N, B (base64); repeat it for a sort key.
+
+Examples:
+  ddb-audit init    --config ddb-audit.toml
+  ddb-audit run     --config ddb-audit.toml
+  ddb-audit history --config ddb-audit.toml --table orders --key pk=S:123 --key sk=N:7 [--json]
+  ddb-audit gaps    --config ddb-audit.toml [--json]
+  ddb-audit status  --config ddb-audit.toml [--json]";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {

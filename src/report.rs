@@ -198,7 +198,8 @@ pub fn status_table(tables: &[(TableStatusLine, Vec<ShardStatusLine>)]) -> Strin
             .filter(|s| s.status != "drained")
             .map(|s| {
                 [
-                    s.shard_id.clone(),
+                    // Indented under the summary line, like the header.
+                    format!("  {}", s.shard_id),
                     s.status.to_string(),
                     s.sequence_number.clone().unwrap_or_else(|| "-".into()),
                     s.lag_seconds
@@ -403,6 +404,16 @@ mod tests {
                 "orders: 0 stream(s), 2 shard(s): 1 open, 0 closed, 1 drained; max lag 30 s"
             ),
             "{text}"
+        );
+        // The open shard's row sits under the header, both indented.
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].starts_with("  SHARD "), "{text}");
+        assert!(lines[2].starts_with("  a "), "{text}");
+        assert_eq!(
+            lines[1].find("STATUS"),
+            lines[2].find("open"),
+            "columns line up: {text}"
         );
     }
 }

@@ -810,3 +810,546 @@ async fn init_is_idempotent() {
     out.success();
     assert!(parse_json_lines(&out.stdout).is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Items near DynamoDB's 400 KB limit
+// ---------------------------------------------------------------------------
+
+/// `unit` repeated, cut (at a char boundary) to at most `bytes` bytes.
+fn filler(unit: &str, bytes: usize) -> String {
+    let mut s = unit.repeat(bytes / unit.len() + 1);
+    let mut end = bytes;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s
+}
+
+/// Roughly DynamoDB's item size: attribute names plus values, UTF-8 bytes.
+fn approx_size(v: &Value) -> usize {
+    let (t, x) = v.as_object().unwrap().iter().next().unwrap();
+    match t.as_str() {
+        "S" | "N" => x.as_str().unwrap().len(),
+        "B" => x.as_str().unwrap().len() * 3 / 4,
+        "SS" | "NS" | "BS" => x
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap().len())
+            .sum(),
+        "L" => {
+            3 + x
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| 1 + approx_size(e))
+                .sum::<usize>()
+        }
+        "M" => 3 + item_size(x),
+        _ => 1,
+    }
+}
+
+fn item_size(item: &Value) -> usize {
+    item.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| k.len() + 1 + approx_size(v))
+        .sum()
+}
+
+/// A ~390 KB item: one long string (multi-byte characters, quotes,
+/// backslashes, newlines: everything JSON escapes or a byte split could
+/// break) plus nested maps, lists, sets, a binary, a bool and a null. `v`
+/// (1 or 2) picks one of two versions that differ in every non-key attribute.
+fn big_item(key: &Value, v: usize) -> Value {
+    let mut item = key.as_object().unwrap().clone();
+    let unit = if v == 1 {
+        "Grüße — 1 000 € \"quoted\" back\\slash\nline "
+    } else {
+        "Ωmega ✓ {braces} [brackets] tab\there 'single' 😀 "
+    };
+    let lines: Vec<Value> = (0..40)
+        .map(|i| {
+            json!({ "M": {
+                "sku": { "S": format!("SKU-{v}-{i:03}") },
+                "qty": { "N": format!("{}", i * v + 1) },
+                "price": { "N": format!("{}.{:02}", 10 * v + i, i) },
+                "notes": { "L": [
+                    { "S": format!("note {i} of version {v}") },
+                    { "N": format!("{}", v * 1000 + i) },
+                ] },
+            }})
+        })
+        .take(if v == 1 { 40 } else { 33 })
+        .collect();
+    let fields = json!({
+        "blob": { "S": "" },
+        "rev": { "N": v.to_string() },
+        "updated_by": { "S": if v == 1 { "alice" } else { "bob" } },
+        "profile": { "M": {
+            "name": { "S": if v == 1 { "Ann Lee" } else { "Ann Smith" } },
+            "address": { "M": {
+                "city": { "S": if v == 1 { "Berlin" } else { "Lisbon" } },
+                "geo": { "M": {
+                    "lat": { "N": if v == 1 { "52.52" } else { "38.72" } },
+                    "lon": { "N": if v == 1 { "13.405" } else { "-9.139" } },
+                } },
+            } },
+            "prefs": { "L": if v == 1 {
+                json!([{ "S": "email" }, { "S": "sms" }, { "BOOL": true }])
+            } else {
+                json!([{ "S": "push" }, { "NULL": true }])
+            } },
+        } },
+        "lines": { "L": lines },
+        "tags": { "SS": if v == 1 { json!(["a", "b", "c"]) } else { json!(["c", "d"]) } },
+        "scores": { "NS": if v == 1 { json!(["1", "2.5", "-3"]) } else { json!(["2.5", "7"]) } },
+        "bin": { "B": common_b64(&vec![v as u8; 1000]) },
+        "active": { "BOOL": v == 1 },
+        "gone": if v == 1 { json!({ "NULL": true }) } else { json!({ "S": "now a string" }) },
+    });
+    item.extend(fields.as_object().unwrap().clone());
+    // The string fills the item up to ~390 KB.
+    let rest = item_size(&Value::Object(item.clone()));
+    item.insert("blob".into(), json!({ "S": filler(unit, 390_000 - rest) }));
+    Value::Object(item)
+}
+
+/// Insert a ~390 KB item, rewrite every attribute of it (still ~390 KB),
+/// delete it: three whole entries, each rebuilding its image exactly; the
+/// ~800 KB MODIFY entry is stored in parts and comes back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_400kb_item_rewritten_completely_round_trips_through_history() {
+    let env = TestEnv::new("big");
+    let table = env.name("docs");
+    env.create_stream_table(&table).await;
+    let config = env.config(&[&table]);
+    env.init(&config).await;
+
+    let key = json!({ "pk": { "S": "big-1" }, "sk": { "N": "1" } });
+    let (v1, v2) = (big_item(&key, 1), big_item(&key, 2));
+    for v in [&v1, &v2] {
+        let size = item_size(v);
+        assert!((380_000..400_000).contains(&size), "item of {size} bytes");
+    }
+    for (name, a) in v1.as_object().unwrap() {
+        if key.get(name).is_none() {
+            assert!(!dyn_eq(a, &v2[name]), "{name} must differ between versions");
+        }
+    }
+    assert_eq!(v1.as_object().unwrap().len(), v2.as_object().unwrap().len());
+
+    let mut daemon = env.spawn_daemon(&config);
+    for v in [&v1, &v2] {
+        env.ddb
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(json_to_item(v)))
+            .send()
+            .await
+            .expect("put ~390 KB item");
+    }
+    env.ddb
+        .delete_item()
+        .table_name(&table)
+        .set_key(Some(json_to_item(&key)))
+        .send()
+        .await
+        .expect("delete item");
+    assert!(env.get_item(&table, &key).await.is_none());
+
+    let recs = env.read_stream_exactly(&table, 3).await;
+    let k = key_args(&key);
+    env.wait_history(&config, &table, &k, "three entries", |e| e.len() >= 3)
+        .await;
+    let out = env.history_raw(&config, &table, &k, true).await;
+    out.success();
+    let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 3, "exactly three entries");
+    let entries = parse_json_lines(&out.stdout);
+    let events: Vec<&str> = entries
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["INSERT", "MODIFY", "REMOVE"]);
+    let actors: Vec<&Value> = entries.iter().map(|e| &e["actor"]).collect();
+    assert_eq!(actors, [&json!("alice"), &json!("bob"), &json!("bob")]);
+    assert!(
+        lines[1].len() > 760_000,
+        "the MODIFY entry carries both ~390 KB strings: {} bytes",
+        lines[1].len()
+    );
+
+    // Each entry whole: applied in order, they give exactly what was written.
+    let changes = |i: usize| entries[i]["changes"].as_array().unwrap().clone();
+    let same = |got: &Option<Value>, want: &Value| {
+        got.as_ref()
+            .is_some_and(|g| dyn_eq(&json!({ "M": g }), &json!({ "M": want })))
+    };
+    let mut state = None;
+    apply_entry(&mut state, &changes(0)).expect("INSERT applies to nothing");
+    assert!(
+        same(&state, &v1),
+        "the INSERT's adds rebuild the first image"
+    );
+    apply_entry(&mut state, &changes(1)).expect("MODIFY applies to the first image");
+    assert!(
+        same(&state, &v2),
+        "the MODIFY turns the first image into the second"
+    );
+    apply_entry(&mut state, &changes(2)).expect("REMOVE applies to the second image");
+    assert!(state.is_none(), "the REMOVE removes everything: {state:?}");
+    // And against the stream's own records (sequence numbers, shard, images).
+    check_item_history(&table, &entries, &recs, None);
+
+    // Stored in parts: each head carries `parts` and has exactly that many
+    // part items after it (the layout documented in src/store/dynamo.rs).
+    let audit = env.name("entries");
+    let mut rows = Vec::new();
+    let mut start = None;
+    loop {
+        let page = env
+            .ddb
+            .scan()
+            .table_name(&audit)
+            .projection_expression("#pk, #sk, #event, #parts, #part, #bytes")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#sk", "sk")
+            .expression_attribute_names("#event", "event")
+            .expression_attribute_names("#parts", "parts")
+            .expression_attribute_names("#part", "part")
+            .expression_attribute_names("#bytes", "entry_bytes")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan the audit table");
+        rows.extend(page.items().iter().map(item_to_json));
+        start = page.last_evaluated_key().cloned().filter(|k| !k.is_empty());
+        if start.is_none() {
+            break;
+        }
+    }
+    let s = |r: &Value, a: &str| r.get(a).and_then(|v| v["S"].as_str()).map(str::to_string);
+    let n = |r: &Value, a: &str| {
+        r.get(a)
+            .and_then(|v| v["N"].as_str())
+            .map(|x| x.parse::<usize>().unwrap())
+    };
+    let heads: Vec<&Value> = rows.iter().filter(|r| r.get("part").is_none()).collect();
+    assert_eq!(heads.len(), 3, "three entry heads: {heads:?}");
+    let modify = heads
+        .iter()
+        .find(|h| s(h, "event").as_deref() == Some("MODIFY"))
+        .expect("a MODIFY head");
+    let parts = n(modify, "parts").expect("the MODIFY entry is stored in parts");
+    assert!(parts >= 2, "{parts} parts");
+    eprintln!(
+        "history lines: {:?} bytes; MODIFY stored as {parts} parts ({:?} bytes)",
+        lines.iter().map(|l| l.len()).collect::<Vec<_>>(),
+        n(modify, "entry_bytes")
+    );
+    assert!(
+        n(modify, "entry_bytes").is_some_and(|b| b > 760_000),
+        "{modify}"
+    );
+    for h in &heads {
+        let Some(parts) = n(h, "parts") else { continue };
+        let sk = s(h, "sk").unwrap();
+        let mut got: Vec<usize> = rows
+            .iter()
+            .filter(|r| s(r, "pk") == s(h, "pk") && s(r, "sk").unwrap().starts_with(&sk))
+            .filter_map(|r| n(r, "part"))
+            .collect();
+        got.sort();
+        assert_eq!(got, (1..=parts).collect::<Vec<_>>(), "parts of {sk}");
+    }
+
+    daemon.assert_running();
+    daemon.sigterm();
+    let status = daemon.wait_exit(Duration::from_secs(5)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+// ---------------------------------------------------------------------------
+// gaps and status
+// ---------------------------------------------------------------------------
+
+/// A healthy run: `gaps` reports none; `status` shows every configured table
+/// and its shard open, checkpointed at the last record, with a lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_and_status_on_a_healthy_run() {
+    let env = TestEnv::new("status");
+    let tables = [env.name("orders"), env.name("flags")];
+    for t in &tables {
+        env.create_stream_table(t).await;
+    }
+    let config = env.config(&[&tables[0], &tables[1]]);
+    env.init(&config).await;
+    let cfg = path_str(&config);
+
+    // Before anything ran: no gaps, nothing to report per shard.
+    let out = env.cli(&["gaps", "--config", cfg, "--json"]).await;
+    out.success();
+    assert_eq!(out.stdout, "", "no gaps: no output");
+
+    let mut daemon = env.spawn_daemon(&config);
+    let s = seed();
+    for (i, t) in tables.iter().enumerate() {
+        let mut w = Workload::new(&env, t, 2, s + i as u64);
+        for _ in 0..4 {
+            w.step(&env.ddb).await;
+        }
+    }
+    let mut last = Vec::new(); // (table, stream arn, shard, last sequence number)
+    for t in &tables {
+        assert_audited(&env, &config, t, 4).await;
+        let recs = env.read_stream(t).await;
+        let arn = env
+            .ddb
+            .describe_table()
+            .table_name(t)
+            .send()
+            .await
+            .unwrap()
+            .table()
+            .and_then(|d| d.latest_stream_arn())
+            .unwrap()
+            .to_string();
+        let mut shards: Vec<&str> = recs.iter().map(|r| r.shard_id.as_str()).collect();
+        shards.dedup();
+        for sh in shards {
+            let seq = recs
+                .iter()
+                .rfind(|r| r.shard_id == sh)
+                .unwrap()
+                .sequence_number
+                .clone();
+            last.push((t.clone(), arn.clone(), sh.to_string(), seq));
+        }
+    }
+
+    // gaps: nothing, in both forms.
+    let out = env.cli(&["gaps", "--config", cfg, "--json"]).await;
+    out.success();
+    assert_eq!(out.stdout, "", "a healthy run has no gaps");
+    let out = env.cli(&["gaps", "--config", cfg]).await;
+    out.success();
+    assert!(out.stdout.contains("no gaps"), "{}", out.stdout);
+
+    // status --json: the checkpoint may trail the entries briefly; poll until
+    // every shard is checkpointed at its last record.
+    let deadline = Instant::now() + AUDIT_DEADLINE;
+    let lines = loop {
+        let out = env.cli(&["status", "--config", cfg, "--json"]).await;
+        out.success();
+        let lines = parse_json_lines(&out.stdout);
+        let caught_up = last.iter().all(|(t, _, sh, seq)| {
+            lines.iter().any(|l| {
+                l["kind"] == "shard"
+                    && l["table"] == json!(t)
+                    && l["shard_id"] == json!(sh)
+                    && l["sequence_number"] == json!(seq)
+            })
+        });
+        if caught_up {
+            break lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed every shard at its last record {last:?}:\n{}",
+            out.stdout
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // One table line per configured table, in config order, each followed
+    // by its shard lines.
+    let table_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "table").collect();
+    assert_eq!(table_lines.len(), tables.len(), "{lines:#?}");
+    assert!(lines
+        .iter()
+        .all(|l| l["kind"] == "table" || l["kind"] == "shard"));
+    let mut current: Option<&str> = None;
+    for l in &lines {
+        match l["kind"].as_str().unwrap() {
+            "table" => current = l["table"].as_str(),
+            _ => assert_eq!(l["table"].as_str(), current, "shard after its table: {l}"),
+        }
+    }
+    for (t, summary) in tables.iter().zip(&table_lines) {
+        assert_eq!(summary["table"], json!(t));
+        let shards: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["kind"] == "shard" && l["table"] == json!(t))
+            .collect();
+        let mine: Vec<_> = last.iter().filter(|(lt, ..)| lt == t).collect();
+        assert_eq!(
+            shards.len(),
+            mine.len(),
+            "one line per shard of {t}: {shards:#?}"
+        );
+        let arn = &mine[0].1;
+        assert_eq!(summary["streams"], json!(1));
+        assert_eq!(summary["current_stream_arn"], json!(arn));
+        assert_eq!(summary["shards"], json!(shards.len()));
+        assert_eq!(summary["open"], json!(shards.len()));
+        assert_eq!(summary["closed"], json!(0));
+        assert_eq!(summary["drained"], json!(0));
+        let lags: Vec<i64> = shards
+            .iter()
+            .map(|sh| {
+                let (_, _, id, seq) = mine
+                    .iter()
+                    .find(|(_, _, id, _)| sh["shard_id"] == json!(id))
+                    .unwrap_or_else(|| panic!("unknown shard in status: {sh}"));
+                assert_eq!(sh["stream_arn"], json!(arn), "{sh}");
+                assert_eq!(sh["status"], json!("open"), "{sh}");
+                assert_eq!(sh["sequence_number"], json!(seq), "{sh}");
+                assert_eq!(sh["parent_shard_id"], Value::Null, "{sh}");
+                for f in ["last_record_time", "updated_at"] {
+                    let ts = sh[f].as_str().unwrap_or_else(|| panic!("{f}: {sh}"));
+                    chrono::DateTime::parse_from_rfc3339(ts)
+                        .unwrap_or_else(|e| panic!("{f} {ts:?} of {id}: {e}"));
+                }
+                let lag = sh["lag_seconds"]
+                    .as_i64()
+                    .unwrap_or_else(|| panic!("an open shard has a lag: {sh}"));
+                assert!((0..600).contains(&lag), "lag {lag} s: {sh}");
+                lag
+            })
+            .collect();
+        assert_eq!(summary["max_lag_seconds"], json!(lags.iter().max()));
+    }
+
+    // The table form: per table, in config order, a summary line and then
+    // its open shards, indented under it.
+    let out = env.cli(&["status", "--config", cfg]).await;
+    out.success();
+    eprintln!("status:\n{}", out.stdout);
+    let text: Vec<&str> = out.stdout.lines().collect();
+    let starts: Vec<usize> = tables
+        .iter()
+        .map(|t| {
+            text.iter()
+                .position(|l| l.starts_with(&format!("{t}: ")))
+                .unwrap_or_else(|| panic!("no summary line for {t}:\n{}", out.stdout))
+        })
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{}", out.stdout);
+    assert_eq!(starts[0], 0, "{}", out.stdout);
+    for (i, t) in tables.iter().enumerate() {
+        let section = &text[starts[i]..starts.get(i + 1).copied().unwrap_or(text.len())];
+        let mine: Vec<_> = last.iter().filter(|(lt, ..)| lt == t).collect();
+        let n = mine.len();
+        assert!(
+            section[0].starts_with(&format!(
+                "{t}: 1 stream(s), {n} shard(s): {n} open, 0 closed, 0 drained; max lag "
+            )) && section[0].ends_with(" s"),
+            "{}",
+            section[0]
+        );
+        assert!(section[1].starts_with("  SHARD"), "{}", out.stdout);
+        assert_eq!(section.len(), 2 + n, "{}", out.stdout);
+        for (_, _, sh, seq) in mine {
+            let row = section[2..]
+                .iter()
+                .find(|l| l.contains(sh.as_str()))
+                .unwrap_or_else(|| panic!("no row for shard {sh} under {t}:\n{}", out.stdout));
+            assert!(row.starts_with(&format!("  {sh} ")), "indented: {row:?}");
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            assert_eq!(cells[1..3], ["open", seq.as_str()], "{row}");
+        }
+    }
+
+    daemon.assert_running();
+    daemon.sigterm();
+    let status = daemon.wait_exit(Duration::from_secs(5)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
+
+// ---------------------------------------------------------------------------
+// The command line itself
+// ---------------------------------------------------------------------------
+
+/// `--help` everywhere exits 0 and says how to give the config and the key.
+#[tokio::test]
+async fn help_documents_the_config_flag_and_the_key_format() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .output()
+            .expect("run ddb-audit");
+        assert!(
+            out.status.success(),
+            "`ddb-audit {}` exited {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 help")
+    };
+    for flag in ["--help", "-h"] {
+        let top = run(&[flag]);
+        for cmd in ["init", "run", "history", "gaps", "status"] {
+            assert!(top.contains(cmd), "top-level {flag} lists {cmd}:\n{top}");
+        }
+        assert!(top.contains("--config"), "top-level {flag}:\n{top}");
+        assert!(top.contains("NAME=TYPE:VALUE"), "top-level {flag}:\n{top}");
+    }
+    for cmd in ["init", "run", "history", "gaps", "status"] {
+        for help in [vec![cmd, "--help"], vec!["help", cmd]] {
+            let text = run(&help);
+            assert!(
+                text.contains("--config") && text.contains("DDB_AUDIT_CONFIG"),
+                "`ddb-audit {}`:\n{text}",
+                help.join(" ")
+            );
+            if matches!(cmd, "history" | "gaps" | "status") {
+                assert!(text.contains("--json"), "{text}");
+            }
+        }
+    }
+    let history = run(&["history", "--help"]);
+    for needle in ["--table", "--key", "NAME=TYPE:VALUE", "S, N, B"] {
+        assert!(
+            history.contains(needle),
+            "history --help: {needle}\n{history}"
+        );
+    }
+}
+
+/// A malformed `--key` fails before any lookup, naming the expected form.
+#[tokio::test]
+async fn malformed_history_key_is_rejected_naming_the_form() {
+    let env = TestEnv::new("badkey");
+    let table = env.name("orders");
+    // No `init`: a key parsed after the lookup would fail on the missing
+    // tables instead, and not name the form.
+    let config = env.config(&[&table]);
+    let cases: &[(&str, &[&str])] = &[
+        ("pk=X:1", &["NAME=TYPE:VALUE", "pk=X:1"]),
+        ("pk", &["NAME=TYPE:VALUE"]),
+        ("=S:1", &["NAME=TYPE:VALUE"]),
+        ("pk=S1", &["NAME=TYPE:VALUE"]),
+        ("pk=N:abc", &["N:NUMBER", "abc"]),
+        ("pk=B:@@", &["B:BASE64"]),
+    ];
+    for (key, needles) in cases {
+        let out = env
+            .history_raw(&config, &table, &[key.to_string()], true)
+            .await;
+        out.fails_naming(needles);
+        assert_eq!(out.stdout, "", "--key {key}: nothing on stdout");
+        // A good key next to a bad one does not rescue it.
+        let out = env
+            .history_raw(&config, &table, &["sk=N:1".into(), key.to_string()], false)
+            .await;
+        out.fails_naming(needles);
+    }
+    // No --key at all: a usage error naming the flag.
+    let out = env
+        .cli(&["history", "--config", path_str(&config), "--table", &table])
+        .await;
+    out.fails_naming(&["--key"]);
+}
