@@ -288,30 +288,33 @@ impl DynamoStore {
         Ok(out.item().is_some())
     }
 
-    /// Every item of one audit partition, ascending by `sk`, strongly consistent.
+    /// Every item of one partition (`key_name = value`), all pages,
+    /// ascending by sort key, strongly consistent.
+    async fn query_all(
+        &self,
+        table: &str,
+        key_name: &str,
+        value: &str,
+    ) -> StoreResult<Vec<HashMap<String, DAttr>>> {
+        self.client
+            .query()
+            .table_name(table)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", key_name)
+            .expression_attribute_values(":v", s(value))
+            .consistent_read(true)
+            .scan_index_forward(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))
+    }
+
+    /// Every item of one audit partition, ascending by `sk`.
     async fn query_partition(&self, pk: &str) -> StoreResult<Vec<HashMap<String, DAttr>>> {
-        let table = &self.names.audit;
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pk))
-                .consistent_read(true)
-                .scan_index_forward(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_store_error(&e, table))?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+        self.query_all(&self.names.audit, "pk", pk).await
     }
 }
 
@@ -458,29 +461,11 @@ impl AuditStore for DynamoStore {
 
 impl CheckpointStore for DynamoStore {
     async fn load_shards(&self, stream_arn: &str) -> StoreResult<Vec<ShardCheckpoint>> {
-        let table = &self.names.shards;
-        let mut rows = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(table)
-                .key_condition_expression("stream_arn = :arn")
-                .expression_attribute_values(":arn", s(stream_arn))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_store_error(&e, table))?;
-            for item in out.items() {
-                rows.push(shard_from_item(item)?);
-            }
-            start = out.last_evaluated_key.filter(|k| !k.is_empty());
-            if start.is_none() {
-                return Ok(rows);
-            }
-        }
+        self.query_all(&self.names.shards, "stream_arn", stream_arn)
+            .await?
+            .iter()
+            .map(shard_from_item)
+            .collect()
     }
 
     async fn save_shard(&self, cp: &ShardCheckpoint) -> StoreResult<()> {
@@ -606,45 +591,24 @@ impl CheckpointStore for DynamoStore {
 
     async fn load_streams(&self, table_name: Option<&str>) -> StoreResult<Vec<StreamRow>> {
         let table = &self.names.streams;
-        let mut rows = Vec::new();
-        let mut start = None;
-        loop {
-            let (items, last) = match table_name {
-                Some(name) => {
-                    let out = self
-                        .client
-                        .query()
-                        .table_name(table)
-                        .key_condition_expression("table_name = :t")
-                        .expression_attribute_values(":t", s(name))
-                        .consistent_read(true)
-                        .set_exclusive_start_key(start)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_store_error(&e, table))?;
-                    (out.items, out.last_evaluated_key)
-                }
-                None => {
-                    let out = self
-                        .client
-                        .scan()
-                        .table_name(table)
-                        .consistent_read(true)
-                        .set_exclusive_start_key(start)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_store_error(&e, table))?;
-                    (out.items, out.last_evaluated_key)
-                }
-            };
-            for item in items.unwrap_or_default() {
-                rows.push(stream_from_item(&item)?);
-            }
-            start = last.filter(|k| !k.is_empty());
-            if start.is_none() {
-                break;
-            }
-        }
+        let items = match table_name {
+            Some(name) => self.query_all(table, "table_name", name).await?,
+            None => self
+                .client
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| sdk_store_error(&e, table))?,
+        };
+        let mut rows = items
+            .iter()
+            .map(stream_from_item)
+            .collect::<StoreResult<Vec<_>>>()?;
         rows.sort_by(|a, b| {
             (&a.table_name, stream_label(&a.stream_arn))
                 .cmp(&(&b.table_name, stream_label(&b.stream_arn)))
