@@ -216,7 +216,8 @@ where
                 return self.drained().await;
             };
             iterator = Some(next);
-            let full = count >= polling.get_records_limit as usize;
+            // A page with records is followed at once (the pacer spaces the
+            // calls): a shard with data is drained as fast as allowed.
             let wait = if count > 0 {
                 idle.busy();
                 None
@@ -227,7 +228,7 @@ where
             } else {
                 Some(idle.idle())
             };
-            if let Some(wait) = wait.filter(|_| !full) {
+            if let Some(wait) = wait {
                 tokio::select! {
                     biased;
                     _ = self.shutdown.stop.cancelled() => return ShardOutcome::Stopped,
