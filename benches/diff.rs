@@ -184,8 +184,9 @@ criterion_group! {
     // Short runs: 18 cases must fit the `make bench` budget on a busy 2-core box.
     config = Criterion::default()
         .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500))
+        .without_plots();
     targets = bench_diff
 }
 criterion_main!(benches);
