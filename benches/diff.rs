@@ -42,7 +42,12 @@ fn approx_size(v: &AttrValue) -> usize {
         AttrValue::S(x) | AttrValue::N(x) => x.len(),
         AttrValue::B(x) => x.len(),
         AttrValue::Bool(_) | AttrValue::Null => 1,
-        AttrValue::M(m) => 3 + m.iter().map(|(k, v)| k.len() + approx_size(v)).sum::<usize>(),
+        AttrValue::M(m) => {
+            3 + m
+                .iter()
+                .map(|(k, v)| k.len() + approx_size(v))
+                .sum::<usize>()
+        }
         AttrValue::L(l) => 3 + l.iter().map(approx_size).sum::<usize>(),
         AttrValue::Ss(x) | AttrValue::Ns(x) => x.iter().map(String::len).sum(),
         AttrValue::Bs(x) => x.iter().map(Vec::len).sum(),
@@ -143,7 +148,10 @@ fn bench_diff(c: &mut Criterion) {
             let stride_ten = (leaves / 10).max(1);
             let cases: [(&str, Box<dyn Fn(usize) -> bool>); 3] = [
                 ("1_changed", Box::new(move |i| i == leaves / 2)),
-                ("10_changed", Box::new(move |i| i % stride_ten == 0 && i / stride_ten < 10)),
+                (
+                    "10_changed",
+                    Box::new(move |i| i % stride_ten == 0 && i / stride_ten < 10),
+                ),
                 ("all_changed", Box::new(|_| true)),
             ];
             for (changed_name, changed) in cases {
@@ -152,7 +160,13 @@ fn bench_diff(c: &mut Criterion) {
                 let rec = record(old, new);
                 let id = format!("{shape:?}/{size_name}/{changed_name}").to_lowercase();
                 // Sanity: the sizes and change counts are what the name says.
-                let probe = build_entry("orders", "arn:s/stream/L", "shard-1", &rec, Some("updated_by"));
+                let probe = build_entry(
+                    "orders",
+                    "arn:s/stream/L",
+                    "shard-1",
+                    &rec,
+                    Some("updated_by"),
+                );
                 let json = serde_json::to_string(&probe).unwrap();
                 eprintln!(
                     "{id}: item ~{} B, {} changes, entry JSON {} B",

@@ -84,7 +84,12 @@ fn main() {
     println!("RSS with idle open shards, each polled by the daemon (child process per case)");
     println!(
         "{:<8} {:>16} {:>22} {:>16} {:>14} {:>18}",
-        "shards", "sim only (MB)", "sim + daemon (MB)", "daemon (MB)", "VmHWM (MB)", "GetRecords/s/shard"
+        "shards",
+        "sim only (MB)",
+        "sim + daemon (MB)",
+        "daemon (MB)",
+        "VmHWM (MB)",
+        "GetRecords/s/shard"
     );
     let counts: &[u32] = if quick { &[100] } else { &[1_000, 10_000] };
     for &n in counts {
@@ -143,7 +148,10 @@ fn item(i: usize, version: u32) -> Item {
             s(format!("value {v} of attribute {a} for item {i} ........")),
         );
     }
-    item.insert("balance".into(), AttrValue::N(format!("{}", 1000 - version)));
+    item.insert(
+        "balance".into(),
+        AttrValue::N(format!("{}", 1000 - version)),
+    );
     item
 }
 
