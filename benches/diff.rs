@@ -58,6 +58,9 @@ fn item_size(item: &Item) -> usize {
     item.iter().map(|(k, v)| k.len() + approx_size(v)).sum()
 }
 
+/// Which leaves carry the new version.
+type Changed = Box<dyn Fn(usize) -> bool>;
+
 #[derive(Clone, Copy, Debug)]
 enum Shape {
     Flat,
@@ -146,7 +149,7 @@ fn bench_diff(c: &mut Criterion) {
             let leaves = leaves_for(shape, bytes);
             // Spread the changed leaves over the item, not just its start.
             let stride_ten = (leaves / 10).max(1);
-            let cases: [(&str, Box<dyn Fn(usize) -> bool>); 3] = [
+            let cases: [(&str, Changed); 3] = [
                 ("1_changed", Box::new(move |i| i == leaves / 2)),
                 (
                     "10_changed",

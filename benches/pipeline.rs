@@ -167,8 +167,10 @@ fn sim(shards: u32) -> SimStream {
 }
 
 fn settings(paced: bool, max_concurrent_shards: usize) -> Settings {
-    let mut settings = Settings::default();
-    settings.actor_attribute = Some("updated_by".into());
+    let mut settings = Settings {
+        actor_attribute: Some("updated_by".into()),
+        ..Settings::default()
+    };
     settings.polling.max_concurrent_shards = max_concurrent_shards;
     if !paced {
         settings.polling.get_records_per_shard_per_sec = 1_000_000;
