@@ -54,9 +54,11 @@ test: venv lint
 demo: venv build
 	$(VENV)/bin/python scripts/demo.py --bin $(BIN)
 
-# Placeholder: the benchmark suite is being written; runs whatever benches exist.
-bench:
-	$(CARGO) bench --locked
+# The benchmark suite behind BENCHMARKS.md (release build; criterion diff
+# bench; in-memory pipeline + RSS; end to end against moto, ddb-audit vs a
+# naive poller). Results in $(TARGET_DIR)/bench-results/. BENCH_QUICK=1: smoke.
+bench: venv
+	CARGO="$(CARGO)" PY=$(VENV)/bin/python benches/run.sh
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,305 @@
+//! The whole path with zero network latency: `SimStream` (throttling off) →
+//! supervisor → shard loop → `build_entry` → `MemoryStore` (audit) →
+//! checkpoint in `MemoryStore`. Prints a table; not criterion, because one
+//! measurement is a whole daemon run.
+//!
+//! 1. Throughput: N records are written to the simulator first (a backlog:
+//!    half INSERTs, half MODIFYs of ~1 KB items, 3 attributes changed), then
+//!    the daemon starts; the clock stops when every shard's checkpoint holds
+//!    its last sequence number (so every entry is in the store). Twice per
+//!    shard count: with the default pacing (4 GetRecords/s per shard, the
+//!    API-limit-bound rate) and with the pacer lifted (CPU-bound). CPU time
+//!    of the whole process (daemon + simulator + store) per record is from
+//!    /proc/self/stat.
+//! 2. RSS with 1,000 and 10,000 idle open shards, each in a child process
+//!    (this binary re-executed) so that measurements do not mix: VmRSS after
+//!    the simulator holds the shards (simulator only), then after every shard
+//!    has been polled and the idle backoff has settled (simulator + daemon).
+//!    The daemon's share is the difference.
+//!
+//! `cargo bench --bench pipeline` (full) or `-- --quick` (small N, smoke).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ddb_audit::engine::{Engine, Settings, Shutdown};
+use ddb_audit::store::memory::MemoryStore;
+use ddb_audit::stream::sim::{SimConfig, SimStream, ViewType};
+use ddb_audit::supervisor;
+use ddb_audit::value::{AttrValue, Item};
+
+const TABLE: &str = "orders";
+const CHILD_ENV: &str = "DDB_AUDIT_BENCH_RSS_CHILD";
+
+fn main() {
+    if let Ok(n) = std::env::var(CHILD_ENV) {
+        let n: u32 = n.parse().expect("shard count");
+        rss_child(n);
+        return;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs us with no
+    // args, so the smoke mode is also the default outside `cargo bench`.
+    let quick = args.iter().any(|a| a == "--quick" || a == "--test")
+        || !args.iter().any(|a| a == "--bench");
+    let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with("--"));
+    let n = if quick { 2_000 } else { 50_000 };
+
+    println!("pipeline throughput: {n} records (backlog), SimStream (throttling off) -> engine -> MemoryStore -> checkpoint");
+    println!(
+        "{:<8} {:<28} {:>10} {:>12} {:>14} {:>10}",
+        "shards", "pacing", "seconds", "records/s", "CPU us/record", "GetRecords"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for shards in [1u32, 100] {
+        for paced in [true, false] {
+            if filter.is_some_and(|f| !"throughput".contains(f.as_str())) {
+                continue;
+            }
+            let r = runtime.block_on(throughput(shards, n, paced));
+            println!(
+                "{:<8} {:<28} {:>10.2} {:>12.0} {:>14.1} {:>10}",
+                shards,
+                if paced {
+                    "default (4 GetRecords/s/shard)"
+                } else {
+                    "lifted (CPU-bound)"
+                },
+                r.secs,
+                n as f64 / r.secs,
+                r.cpu_secs * 1e6 / n as f64,
+                r.get_records
+            );
+        }
+    }
+    drop(runtime);
+
+    if filter.is_some_and(|f| !"rss".contains(f.as_str())) {
+        return;
+    }
+    println!();
+    println!("RSS with idle open shards, each polled by the daemon (child process per case)");
+    println!(
+        "{:<8} {:>16} {:>22} {:>16} {:>14} {:>18}",
+        "shards",
+        "sim only (MB)",
+        "sim + daemon (MB)",
+        "daemon (MB)",
+        "VmHWM (MB)",
+        "GetRecords/s/shard"
+    );
+    let counts: &[u32] = if quick { &[100] } else { &[1_000, 10_000] };
+    for &n in counts {
+        let exe = std::env::current_exe().expect("current_exe");
+        let out = std::process::Command::new(exe)
+            .env(CHILD_ENV, n.to_string())
+            .output()
+            .expect("spawn RSS child");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("RSS "))
+            .unwrap_or_else(|| {
+                panic!(
+                    "RSS child for {n} shards printed no result: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        let f: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().expect("number"))
+            .collect();
+        println!(
+            "{:<8} {:>16.1} {:>22.1} {:>16.1} {:>14.1} {:>18.3}",
+            n,
+            f[0],
+            f[1],
+            f[1] - f[0],
+            f[2],
+            f[3]
+        );
+    }
+}
+
+struct Run {
+    secs: f64,
+    cpu_secs: f64,
+    get_records: u64,
+}
+
+fn s(x: impl Into<String>) -> AttrValue {
+    AttrValue::S(x.into())
+}
+
+/// ~1 KB: a key, an actor and 20 attributes of ~45 bytes.
+fn item(i: usize, version: u32) -> Item {
+    let mut item = Item::new();
+    item.insert("pk".into(), s(format!("customer#{i:08}")));
+    item.insert("updated_by".into(), s(format!("user-{}", version)));
+    for a in 0..20 {
+        // Attributes 0..3 change between versions.
+        let v = if a < 3 { version } else { 1 };
+        item.insert(
+            format!("attribute_{a:02}"),
+            s(format!("value {v} of attribute {a} for item {i} ........")),
+        );
+    }
+    item.insert(
+        "balance".into(),
+        AttrValue::N(format!("{}", 1000 - version)),
+    );
+    item
+}
+
+fn sim(shards: u32) -> SimStream {
+    let sim = SimStream::new(SimConfig {
+        throttling: false,
+        initial_shards: shards,
+        ..SimConfig::with_seed(7)
+    });
+    sim.create_table(TABLE, &["pk"], Some(ViewType::NewAndOldImages))
+        .expect("create table");
+    sim
+}
+
+fn settings(paced: bool, max_concurrent_shards: usize) -> Settings {
+    let mut settings = Settings {
+        actor_attribute: Some("updated_by".into()),
+        ..Settings::default()
+    };
+    settings.polling.max_concurrent_shards = max_concurrent_shards;
+    if !paced {
+        settings.polling.get_records_per_shard_per_sec = 1_000_000;
+        settings.polling.describe_stream_per_sec = 1_000_000;
+    }
+    settings
+}
+
+async fn throughput(shards: u32, n: usize, paced: bool) -> Run {
+    let sim = sim(shards);
+    for i in 0..n / 2 {
+        sim.put(TABLE, item(i, 1)).expect("put");
+    }
+    for i in 0..n - n / 2 {
+        sim.put(TABLE, item(i, 2)).expect("put");
+    }
+    // Where each shard's checkpoint must end.
+    let mut last: std::collections::HashMap<String, String> = Default::default();
+    for logged in sim.write_log_routed(TABLE) {
+        last.insert(logged.shard_id, logged.record.sequence_number);
+    }
+    let arn = sim.stream_arn(TABLE).expect("stream");
+    let store = MemoryStore::new();
+    // max_concurrent_shards: every open shard must have a reader (see
+    // BENCHMARKS.md: with the default of 64, shards beyond 64 are never read).
+    let engine = Arc::new(Engine::new(
+        sim.clone(),
+        store.clone(),
+        store.clone(),
+        settings(paced, shards as usize + 16),
+    ));
+    let shutdown = Shutdown::new();
+    sim.reset_calls();
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let daemon = tokio::spawn(supervisor::run(
+        engine,
+        vec![TABLE.to_string()],
+        shutdown.clone(),
+    ));
+    loop {
+        let done = {
+            let cps = store.checkpoints(&arn);
+            last.iter().all(|(shard, seq)| {
+                cps.iter()
+                    .any(|c| &c.shard_id == shard && c.sequence_no.as_ref() == Some(seq))
+            })
+        };
+        if done {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            panic!("pipeline did not finish in 300 s ({shards} shards)");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu_secs = cpu_seconds() - cpu0;
+    assert_eq!(store.entry_count(), n, "every record exactly once");
+    let get_records = sim.calls().get_records;
+    shutdown.begin(Duration::from_secs(1));
+    let _ = daemon.await;
+    Run {
+        secs,
+        cpu_secs,
+        get_records,
+    }
+}
+
+fn rss_child(n: u32) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let sim = sim(n);
+        let sim_only = vm_kb("VmRSS:") as f64 / 1024.0;
+        // Every shard polled (max_concurrent_shards = n), the listing pacer
+        // lifted so that start-up does not take n/100/5 s; GetRecords pacing
+        // and idle backoff at their defaults.
+        let mut settings = settings(true, n as usize);
+        settings.polling.describe_stream_per_sec = 1_000_000;
+        let store = MemoryStore::new();
+        let engine = Arc::new(Engine::new(sim.clone(), store.clone(), store, settings));
+        let shutdown = Shutdown::new();
+        let daemon = tokio::spawn(supervisor::run(
+            engine,
+            vec![TABLE.to_string()],
+            shutdown.clone(),
+        ));
+        let t0 = Instant::now();
+        while sim.calls().get_records_per_shard.len() < n as usize {
+            if t0.elapsed() > Duration::from_secs(120) {
+                panic!("not every shard was polled within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Idle backoff 250 ms doubling to 5 s settles after ~8 s.
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        sim.reset_calls();
+        let window = Duration::from_secs(5);
+        tokio::time::sleep(window).await;
+        let rate = sim.calls().get_records as f64 / window.as_secs_f64() / n as f64;
+        let rss = vm_kb("VmRSS:") as f64 / 1024.0;
+        let hwm = vm_kb("VmHWM:") as f64 / 1024.0;
+        println!("RSS {sim_only:.1} {rss:.1} {hwm:.1} {rate:.4}");
+        shutdown.begin(Duration::from_secs(1));
+        let _ = daemon.await;
+    });
+}
+
+fn vm_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of this process, from /proc/self/stat (clock ticks
+/// of 1/100 s, the Linux default).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 overall: 12 and 13 after ')'.
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole benchmark suite (`make bench`): builds in release, then
+#   1. diff + entry encoding (criterion, one core),
+#   2. the in-memory pipeline and idle-shard RSS,
+#   3. end to end against moto: ddb-audit vs the naive poller.
+# Results (text + JSON) in $TARGET_DIR/bench-results/. See BENCHMARKS.md.
+# BENCH_QUICK=1: smoke mode (every bench once, tiny workloads), for CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO=${CARGO:-cargo}
+PY=${PY:-.venv/bin/python}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+OUT="$TARGET_DIR/bench-results"
+mkdir -p "$OUT"
+QUICK=${BENCH_QUICK:-}
+start=$(date +%s)
+stamp() { echo "== $(date +%H:%M:%S) (+$(( $(date +%s) - start )) s) $*"; }
+
+{
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/{print $2}') GB RAM"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "rustc: $(rustc --version)"; echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+} | tee "$OUT/machine.txt"
+
+stamp "build (release; benches and the binary, with unified features)"
+# Benches select the binary too, so target/release/ddb-audit is built here.
+$CARGO bench --locked --no-run
+
+stamp "1/3 diff + entry encoding (criterion)"
+if [[ -n $QUICK ]]; then
+  $CARGO bench --locked --bench diff -- --test | tee "$OUT/diff.txt"
+else
+  $CARGO bench --locked --bench diff 2>&1 | tee "$OUT/diff.raw.txt"
+  $PY benches/criterion_table.py "$TARGET_DIR" | tee "$OUT/diff.txt"
+fi
+
+stamp "2/3 pipeline (simulator, in-memory stores) and idle-shard RSS"
+$CARGO bench --locked --bench pipeline -- ${QUICK:+--quick} | tee "$OUT/pipeline.txt"
+
+stamp "3/3 end to end against moto: ddb-audit vs the naive poller"
+$PY benches/e2e/run.py --bin "$TARGET_DIR/release/ddb-audit" --out "$OUT/e2e.json" ${QUICK:+--quick} \
+  | tee "$OUT/e2e.txt"
+
+stamp "done; results in $OUT"
