@@ -606,6 +606,7 @@ async fn children_are_read_within_a_second_of_their_parent_ending() {
         let (first_i, first_t) = first_read(&events, child).expect("child read");
         assert!(first_i > end_i, "{child} read before {parent} ended");
         let pickup = first_t - end_t;
+        eprintln!("child pickup: {child} first read {pickup:?} after {parent} ended");
         assert!(
             pickup < SEC,
             "{child} first read {pickup:?} after {parent} ended"
@@ -647,6 +648,9 @@ async fn children_are_read_within_a_second_even_when_the_child_lookup_fails() {
         let (first_i, first_t) = first_read(&events, child).expect("child read");
         assert!(first_i > end_i);
         let pickup = first_t - end_t;
+        eprintln!(
+            "child pickup (lookup failed): {child} first read {pickup:?} after its parent ended"
+        );
         assert!(
             pickup < SEC,
             "{child} first read {pickup:?} after its parent ended"
