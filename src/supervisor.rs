@@ -174,7 +174,7 @@ where
                         error!("table deleted: draining what is still readable of its streams");
                         table_gone = true;
                     }
-                    for (arn, current) in arns {
+                    for arn in arns {
                         if running.insert(arn.clone()) {
                             let span = tracing::info_span!("stream", stream = %arn);
                             let engine = engine.clone();
@@ -183,8 +183,7 @@ where
                             streams.spawn(
                                 async move {
                                     let finished =
-                                        run_stream(engine, table, arn.clone(), current, shutdown)
-                                            .await;
+                                        run_stream(engine, table, arn.clone(), shutdown).await;
                                     (arn, finished)
                                 }
                                 .instrument(span),
@@ -223,13 +222,13 @@ where
     while streams.join_next().await.is_some() {}
 }
 
-/// The streams of a table that still need reading, each with whether it is
-/// the current one. Records what it finds in the streams table.
+/// The streams of a table that still need reading, and whether the table is
+/// gone. Records what it finds in the streams table (which one is current).
 async fn discover_streams<S, C, A>(
     engine: &Engine<S, C, A>,
     table: &str,
     shutdown: &Shutdown,
-) -> Result<(Vec<(String, bool)>, bool), Retried<StreamError>>
+) -> Result<(Vec<String>, bool), Retried<StreamError>>
 where
     S: StreamApi,
     C: CheckpointStore,
@@ -299,7 +298,7 @@ where
                 warn!(error = %e, stream = %arn, "cannot record stream");
             }
         }
-        result.push((arn, is_current));
+        result.push(arn);
     }
     Ok((result, table_gone))
 }
@@ -310,7 +309,6 @@ pub async fn run_stream<S, C, A>(
     engine: Arc<Engine<S, C, A>>,
     table: String,
     stream_arn: String,
-    _current: bool,
     shutdown: Shutdown,
 ) -> bool
 where
