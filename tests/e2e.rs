@@ -683,10 +683,7 @@ async fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
     let mut daemon = env.spawn_daemon(&config);
     writer.await.expect("writer");
     assert_audited(&env, &config, &table, N).await;
-    daemon.assert_running();
-    daemon.sigterm();
-    let status = daemon.wait_exit(Duration::from_secs(5)).await;
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    daemon.stop_gracefully().await;
 }
 
 /// SIGTERM and SIGINT: exit 0 within 5 s, with entries checkpointed.
@@ -1066,10 +1063,7 @@ async fn near_400kb_item_rewritten_completely_round_trips_through_history() {
         assert_eq!(got, (1..=parts).collect::<Vec<_>>(), "parts of {sk}");
     }
 
-    daemon.assert_running();
-    daemon.sigterm();
-    let status = daemon.wait_exit(Duration::from_secs(5)).await;
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    daemon.stop_gracefully().await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1262,10 +1256,7 @@ async fn gaps_and_status_on_a_healthy_run() {
         }
     }
 
-    daemon.assert_running();
-    daemon.sigterm();
-    let status = daemon.wait_exit(Duration::from_secs(5)).await;
-    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    daemon.stop_gracefully().await;
 }
 
 // ---------------------------------------------------------------------------

@@ -780,6 +780,19 @@ impl Daemon {
         }
     }
 
+    /// The contract's graceful stop: still running, then SIGTERM → exit 0
+    /// within 5 s (the log is shown if not).
+    pub async fn stop_gracefully(&mut self) {
+        self.assert_running();
+        self.sigterm();
+        let status = self.wait_exit(Duration::from_secs(5)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "SIGTERM: {status:?}\n{}",
+            self.log_text()
+        );
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
