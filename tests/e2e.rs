@@ -605,10 +605,7 @@ fn harness_patch_applier_follows_the_contract() {
 async fn every_change_becomes_exactly_one_entry_that_rebuilds_the_item() {
     const N: usize = 60;
     let env = TestEnv::new("random");
-    let table = env.name("orders");
-    env.create_stream_table(&table).await;
-    let config = env.config(&[&table]);
-    env.init(&config).await;
+    let (table, config) = env.audited_table("orders").await;
 
     let mut w = Workload::new(&env, &table, 4, seed());
     // Half before the daemon starts (read from TRIM_HORIZON), half while it runs.
@@ -620,14 +617,7 @@ async fn every_change_becomes_exactly_one_entry_that_rebuilds_the_item() {
         w.step(&env.ddb).await;
     }
     assert_audited(&env, &config, &table, N).await;
-    daemon.assert_running();
-
-    daemon.sigterm();
-    let status = daemon.wait_exit(Duration::from_secs(5)).await;
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "SIGTERM: exit 0 within 5 s, got {status:?}"
-    );
+    daemon.stop_gracefully().await;
     // A restart on a fully checkpointed stream writes nothing twice.
     let mut again = env.spawn_daemon(&config);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -642,10 +632,7 @@ async fn every_change_becomes_exactly_one_entry_that_rebuilds_the_item() {
 async fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
     const N: usize = 120;
     let env = TestEnv::new("kill9");
-    let table = env.name("orders");
-    env.create_stream_table(&table).await;
-    let config = env.config(&[&table]);
-    env.init(&config).await;
+    let (table, config) = env.audited_table("orders").await;
 
     let written = Arc::new(AtomicUsize::new(0));
     let writer = {
@@ -690,10 +677,7 @@ async fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_exits_zero_within_five_seconds() {
     let env = TestEnv::new("stop");
-    let table = env.name("orders");
-    env.create_stream_table(&table).await;
-    let config = env.config(&[&table]);
-    env.init(&config).await;
+    let (table, config) = env.audited_table("orders").await;
     let key = item_key(0);
     let mut w = Workload::new(&env, &table, 1, seed()); // always item 0
 
@@ -792,10 +776,7 @@ async fn table_without_new_and_old_images_is_an_error_naming_the_fix() {
 #[tokio::test]
 async fn init_is_idempotent() {
     let env = TestEnv::new("init");
-    let table = env.name("orders");
-    env.create_stream_table(&table).await;
-    let config = env.config(&[&table]);
-    env.init(&config).await;
+    let (table, config) = env.audited_table("orders").await;
     env.init(&config).await;
     for t in ["streams", "shards", "entries"] {
         let name = env.name(t);
@@ -920,10 +901,7 @@ fn big_item(key: &Value, v: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_400kb_item_rewritten_completely_round_trips_through_history() {
     let env = TestEnv::new("big");
-    let table = env.name("docs");
-    env.create_stream_table(&table).await;
-    let config = env.config(&[&table]);
-    env.init(&config).await;
+    let (table, config) = env.audited_table("docs").await;
 
     let key = json!({ "pk": { "S": "big-1" }, "sk": { "N": "1" } });
     let (v1, v2) = (big_item(&key, 1), big_item(&key, 2));

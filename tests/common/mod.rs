@@ -400,6 +400,16 @@ impl TestEnv {
     }
 
     /// `ddb-audit init --config F`, which must succeed.
+    /// The usual start of a daemon test: a source table with a
+    /// NEW_AND_OLD_IMAGES stream, a config naming it, and `init` run.
+    pub async fn audited_table(&self, base: &str) -> (String, PathBuf) {
+        let table = self.name(base);
+        self.create_stream_table(&table).await;
+        let config = self.config(&[&table]);
+        self.init(&config).await;
+        (table, config)
+    }
+
     pub async fn init(&self, config: &Path) {
         self.cli(&["init", "--config", path_str(config)])
             .await
