@@ -35,7 +35,7 @@ venv: $(STAMP)
 # Rebuilt when missing or when the pins change.
 $(STAMP): $(REQS)
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(REQS)
+	$(VENV)/bin/python -m pip install --quiet --no-compile --disable-pip-version-check -r $(REQS)
 	@touch $@
 
 build:
@@ -57,8 +57,9 @@ demo: venv build
 # The benchmark suite behind BENCHMARKS.md (release build; criterion diff
 # bench; in-memory pipeline + RSS; end to end against moto, ddb-audit vs a
 # naive poller). Results in $(TARGET_DIR)/bench-results/. BENCH_QUICK=1: smoke.
-bench: venv
-	CARGO="$(CARGO)" PY=$(VENV)/bin/python benches/run.sh
+# run.sh installs the virtualenv while the release build runs.
+bench:
+	CARGO="$(CARGO)" PY=$(VENV)/bin/python VENV_CMD="$(MAKE) --no-print-directory venv" benches/run.sh
 
 clean:
 	$(CARGO) clean

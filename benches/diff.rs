@@ -203,6 +203,7 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500))
+        .nresamples(20_000)
         .without_plots();
     targets = bench_diff
 }

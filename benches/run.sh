@@ -22,9 +22,15 @@ stamp() { echo "== $(date +%H:%M:%S) (+$(( $(date +%s) - start )) s) $*"; }
   echo "rustc: $(rustc --version)"; echo "git: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 } | tee "$OUT/machine.txt"
 
-stamp "build (release; benches and the binary, with unified features)"
+stamp "build (release; benches and the binary), and the emulator's virtualenv meanwhile"
 # Benches select the binary too, so target/release/ddb-audit is built here.
-$CARGO bench --locked --no-run
+# The virtualenv install is mostly downloads: it overlaps the build.
+$CARGO bench --locked --no-run &
+build=$!
+if [[ -n ${VENV_CMD:-} ]]; then $VENV_CMD || { kill "$build"; exit 1; }; fi
+wait "$build"
+echo "emulator: moto $($PY -c 'from importlib.metadata import version as v; print(v("moto"), "under waitress", v("waitress"))')" \
+  | tee -a "$OUT/machine.txt"
 
 stamp "1/3 diff + entry encoding (criterion)"
 if [[ -n $QUICK ]]; then

@@ -19,7 +19,7 @@ No retries beyond boto3's defaults, no rate limiting, no concurrency.
 
 The benchmark runs it against the same emulator and workload as ddb-audit.
 Its audit items use the same partition key layout as ddb-audit's
-(`<table>|<key JSON>`) only so the benchmark proxy can spot them.
+(`<table>|<key JSON>`) only so the benchmark emulator can spot them.
 
 Usage: naive_poller.py --endpoint URL --table T [--table T2 ...]
                        --audit-table A --checkpoint-table C
