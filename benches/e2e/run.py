@@ -110,7 +110,11 @@ class Emulator:
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.driver_url = f"http://127.0.0.1:{ports['driver']}"
         self.url = f"http://127.0.0.1:{ports['counted']}"
-        wait_http(self.url + "/__bench/summary", self.proc, f"emulator for {name}")
+        try:
+            wait_http(self.url + "/__bench/summary", self.proc, f"emulator for {name}")
+        except RuntimeError:
+            self.proc.kill()
+            raise
         self.ddb = boto3.client("dynamodb", endpoint_url=self.driver_url, region_name=REGION)
 
     def _get(self, path):
