@@ -495,7 +495,7 @@ async fn every_question_against_a_random_workload() {
             v
         }
     };
-    let checked: Vec<usize> = (0..70).step_by(3).collect();
+    let checked: Vec<usize> = (0..70).step_by(5).collect();
     for &i in &checked {
         let s = &steps[i];
         let at = if i + 1 < steps.len() { mid(i) } else { s.end };
@@ -522,7 +522,7 @@ async fn every_question_against_a_random_workload() {
     );
 
     // ---- diff composes: applied to show FROM it gives show TO ----
-    for _ in 0..6 {
+    for _ in 0..4 {
         let key = item_key(rng.random_range(0..6));
         let (a, b) = (mid(rng.random_range(0..69)), mid(rng.random_range(0..69)));
         let args = key_args(&key);
@@ -939,7 +939,10 @@ async fn snapshot_baselines_items_that_predate_the_stream() {
 
     // show --at: between any two writes after an item's snapshot, the item
     // as the test wrote it.
+    // The states right after an item's snapshot are the hard ones (its read
+    // and the item's changes interleave); a sample of the others.
     let mut checked = 0;
+    let (mut near, mut later) = (0, 0);
     for w in 0..steps.len() {
         let key = &steps[w].key;
         let id = key_id(key);
@@ -949,6 +952,17 @@ async fn snapshot_baselines_items_that_predate_the_stream() {
         };
         if at < snap_time[&id] {
             continue;
+        }
+        if at < snap_time[&id] + chrono::Duration::seconds(3) {
+            near += 1;
+            if near > 24 {
+                continue;
+            }
+        } else {
+            later += 1;
+            if later % 3 != 1 {
+                continue;
+            }
         }
         let a = key_args(key);
         let out = env
@@ -986,9 +1000,12 @@ async fn snapshot_baselines_items_that_predate_the_stream() {
         "{} writes during and after the snapshot; {checked} states checked",
         steps.len()
     );
-    assert!(checked >= 10, "checked {checked} states");
-    // Items never changed: the snapshot alone, complete.
-    for i in 0..ITEMS {
+    assert!(
+        checked >= 8 && near > 0,
+        "checked {checked} states, {near} near a snapshot"
+    );
+    // Now, for a sample of items (some never changed: the snapshot alone).
+    for i in (0..ITEMS).step_by(3) {
         let key = item_key(i);
         let a = key_args(&key);
         let out = env
