@@ -17,6 +17,7 @@
 //! - `report`  — what history, gaps and status print (tables and JSON lines).
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
+//! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
 
 pub mod aws;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod lineage;
 pub mod pace;
 pub mod report;
 pub mod retry;
+pub mod serve;
 pub mod shard;
 pub mod store;
 pub mod stream;

@@ -13,7 +13,7 @@ use ddb_audit::config::Config;
 use ddb_audit::engine::{Engine, Settings, Shutdown};
 use ddb_audit::report;
 use ddb_audit::store::dynamo::DynamoStore;
-use ddb_audit::store::{AuditStore, CheckpointStore};
+use ddb_audit::store::AuditStore;
 use ddb_audit::stream::aws::AwsStream;
 use ddb_audit::value::{parse_key_arg, Item};
 
@@ -42,7 +42,8 @@ Examples:
   ddb-audit run     --config ddb-audit.toml
   ddb-audit history --config ddb-audit.toml --table orders --key pk=S:123 --key sk=N:7 [--json]
   ddb-audit gaps    --config ddb-audit.toml [--json]
-  ddb-audit status  --config ddb-audit.toml [--json]";
+  ddb-audit status  --config ddb-audit.toml [--json]
+  DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -87,6 +88,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the read-only HTTP API and the web page on [serve] listen
+    /// (default 127.0.0.1:8080, plain HTTP: put TLS in front). Every /api/
+    /// request needs `Authorization: Bearer <token>`, a token whose SHA-256
+    /// hex digest is in [serve] token_sha256 or [[serve.tokens]], or one of
+    /// the comma-separated tokens in DDB_AUDIT_API_TOKENS. Needs only read
+    /// access to ddb-audit's tables. SIGTERM/SIGINT stop it gracefully.
+    Serve(ConfigArg),
 }
 
 #[derive(clap::Args, Debug)]
@@ -150,6 +158,7 @@ async fn dispatch(command: Command) -> Result<()> {
         } => history(load(&config)?, table, keys, json).await,
         Command::Gaps { config, json } => gaps(load(&config)?, json).await,
         Command::Status { config, json } => status(load(&config)?, json).await,
+        Command::Serve(c) => serve(load(&c)?).await,
     }
 }
 
@@ -204,6 +213,19 @@ async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
+async fn serve(config: Config) -> Result<()> {
+    let store = store(&config).await;
+    let env_tokens = std::env::var(ddb_audit::serve::TOKENS_ENV).ok();
+    let stop = async {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!(signal = name, "shutting down: finishing requests"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+        }
+    };
+    ddb_audit::serve::serve(&config, store, env_tokens.as_deref(), stop).await?;
+    Ok(())
+}
+
 async fn wait_for_signal() -> std::io::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -247,16 +269,7 @@ async fn status(config: Config, json: bool) -> Result<()> {
     let now = chrono::Utc::now();
     let mut tables = Vec::new();
     for table in &config.tables {
-        let streams = store.load_streams(Some(table)).await?;
-        let mut shards = Vec::new();
-        for s in &streams {
-            shards.extend(report::shard_lines(
-                &store.load_shards(&s.stream_arn).await?,
-                now,
-            ));
-        }
-        let summary = report::table_line(table, &streams, &shards);
-        tables.push((summary, shards));
+        tables.push(report::table_status(&store, table, now).await?);
     }
     if json {
         let mut out = String::new();
