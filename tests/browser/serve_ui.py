@@ -133,7 +133,14 @@ def main():
         expect(row).to_contain_text("→")
         expect(second.locator(".meta")).to_contain_text("alice")
         expect(first.locator(".meta")).to_contain_text("bob")
-        # Unchanged values are never listed: only balance and updated_by changed.
+        # A long value is collapsed until asked for.
+        long_row = first.get_by_role("row").filter(has=page.get_by_role("rowheader", name="notes"))
+        summary = long_row.locator("details > summary")
+        expect(summary).to_contain_text("characters: show all")
+        expect(long_row.locator("details > pre")).to_be_hidden()
+        summary.click()
+        expect(long_row.locator("details > pre")).to_be_visible()
+        # Unchanged values (notes) are never listed: only balance and updated_by changed.
         paths = second.locator("tbody th").all_inner_texts()
         assert sorted(paths) == ["balance", "updated_by"], paths
         # The URL reflects the search (a deep link).
@@ -144,6 +151,29 @@ def main():
 
         if a.read_side:
             read_side_views(page, first, a)
+
+        # --- a gap between the two entries: the emulator never trims a
+        # stream, so this one gap answer is substituted (the rest is real).
+        seqs = [e.get_attribute("data-seq") for e in entries.all()]
+        gap = {
+            "table": a.table,
+            "stream_arn": "arn:aws:dynamodb:us-east-1:000000000000:table/x/stream/L",
+            "shard_id": "shardId-trimmed",
+            "after_sequence_number": seqs[0],
+            "resumed_at_sequence_number": seqs[1],
+            "detected_at": "2026-11-23T19:05:00Z",
+        }
+        page.route(
+            "**/api/gaps?*",
+            lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps({"gaps": [gap]})),
+        )
+        page.get_by_role("button", name="Search").click()
+        items = page.locator("#timeline > li")
+        expect(items).to_have_count(3)
+        expect(items.nth(1)).to_have_class("gap")
+        expect(page.get_by_role("note")).to_contain_text("History missing here")
+        page.screenshot(path=str(out / "timeline-gap.png"), full_page=True)
+        page.unroute("**/api/gaps?*")
 
         # --- keyboard only: from the Key field, Tab order reaches Search and Enter submits.
         page.get_by_label("Key", exact=True).focus()
