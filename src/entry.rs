@@ -47,6 +47,10 @@ pub struct AuditEntry {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// The `[attribution] correlation_attribute` value (new image, else old):
+    /// the request or transaction the change was made under; `null` if none.
+    #[serde(default)]
+    pub correlation: Option<String>,
     /// Where the record came from; kept in the store beside the JSON, not in it.
     #[serde(skip)]
     pub stream_arn: String,
@@ -103,6 +107,7 @@ pub fn build_entry(
         ttl_expiry,
         error: None,
         raw: None,
+        correlation: None,
         stream_arn: stream_arn.to_string(),
     };
     let images = match record.event_name.as_str() {
@@ -148,6 +153,18 @@ pub fn build_entry(
         })
     };
     entry
+}
+
+/// The correlation id of a record: `attribute` in the new image, else the
+/// old one (a REMOVE), as text.
+pub fn correlation_of(record: &StreamRecord, attribute: Option<&str>) -> Option<String> {
+    let attr = attribute?;
+    record
+        .new_image
+        .as_ref()
+        .and_then(|i| i.get(attr))
+        .or_else(|| record.old_image.as_ref().and_then(|i| i.get(attr)))
+        .map(actor_text)
 }
 
 /// An actor attribute is normally a string; anything else is shown as its
@@ -297,6 +314,28 @@ mod tests {
         assert_eq!(e.error.as_deref(), Some("image had an unknown type"));
         assert_eq!(e.raw.as_deref(), Some("{raw}"));
         assert_eq!(e.sequence_number, "110000000001745442301");
+    }
+
+    #[test]
+    fn correlation_comes_from_the_new_image_else_the_old_and_is_always_printed() {
+        let old = item(&[("pk", "u1"), ("req", "r-old")]);
+        let new = item(&[("pk", "u1"), ("req", "r-new")]);
+        let r = record("MODIFY", Some(old.clone()), Some(new));
+        assert_eq!(correlation_of(&r, Some("req")).as_deref(), Some("r-new"));
+        let r = record("REMOVE", Some(old), None);
+        assert_eq!(correlation_of(&r, Some("req")).as_deref(), Some("r-old"));
+        assert_eq!(correlation_of(&r, None), None);
+        assert_eq!(correlation_of(&r, Some("other")), None);
+        let e = build_entry("t", "a", "s", &r, None);
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["correlation"],
+            serde_json::Value::Null
+        );
+        // Entries stored before the field existed still read back.
+        let mut json = serde_json::to_value(&e).unwrap();
+        json.as_object_mut().unwrap().remove("correlation");
+        let back: AuditEntry = serde_json::from_value(json).unwrap();
+        assert_eq!(back.correlation, None);
     }
 
     #[test]

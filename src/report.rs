@@ -325,6 +325,7 @@ mod tests {
             ttl_expiry: false,
             error: None,
             raw: None,
+            correlation: None,
             stream_arn: "arn".into(),
         }
     }

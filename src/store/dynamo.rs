@@ -44,13 +44,16 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue as DAttr, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue as DAttr, BillingMode, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, KeysAndAttributes,
+    Projection, ProjectionType, ScalarAttributeType, TableStatus,
 };
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -59,8 +62,9 @@ use crate::aws::fnv1a64;
 use crate::aws::{classify, Classified, ErrorKind};
 use crate::entry::{AuditEntry, Gap};
 use crate::store::{
-    AuditStore, CheckpointStore, PutOutcome, ShardCheckpoint, ShardStatus, StoreError, StoreResult,
-    StreamRow, TableNames,
+    index_attrs, AuditStore, CheckpointStore, HistoryPage, Index, IndexHit, IndexPage, Position,
+    PutOutcome, ReadCost, ReadStore, ShardCheckpoint, ShardStatus, StoreError, StoreResult,
+    StreamRow, TableNames, TsRange, TIME_ATTRIBUTE,
 };
 use crate::stream::stream_label;
 use crate::value::{AttrValue, Item};
@@ -85,6 +89,15 @@ const ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     names: TableNames,
+    /// Shared by clones: what the read side's calls cost.
+    counters: Arc<ReadCounters>,
+}
+
+#[derive(Debug, Default)]
+struct ReadCounters {
+    query_calls: AtomicU64,
+    batch_get_calls: AtomicU64,
+    items_read: AtomicU64,
 }
 
 /// What [`DynamoStore::init`] did.
@@ -92,11 +105,17 @@ pub struct DynamoStore {
 pub struct InitReport {
     pub created: Vec<String>,
     pub existed: Vec<String>,
+    /// Indexes added to an existing audit table.
+    pub indexes_added: Vec<String>,
 }
 
 impl DynamoStore {
     pub fn new(client: aws_sdk_dynamodb::Client, names: TableNames) -> Self {
-        DynamoStore { client, names }
+        DynamoStore {
+            client,
+            names,
+            counters: Arc::default(),
+        }
     }
 
     pub fn from_config(config: &SdkConfig, names: TableNames) -> Self {
@@ -129,7 +148,108 @@ impl DynamoStore {
         for (table, _, _) in specs {
             self.wait_active(table).await?;
         }
+        report.indexes_added = self.ensure_indexes().await?;
         Ok(report)
+    }
+
+    /// Adds the read side's indexes to an audit table that lacks them (one
+    /// UpdateTable per index: DynamoDB builds one at a time per table), and
+    /// waits for each to be ACTIVE. Entries written before an index existed
+    /// lack its attributes and stay out of it; `history`, `show`, `diff` and
+    /// `revert` read the item partition and see them all.
+    async fn ensure_indexes(&self) -> StoreResult<Vec<String>> {
+        let table = &self.names.audit;
+        let mut added = Vec::new();
+        for index in Index::ALL {
+            let existing = self.index_statuses().await?;
+            if existing.iter().any(|(name, _)| name == index.name()) {
+                continue;
+            }
+            let result = self
+                .client
+                .update_table()
+                .table_name(table)
+                .set_attribute_definitions(Some(audit_attribute_definitions()?))
+                .global_secondary_index_updates(
+                    GlobalSecondaryIndexUpdate::builder()
+                        .create(
+                            aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+                                .index_name(index.name())
+                                .set_key_schema(Some(index_key_schema(index)?))
+                                .projection(index_projection())
+                                .build()
+                                .map_err(|e| build_error(table, e))?,
+                        )
+                        .build(),
+                )
+                .send()
+                .await;
+            match result {
+                Ok(_) => {
+                    tracing::info!(table = %table, index = index.name(), "adding index");
+                    added.push(index.name().to_string());
+                }
+                Err(e) => {
+                    let c = classify(&e);
+                    // Another `init` is adding it (or another index) right now.
+                    if c.kind != ErrorKind::ResourceInUse {
+                        return Err(store_error(c, table));
+                    }
+                }
+            }
+            self.wait_indexes_active().await?;
+        }
+        self.wait_indexes_active().await?;
+        Ok(added)
+    }
+
+    async fn index_statuses(&self) -> StoreResult<Vec<(String, Option<IndexStatus>)>> {
+        let table = &self.names.audit;
+        let out = self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        Ok(out
+            .table()
+            .map(|t| {
+                t.global_secondary_indexes()
+                    .iter()
+                    .map(|g| {
+                        (
+                            g.index_name().unwrap_or_default().to_string(),
+                            g.index_status().cloned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Backfilling an index of a big table can take long: wait as long as
+    /// it takes, saying so now and then.
+    async fn wait_indexes_active(&self) -> StoreResult<()> {
+        let table = &self.names.audit;
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let pending: Vec<String> = self
+                .index_statuses()
+                .await?
+                .into_iter()
+                .filter(|(_, st)| st.as_ref().is_some_and(|s| *s != IndexStatus::Active))
+                .map(|(name, _)| name)
+                .collect();
+            if pending.is_empty() {
+                self.wait_active(table).await?;
+                return Ok(());
+            }
+            tracing::info!(table = %table, indexes = ?pending, waited_secs = started.elapsed().as_secs(), "waiting for indexes to become ACTIVE");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
     }
 
     /// True when this call created the table.
@@ -196,17 +316,31 @@ impl DynamoStore {
         })()
         .map_err(|e| StoreError::Other(format!("building CreateTable for {table}: {e}")))?;
         let (def_hash, def_range, key_hash, key_range) = built;
-        let created = self
+        let mut call = self
             .client
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(def_hash)
-            .attribute_definitions(def_range)
             .key_schema(key_hash)
-            .key_schema(key_range)
-            .send()
-            .await;
+            .key_schema(key_range);
+        if table == self.names.audit {
+            call = call.set_attribute_definitions(Some(audit_attribute_definitions()?));
+            for index in Index::ALL {
+                call = call.global_secondary_indexes(
+                    GlobalSecondaryIndex::builder()
+                        .index_name(index.name())
+                        .set_key_schema(Some(index_key_schema(index)?))
+                        .projection(index_projection())
+                        .build()
+                        .map_err(|e| build_error(table, e))?,
+                );
+            }
+        } else {
+            call = call
+                .attribute_definitions(def_hash)
+                .attribute_definitions(def_range);
+        }
+        let created = call.send().await;
         match created {
             Ok(_) => Ok(true),
             Err(e) => {
@@ -344,6 +478,11 @@ impl AuditStore for DynamoStore {
         if pk_is_hashed(&pk) {
             head.insert("item_key".into(), s(&canonical));
         }
+        let attrs = index_attrs(entry, &canonical, Utc::now());
+        head.insert(TIME_ATTRIBUTE.into(), s(&attrs.ts));
+        for (index, value) in attrs.keys {
+            head.insert(index.attribute().into(), s(value));
+        }
 
         if json.len() <= INLINE_ENTRY_LIMIT {
             head.insert("entry".into(), s(&json));
@@ -456,6 +595,266 @@ impl AuditStore for DynamoStore {
                 .then_with(|| gap_sort_key(a).cmp(&gap_sort_key(b)))
         });
         Ok(gaps)
+    }
+}
+
+impl DynamoStore {
+    /// The parts of an oversize entry, read with one Query on its sort-key prefix.
+    async fn parts_of(&self, pk: &str, head_sk: &str) -> StoreResult<HashMap<String, String>> {
+        let table = &self.names.audit;
+        let items: Vec<HashMap<String, DAttr>> = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(format!("{head_sk}#part#")))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        self.count(1, 0, items.len());
+        Ok(items
+            .iter()
+            .filter_map(|i| Some((get_s(i, "sk")?.to_string(), get_s(i, "chunk")?.to_string())))
+            .collect())
+    }
+
+    /// An audit head item as its entry (reassembling an oversize one).
+    async fn decode_head(&self, item: &HashMap<String, DAttr>) -> StoreResult<AuditEntry> {
+        let pk = get_s(item, "pk").unwrap_or_default();
+        let sk = get_s(item, "sk").unwrap_or_default();
+        let json = match (get_s(item, "entry"), get_n(item, "parts")) {
+            (Some(json), _) => json.to_string(),
+            (None, Some(parts)) => {
+                let owned = self.parts_of(pk, sk).await?;
+                let chunks: HashMap<&str, &str> = owned
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                reassemble(item, sk, parts, &chunks)
+                    .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?
+            }
+            (None, None) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{pk} {sk}: audit item has neither `entry` nor `parts`"
+                )))
+            }
+        };
+        let mut entry =
+            decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
+        entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
+        Ok(entry)
+    }
+
+    fn count(&self, queries: u64, batch_gets: u64, items: usize) {
+        self.counters
+            .query_calls
+            .fetch_add(queries, Ordering::Relaxed);
+        self.counters
+            .batch_get_calls
+            .fetch_add(batch_gets, Ordering::Relaxed);
+        self.counters
+            .items_read
+            .fetch_add(items as u64, Ordering::Relaxed);
+    }
+}
+
+impl ReadStore for DynamoStore {
+    async fn index_page(
+        &self,
+        index: Index,
+        partition: &str,
+        range: &TsRange,
+        descending: bool,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> StoreResult<IndexPage> {
+        let table = &self.names.audit;
+        let mut condition = "#p = :p".to_string();
+        let mut call = self
+            .client
+            .query()
+            .table_name(table)
+            .index_name(index.name())
+            .expression_attribute_names("#p", index.attribute())
+            .expression_attribute_values(":p", s(partition))
+            .scan_index_forward(!descending)
+            .limit(limit.clamp(1, 1000) as i32);
+        match (&range.since, &range.until) {
+            (Some(a), Some(b)) => {
+                condition.push_str(" AND #t BETWEEN :a AND :b");
+                call = call
+                    .expression_attribute_values(":a", s(a))
+                    .expression_attribute_values(":b", s(b));
+            }
+            (Some(a), None) => {
+                condition.push_str(" AND #t >= :a");
+                call = call.expression_attribute_values(":a", s(a));
+            }
+            (None, Some(b)) => {
+                condition.push_str(" AND #t <= :b");
+                call = call.expression_attribute_values(":b", s(b));
+            }
+            (None, None) => {}
+        }
+        if range.since.is_some() || range.until.is_some() {
+            call = call.expression_attribute_names("#t", TIME_ATTRIBUTE);
+        }
+        if let Some(p) = after {
+            call = call.set_exclusive_start_key(Some(from_position(p)));
+        }
+        let out = call
+            .key_condition_expression(condition)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        let items = out.items();
+        self.count(1, 0, items.len());
+        let index_attr = index.attribute();
+        let hits = items
+            .iter()
+            .filter_map(|item| {
+                let pk = get_s(item, "pk")?.to_string();
+                let sk = get_s(item, "sk")?.to_string();
+                let ts = get_s(item, TIME_ATTRIBUTE)?.to_string();
+                let mut position = Position::new();
+                position.insert("pk".into(), pk.clone());
+                position.insert("sk".into(), sk.clone());
+                position.insert(TIME_ATTRIBUTE.into(), ts.clone());
+                position.insert(index_attr.into(), get_s(item, index_attr)?.to_string());
+                Some(IndexHit {
+                    pk,
+                    sk,
+                    ts,
+                    event: get_s(item, "event").map(str::to_string),
+                    position,
+                })
+            })
+            .collect();
+        Ok(IndexPage {
+            hits,
+            next: out.last_evaluated_key().map(to_position),
+        })
+    }
+
+    async fn fetch_entries(
+        &self,
+        refs: &[(String, String)],
+    ) -> StoreResult<Vec<Option<AuditEntry>>> {
+        let table = &self.names.audit;
+        let mut found: HashMap<(String, String), HashMap<String, DAttr>> = HashMap::new();
+        for chunk in refs.chunks(100) {
+            let mut keys: Vec<HashMap<String, DAttr>> = chunk
+                .iter()
+                .map(|(pk, sk)| {
+                    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+                })
+                .collect();
+            keys.dedup();
+            let mut delay = Duration::from_millis(50);
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| build_error(table, e))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_store_error(&e, table))?;
+                let items = out.responses().and_then(|r| r.get(table.as_str()));
+                self.count(0, 1, items.map_or(0, Vec::len));
+                for item in items.into_iter().flatten() {
+                    if let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) {
+                        found.insert((pk.to_string(), sk.to_string()), item.clone());
+                    }
+                }
+                // Unprocessed keys are the service shedding load, not an
+                // error: ask again for just those, after a pause.
+                if let Some(rest) = out.unprocessed_keys().and_then(|u| u.get(table.as_str())) {
+                    keys = rest.keys().to_vec();
+                    if !keys.is_empty() {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(refs.len());
+        for r in refs {
+            out.push(match found.get(r) {
+                Some(item) => Some(self.decode_head(item).await?),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn history_page(
+        &self,
+        table_name: &str,
+        key: &Item,
+        descending: bool,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> StoreResult<HistoryPage> {
+        let table = &self.names.audit;
+        let canonical = canonical_key_json(key);
+        let pk = partition_key_from(table_name, &canonical);
+        let hashed = pk_is_hashed(&pk);
+        let mut call = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(&pk))
+            .consistent_read(true)
+            .scan_index_forward(!descending)
+            // Parts of an oversize entry sit between heads: a little slack
+            // keeps `--last 1` to one call in the common case.
+            .limit((limit + 2).clamp(1, 1000) as i32);
+        if let Some(p) = after {
+            call = call.set_exclusive_start_key(Some(from_position(p)));
+        }
+        let out = call.send().await.map_err(|e| sdk_store_error(&e, table))?;
+        let items = out.items();
+        self.count(1, 0, items.len());
+        let mut entries = Vec::new();
+        for item in items {
+            if item.contains_key("chunk") {
+                continue;
+            }
+            if hashed && get_s(item, "item_key") != Some(canonical.as_str()) {
+                continue;
+            }
+            let entry = self.decode_head(item).await?;
+            let mut position = Position::new();
+            position.insert("pk".into(), pk.clone());
+            position.insert(
+                "sk".into(),
+                get_s(item, "sk").unwrap_or_default().to_string(),
+            );
+            entries.push((entry, position));
+        }
+        Ok(HistoryPage {
+            entries,
+            next: out.last_evaluated_key().map(to_position),
+        })
+    }
+
+    fn read_cost(&self) -> ReadCost {
+        ReadCost {
+            query_calls: self.counters.query_calls.load(Ordering::Relaxed),
+            batch_get_calls: self.counters.batch_get_calls.load(Ordering::Relaxed),
+            items_read: self.counters.items_read.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -615,6 +1014,66 @@ impl CheckpointStore for DynamoStore {
         });
         Ok(rows)
     }
+}
+
+// ---------------------------------------------------------------- indexes
+
+fn build_error(table: &str, e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Other(format!("building a request for {table}: {e}"))
+}
+
+/// Every key attribute of the audit table and its indexes (all strings).
+fn audit_attribute_definitions() -> StoreResult<Vec<AttributeDefinition>> {
+    let names = ["pk", "sk", TIME_ATTRIBUTE]
+        .into_iter()
+        .chain(Index::ALL.iter().map(|i| i.attribute()));
+    names
+        .map(|name| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| build_error("the audit table", e))
+        })
+        .collect()
+}
+
+fn index_key_schema(index: Index) -> StoreResult<Vec<KeySchemaElement>> {
+    [
+        (index.attribute(), KeyType::Hash),
+        (TIME_ATTRIBUTE, KeyType::Range),
+    ]
+    .into_iter()
+    .map(|(name, kind)| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| build_error(index.name(), e))
+    })
+    .collect()
+}
+
+/// Keys and the event only: an index row costs one write unit whatever the
+/// entry's size, and a query reads the entries it keeps (BatchGetItem).
+fn index_projection() -> Projection {
+    Projection::builder()
+        .projection_type(ProjectionType::Include)
+        .non_key_attributes("event")
+        .build()
+}
+
+fn to_position(key: &HashMap<String, DAttr>) -> Position {
+    key.iter()
+        .filter_map(|(k, v)| match v {
+            DAttr::S(x) => Some((k.clone(), x.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn from_position(p: &Position) -> HashMap<String, DAttr> {
+    p.iter().map(|(k, v)| (k.clone(), s(v))).collect()
 }
 
 // ---------------------------------------------------------------- keys
