@@ -238,6 +238,60 @@ async fn serve_api_answers_only_known_tokens_and_pages_every_entry_once() {
             r.body
         );
     }
+    // The API and the CLI are two faces of the same library functions.
+    let alice = get(
+        w.port,
+        &format!("/api/query?table={}&actor=alice&limit=1000", enc(&w.table)),
+        Some(CONFIG_TOKEN),
+    );
+    let cli = w
+        .env
+        .cli(&[
+            "query",
+            "--config",
+            path_str(&w.config),
+            "--table",
+            &w.table,
+            "--actor",
+            "alice",
+            "--json",
+        ])
+        .await;
+    cli.success();
+    assert_eq!(
+        alice.body["entries"].as_array().unwrap(),
+        &parse_json_lines(&cli.stdout)
+    );
+    assert_eq!(alice.body["entries"].as_array().unwrap().len(), 12);
+    let at = cli_entries[5]["event_time"].as_str().unwrap();
+    let shown = get(
+        w.port,
+        &format!(
+            "/api/item?{}&at={}",
+            uri.split_once('?').unwrap().1,
+            enc(at)
+        ),
+        Some(CONFIG_TOKEN),
+    );
+    let mut args = vec![
+        "show",
+        "--config",
+        path_str(&w.config),
+        "--table",
+        &w.table,
+        "--at",
+        at,
+        "--json",
+    ];
+    let keys = key_args(&w.key("u2"));
+    for k in &keys {
+        args.extend(["--key", k]);
+    }
+    let cli = w.env.cli(&args).await;
+    cli.success();
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body, parse_json_lines(&cli.stdout)[0]);
+
     let status = get(w.port, "/api/status", Some(CONFIG_TOKEN)).body;
     assert_eq!(status["tables"][0]["table"], json!(w.table));
     assert!(status["tables"][0]["shards"]

@@ -7,14 +7,15 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::auth::Principal;
-use super::cursor::{self, Position};
+use super::cursor;
 use super::App;
-use crate::entry::AuditEntry;
+use crate::read::{self, asof, Cursor, Order, QueryFilter, ReadError};
 use crate::report;
-use crate::store::{AuditStore, CheckpointStore, StoreError};
+use crate::store::{CheckpointStore, ReadStore, StoreError};
 use crate::value::{parse_key_arg, Item};
 
 /// A request's parameters as sent: repeatable, in order.
@@ -46,6 +47,25 @@ impl From<StoreError> for ApiError {
         ApiError {
             status,
             message: e.to_string(),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> ApiError {
+        match e {
+            ReadError::Store(e) => e.into(),
+            // The read side names CLI flags (`--since`); here they are parameters.
+            ReadError::BadArg { flag, message } => {
+                ApiError::bad_request(format!("`{}`: {message}", flag.trim_start_matches("--")))
+            }
+            ReadError::BadCursor(_) => ApiError::bad_request(
+                "`cursor` is not valid here; pass back the `next` value unchanged",
+            ),
+            ReadError::Refused(message) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message,
+            },
         }
     }
 }
@@ -173,12 +193,6 @@ fn parse_limit<S>(app: &App<S>, raw: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Order {
-    Asc,
-    Desc,
-}
-
 fn parse_order(raw: Option<&str>) -> Result<Order, ApiError> {
     match raw {
         None | Some("asc") => Ok(Order::Asc),
@@ -189,43 +203,47 @@ fn parse_order(raw: Option<&str>) -> Result<Order, ApiError> {
     }
 }
 
-fn position(entry: &AuditEntry) -> Position {
-    Position {
-        shard: entry.shard_id.clone(),
-        seq: entry.sequence_number.clone(),
-    }
+fn parse_time(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    raw.map(|t| read::parse_time(name, t, Utc::now()))
+        .transpose()
+        .map_err(Into::into)
 }
 
-/// One page of `entries` (already in the requested order) after `after`.
-fn page(
-    entries: Vec<AuditEntry>,
-    after: Option<Position>,
+fn required_time(p: &mut Taken<'_>, name: &str) -> Result<DateTime<Utc>, ApiError> {
+    let raw = p.required(name, &format!("{name}=2026-11-23T19:05:00Z or {name}=2h"))?;
+    Ok(read::parse_time(name, raw, Utc::now())?)
+}
+
+/// One page of a read-side query as `{"entries", "next"}`, the read side's
+/// cursor wrapped to bind it to this request.
+async fn query_page<S: ReadStore>(
+    store: &S,
+    filter: &QueryFilter,
+    params: &Params,
+    raw_cursor: Option<&str>,
     limit: usize,
-    fingerprint: &str,
-) -> Result<Value, ApiError> {
-    let start = match after {
-        None => 0,
-        Some(pos) => {
-            entries
-                .iter()
-                .position(|e| position(e) == pos)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "`cursor` points at an entry this item's history does not hold",
-                    )
-                })?
-                + 1
-        }
-    };
-    let end = (start + limit).min(entries.len());
-    let next = (end < entries.len() && end > start)
-        .then(|| cursor::encode(fingerprint, position(&entries[end - 1])));
-    let slice = &entries[start..end];
-    Ok(json!({ "entries": slice, "next": next }))
+    principal: &Principal,
+) -> ApiResult {
+    let fp = cursor::fingerprint(params);
+    let inner = raw_cursor
+        .map(|c| cursor::decode(c, &fp))
+        .transpose()?
+        .map(|c| Cursor::parse(&c))
+        .transpose()?;
+    let page = read::query(store, filter, inner.as_ref(), limit).await?;
+    // A scoped token asking by actor or correlation (no table named) sees
+    // only its tables' entries; the page may then be short, never wrong.
+    let entries: Vec<_> = page
+        .entries
+        .into_iter()
+        .filter(|e| principal.may_read(&e.table))
+        .collect();
+    let next = page.next.map(|c| cursor::encode(&fp, c.as_str()));
+    Ok(Json(json!({ "entries": entries, "next": next })))
 }
 
-/// `GET /api/history?table=T&key=NAME=TYPE:VALUE[&key=…][&order=asc|desc][&limit=N][&cursor=C]`
-pub async fn history<S: AuditStore + CheckpointStore>(
+/// `GET /api/history?table=T&key=NAME=TYPE:VALUE[&key=…][&since][&until][&order][&limit][&cursor]`
+pub async fn history<S: ReadStore + CheckpointStore>(
     State(app): State<Arc<App<S>>>,
     Extension(principal): Extension<Principal>,
     Query(params): Query<Params>,
@@ -233,22 +251,127 @@ pub async fn history<S: AuditStore + CheckpointStore>(
     let mut p = Taken::new(&params);
     let table = p.required("table", "table=orders")?;
     let key = parse_key(&p.all("key"))?;
+    let since = parse_time("since", p.one("since")?)?;
+    let until = parse_time("until", p.one("until")?)?;
     let limit = parse_limit(&app, p.one("limit")?)?;
     let order = parse_order(p.one("order")?)?;
     let raw_cursor = p.one("cursor")?;
-    p.finish("table, key (repeatable), order, limit, cursor")?;
+    p.finish("table, key (repeatable), since, until, order, limit, cursor")?;
     scoped(&principal, table)?;
-    let fp = cursor::fingerprint(&params);
-    let after = raw_cursor.map(|c| cursor::decode(c, &fp)).transpose()?;
-    let mut entries = app.store.history(table, &key).await?;
-    if order == Order::Desc {
-        entries.reverse();
+    let filter = QueryFilter {
+        table: Some(table.to_string()),
+        key: Some(key),
+        since,
+        until,
+        order,
+        ..QueryFilter::default()
+    };
+    query_page(&app.store, &filter, &params, raw_cursor, limit, &principal).await
+}
+
+/// `GET /api/query?…`: the `query` command's filters as parameters; `limit`
+/// is the page size here (follow `next` for more).
+pub async fn query<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let table = p.one("table")?.filter(|t| !t.is_empty());
+    let keys = p.all("key");
+    let key = (!keys.is_empty()).then(|| parse_key(&keys)).transpose()?;
+    let typed = |name: &str, raw: Option<&str>| {
+        raw.map(|v| read::parse_value(name, v))
+            .transpose()
+            .map_err(ApiError::from)
+    };
+    let text = |raw: Option<&str>| raw.filter(|v| !v.is_empty()).map(str::to_string);
+    let filter = QueryFilter {
+        table: table.map(str::to_string),
+        key,
+        actor: text(p.one("actor")?),
+        since: parse_time("since", p.one("since")?)?,
+        until: parse_time("until", p.one("until")?)?,
+        field: text(p.one("field")?),
+        from: typed("from", p.one("from")?)?,
+        to: typed("to", p.one("to")?)?,
+        event: text(p.one("event")?),
+        correlation: text(p.one("correlation")?),
+        order: parse_order(p.one("order")?)?,
+        tables: app
+            .tables
+            .iter()
+            .filter(|t| principal.may_read(t))
+            .cloned()
+            .collect(),
+    };
+    let limit = parse_limit(&app, p.one("limit")?)?;
+    let raw_cursor = p.one("cursor")?;
+    p.finish(
+        "table, key (repeatable), actor, since, until, field, from, to, event, correlation, \
+         order, limit, cursor",
+    )?;
+    if let Some(t) = table {
+        scoped(&principal, t)?;
     }
-    Ok(Json(page(entries, after, limit, &fp)?))
+    query_page(&app.store, &filter, &params, raw_cursor, limit, &principal).await
+}
+
+/// The `table` and `key` parameters naming one item the caller may read.
+fn item_params<'a>(p: &mut Taken<'a>, principal: &Principal) -> Result<(&'a str, Item), ApiError> {
+    let table = p.required("table", "table=orders")?;
+    let key = parse_key(&p.all("key"))?;
+    scoped(principal, table)?;
+    Ok((table, key))
+}
+
+/// `GET /api/item?table=T&key=…&at=TIME`: the item as it was (`show --json`).
+pub async fn item<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let (table, key) = item_params(&mut p, &principal)?;
+    let at = required_time(&mut p, "at")?;
+    p.finish("table, key (repeatable), at")?;
+    let shown = asof::show(&app.store, table, &key, at).await?;
+    Ok(Json(serde_json::to_value(shown).unwrap_or(Value::Null)))
+}
+
+/// `GET /api/diff?table=T&key=…&from=TIME&to=TIME` (`diff --json`).
+pub async fn diff<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let (table, key) = item_params(&mut p, &principal)?;
+    let from = required_time(&mut p, "from")?;
+    let to = required_time(&mut p, "to")?;
+    p.finish("table, key (repeatable), from, to")?;
+    let diffed = asof::diff(&app.store, table, &key, from, to).await?;
+    Ok(Json(serde_json::to_value(diffed).unwrap_or(Value::Null)))
+}
+
+/// `GET /api/revert?table=T&key=…&to_time=TIME[&field=PATH…]`: the plan
+/// `revert` prints. Nothing is written: it is for a person to review and apply.
+pub async fn revert<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let (table, key) = item_params(&mut p, &principal)?;
+    let to_time = required_time(&mut p, "to_time")?;
+    let fields: Vec<String> = p.all("field").into_iter().map(str::to_string).collect();
+    p.finish("table, key (repeatable), to_time, field (repeatable)")?;
+    let plan = asof::revert(&app.store, table, &key, to_time, &fields).await?;
+    Ok(Json(serde_json::to_value(plan).unwrap_or(Value::Null)))
 }
 
 /// `GET /api/gaps[?table=T]`: every gap of the tables the caller may read.
-pub async fn gaps<S: AuditStore + CheckpointStore>(
+pub async fn gaps<S: ReadStore + CheckpointStore>(
     State(app): State<Arc<App<S>>>,
     Extension(principal): Extension<Principal>,
     Query(params): Query<Params>,
@@ -270,7 +393,7 @@ pub async fn gaps<S: AuditStore + CheckpointStore>(
 }
 
 /// `GET /api/status`: each configured table the caller may read, with its shards.
-pub async fn status<S: AuditStore + CheckpointStore>(
+pub async fn status<S: ReadStore + CheckpointStore>(
     State(app): State<Arc<App<S>>>,
     Extension(principal): Extension<Principal>,
     Query(params): Query<Params>,

@@ -1,26 +1,20 @@
 //! Opaque paging cursors: what the client passes back as `cursor` to get the
-//! next page. Base64url JSON, versioned, bound to the request that made it,
-//! so a cursor from one query cannot page through another.
+//! next page. The read side's own cursor, wrapped (base64url JSON, versioned)
+//! with a fingerprint of the request that made it, so a cursor from one
+//! query is refused by another instead of paging through it.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Where the next page starts: after the entry at (`shard`, `seq`), which
-/// was the `offset`-th (0-based) of the previous read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Position {
-    pub shard: String,
-    pub seq: String,
-}
-
 #[derive(Serialize, Deserialize)]
 struct Wire {
     v: u8,
     /// Fingerprint of the request's other parameters.
     q: String,
-    after: Position,
+    /// The read side's cursor.
+    c: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,17 +43,17 @@ pub fn fingerprint(params: &[(String, String)]) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
-pub fn encode(fingerprint: &str, after: Position) -> String {
+pub fn encode(fingerprint: &str, inner: &str) -> String {
     let wire = Wire {
         v: 1,
         q: fingerprint.to_string(),
-        after,
+        c: inner.to_string(),
     };
     // Serialising three strings cannot fail.
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap_or_default())
 }
 
-pub fn decode(cursor: &str, fingerprint: &str) -> Result<Position, CursorError> {
+pub fn decode(cursor: &str, fingerprint: &str) -> Result<String, CursorError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| CursorError::Malformed)?;
@@ -70,7 +64,7 @@ pub fn decode(cursor: &str, fingerprint: &str) -> Result<Position, CursorError> 
     if wire.q != fingerprint {
         return Err(CursorError::OtherRequest);
     }
-    Ok(wire.after)
+    Ok(wire.c)
 }
 
 #[cfg(test)]
@@ -92,12 +86,8 @@ mod tests {
             q,
             fingerprint(&p(&[("key", "pk=S:1"), ("table", "t"), ("cursor", "x")]))
         );
-        let pos = Position {
-            shard: "shardId-1".into(),
-            seq: "100".into(),
-        };
-        let c = encode(&q, pos.clone());
-        assert_eq!(decode(&c, &q), Ok(pos));
+        let c = encode(&q, "inner-cursor");
+        assert_eq!(decode(&c, &q), Ok("inner-cursor".to_string()));
         let other = fingerprint(&p(&[("table", "t"), ("key", "pk=S:2")]));
         assert_eq!(decode(&c, &other), Err(CursorError::OtherRequest));
         assert_eq!(decode("not a cursor", &q), Err(CursorError::Malformed));

@@ -29,7 +29,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{Config, Serve};
-use crate::store::{AuditStore, CheckpointStore};
+use crate::store::{CheckpointStore, ReadStore};
 
 pub use auth::{Principal, Tokens, TOKENS_ENV};
 
@@ -70,10 +70,14 @@ pub enum ServeError {
 /// the OpenAPI document is checked against it, so neither can drift.
 pub fn api_routes<S>() -> Vec<(&'static str, MethodRouter<Arc<App<S>>>)>
 where
-    S: AuditStore + CheckpointStore,
+    S: ReadStore + CheckpointStore,
 {
     vec![
         ("/api/history", get(api::history::<S>)),
+        ("/api/query", get(api::query::<S>)),
+        ("/api/item", get(api::item::<S>)),
+        ("/api/diff", get(api::diff::<S>)),
+        ("/api/revert", get(api::revert::<S>)),
         ("/api/gaps", get(api::gaps::<S>)),
         ("/api/status", get(api::status::<S>)),
         ("/api/whoami", get(api::whoami::<S>)),
@@ -85,7 +89,7 @@ where
 /// security headers on everything.
 pub fn router<S>(app: Arc<App<S>>, tokens: Arc<Tokens>) -> Result<Router, ServeError>
 where
-    S: AuditStore + CheckpointStore,
+    S: ReadStore + CheckpointStore,
 {
     let mut api = Router::new();
     for (path, route) in api_routes::<S>() {
@@ -187,7 +191,7 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError>
 where
-    S: AuditStore + CheckpointStore,
+    S: ReadStore + CheckpointStore,
 {
     let tokens = Arc::new(Tokens::new(&config.serve, env_tokens)?);
     let app = Arc::new(App {

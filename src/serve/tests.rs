@@ -12,9 +12,9 @@ use tower::ServiceExt as _;
 
 use super::*;
 use crate::config::ServeToken;
-use crate::entry::{AuditEntry, Change};
+use crate::entry::AuditEntry;
 use crate::store::memory::MemoryStore;
-use crate::value::{AttrValue, Item};
+use crate::store::AuditStore as _;
 
 const TOKEN: &str = "s3cret-token";
 const SCOPED: &str = "only-flags";
@@ -23,31 +23,25 @@ fn digest(t: &str) -> String {
     hex::encode(Sha256::digest(t.as_bytes()))
 }
 
-fn key(pk: &str) -> Item {
-    Item::from([("pk".to_string(), AttrValue::S(pk.into()))])
-}
-
+/// Built from its JSON form, so fields other branches add keep their defaults.
 fn entry(table: &str, pk: &str, seq: u64) -> AuditEntry {
-    AuditEntry {
-        table: table.into(),
-        key: key(pk),
-        event: if seq == 1 { "INSERT" } else { "MODIFY" }.into(),
-        sequence_number: format!("{}", 1000 + seq),
-        shard_id: "shardId-0001".into(),
-        event_time: Some(format!("2026-11-23T19:{:02}:00Z", seq % 60)),
-        actor: Some("alice".into()),
-        changes: vec![Change {
-            path: "balance".into(),
-            old: (seq > 1).then(|| AttrValue::N((seq - 1).to_string())),
-            new: Some(AttrValue::N(seq.to_string())),
-            added: None,
-            removed: None,
-        }],
-        ttl_expiry: false,
-        error: None,
-        raw: None,
-        stream_arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/L".into(),
+    let mut change = serde_json::json!({"path": "balance", "new": {"N": seq.to_string()}});
+    if seq > 1 {
+        change["old"] = serde_json::json!({"N": (seq - 1).to_string()});
     }
+    let mut e: AuditEntry = serde_json::from_value(serde_json::json!({
+        "table": table,
+        "key": {"pk": {"S": pk}},
+        "event": if seq == 1 { "INSERT" } else { "MODIFY" },
+        "sequence_number": format!("{}", 1000 + seq),
+        "shard_id": "shardId-0001",
+        "event_time": format!("2026-11-23T19:{:02}:{:02}Z", seq / 60, seq % 60),
+        "actor": if seq % 2 == 0 { "alice" } else { "bob" },
+        "changes": [change],
+    }))
+    .unwrap();
+    e.stream_arn = "arn:aws:dynamodb:us-east-1:1:table/orders/stream/L".into();
+    e
 }
 
 async fn app(entries: usize) -> Router {
@@ -286,4 +280,99 @@ async fn the_openapi_document_lists_exactly_the_routes_and_each_answers() {
             "{path}: {s} is not a documented answer: {body}"
         );
     }
+}
+
+#[tokio::test]
+async fn query_item_diff_and_revert_answer_as_the_commands_print() {
+    let r = app(5).await;
+    // query across items: bob's entries (odd sequence numbers) in orders.
+    let (s, body, _) = get(&r, "/api/query?table=orders&actor=bob&limit=2", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let mut seqs: Vec<String> = Vec::new();
+    let mut page = body;
+    loop {
+        for e in page["entries"].as_array().unwrap() {
+            assert_eq!(e["actor"], "bob");
+            seqs.push(e["sequence_number"].as_str().unwrap().to_string());
+        }
+        let Some(c) = page["next"].as_str() else {
+            break;
+        };
+        let (s, body, _) = get(
+            &r,
+            &format!("/api/query?table=orders&actor=bob&limit=2&cursor={c}"),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        page = body;
+    }
+    assert_eq!(seqs, ["1001", "1003", "1005"]);
+    let (s, body, _) = get(
+        &r,
+        "/api/query?table=orders&field=balance&to=N%3A4",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(body["entries"][0]["sequence_number"], "1004");
+
+    // The item at the third entry's time, the diff from there to the end, the plan back.
+    let item = "table=orders&key=pk%3DS%3Au1";
+    let (s, shown, _) = get(
+        &r,
+        &format!("/api/item?{item}&at=2026-11-23T19:00:03Z"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{shown}");
+    assert_eq!(shown["exists"], true);
+    assert_eq!(shown["item"]["balance"], serde_json::json!({"N": "3"}));
+    let (s, d, _) = get(
+        &r,
+        &format!("/api/diff?{item}&from=2026-11-23T19:00:03Z&to=2026-11-23T19:00:05Z"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["changes"][0]["path"], "balance");
+    assert_eq!(d["changes"][0]["old"], serde_json::json!({"N": "3"}));
+    assert_eq!(d["changes"][0]["new"], serde_json::json!({"N": "5"}));
+    let (s, plan, _) = get(
+        &r,
+        &format!("/api/revert?{item}&to_time=2026-11-23T19:00:03Z&field=balance"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    assert_eq!(plan["operation"], "UpdateItem");
+    assert!(plan["input"]["ConditionExpression"].is_string(), "{plan}");
+
+    // Parameters are named in errors, as the API calls them.
+    let (s, body, _) = get(&r, &format!("/api/item?{item}&at=yesterday"), Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("`at`"),
+        "{body}"
+    );
+    let (s, body, _) = get(&r, &format!("/api/item?{item}"), Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("`at` is required"),
+        "{body}"
+    );
+    // A scoped token may not read another table's item, nor find it by actor.
+    let (s, _, _) = get(&r, &format!("/api/item?{item}&at=1d"), Some(SCOPED)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, body, _) = get(&r, "/api/query?actor=bob", Some(SCOPED)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(
+        body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["table"] == "flags"),
+        "{body}"
+    );
 }

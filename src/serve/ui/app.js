@@ -5,10 +5,10 @@
 
 (function () {
   const TOKEN_KEY = "ddb-audit-token";
-  // Entries per API call, and how many are rendered before "Load more":
-  // long histories stay fast because the page never holds more than it shows.
-  const PAGE = 250;
-  const AUTO_RENDER = 1000;
+  // Entries per API call. One page is shown at once; the next is fetched
+  // when the reader scrolls near the end (or presses "Load more"), so a long
+  // history is on screen as fast as a short one.
+  const PAGE = 200;
   const LONG_VALUE = 120;
 
   const $ = (id) => document.getElementById(id);
@@ -188,6 +188,7 @@
     gaps: [],
     lastEntry: null,
     generation: 0,
+    loading: false,
     started: 0,
     renderMs: 0,
     firstPageMs: null,
@@ -336,28 +337,39 @@
     $("results-summary").textContent = view.shown + " " + what + (view.next ? " shown; more below" : "") + ".";
     $("status").textContent = "";
     const b = document.body.dataset;
+    b.hasMore = view.next ? "yes" : "no";
     b.totalMs = String(Math.round(performance.now() - view.started));
     b.domMs = String(Math.round(view.renderMs));
     b.firstPageMs = String(Math.round(view.firstPageMs || 0));
     b.rendered = String(view.shown);
   }
 
-  async function loadPages(budget) {
+  // `gaps`: a promise of the table's gaps, fetched beside the first page.
+  async function loadPage(gaps) {
     const gen = view.generation;
-    let loaded = 0;
-    do {
-      const p = new URLSearchParams(view.search);
-      const wanted = Math.min(PAGE, budget - loaded);
-      p.set("limit", String(wanted));
-      if (view.next) p.set("cursor", view.next);
-      const path = view.kind === "history" ? "/api/history" : "/api/query";
-      const page = await api(path, p);
-      if (gen !== view.generation) return;
-      render(page.entries);
-      loaded += page.entries.length;
-      view.next = page.next;
-    } while (view.next && loaded < budget);
+    const p = new URLSearchParams(view.search);
+    p.set("limit", String(PAGE));
+    if (view.next) p.set("cursor", view.next);
+    const path = view.kind === "history" ? "/api/history" : "/api/query";
+    const [page, g] = await Promise.all([api(path, p), gaps || null]);
+    if (gen !== view.generation) return;
+    if (g) view.gaps = g.gaps;
+    render(page.entries);
+    view.next = page.next;
     finish();
+  }
+
+  async function loadMore() {
+    if (view.loading || !view.next) return;
+    view.loading = true;
+    $("status").textContent = "Loading more…";
+    try {
+      await loadPage();
+    } catch (err) {
+      if (err.status !== 401) $("error").textContent = err.message;
+    } finally {
+      view.loading = false;
+    }
   }
 
   async function runSearch(p) {
@@ -388,11 +400,8 @@
       : "Entries in " + table + " matching " + FILTERS.filter((f) => p.get(f)).map((f) => f + " " + p.get(f)).join(", ");
     $("status").textContent = "Loading…";
     try {
-      if (view.kind !== "query-all") {
-        const g = await api("/api/gaps", new URLSearchParams({ table }));
-        view.gaps = g.gaps;
-      }
-      await loadPages(AUTO_RENDER);
+      const gaps = view.kind === "query-all" ? null : api("/api/gaps", new URLSearchParams({ table }));
+      await loadPage(gaps);
       $("results").focus();
     } catch (err) {
       $("status").textContent = "";
@@ -481,14 +490,11 @@
       history.pushState(null, "", "/?" + p.toString());
       runSearch(p);
     });
-    $("more").addEventListener("click", async () => {
-      $("status").textContent = "Loading…";
-      try {
-        await loadPages(AUTO_RENDER);
-      } catch (err) {
-        if (err.status !== 401) $("error").textContent = err.message;
-      }
-    });
+    $("more").addEventListener("click", loadMore);
+    // Near the end of the list, the next page loads by itself.
+    new IntersectionObserver((seen) => {
+      if (seen.some((e) => e.isIntersecting)) loadMore();
+    }, { rootMargin: "800px" }).observe($("more"));
     $("asof-close").addEventListener("click", () => { $("asof").hidden = true; });
     $("plan-close").addEventListener("click", () => { $("plan").hidden = true; });
     window.addEventListener("popstate", fromUrl);
