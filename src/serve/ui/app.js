@@ -213,7 +213,7 @@
       el("p", {
         text:
           "Records of shard " + gap.shard_id + " were trimmed from the stream before they could be read (" +
-          span + resumed + "; detected " + gap.detected_at + "). Changes to this item in that span are not in the trail.",
+          span + resumed + "; detected " + gap.detected_at + "). Changes to this item in that span, if any, are not in the trail.",
       })
     );
   }
@@ -424,7 +424,7 @@
     try {
       const r = await api("/api/item", p);
       const rows = Object.entries(r.item || {}).map(([name, v]) =>
-        el("tr", {}, el("th", { scope: "row" }, el("code", { text: name })), el("td", {}, el("abbr", { class: "type", title: TYPE_NAMES[Object.keys(v)[0]], text: Object.keys(v)[0] })), el("td", {}, valueNode(v)))
+        el("tr", {}, el("th", { scope: "row" }, el("code", { text: name })), el("td", {}, valueNode(v)))
       );
       $("asof-table").tBodies[0].replaceChildren(...rows);
       $("asof-table").hidden = !r.exists;
