@@ -95,7 +95,7 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--quick", action="store_true", help="tiny workload, for a smoke run")
     a = ap.parse_args()
-    hot_n, items, per_item, reps = (1000, 200, 5, 200) if not a.quick else (50, 10, 2, 5)
+    hot_n, items, per_item, reps = (1000, 200, 5, 60) if not a.quick else (50, 10, 2, 5)
 
     work = tempfile.mkdtemp(prefix="ddb-audit-bench-serve-")
     driver, counted, serve_port = free_port(), free_port(), free_port()

@@ -108,8 +108,12 @@ def main():
         page.get_by_label("Token").fill("not-the-token")
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_role("alert").filter(has_text="not accepted")).to_be_visible()
+        # By keyboard: Tab from the Token field reaches Sign in; Enter presses it.
         page.get_by_label("Token").fill(a.token)
-        page.get_by_role("button", name="Sign in").click()
+        page.keyboard.press("Tab")
+        focused = page.evaluate("() => document.activeElement.textContent")
+        assert focused == "Sign in", f"Tab from Token went to {focused!r}"
+        page.keyboard.press("Enter")
         expect(page.get_by_text("Signed in as DDB_AUDIT_API_TOKENS[0]")).to_be_visible()
         stored = page.evaluate("() => [sessionStorage.length, localStorage.length, document.cookie]")
         assert stored == [1, 0, ""], f"token must be in sessionStorage only: {stored}"
@@ -177,6 +181,16 @@ def main():
         page.get_by_label("Key", exact=True).focus()
         page.keyboard.press("Enter")
         expect(entries).to_have_count(2)
+
+        # --- newest first.
+        page.get_by_label("Order").select_option("desc")
+        page.get_by_role("button", name="Search").click()
+        expect(entries.nth(0).locator(".badge")).to_have_text("MODIFY")
+        expect(entries.nth(1).locator(".badge")).to_have_text("INSERT")
+        assert "order=desc" in page.url, page.url
+        page.get_by_label("Order").select_option("asc")
+        page.get_by_role("button", name="Search").click()
+        expect(entries.nth(0).locator(".badge")).to_have_text("INSERT")
 
         # --- phone width.
         page.set_viewport_size({"width": 390, "height": 844})
