@@ -95,6 +95,8 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--quick", action="store_true", help="tiny workload, for a smoke run")
     a = ap.parse_args()
+    # A SIGTERM (a timeout, Ctrl-C from make) still stops what was started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     hot_n, items, per_item, reps = (1000, 200, 5, 60) if not a.quick else (50, 10, 2, 5)
 
     work = tempfile.mkdtemp(prefix="ddb-audit-bench-serve-")

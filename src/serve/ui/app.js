@@ -9,6 +9,8 @@
   // when the reader scrolls near the end (or presses "Load more"), so a long
   // history is on screen as fast as a short one.
   const PAGE = 200;
+  // The first page only has to fill a screen, and comes back soonest.
+  const FIRST_PAGE = 50;
   const LONG_VALUE = 120;
 
   const $ = (id) => document.getElementById(id);
@@ -348,7 +350,7 @@
   async function loadPage(gaps) {
     const gen = view.generation;
     const p = new URLSearchParams(view.search);
-    p.set("limit", String(PAGE));
+    p.set("limit", String(view.shown ? PAGE : FIRST_PAGE));
     if (view.next) p.set("cursor", view.next);
     const path = view.kind === "history" ? "/api/history" : "/api/query";
     const [page, g] = await Promise.all([api(path, p), gaps || null]);
