@@ -17,6 +17,7 @@
 //! - `report`  — what history, gaps and status print (tables and JSON lines).
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
+//! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
 
 pub mod aws;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod diff;
 pub mod engine;
 pub mod entry;
 pub mod lineage;
+pub mod observe;
 pub mod pace;
 pub mod report;
 pub mod retry;

@@ -16,6 +16,7 @@ use tracing::{error, info, warn, Instrument};
 use crate::engine::{Engine, EngineError, Shutdown};
 use crate::entry::Gap;
 use crate::lineage::{Lineage, NodeState};
+use crate::observe::{self, Event, ShardState};
 use crate::retry::{retry, Retried};
 use crate::shard::{run_shard, ShardOutcome};
 use crate::store::{AuditStore, CheckpointStore, ShardCheckpoint, ShardStatus, StreamRow};
@@ -166,13 +167,22 @@ where
     let mut running: HashSet<String> = HashSet::new();
     let mut streams: JoinSet<(String, bool)> = JoinSet::new();
     let mut table_gone = false;
+    observe::TableAuditing { table: &table }.emit();
     loop {
         if !table_gone {
             match discover_streams(&engine, &table, &shutdown).await {
                 Ok((arns, gone)) => {
                     if gone {
                         error!("table deleted: draining what is still readable of its streams");
+                        observe::TableFailing {
+                            table: &table,
+                            reason: "table deleted: draining what is still readable of its streams"
+                                .into(),
+                        }
+                        .emit();
                         table_gone = true;
+                    } else {
+                        observe::TableAuditing { table: &table }.emit();
                     }
                     for arn in arns {
                         if running.insert(arn.clone()) {
@@ -193,12 +203,22 @@ where
                 }
                 Err(Retried::Cancelled) => break,
                 Err(Retried::Failed(e)) => {
-                    error!(error = %e, "cannot discover the table's streams")
+                    error!(error = %e, "cannot discover the table's streams");
+                    observe::TableFailing {
+                        table: &table,
+                        reason: format!("cannot discover the table's streams: {e}"),
+                    }
+                    .emit();
                 }
             }
         }
         if table_gone && streams.is_empty() {
             info!("table deleted and its streams drained: no more to audit");
+            observe::TableFailing {
+                table: &table,
+                reason: "table deleted and its streams drained: nothing left to audit".into(),
+            }
+            .emit();
             return;
         }
         tokio::select! {
@@ -430,6 +450,13 @@ where
                 draining += 1;
             }
             self.lineage.set_state(&shard.shard_id, NodeState::Running);
+            observe::ShardStateChanged {
+                table: &self.table,
+                stream: &self.stream_arn,
+                shard: &shard.shard_id,
+                state: ShardState::Reading,
+            }
+            .emit();
             let checkpoint = self.checkpoints.get(&shard.shard_id).cloned();
             // We followed this lineage if we read the parent — or if the
             // parent came and went unseen while we were away from a stream we
@@ -466,13 +493,35 @@ where
         match outcome {
             ShardOutcome::Drained => {
                 self.lineage.set_state(&shard_id, NodeState::Drained);
+                observe::ShardStateChanged {
+                    table: &self.table,
+                    stream: &self.stream_arn,
+                    shard: &shard_id,
+                    state: ShardState::Drained,
+                }
+                .emit();
                 if self.lineage.children_of(&shard_id).is_empty() && self.stream_open {
                     self.find_children(&shard_id).await;
                 }
             }
-            ShardOutcome::Stopped => self.lineage.set_state(&shard_id, NodeState::Waiting),
+            ShardOutcome::Stopped => {
+                self.lineage.set_state(&shard_id, NodeState::Waiting);
+                observe::ShardStateChanged {
+                    table: &self.table,
+                    stream: &self.stream_arn,
+                    shard: &shard_id,
+                    state: ShardState::Waiting,
+                }
+                .emit();
+            }
             ShardOutcome::Failed(error) => {
-                error!(shard = %shard_id, error, "shard failed; restarting it from its checkpoint later");
+                observe::ShardFailed {
+                    table: &self.table,
+                    stream: &self.stream_arn,
+                    shard: &shard_id,
+                    error: &error,
+                }
+                .emit();
                 self.lineage.set_state(&shard_id, NodeState::Waiting);
                 self.cooldown
                     .insert(shard_id, Instant::now() + FAILED_SHARD_COOLDOWN);
@@ -571,6 +620,13 @@ where
             .checkpoints
             .get(&shard.shard_id)
             .is_some_and(|c| c.status == ShardStatus::Drained);
+        observe::ShardSeen {
+            table: &self.table,
+            stream: &self.stream_arn,
+            shard: &shard.shard_id,
+            drained,
+        }
+        .emit();
         self.lineage.insert(shard, drained);
     }
 
@@ -599,8 +655,7 @@ where
                 resumed_at_sequence_number: None,
                 detected_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             };
-            error!(shard = %checkpoint.shard_id, after_sequence_number = ?gap.after_sequence_number,
-                "shard trimmed before it was read to its end: recording a gap");
+            warn!(shard = %checkpoint.shard_id, "shard trimmed before it was read to its end: recording a gap");
             let policy = self.engine.settings.retry_policy();
             let engine = &self.engine;
             if retry(policy, &self.shutdown.abort, "PutItem(gap)", || {
@@ -611,6 +666,13 @@ where
             {
                 continue;
             }
+            observe::GapRecorded {
+                table: &self.table,
+                shard: &gap.shard_id,
+                after_sequence_number: gap.after_sequence_number.as_deref(),
+                resumed_at_sequence_number: None,
+            }
+            .emit();
             checkpoint.status = ShardStatus::Drained;
             checkpoint.updated_at = Utc::now();
             let saved = retry(policy, &self.shutdown.abort, "PutItem(checkpoint)", || {
@@ -632,6 +694,13 @@ where
         let ids: Vec<String> = self.checkpoints.keys().cloned().collect();
         for id in ids {
             self.lineage.set_state(&id, NodeState::Drained);
+            observe::ShardStateChanged {
+                table: &self.table,
+                stream: &self.stream_arn,
+                shard: &id,
+                state: ShardState::Drained,
+            }
+            .emit();
         }
         self.lineage = Lineage::new();
     }
