@@ -599,3 +599,166 @@ async fn run_without_init_says_what_is_wrong_with_our_tables() {
         ),
     ]);
 }
+
+/// `ddb-audit run` with only the given environment (and the emulator's).
+fn spawn_run_with_env(env: &TestEnv, vars: &[(&str, &str)], log: &Path) -> tokio::process::Child {
+    let file = std::fs::File::create(log).expect("log");
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("run")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("RUST_LOG", "info")
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup"))
+        .stderr(file)
+        .kill_on_drop(true);
+    for (k, v) in env.emu.child_env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn ddb-audit run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_init() {
+    let env = TestEnv::new("ops-cfn");
+    assert!(
+        env.emu.is_moto(),
+        "this test creates the stack in moto's CloudFormation; unset AWS_ENDPOINT_URL"
+    );
+    let table = env.name("orders");
+    env.create_stream_table(&table).await;
+    let out = tokio::process::Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ops/cfn_stack.py"))
+        .args([&env.emu.endpoint, &env.prefix, &table, &env.prefix])
+        .output()
+        .await
+        .expect("cfn_stack.py");
+    assert!(
+        out.status.success(),
+        "cfn_stack.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    assert_eq!(r["status"], "CREATE_COMPLETE", "{r:#}");
+
+    // The outputs the issue lists, naming what was made.
+    let o = &r["outputs"];
+    assert_eq!(o["StreamsTableName"], env.name("streams"));
+    assert_eq!(o["ShardsTableName"], env.name("shards"));
+    assert_eq!(o["AuditTableName"], env.name("entries"));
+    assert!(o["TaskRoleArn"]
+        .as_str()
+        .is_some_and(|a| a.ends_with(&format!(":role/{}-task", env.prefix))));
+    assert!(o["AuditorPolicyArn"]
+        .as_str()
+        .is_some_and(|a| a.contains(":policy/")));
+
+    // The tables: ddb-audit's keys, deletion protection, the read side's indexes.
+    let t = &r["tables"];
+    let keys = |l: &str| t[l]["keys"].clone();
+    assert_eq!(
+        keys("StreamsTable"),
+        serde_json::json!([["table_name", "HASH"], ["stream_arn", "RANGE"]])
+    );
+    assert_eq!(
+        keys("ShardsTable"),
+        serde_json::json!([["stream_arn", "HASH"], ["shard_id", "RANGE"]])
+    );
+    assert_eq!(
+        keys("AuditTable"),
+        serde_json::json!([["pk", "HASH"], ["sk", "RANGE"]])
+    );
+    for l in ["StreamsTable", "ShardsTable", "AuditTable"] {
+        assert_eq!(t[l]["deletion_protection"], true, "{l}");
+        assert_eq!(t[l]["billing"], "PAY_PER_REQUEST", "{l}");
+    }
+    assert_eq!(
+        t["AuditTable"]["gsis"],
+        serde_json::json!(["by-actor-time", "by-correlation-time", "by-table-time"])
+    );
+
+    // The task role: the audited table and its streams, never CreateTable.
+    let policies = r["task_policies"].as_object().expect("task policies");
+    let text = serde_json::to_string(policies).expect("json");
+    assert!(!text.contains("CreateTable"), "{text}");
+    let table_arn = format!("arn:aws:dynamodb:us-east-1:123456789012:table/{table}");
+    assert!(text.contains(&format!("\"{table_arn}\"")), "{text}");
+    assert!(
+        text.contains(&format!("\"{table_arn}/stream/*\"")),
+        "{text}"
+    );
+    assert_eq!(r["log_group"][format!("/ecs/{}", env.prefix)], 365);
+
+    // The task definition: read-only root, non-root user, a stop timeout
+    // above the 4 s grace, the health check through the binary, awslogs.
+    let td = &r["task_definition"];
+    assert_eq!(td["read_only_root"], true);
+    assert_eq!(td["user"], "65532:65532");
+    assert!(td["stop_timeout"].as_i64().is_some_and(|s| s > 4));
+    assert_eq!(td["health_check"][1], "/usr/local/bin/ddb-audit");
+    assert_eq!(td["health_check"][2], "healthcheck");
+    assert_eq!(td["log_driver"], "awslogs");
+    assert_eq!(r["service"]["desired"], 1);
+    let alarms = r["template_alarms"].as_object().expect("alarms");
+    let metrics: Vec<&str> = alarms
+        .values()
+        .filter_map(|a| a["metric"].as_str())
+        .collect();
+    for m in [
+        "ddb_audit_lag_seconds",
+        "ddb_audit_gaps_total",
+        "ddb_audit_failing_shards",
+        "ddb_audit_table_ready",
+    ] {
+        assert!(metrics.contains(&m), "an alarm on {m}: {metrics:?}");
+    }
+
+    // The daemon, with the very config the task definition carries (only the
+    // port moved to a free one) and no `init`, audits a change.
+    let toml = td["env"]["DDB_AUDIT_CONFIG_TOML"]
+        .as_str()
+        .expect("config in env");
+    let listen = free_addr();
+    let toml = toml.replace("0.0.0.0:9090", &listen.to_string());
+    let log = env.dir.path().join("stack-daemon.log");
+    let mut child = spawn_run_with_env(&env, &[("DDB_AUDIT_CONFIG_TOML", &toml)], &log);
+    let show = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(listen, "/readyz").map(|r| r.0) != Some(200) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the daemon exited ({status}):\n{}", show());
+        }
+        assert!(Instant::now() < deadline, "not ready in 60 s:\n{}", show());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    put(&env, &table, "s1", 1, 7).await;
+    let config = env.config(&[&table]);
+    let hist = env
+        .wait_history(
+            &config,
+            &table,
+            &key_args(&serde_json::json!({"pk": {"S": "s1"}, "sk": {"N": "1"}})),
+            "the change",
+            |h| !h.is_empty(),
+        )
+        .await;
+    assert_eq!(hist.len(), 1);
+    assert_eq!(
+        hist[0]["actor"], "ops-test",
+        "actor_attribute from the stack's config"
+    );
+    // SAFETY: kill(2) on the daemon this test started.
+    assert_eq!(
+        unsafe { libc::kill(child.id().expect("pid") as i32, libc::SIGTERM) },
+        0
+    );
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exit within 5 s")
+        .expect("wait");
+    assert!(status.success(), "{status}:\n{}", show());
+}
