@@ -84,7 +84,11 @@ where
         .sleep(tokio::time::sleep)
         .when(|e: &E| e.is_transient())
         .notify(|e: &E, delay: Duration| {
-            tracing::warn!(operation = what, error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
+            crate::observe::Event::emit(crate::observe::Retrying {
+                operation: what,
+                error: e,
+                delay,
+            });
         });
     tokio::select! {
         biased;

@@ -181,8 +181,6 @@ where
                         }
                         .emit();
                         table_gone = true;
-                    } else {
-                        observe::TableAuditing { table: &table }.emit();
                     }
                     for arn in arns {
                         if running.insert(arn.clone()) {
@@ -264,6 +262,11 @@ where
         Err(Retried::Failed(StreamError::NotFound(_))) => (None, true),
         Err(e) => return Err(e),
     };
+    if current.is_some() {
+        observe::TableAuditing { table }.emit();
+    } else if !table_gone {
+        observe::TableFailing { table, reason: "the table's stream is disabled: draining what is still readable; enable a NEW_AND_OLD_IMAGES stream to audit it again".into() }.emit();
+    }
     // A deleted table's streams stay listed while their records are retained.
     let listed = match retry(policy, &shutdown.stop, "ListStreams", || {
         engine.stream.list_streams(table)

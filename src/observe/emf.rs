@@ -2,7 +2,10 @@
 //! daemon prints, every `emf_interval_secs`, one JSON line per table on
 //! stdout (logs go to stderr). The awslogs driver ships it to CloudWatch
 //! Logs, which turns it into metrics with no agent. Metric names are the
-//! Prometheus ones; counters are the increase over the interval.
+//! Prometheus ones; counters are the increase over the interval. Each is
+//! published per `table` and also without dimensions, so that one alarm
+//! (Maximum of the lag, Sum of the gaps, Minimum of readiness) covers every
+//! table without knowing their names.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -55,7 +58,9 @@ pub(crate) fn documents(
                     "Timestamp": timestamp_ms,
                     "CloudWatchMetrics": [{
                         "Namespace": namespace,
-                        "Dimensions": [["table"]],
+                        // Per table, and (the empty set) across tables:
+                        // one alarm then covers every table.
+                        "Dimensions": [["table"], []],
                         "Metrics": defs,
                     }],
                 }),
@@ -132,7 +137,7 @@ mod tests {
         assert_eq!(d2[0]["table"], "orders");
         let m = &d2[0]["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Namespace"], "ddb-audit");
-        assert_eq!(m["Dimensions"][0][0], "table");
+        assert_eq!(m["Dimensions"], json!([["table"], []]));
         assert_eq!(d2[0]["_aws"]["Timestamp"], 2000);
         // Every metric declared is present in the document.
         for def in m["Metrics"].as_array().unwrap() {

@@ -73,6 +73,11 @@ struct ShardsLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabel {
     operation: String,
     outcome: String,
@@ -96,6 +101,7 @@ struct Metrics {
     failing_shards: Family<TableLabel, Gauge>,
     table_ready: Family<TableLabel, Gauge>,
     stream_calls: Family<CallLabel, Counter>,
+    retries: Family<OperationLabel, Counter>,
     write_seconds: HistogramFamily,
     entry_latency_seconds: HistogramFamily,
 }
@@ -200,6 +206,7 @@ impl Observer {
             failing_shards: Family::default(),
             table_ready: Family::default(),
             stream_calls: Family::default(),
+            retries: Family::default(),
             write_seconds: Family::new_with_constructor(latency_histogram),
             entry_latency_seconds: Family::new_with_constructor(latency_histogram),
         };
@@ -249,6 +256,11 @@ impl Observer {
             "stream_calls",
             "DynamoDB Streams and DescribeTable calls, by operation and outcome",
             m.stream_calls.clone(),
+        );
+        registry.register(
+            "retries",
+            "Calls retried after a throttle or a transient error (stream and tables), by operation",
+            m.retries.clone(),
         );
         registry.register(
             "write_seconds",
@@ -344,10 +356,16 @@ impl Observer {
             .set(i64::from(ready));
     }
 
-    fn set_health(&self, table: &str, health: Health) {
+    /// Returns the previous health when it changed.
+    fn set_health(&self, table: &str, health: Health) -> Option<Health> {
         let mut st = self.lock();
-        self.table_mut(&mut st, table).health = health;
+        let t = self.table_mut(&mut st, table);
+        if t.health == health {
+            return None;
+        }
+        let before = std::mem::replace(&mut t.health, health);
         self.publish_table(&st, table);
+        Some(before)
     }
 
     fn set_shard_state(
@@ -597,7 +615,9 @@ pub struct TableAuditing<'a> {
 
 impl Event for TableAuditing<'_> {
     fn emit_to(self, o: &Observer) {
-        o.set_health(self.table, Health::Auditing);
+        if let Some(Health::Failing(_)) = o.set_health(self.table, Health::Auditing) {
+            info!(table = %self.table, "table being audited again");
+        }
     }
 }
 
@@ -609,8 +629,13 @@ pub struct TableFailing<'a> {
 
 impl Event for TableFailing<'_> {
     fn emit_to(self, o: &Observer) {
-        error!(table = %self.table, reason = %self.reason, "table not being audited");
-        o.set_health(self.table, Health::Failing(self.reason));
+        // Logged when it begins or its reason changes, not at every retry.
+        let reason = self.reason.clone();
+        if o.set_health(self.table, Health::Failing(self.reason))
+            .is_some()
+        {
+            error!(table = %self.table, reason = %reason, "table not being audited");
+        }
     }
 }
 
@@ -763,6 +788,27 @@ impl Event for GapRecorded<'_> {
             "gap recorded"
         );
         o.metrics.gaps.get_or_create(&label(self.table)).inc();
+    }
+}
+
+/// The retry layer waits before calling again (throttled, or a transient
+/// error). `operation` is one of the retry layer's fixed names.
+pub struct Retrying<'a, E: std::fmt::Display> {
+    pub operation: &'static str,
+    pub error: &'a E,
+    pub delay: Duration,
+}
+
+impl<E: std::fmt::Display> Event for Retrying<'_, E> {
+    fn emit_to(self, o: &Observer) {
+        warn!(operation = self.operation, error = %self.error,
+            retry_in_ms = self.delay.as_millis() as u64, "retrying");
+        o.metrics
+            .retries
+            .get_or_create(&OperationLabel {
+                operation: self.operation.to_string(),
+            })
+            .inc();
     }
 }
 
@@ -967,6 +1013,36 @@ mod tests {
         assert_eq!(
             sample(&o.render(), "ddb_audit_lag_seconds", "table=\"a\""),
             Some(0.0)
+        );
+    }
+
+    #[test]
+    fn retries_and_stream_calls_are_counted_by_operation() {
+        let o = Observer::new();
+        let e = crate::stream::StreamError::Throttled("slow down".into());
+        for _ in 0..3 {
+            Retrying {
+                operation: "GetRecords",
+                error: &e,
+                delay: Duration::from_millis(100),
+            }
+            .emit_to(&o);
+        }
+        StreamCall {
+            operation: "GetRecords",
+            outcome: "throttled",
+        }
+        .emit_to(&o);
+        let text = o.render();
+        assert!(
+            text.contains("ddb_audit_retries_total{operation=\"GetRecords\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ddb_audit_stream_calls_total{operation=\"GetRecords\",outcome=\"throttled\"} 1"
+            ),
+            "{text}"
         );
     }
 
