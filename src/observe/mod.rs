@@ -301,6 +301,15 @@ impl Observer {
         for table in tables {
             self.publish_table(&st, table);
         }
+        // Not per table, but alertable from the start too.
+        for operation in stream::OPERATIONS {
+            for outcome in stream::OUTCOMES {
+                let _ = self.metrics.stream_calls.get_or_create(&CallLabel {
+                    operation: operation.to_string(),
+                    outcome: outcome.to_string(),
+                });
+            }
+        }
     }
 
     fn touch_table(&self, table: &str) {
@@ -869,6 +878,12 @@ mod tests {
             let l = format!("table=\"orders\",state=\"{}\"", state.as_str());
             assert_eq!(sample(&text, "ddb_audit_shards", &l), Some(0.0), "{text}");
         }
+        let l = "operation=\"GetRecords\",outcome=\"throttled\"";
+        assert_eq!(
+            sample(&text, "ddb_audit_stream_calls_total", l),
+            Some(0.0),
+            "{text}"
+        );
     }
 
     #[test]

@@ -22,6 +22,26 @@ impl<S> Observed<S> {
     }
 }
 
+/// The operations counted (`operation` label).
+pub const OPERATIONS: [&str; 5] = [
+    "DescribeTable",
+    "ListStreams",
+    "DescribeStream",
+    "GetShardIterator",
+    "GetRecords",
+];
+
+/// Every `outcome` label [`outcome`] gives.
+pub const OUTCOMES: [&str; 7] = [
+    "ok",
+    "throttled",
+    "transient",
+    "trimmed",
+    "expired_iterator",
+    "not_found",
+    "error",
+];
+
 /// The `outcome` label of a call's result.
 pub fn outcome<T>(result: &StreamResult<T>) -> &'static str {
     match result {
@@ -85,5 +105,26 @@ impl<S: StreamApi> StreamApi for Observed<S> {
         limit: Option<i32>,
     ) -> impl Future<Output = StreamResult<RecordsPage>> + Send {
         counted("GetRecords", self.inner.get_records(iterator, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_is_one_exported_from_the_start() {
+        let m = || "m".to_string();
+        let results: Vec<StreamResult<()>> = vec![
+            Ok(()),
+            Err(StreamError::Throttled(m())),
+            Err(StreamError::Transient(m())),
+            Err(StreamError::Trimmed(m())),
+            Err(StreamError::ExpiredIterator(m())),
+            Err(StreamError::NotFound(m())),
+            Err(StreamError::Other(m())),
+        ];
+        let seen: Vec<&str> = results.iter().map(outcome).collect();
+        assert_eq!(seen, OUTCOMES.to_vec());
     }
 }
