@@ -357,8 +357,11 @@ async fn metrics_lag_readiness_and_healthcheck_follow_a_known_workload() {
         .find(|t| t["table"] == b.as_str())
         .expect("b named");
     assert_eq!(rb["ready"], false);
+    assert_eq!(rb["state"], "draining", "{body}");
     assert!(
-        rb["reason"].as_str().is_some_and(|s| s.contains("deleted")),
+        rb["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains(&b) && s.contains("does not exist")),
         "{body}"
     );
     let ra = tables
@@ -371,7 +374,7 @@ async fn metrics_lag_readiness_and_healthcheck_follow_a_known_workload() {
     assert_eq!(s.table("ddb_audit_table_ready", &a), 1.0);
     env.cli(&["healthcheck", "--config", cfg])
         .await
-        .fails_naming(&[&b, "deleted", "503"]);
+        .fails_naming(&[&b, "does not exist", "503"]);
     // Still alive, and still auditing a.
     assert_eq!(http_get(listen, "/healthz").map(|r| r.0), Some(200));
     put(&env, &a, "u9", 1, 9).await;

@@ -160,7 +160,13 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["tables"][0]["table"], "orders");
         assert_eq!(v["tables"][0]["ready"], false);
-        super::super::Event::emit_to(super::super::TableAuditing { table: "orders" }, o);
+        super::super::Event::emit_to(
+            super::super::TableStateChanged {
+                table: "orders",
+                state: &crate::engine::TableState::Auditing,
+            },
+            o,
+        );
         assert_eq!(get_status(addr, "/readyz", t).await.unwrap().0, 200);
         assert_eq!(get_status(addr, "/healthz", t).await.unwrap().0, 200);
         let (code, metrics) = get_status(addr, "/metrics", t).await.unwrap();

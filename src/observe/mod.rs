@@ -28,6 +28,8 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
+use crate::engine::TableState;
+
 /// The states a shard is counted in (`ddb_audit_shards{table,state}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,7 +42,8 @@ pub enum ShardState {
     /// Its last read failed with an error retrying cannot fix; it is
     /// restarted from its checkpoint after a cool-down.
     Failing,
-    /// Read to its end (since this process started).
+    /// Read to its end, and still tracked (drained shards are forgotten once
+    /// their children run: `ShardForgotten`).
     Drained,
 }
 
@@ -106,14 +109,6 @@ struct Metrics {
     entry_latency_seconds: HistogramFamily,
 }
 
-/// Why a table is, or is not, being audited.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Health {
-    Starting,
-    Auditing,
-    Failing(String),
-}
-
 /// What is known of how far behind a shard's reading is.
 #[derive(Clone, Debug)]
 struct ShardLag {
@@ -135,7 +130,8 @@ struct ShardObs {
 
 #[derive(Debug)]
 struct TableObs {
-    health: Health,
+    /// As the supervisor last set it (`Engine::health`).
+    health: TableState,
     /// Keyed by (stream ARN, shard id).
     shards: HashMap<(String, String), ShardObs>,
 }
@@ -143,7 +139,7 @@ struct TableObs {
 impl TableObs {
     fn new() -> Self {
         TableObs {
-            health: Health::Starting,
+            health: TableState::Starting,
             shards: HashMap::new(),
         }
     }
@@ -154,7 +150,8 @@ impl TableObs {
 pub struct TableReadiness {
     pub table: String,
     pub ready: bool,
-    /// `starting`, `auditing` or `failing`.
+    /// `starting`, `auditing`, `draining` (deleted or stream disabled: its
+    /// old streams are read) or `failing`.
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -366,7 +363,7 @@ impl Observer {
     }
 
     /// Returns the previous health when it changed.
-    fn set_health(&self, table: &str, health: Health) -> Option<Health> {
+    fn set_health(&self, table: &str, health: TableState) -> Option<TableState> {
         let mut st = self.lock();
         let t = self.table_mut(&mut st, table);
         if t.health == health {
@@ -410,6 +407,15 @@ impl Observer {
             }
             _ => {}
         }
+        self.publish_table(&st, table);
+    }
+
+    /// Drops one shard (or, `None`, every shard of the stream) from the counts.
+    fn forget(&self, table: &str, stream: &str, shard: Option<&str>) {
+        let mut st = self.lock();
+        let t = self.table_mut(&mut st, table);
+        t.shards
+            .retain(|(s, id), _| s != stream || shard.is_some_and(|want| want != id));
         self.publish_table(&st, table);
     }
 
@@ -570,13 +576,16 @@ fn table_readiness(name: &str, t: &TableObs) -> TableReadiness {
         v
     };
     let (state, reason) = match &t.health {
-        Health::Starting => (
+        TableState::Starting => (
             "starting",
             Some("starting: checking the table and its stream".to_string()),
         ),
-        Health::Failing(reason) => ("failing", Some(reason.clone())),
-        Health::Auditing if !failing.is_empty() => ("failing", Some(failing.join("; "))),
-        Health::Auditing => ("auditing", None),
+        TableState::Auditing if !failing.is_empty() => ("failing", Some(failing.join("; "))),
+        TableState::Auditing => ("auditing", None),
+        other => (
+            other.name(),
+            Some(other.reason().unwrap_or("not audited").to_string()),
+        ),
     };
     TableReadiness {
         table: name.to_string(),
@@ -616,35 +625,41 @@ pub trait Event {
     }
 }
 
-/// The table passed its checks (or its discovery succeeded again) and its
-/// streams are being read.
-pub struct TableAuditing<'a> {
+/// The supervisor set a table's state (`Engine::health`, which logs it).
+pub struct TableStateChanged<'a> {
     pub table: &'a str,
+    pub state: &'a TableState,
 }
 
-impl Event for TableAuditing<'_> {
+impl Event for TableStateChanged<'_> {
     fn emit_to(self, o: &Observer) {
-        if let Some(Health::Failing(_)) = o.set_health(self.table, Health::Auditing) {
-            info!(table = %self.table, "table being audited again");
-        }
+        o.set_health(self.table, self.state.clone());
     }
 }
 
-/// The table is not being audited, and why (readiness names it).
-pub struct TableFailing<'a> {
+/// A shard left the supervisor's memory (drained and no longer needed):
+/// it is no longer counted.
+pub struct ShardForgotten<'a> {
     pub table: &'a str,
-    pub reason: String,
+    pub stream: &'a str,
+    pub shard: &'a str,
 }
 
-impl Event for TableFailing<'_> {
+impl Event for ShardForgotten<'_> {
     fn emit_to(self, o: &Observer) {
-        // Logged when it begins or its reason changes, not at every retry.
-        let reason = self.reason.clone();
-        if o.set_health(self.table, Health::Failing(self.reason))
-            .is_some()
-        {
-            error!(table = %self.table, reason = %reason, "table not being audited");
-        }
+        o.forget(self.table, self.stream, Some(self.shard));
+    }
+}
+
+/// A stream is gone: none of its shards is counted any more.
+pub struct StreamForgotten<'a> {
+    pub table: &'a str,
+    pub stream: &'a str,
+}
+
+impl Event for StreamForgotten<'_> {
+    fn emit_to(self, o: &Observer) {
+        o.forget(self.table, self.stream, None);
     }
 }
 
@@ -692,10 +707,9 @@ pub struct ShardFailed<'a> {
     pub error: &'a str,
 }
 
+/// Counted only: the supervisor logs it with its cool-down.
 impl Event for ShardFailed<'_> {
     fn emit_to(self, o: &Observer) {
-        error!(table = %self.table, stream = %self.stream, shard = %self.shard, error = self.error,
-            "shard failed; restarting it from its checkpoint later");
         o.set_shard_state(
             self.table,
             self.stream,
@@ -801,17 +815,14 @@ impl Event for GapRecorded<'_> {
 }
 
 /// The retry layer waits before calling again (throttled, or a transient
-/// error). `operation` is one of the retry layer's fixed names.
-pub struct Retrying<'a, E: std::fmt::Display> {
+/// error). `operation` is one of the retry layer's fixed names. Counted only:
+/// the retry layer logs, the first failures and then at growing intervals.
+pub struct Retrying {
     pub operation: &'static str,
-    pub error: &'a E,
-    pub delay: Duration,
 }
 
-impl<E: std::fmt::Display> Event for Retrying<'_, E> {
+impl Event for Retrying {
     fn emit_to(self, o: &Observer) {
-        warn!(operation = self.operation, error = %self.error,
-            retry_in_ms = self.delay.as_millis() as u64, "retrying");
         o.metrics
             .retries
             .get_or_create(&OperationLabel {
@@ -891,8 +902,13 @@ mod tests {
         let o = Observer::new();
         o.register_tables(&["a".into(), "b".into()], Duration::from_secs(30));
         assert!(!o.readiness().ready);
-        TableAuditing { table: "a" }.emit_to(&o);
-        TableAuditing { table: "b" }.emit_to(&o);
+        for table in ["a", "b"] {
+            TableStateChanged {
+                table,
+                state: &TableState::Auditing,
+            }
+            .emit_to(&o);
+        }
         assert!(o.readiness().ready);
 
         ShardSeen {
@@ -1034,12 +1050,9 @@ mod tests {
     #[test]
     fn retries_and_stream_calls_are_counted_by_operation() {
         let o = Observer::new();
-        let e = crate::stream::StreamError::Throttled("slow down".into());
         for _ in 0..3 {
             Retrying {
                 operation: "GetRecords",
-                error: &e,
-                delay: Duration::from_millis(100),
             }
             .emit_to(&o);
         }
@@ -1062,17 +1075,62 @@ mod tests {
     }
 
     #[test]
+    fn forgotten_shards_and_streams_are_no_longer_counted() {
+        let o = Observer::new();
+        o.register_tables(&["a".into()], DEFAULT_STALE_AFTER);
+        for shard in ["x", "y"] {
+            ShardSeen {
+                table: "a",
+                stream: "s",
+                shard,
+                drained: true,
+            }
+            .emit_to(&o);
+        }
+        ShardSeen {
+            table: "a",
+            stream: "s2",
+            shard: "z",
+            drained: false,
+        }
+        .emit_to(&o);
+        let drained = "table=\"a\",state=\"drained\"";
+        assert_eq!(sample(&o.render(), "ddb_audit_shards", drained), Some(2.0));
+        ShardForgotten {
+            table: "a",
+            stream: "s",
+            shard: "x",
+        }
+        .emit_to(&o);
+        assert_eq!(sample(&o.render(), "ddb_audit_shards", drained), Some(1.0));
+        StreamForgotten {
+            table: "a",
+            stream: "s",
+        }
+        .emit_to(&o);
+        let text = o.render();
+        assert_eq!(sample(&text, "ddb_audit_shards", drained), Some(0.0));
+        let waiting = "table=\"a\",state=\"waiting\"";
+        assert_eq!(
+            sample(&text, "ddb_audit_shards", waiting),
+            Some(1.0),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn table_failing_names_the_reason() {
         let o = Observer::new();
         o.register_tables(&["a".into()], DEFAULT_STALE_AFTER);
         let r = o.readiness();
         assert_eq!(r.tables[0].state, "starting");
-        TableFailing {
+        TableStateChanged {
             table: "a",
-            reason: "table deleted".into(),
+            state: &TableState::Draining("table deleted".into()),
         }
         .emit_to(&o);
         let r = o.readiness();
+        assert_eq!(r.tables[0].state, "draining");
         assert_eq!(r.tables[0].reason.as_deref(), Some("table deleted"));
         assert_eq!(serde_json::to_value(&r).unwrap()["tables"][0]["table"], "a");
     }
