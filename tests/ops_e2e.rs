@@ -765,3 +765,63 @@ async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_in
         .expect("wait");
     assert!(status.success(), "{status}:\n{}", show());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_cannot_be_audited_is_named_in_readyz_while_the_others_run() {
+    let env = TestEnv::new("ops-bad");
+    let good = env.name("good");
+    let bad = env.name("keys-only");
+    env.create_stream_table(&good).await;
+    env.create_table(
+        &bad,
+        Some(aws_sdk_dynamodb::types::StreamViewType::KeysOnly),
+    )
+    .await;
+    let listen = free_addr();
+    let config = env.write_file(
+        "config.toml",
+        &observed_config(&env, &[&good, &bad], listen),
+    );
+    env.init(&config).await;
+    let mut daemon = env.spawn_daemon(&config);
+    let body = wait_for(
+        "/readyz naming the bad table",
+        Duration::from_secs(60),
+        || {
+            daemon.assert_running();
+            let (code, body) = http_get(listen, "/readyz")?;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            let good_ready = v["tables"]
+                .as_array()?
+                .iter()
+                .any(|t| t["table"] == good.as_str() && t["ready"] == true);
+            (code == 503 && good_ready).then_some(v)
+        },
+    )
+    .await;
+    let t = body["tables"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["table"] == bad.as_str()))
+        .cloned()
+        .expect("the bad table named");
+    assert_eq!(t["state"], "failing", "{body}");
+    assert!(
+        t["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("KEYS_ONLY") && r.contains("NEW_AND_OLD_IMAGES")),
+        "{body}"
+    );
+    let s = scrape(listen);
+    assert_eq!(s.table("ddb_audit_table_ready", &bad), 0.0);
+    assert_eq!(s.table("ddb_audit_table_ready", &good), 1.0);
+    env.cli(&["healthcheck", "--config", path_str(&config)])
+        .await
+        .fails_naming(&[&bad, "NEW_AND_OLD_IMAGES"]);
+    // The good table is audited meanwhile.
+    put(&env, &good, "g", 1, 1).await;
+    wait_for("the good table audited", AUDIT_DEADLINE, || {
+        (scrape(listen).table("ddb_audit_entries_written_total", &good) == 1.0).then_some(())
+    })
+    .await;
+    daemon.stop_gracefully().await;
+}
