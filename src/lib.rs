@@ -17,7 +17,9 @@
 //! - `report`  — what history, gaps and status print (tables and JSON lines).
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
+//! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
 
+pub mod attribution;
 pub mod aws;
 pub mod config;
 pub mod diff;
