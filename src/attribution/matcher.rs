@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::cloudtrail::ItemWrite;
+use super::cloudtrail::{ItemWrite, WriteKind};
 use super::{Confidence, Principal};
 
 /// An audit entry of the item, as the matcher needs it.
@@ -67,10 +67,16 @@ pub fn match_item(writes: &[ItemWrite], entries: &[Candidate], tolerance: Durati
             .is_some_and(|t| (t - w.event_time).abs() <= tolerance && w.kind.allows(&e.event))
     };
 
-    // Writes in the same second, grouped: ambiguous when their principals differ.
-    let mut seconds: BTreeMap<DateTime<Utc>, Vec<usize>> = BTreeMap::new();
+    // Writes in the same second that could have made the same entries (a
+    // delete never makes an INSERT or MODIFY), grouped: ambiguous when their
+    // principals differ.
+    let mut seconds: BTreeMap<(DateTime<Utc>, bool), Vec<usize>> = BTreeMap::new();
     for &i in &order {
-        seconds.entry(writes[i].event_time).or_default().push(i);
+        let deletes = writes[i].kind == WriteKind::Delete;
+        seconds
+            .entry((writes[i].event_time, deletes))
+            .or_default()
+            .push(i);
     }
     let mut out = Matched::default();
     for group in seconds.values() {
@@ -116,7 +122,10 @@ pub fn match_item(writes: &[ItemWrite], entries: &[Candidate], tolerance: Durati
                     let other_writes = order
                         .iter()
                         .filter(|&&k| {
-                            k != i && (writes[k].event_time - w.event_time).abs() <= tolerance
+                            k != i
+                                && (writes[k].kind == WriteKind::Delete)
+                                    == (w.kind == WriteKind::Delete)
+                                && (writes[k].event_time - w.event_time).abs() <= tolerance
                         })
                         .count();
                     let other_entries = free
@@ -148,7 +157,6 @@ pub fn match_item(writes: &[ItemWrite], entries: &[Candidate], tolerance: Durati
 
 #[cfg(test)]
 mod tests {
-    use super::super::cloudtrail::WriteKind;
     use super::*;
     use chrono::TimeZone;
 
@@ -250,7 +258,8 @@ mod tests {
             [
                 ("s1", "arn:a", Confidence::Ordered),
                 ("s2", "arn:b", Confidence::Ordered),
-                ("s3", "arn:c", Confidence::Ordered),
+                // The only delete near its time: nothing to confuse it with.
+                ("s3", "arn:c", Confidence::High),
             ]
         );
     }
@@ -271,6 +280,26 @@ mod tests {
             assert_eq!(d.principal.arn, None);
             assert_eq!(d.principal.candidates, ["arn:a", "arn:b"]);
         }
+        // A put and a delete in one second by two principals: the kinds
+        // tell them apart.
+        let m = match_item(
+            &[
+                write("arn:a", WriteKind::Put, 10, "e1"),
+                write("arn:b", WriteKind::Delete, 10, "e2"),
+            ],
+            &[entry("s1", "INSERT", 10), entry("s2", "REMOVE", 10)],
+            tol(),
+        );
+        let got: Vec<(&str, Option<&str>)> = m
+            .decisions
+            .iter()
+            .map(|d| (d.sk.as_str(), d.principal.arn.as_deref()))
+            .collect();
+        assert_eq!(got, [("s1", Some("arn:a")), ("s2", Some("arn:b"))]);
+        assert!(m
+            .decisions
+            .iter()
+            .all(|d| d.principal.confidence == Confidence::High));
         // The same principal twice in one second is no ambiguity about who.
         let m = match_item(
             &[

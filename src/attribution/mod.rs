@@ -58,3 +58,99 @@ pub struct Principal {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<String>,
 }
+
+pub mod dynamo;
+pub mod reader;
+pub mod s3;
+
+/// An [`AuditStore`](crate::store::AuditStore) that tells the CloudTrail
+/// reader about every entry it writes, so that entries whose event never
+/// comes can be counted. Everything else passes through.
+#[derive(Clone, Debug)]
+pub struct Watched<A> {
+    inner: A,
+    tx: Option<tokio::sync::mpsc::Sender<reader::WrittenEntry>>,
+}
+
+impl<A> Watched<A> {
+    /// `tx: None`: no reader, nothing told.
+    pub fn new(inner: A, tx: Option<tokio::sync::mpsc::Sender<reader::WrittenEntry>>) -> Self {
+        Watched { inner, tx }
+    }
+}
+
+impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
+    async fn put_entry(
+        &self,
+        entry: &crate::entry::AuditEntry,
+    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
+        let outcome = self.inner.put_entry(entry).await?;
+        if let (Some(tx), crate::store::PutOutcome::Written) = (&self.tx, outcome) {
+            // Counting is best effort: a full channel must never slow the
+            // audit path down.
+            let _ = tx.try_send(reader::WrittenEntry {
+                table: entry.table.clone(),
+                sk: dynamo::sort_key_of(&entry.stream_arn, &entry.sequence_number),
+                event_time: entry.event_time.as_deref().and_then(|t| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .ok()
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                }),
+            });
+        }
+        Ok(outcome)
+    }
+
+    async fn history(
+        &self,
+        table: &str,
+        key: &crate::value::Item,
+    ) -> crate::store::StoreResult<Vec<crate::entry::AuditEntry>> {
+        self.inner.history(table, key).await
+    }
+
+    async fn put_gap(
+        &self,
+        gap: &crate::entry::Gap,
+    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
+        self.inner.put_gap(gap).await
+    }
+
+    async fn gaps(&self) -> crate::store::StoreResult<Vec<crate::entry::Gap>> {
+        self.inner.gaps().await
+    }
+}
+
+/// Starts the CloudTrail reader when `[attribution.cloudtrail]` is set (as
+/// its own task, stopping with `shutdown.stop`), and gives the audit store
+/// the daemon writes through: it tells the reader of every entry written.
+pub fn start(
+    config: &crate::config::Config,
+    sdk: &aws_config::SdkConfig,
+    store: &crate::store::dynamo::DynamoStore,
+    settings: &crate::engine::Settings,
+    shutdown: &crate::engine::Shutdown,
+) -> (
+    Watched<crate::store::dynamo::DynamoStore>,
+    Option<tokio::task::JoinHandle<()>>,
+) {
+    let Some(ct) = &config.attribution.cloudtrail else {
+        return (Watched::new(store.clone(), None), None);
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(10_000);
+    let reader_settings = reader::ReaderSettings::new(
+        ct,
+        &config.tables,
+        sdk.region().map(|r| r.to_string()),
+        settings.retry_policy(),
+    );
+    let stats = std::sync::Arc::new(reader::Stats::new(&config.tables));
+    let reader = reader::Reader::new(
+        s3::S3Logs::new(sdk, &ct.bucket),
+        store.clone(),
+        reader_settings,
+        stats,
+    );
+    let handle = tokio::spawn(reader.run(shutdown.stop.clone(), Some(rx)));
+    (Watched::new(store.clone(), Some(tx)), Some(handle))
+}

@@ -39,8 +39,12 @@
 //!   detected twice, e.g. after a crash, is written once), `gap` (S, JSON),
 //!   `table_name`, `stream_arn`, `shard_id`, `detected_at`.
 //!
-//! Entries and gaps are written once (`attribute_not_exists(pk)`) and never
-//! updated or deleted.
+//! - an attribution record (CloudTrail, see `attribution::dynamo`): the
+//!   entry's `pk`, `sk` = `<entry sk>#attribution`, `attribution` (S, JSON);
+//!   `history` merges it into its entry.
+//!
+//! Entries, gaps and attributions are written once (`attribute_not_exists(pk)`)
+//! and never updated or deleted.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -105,6 +109,11 @@ impl DynamoStore {
 
     pub fn names(&self) -> &TableNames {
         &self.names
+    }
+
+    /// For adapters of the same tables in other modules (`attribution`).
+    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
     }
 
     /// Create the three tables unless they exist, and wait until all are
@@ -393,10 +402,27 @@ impl AuditStore for DynamoStore {
                 chunks.insert(sk, chunk);
             }
         }
+        // Attribution records (CloudTrail) sort after their entries; merged
+        // into them below.
+        let mut attributions: HashMap<&str, crate::attribution::Principal> = HashMap::new();
+        for item in &items {
+            let sk = get_s(item, "sk").unwrap_or_default();
+            if let Some(json) = get_s(item, "attribution") {
+                let record: crate::attribution::reader::AttributionRecord =
+                    serde_json::from_str(json).map_err(|e| {
+                        StoreError::Corrupt(format!("{pk} {sk}: attribution record: {e}"))
+                    })?;
+                if let Some(entry_sk) =
+                    sk.strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)
+                {
+                    attributions.insert(entry_sk, record.principal);
+                }
+            }
+        }
         let mut entries = Vec::new();
         for item in &items {
             let sk = get_s(item, "sk").unwrap_or_default();
-            if item.contains_key("chunk") {
+            if item.contains_key("chunk") || item.contains_key("attribution") {
                 continue;
             }
             // A hashed pk may (in theory) be shared by two keys.
@@ -416,6 +442,9 @@ impl AuditStore for DynamoStore {
             let mut entry =
                 decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
             entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
+            if let Some(principal) = attributions.get(sk) {
+                crate::attribution::reader::apply(&mut entry, principal);
+            }
             entries.push(entry);
         }
         Ok(entries)
