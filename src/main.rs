@@ -201,7 +201,7 @@ async fn run(config: Config) -> Result<()> {
     let result = ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown).await;
     if let Some(reader) = cloudtrail {
         // It stops at the same signal; it has nothing that cannot be redone.
-        let _ = tokio::time::timeout(grace, reader).await;
+        let _ = tokio::time::timeout(grace, reader.handle).await;
     }
     result?;
     Ok(())

@@ -13,7 +13,7 @@
 //!   `pending` (S, JSON of the writes waiting for their entries),
 //!   `updated_at`. It only moves forward (`last_key` never decreases).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -24,8 +24,9 @@ use super::reader::{
     Position,
 };
 use crate::aws::{classify, Classified, ErrorKind};
+use crate::entry::AuditEntry;
 use crate::store::dynamo::{entry_sort_key, item_partition_key, DynamoStore};
-use crate::store::PutOutcome;
+use crate::store::{PutOutcome, StoreError};
 use crate::value::Item;
 
 /// `shards` table partition of the reader's position rows.
@@ -67,6 +68,74 @@ fn parse_time(t: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(t)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// Every entry attributed to the principal `arn` (optionally of one table),
+/// oldest first, each as `history` shows it: the library side of
+/// `query --principal ARN`.
+///
+/// It scans the audit table for attribution records naming `arn` (their
+/// `principal_arn` attribute), so its reads grow with the trail, not with
+/// the matches; a sparse index on `principal_arn` (only attribution records
+/// carry it) makes this a Query.
+pub async fn entries_by_principal(
+    store: &DynamoStore,
+    arn: &str,
+    table: Option<&str>,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    use crate::store::AuditStore as _;
+    let audit = &store.names().audit;
+    let mut filter = "#pa = :pa".to_string();
+    let mut call = store
+        .client()
+        .scan()
+        .table_name(audit)
+        .expression_attribute_names("#pa", "principal_arn")
+        .expression_attribute_names("#sk", "sk")
+        .expression_attribute_names("#tn", "table_name")
+        .expression_attribute_names("#ik", "item_key")
+        .expression_attribute_values(":pa", s(arn))
+        .projection_expression("#sk, #tn, #ik")
+        .consistent_read(true);
+    if let Some(t) = table {
+        filter.push_str(" AND #tn = :tn");
+        call = call.expression_attribute_values(":tn", s(t));
+    }
+    let hits: Vec<HashMap<String, DAttr>> = call
+        .filter_expression(filter)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| StoreError::Other(format!("{audit}: {}", classify(&e).message)))?;
+    // One history read per item, however many of its entries match.
+    let mut wanted: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
+    for hit in &hits {
+        let (Some(t), Some(k), Some(sk)) = (
+            get_s(hit, "table_name"),
+            get_s(hit, "item_key"),
+            get_s(hit, "sk").and_then(|sk| sk.strip_suffix(ATTRIBUTION_SUFFIX)),
+        ) else {
+            continue;
+        };
+        wanted
+            .entry((t.to_string(), k.to_string()))
+            .or_default()
+            .insert(sk.to_string());
+    }
+    let mut out = Vec::new();
+    for ((t, k), sks) in wanted {
+        let key: Item = serde_json::from_str(&k)
+            .map_err(|e| StoreError::Corrupt(format!("{audit}: attribution item_key {k}: {e}")))?;
+        for entry in store.history(&t, &key).await? {
+            if sks.contains(&entry_sort_key(&entry.stream_arn, &entry.sequence_number)) {
+                out.push(entry);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.event_time.cmp(&b.event_time));
+    Ok(out)
 }
 
 impl AttributionStore for DynamoStore {
@@ -211,6 +280,10 @@ impl AttributionStore for DynamoStore {
         }
         if let Some(id) = &record.principal.event_id {
             item.insert("event_id".into(), s(id));
+        }
+        // For lookups by principal: the pk alone may be a hash of the key.
+        if let Ok(json) = serde_json::to_string(key) {
+            item.insert("item_key".into(), s(json));
         }
         match self
             .client()

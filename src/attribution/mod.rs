@@ -132,7 +132,7 @@ pub fn start(
     shutdown: &crate::engine::Shutdown,
 ) -> (
     Watched<crate::store::dynamo::DynamoStore>,
-    Option<tokio::task::JoinHandle<()>>,
+    Option<CloudTrailTask>,
 ) {
     let Some(ct) = &config.attribution.cloudtrail else {
         return (Watched::new(store.clone(), None), None);
@@ -149,8 +149,18 @@ pub fn start(
         s3::S3Logs::new(sdk, &ct.bucket),
         store.clone(),
         reader_settings,
-        stats,
+        stats.clone(),
     );
     let handle = tokio::spawn(reader.run(shutdown.stop.clone(), Some(rx)));
-    (Watched::new(store.clone(), Some(tx)), Some(handle))
+    (
+        Watched::new(store.clone(), Some(tx)),
+        Some(CloudTrailTask { handle, stats }),
+    )
+}
+
+/// The running reader: await `handle` at shutdown; `stats` for metrics
+/// (attributed / ambiguous / unmatched per table, the reader's lag).
+pub struct CloudTrailTask {
+    pub handle: tokio::task::JoinHandle<()>,
+    pub stats: std::sync::Arc<reader::Stats>,
 }

@@ -34,6 +34,9 @@ const LIST_LIMIT: usize = 1000;
 /// Writes waiting for their entry, at most (a stream far behind its trail);
 /// the oldest beyond this are given up and counted as unmatched.
 const MAX_PENDING: usize = 5000;
+/// Entries watched for an event at most (about 20 MB); beyond, new entries
+/// are not counted as unmatched if their event never comes.
+const MAX_WATCHED: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttributionError {
@@ -314,11 +317,11 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                 return;
             }
         };
+        let mut last_counts = self.stats.tables();
         loop {
             if let Some(rx) = entries.as_mut() {
                 while let Ok(e) = rx.try_recv() {
-                    let deadline = e.event_time.unwrap_or_else(Utc::now) + window(&self.settings);
-                    self.watch.insert((e.table, e.sk), deadline);
+                    self.watch_entry(e);
                 }
             }
             match self.poll(&mut position, &stop).await {
@@ -329,12 +332,51 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                 }
             }
             self.expire_watch(Utc::now());
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            let now_counts = self.stats.tables();
+            if now_counts != last_counts {
+                for (table, c) in &now_counts {
+                    info!(
+                        table = %table, attributed = c.attributed, ambiguous = c.ambiguous,
+                        unmatched_entries = c.unmatched_entries, unmatched_events = c.unmatched_events,
+                        unkeyed = c.unkeyed, lag_seconds = ?self.stats.lag_seconds(Utc::now()),
+                        "CloudTrail attribution so far"
+                    );
+                }
+                last_counts = now_counts;
+            }
+            // Between polls, keep taking the entries being written, so the
+            // channel never fills up while the shard loops are busy.
+            let wake = tokio::time::sleep(self.settings.poll_interval);
+            tokio::pin!(wake);
+            loop {
+                let next = async {
+                    match entries.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        info!(source = %source, "CloudTrail reader stopped");
+                        return;
+                    }
+                    _ = &mut wake => break,
+                    e = next => match e {
+                        Some(e) => self.watch_entry(e),
+                        None => entries = None,
+                    },
+                }
             }
         }
         info!(source = %source, "CloudTrail reader stopped");
+    }
+
+    fn watch_entry(&mut self, e: WrittenEntry) {
+        // Counting unmatched entries is best effort; memory is bounded.
+        if self.watch.len() < MAX_WATCHED {
+            let deadline = e.event_time.unwrap_or_else(Utc::now) + window(&self.settings);
+            self.watch.insert((e.table, e.sk), deadline);
+        }
     }
 
     fn expire_watch(&mut self, now: DateTime<Utc>) {
