@@ -3,8 +3,11 @@
 //!
 //! - An attribution record sits next to its entry in the audit table: the
 //!   entry's `pk`, `sk` = `<entry sk>#attribution`, `attribution` (S, the
-//!   [`AttributionRecord`] JSON), `table_name`, `principal_arn` (S, absent
-//!   when ambiguous), `confidence`, `event_id`, `written_at`. Written once
+//!   [`AttributionRecord`] JSON), `attr_table` (the audited table),
+//!   `attr_item_key` (the item's key as DynamoDB JSON), `principal_arn` (S,
+//!   absent when ambiguous), `confidence`, `event_id`, `matched_at`. None of
+//!   an entry's attributes (`entry`, `table_name`, `event`, `event_time`,
+//!   `actor`), so indexes over entries do not pick these up. Written once
 //!   (`attribute_not_exists(pk)`), never updated: the entry stays as it was
 //!   written, and `history` merges the two.
 //! - The reader's position is a row of the shards table under a reserved
@@ -92,8 +95,8 @@ pub async fn entries_by_principal(
         .table_name(audit)
         .expression_attribute_names("#pa", "principal_arn")
         .expression_attribute_names("#sk", "sk")
-        .expression_attribute_names("#tn", "table_name")
-        .expression_attribute_names("#ik", "item_key")
+        .expression_attribute_names("#tn", "attr_table")
+        .expression_attribute_names("#ik", "attr_item_key")
         .expression_attribute_values(":pa", s(arn))
         .projection_expression("#sk, #tn, #ik")
         .consistent_read(true);
@@ -113,8 +116,8 @@ pub async fn entries_by_principal(
     let mut wanted: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
     for hit in &hits {
         let (Some(t), Some(k), Some(sk)) = (
-            get_s(hit, "table_name"),
-            get_s(hit, "item_key"),
+            get_s(hit, "attr_table"),
+            get_s(hit, "attr_item_key"),
             get_s(hit, "sk").and_then(|sk| sk.strip_suffix(ATTRIBUTION_SUFFIX)),
         ) else {
             continue;
@@ -265,13 +268,13 @@ impl AttributionStore for DynamoStore {
             ("pk".to_string(), s(item_partition_key(table, key))),
             ("sk".to_string(), s(attribution_sort_key(&record.entry_sk))),
             ("attribution".to_string(), s(json)),
-            ("table_name".to_string(), s(table)),
+            ("attr_table".to_string(), s(table)),
             (
                 "confidence".to_string(),
                 s(record.principal.confidence.as_str()),
             ),
             (
-                "written_at".to_string(),
+                "matched_at".to_string(),
                 s(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
             ),
         ]);
@@ -283,7 +286,7 @@ impl AttributionStore for DynamoStore {
         }
         // For lookups by principal: the pk alone may be a hash of the key.
         if let Ok(json) = serde_json::to_string(key) {
-            item.insert("item_key".into(), s(json));
+            item.insert("attr_item_key".into(), s(json));
         }
         match self
             .client()
