@@ -665,6 +665,208 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Log files in memory.
+    #[derive(Default)]
+    struct Files(Mutex<BTreeMap<String, Vec<u8>>>);
+
+    impl LogSource for Files {
+        async fn list(
+            &self,
+            prefix: &str,
+            start_after: Option<&str>,
+            limit: usize,
+        ) -> AttributionResult<Vec<String>> {
+            let files = self.0.lock().unwrap();
+            Ok(files
+                .keys()
+                .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|a| k.as_str() > a))
+                .take(limit)
+                .cloned()
+                .collect())
+        }
+        async fn get(&self, key: &str) -> AttributionResult<Vec<u8>> {
+            Ok(self.0.lock().unwrap()[key].clone())
+        }
+    }
+
+    /// One item's entries and the attribution records written.
+    #[derive(Default)]
+    struct Trail {
+        entries: Mutex<Vec<Candidate>>,
+        records: Mutex<Vec<AttributionRecord>>,
+        position: Mutex<Option<Position>>,
+    }
+
+    impl AttributionStore for Trail {
+        async fn key_schema(&self, _: &str) -> AttributionResult<Vec<(String, KeyType)>> {
+            Ok(vec![("pk".into(), KeyType::S)])
+        }
+        async fn item_entries(
+            &self,
+            _: &str,
+            _: &Item,
+            _: DateTime<Utc>,
+        ) -> AttributionResult<ItemEntries> {
+            let records = self.records.lock().unwrap();
+            let mut candidates = self.entries.lock().unwrap().clone();
+            for c in &mut candidates {
+                c.attributed = records.iter().any(|r| r.entry_sk == c.sk);
+            }
+            Ok(ItemEntries {
+                candidates,
+                event_ids: records.iter().flat_map(|r| r.event_ids.clone()).collect(),
+            })
+        }
+        async fn put_attribution(
+            &self,
+            _: &str,
+            _: &Item,
+            record: &AttributionRecord,
+        ) -> AttributionResult<PutOutcome> {
+            let mut records = self.records.lock().unwrap();
+            if records.iter().any(|r| r.entry_sk == record.entry_sk) {
+                return Ok(PutOutcome::AlreadyPresent);
+            }
+            records.push(record.clone());
+            Ok(PutOutcome::Written)
+        }
+        async fn load_position(&self, _: &str) -> AttributionResult<Option<Position>> {
+            Ok(self.position.lock().unwrap().clone())
+        }
+        async fn save_position(&self, _: &str, p: &Position) -> AttributionResult<()> {
+            *self.position.lock().unwrap() = Some(p.clone());
+            Ok(())
+        }
+    }
+
+    fn log_file(events: &[(&str, &str, DateTime<Utc>)]) -> Vec<u8> {
+        let records: Vec<serde_json::Value> = events
+            .iter()
+            .map(|(id, arn, t)| {
+                json!({
+                    "userIdentity": {"type": "AssumedRole", "arn": arn},
+                    "eventTime": t.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    "eventSource": "dynamodb.amazonaws.com",
+                    "eventName": "DeleteItem",
+                    "requestParameters": {"tableName": "t", "key": {"pk": "u1"}},
+                    "requestID": format!("r-{id}"),
+                    "eventID": id,
+                })
+            })
+            .collect();
+        serde_json::to_vec(&json!({ "Records": records })).unwrap()
+    }
+
+    fn reader(window_secs: u64) -> Reader<Files, Trail> {
+        let ct = crate::config::CloudTrail {
+            bucket: "b".into(),
+            delivery_window_secs: window_secs,
+            ..Default::default()
+        };
+        let settings = ReaderSettings::new(
+            &ct,
+            &["t".to_string()],
+            Some("us-east-1".into()),
+            RetryPolicy::new(Duration::from_millis(1), Duration::from_millis(2)),
+        );
+        Reader::new(
+            Files::default(),
+            Trail::default(),
+            settings,
+            Arc::new(Stats::new(&["t".to_string()])),
+        )
+    }
+
+    const DIR: &str = "AWSLogs/1/CloudTrail/us-east-1/2026/11/23/";
+
+    #[tokio::test]
+    async fn an_event_waits_for_its_entry_then_matches_and_files_are_read_once() {
+        let mut r = reader(1200);
+        let now = chrono::Timelike::with_nanosecond(&Utc::now(), 0).unwrap();
+        let a = format!("{DIR}1_CloudTrail_us-east-1_20261123T1905Z_a.json.gz");
+        let other_region = "AWSLogs/1/CloudTrail/eu-west-1/2026/11/23/x.json.gz".to_string();
+        for key in [&a, &other_region] {
+            r.logs
+                .0
+                .lock()
+                .unwrap()
+                .insert(key.clone(), log_file(&[("e1", "arn:x", now)]));
+        }
+        let stop = CancellationToken::new();
+        let mut pos = Position::default();
+        r.poll(&mut pos, &stop).await.unwrap();
+        // Read (one file of this region), but its entry is not written yet.
+        assert_eq!(r.stats.files_read(), 1);
+        assert_eq!(pos.pending.len(), 1);
+        assert_eq!(
+            pos.last_key.as_deref(),
+            Some(other_region.as_str()).max(Some(a.as_str()))
+        );
+        assert_eq!(r.store.position.lock().unwrap().as_ref(), Some(&pos));
+        r.store.entries.lock().unwrap().push(Candidate {
+            sk: "s1".into(),
+            event: "REMOVE".into(),
+            time: Some(now),
+            attributed: false,
+        });
+        r.poll(&mut pos, &stop).await.unwrap();
+        assert_eq!(r.stats.files_read(), 1, "no file read twice");
+        assert!(pos.pending.is_empty());
+        let records = r.store.records.lock().unwrap().clone();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].principal.arn.as_deref(), Some("arn:x"));
+        assert_eq!(records[0].event_ids, ["e1"]);
+        assert_eq!(r.stats.tables()["t"].attributed, 1);
+        // The same event in a later file: nothing new.
+        let b = format!("{DIR}1_CloudTrail_us-east-1_20261123T1910Z_b.json.gz");
+        r.logs
+            .0
+            .lock()
+            .unwrap()
+            .insert(b, log_file(&[("e1", "arn:x", now)]));
+        r.poll(&mut pos, &stop).await.unwrap();
+        assert_eq!(r.store.records.lock().unwrap().len(), 1);
+        assert!(pos.pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn writes_without_entries_are_given_up_after_the_window_and_bad_files_skipped() {
+        let mut r = reader(60);
+        let old = Utc::now() - chrono::Duration::minutes(5);
+        let a = format!("{DIR}a.json.gz");
+        let bad = format!("{DIR}b.json.gz");
+        r.logs
+            .0
+            .lock()
+            .unwrap()
+            .insert(a, log_file(&[("e1", "arn:x", old)]));
+        r.logs
+            .0
+            .lock()
+            .unwrap()
+            .insert(bad.clone(), b"\x1f\x8bgarbage".to_vec());
+        let mut pos = Position::default();
+        r.poll(&mut pos, &CancellationToken::new()).await.unwrap();
+        assert!(pos.pending.is_empty());
+        assert_eq!(r.stats.tables()["t"].unmatched_events, 1);
+        assert_eq!(r.stats.bad_files(), 1);
+        assert_eq!(
+            pos.last_key,
+            Some(bad),
+            "an unreadable file does not block the reader"
+        );
+        // Entries written by the daemon and never matched are counted once
+        // their window ends.
+        r.watch_entry(WrittenEntry {
+            table: "t".into(),
+            sk: "s9".into(),
+            event_time: Some(old),
+        });
+        r.expire_watch(Utc::now());
+        assert_eq!(r.stats.tables()["t"].unmatched_entries, 1);
+        assert!(r.watch.is_empty());
+    }
+
     #[test]
     fn keys_are_typed_by_the_table_schema() {
         let schema = vec![
