@@ -74,7 +74,7 @@ pub struct ParsedLog {
     pub writes: Vec<ItemWrite>,
     /// DynamoDB write events whose items cannot be told (a PartiQL INSERT
     /// with redacted values, a batch request without a key).
-    pub unkeyed: usize,
+    pub unkeyed: BTreeMap<String, usize>,
     /// Records that were not DynamoDB item writes, or failed calls.
     pub ignored: usize,
 }
@@ -221,7 +221,7 @@ pub fn parse_record(record: &Value, tables: &[String], out: &mut ParsedLog) {
                 event_time,
                 principal: principal.clone(),
             }),
-            _ => out.unkeyed += 1,
+            _ => *out.unkeyed.entry(table).or_default() += 1,
         }
     }
 }
@@ -275,7 +275,7 @@ fn principal_of(record: &Value) -> Principal {
 fn push_statement(statement: &str, items: &mut Vec<Target>, out: &mut ParsedLog) {
     match parse_statement(statement) {
         Statement::Write { table, kind, key } => items.push((table, key, kind)),
-        Statement::Insert => out.unkeyed += 1,
+        Statement::Insert { table } => items.push((table, None, WriteKind::Put)),
         Statement::Other => out.ignored += 1,
     }
 }
@@ -288,7 +288,7 @@ enum Statement {
         key: Option<BTreeMap<String, Value>>,
     },
     /// Its key values are redacted: which item it wrote cannot be told.
-    Insert,
+    Insert { table: String },
     /// A SELECT, or nothing we understand.
     Other,
 }
@@ -302,7 +302,14 @@ fn parse_statement(statement: &str) -> Statement {
     let (kind, table) = match upper(0).as_deref() {
         Some("UPDATE") => (WriteKind::Update, words.get(1)),
         Some("DELETE") if upper(1).as_deref() == Some("FROM") => (WriteKind::Delete, words.get(2)),
-        Some("INSERT") => return Statement::Insert,
+        Some("INSERT") if upper(1).as_deref() == Some("INTO") => {
+            return match words.get(2) {
+                Some(t) => Statement::Insert {
+                    table: t.trim_matches('"').to_string(),
+                },
+                None => Statement::Other,
+            }
+        }
         _ => return Statement::Other,
     };
     let Some(table) = table else {
@@ -558,7 +565,7 @@ mod tests {
             ]
         );
         assert_eq!(p.writes[0].key["Artist"], json!("No One You Know"));
-        assert_eq!(p.unkeyed, 1, "the redacted INSERT");
+        assert_eq!(p.unkeyed["Music"], 1, "the redacted INSERT");
         assert_eq!(p.ignored, 1, "the SELECT");
     }
 
@@ -579,7 +586,7 @@ mod tests {
                 ("D".into(), WriteKind::Delete)
             ]
         );
-        assert_eq!(p.unkeyed, 1);
+        assert_eq!(p.unkeyed["Music"], 1);
     }
 
     #[test]

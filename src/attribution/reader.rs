@@ -432,13 +432,10 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                     Ok(parsed) => {
                         info!(
                             source = %self.settings.source, file = %key, writes = parsed.writes.len(),
-                            unkeyed = parsed.unkeyed, "CloudTrail log file read"
+                            unkeyed = parsed.unkeyed.values().sum::<usize>(), "CloudTrail log file read"
                         );
-                        if parsed.unkeyed > 0 {
-                            // Not known per table: charged to the first one.
-                            if let Some(t) = self.settings.tables.first() {
-                                self.stats.count(t, |c| c.unkeyed += parsed.unkeyed as u64);
-                            }
+                        for (t, n) in &parsed.unkeyed {
+                            self.stats.count(t, |c| c.unkeyed += *n as u64);
                         }
                         add_pending(&mut position.pending, parsed.writes);
                     }
