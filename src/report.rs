@@ -354,10 +354,13 @@ mod tests {
             actor_source: Some(crate::entry::ActorSource::Item),
             last_writer: None,
             principal: None,
+            item_actor: None,
             changes,
             ttl_expiry: false,
             error: None,
             raw: None,
+            correlation: None,
+            snapshot_time: None,
             stream_arn: "arn".into(),
         }
     }

@@ -344,6 +344,44 @@ async fn deletes_and_transaction_items_are_attributed_and_duplicates_change_noth
     table_out.success();
     assert!(table_out.stdout.contains(CLEANUP), "{}", table_out.stdout);
 
+    // `query` merges the attribution too, and `--actor` still finds an entry
+    // by the actor it was written with.
+    let config_path = path_str(&config).to_string();
+    let q = |args: Vec<String>| {
+        let env = &env;
+        let config_path = config_path.clone();
+        async move {
+            let mut all = vec!["query".to_string(), "--config".into(), config_path];
+            all.extend(args);
+            all.push("--json".into());
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            let out = env.cli(&refs).await;
+            out.success();
+            parse_json_lines(&out.stdout)
+        }
+    };
+    let removed = q(vec![
+        "--table".into(),
+        table.clone(),
+        "--event".into(),
+        "REMOVE".into(),
+    ])
+    .await;
+    let u1_removed: Vec<&Value> = removed.iter().filter(|e| e["key"] == key("u1")).collect();
+    assert_eq!(u1_removed.len(), 1, "{removed:?}");
+    assert_eq!(u1_removed[0]["actor"], json!(CLEANUP));
+    assert_eq!(u1_removed[0]["principal"]["event_id"], json!("evt-del-u1"));
+    let by_alice = q(vec![
+        "--actor".into(),
+        "alice".into(),
+        "--table".into(),
+        table.clone(),
+    ])
+    .await;
+    assert_eq!(by_alice.len(), 1, "{by_alice:?}");
+    assert_eq!(by_alice[0]["actor"], json!(ALICE));
+    assert_eq!(by_alice[0]["event"], json!("INSERT"));
+
     // One transaction, each item attributed on its own; the condition check
     // wrote nothing and attributes nothing.
     for pk in ["u2", "u3"] {

@@ -112,10 +112,13 @@ fn entry(table: &str, stream_arn: &str, seq: &str, changes: Vec<Change>) -> Audi
         actor_source: None,
         last_writer: None,
         principal: None,
+        item_actor: None,
         changes,
         ttl_expiry: false,
         error: None,
         raw: None,
+        correlation: None,
+        snapshot_time: None,
         stream_arn: stream_arn.into(),
     }
 }

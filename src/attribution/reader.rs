@@ -149,6 +149,7 @@ pub struct Position {
 pub fn apply(entry: &mut AuditEntry, principal: &Principal) {
     if principal.confidence != Confidence::Ambiguous {
         if let Some(arn) = &principal.arn {
+            entry.item_actor = entry.actor.take();
             entry.actor = Some(arn.clone());
             entry.actor_source = Some(ActorSource::Cloudtrail);
         }
@@ -907,7 +908,9 @@ mod tests {
         apply(&mut e, &p);
         assert_eq!(e.actor.as_deref(), Some("arn:aws:sts::1:assumed-role/X/s"));
         assert_eq!(e.actor_source, Some(ActorSource::Cloudtrail));
+        assert_eq!(e.item_actor, None, "a REMOVE had no actor to keep");
         let j = serde_json::to_value(&e).unwrap();
+        assert!(j.get("item_actor").is_none());
         assert_eq!(
             j["principal"]["arn"],
             json!("arn:aws:sts::1:assumed-role/X/s")
