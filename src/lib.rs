@@ -17,6 +17,7 @@
 //! - `report`  — what history, gaps and status print (tables and JSON lines).
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
+//! - `proof`   — hash chain, Merkle trees, signed digests, verify and offline bundles.
 
 pub mod aws;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod entry;
 pub mod lineage;
 pub mod pace;
+pub mod proof;
 pub mod report;
 pub mod retry;
 pub mod shard;
