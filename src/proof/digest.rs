@@ -165,6 +165,45 @@ pub fn hash_hex(h: &Hash) -> String {
     hex::encode(h)
 }
 
+/// What the digest after `prev` (or the first one) says.
+pub struct DigestInput<'a> {
+    pub table: &'a str,
+    pub stream_arn: &'a str,
+    pub previous: Option<(u64, &'a SignedDigest)>,
+    pub shards: Vec<ShardHead>,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub is_final: bool,
+    pub interval_secs: u64,
+    pub retention_days: Option<u64>,
+    pub signer: Option<&'a dyn DigestSigner>,
+}
+
+/// Builds the next digest of a stream and seals it.
+pub async fn next_digest(input: DigestInput<'_>) -> Result<(Digest, SignedDigest), ProofError> {
+    let mut shards = input.shards;
+    shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+    let digest = Digest {
+        kind: DIGEST_TYPE.into(),
+        table: input.table.to_string(),
+        stream_arn: input.stream_arn.to_string(),
+        number: input.previous.map(|(n, _)| n + 1).unwrap_or(1),
+        time: input
+            .time
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        previous: input.previous.map(|(n, d)| previous_of(d, n)),
+        is_final: input.is_final,
+        interval_secs: input.interval_secs,
+        retention_days: input.retention_days,
+        key: input.signer.map(|s| KeyRef {
+            algorithm: s.algorithm().to_string(),
+            fingerprint: s.fingerprint().to_string(),
+        }),
+        shards,
+    };
+    let sealed = seal(&digest, input.signer).await?;
+    Ok((digest, sealed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

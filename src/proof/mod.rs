@@ -8,12 +8,14 @@
 //! - `chain`     — an entry's (or gap's) leaf document and hash; a shard's chain state.
 //! - `digest`    — the per-stream digest document, its hash and signature.
 //! - `sign`      — the signer seam (Ed25519 PEM; KMS can be another) and public keys.
+//! - `verify`    — the verifier's logic over one stream's evidence: findings, exit status.
 
 pub mod canonical;
 pub mod chain;
 pub mod digest;
 pub mod merkle;
 pub mod sign;
+pub mod verify;
 
 pub use chain::{ChainState, Link};
 pub use merkle::Hash;
