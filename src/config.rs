@@ -25,6 +25,10 @@
 //!
 //! [shutdown]
 //! grace_ms = 4000                     # finish in-flight writes, then exit
+//!
+//! [proof]
+//! signing_key_file = "digest-key.pem" # Ed25519 PKCS#8 PEM; unset: digests unsigned
+//! digest_interval_secs = 60           # a digest per stream this often, also when idle
 //! ```
 
 use std::path::Path;
@@ -65,6 +69,30 @@ pub struct Config {
     pub polling: Polling,
     #[serde(default)]
     pub shutdown: Shutdown,
+    #[serde(default)]
+    pub proof: Proof,
+}
+
+/// The signed digests over the hash chain (`docs/proof-format.md`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proof {
+    /// An Ed25519 private key, PKCS#8 PEM (`openssl genpkey -algorithm
+    /// ed25519`), that signs the digests. Unset: digests are written
+    /// unsigned and `verify` says so.
+    pub signing_key_file: Option<std::path::PathBuf>,
+    /// Seconds between two digests of a stream, written also while nothing
+    /// changes (a heartbeat), plus a final one on a graceful stop.
+    pub digest_interval_secs: u64,
+}
+
+impl Default for Proof {
+    fn default() -> Self {
+        Proof {
+            signing_key_file: None,
+            digest_interval_secs: 60,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -289,6 +317,21 @@ impl Config {
             600_000,
             "milliseconds, at least retry_min_ms",
         )?;
+        in_range(
+            "proof.digest_interval_secs",
+            self.proof.digest_interval_secs,
+            1,
+            86_400,
+            "seconds",
+        )?;
+        if let Some(path) = &self.proof.signing_key_file {
+            if path.as_os_str().is_empty() {
+                return Err(invalid(
+                    "proof.signing_key_file",
+                    "is empty: name an Ed25519 PEM file, or leave the key out".into(),
+                ));
+            }
+        }
         in_range(
             "shutdown.grace_ms",
             self.shutdown.grace_ms,

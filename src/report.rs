@@ -388,6 +388,7 @@ mod tests {
             status,
             last_record_time: Some(now - chrono::Duration::seconds(30)),
             updated_at: now,
+            chain: None,
         };
         let lines = shard_lines(
             &[cp("a", ShardStatus::Open), cp("b", ShardStatus::Drained)],

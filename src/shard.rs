@@ -127,6 +127,7 @@ where
             status: ShardStatus::Open,
             last_record_time: None,
             updated_at: Utc::now(),
+            chain: None,
         });
         ShardReader {
             engine,
@@ -156,7 +157,42 @@ where
         }
     }
 
+    /// A shard never read before continues its parent's chain, so the
+    /// chain follows the lineage.
+    async fn start_chain(&mut self) -> Result<(), ShardOutcome> {
+        if self.checkpoint.chain.is_some() {
+            return Ok(());
+        }
+        let mut start = None;
+        if let (None, Some(parent)) = (&self.checkpoint.sequence_no, &self.shard.parent_shard_id) {
+            let engine = &self.engine;
+            let rows = retry(
+                engine.settings.retry_policy(),
+                &self.shutdown.stop,
+                "Query(shards)",
+                || engine.checkpoints.load_shards(&self.stream_arn),
+            )
+            .await;
+            match rows {
+                Ok(rows) => {
+                    start = rows
+                        .iter()
+                        .find(|r| &r.shard_id == parent)
+                        .and_then(|r| r.chain.as_ref())
+                        .and_then(|c| c.last_hash);
+                }
+                Err(Retried::Cancelled) => return Err(ShardOutcome::Stopped),
+                Err(Retried::Failed(e)) => return Err(ShardOutcome::Failed(e.to_string())),
+            }
+        }
+        self.checkpoint.chain = Some(crate::proof::ChainState::continuing(start));
+        Ok(())
+    }
+
     async fn run(mut self) -> ShardOutcome {
+        if let Err(outcome) = self.start_chain().await {
+            return outcome;
+        }
         let polling = self.engine.settings.polling.clone();
         let mut idle = IdleBackoff::new(polling.idle_min(), polling.idle_max());
         let mut iterator: Option<String> = None;
@@ -353,7 +389,15 @@ where
                 "record could not be interpreted; stored raw with an error marker"
             );
         }
-        self.write_entries(&entries).await?;
+        let mut chain = self.checkpoint.chain.clone().unwrap_or_default();
+        let links = entries
+            .iter()
+            .map(|e| chain.link_entry(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
+        self.write_entries(&entries, &links).await?;
+        // Saved with the checkpoint below, in the same write.
+        self.checkpoint.chain = Some(chain);
         if let Some(last) = records.last() {
             self.checkpoint.sequence_no = Some(last.sequence_number.clone());
             if let Some(t) = records.iter().rev().find_map(|r| r.approximate_creation) {
@@ -366,7 +410,11 @@ where
         self.save_checkpoint().await
     }
 
-    async fn write_entries(&self, entries: &[AuditEntry]) -> Result<(), ShardOutcome> {
+    async fn write_entries(
+        &self,
+        entries: &[AuditEntry],
+        links: &[crate::proof::Link],
+    ) -> Result<(), ShardOutcome> {
         let engine = &self.engine;
         let policy = engine.settings.retry_policy();
         let abort = &self.shutdown.abort;
@@ -374,9 +422,10 @@ where
         // compiler's higher-ranked Send check for spawned tasks.
         let puts: Vec<_> = entries
             .iter()
-            .map(|entry| {
+            .zip(links)
+            .map(|(entry, link)| {
                 retry(policy, abort, "PutItem(audit entry)", move || {
-                    engine.audit.put_entry(entry)
+                    engine.audit.put_linked_entry(entry, link)
                 })
             })
             .collect();
@@ -408,17 +457,23 @@ where
         }
     }
 
-    async fn write_gap(&self, gap: Gap) -> Result<(), ShardOutcome> {
+    async fn write_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
         let engine = &self.engine;
+        // A gap is a link of the chain too: a signed statement, not a hole.
+        let mut chain = self.checkpoint.chain.clone().unwrap_or_default();
+        let link = chain
+            .link_gap(&gap)
+            .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
         let result = retry(
             engine.settings.retry_policy(),
             &self.shutdown.abort,
             "PutItem(gap)",
-            || engine.audit.put_gap(&gap),
+            || engine.audit.put_linked_gap(&gap, &link),
         )
         .await;
         match result {
             Ok(_) => {
+                self.checkpoint.chain = Some(chain);
                 error!(
                     after_sequence_number = gap.after_sequence_number.as_deref().unwrap_or("none"),
                     resumed_at_sequence_number =

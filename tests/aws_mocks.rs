@@ -358,6 +358,7 @@ async fn stale_checkpoint_is_kept_not_an_error() {
             status: ShardStatus::Open,
             last_record_time: None,
             updated_at: Utc::now(),
+            chain: None,
         })
         .await;
     assert!(result.is_ok(), "{result:?}");

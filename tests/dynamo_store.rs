@@ -288,6 +288,7 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
         status,
         last_record_time: Some(Utc::now()),
         updated_at: Utc::now(),
+        chain: None,
     };
     let load = |store: &DynamoStore| {
         let store = store.clone();

@@ -981,6 +981,7 @@ mod tests {
             status: ShardStatus::Open,
             last_record_time: None,
             updated_at: Utc::now(),
+            chain: None,
         };
         for i in 1..=n {
             let e = entry(i * 100, &format!("v{i}"));

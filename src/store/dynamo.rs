@@ -65,6 +65,8 @@ use crate::store::{
 use crate::stream::stream_label;
 use crate::value::{AttrValue, Item};
 
+pub mod proof;
+
 /// An entry JSON longer than this is split across several items. DynamoDB's
 /// limit is 400 KB per item, names and keys included; the margin covers the
 /// keys (up to ~1 KB here) and the index attributes.
@@ -320,6 +322,54 @@ impl DynamoStore {
 
 impl AuditStore for DynamoStore {
     async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
+        self.put_entry_with(entry, None).await
+    }
+
+    async fn put_linked_entry(
+        &self,
+        entry: &AuditEntry,
+        link: &crate::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        self.put_entry_with(entry, Some(link)).await
+    }
+
+    async fn put_linked_gap(
+        &self,
+        gap: &Gap,
+        link: &crate::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        self.put_gap_with(gap, Some(link)).await
+    }
+
+    async fn history(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
+        self.history_items(table, key).await
+    }
+
+    async fn put_gap(&self, gap: &Gap) -> StoreResult<PutOutcome> {
+        self.put_gap_with(gap, None).await
+    }
+
+    async fn gaps(&self) -> StoreResult<Vec<Gap>> {
+        self.gap_items().await
+    }
+}
+
+/// The chain link's attributes on an entry's (or gap's) item.
+fn insert_link(item: &mut HashMap<String, DAttr>, link: Option<&crate::proof::Link>) {
+    if let Some(link) = link {
+        item.insert("hash".into(), s(hex::encode(link.hash)));
+        if let Some(prev) = &link.prev_hash {
+            item.insert("prev_hash".into(), s(hex::encode(prev)));
+        }
+    }
+}
+
+impl DynamoStore {
+    async fn put_entry_with(
+        &self,
+        entry: &AuditEntry,
+        link: Option<&crate::proof::Link>,
+    ) -> StoreResult<PutOutcome> {
         let json = encode_entry(entry)?;
         let canonical = canonical_key_json(&entry.key);
         let pk = partition_key_from(&entry.table, &canonical);
@@ -344,6 +394,7 @@ impl AuditStore for DynamoStore {
         if pk_is_hashed(&pk) {
             head.insert("item_key".into(), s(&canonical));
         }
+        insert_link(&mut head, link);
 
         if json.len() <= INLINE_ENTRY_LIMIT {
             head.insert("entry".into(), s(&json));
@@ -381,7 +432,7 @@ impl AuditStore for DynamoStore {
         self.put_once(head).await
     }
 
-    async fn history(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
+    async fn history_items(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
         let canonical = canonical_key_json(key);
         let pk = partition_key_from(table, &canonical);
         let hashed = pk_is_hashed(&pk);
@@ -421,10 +472,14 @@ impl AuditStore for DynamoStore {
         Ok(entries)
     }
 
-    async fn put_gap(&self, gap: &Gap) -> StoreResult<PutOutcome> {
+    async fn put_gap_with(
+        &self,
+        gap: &Gap,
+        link: Option<&crate::proof::Link>,
+    ) -> StoreResult<PutOutcome> {
         let json = serde_json::to_string(gap)
             .map_err(|e| StoreError::Other(format!("encoding gap: {e}")))?;
-        let item = HashMap::from([
+        let mut item = HashMap::from([
             ("pk".to_string(), s(GAPS_PK)),
             ("sk".to_string(), s(gap_sort_key(gap))),
             ("gap".to_string(), s(&json)),
@@ -433,10 +488,11 @@ impl AuditStore for DynamoStore {
             ("shard_id".to_string(), s(&gap.shard_id)),
             ("detected_at".to_string(), s(&gap.detected_at)),
         ]);
+        insert_link(&mut item, link);
         self.put_once(item).await
     }
 
-    async fn gaps(&self) -> StoreResult<Vec<Gap>> {
+    async fn gap_items(&self) -> StoreResult<Vec<Gap>> {
         let items = self.query_partition(GAPS_PK).await?;
         let mut gaps = items
             .iter()
@@ -513,6 +569,11 @@ impl CheckpointStore for DynamoStore {
                 );
             }
             None => conditions.push("attribute_not_exists(#sequence_key)"),
+        }
+        if let Some(chain) = &cp.chain {
+            sets.push("#chain = :chain");
+            names.insert("#chain".into(), "chain".into());
+            values.insert(":chain".into(), s(chain.encode()));
         }
         if let Some(t) = cp.last_record_time {
             sets.push("#last_record_time = :last_record_time");
@@ -857,6 +918,7 @@ fn shard_from_item(item: &HashMap<String, DAttr>) -> StoreResult<ShardCheckpoint
         updated_at: get_s(item, "updated_at")
             .and_then(parse_time)
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+        chain: get_s(item, "chain").and_then(crate::proof::ChainState::decode),
     })
 }
 
