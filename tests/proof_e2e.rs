@@ -167,6 +167,33 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
         ),
     );
     env.init(&config).await;
+    // init protects the daemon's own tables.
+    let described = env
+        .ddb
+        .describe_table()
+        .table_name(&audit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described
+            .table()
+            .and_then(|t| t.deletion_protection_enabled()),
+        Some(true)
+    );
+    let backups = env
+        .ddb
+        .describe_continuous_backups()
+        .table_name(&audit)
+        .send()
+        .await
+        .unwrap();
+    let pitr = backups
+        .continuous_backups_description()
+        .and_then(|d| d.point_in_time_recovery_description())
+        .and_then(|p| p.point_in_time_recovery_status())
+        .map(|s| s.as_str().to_string());
+    assert_eq!(pitr.as_deref(), Some("ENABLED"));
 
     // Phase 1: 3 items × 4 versions, then a graceful stop (a final digest).
     let mut daemon = env.spawn_daemon(&config);

@@ -316,16 +316,17 @@ pub fn verify_stream(ev: &StreamEvidence, opts: &VerifyOptions) -> StreamReport 
             .time
             .is_some_and(|t| (opts.now - t).num_seconds() > (2 * opts.interval_secs + 60) as i64);
         if !last.doc.is_final && stale {
+            // A digest lists only the shards that still change: each shard's
+            // newest head is in the newest digest that lists it.
+            let mut covered: HashMap<&str, u64> = HashMap::new();
+            for d in &digests {
+                for h in &d.doc.shards {
+                    covered.insert(h.shard_id.as_str(), h.size);
+                }
+            }
             let ahead = ev.checkpoints.iter().any(|cp| {
                 let size = cp.chain.as_ref().map(|c| c.tree.size).unwrap_or(0);
-                let covered = last
-                    .doc
-                    .shards
-                    .iter()
-                    .find(|h| h.shard_id == cp.shard_id)
-                    .map(|h| h.size)
-                    .unwrap_or(0);
-                size > covered
+                size > covered.get(cp.shard_id.as_str()).copied().unwrap_or(0)
             });
             if ahead {
                 r.digest(
