@@ -460,17 +460,43 @@ where
     async fn write_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
         let engine = &self.engine;
         // A gap is a link of the chain too: a signed statement, not a hole.
-        let mut chain = self.checkpoint.chain.clone().unwrap_or_default();
+        let before = self.checkpoint.chain.clone().unwrap_or_default();
+        let mut chain = before.clone();
         let link = chain
             .link_gap(&gap)
             .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
-        let result = retry(
-            engine.settings.retry_policy(),
-            &self.shutdown.abort,
-            "PutItem(gap)",
-            || engine.audit.put_linked_gap(&gap, &link),
-        )
+        let policy = engine.settings.retry_policy();
+        let abort = &self.shutdown.abort;
+        let mut result = retry(policy, abort, "PutItem(gap)", || {
+            engine.audit.put_linked_gap(&gap, &link)
+        })
         .await;
+        if let Ok(PutOutcome::AlreadyPresent) = result {
+            // Seen before a crash: the chain goes on from the stored gap
+            // (already linked if the checkpoint got that far).
+            result = match retry(policy, abort, "GetItem(gap)", || {
+                engine.audit.gap_link(&gap)
+            })
+            .await
+            {
+                Ok(Some(stored)) if before.last_hash == Some(stored.hash) => {
+                    chain = before;
+                    Ok(PutOutcome::AlreadyPresent)
+                }
+                Ok(Some(stored)) => {
+                    if stored.prev_hash != before.last_hash {
+                        warn!(
+                            "a gap stored earlier links elsewhere in the chain; continuing from it"
+                        );
+                    }
+                    chain = before;
+                    chain.append(stored.hash);
+                    Ok(PutOutcome::AlreadyPresent)
+                }
+                Ok(None) => Ok(PutOutcome::AlreadyPresent),
+                Err(e) => Err(e),
+            };
+        }
         match result {
             Ok(_) => {
                 self.checkpoint.chain = Some(chain);

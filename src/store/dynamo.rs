@@ -341,6 +341,30 @@ impl AuditStore for DynamoStore {
         self.put_gap_with(gap, Some(link)).await
     }
 
+    async fn gap_link(&self, gap: &Gap) -> StoreResult<Option<crate::proof::Link>> {
+        let table = &self.names.audit;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(GAPS_PK))
+            .key("sk", s(gap_sort_key(gap)))
+            .projection_expression("#h, prev_hash")
+            .expression_attribute_names("#h", "hash")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let parse = |name: &str| get_s(item, name).and_then(crate::proof::chain::parse_hash);
+        Ok(parse("hash").map(|hash| crate::proof::Link {
+            prev_hash: parse("prev_hash"),
+            hash,
+        }))
+    }
+
     async fn history(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
         self.history_items(table, key).await
     }

@@ -146,6 +146,17 @@ pub trait AuditStore: Send + Sync + 'static {
         let _ = link;
         self.put_entry(entry)
     }
+    /// The chain link stored with a gap already written (`None`: no gap
+    /// there, or a store that keeps no proof). A gap seen again after a
+    /// crash may differ in what it could tell (where reading resumed); the
+    /// chain then continues from the stored one.
+    fn gap_link(
+        &self,
+        gap: &Gap,
+    ) -> impl Future<Output = StoreResult<Option<crate::proof::Link>>> + Send {
+        let _ = gap;
+        async { Ok(None) }
+    }
     /// [`AuditStore::put_gap`] with the gap's chain link.
     fn put_linked_gap(
         &self,
