@@ -48,7 +48,8 @@ for e in entries:
     prev = h.hex()
     hashes.append(h)
 gap = {"table":"orders","stream_arn":arn,"shard_id":"shardId-00000001",
-       "after_sequence_number":"100000000000000000003","resumed_at_sequence_number":None,
+       "after_sequence_number":"100000000000000000003","after_time":"2026-11-23T19:07:00.000Z",
+       "resumed_at_sequence_number":None,"resumed_at_time":None,
        "detected_at":"2026-11-24T00:00:00.000Z"}
 gdoc = {"type":"ddb-audit.gap.v1","stream_arn":arn,"prev_hash":prev,
         "gap":{k:v for k,v in gap.items() if k != "detected_at"}}

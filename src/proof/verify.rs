@@ -81,6 +81,20 @@ pub struct Leaf {
     pub content_hash: Option<Hash>,
     /// The entry's TTL attribute says it expires by policy (retention).
     pub expires: bool,
+    /// A stand-in the daemon stored when the store refused the entry itself:
+    /// it holds the original's place in the chain, not its content.
+    pub rejected: bool,
+}
+
+/// The `error` text of a stand-in for an entry the store refused.
+pub const REJECTED_MARKER: &str = "the audit store rejected this entry";
+
+/// Whether an entry's stored JSON is such a stand-in.
+pub fn is_rejected_marker(entry: &serde_json::Value) -> bool {
+    entry
+        .get("error")
+        .and_then(|e| e.as_str())
+        .is_some_and(|e| e.starts_with(REJECTED_MARKER))
 }
 
 /// A digest as found in the store.
@@ -630,7 +644,18 @@ fn walk_shard<'l>(
                 by_prev.entry(leaf.prev_hash).or_default().push(i);
                 by_hash.insert(h, i);
                 first_chained.get_or_insert(i);
-                if leaf.content_hash != Some(h) {
+                if leaf.content_hash != Some(h) && leaf.rejected {
+                    r.leaf(
+                        Severity::Unverifiable,
+                        Kind::NotCheckable,
+                        leaf,
+                        format!(
+                            "{}: the store refused it when it was written, and the stand-in \
+                             kept in its place cannot prove what it said",
+                            what(leaf)
+                        ),
+                    );
+                } else if leaf.content_hash != Some(h) {
                     r.leaf(
                         Severity::Tamper,
                         Kind::Altered,
@@ -981,6 +1006,7 @@ mod tests {
             sequence_no: seq.map(|s| s.to_string()),
             status: ShardStatus::Open,
             last_record_time: None,
+            caught_up: false,
             updated_at: Utc::now(),
             chain: None,
         };
@@ -1039,6 +1065,7 @@ mod tests {
             ))
             .ok(),
             expires: false,
+            rejected: false,
         }
     }
 

@@ -204,6 +204,7 @@ impl DynamoStore {
                             document_hash(&gap_document(&g, prev_hash.as_ref())).ok()
                         }),
                         expires: false,
+                        rejected: false,
                     });
                     continue;
                 }
@@ -218,6 +219,7 @@ impl DynamoStore {
                     prev_hash,
                     content_hash: None,
                     expires: item.contains_key("expires_at"),
+                    rejected: false,
                 };
                 match get_s(item, "entry") {
                     Some(json) => {
@@ -455,6 +457,7 @@ impl DynamoStore {
 fn entry_leaf(mut leaf: Leaf, stream_arn: &str, json: &str) -> Leaf {
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(json) {
         leaf.key = value.get("key").map(|k| k.to_string());
+        leaf.rejected = crate::proof::verify::is_rejected_marker(&value);
         leaf.content_hash =
             document_hash(&entry_document(stream_arn, &value, leaf.prev_hash.as_ref())).ok();
     }
