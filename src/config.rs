@@ -29,6 +29,9 @@
 //! [proof]
 //! signing_key_file = "digest-key.pem" # Ed25519 PKCS#8 PEM; unset: digests unsigned
 //! digest_interval_secs = 60           # a digest per stream this often, also when idle
+//!
+//! [retention]
+//! days = 2555                         # entries expire (DynamoDB TTL) after this; unset: never
 //! ```
 
 use std::path::Path;
@@ -72,6 +75,19 @@ pub struct Config {
     pub shutdown: Shutdown,
     #[serde(default)]
     pub proof: Proof,
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// How long entries are kept.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Entries expire this many days after they were written, through a
+    /// DynamoDB TTL attribute (`expires_at`) that `init` enables. Unset:
+    /// kept for ever. Digests state the policy, so `verify` tells entries
+    /// expired by it from entries deleted by hand.
+    pub days: Option<u64>,
 }
 
 /// The signed digests over the hash chain (`docs/proof-format.md`).
@@ -325,6 +341,9 @@ impl Config {
             86_400,
             "seconds",
         )?;
+        if let Some(days) = self.retention.days {
+            in_range("retention.days", days, 1, 36_500, "days")?;
+        }
         if let Some(path) = &self.proof.signing_key_file {
             if path.as_os_str().is_empty() {
                 return Err(invalid(

@@ -323,6 +323,14 @@ async fn init(config: Config) -> Result<()> {
     for note in store(&config).await.protect_tables().await? {
         println!("{note}");
     }
+    if config.retention.days.is_some() {
+        let note = store(&config)
+            .await
+            .enable_retention()
+            .await
+            .context("enabling TTL for `retention.days`")?;
+        println!("{note}");
+    }
     Ok(())
 }
 
@@ -332,7 +340,8 @@ async fn run(config: Config) -> Result<()> {
         ddb_audit::aws::dynamodb_client(&sdk),
         ddb_audit::aws::streams_client(&sdk),
     );
-    let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names());
+    let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
+        .with_retention(config.retention.days);
     let digests = Arc::new(digest_writer(&config, store.clone())?);
     let engine = Arc::new(Engine::new(
         stream,
@@ -387,7 +396,7 @@ fn digest_writer(
         config.tables.clone(),
         ddb_audit::proof::writer::DigestSettings {
             interval: std::time::Duration::from_secs(config.proof.digest_interval_secs),
-            retention_days: None,
+            retention_days: config.retention.days,
             signer,
             retry: settings.retry_policy(),
         },

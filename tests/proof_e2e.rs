@@ -162,7 +162,7 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
     let config = env.write_file(
         "proof.toml",
         &format!(
-            "{base}\n[proof]\nsigning_key_file = \"{}\"\ndigest_interval_secs = 1\n",
+            "{base}\n[proof]\nsigning_key_file = \"{}\"\ndigest_interval_secs = 1\n\n[retention]\ndays = 30\n",
             key_file.display()
         ),
     );
@@ -194,6 +194,20 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
         .and_then(|p| p.point_in_time_recovery_status())
         .map(|s| s.as_str().to_string());
     assert_eq!(pitr.as_deref(), Some("ENABLED"));
+    // ... and, with [retention], TTL on `expires_at`.
+    let ttl = env
+        .ddb
+        .describe_time_to_live()
+        .table_name(&audit)
+        .send()
+        .await
+        .unwrap();
+    let ttl = ttl.time_to_live_description().unwrap();
+    assert_eq!(ttl.attribute_name(), Some("expires_at"));
+    assert_eq!(
+        ttl.time_to_live_status().map(|s| s.as_str()),
+        Some("ENABLED")
+    );
 
     // Phase 1: 3 items × 4 versions, then a graceful stop (a final digest).
     let mut daemon = env.spawn_daemon(&config);
@@ -223,6 +237,25 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
     let entries = entry_items(&env, &audit, &table).await;
     assert_eq!(entries.len(), 12);
     assert!(entries.iter().all(|i| i.contains_key("hash")));
+    // Retention: every entry expires 30 days after it was written, and the
+    // digests state the policy (so verify can tell expiry from deletion).
+    let now = chrono::Utc::now().timestamp();
+    for item in &entries {
+        let Some(AttributeValue::N(at)) = item.get("expires_at") else {
+            panic!("entry without expires_at: {item:?}");
+        };
+        let at: i64 = at.parse().unwrap();
+        assert!(
+            (now + 29 * 86_400..=now + 31 * 86_400).contains(&at),
+            "{at}"
+        );
+    }
+    let newest_digest = digest_items(&env, &audit).await.pop().unwrap();
+    assert!(
+        s(&newest_digest, "digest").contains("\"retention_days\":30"),
+        "{}",
+        s(&newest_digest, "digest")
+    );
     // u0's history: entries[0..4]; the second one is "in the middle".
     let target = entries[1].clone();
     let target_seq = s(&target, "sequence_number");

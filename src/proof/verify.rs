@@ -45,6 +45,8 @@ pub enum Kind {
     RolledBack,
     Uncovered,
     Gap,
+    /// Entries gone because `[retention] days` let them expire.
+    Expired,
     NotCheckable,
 }
 
@@ -305,8 +307,21 @@ pub fn verify_stream(ev: &StreamEvidence, opts: &VerifyOptions) -> StreamReport 
             },
             None => None,
         };
-        let chain = walk_shard(shard, &leaves, start, &anchored, &mut r);
-        let end = chain.last().and_then(|l| l.stored_hash).or(start);
+        let mut anchors: HashMap<Hash, Anchor> = HashMap::new();
+        for d in &digests {
+            for head in d.doc.shards.iter().filter(|h| &h.shard_id == shard) {
+                if let Some(h) = head.last_hash.as_deref().and_then(parse_hash) {
+                    anchors.entry(h).or_insert(Anchor {
+                        digest: d.number,
+                        size: head.size,
+                        time: d.time,
+                        retention_days: d.doc.retention_days,
+                    });
+                }
+            }
+        }
+        let chain = walk_shard(shard, &leaves, start, &anchored, &anchors, opts.now, &mut r);
+        let end = chain.last().and_then(|(l, _)| l.stored_hash).or(start);
         check_coverage(shard, &chain, start, &digests, ev, opts, &mut r);
         chain_end.insert(shard.clone(), end);
         for leaf in &leaves {
@@ -627,13 +642,57 @@ fn check_digests(
 
 /// Follows one shard's chain; returns its leaves in chain order and reports
 /// what does not link.
+/// After a break no digest anchors, the run of unplaced leaves gets its
+/// positions as soon as one of them is a digest's last leaf. Returns the
+/// next position, if now known.
+fn place_run(chain: &mut Walked<'_>, anchors: &HashMap<Hash, Anchor>) -> Option<u64> {
+    let (leaf, _) = chain.last()?;
+    let anchor = anchors.get(&leaf.stored_hash?)?;
+    let last = anchor.size.checked_sub(1)?;
+    let n = chain.len();
+    for back in 0..n {
+        let i = n - 1 - back;
+        if chain[i].1.is_some() {
+            break;
+        }
+        chain[i].1 = last.checked_sub(back as u64);
+    }
+    Some(anchor.size)
+}
+
+/// A digest's word on where a shard's chain stood: the leaf with hash `h`
+/// was number `size` (1-based) of the shard.
+struct Anchor {
+    digest: u64,
+    size: u64,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+    retention_days: Option<u64>,
+}
+
+impl Anchor {
+    /// Everything this digest covered may have expired by policy by `now`.
+    fn expired_by(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        match (self.time, self.retention_days) {
+            (Some(t), Some(days)) => t + chrono::Duration::days(days as i64) <= now,
+            _ => false,
+        }
+    }
+}
+
+/// Each chain element with its position in the shard's tree (`None` after a
+/// break no digest anchors).
+type Walked<'l> = Vec<(&'l Leaf, Option<u64>)>;
+
+#[allow(clippy::too_many_arguments)]
 fn walk_shard<'l>(
     shard: &str,
     leaves: &[&'l Leaf],
     start: Option<Hash>,
     anchored: &HashSet<Hash>,
+    anchors: &HashMap<Hash, Anchor>,
+    now: chrono::DateTime<chrono::Utc>,
     r: &mut Reporter,
-) -> Vec<&'l Leaf> {
+) -> Walked<'l> {
     let mut by_prev: HashMap<Option<Hash>, Vec<usize>> = HashMap::new();
     let mut by_hash: HashMap<Hash, usize> = HashMap::new();
     let mut used = vec![false; leaves.len()];
@@ -702,8 +761,9 @@ fn walk_shard<'l>(
                     .is_some_and(|next| next.iter().any(|j| !used[*j]))
         })
     };
-    let mut chain: Vec<&Leaf> = Vec::with_capacity(leaves.len());
+    let mut chain: Walked<'l> = Vec::with_capacity(leaves.len());
     let mut last_index: Option<usize> = None;
+    let mut next_position: Option<u64> = Some(0);
     let mut cur = start;
     loop {
         let candidates: Vec<usize> = by_prev
@@ -731,7 +791,11 @@ fn walk_shard<'l>(
                 );
             }
             used[i] = true;
-            chain.push(leaves[i]);
+            chain.push((leaves[i], next_position));
+            next_position = next_position.map(|p| p + 1);
+            if next_position.is_none() {
+                next_position = place_run(&mut chain, anchors);
+            }
             last_index = Some(last_index.map_or(i, |l| l.max(i)));
             cur = leaves[i].stored_hash;
             continue;
@@ -758,22 +822,42 @@ fn walk_shard<'l>(
         }
         let after = chain
             .last()
-            .map(|l| format!("after sequence {}", l.sequence_number))
+            .map(|(l, _)| format!("after sequence {}", l.sequence_number))
             .unwrap_or_else(|| format!("at the start of shard {shard}"));
-        r.leaf(
-            Severity::Tamper,
-            Kind::Deleted,
-            leaf,
-            format!(
-                "the chain breaks before {}: it links to {}, which no stored entry has — \
-                 entries {after} were deleted (or the one before it was rewritten)",
-                what(leaf),
-                leaf.prev_hash
-                    .map(|h| short(&h))
-                    .unwrap_or_else(|| "nothing".into())
+        let anchor = leaf.prev_hash.and_then(|p| anchors.get(&p));
+        match anchor {
+            Some(a) if a.expired_by(now) => r.leaf(
+                Severity::Info,
+                Kind::Expired,
+                leaf,
+                format!(
+                    "entries {after} up to number {} of the shard, all covered by digest {}, \
+                     are gone: expired under the retention policy ({} days)",
+                    a.size,
+                    a.digest,
+                    a.retention_days.unwrap_or_default()
+                ),
             ),
-        );
-        chain.push(leaf);
+            _ => r.leaf(
+                Severity::Tamper,
+                Kind::Deleted,
+                leaf,
+                format!(
+                    "the chain breaks before {}: it links to {}, which no stored entry has — \
+                     entries {after} were deleted (or the one before it was rewritten)",
+                    what(leaf),
+                    leaf.prev_hash
+                        .map(|h| short(&h))
+                        .unwrap_or_else(|| "nothing".into())
+                ),
+            ),
+        }
+        let position = anchor.map(|a| a.size);
+        chain.push((leaf, position));
+        next_position = position.map(|p| p + 1);
+        if next_position.is_none() {
+            next_position = place_run(&mut chain, anchors);
+        }
         last_index = Some(last_index.map_or(j, |l| l.max(j)));
         cur = leaf.stored_hash;
     }
@@ -783,24 +867,42 @@ fn walk_shard<'l>(
 /// The shard's chain against every digest's head for it and its checkpoint.
 fn check_coverage(
     shard: &str,
-    chain: &[&Leaf],
+    chain: &[(&Leaf, Option<u64>)],
     start: Option<Hash>,
     digests: &[CheckedDigest],
     ev: &StreamEvidence,
     opts: &VerifyOptions,
     r: &mut Reporter,
 ) {
+    // Position (0-based) → leaf, where a digest anchors it.
+    let at: HashMap<u64, &Leaf> = chain
+        .iter()
+        .filter_map(|(l, p)| p.map(|p| (p, *l)))
+        .collect();
+    // How far the chain runs unbroken from the shard's first leaf: only that
+    // far can a Merkle root be recomputed.
+    let contiguous = chain
+        .iter()
+        .enumerate()
+        .take_while(|(i, (_, p))| *p == Some(*i as u64))
+        .count();
+    let known = chain
+        .iter()
+        .filter_map(|(_, p)| *p)
+        .max()
+        .map(|p| p + 1)
+        .unwrap_or(0);
+    let seq_of = |n: u64| {
+        n.checked_sub(1)
+            .and_then(|i| at.get(&i))
+            .map(|l| l.sequence_number.clone())
+    };
     let mut tree = Frontier::default();
     let mut fed = 0usize;
     let mut truncation_reported = false;
     let mut mismatch_reported = false;
     let mut newest_size = 0u64;
     let mut newest: Option<&CheckedDigest> = None;
-    let last_seq = |n: usize| {
-        n.checked_sub(1)
-            .and_then(|i| chain.get(i))
-            .map(|l| l.sequence_number.clone())
-    };
     let mut prev_size = 0u64;
     for d in digests {
         let Some(head) = d.doc.shards.iter().find(|h| h.shard_id == shard) else {
@@ -821,11 +923,10 @@ fn check_coverage(
             );
         }
         prev_size = head.size;
-        let size = head.size as usize;
-        if size > chain.len() {
+        if head.size > known {
             if !truncation_reported {
                 truncation_reported = true;
-                let ends = last_seq(chain.len())
+                let ends = seq_of(known)
                     .map(|s| format!("ends at sequence {s}"))
                     .unwrap_or_else(|| "holds none".into());
                 r.shard(
@@ -835,30 +936,36 @@ fn check_coverage(
                     Some(d.number),
                     format!(
                         "digest {} covers {} entries of shard {shard} (to sequence {}); the \
-                         table holds {} and {ends}: the newest {} were deleted",
+                         table's chain reaches {known} and {ends}: the newest {} were deleted",
                         d.number,
                         head.size,
                         head.last_sequence_number.as_deref().unwrap_or("?"),
-                        chain.len(),
-                        size - chain.len()
+                        head.size - known
                     ),
                 );
             }
             continue;
         }
-        while fed < size {
-            if let Some(h) = chain[fed].stored_hash {
-                tree.push(h);
-            }
-            fed += 1;
-        }
-        let root_ok = hex::encode(tree.root()) == head.root && tree.size == head.size;
-        let end = if size == 0 {
-            start
-        } else {
-            chain[size - 1].stored_hash
+        let end = match head.size {
+            0 => Some(start),
+            n => at.get(&(n - 1)).map(|l| l.stored_hash),
         };
-        let matches = root_ok && end.map(hex::encode) == head.last_hash;
+        // `None`: the leaf this digest ends at expired (or its neighbourhood
+        // was reported deleted already).
+        let last_ok = end.is_none_or(|e| e.map(hex::encode) == head.last_hash);
+        let size = head.size as usize;
+        let root_ok = if size <= contiguous {
+            while fed < size {
+                if let Some(h) = chain[fed].0.stored_hash {
+                    tree.push(h);
+                }
+                fed += 1;
+            }
+            hex::encode(tree.root()) == head.root && tree.size == head.size
+        } else {
+            true
+        };
+        let matches = last_ok && root_ok;
         if !mismatch_reported && !matches {
             mismatch_reported = true;
             r.shard(
@@ -867,9 +974,9 @@ fn check_coverage(
                 shard,
                 Some(d.number),
                 format!(
-                    "shard {shard}'s first {} entries (to sequence {}) do not give the Merkle \
-                     root digest {} signed: entries in that range were altered, deleted or \
-                     inserted",
+                    "shard {shard}'s first {} entries (to sequence {}) do not give the last \
+                     hash and Merkle root digest {} signed: entries in that range were \
+                     altered, deleted or inserted",
                     head.size,
                     head.last_sequence_number.as_deref().unwrap_or("?"),
                     d.number
@@ -879,8 +986,8 @@ fn check_coverage(
     }
     if let Some(cp) = ev.checkpoints.iter().find(|c| c.shard_id == shard) {
         if let Some(state) = &cp.chain {
-            if state.tree.size as usize > chain.len() && !truncation_reported {
-                let ends = last_seq(chain.len())
+            if state.tree.size > known && !truncation_reported {
+                let ends = seq_of(known)
                     .map(|s| format!("ends at sequence {s}"))
                     .unwrap_or_else(|| "holds none".into());
                 r.shard(
@@ -890,22 +997,23 @@ fn check_coverage(
                     None,
                     format!(
                         "the checkpoint of shard {shard} says {} entries were written (to \
-                         sequence {}); the table holds {} and {ends}: entries were deleted or \
-                         the table rolled back",
+                         sequence {}); the table's chain reaches {known} and {ends}: entries \
+                         were deleted or the table rolled back",
                         state.tree.size,
                         cp.sequence_no.as_deref().unwrap_or("?"),
-                        chain.len()
                     ),
                 );
             }
         }
     }
-    if chain.len() as u64 > newest_size {
-        let uncovered = chain.len() as u64 - newest_size;
+    if known > newest_size {
+        let uncovered = known - newest_size;
         let late = newest
             .and_then(|d| d.time)
             .is_none_or(|t| (opts.now - t).num_seconds() > (2 * opts.interval_secs + 60) as i64);
-        let first = chain[newest_size as usize];
+        let Some(first) = at.get(&newest_size) else {
+            return;
+        };
         if late {
             r.leaf(
                 Severity::Tamper,
@@ -990,6 +1098,10 @@ mod tests {
     /// A daemon's view of a stream: `n` entries on one shard, a digest
     /// after every `every` entries, a final one at the end.
     fn trail(n: u64, every: u64) -> StreamEvidence {
+        trail_with(n, every, None)
+    }
+
+    fn trail_with(n: u64, every: u64, retention_days: Option<u64>) -> StreamEvidence {
         let s = signer();
         let mut chain = ChainState::default();
         let mut ev = StreamEvidence {
@@ -1025,7 +1137,7 @@ mod tests {
                         .unwrap(),
                     is_final: i == n,
                     interval_secs: 60,
-                    retention_days: None,
+                    retention_days,
                     signer: Some(&s),
                 })
                 .now_or_never()
@@ -1224,6 +1336,54 @@ mod tests {
         );
         let t = tampers(&report);
         assert!(t.contains(&(Kind::RolledBack, None, Some(4))), "{t:?}");
+    }
+
+    fn run_at(ev: &StreamEvidence, now: chrono::DateTime<Utc>) -> StreamReport {
+        let key = signer().public_key();
+        verify_stream(
+            ev,
+            &VerifyOptions {
+                public_key: Some(&key),
+                now,
+                interval_secs: 60,
+                remembered: None,
+            },
+        )
+    }
+
+    #[test]
+    fn entries_expired_by_retention_are_policy_not_tampering() {
+        let mut ev = trail_with(10, 3, Some(1));
+        // TTL took the oldest three (all covered by digest 1).
+        ev.leaves.drain(..3);
+        let later = Utc.with_ymd_and_hms(2026, 11, 25, 19, 0, 0).unwrap();
+        let report = run_at(&ev, later);
+        assert_eq!(exit_status(&report.findings), 0, "{:#?}", report.findings);
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.kind == Kind::Expired && f.sequence_number.as_deref() == Some("400")),
+            "{:#?}",
+            report.findings
+        );
+        // The same hole before the policy allows it is a deletion.
+        let soon = Utc.with_ymd_and_hms(2026, 11, 23, 20, 0, 0).unwrap();
+        let t = tampers(&run_at(&ev, soon));
+        assert!(
+            t.contains(&(Kind::Deleted, Some("400".into()), None)),
+            "{t:?}"
+        );
+        // And a hole in the young part of the trail is a deletion whatever
+        // the policy: entries 7 and 8 are newer than any expired digest.
+        let mut ev = trail_with(10, 3, Some(1));
+        ev.leaves.drain(..3);
+        ev.leaves.retain(|l| l.sequence_number != "700");
+        let t = tampers(&run_at(&ev, later));
+        assert!(
+            t.contains(&(Kind::Deleted, Some("800".into()), None)),
+            "{t:?}"
+        );
     }
 
     #[test]

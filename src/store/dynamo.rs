@@ -98,6 +98,8 @@ const ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     names: TableNames,
+    /// `[retention] days`: entries carry `expires_at` (TTL) when set.
+    retention_days: Option<u64>,
 }
 
 /// What [`DynamoStore::init`] did.
@@ -109,7 +111,17 @@ pub struct InitReport {
 
 impl DynamoStore {
     pub fn new(client: aws_sdk_dynamodb::Client, names: TableNames) -> Self {
-        DynamoStore { client, names }
+        DynamoStore {
+            client,
+            names,
+            retention_days: None,
+        }
+    }
+
+    /// Entries written from now on expire `days` after they were written.
+    pub fn with_retention(mut self, days: Option<u64>) -> Self {
+        self.retention_days = days;
+        self
     }
 
     pub fn from_config(config: &SdkConfig, names: TableNames) -> Self {
@@ -463,6 +475,10 @@ impl DynamoStore {
             head.insert("item_key".into(), s(&canonical));
         }
         insert_link(&mut head, link);
+        let expires = self.expires_at();
+        if let Some(at) = &expires {
+            head.insert("expires_at".into(), at.clone());
+        }
 
         if json.len() <= INLINE_ENTRY_LIMIT {
             head.insert("entry".into(), s(&json));
@@ -483,13 +499,16 @@ impl DynamoStore {
             "storing an oversize entry in parts"
         );
         for (i, chunk) in chunks.iter().enumerate() {
-            let part = HashMap::from([
+            let mut part = HashMap::from([
                 ("pk".to_string(), s(&pk)),
                 ("sk".to_string(), s(part_sort_key(&sk, &hash, i + 1))),
                 ("chunk".to_string(), s(*chunk)),
                 ("part".to_string(), n(i + 1)),
                 ("parts".to_string(), n(parts)),
             ]);
+            if let Some(at) = &expires {
+                part.insert("expires_at".into(), at.clone());
+            }
             // A part already there is from an interrupted earlier attempt with
             // the same content (the hash is in its key): fine.
             self.put_once(part).await?;

@@ -133,7 +133,44 @@ struct Oversize {
     leaf: Leaf,
 }
 
+/// The TTL attribute of entries under `[retention] days`.
+pub const EXPIRES_AT: &str = "expires_at";
+
 impl DynamoStore {
+    /// `expires_at` for an entry written now (epoch seconds, as TTL wants).
+    pub(super) fn expires_at(&self) -> Option<DAttr> {
+        self.retention_days
+            .map(|days| DAttr::N((Utc::now().timestamp() + days as i64 * 86_400).to_string()))
+    }
+
+    /// Turns on TTL on `expires_at` for the audit table (idempotent).
+    pub async fn enable_retention(&self) -> StoreResult<String> {
+        let table = &self.names.audit;
+        let spec = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+            .attribute_name(EXPIRES_AT)
+            .enabled(true)
+            .build()
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        match self
+            .client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(spec)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(format!("TTL on `{EXPIRES_AT}` enabled for {table}")),
+            Err(e) => {
+                let c = classify(&e);
+                if c.message.to_ascii_lowercase().contains("already enabled") {
+                    Ok(format!("TTL on `{EXPIRES_AT}` already enabled for {table}"))
+                } else {
+                    Err(store_error(c, table))
+                }
+            }
+        }
+    }
+
     /// Everything `verify` needs, per stream, in one Scan of the audit table
     /// (each item read once) plus the streams and shards rows. `progress` is
     /// called with the count of items read so far.
@@ -218,7 +255,7 @@ impl DynamoStore {
                     stored_hash,
                     prev_hash,
                     content_hash: None,
-                    expires: item.contains_key("expires_at"),
+                    expires: item.contains_key(EXPIRES_AT),
                     rejected: false,
                 };
                 match get_s(item, "entry") {
