@@ -51,6 +51,12 @@
 //! emf = false                         # CloudWatch EMF lines on stdout
 //! emf_namespace = "ddb-audit"
 //! emf_interval_secs = 60
+//! [proof]
+//! signing_key_file = "digest-key.pem" # Ed25519 PKCS#8 PEM; unset: digests unsigned
+//! digest_interval_secs = 60           # a digest per stream this often, also when idle
+//!
+//! [retention]
+//! days = 2555                         # entries expire (DynamoDB TTL) after this; unset: never
 //! ```
 //!
 //! The whole file may instead be given in the environment variable
@@ -109,6 +115,43 @@ pub struct Config {
     pub serve: Serve,
     #[serde(default)]
     pub observability: Observability,
+    #[serde(default)]
+    pub proof: Proof,
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// How long entries are kept.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Entries expire this many days after they were written, through a
+    /// DynamoDB TTL attribute (`expires_at`) that `init` enables. Unset:
+    /// kept for ever. Digests state the policy, so `verify` tells entries
+    /// expired by it from entries deleted by hand.
+    pub days: Option<u64>,
+}
+
+/// The signed digests over the hash chain (`docs/proof-format.md`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proof {
+    /// An Ed25519 private key, PKCS#8 PEM (`openssl genpkey -algorithm
+    /// ed25519`), that signs the digests. Unset: digests are written
+    /// unsigned and `verify` says so.
+    pub signing_key_file: Option<std::path::PathBuf>,
+    /// Seconds between two digests of a stream, written also while nothing
+    /// changes (a heartbeat), plus a final one on a graceful stop.
+    pub digest_interval_secs: u64,
+}
+
+impl Default for Proof {
+    fn default() -> Self {
+        Proof {
+            signing_key_file: None,
+            digest_interval_secs: 60,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -548,6 +591,24 @@ impl Config {
             3600,
             "seconds",
         )?;
+        in_range(
+            "proof.digest_interval_secs",
+            self.proof.digest_interval_secs,
+            1,
+            86_400,
+            "seconds",
+        )?;
+        if let Some(days) = self.retention.days {
+            in_range("retention.days", days, 1, 36_500, "days")?;
+        }
+        if let Some(path) = &self.proof.signing_key_file {
+            if path.as_os_str().is_empty() {
+                return Err(invalid(
+                    "proof.signing_key_file",
+                    "is empty: name an Ed25519 PEM file, or leave the key out".into(),
+                ));
+            }
+        }
         in_range(
             "shutdown.grace_ms",
             self.shutdown.grace_ms,

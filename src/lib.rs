@@ -22,6 +22,7 @@
 //! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
 //! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
 //! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
+//! - `proof`   — hash chain, Merkle trees, signed digests, verify and offline bundles.
 
 pub mod attribution;
 pub mod aws;
@@ -32,6 +33,7 @@ pub mod entry;
 pub mod lineage;
 pub mod observe;
 pub mod pace;
+pub mod proof;
 pub mod read;
 pub mod report;
 pub mod retry;

@@ -11,13 +11,13 @@ use tracing_subscriber::EnvFilter;
 
 use ddb_audit::config::Config;
 use ddb_audit::engine::{Engine, Settings, Shutdown};
-use ddb_audit::read;
 use ddb_audit::observe;
+use ddb_audit::read;
 use ddb_audit::report;
 use ddb_audit::store::dynamo::DynamoStore;
 use ddb_audit::store::{AuditStore, CheckpointStore};
 use ddb_audit::stream::aws::AwsStream;
-use ddb_audit::value::Item;
+use ddb_audit::value::{parse_key_arg, Item};
 
 /// Turns DynamoDB Streams into a permanent, write-once, field-level audit
 /// trail: who changed which field, from what, to what, and when.
@@ -54,7 +54,13 @@ Examples:
   ddb-audit gaps    --config ddb-audit.toml [--json]
   ddb-audit status  --config ddb-audit.toml [--json]
   DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml
-  ddb-audit healthcheck --config ddb-audit.toml   # exit 0 when /readyz answers 200";
+  ddb-audit healthcheck --config ddb-audit.toml   # exit 0 when /readyz answers 200
+  ddb-audit verify  --config ddb-audit.toml [--table orders] [--public-key pub.pem] [--state verify.state]
+  ddb-audit export  --config ddb-audit.toml --table orders --key pk=S:123 --proof u123.proof.json
+  ddb-audit verify-bundle u123.proof.json --public-key pub.pem
+
+verify and verify-bundle exit 0 when the trail is intact, 1 when something was altered, removed,
+inserted or is missing, 2 when it could not be checked (no access, no key).";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -194,6 +200,56 @@ enum Command {
         #[arg(long, default_value = "/readyz", value_parser = ["/readyz", "/healthz"])]
         path: String,
     },
+    /// Prove the trail intact: every entry's hash and link, every digest's
+    /// signature, chain and coverage, the checkpoints against the digests.
+    /// Exit 0 intact, 1 altered/removed/inserted/missing, 2 not checkable.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this audited table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Report digest signature findings only from this time on (RFC 3339
+        /// or an age: 90s, 15m, 2h, 7d); entries are always all checked.
+        #[arg(long)]
+        since: Option<String>,
+        /// Public key PEM (`openssl pkey -pubout`); default: derived from
+        /// `[proof] signing_key_file`.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Remember the newest digest proven intact in FILE; the next run
+        /// proves the trail only grew from there.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// One JSON object per finding, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a self-contained, offline-checkable proof of one item's entries.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The audited table.
+        #[arg(long)]
+        table: String,
+        /// A key attribute as NAME=TYPE:VALUE; repeat for a sort key.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// The bundle file to write.
+        #[arg(long)]
+        proof: PathBuf,
+    },
+    /// Check a bundle written by `export --proof`, with no AWS access at all.
+    VerifyBundle {
+        /// The bundle file.
+        file: PathBuf,
+        /// Public key PEM (`openssl pkey -pubout`) of the digests' signer.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// One JSON object per finding, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// One item of one audited table.
@@ -256,6 +312,18 @@ struct QueryArgs {
     json: bool,
 }
 
+/// An exit status other than 0/1 (already reported), carried through `anyhow`.
+#[derive(Debug)]
+struct ExitWith(u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
 #[derive(clap::Args, Debug)]
 struct ConfigArg {
     /// The TOML config file. Without it, the whole TOML may be given in the
@@ -283,6 +351,10 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Already reported by the command itself.
+        Err(e) if e.downcast_ref::<ExitWith>().is_some() => {
+            ExitCode::from(e.downcast_ref::<ExitWith>().map(|x| x.0).unwrap_or(1))
+        }
         Err(e) => {
             if let Some(Interrupted(signal)) = e.downcast_ref::<Interrupted>() {
                 eprintln!("interrupted by {signal}");
@@ -448,6 +520,39 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Status { config, json } => status(load(&config)?, json).await,
         Command::Serve(c) => serve(load(&c)?).await,
         Command::Healthcheck { config, path } => healthcheck(load(&config)?, path).await,
+        Command::Verify {
+            config,
+            table,
+            since,
+            public_key,
+            state,
+            json,
+        } => {
+            let config = load(&config).map_err(|e| {
+                eprintln!("error: {e:#}");
+                ExitWith(2)
+            })?;
+            let since = since
+                .as_deref()
+                .map(|t| time_arg("--since", t))
+                .transpose()
+                .map_err(|e| {
+                    eprintln!("error: --since: {e}");
+                    ExitWith(2)
+                })?;
+            verify(config, table, since, public_key, state, json).await
+        }
+        Command::Export {
+            config,
+            table,
+            keys,
+            proof,
+        } => export(load(&config)?, table, keys, proof).await,
+        Command::VerifyBundle {
+            file,
+            public_key,
+            json,
+        } => verify_bundle(file, public_key, json),
     }
 }
 
@@ -481,6 +586,17 @@ async fn init(config: Config) -> Result<()> {
     }
     for index in &report.indexes_added {
         println!("added index {index}");
+    }
+    for note in store(&config).await.protect_tables().await? {
+        println!("{note}");
+    }
+    if config.retention.days.is_some() {
+        let note = store(&config)
+            .await
+            .enable_retention()
+            .await
+            .context("enabling TTL for `retention.days`")?;
+        println!("{note}");
     }
     Ok(())
 }
@@ -529,7 +645,9 @@ async fn run_daemon(config: Config) -> Result<()> {
         ddb_audit::aws::dynamodb_client(&sdk),
         ddb_audit::aws::streams_client(&sdk),
     ));
-    let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names());
+    let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
+        .with_retention(config.retention.days);
+    let digests = Arc::new(digest_writer(&config, store.clone())?);
     let settings = Settings::from_config(&config);
     let shutdown = Shutdown::new();
     let (audit, cloudtrail) =
@@ -558,12 +676,23 @@ async fn run_daemon(config: Config) -> Result<()> {
         Err(ddb_audit::retry::Retried::Cancelled) => return Ok(()),
         Err(ddb_audit::retry::Retried::Failed(e)) => return Err(e.into()),
     }
-    let result = ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown).await;
+    let heartbeat_stop = tokio_util::sync::CancellationToken::new();
+    let heartbeats = {
+        let (digests, stop) = (digests.clone(), heartbeat_stop.clone());
+        tokio::spawn(async move { digests.heartbeats(stop).await })
+    };
+    let result = ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown.clone()).await;
+    heartbeat_stop.cancel();
+    let _ = heartbeats.await;
     if let Some(reader) = cloudtrail {
         // It stops at the same signal; it has nothing that cannot be redone.
         let _ = tokio::time::timeout(grace, reader.handle).await;
     }
     result?;
+    // Stopped gracefully: every checkpoint is final, so "the trail ends
+    // here" can be signed.
+    let written = digests.round(true, &heartbeat_stop, &shutdown.abort).await;
+    tracing::info!(digests = written, "final digests written");
     Ok(())
 }
 
@@ -596,6 +725,188 @@ async fn healthcheck(config: Config, path: String) -> Result<()> {
         Ok(())
     } else {
         anyhow::bail!("{path} answered {code}: {}", body.trim())
+    }
+}
+
+fn digest_writer(
+    config: &Config,
+    store: DynamoStore,
+) -> Result<ddb_audit::proof::writer::DigestWriter<DynamoStore, DynamoStore>> {
+    use ddb_audit::proof::sign::{DigestSigner, Ed25519Signer};
+    let signer: Option<Arc<dyn DigestSigner>> = match &config.proof.signing_key_file {
+        Some(path) => Some(Arc::new(
+            Ed25519Signer::from_file(path).context("`proof.signing_key_file`")?,
+        )),
+        None => {
+            tracing::warn!("no [proof] signing_key_file: digests are written unsigned");
+            None
+        }
+    };
+    let settings = Settings::from_config(config);
+    Ok(ddb_audit::proof::writer::DigestWriter::new(
+        store.clone(),
+        store,
+        config.tables.clone(),
+        ddb_audit::proof::writer::DigestSettings {
+            interval: std::time::Duration::from_secs(config.proof.digest_interval_secs),
+            retention_days: config.retention.days,
+            signer,
+            retry: settings.retry_policy(),
+        },
+    ))
+}
+
+/// The key that checks digests: `--public-key`, else the configured
+/// signing key's public half, else none.
+fn public_key(
+    given: Option<&std::path::Path>,
+    config: Option<&Config>,
+) -> Result<Option<ddb_audit::proof::sign::PublicKey>> {
+    use ddb_audit::proof::sign::PublicKey;
+    if let Some(path) = given {
+        return Ok(Some(PublicKey::from_file(path).context("--public-key")?));
+    }
+    match config.and_then(|c| c.proof.signing_key_file.as_deref()) {
+        Some(path) => Ok(Some(
+            PublicKey::from_file(path).context("`proof.signing_key_file`")?,
+        )),
+        None => Ok(None),
+    }
+}
+
+async fn verify(
+    config: Config,
+    table: Option<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    public_key_file: Option<PathBuf>,
+    state: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    use ddb_audit::proof::check::{finding_line, verify_trail, VerifyRequest};
+    let key = public_key(public_key_file.as_deref(), Some(&config)).map_err(|e| {
+        eprintln!("error: {e:#}");
+        ExitWith(2)
+    })?;
+    let request = VerifyRequest {
+        table,
+        since,
+        public_key: key,
+        state_file: state,
+        interval_secs: config.proof.digest_interval_secs,
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = |n: u64| {
+        if tty {
+            eprint!("\rverify: {n} items read");
+        }
+    };
+    let outcome = match verify_trail(&store(&config).await, &request, progress).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("error: the trail could not be checked: {e}");
+            return Err(ExitWith(2).into());
+        }
+    };
+    if tty {
+        eprintln!();
+    }
+    for f in &outcome.findings {
+        if json {
+            println!("{}", serde_json::to_string(f)?);
+        } else {
+            println!("{}", finding_line(f));
+        }
+    }
+    let s = &outcome.summary;
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+    } else {
+        println!(
+            "{}: {} entries, {} digests in {} streams checked in {:.1} s ({:.0} entries/s){}",
+            s.status,
+            s.entries,
+            s.digests,
+            s.streams,
+            s.seconds,
+            s.entries_per_second,
+            s.key_fingerprint
+                .as_deref()
+                .map(|k| format!(", signatures checked with {k}"))
+                .unwrap_or_else(|| ", no public key".into())
+        );
+    }
+    match s.exit_status {
+        0 => Ok(()),
+        code => Err(ExitWith(code as u8).into()),
+    }
+}
+
+async fn export(config: Config, table: String, keys: Vec<String>, proof: PathBuf) -> Result<()> {
+    let mut key = Item::new();
+    for arg in &keys {
+        let (name, value) = parse_key_arg(arg).with_context(|| format!("--key {arg}"))?;
+        key.insert(name, value);
+    }
+    let fingerprint = public_key(None, Some(&config))?.map(|k| k.fingerprint());
+    let bundle =
+        ddb_audit::proof::check::export_bundle(&store(&config).await, &table, &key, fingerprint)
+            .await?;
+    let text = serde_json::to_string_pretty(&bundle)?;
+    std::fs::write(&proof, text + "\n").with_context(|| format!("--proof {}", proof.display()))?;
+    println!(
+        "wrote {} entries and {} digests to {}",
+        bundle.entries.len(),
+        bundle.digests.len(),
+        proof.display()
+    );
+    Ok(())
+}
+
+fn verify_bundle(file: PathBuf, public_key_file: Option<PathBuf>, json: bool) -> Result<()> {
+    use ddb_audit::proof::bundle::{verify_bundle, Bundle};
+    use ddb_audit::proof::check::finding_line;
+    use ddb_audit::proof::verify::exit_status;
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        anyhow::Error::from(ExitWith(2))
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
+    let bundle: Bundle = serde_json::from_str(&text)
+        .map_err(|e| fail(format!("{} is not a proof bundle: {e}", file.display())))?;
+    let key = public_key(public_key_file.as_deref(), None).map_err(|e| fail(format!("{e:#}")))?;
+    let findings = verify_bundle(&bundle, key.as_ref());
+    for f in &findings {
+        if json {
+            println!("{}", serde_json::to_string(f)?);
+        } else {
+            println!("{}", finding_line(f));
+        }
+    }
+    let code = exit_status(&findings);
+    let status = match code {
+        0 => "intact",
+        1 => "tampered",
+        _ => "unverifiable",
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"summary": true, "status": status, "exit_status": code,
+                "entries": bundle.entries.len(), "digests": bundle.digests.len()})
+        );
+    } else {
+        println!(
+            "{status}: {} entries of {} {} proven against {} digests",
+            bundle.entries.len(),
+            bundle.table,
+            bundle.key,
+            bundle.digests.len()
+        );
+    }
+    match code {
+        0 => Ok(()),
+        code => Err(ExitWith(code as u8).into()),
     }
 }
 

@@ -502,6 +502,7 @@ mod tests {
             last_record_time: Some(now - chrono::Duration::seconds(30)),
             caught_up: false,
             updated_at: now,
+            chain: None,
         };
         let lines = shard_lines(
             &[cp("a", ShardStatus::Open), cp("b", ShardStatus::Drained)],

@@ -187,6 +187,7 @@ where
             last_record_time: None,
             caught_up: false,
             updated_at: Utc::now(),
+            chain: None,
         });
         ShardReader {
             engine,
@@ -218,7 +219,42 @@ where
         }
     }
 
+    /// A shard never read before continues its parent's chain, so the
+    /// chain follows the lineage.
+    async fn start_chain(&mut self) -> Result<(), ShardOutcome> {
+        if self.checkpoint.chain.is_some() {
+            return Ok(());
+        }
+        let mut start = None;
+        if let (None, Some(parent)) = (&self.checkpoint.sequence_no, &self.shard.parent_shard_id) {
+            let engine = &self.engine;
+            let rows = retry(
+                engine.settings.retry_policy(),
+                &self.shutdown.stop,
+                "Query(shards)",
+                || engine.checkpoints.load_shards(&self.stream_arn),
+            )
+            .await;
+            match rows {
+                Ok(rows) => {
+                    start = rows
+                        .iter()
+                        .find(|r| &r.shard_id == parent)
+                        .and_then(|r| r.chain.as_ref())
+                        .and_then(|c| c.last_hash);
+                }
+                Err(Retried::Cancelled) => return Err(ShardOutcome::Stopped),
+                Err(Retried::Failed(e)) => return Err(ShardOutcome::Failed(e.to_string())),
+            }
+        }
+        self.checkpoint.chain = Some(crate::proof::ChainState::continuing(start));
+        Ok(())
+    }
+
     async fn run(mut self, fresh: bool) -> ShardOutcome {
+        if let Err(outcome) = self.start_chain().await {
+            return outcome;
+        }
         if fresh {
             // Recorded before the first read ("open, nothing read yet"): a
             // shard that vanishes before it is read to its end is then always
@@ -455,7 +491,15 @@ where
             );
         }
         let created: Vec<_> = records.iter().map(|r| r.approximate_creation).collect();
-        self.write_entries(&entries, &created).await?;
+        let mut chain = self.checkpoint.chain.clone().unwrap_or_default();
+        let links = entries
+            .iter()
+            .map(|e| chain.link_entry(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
+        self.write_entries(&entries, &created, &links).await?;
+        // Saved with the checkpoint below, in the same write.
+        self.checkpoint.chain = Some(chain);
         // A record whose sequence number is not one (a malformed record) is
         // stored as an error entry but never becomes the checkpoint: no
         // store can resume after it.
@@ -480,6 +524,7 @@ where
         &self,
         entries: &[AuditEntry],
         created: &[Option<chrono::DateTime<Utc>>],
+        links: &[crate::proof::Link],
     ) -> Result<(), ShardOutcome> {
         let started = std::time::Instant::now();
         let engine = &self.engine;
@@ -489,9 +534,10 @@ where
         // compiler's higher-ranked Send check for spawned tasks.
         let puts: Vec<_> = entries
             .iter()
-            .map(|entry| async move {
+            .zip(links)
+            .map(|(entry, link)| async move {
                 let put = retry(policy, abort, "PutItem(audit entry)", || {
-                    engine.audit.put_entry(entry)
+                    engine.audit.put_linked_entry(entry, link)
                 })
                 .await;
                 match put {
@@ -501,8 +547,11 @@ where
                         let marker = rejected_marker(entry, &why);
                         error!(sequence_number = %entry.sequence_number, error = %why,
                             "the audit store rejected an entry; storing an error entry in its place");
+                        // It keeps the original's place in the chain (later
+                        // entries link to it); verify reports its content as
+                        // unprovable, not as tampered.
                         retry(policy, abort, "PutItem(error entry)", || {
-                            engine.audit.put_entry(&marker)
+                            engine.audit.put_linked_entry(&marker, link)
                         })
                         .await
                     }
@@ -539,17 +588,49 @@ where
         }
     }
 
-    async fn write_gap(&self, gap: Gap) -> Result<(), ShardOutcome> {
+    async fn write_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
         let engine = &self.engine;
-        let result = retry(
-            engine.settings.retry_policy(),
-            &self.shutdown.abort,
-            "PutItem(gap)",
-            || engine.audit.put_gap(&gap),
-        )
+        // A gap is a link of the chain too: a signed statement, not a hole.
+        let before = self.checkpoint.chain.clone().unwrap_or_default();
+        let mut chain = before.clone();
+        let link = chain
+            .link_gap(&gap)
+            .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
+        let policy = engine.settings.retry_policy();
+        let abort = &self.shutdown.abort;
+        let mut result = retry(policy, abort, "PutItem(gap)", || {
+            engine.audit.put_linked_gap(&gap, &link)
+        })
         .await;
+        if let Ok(PutOutcome::AlreadyPresent) = result {
+            // Seen before a crash: the chain goes on from the stored gap
+            // (already linked if the checkpoint got that far).
+            result = match retry(policy, abort, "GetItem(gap)", || {
+                engine.audit.gap_link(&gap)
+            })
+            .await
+            {
+                Ok(Some(stored)) if before.last_hash == Some(stored.hash) => {
+                    chain = before;
+                    Ok(PutOutcome::AlreadyPresent)
+                }
+                Ok(Some(stored)) => {
+                    if stored.prev_hash != before.last_hash {
+                        warn!(
+                            "a gap stored earlier links elsewhere in the chain; continuing from it"
+                        );
+                    }
+                    chain = before;
+                    chain.append(stored.hash);
+                    Ok(PutOutcome::AlreadyPresent)
+                }
+                Ok(None) => Ok(PutOutcome::AlreadyPresent),
+                Err(e) => Err(e),
+            };
+        }
         match result {
             Ok(_) => {
+                self.checkpoint.chain = Some(chain);
                 observe::GapRecorded {
                     table: &self.table,
                     shard: &self.shard.shard_id,

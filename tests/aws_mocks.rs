@@ -365,6 +365,7 @@ async fn stale_checkpoint_is_kept_not_an_error() {
             last_record_time: None,
             caught_up: false,
             updated_at: Utc::now(),
+            chain: None,
         })
         .await;
     assert!(result.is_ok(), "{result:?}");

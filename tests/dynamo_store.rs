@@ -306,6 +306,7 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
         last_record_time: Some(Utc::now()),
         caught_up: false,
         updated_at: Utc::now(),
+        chain: None,
     };
     let load = |store: &DynamoStore| {
         let store = store.clone();

@@ -8,8 +8,9 @@ The template's policy documents are evaluated with placeholders for what a
 deployment fills in: REGION, ACCOUNT, AUDITED_TABLE (one table; repeat its two
 resources per audited table) and STACK (the stack name: the task role is
 STACK-task); the table names are the template's defaults. daemon-policy.json
-is the template's DaemonPolicy plus CreateTable for the daemon's own tables,
-for deployments that run `ddb-audit init` instead of using the stack.
+is the template's DaemonPolicy plus what `init` needs on the daemon's own
+tables (CreateTable; deletion protection, point-in-time recovery and TTL), for
+deployments that run `ddb-audit init` instead of using the stack.
 
 Runs with the infra linters' virtualenv (cfn-lint reads the YAML).
 """
@@ -122,6 +123,24 @@ def generated():
             "Sid": "InitCreatesOwnTables",
             "Effect": "Allow",
             "Action": ["dynamodb:CreateTable", "dynamodb:DescribeTable"],
+            "Resource": own,
+        },
+    )
+    # What `init` does to the tables it made, which the stack sets itself:
+    # deletion protection, point-in-time recovery, TTL (drained shard rows;
+    # entries under `[retention]`).
+    daemon["Statement"].insert(
+        3,
+        {
+            "Sid": "InitProtectsOwnTables",
+            "Effect": "Allow",
+            "Action": [
+                "dynamodb:UpdateContinuousBackups",
+                "dynamodb:DescribeContinuousBackups",
+                "dynamodb:UpdateTable",
+                "dynamodb:UpdateTimeToLive",
+                "dynamodb:DescribeTimeToLive",
+            ],
             "Resource": own,
         },
     )

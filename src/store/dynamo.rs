@@ -76,6 +76,8 @@ use crate::store::{
 use crate::stream::stream_label;
 use crate::value::{AttrValue, Item};
 
+pub mod proof;
+
 /// An entry JSON longer than this is split across several items. DynamoDB's
 /// limit is 400 KB per item, names and keys included; the margin covers the
 /// keys (up to ~1 KB here) and the index attributes.
@@ -111,6 +113,8 @@ pub struct DynamoStore {
     names: TableNames,
     /// Shared by clones: what the read side's calls cost.
     counters: Arc<ReadCounters>,
+    /// `[retention] days`: entries carry `expires_at` (TTL) when set.
+    retention_days: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -135,7 +139,14 @@ impl DynamoStore {
             client,
             names,
             counters: Arc::default(),
+            retention_days: None,
         }
+    }
+
+    /// Entries written from now on expire `days` after they were written.
+    pub fn with_retention(mut self, days: Option<u64>) -> Self {
+        self.retention_days = days;
+        self
     }
 
     pub fn from_config(config: &SdkConfig, names: TableNames) -> Self {
@@ -607,9 +618,86 @@ impl DynamoStore {
 
 impl AuditStore for DynamoStore {
     async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
+        self.put_entry_with(entry, None).await
+    }
+
+    async fn put_linked_entry(
+        &self,
+        entry: &AuditEntry,
+        link: &crate::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        self.put_entry_with(entry, Some(link)).await
+    }
+
+    async fn put_linked_gap(
+        &self,
+        gap: &Gap,
+        link: &crate::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        self.put_gap_with(gap, Some(link)).await
+    }
+
+    async fn gap_link(&self, gap: &Gap) -> StoreResult<Option<crate::proof::Link>> {
+        let table = &self.names.audit;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(GAPS_PK))
+            .key("sk", s(gap_sort_key(gap)))
+            .projection_expression("#h, prev_hash")
+            .expression_attribute_names("#h", "hash")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let parse = |name: &str| get_s(item, name).and_then(crate::proof::chain::parse_hash);
+        Ok(parse("hash").map(|hash| crate::proof::Link {
+            prev_hash: parse("prev_hash"),
+            hash,
+        }))
+    }
+
+    async fn history(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
+        self.history_items(table, key).await
+    }
+
+    async fn put_gap(&self, gap: &Gap) -> StoreResult<PutOutcome> {
+        self.put_gap_with(gap, None).await
+    }
+
+    async fn gaps(&self) -> StoreResult<Vec<Gap>> {
+        self.gap_items().await
+    }
+}
+
+/// The chain link's attributes on an entry's (or gap's) item.
+fn insert_link(item: &mut HashMap<String, DAttr>, link: Option<&crate::proof::Link>) {
+    if let Some(link) = link {
+        item.insert("hash".into(), s(hex::encode(link.hash)));
+        if let Some(prev) = &link.prev_hash {
+            item.insert("prev_hash".into(), s(hex::encode(prev)));
+        }
+    }
+}
+
+impl DynamoStore {
+    async fn put_entry_with(
+        &self,
+        entry: &AuditEntry,
+        link: Option<&crate::proof::Link>,
+    ) -> StoreResult<PutOutcome> {
         let json = encode_entry(entry)?;
         let canonical = canonical_key_json(&entry.key);
         let (pk, sk, mut head) = entry_head(entry, &canonical);
+        insert_link(&mut head, link);
+        let expires = self.expires_at();
+        if let Some(at) = &expires {
+            head.insert("expires_at".into(), at.clone());
+        }
 
         if json.len() <= INLINE_ENTRY_LIMIT {
             head.insert("entry".into(), s(&json));
@@ -630,13 +718,16 @@ impl AuditStore for DynamoStore {
             "storing an oversize entry in parts"
         );
         for (i, chunk) in chunks.iter().enumerate() {
-            let part = HashMap::from([
+            let mut part = HashMap::from([
                 ("pk".to_string(), s(&pk)),
                 ("sk".to_string(), s(part_sort_key(&sk, &hash, i + 1))),
                 ("chunk".to_string(), s(*chunk)),
                 ("part".to_string(), n(i + 1)),
                 ("parts".to_string(), n(parts)),
             ]);
+            if let Some(at) = &expires {
+                part.insert("expires_at".into(), at.clone());
+            }
             // A part already there is from an interrupted earlier attempt with
             // the same content (the hash is in its key): fine.
             self.put_once(part).await?;
@@ -647,7 +738,7 @@ impl AuditStore for DynamoStore {
         self.put_once(head).await
     }
 
-    async fn history(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
+    async fn history_items(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
         let canonical = canonical_key_json(key);
         let pk = partition_key_from(table, &canonical);
         let hashed = pk_is_hashed(&pk);
@@ -707,10 +798,14 @@ impl AuditStore for DynamoStore {
         Ok(entries)
     }
 
-    async fn put_gap(&self, gap: &Gap) -> StoreResult<PutOutcome> {
+    async fn put_gap_with(
+        &self,
+        gap: &Gap,
+        link: Option<&crate::proof::Link>,
+    ) -> StoreResult<PutOutcome> {
         let json = serde_json::to_string(gap)
             .map_err(|e| StoreError::Other(format!("encoding gap: {e}")))?;
-        let item = HashMap::from([
+        let mut item = HashMap::from([
             ("pk".to_string(), s(GAPS_PK)),
             ("sk".to_string(), s(gap_sort_key(gap))),
             ("gap".to_string(), s(&json)),
@@ -719,10 +814,11 @@ impl AuditStore for DynamoStore {
             ("shard_id".to_string(), s(&gap.shard_id)),
             ("detected_at".to_string(), s(&gap.detected_at)),
         ]);
+        insert_link(&mut item, link);
         self.put_once(item).await
     }
 
-    async fn gaps(&self) -> StoreResult<Vec<Gap>> {
+    async fn gap_items(&self) -> StoreResult<Vec<Gap>> {
         let items = self.query_partition(GAPS_PK).await?;
         let mut gaps = items
             .iter()
@@ -1347,6 +1443,11 @@ impl CheckpointStore for DynamoStore {
             }
             None => conditions.push("attribute_not_exists(#sequence_key)"),
         }
+        if let Some(chain) = &cp.chain {
+            sets.push("#chain = :chain");
+            names.insert("#chain".into(), "chain".into());
+            values.insert(":chain".into(), s(chain.encode()));
+        }
         if let Some(t) = cp.last_record_time {
             sets.push("#last_record_time = :last_record_time");
             names.insert("#last_record_time".into(), "last_record_time".into());
@@ -1735,7 +1836,7 @@ fn sequence_key(seq: &str) -> Option<String> {
 /// is a BTreeMap), numbers canonical, set elements sorted. Written by hand,
 /// not through serde, because stored partition keys depend on it byte for
 /// byte and must not change when the entry JSON format evolves.
-fn canonical_key_json(key: &Item) -> String {
+pub fn canonical_key_json(key: &Item) -> String {
     let mut out = String::new();
     write_map(&mut out, key);
     out
@@ -1926,6 +2027,7 @@ fn shard_from_item(item: &HashMap<String, DAttr>) -> StoreResult<ShardCheckpoint
         updated_at: get_s(item, "updated_at")
             .and_then(parse_time)
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+        chain: get_s(item, "chain").and_then(crate::proof::ChainState::decode),
     })
 }
 

@@ -27,6 +27,11 @@ struct State {
     /// (shard id, sequence number) of each entry written, in write order.
     write_order: Vec<(String, String)>,
     read_cost: ReadCost,
+    /// Chain links as first written: (stream, shard, sequence, is gap).
+    links: HashMap<(String, String, String, bool), crate::proof::Link>,
+    /// Digests: (stream, number) → digest; and the newest written per stream.
+    digests: BTreeMap<(String, u64), crate::proof::digest::SignedDigest>,
+    newest_digest: HashMap<String, (u64, String)>,
 }
 
 /// Both stores in one, cheap to clone (clones share state).
@@ -85,7 +90,9 @@ impl MemoryStore {
 
 /// The canonical form of an item key: DynamoDB JSON with sorted names.
 pub fn canonical_key(key: &Item) -> String {
-    format!("{key:?}")
+    // The DynamoDB store's form, so both stores agree that N:1.5 and N:1.50
+    // are one key.
+    crate::store::dynamo::canonical_key_json(key)
 }
 
 fn entry_sort_key(entry: &AuditEntry) -> (String, String) {
@@ -95,7 +102,216 @@ fn entry_sort_key(entry: &AuditEntry) -> (String, String) {
     )
 }
 
+impl MemoryStore {
+    /// What `verify` would gather from this store, per stream.
+    pub fn proof_evidence(&self) -> Vec<crate::proof::verify::StreamEvidence> {
+        use crate::proof::chain::{document_hash, entry_document, gap_document};
+        use crate::proof::verify::{CheckpointEvidence, FoundDigest, Leaf, StreamEvidence};
+        let state = self.lock();
+        let mut streams: BTreeMap<String, StreamEvidence> = BTreeMap::new();
+        let mut collected: Vec<(String, String, Leaf)> = Vec::new();
+        for entry in state.entries.values().flat_map(|m| m.values()) {
+            let link = state.links.get(&(
+                entry.stream_arn.clone(),
+                entry.shard_id.clone(),
+                entry.sequence_number.clone(),
+                false,
+            ));
+            let prev = link.and_then(|l| l.prev_hash);
+            let value = serde_json::to_value(entry).unwrap_or_default();
+            collected.push((
+                entry.table.clone(),
+                entry.stream_arn.clone(),
+                Leaf {
+                    is_gap: false,
+                    shard_id: entry.shard_id.clone(),
+                    sequence_number: entry.sequence_number.clone(),
+                    key: serde_json::to_string(&entry.key).ok(),
+                    stored_hash: link.map(|l| l.hash),
+                    prev_hash: prev,
+                    content_hash: document_hash(&entry_document(
+                        &entry.stream_arn,
+                        &value,
+                        prev.as_ref(),
+                    ))
+                    .ok(),
+                    expires: false,
+                    rejected: crate::proof::verify::is_rejected_marker(&value),
+                },
+            ));
+        }
+        for gap in state.gaps.values() {
+            let after = gap.after_sequence_number.clone().unwrap_or_default();
+            let link = state.links.get(&(
+                gap.stream_arn.clone(),
+                gap.shard_id.clone(),
+                after.clone(),
+                true,
+            ));
+            let prev = link.and_then(|l| l.prev_hash);
+            let value = serde_json::to_value(gap).unwrap_or_default();
+            collected.push((
+                gap.table.clone(),
+                gap.stream_arn.clone(),
+                Leaf {
+                    is_gap: true,
+                    shard_id: gap.shard_id.clone(),
+                    sequence_number: after,
+                    key: None,
+                    stored_hash: link.map(|l| l.hash),
+                    prev_hash: prev,
+                    content_hash: document_hash(&gap_document(&value, prev.as_ref())).ok(),
+                    expires: false,
+                    rejected: crate::proof::verify::is_rejected_marker(&value),
+                },
+            ));
+        }
+        for (table, arn, leaf) in collected {
+            streams
+                .entry(arn.clone())
+                .or_insert_with(|| StreamEvidence {
+                    table: table.clone(),
+                    stream_arn: arn.clone(),
+                    ..Default::default()
+                })
+                .leaves
+                .push(leaf);
+        }
+        for ((arn, number), signed) in &state.digests {
+            if let Some(e) = streams.get_mut(arn) {
+                e.digests.push(FoundDigest {
+                    number: *number,
+                    signed: signed.clone(),
+                });
+            }
+        }
+        for (arn, shards) in &state.shards {
+            let Some(first) = shards.values().next() else {
+                continue;
+            };
+            let e = streams
+                .entry(arn.clone())
+                .or_insert_with(|| StreamEvidence {
+                    table: first.table.clone(),
+                    stream_arn: arn.clone(),
+                    ..Default::default()
+                });
+            e.newest_digest = state.newest_digest.get(arn).cloned();
+            for cp in shards.values() {
+                e.checkpoints.push(CheckpointEvidence {
+                    shard_id: cp.shard_id.clone(),
+                    parent_shard_id: cp.parent_shard_id.clone(),
+                    chain: cp.chain.clone(),
+                    sequence_no: cp.sequence_no.clone(),
+                });
+            }
+        }
+        streams.into_values().collect()
+    }
+}
+
+impl crate::store::ProofStore for MemoryStore {
+    async fn newest_digest(
+        &self,
+        stream_arn: &str,
+    ) -> StoreResult<Option<(u64, crate::proof::digest::SignedDigest)>> {
+        let state = self.lock();
+        Ok(state
+            .digests
+            .range((stream_arn.to_string(), 0)..=(stream_arn.to_string(), u64::MAX))
+            .next_back()
+            .map(|((_, n), d)| (*n, d.clone())))
+    }
+
+    async fn put_digest(
+        &self,
+        _table: &str,
+        stream_arn: &str,
+        number: u64,
+        digest: &crate::proof::digest::SignedDigest,
+    ) -> StoreResult<PutOutcome> {
+        let mut state = self.lock();
+        let id = (stream_arn.to_string(), number);
+        if state.digests.contains_key(&id) {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        state.digests.insert(id, digest.clone());
+        Ok(PutOutcome::Written)
+    }
+
+    async fn record_newest_digest(
+        &self,
+        _table: &str,
+        stream_arn: &str,
+        number: u64,
+        hash: &str,
+    ) -> StoreResult<()> {
+        let mut state = self.lock();
+        let slot = state
+            .newest_digest
+            .entry(stream_arn.to_string())
+            .or_insert((0, String::new()));
+        if slot.0 < number {
+            *slot = (number, hash.to_string());
+        }
+        Ok(())
+    }
+}
+
 impl AuditStore for MemoryStore {
+    async fn put_linked_entry(
+        &self,
+        entry: &AuditEntry,
+        link: &crate::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        let outcome = self.put_entry(entry).await?;
+        if outcome == PutOutcome::Written {
+            self.lock().links.insert(
+                (
+                    entry.stream_arn.clone(),
+                    entry.shard_id.clone(),
+                    entry.sequence_number.clone(),
+                    false,
+                ),
+                *link,
+            );
+        }
+        Ok(outcome)
+    }
+
+    async fn gap_link(&self, gap: &Gap) -> StoreResult<Option<crate::proof::Link>> {
+        Ok(self
+            .lock()
+            .links
+            .get(&(
+                gap.stream_arn.clone(),
+                gap.shard_id.clone(),
+                gap.after_sequence_number.clone().unwrap_or_default(),
+                true,
+            ))
+            .copied())
+    }
+
+    async fn put_linked_gap(
+        &self,
+        gap: &Gap,
+        link: &crate::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        let outcome = self.put_gap(gap).await?;
+        if outcome == PutOutcome::Written {
+            self.lock().links.insert(
+                (
+                    gap.stream_arn.clone(),
+                    gap.shard_id.clone(),
+                    gap.after_sequence_number.clone().unwrap_or_default(),
+                    true,
+                ),
+                *link,
+            );
+        }
+        Ok(outcome)
+    }
+
     async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
         let mut state = self.lock();
         state.entry_puts += 1;
@@ -148,6 +364,15 @@ impl CheckpointStore for MemoryStore {
     }
 
     async fn save_shard(&self, checkpoint: &ShardCheckpoint) -> StoreResult<()> {
+        if let Some(seq) = &checkpoint.sequence_no {
+            // As the DynamoDB store: no store could resume after it.
+            if !crate::stream::is_sequence_number(seq) {
+                return Err(crate::store::StoreError::Other(format!(
+                    "shard {} of {}: {seq:?} is not a sequence number; refusing to checkpoint it",
+                    checkpoint.shard_id, checkpoint.stream_arn
+                )));
+            }
+        }
         let mut state = self.lock();
         let shards = state
             .shards
@@ -173,10 +398,13 @@ impl CheckpointStore for MemoryStore {
     }
 
     async fn save_stream(&self, row: &StreamRow) -> StoreResult<()> {
-        self.lock().streams.insert(
-            (row.table_name.clone(), row.stream_arn.clone()),
-            row.clone(),
-        );
+        let mut state = self.lock();
+        let id = (row.table_name.clone(), row.stream_arn.clone());
+        // As the DynamoDB store's condition: a drained stream stays drained.
+        if state.streams.get(&id).is_some_and(|r| r.drained) && !row.drained {
+            return Ok(());
+        }
+        state.streams.insert(id, row.clone());
         Ok(())
     }
 

@@ -61,6 +61,9 @@ pub struct ShardCheckpoint {
     /// The last read found nothing new: the shard is caught up (lag 0).
     pub caught_up: bool,
     pub updated_at: DateTime<Utc>,
+    /// The shard's hash chain as far as `sequence_no` (saved in the same
+    /// write). `None`: a row written before the chain existed.
+    pub chain: Option<crate::proof::ChainState>,
 }
 
 /// One row of `streams`: a stream of an audited table.
@@ -160,6 +163,63 @@ pub trait AuditStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
     fn put_gap(&self, gap: &Gap) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
     fn gaps(&self) -> impl Future<Output = StoreResult<Vec<Gap>>> + Send;
+    /// [`AuditStore::put_entry`], with the entry's chain link stored inline
+    /// beside it. A store that keeps no proof may ignore the link.
+    fn put_linked_entry(
+        &self,
+        entry: &AuditEntry,
+        link: &crate::proof::Link,
+    ) -> impl Future<Output = StoreResult<PutOutcome>> + Send {
+        let _ = link;
+        self.put_entry(entry)
+    }
+    /// The chain link stored with a gap already written (`None`: no gap
+    /// there, or a store that keeps no proof). A gap seen again after a
+    /// crash may differ in what it could tell (where reading resumed); the
+    /// chain then continues from the stored one.
+    fn gap_link(
+        &self,
+        gap: &Gap,
+    ) -> impl Future<Output = StoreResult<Option<crate::proof::Link>>> + Send {
+        let _ = gap;
+        async { Ok(None) }
+    }
+    /// [`AuditStore::put_gap`] with the gap's chain link.
+    fn put_linked_gap(
+        &self,
+        gap: &Gap,
+        link: &crate::proof::Link,
+    ) -> impl Future<Output = StoreResult<PutOutcome>> + Send {
+        let _ = link;
+        self.put_gap(gap)
+    }
+}
+
+/// Where the signed digests live, and the pointer to each stream's newest
+/// one (kept outside the audit table, so rolling that table back shows).
+pub trait ProofStore: Send + Sync + 'static {
+    /// The newest digest of a stream: (number, digest as stored).
+    fn newest_digest(
+        &self,
+        stream_arn: &str,
+    ) -> impl Future<Output = StoreResult<Option<(u64, crate::proof::digest::SignedDigest)>>> + Send;
+    /// Write-once.
+    fn put_digest(
+        &self,
+        table: &str,
+        stream_arn: &str,
+        number: u64,
+        digest: &crate::proof::digest::SignedDigest,
+    ) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
+    /// Records on the stream's row that digest `number` (with `hash`) was
+    /// written; never moves back.
+    fn record_newest_digest(
+        &self,
+        table: &str,
+        stream_arn: &str,
+        number: u64,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 /// Polls `check` until it says ready, with a growing pause (100 ms → 2 s),

@@ -251,6 +251,27 @@ impl AuditStore for LaggyStore {
     async fn gaps(&self) -> StoreResult<Vec<Gap>> {
         self.inner.gaps().await
     }
+    async fn put_linked_entry(
+        &self,
+        entry: &AuditEntry,
+        link: &ddb_audit::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        self.lag().await;
+        let r = self.inner.put_linked_entry(entry, link).await;
+        self.lag().await;
+        r
+    }
+    async fn gap_link(&self, gap: &Gap) -> StoreResult<Option<ddb_audit::proof::Link>> {
+        self.inner.gap_link(gap).await
+    }
+    async fn put_linked_gap(
+        &self,
+        gap: &Gap,
+        link: &ddb_audit::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        self.lag().await;
+        self.inner.put_linked_gap(gap, link).await
+    }
 }
 
 impl CheckpointStore for LaggyStore {

@@ -1,0 +1,299 @@
+//! `verify` and `export --proof` against the store: gathers the evidence
+//! (one Scan), runs the pure checks of `verify`, keeps `--state`, builds
+//! bundles. The CLI and the HTTP API both call these.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::bundle::{Bundle, BundleDigest, BundleEntry, BUNDLE_TYPE};
+use super::chain::parse_hash;
+use super::merkle::{inclusion_proof, Hash};
+use super::sign::PublicKey;
+use super::verify::{
+    exit_status, verify_stream, Finding, Kind, Severity, VerifyOptions, VerifyState,
+};
+use crate::store::dynamo::DynamoStore;
+use crate::store::StoreError;
+use crate::stream::cmp_sequence;
+use crate::value::Item;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    State(String),
+    #[error("{0}")]
+    Export(String),
+}
+
+pub struct VerifyRequest {
+    pub table: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub public_key: Option<PublicKey>,
+    pub state_file: Option<PathBuf>,
+    pub interval_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifySummary {
+    pub summary: bool,
+    pub status: &'static str,
+    pub exit_status: i32,
+    pub streams: usize,
+    pub entries: u64,
+    pub digests: u64,
+    pub tamper_findings: usize,
+    pub seconds: f64,
+    pub entries_per_second: f64,
+    pub key_fingerprint: Option<String>,
+}
+
+pub struct VerifyOutcome {
+    pub findings: Vec<Finding>,
+    pub summary: VerifySummary,
+}
+
+fn load_state(path: &Path) -> Result<VerifyState, CheckError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            CheckError::State(format!(
+                "--state {}: not a verify state file ({e}); move it away to start afresh",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VerifyState::default()),
+        Err(e) => Err(CheckError::State(format!(
+            "--state {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn save_state(path: &Path, state: &VerifyState) -> Result<(), CheckError> {
+    let text = serde_json::to_string_pretty(state)
+        .map_err(|e| CheckError::State(format!("encoding the state: {e}")))?;
+    // Write then rename: a crash never leaves half a state file, which would
+    // make the next run start afresh and forget what it had proven.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text + "\n")
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| CheckError::State(format!("--state {}: {e}", path.display())))
+}
+
+pub async fn verify_trail(
+    store: &DynamoStore,
+    req: &VerifyRequest,
+    progress: impl FnMut(u64),
+) -> Result<VerifyOutcome, CheckError> {
+    let started = Instant::now();
+    let mut state = match &req.state_file {
+        Some(path) => load_state(path)?,
+        None => VerifyState::default(),
+    };
+    let evidence = store.proof_evidence(req.table.as_deref(), progress).await?;
+    let now = Utc::now();
+    let mut findings = Vec::new();
+    let (mut entries, mut digests) = (0, 0);
+    for ev in &evidence {
+        let report = verify_stream(
+            ev,
+            &VerifyOptions {
+                public_key: req.public_key.as_ref(),
+                now,
+                interval_secs: req.interval_secs,
+                remembered: state.streams.get(&ev.stream_arn),
+            },
+        );
+        entries += report.entries;
+        digests += report.digests;
+        if let Some(newest) = report.newest_intact {
+            state.streams.insert(ev.stream_arn.clone(), newest);
+        }
+        findings.extend(report.findings);
+    }
+    if let Some(since) = req.since {
+        // Digest findings older than --since are dropped; entries are
+        // always checked, since the chain runs through them all.
+        let since_text = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        findings.retain(|f| {
+            !(f.kind == Kind::BadSignature
+                && f.digest.is_some()
+                && digest_time(&evidence, f).is_some_and(|t| t < since_text))
+        });
+    }
+    let code = exit_status(&findings);
+    if let Some(path) = &req.state_file {
+        if code != 1 {
+            save_state(path, &state)?;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let tamper_findings = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Tamper)
+        .count();
+    Ok(VerifyOutcome {
+        summary: VerifySummary {
+            summary: true,
+            status: match code {
+                0 => "intact",
+                1 => "tampered",
+                _ => "unverifiable",
+            },
+            exit_status: code,
+            streams: evidence.len(),
+            entries,
+            digests,
+            tamper_findings,
+            seconds,
+            entries_per_second: if seconds > 0.0 {
+                entries as f64 / seconds
+            } else {
+                0.0
+            },
+            key_fingerprint: req.public_key.as_ref().map(PublicKey::fingerprint),
+        },
+        findings,
+    })
+}
+
+fn digest_time(evidence: &[super::verify::StreamEvidence], f: &Finding) -> Option<String> {
+    let ev = evidence.iter().find(|e| e.stream_arn == f.stream_arn)?;
+    let d = ev.digests.iter().find(|d| Some(d.number) == f.digest)?;
+    d.signed.parse().ok().map(|doc| doc.time)
+}
+
+/// A self-contained proof of one item's entries.
+pub async fn export_bundle(
+    store: &DynamoStore,
+    table: &str,
+    key: &Item,
+    fingerprint: Option<String>,
+) -> Result<Bundle, CheckError> {
+    let rows = store.history_linked(table, key).await?;
+    if rows.is_empty() {
+        return Err(CheckError::Export(format!(
+            "no entries for that key in table {table}: check --table and --key"
+        )));
+    }
+    let mut entries = Vec::new();
+    let mut digests: Vec<BundleDigest> = Vec::new();
+    // Per (stream, shard): the shard's leaves in chain order and the digests.
+    let mut shard_cache: std::collections::HashMap<(String, String), Vec<Hash>> =
+        std::collections::HashMap::new();
+    let mut digest_cache: std::collections::HashMap<
+        String,
+        Vec<(u64, super::digest::SignedDigest)>,
+    > = std::collections::HashMap::new();
+    for (stream_arn, json, hash, prev) in rows {
+        let entry: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|e| CheckError::Export(format!("a stored entry is not JSON: {e}")))?;
+        let shard_id = entry["shard_id"].as_str().unwrap_or_default().to_string();
+        let seq = entry["sequence_number"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let Some(hash) = hash.as_deref().and_then(parse_hash) else {
+            return Err(CheckError::Export(format!(
+                "the entry at sequence {seq} has no hash (written before the chain existed): \
+                 it cannot be proven"
+            )));
+        };
+        let cache_key = (stream_arn.clone(), shard_id.clone());
+        if !shard_cache.contains_key(&cache_key) {
+            let mut leaves = store.shard_leaves(&stream_arn, &shard_id).await?;
+            leaves.sort_by(|a, b| cmp_sequence(&a.0, &b.0).then(a.1.cmp(&b.1)));
+            shard_cache.insert(cache_key.clone(), leaves.into_iter().map(|l| l.2).collect());
+        }
+        let leaves = &shard_cache[&cache_key];
+        let Some(index) = leaves.iter().position(|h| *h == hash) else {
+            return Err(CheckError::Export(format!(
+                "the entry at sequence {seq} is not in its shard's chain: run `ddb-audit verify`"
+            )));
+        };
+        if !digest_cache.contains_key(&stream_arn) {
+            digest_cache.insert(stream_arn.clone(), store.digests(&stream_arn).await?);
+        }
+        // The first digest whose tree for this shard contains the entry.
+        let covering = digest_cache[&stream_arn].iter().find_map(|(n, signed)| {
+            let doc = signed.parse().ok()?;
+            let head = doc.shards.iter().find(|h| h.shard_id == shard_id)?;
+            (head.size as usize > index).then(|| (*n, signed.clone(), head.size as usize))
+        });
+        let Some((number, signed, size)) = covering else {
+            return Err(CheckError::Export(format!(
+                "the entry at sequence {seq} is not covered by a digest yet: export again after \
+                 the next digest (every [proof] digest_interval_secs)"
+            )));
+        };
+        if size > leaves.len() {
+            return Err(CheckError::Export(format!(
+                "digest {number} covers {size} entries of shard {shard_id}, the table holds {}: \
+                 run `ddb-audit verify`",
+                leaves.len()
+            )));
+        }
+        let path = inclusion_proof(&leaves[..size], index).unwrap_or_default();
+        if !digests
+            .iter()
+            .any(|d| d.stream_arn == stream_arn && d.number == number)
+        {
+            digests.push(BundleDigest {
+                stream_arn: stream_arn.clone(),
+                number,
+                signed,
+            });
+        }
+        entries.push(BundleEntry {
+            stream_arn,
+            shard_id,
+            entry,
+            prev_hash: prev,
+            hash: hex::encode(hash),
+            leaf_index: index as u64,
+            tree_size: size as u64,
+            digest_number: number,
+            inclusion_proof: path.iter().map(hex::encode).collect(),
+        });
+    }
+    Ok(Bundle {
+        kind: BUNDLE_TYPE.into(),
+        table: table.to_string(),
+        key: serde_json::to_value(key).unwrap_or(serde_json::Value::Null),
+        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        public_key_fingerprint: fingerprint,
+        entries,
+        digests,
+    })
+}
+
+/// One line per finding, for people.
+pub fn finding_line(f: &Finding) -> String {
+    let severity = match f.severity {
+        Severity::Tamper => "TAMPERED",
+        Severity::Unverifiable => "UNCHECKED",
+        Severity::Info => "note",
+    };
+    let kind = serde_json::to_value(f.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let mut at = vec![f.table.clone()];
+    if let Some(k) = &f.key {
+        at.push(k.to_string());
+    }
+    if let Some(s) = &f.sequence_number {
+        at.push(format!("seq {s}"));
+    }
+    if let Some(s) = &f.shard_id {
+        at.push(format!("shard {s}"));
+    }
+    if let Some(d) = f.digest {
+        at.push(format!("digest {d}"));
+    }
+    format!("{severity:<9} {kind:<18} {}: {}", at.join(" "), f.message)
+}

@@ -1,0 +1,240 @@
+//! The digest writer: every `[proof] digest_interval_secs`, per stream, a
+//! digest of every shard's chain as its checkpoint row says (so a digest
+//! never covers an entry that is not durably written), chained to the
+//! previous digest; a final one on a graceful stop. It only reads the
+//! checkpoints: the shard loops never wait for it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::chain::ChainState;
+use super::digest::{next_digest, shard_head, DigestInput, ShardHead, SignedDigest};
+use super::sign::DigestSigner;
+use crate::retry::{retry, Retried, RetryPolicy};
+use crate::store::{CheckpointStore, ProofStore, PutOutcome, ShardStatus, StoreError};
+
+#[derive(Clone)]
+pub struct DigestSettings {
+    pub interval: Duration,
+    pub retention_days: Option<u64>,
+    pub signer: Option<Arc<dyn DigestSigner>>,
+    pub retry: RetryPolicy,
+}
+
+/// The newest digest this process knows of, per stream.
+struct Last {
+    number: u64,
+    signed: SignedDigest,
+    heads: HashMap<String, ShardHead>,
+    is_final: bool,
+}
+
+pub struct DigestWriter<C, P> {
+    checkpoints: C,
+    proofs: P,
+    tables: Vec<String>,
+    settings: DigestSettings,
+    last: Mutex<HashMap<String, Last>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Proof(#[from] super::ProofError),
+}
+
+impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
+    pub fn new(checkpoints: C, proofs: P, tables: Vec<String>, settings: DigestSettings) -> Self {
+        DigestWriter {
+            checkpoints,
+            proofs,
+            tables,
+            settings,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Writes a digest round every interval until `stop`.
+    pub async fn heartbeats(&self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.settings.interval) => {}
+            }
+            // Retries of a heartbeat end with the stop; the final digest is
+            // written after it, under the shutdown's own abort.
+            let _ = self.round(false, &stop, &stop).await;
+        }
+    }
+
+    /// One digest per stream of every configured table. A failure on one
+    /// stream is logged and the others still get theirs. Returns how many
+    /// digests were written.
+    pub async fn round(
+        &self,
+        is_final: bool,
+        stop: &CancellationToken,
+        abort: &CancellationToken,
+    ) -> usize {
+        let mut written = 0;
+        for table in &self.tables {
+            let rows = match retry(self.settings.retry, abort, "Query(streams)", || {
+                self.checkpoints.load_streams(Some(table))
+            })
+            .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    warn!(table = %table, error = %retried(&e), "cannot list streams for a digest");
+                    continue;
+                }
+            };
+            for row in rows {
+                if stop.is_cancelled() && !is_final {
+                    return written;
+                }
+                match self
+                    .digest_stream(table, &row.stream_arn, row.drained, is_final, abort)
+                    .await
+                {
+                    Ok(true) => written += 1,
+                    Ok(false) => {}
+                    Err(e) => warn!(
+                        table = %table, stream = %row.stream_arn, error = %e,
+                        "digest not written this round"
+                    ),
+                }
+            }
+        }
+        written
+    }
+
+    async fn digest_stream(
+        &self,
+        table: &str,
+        stream_arn: &str,
+        stream_drained: bool,
+        is_final: bool,
+        abort: &CancellationToken,
+    ) -> Result<bool, DigestError> {
+        let policy = self.settings.retry;
+        let shards = retry(policy, abort, "Query(shards)", || {
+            self.checkpoints.load_shards(stream_arn)
+        })
+        .await
+        .map_err(into_store)?;
+        let mut last = self.last.lock().await;
+        if !last.contains_key(stream_arn) {
+            let found = retry(policy, abort, "Query(digest)", || {
+                self.proofs.newest_digest(stream_arn)
+            })
+            .await
+            .map_err(into_store)?;
+            if let Some((number, signed)) = found {
+                let doc = signed.parse()?;
+                last.insert(
+                    stream_arn.to_string(),
+                    Last {
+                        number,
+                        heads: doc
+                            .shards
+                            .into_iter()
+                            .map(|h| (h.shard_id.clone(), h))
+                            .collect(),
+                        is_final: doc.is_final,
+                        signed,
+                    },
+                );
+            }
+        }
+        let prev = last.get(stream_arn);
+        // Open and closed shards always; a drained one while its head still
+        // changes (then once more): a digest stays small however many shards
+        // a stream has drained over the years.
+        let heads: Vec<ShardHead> = shards
+            .iter()
+            .map(|cp| shard_head(cp, &cp.chain.clone().unwrap_or_else(ChainState::default)))
+            .filter(|head| {
+                head.status != ShardStatus::Drained.as_str()
+                    || prev.is_none_or(|p| p.heads.get(&head.shard_id) != Some(head))
+            })
+            .collect();
+        if stream_drained && heads.is_empty() && prev.is_some_and(|p| p.is_final) {
+            // A drained stream's trail ended, signed: nothing more to say.
+            return Ok(false);
+        }
+        let (doc, sealed) = next_digest(DigestInput {
+            table,
+            stream_arn,
+            previous: prev.map(|p| (p.number, &p.signed)),
+            shards: heads,
+            time: chrono::Utc::now(),
+            is_final,
+            interval_secs: self.settings.interval.as_secs(),
+            retention_days: self.settings.retention_days,
+            signer: self.settings.signer.as_deref(),
+        })
+        .await?;
+        let outcome = retry(policy, abort, "PutItem(digest)", || {
+            self.proofs
+                .put_digest(table, stream_arn, doc.number, &sealed)
+        })
+        .await
+        .map_err(into_store)?;
+        if outcome == PutOutcome::AlreadyPresent {
+            // Another process wrote this number: start from its digest next round.
+            warn!(table = %table, stream = %stream_arn, number = doc.number,
+                "another writer took this digest number; re-reading next round");
+            last.remove(stream_arn);
+            return Ok(false);
+        }
+        retry(policy, abort, "UpdateItem(stream digest)", || {
+            self.proofs
+                .record_newest_digest(table, stream_arn, doc.number, &sealed.hash)
+        })
+        .await
+        .map_err(into_store)?;
+        if is_final {
+            info!(table = %table, stream = %stream_arn, number = doc.number, "final digest written");
+        } else {
+            debug!(table = %table, stream = %stream_arn, number = doc.number, "digest written");
+        }
+        let mut heads: HashMap<String, ShardHead> =
+            prev.map(|p| p.heads.clone()).unwrap_or_default();
+        for h in &doc.shards {
+            heads.insert(h.shard_id.clone(), h.clone());
+        }
+        last.insert(
+            stream_arn.to_string(),
+            Last {
+                number: doc.number,
+                signed: sealed,
+                heads,
+                is_final,
+            },
+        );
+        Ok(true)
+    }
+}
+
+fn into_store(e: Retried<StoreError>) -> StoreError {
+    match e {
+        Retried::Failed(e) => e,
+        Retried::Cancelled => StoreError::Other("cancelled by shutdown".into()),
+    }
+}
+
+fn retried(e: &Retried<StoreError>) -> String {
+    match e {
+        Retried::Failed(e) => e.to_string(),
+        Retried::Cancelled => "cancelled by shutdown".into(),
+    }
+}

@@ -1,0 +1,503 @@
+//! The proof side of the DynamoDB store: digests, the stream rows' pointer
+//! to their newest digest, the one-pass scan `verify` reads, and the
+//! protection `init` turns on.
+//!
+//! Layout (added to the tables `dynamo.rs` describes):
+//! - an entry or gap item carries `hash` (S, hex) and `prev_hash` (S, hex;
+//!   absent at a chain's start) beside its JSON: no extra item per entry;
+//! - a shard row carries `chain` (S: `v1;<size>;<last hash>;<frontier>`, see
+//!   `proof::ChainState::encode`), saved in the checkpoint's own write;
+//! - a digest: `pk` = `#digests|<stream arn>`, `sk` = its number, 20 digits;
+//!   `digest` (S, the canonical JSON that is hashed and signed), `hash` (S),
+//!   `signature` (S, base64; absent when unsigned), `table_name`,
+//!   `stream_arn`, `number` (N), `written_at`;
+//! - a stream row carries `digest_number` (N) and `digest_hash` (S): the
+//!   newest digest written, so deleting digests, or rolling the audit table
+//!   back, shows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::{AttributeValue as DAttr, PointInTimeRecoverySpecification};
+use chrono::Utc;
+
+use super::*;
+use crate::proof::chain::{document_hash, entry_document, gap_document, parse_hash};
+use crate::proof::digest::SignedDigest;
+use crate::proof::verify::{CheckpointEvidence, FoundDigest, Leaf, StreamEvidence};
+use crate::store::ProofStore;
+
+pub const DIGESTS_PK_PREFIX: &str = "#digests|";
+
+pub fn digests_pk(stream_arn: &str) -> String {
+    format!("{DIGESTS_PK_PREFIX}{stream_arn}")
+}
+
+fn digest_sk(number: u64) -> String {
+    format!("{number:020}")
+}
+
+fn signed_from_item(item: &HashMap<String, DAttr>) -> Option<(u64, SignedDigest)> {
+    let number = get_s(item, "sk")?.parse().ok()?;
+    Some((
+        number,
+        SignedDigest {
+            digest: get_s(item, "digest").unwrap_or_default().to_string(),
+            hash: get_s(item, "hash").unwrap_or_default().to_string(),
+            signature: get_s(item, "signature").map(str::to_string),
+        },
+    ))
+}
+
+impl ProofStore for DynamoStore {
+    async fn newest_digest(&self, stream_arn: &str) -> StoreResult<Option<(u64, SignedDigest)>> {
+        let table = &self.names.audit;
+        let out = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(digests_pk(stream_arn)))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        Ok(out.items().first().and_then(signed_from_item))
+    }
+
+    async fn put_digest(
+        &self,
+        table_name: &str,
+        stream_arn: &str,
+        number: u64,
+        digest: &SignedDigest,
+    ) -> StoreResult<PutOutcome> {
+        let mut item = HashMap::from([
+            ("pk".to_string(), s(digests_pk(stream_arn))),
+            ("sk".to_string(), s(digest_sk(number))),
+            ("digest".to_string(), s(&digest.digest)),
+            ("hash".to_string(), s(&digest.hash)),
+            ("table_name".to_string(), s(table_name)),
+            ("stream_arn".to_string(), s(stream_arn)),
+            ("number".to_string(), DAttr::N(number.to_string())),
+            ("written_at".to_string(), s(rfc3339(Utc::now()))),
+        ]);
+        if let Some(sig) = &digest.signature {
+            item.insert("signature".into(), s(sig));
+        }
+        self.put_once(item).await
+    }
+
+    async fn record_newest_digest(
+        &self,
+        table_name: &str,
+        stream_arn: &str,
+        number: u64,
+        hash: &str,
+    ) -> StoreResult<()> {
+        let table = &self.names.streams;
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key("table_name", s(table_name))
+            .key("stream_arn", s(stream_arn))
+            .update_expression("SET #n = :n, #h = :h")
+            .condition_expression("attribute_not_exists(#n) OR #n < :n")
+            .expression_attribute_names("#n", "digest_number")
+            .expression_attribute_names("#h", "digest_hash")
+            .expression_attribute_values(":n", DAttr::N(number.to_string()))
+            .expression_attribute_values(":h", s(hash))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let c = classify(&e);
+                if c.kind == ErrorKind::ConditionFailed {
+                    Ok(())
+                } else {
+                    Err(store_error(c, table))
+                }
+            }
+        }
+    }
+}
+
+/// An entry head still to be reassembled from its parts.
+struct Oversize {
+    pk: String,
+    sk: String,
+    stream_arn: String,
+    leaf: Leaf,
+}
+
+/// The TTL attribute of entries under `[retention] days`.
+pub const EXPIRES_AT: &str = "expires_at";
+
+impl DynamoStore {
+    /// `expires_at` for an entry written now (epoch seconds, as TTL wants).
+    pub(super) fn expires_at(&self) -> Option<DAttr> {
+        self.retention_days
+            .map(|days| DAttr::N((Utc::now().timestamp() + days as i64 * 86_400).to_string()))
+    }
+
+    /// Turns on TTL on `expires_at` for the audit table (idempotent).
+    pub async fn enable_retention(&self) -> StoreResult<String> {
+        let table = &self.names.audit;
+        let spec = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+            .attribute_name(EXPIRES_AT)
+            .enabled(true)
+            .build()
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        match self
+            .client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(spec)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(format!("TTL on `{EXPIRES_AT}` enabled for {table}")),
+            Err(e) => {
+                let c = classify(&e);
+                if c.message.to_ascii_lowercase().contains("already enabled") {
+                    Ok(format!("TTL on `{EXPIRES_AT}` already enabled for {table}"))
+                } else {
+                    Err(store_error(c, table))
+                }
+            }
+        }
+    }
+
+    /// Everything `verify` needs, per stream, in one Scan of the audit table
+    /// (each item read once) plus the streams and shards rows. `progress` is
+    /// called with the count of items read so far.
+    pub async fn proof_evidence(
+        &self,
+        table_filter: Option<&str>,
+        mut progress: impl FnMut(u64),
+    ) -> StoreResult<Vec<StreamEvidence>> {
+        let table = &self.names.audit;
+        let mut streams: BTreeMap<String, StreamEvidence> = BTreeMap::new();
+        let mut oversize: Vec<Oversize> = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut read = 0u64;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk_store_error(&e, table))?;
+            for item in page.items() {
+                read += 1;
+                let pk = get_s(item, "pk").unwrap_or_default();
+                if item.contains_key("chunk") {
+                    continue;
+                }
+                let item_table = get_s(item, "table_name").unwrap_or_default();
+                if table_filter.is_some_and(|t| t != item_table) {
+                    continue;
+                }
+                let Some(stream_arn) = get_s(item, "stream_arn") else {
+                    continue;
+                };
+                let ev = streams
+                    .entry(stream_arn.to_string())
+                    .or_insert_with(|| StreamEvidence {
+                        table: item_table.to_string(),
+                        stream_arn: stream_arn.to_string(),
+                        ..Default::default()
+                    });
+                if pk.starts_with(DIGESTS_PK_PREFIX) {
+                    if let Some((number, signed)) = signed_from_item(item) {
+                        ev.digests.push(FoundDigest { number, signed });
+                    }
+                    continue;
+                }
+                let stored_hash = get_s(item, "hash").and_then(parse_hash);
+                let prev_hash = get_s(item, "prev_hash").and_then(parse_hash);
+                let shard_id = get_s(item, "shard_id").unwrap_or_default().to_string();
+                if pk == GAPS_PK {
+                    let gap: Option<serde_json::Value> =
+                        get_s(item, "gap").and_then(|g| serde_json::from_str(g).ok());
+                    let after = gap
+                        .as_ref()
+                        .and_then(|g| g.get("after_sequence_number"))
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    ev.leaves.push(Leaf {
+                        is_gap: true,
+                        shard_id,
+                        sequence_number: after,
+                        key: None,
+                        stored_hash,
+                        prev_hash,
+                        content_hash: gap.and_then(|g| {
+                            document_hash(&gap_document(&g, prev_hash.as_ref())).ok()
+                        }),
+                        expires: false,
+                        rejected: false,
+                    });
+                    continue;
+                }
+                let leaf = Leaf {
+                    is_gap: false,
+                    shard_id,
+                    sequence_number: get_s(item, "sequence_number")
+                        .unwrap_or_default()
+                        .to_string(),
+                    key: None,
+                    stored_hash,
+                    prev_hash,
+                    content_hash: None,
+                    expires: item.contains_key(EXPIRES_AT),
+                    rejected: false,
+                };
+                match get_s(item, "entry") {
+                    Some(json) => {
+                        ev.leaves.push(entry_leaf(leaf, stream_arn, json));
+                    }
+                    None => oversize.push(Oversize {
+                        pk: pk.to_string(),
+                        sk: get_s(item, "sk").unwrap_or_default().to_string(),
+                        stream_arn: stream_arn.to_string(),
+                        leaf,
+                    }),
+                }
+            }
+            progress(read);
+        }
+        for big in oversize {
+            let items = self.query_partition(&big.pk).await?;
+            let mut chunks: HashMap<&str, &str> = HashMap::new();
+            let mut head = None;
+            for item in &items {
+                match (get_s(item, "sk"), get_s(item, "chunk")) {
+                    (Some(sk), Some(chunk)) => {
+                        chunks.insert(sk, chunk);
+                    }
+                    (Some(sk), None) if sk == big.sk => head = Some(item),
+                    _ => {}
+                }
+            }
+            let json = head.and_then(|h| {
+                get_n(h, "parts").and_then(|parts| reassemble(h, &big.sk, parts, &chunks).ok())
+            });
+            let leaf = match json {
+                Some(json) => entry_leaf(big.leaf, &big.stream_arn, &json),
+                // Parts gone or damaged: the content cannot hash right.
+                None => big.leaf,
+            };
+            if let Some(ev) = streams.get_mut(&big.stream_arn) {
+                ev.leaves.push(leaf);
+            }
+        }
+
+        // Checkpoints and the stream rows' digest pointers.
+        let rows = self.stream_rows_raw().await?;
+        for row in rows {
+            // Rows under a reserved `#` key (a table's health) are no stream.
+            let Some(arn) = get_s(&row, "stream_arn").filter(|a| !a.starts_with('#')) else {
+                continue;
+            };
+            let row_table = get_s(&row, "table_name").unwrap_or_default();
+            if table_filter.is_some_and(|t| t != row_table) {
+                continue;
+            }
+            let ev = streams
+                .entry(arn.to_string())
+                .or_insert_with(|| StreamEvidence {
+                    table: row_table.to_string(),
+                    stream_arn: arn.to_string(),
+                    ..Default::default()
+                });
+            if let (Some(n), Some(h)) = (get_n(&row, "digest_number"), get_s(&row, "digest_hash")) {
+                ev.newest_digest = Some((n as u64, h.to_string()));
+            }
+            for cp in self.load_shards(arn).await? {
+                ev.checkpoints.push(CheckpointEvidence {
+                    shard_id: cp.shard_id,
+                    parent_shard_id: cp.parent_shard_id,
+                    chain: cp.chain,
+                    sequence_no: cp.sequence_no,
+                });
+            }
+        }
+        Ok(streams.into_values().collect())
+    }
+
+    async fn stream_rows_raw(&self) -> StoreResult<Vec<HashMap<String, DAttr>>> {
+        let table = &self.names.streams;
+        self.client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))
+    }
+
+    /// Every digest of a stream, oldest first.
+    pub async fn digests(&self, stream_arn: &str) -> StoreResult<Vec<(u64, SignedDigest)>> {
+        Ok(self
+            .query_partition(&digests_pk(stream_arn))
+            .await?
+            .iter()
+            .filter_map(signed_from_item)
+            .collect())
+    }
+
+    /// Every chained leaf of one shard (entries and gaps): (sequence
+    /// number, is gap, hash, prev hash), unordered. A Scan: the audit table
+    /// has no index by shard (it would cost a write unit per entry), so an
+    /// export pays a read of the table instead.
+    pub async fn shard_leaves(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+    ) -> StoreResult<Vec<(String, bool, crate::proof::Hash, Option<crate::proof::Hash>)>> {
+        let table = &self.names.audit;
+        let items: Vec<HashMap<String, DAttr>> = self
+            .client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .filter_expression("stream_arn = :a AND shard_id = :s AND attribute_exists(#h)")
+            .expression_attribute_names("#h", "hash")
+            .expression_attribute_values(":a", s(stream_arn))
+            .expression_attribute_values(":s", s(shard_id))
+            .projection_expression("pk, sequence_number, #h, prev_hash, gap")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                let hash = get_s(item, "hash").and_then(parse_hash)?;
+                let prev = get_s(item, "prev_hash").and_then(parse_hash);
+                let is_gap = get_s(item, "pk") == Some(GAPS_PK);
+                let seq = if is_gap {
+                    get_s(item, "gap")
+                        .and_then(|g| serde_json::from_str::<serde_json::Value>(g).ok())
+                        .and_then(|g| g["after_sequence_number"].as_str().map(str::to_string))
+                        .unwrap_or_default()
+                } else {
+                    get_s(item, "sequence_number")
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                Some((seq, is_gap, hash, prev))
+            })
+            .collect())
+    }
+
+    /// One item's entries with their stored JSON and links, in stream order.
+    pub async fn history_linked(
+        &self,
+        table: &str,
+        key: &Item,
+    ) -> StoreResult<Vec<(String, String, Option<String>, Option<String>)>> {
+        let pk = item_partition_key(table, key);
+        let items = self.query_partition(&pk).await?;
+        let mut chunks: HashMap<&str, &str> = HashMap::new();
+        for item in &items {
+            if let (Some(sk), Some(chunk)) = (get_s(item, "sk"), get_s(item, "chunk")) {
+                chunks.insert(sk, chunk);
+            }
+        }
+        let mut out = Vec::new();
+        for item in &items {
+            if item.contains_key("chunk") {
+                continue;
+            }
+            let sk = get_s(item, "sk").unwrap_or_default();
+            let json = match (get_s(item, "entry"), get_n(item, "parts")) {
+                (Some(json), _) => json.to_string(),
+                (None, Some(parts)) => reassemble(item, sk, parts, &chunks)
+                    .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?,
+                (None, None) => continue,
+            };
+            out.push((
+                get_s(item, "stream_arn").unwrap_or_default().to_string(),
+                json,
+                get_s(item, "hash").map(str::to_string),
+                get_s(item, "prev_hash").map(str::to_string),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Deletion protection and point-in-time recovery on the daemon's own
+    /// tables: a table cannot be dropped by mistake, and a rollback can be
+    /// undone (and is then shown by `verify`).
+    pub async fn protect_tables(&self) -> StoreResult<Vec<String>> {
+        let mut notes = Vec::new();
+        for table in [&self.names.streams, &self.names.shards, &self.names.audit] {
+            match self
+                .client
+                .update_table()
+                .table_name(table)
+                .deletion_protection_enabled(true)
+                .send()
+                .await
+            {
+                Ok(_) => notes.push(format!("deletion protection on for {table}")),
+                Err(e) => {
+                    let c = classify(&e);
+                    // Already on, or a table still being created: not fatal.
+                    tracing::warn!(table = %table, error = %c.message, "cannot turn on deletion protection");
+                    notes.push(format!(
+                        "deletion protection NOT confirmed for {table}: {}",
+                        c.message
+                    ));
+                }
+            }
+            let spec = PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(true)
+                .build();
+            let result = match spec {
+                Ok(spec) => self
+                    .client
+                    .update_continuous_backups()
+                    .table_name(table)
+                    .point_in_time_recovery_specification(spec)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| classify(&e).message),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => notes.push(format!("point-in-time recovery on for {table}")),
+                Err(m) => {
+                    tracing::warn!(table = %table, error = %m, "cannot turn on point-in-time recovery");
+                    notes.push(format!(
+                        "point-in-time recovery NOT confirmed for {table}: {m}"
+                    ));
+                }
+            }
+        }
+        Ok(notes)
+    }
+}
+
+fn entry_leaf(mut leaf: Leaf, stream_arn: &str, json: &str) -> Leaf {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(json) {
+        leaf.key = value.get("key").map(|k| k.to_string());
+        leaf.rejected = crate::proof::verify::is_rejected_marker(&value);
+        leaf.content_hash =
+            document_hash(&entry_document(stream_arn, &value, leaf.prev_hash.as_ref())).ok();
+    }
+    leaf
+}

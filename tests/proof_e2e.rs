@@ -1,0 +1,421 @@
+//! The proof side end to end: the real daemon writes a signed, hash-chained
+//! trail into the emulator; `verify` proves it intact; each kind of
+//! tampering, done with the SDK directly as an attacker holding write access
+//! would, makes `verify` exit 1 naming what was touched, and 0 once undone;
+//! `export --proof` writes a bundle that `verify-bundle` checks with no AWS
+//! environment at all.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine as _;
+use common::*;
+use serde_json::{json, Value};
+
+type Item = HashMap<String, AttributeValue>;
+
+const PRIVATE_PEM: &str = include_str!("../src/proof/testdata/ed25519-private.pem");
+const PUBLIC_PEM: &str = include_str!("../src/proof/testdata/ed25519-public.pem");
+
+fn s(item: &Item, name: &str) -> String {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => v.clone(),
+        _ => String::new(),
+    }
+}
+
+async fn scan(env: &TestEnv, table: &str) -> Vec<Item> {
+    env.ddb
+        .scan()
+        .table_name(table)
+        .consistent_read(true)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .expect("scan")
+}
+
+async fn put(env: &TestEnv, table: &str, item: &Item) {
+    env.ddb
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item.clone()))
+        .send()
+        .await
+        .expect("put");
+}
+
+async fn delete(env: &TestEnv, table: &str, item: &Item) {
+    env.ddb
+        .delete_item()
+        .table_name(table)
+        .key("pk", item["pk"].clone())
+        .key("sk", item["sk"].clone())
+        .send()
+        .await
+        .expect("delete");
+}
+
+/// The audit table's entry items of `table`, in (key, sequence) order.
+async fn entry_items(env: &TestEnv, audit: &str, table: &str) -> Vec<Item> {
+    let mut items: Vec<Item> = scan(env, audit)
+        .await
+        .into_iter()
+        .filter(|i| s(i, "table_name") == table && i.contains_key("entry"))
+        .collect();
+    items.sort_by_key(|i| (s(i, "pk"), s(i, "sk")));
+    items
+}
+
+async fn digest_items(env: &TestEnv, audit: &str) -> Vec<Item> {
+    let mut items: Vec<Item> = scan(env, audit)
+        .await
+        .into_iter()
+        .filter(|i| s(i, "pk").starts_with("#digests|"))
+        .collect();
+    items.sort_by_key(|i| s(i, "sk"));
+    items
+}
+
+struct Verify {
+    code: Option<i32>,
+    /// stdout, then stderr.
+    stdout: String,
+    json: String,
+}
+
+async fn verify(env: &TestEnv, config: &Path, extra: &[&str]) -> Verify {
+    let mut args = vec!["verify", "--config", path_str(config)];
+    args.extend_from_slice(extra);
+    let out = env.cli(&args).await;
+    Verify {
+        code: out.status.code(),
+        json: out.stdout.clone(),
+        stdout: out.stdout + &out.stderr,
+    }
+}
+
+async fn assert_intact(env: &TestEnv, config: &Path, when: &str) {
+    let v = verify(env, config, &[]).await;
+    assert_eq!(
+        v.code,
+        Some(0),
+        "verify after {when} should be intact:\n{}",
+        v.stdout
+    );
+    assert!(v.stdout.contains("intact"), "{}", v.stdout);
+}
+
+async fn assert_tampered(env: &TestEnv, config: &Path, what: &str, needles: &[&str]) {
+    let v = verify(env, config, &[]).await;
+    assert_eq!(v.code, Some(1), "verify should find {what}:\n{}", v.stdout);
+    for n in needles {
+        assert!(
+            v.stdout.contains(n),
+            "verify of {what} should name {n:?}:\n{}",
+            v.stdout
+        );
+    }
+}
+
+async fn write_versions(env: &TestEnv, table: &str, items: usize, versions: usize, tag: &str) {
+    for v in 0..versions {
+        for i in 0..items {
+            env.ddb
+                .put_item()
+                .table_name(table)
+                .item("pk", AttributeValue::S(format!("u{i}")))
+                .item("sk", AttributeValue::N("1".into()))
+                .item("balance", AttributeValue::N(format!("{}", 1000 - v)))
+                .item("note", AttributeValue::S(format!("{tag} v{v}")))
+                .item("updated_by", AttributeValue::S("alice".into()))
+                .send()
+                .await
+                .expect("source put");
+        }
+    }
+}
+
+async fn wait_entries(env: &TestEnv, config: &Path, table: &str, items: usize, n: usize) {
+    for i in 0..items {
+        let key = key_args(&json!({"pk": {"S": format!("u{i}")}, "sk": {"N": "1"}}));
+        env.wait_history(config, table, &key, "every version", |e| e.len() >= n)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
+    let env = TestEnv::new("proof");
+    let table = env.name("orders");
+    env.create_stream_table(&table).await;
+    let audit = env.name("entries");
+    let key_file = env.write_file("digest-key.pem", PRIVATE_PEM);
+    let public_file = env.write_file("digest-key.pub.pem", PUBLIC_PEM);
+    let base = std::fs::read_to_string(env.config(&[&table])).unwrap();
+    let config = env.write_file(
+        "proof.toml",
+        &format!(
+            "{base}\n[proof]\nsigning_key_file = \"{}\"\ndigest_interval_secs = 1\n\n[retention]\ndays = 30\n",
+            key_file.display()
+        ),
+    );
+    env.init(&config).await;
+    // init protects the daemon's own tables.
+    let described = env
+        .ddb
+        .describe_table()
+        .table_name(&audit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described
+            .table()
+            .and_then(|t| t.deletion_protection_enabled()),
+        Some(true)
+    );
+    let backups = env
+        .ddb
+        .describe_continuous_backups()
+        .table_name(&audit)
+        .send()
+        .await
+        .unwrap();
+    let pitr = backups
+        .continuous_backups_description()
+        .and_then(|d| d.point_in_time_recovery_description())
+        .and_then(|p| p.point_in_time_recovery_status())
+        .map(|s| s.as_str().to_string());
+    assert_eq!(pitr.as_deref(), Some("ENABLED"));
+    // ... and, with [retention], TTL on `expires_at`.
+    let ttl = env
+        .ddb
+        .describe_time_to_live()
+        .table_name(&audit)
+        .send()
+        .await
+        .unwrap();
+    let ttl = ttl.time_to_live_description().unwrap();
+    assert_eq!(ttl.attribute_name(), Some("expires_at"));
+    assert_eq!(
+        ttl.time_to_live_status().map(|s| s.as_str()),
+        Some("ENABLED")
+    );
+
+    // Phase 1: 3 items × 4 versions, then a graceful stop (a final digest).
+    let mut daemon = env.spawn_daemon(&config);
+    write_versions(&env, &table, 3, 4, "first").await;
+    wait_entries(&env, &config, &table, 3, 4).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.stop_gracefully().await;
+    assert!(
+        daemon.log_text().contains("final digest written"),
+        "{}",
+        daemon.log_text()
+    );
+    assert_intact(&env, &config, "a graceful stop").await;
+    let v = verify(
+        &env,
+        &config,
+        &["--public-key", path_str(&public_file), "--json"],
+    )
+    .await;
+    assert_eq!(v.code, Some(0), "{}", v.stdout);
+    let summary = parse_json_lines(&v.json)
+        .into_iter()
+        .find(|l| l["summary"] == json!(true))
+        .expect("summary line");
+    assert_eq!(summary["entries"], json!(12), "{summary}");
+
+    let entries = entry_items(&env, &audit, &table).await;
+    assert_eq!(entries.len(), 12);
+    assert!(entries.iter().all(|i| i.contains_key("hash")));
+    // Retention: every entry expires 30 days after it was written, and the
+    // digests state the policy (so verify can tell expiry from deletion).
+    let now = chrono::Utc::now().timestamp();
+    for item in &entries {
+        let Some(AttributeValue::N(at)) = item.get("expires_at") else {
+            panic!("entry without expires_at: {item:?}");
+        };
+        let at: i64 = at.parse().unwrap();
+        assert!(
+            (now + 29 * 86_400..=now + 31 * 86_400).contains(&at),
+            "{at}"
+        );
+    }
+    let newest_digest = digest_items(&env, &audit).await.pop().unwrap();
+    assert!(
+        s(&newest_digest, "digest").contains("\"retention_days\":30"),
+        "{}",
+        s(&newest_digest, "digest")
+    );
+    // u0's history: entries[0..4]; the second one is "in the middle".
+    let target = entries[1].clone();
+    let target_seq = s(&target, "sequence_number");
+
+    // 1. Alter a value inside an entry.
+    let mut altered = target.clone();
+    let json_text = s(&target, "entry").replace("\"999\"", "\"1000000\"");
+    assert_ne!(
+        json_text,
+        s(&target, "entry"),
+        "the value to alter is there"
+    );
+    altered.insert("entry".into(), AttributeValue::S(json_text));
+    put(&env, &audit, &altered).await;
+    assert_tampered(&env, &config, "an altered value", &["altered", &target_seq]).await;
+    put(&env, &audit, &target).await;
+    assert_intact(&env, &config, "restoring the altered entry").await;
+
+    // 2. Delete an entry in the middle of an item's history.
+    delete(&env, &audit, &target).await;
+    assert_tampered(&env, &config, "a deleted entry", &["deleted"]).await;
+    put(&env, &audit, &target).await;
+    assert_intact(&env, &config, "restoring the deleted entry").await;
+
+    // 3. A forged copy of an entry under a new sequence number.
+    let mut forged = target.clone();
+    let new_seq = format!("{target_seq}7");
+    let sk = s(&target, "sk");
+    let (label, _) = sk.rsplit_once('#').unwrap();
+    forged.insert(
+        "sk".into(),
+        AttributeValue::S(format!("{label}#{new_seq:0>40}")),
+    );
+    forged.insert("sequence_number".into(), AttributeValue::S(new_seq.clone()));
+    forged.insert(
+        "entry".into(),
+        AttributeValue::S(s(&target, "entry").replace(&target_seq, &new_seq)),
+    );
+    put(&env, &audit, &forged).await;
+    assert_tampered(&env, &config, "a forged copy", &["inserted", &new_seq]).await;
+    delete(&env, &audit, &forged).await;
+    assert_intact(&env, &config, "removing the forged copy").await;
+
+    // 4. Delete the newest digest (the final one).
+    let digests = digest_items(&env, &audit).await;
+    let newest = digests.last().unwrap().clone();
+    let newest_number = s(&newest, "sk").trim_start_matches('0').to_string();
+    delete(&env, &audit, &newest).await;
+    assert_tampered(
+        &env,
+        &config,
+        "a deleted newest digest",
+        &["digest_missing", &format!("digest {newest_number}")],
+    )
+    .await;
+    put(&env, &audit, &newest).await;
+    assert_intact(&env, &config, "restoring the newest digest").await;
+
+    // 5. Flip a bit in a signature.
+    let middle = digests[digests.len() / 2].clone();
+    let mut sig = base64::engine::general_purpose::STANDARD
+        .decode(s(&middle, "signature"))
+        .unwrap();
+    sig[5] ^= 0x04;
+    let mut flipped = middle.clone();
+    flipped.insert(
+        "signature".into(),
+        AttributeValue::S(base64::engine::general_purpose::STANDARD.encode(sig)),
+    );
+    put(&env, &audit, &flipped).await;
+    let number = s(&middle, "sk").trim_start_matches('0').to_string();
+    assert_tampered(
+        &env,
+        &config,
+        "a flipped signature bit",
+        &["bad_signature", &format!("digest {number}")],
+    )
+    .await;
+    put(&env, &audit, &middle).await;
+    assert_intact(&env, &config, "restoring the signature").await;
+
+    // A state file remembers the newest digest proven.
+    let state = env.dir.path().join("verify.state");
+    let v = verify(&env, &config, &["--state", path_str(&state)]).await;
+    assert_eq!(v.code, Some(0), "{}", v.stdout);
+
+    // 6. Roll the whole audit table back to an earlier copy after more
+    //    changes were audited.
+    let snapshot = scan(&env, &audit).await;
+    let mut daemon = env.spawn_daemon(&config);
+    write_versions(&env, &table, 3, 2, "second").await;
+    wait_entries(&env, &config, &table, 3, 6).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.stop_gracefully().await;
+    assert_intact(&env, &config, "more changes").await;
+    let full = scan(&env, &audit).await;
+    let keep: std::collections::HashSet<(String, String)> =
+        snapshot.iter().map(|i| (s(i, "pk"), s(i, "sk"))).collect();
+    for item in &full {
+        if !keep.contains(&(s(item, "pk"), s(item, "sk"))) {
+            delete(&env, &audit, item).await;
+        }
+    }
+    assert_tampered(&env, &config, "a rolled-back table", &["truncated"]).await;
+    // With --state, even a rollback of the streams and shards tables too
+    // would show: the remembered digest must still be there, unchanged.
+    let v = verify(&env, &config, &["--state", path_str(&state)]).await;
+    assert_eq!(v.code, Some(1), "{}", v.stdout);
+    for item in &full {
+        put(&env, &audit, item).await;
+    }
+    assert_intact(&env, &config, "undoing the rollback").await;
+
+    // Offline: export one item's proof, check it with no AWS environment.
+    let bundle = env.dir.path().join("u0.proof.json");
+    env.cli(&[
+        "export",
+        "--config",
+        path_str(&config),
+        "--table",
+        &table,
+        "--key",
+        "pk=S:u0",
+        "--key",
+        "sk=N:1",
+        "--proof",
+        path_str(&bundle),
+    ])
+    .await
+    .success();
+    let offline = |file: &Path| {
+        std::process::Command::new(BIN)
+            .args([
+                "verify-bundle",
+                path_str(file),
+                "--public-key",
+                path_str(&public_file),
+            ])
+            .env_clear()
+            .output()
+            .expect("verify-bundle")
+    };
+    let out = offline(&bundle);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let b: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(b["entries"].as_array().map(Vec::len), Some(6), "{b}");
+    let tampered = env.write_file("u0.altered.json", &text.replacen("\"999\"", "\"1\"", 1));
+    let out = offline(&tampered);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("altered"));
+}
