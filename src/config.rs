@@ -6,6 +6,7 @@
 //!
 //! [attribution]
 //! actor_attribute = "updated_by"      # item attribute naming who changed it (optional)
+//! correlation_attribute = "request_id" # item attribute carrying a request id (optional)
 //!
 //! [storage]                           # the daemon's own tables (`ddb-audit init`)
 //! streams_table = "ddb-audit-streams"
@@ -95,6 +96,10 @@ pub struct Attribution {
     /// Item attribute naming who made the change, read from the new image,
     /// else the old one. Unset: entries have `actor: null` (but for TTL).
     pub actor_attribute: Option<String>,
+    /// Item attribute carrying a request or transaction id, read from the new
+    /// image, else the old one, into each entry's `correlation`
+    /// (`query --correlation ID`). Unset: `correlation` is null.
+    pub correlation_attribute: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -260,10 +265,19 @@ impl Config {
                 return Err(invalid("tables", format!("lists {table:?} twice")));
             }
         }
-        if let Some(attr) = &self.attribution.actor_attribute {
-            if attr.is_empty() {
+        for (key, attr) in [
+            (
+                "attribution.actor_attribute",
+                &self.attribution.actor_attribute,
+            ),
+            (
+                "attribution.correlation_attribute",
+                &self.attribution.correlation_attribute,
+            ),
+        ] {
+            if attr.as_deref() == Some("") {
                 return Err(invalid(
-                    "attribution.actor_attribute",
+                    key,
                     "is empty: name an attribute, or leave the key out".into(),
                 ));
             }
@@ -449,6 +463,17 @@ mod tests {
         .unwrap();
         assert_eq!(c.tables, vec!["orders", "flags"]);
         assert_eq!(c.attribution.actor_attribute.as_deref(), Some("updated_by"));
+        let c = Config::parse(
+            "tables = [\"orders\"]\n[attribution]\ncorrelation_attribute = \"request_id\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.attribution.correlation_attribute.as_deref(),
+            Some("request_id")
+        );
+        let e = err("tables = [\"orders\"]\n[attribution]\ncorrelation_attribute = \"\"\n");
+        assert!(e.contains("attribution.correlation_attribute"), "{e}");
     }
 
     #[test]

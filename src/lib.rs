@@ -16,6 +16,7 @@
 //! - `supervisor` — per table and stream: discovery, lineage, children, listings.
 //! - `engine`  — what the tasks share: seams, settings, pacer, table health, shutdown tokens.
 //! - `report`  — what history, gaps and status print (tables and JSON lines).
+//! - `read`    — questions to the trail: indexed paged queries, the item as of a time, diffs, revert plans.
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
 //! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
@@ -28,6 +29,7 @@ pub mod entry;
 pub mod lineage;
 pub mod observe;
 pub mod pace;
+pub mod read;
 pub mod report;
 pub mod retry;
 pub mod shard;

@@ -327,6 +327,8 @@ mod tests {
             ttl_expiry: false,
             error: None,
             raw: None,
+            correlation: None,
+            snapshot_time: None,
             stream_arn: "arn".into(),
         }
     }

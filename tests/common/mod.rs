@@ -344,7 +344,7 @@ impl TestEnv {
 
     // ---- the CLI -------------------------------------------------------
 
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(args);
         for var in [
