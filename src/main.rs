@@ -53,7 +53,8 @@ Examples:
   ddb-audit revert  --config ddb-audit.toml --table orders --key pk=S:123 --to-time 2h
   ddb-audit gaps    --config ddb-audit.toml [--json]
   ddb-audit status  --config ddb-audit.toml [--json]
-  ddb-audit healthcheck --config ddb-audit.toml   # exit 0 when /readyz answers 200";
+  ddb-audit healthcheck --config ddb-audit.toml   # exit 0 when /readyz answers 200
+  DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -186,6 +187,13 @@ enum Command {
         #[arg(long, default_value = "/readyz", value_parser = ["/readyz", "/healthz"])]
         path: String,
     },
+    /// Serve the read-only HTTP API and the web page on [serve] listen
+    /// (default 127.0.0.1:8080, plain HTTP: put TLS in front). Every /api/
+    /// request needs `Authorization: Bearer <token>`, a token whose SHA-256
+    /// hex digest is in [serve] token_sha256 or [[serve.tokens]], or one of
+    /// the comma-separated tokens in DDB_AUDIT_API_TOKENS. Needs only read
+    /// access to ddb-audit's tables. SIGTERM/SIGINT stop it gracefully.
+    Serve(ConfigArg),
 }
 
 /// One item of one audited table.
@@ -436,6 +444,7 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Gaps { config, json } => gaps(load(&config)?, json).await,
         Command::Status { config, json } => status(load(&config)?, json).await,
         Command::Healthcheck { config, path } => healthcheck(load(&config)?, path).await,
+        Command::Serve(c) => serve(load(&c)?).await,
     }
 }
 
@@ -569,6 +578,19 @@ async fn healthcheck(config: Config, path: String) -> Result<()> {
     } else {
         anyhow::bail!("{path} answered {code}: {}", body.trim())
     }
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let store = store(&config).await;
+    let env_tokens = std::env::var(ddb_audit::serve::TOKENS_ENV).ok();
+    let stop = async {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!(signal = name, "shutting down: finishing requests"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+        }
+    };
+    ddb_audit::serve::serve(&config, store, env_tokens.as_deref(), stop).await?;
+    Ok(())
 }
 
 async fn wait_for_signal() -> std::io::Result<&'static str> {
