@@ -19,9 +19,11 @@
 //! - `read`    — questions to the trail: indexed paged queries, the item as of a time, diffs, revert plans.
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
-//! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
 //! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
+//! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
+//! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
 
+pub mod attribution;
 pub mod aws;
 pub mod config;
 pub mod diff;

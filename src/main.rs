@@ -53,8 +53,8 @@ Examples:
   ddb-audit revert  --config ddb-audit.toml --table orders --key pk=S:123 --to-time 2h
   ddb-audit gaps    --config ddb-audit.toml [--json]
   ddb-audit status  --config ddb-audit.toml [--json]
-  ddb-audit healthcheck --config ddb-audit.toml   # exit 0 when /readyz answers 200
-  DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml";
+  DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml
+  ddb-audit healthcheck --config ddb-audit.toml   # exit 0 when /readyz answers 200";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -177,6 +177,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the read-only HTTP API and the web page on [serve] listen
+    /// (default 127.0.0.1:8080, plain HTTP: put TLS in front). Every /api/
+    /// request needs `Authorization: Bearer <token>`, a token whose SHA-256
+    /// hex digest is in [serve] token_sha256 or [[serve.tokens]], or one of
+    /// the comma-separated tokens in DDB_AUDIT_API_TOKENS. Needs only read
+    /// access to ddb-audit's tables. SIGTERM/SIGINT stop it gracefully.
+    Serve(ConfigArg),
     /// Ask a running daemon whether it is ready (GET /readyz on the config's
     /// [observability] listen): exit 0 when ready, 1 when not or unreachable.
     /// For container health checks in images without curl.
@@ -187,13 +194,6 @@ enum Command {
         #[arg(long, default_value = "/readyz", value_parser = ["/readyz", "/healthz"])]
         path: String,
     },
-    /// Serve the read-only HTTP API and the web page on [serve] listen
-    /// (default 127.0.0.1:8080, plain HTTP: put TLS in front). Every /api/
-    /// request needs `Authorization: Bearer <token>`, a token whose SHA-256
-    /// hex digest is in [serve] token_sha256 or [[serve.tokens]], or one of
-    /// the comma-separated tokens in DDB_AUDIT_API_TOKENS. Needs only read
-    /// access to ddb-audit's tables. SIGTERM/SIGINT stop it gracefully.
-    Serve(ConfigArg),
 }
 
 /// One item of one audited table.
@@ -313,7 +313,10 @@ impl std::error::Error for Interrupted {}
 /// only read.
 async fn dispatch_until_signal(command: Command) -> Result<()> {
     // `snapshot` too stops itself on a signal, at a point it can resume from.
-    if matches!(command, Command::Run(_) | Command::Snapshot { .. }) {
+    if matches!(
+        command,
+        Command::Run(_) | Command::Serve(_) | Command::Snapshot { .. }
+    ) {
         return dispatch(command).await;
     }
     let signal = async {
@@ -443,8 +446,8 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Gaps { config, json } => gaps(load(&config)?, json).await,
         Command::Status { config, json } => status(load(&config)?, json).await,
-        Command::Healthcheck { config, path } => healthcheck(load(&config)?, path).await,
         Command::Serve(c) => serve(load(&c)?).await,
+        Command::Healthcheck { config, path } => healthcheck(load(&config)?, path).await,
     }
 }
 
@@ -527,13 +530,11 @@ async fn run_daemon(config: Config) -> Result<()> {
         ddb_audit::aws::streams_client(&sdk),
     ));
     let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names());
-    let engine = Arc::new(Engine::new(
-        stream,
-        store.clone(),
-        store,
-        Settings::from_config(&config),
-    ));
+    let settings = Settings::from_config(&config);
     let shutdown = Shutdown::new();
+    let (audit, cloudtrail) =
+        ddb_audit::attribution::start(&config, &sdk, &store, &settings, &shutdown);
+    let engine = Arc::new(Engine::new(stream, store.clone(), audit, settings));
     let grace = std::time::Duration::from_millis(config.shutdown.grace_ms);
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -557,7 +558,25 @@ async fn run_daemon(config: Config) -> Result<()> {
         Err(ddb_audit::retry::Retried::Cancelled) => return Ok(()),
         Err(ddb_audit::retry::Retried::Failed(e)) => return Err(e.into()),
     }
-    ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown).await?;
+    let result = ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown).await;
+    if let Some(reader) = cloudtrail {
+        // It stops at the same signal; it has nothing that cannot be redone.
+        let _ = tokio::time::timeout(grace, reader.handle).await;
+    }
+    result?;
+    Ok(())
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let store = store(&config).await;
+    let env_tokens = std::env::var(ddb_audit::serve::TOKENS_ENV).ok();
+    let stop = async {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!(signal = name, "shutting down: finishing requests"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+        }
+    };
+    ddb_audit::serve::serve(&config, store, env_tokens.as_deref(), stop).await?;
     Ok(())
 }
 
@@ -578,19 +597,6 @@ async fn healthcheck(config: Config, path: String) -> Result<()> {
     } else {
         anyhow::bail!("{path} answered {code}: {}", body.trim())
     }
-}
-
-async fn serve(config: Config) -> Result<()> {
-    let store = store(&config).await;
-    let env_tokens = std::env::var(ddb_audit::serve::TOKENS_ENV).ok();
-    let stop = async {
-        match wait_for_signal().await {
-            Ok(name) => tracing::info!(signal = name, "shutting down: finishing requests"),
-            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
-        }
-    };
-    ddb_audit::serve::serve(&config, store, env_tokens.as_deref(), stop).await?;
-    Ok(())
 }
 
 async fn wait_for_signal() -> std::io::Result<&'static str> {

@@ -39,8 +39,12 @@
 //!   detected twice, e.g. after a crash, is written once), `gap` (S, JSON),
 //!   `table_name`, `stream_arn`, `shard_id`, `detected_at`.
 //!
-//! Entries and gaps are written once (`attribute_not_exists(pk)`) and never
-//! updated or deleted.
+//! - an attribution record (CloudTrail, see `attribution::dynamo`): the
+//!   entry's `pk`, `sk` = `<entry sk>#attribution`, `attribution` (S, JSON);
+//!   `history` merges it into its entry.
+//!
+//! Entries, gaps and attributions are written once (`attribute_not_exists(pk)`)
+//! and never updated or deleted.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -142,6 +146,11 @@ impl DynamoStore {
         &self.names
     }
 
+    /// For adapters of the same tables in other modules (`attribution`).
+    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
+    }
+
     /// Create the three tables unless they exist, and wait until all are
     /// ACTIVE. Safe to run any number of times, also concurrently. An existing
     /// table with a different key schema is an error (it is someone else's).
@@ -211,106 +220,6 @@ impl DynamoStore {
             .map_err(|e| sdk_store_error(&e, table))?;
         tracing::info!(table = %table, attribute, "enabled TTL");
         Ok(())
-    }
-
-    /// For `run` without `init` (tables made by CloudFormation or by hand):
-    /// checks that the three tables exist, are ACTIVE, and have the keys
-    /// ddb-audit writes. Every problem is reported at once, each naming the
-    /// table, what is wrong and the fix.
-    pub async fn check_tables(&self) -> StoreResult<()> {
-        let specs = [
-            (
-                &self.names.streams,
-                "table_name",
-                "stream_arn",
-                "storage.streams_table",
-            ),
-            (
-                &self.names.shards,
-                "stream_arn",
-                "shard_id",
-                "storage.shards_table",
-            ),
-            (&self.names.audit, "pk", "sk", "storage.audit_table"),
-        ];
-        let mut problems = Vec::new();
-        for (table, hash, range, key) in specs {
-            match self.client.describe_table().table_name(table).send().await {
-                Ok(out) => {
-                    let Some(t) = out.table() else {
-                        problems.push(format!(
-                            "table {table}: DescribeTable returned no description"
-                        ));
-                        continue;
-                    };
-                    let keys: Vec<(String, String)> = t
-                        .key_schema()
-                        .iter()
-                        .map(|k| {
-                            (
-                                k.attribute_name().to_string(),
-                                k.key_type().as_str().to_string(),
-                            )
-                        })
-                        .collect();
-                    let types: Vec<(String, String)> = t
-                        .attribute_definitions()
-                        .iter()
-                        .map(|d| {
-                            (
-                                d.attribute_name().to_string(),
-                                d.attribute_type().as_str().to_string(),
-                            )
-                        })
-                        .collect();
-                    let status = t.table_status().map(|s| s.as_str().to_string());
-                    if table == &self.names.audit {
-                        // Auditing works without them; `query` does not.
-                        let missing: Vec<&str> = Index::ALL
-                            .iter()
-                            .map(|i| i.name())
-                            .filter(|n| {
-                                !t.global_secondary_indexes()
-                                    .iter()
-                                    .any(|g| g.index_name() == Some(*n))
-                            })
-                            .collect();
-                        if !missing.is_empty() {
-                            tracing::warn!(table = %table, missing = ?missing,
-                                "the audit table lacks the read side's indexes: `query` cannot use them \
-                                 until `ddb-audit init` (with UpdateTable rights) or a stack update adds them");
-                        }
-                    }
-                    problems.extend(schema_problems(
-                        table,
-                        key,
-                        hash,
-                        range,
-                        &keys,
-                        &types,
-                        status.as_deref(),
-                    ));
-                }
-                Err(e) => {
-                    let c = classify(&e);
-                    match c.kind {
-                        ErrorKind::NotFound => problems.push(format!(
-                            "table {table} (`{key}`) does not exist: run `ddb-audit init`, deploy \
-                             infra/cloudformation/ddb-audit.yaml, or set `{key}` to the table's name"
-                        )),
-                        _ => return Err(store_error(c, table)),
-                    }
-                }
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::Other(format!(
-                "ddb-audit's own tables are not usable:\n  {}",
-                problems.join("\n  ")
-            )))
-        }
     }
 
     /// Adds the read side's indexes to an audit table that lacks them (one
@@ -420,6 +329,106 @@ impl DynamoStore {
         })
         .await?;
         Ok(ready && self.wait_active(table, cancel).await?)
+    }
+
+    /// For `run` without `init` (tables made by CloudFormation or by hand):
+    /// checks that the three tables exist, are ACTIVE, and have the keys
+    /// ddb-audit writes. Every problem is reported at once, each naming the
+    /// table, what is wrong and the fix.
+    pub async fn check_tables(&self) -> StoreResult<()> {
+        let specs = [
+            (
+                &self.names.streams,
+                "table_name",
+                "stream_arn",
+                "storage.streams_table",
+            ),
+            (
+                &self.names.shards,
+                "stream_arn",
+                "shard_id",
+                "storage.shards_table",
+            ),
+            (&self.names.audit, "pk", "sk", "storage.audit_table"),
+        ];
+        let mut problems = Vec::new();
+        for (table, hash, range, key) in specs {
+            match self.client.describe_table().table_name(table).send().await {
+                Ok(out) => {
+                    let Some(t) = out.table() else {
+                        problems.push(format!(
+                            "table {table}: DescribeTable returned no description"
+                        ));
+                        continue;
+                    };
+                    let keys: Vec<(String, String)> = t
+                        .key_schema()
+                        .iter()
+                        .map(|k| {
+                            (
+                                k.attribute_name().to_string(),
+                                k.key_type().as_str().to_string(),
+                            )
+                        })
+                        .collect();
+                    let types: Vec<(String, String)> = t
+                        .attribute_definitions()
+                        .iter()
+                        .map(|d| {
+                            (
+                                d.attribute_name().to_string(),
+                                d.attribute_type().as_str().to_string(),
+                            )
+                        })
+                        .collect();
+                    let status = t.table_status().map(|s| s.as_str().to_string());
+                    if table == &self.names.audit {
+                        // Auditing works without them; `query` does not.
+                        let missing: Vec<&str> = Index::ALL
+                            .iter()
+                            .map(|i| i.name())
+                            .filter(|n| {
+                                !t.global_secondary_indexes()
+                                    .iter()
+                                    .any(|g| g.index_name() == Some(*n))
+                            })
+                            .collect();
+                        if !missing.is_empty() {
+                            tracing::warn!(table = %table, missing = ?missing,
+                                "the audit table lacks the read side's indexes: `query` cannot use them \
+                                 until `ddb-audit init` (with UpdateTable rights) or a stack update adds them");
+                        }
+                    }
+                    problems.extend(schema_problems(
+                        table,
+                        key,
+                        hash,
+                        range,
+                        &keys,
+                        &types,
+                        status.as_deref(),
+                    ));
+                }
+                Err(e) => {
+                    let c = classify(&e);
+                    match c.kind {
+                        ErrorKind::NotFound => problems.push(format!(
+                            "table {table} (`{key}`) does not exist: run `ddb-audit init`, deploy \
+                             infra/cloudformation/ddb-audit.yaml, or set `{key}` to the table's name"
+                        )),
+                        _ => return Err(store_error(c, table)),
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Other(format!(
+                "ddb-audit's own tables are not usable:\n  {}",
+                problems.join("\n  ")
+            )))
+        }
     }
 
     /// True when this call created the table.
@@ -667,10 +676,27 @@ impl AuditStore for DynamoStore {
                 chunks.insert(sk, chunk);
             }
         }
+        // Attribution records (CloudTrail) sort after their entries; merged
+        // into them below.
+        let mut attributions: HashMap<&str, crate::attribution::Principal> = HashMap::new();
+        for item in &items {
+            let sk = get_s(item, "sk").unwrap_or_default();
+            if let Some(json) = get_s(item, "attribution") {
+                let record: crate::attribution::reader::AttributionRecord =
+                    serde_json::from_str(json).map_err(|e| {
+                        StoreError::Corrupt(format!("{pk} {sk}: attribution record: {e}"))
+                    })?;
+                if let Some(entry_sk) =
+                    sk.strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)
+                {
+                    attributions.insert(entry_sk, record.principal);
+                }
+            }
+        }
         let mut entries = Vec::new();
         for item in &items {
             let sk = get_s(item, "sk").unwrap_or_default();
-            if item.contains_key("chunk") {
+            if item.contains_key("chunk") || item.contains_key("attribution") {
                 continue;
             }
             // A hashed pk may (in theory) be shared by two keys.
@@ -690,6 +716,9 @@ impl AuditStore for DynamoStore {
             let mut entry =
                 decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
             entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
+            if let Some(principal) = attributions.get(sk) {
+                crate::attribution::reader::apply(&mut entry, principal);
+            }
             entries.push(entry);
         }
         Ok(entries)
@@ -783,6 +812,30 @@ impl DynamoStore {
             decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
         entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
         Ok(entry)
+    }
+
+    /// The CloudTrail attribution record of one entry, if any.
+    async fn attribution_of(
+        &self,
+        pk: &str,
+        head_sk: &str,
+    ) -> StoreResult<Option<HashMap<String, DAttr>>> {
+        let table = &self.names.audit;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(pk))
+            .key(
+                "sk",
+                s(crate::attribution::dynamo::attribution_sort_key(head_sk)),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        self.count(0, 0, usize::from(out.item().is_some()));
+        Ok(out.item().cloned())
     }
 
     fn count(&self, queries: u64, batch_gets: u64, items: usize) {
@@ -882,7 +935,21 @@ impl ReadStore for DynamoStore {
     ) -> StoreResult<Vec<Option<AuditEntry>>> {
         let table = &self.names.audit;
         let mut found: HashMap<(String, String), HashMap<String, DAttr>> = HashMap::new();
-        for chunk in refs.chunks(100) {
+        // Each entry's CloudTrail attribution record too (absent ones cost
+        // nothing but a key in the batch), merged below.
+        let wanted: Vec<(String, String)> = refs
+            .iter()
+            .flat_map(|(pk, sk)| {
+                [
+                    (pk.clone(), sk.clone()),
+                    (
+                        pk.clone(),
+                        crate::attribution::dynamo::attribution_sort_key(sk),
+                    ),
+                ]
+            })
+            .collect();
+        for chunk in wanted.chunks(100) {
             let mut keys: Vec<HashMap<String, DAttr>> = chunk
                 .iter()
                 .map(|(pk, sk)| {
@@ -925,7 +992,17 @@ impl ReadStore for DynamoStore {
         let mut out = Vec::with_capacity(refs.len());
         for r in refs {
             out.push(match found.get(r) {
-                Some(item) => Some(self.decode_head(item).await?),
+                Some(item) => {
+                    let mut entry = self.decode_head(item).await?;
+                    let key = (
+                        r.0.clone(),
+                        crate::attribution::dynamo::attribution_sort_key(&r.1),
+                    );
+                    if let Some(record) = found.get(&key) {
+                        merge_attribution(&mut entry, record)?;
+                    }
+                    Some(entry)
+                }
                 None => None,
             });
         }
@@ -962,14 +1039,42 @@ impl ReadStore for DynamoStore {
         let items = out.items();
         self.count(1, 0, items.len());
         let mut entries = Vec::new();
-        for item in items {
-            if item.contains_key("chunk") {
+        // CloudTrail attribution records sit right after their entries (in
+        // ascending order; right before them descending).
+        let attributions: HashMap<&str, &HashMap<String, DAttr>> = items
+            .iter()
+            .filter(|i| i.contains_key("attribution"))
+            .filter_map(|i| {
+                let sk = get_s(i, "sk")?;
+                Some((
+                    sk.strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)?,
+                    i,
+                ))
+            })
+            .collect();
+        for (n, item) in items.iter().enumerate() {
+            if item.contains_key("chunk") || item.contains_key("attribution") {
                 continue;
             }
             if hashed && get_s(item, "item_key") != Some(canonical.as_str()) {
                 continue;
             }
-            let entry = self.decode_head(item).await?;
+            let mut entry = self.decode_head(item).await?;
+            let head_sk = get_s(item, "sk").unwrap_or_default();
+            match attributions.get(head_sk) {
+                Some(record) => merge_attribution(&mut entry, record)?,
+                // The page may have ended between an entry and its record.
+                None if (!descending
+                    && n + 1 == items.len()
+                    && out.last_evaluated_key().is_some())
+                    || (descending && n == 0 && after.is_some()) =>
+                {
+                    if let Some(record) = self.attribution_of(&pk, head_sk).await? {
+                        merge_attribution(&mut entry, &record)?;
+                    }
+                }
+                None => {}
+            }
             let mut position = Position::new();
             position.insert("pk".into(), pk.clone());
             position.insert(
@@ -1732,6 +1837,18 @@ fn canonical_number(n: &str) -> String {
 
 // ---------------------------------------------------------------- entries
 
+/// Merges an attribution record item into its entry.
+fn merge_attribution(entry: &mut AuditEntry, record: &HashMap<String, DAttr>) -> StoreResult<()> {
+    let sk = get_s(record, "sk").unwrap_or_default();
+    let json = get_s(record, "attribution").ok_or_else(|| {
+        StoreError::Corrupt(format!("{sk}: attribution item without `attribution`"))
+    })?;
+    let record: crate::attribution::reader::AttributionRecord = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("{sk}: attribution record: {e}")))?;
+    crate::attribution::reader::apply(entry, &record.principal);
+    Ok(())
+}
+
 /// An entry as stored: its contract JSON.
 pub fn encode_entry(entry: &AuditEntry) -> StoreResult<String> {
     serde_json::to_string(entry).map_err(|e| {
@@ -2111,6 +2228,10 @@ mod tests {
             shard_id: "shardId-00000001700000000000-0123abcd".into(),
             event_time: Some("2026-11-23T19:05:00Z".into()),
             actor: actor.map(str::to_string),
+            actor_source: None,
+            last_writer: None,
+            principal: None,
+            item_actor: None,
             changes: vec![crate::entry::Change {
                 path: "note".into(),
                 old: Some(AttrValue::S("o".repeat(half))),
