@@ -393,6 +393,23 @@ impl DynamoStore {
                         })
                         .collect();
                     let status = t.table_status().map(|s| s.as_str().to_string());
+                    if table == &self.names.audit {
+                        // Auditing works without them; `query` does not.
+                        let missing: Vec<&str> = Index::ALL
+                            .iter()
+                            .map(|i| i.name())
+                            .filter(|n| {
+                                !t.global_secondary_indexes()
+                                    .iter()
+                                    .any(|g| g.index_name() == Some(*n))
+                            })
+                            .collect();
+                        if !missing.is_empty() {
+                            tracing::warn!(table = %table, missing = ?missing,
+                                "the audit table lacks the read side's indexes: `query` cannot use them \
+                                 until `ddb-audit init` (with UpdateTable rights) or a stack update adds them");
+                        }
+                    }
                     problems.extend(schema_problems(
                         table,
                         key,

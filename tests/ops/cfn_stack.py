@@ -35,6 +35,9 @@ def main() -> None:
         "AuditTableName": f"{prefix}-entries",
         "AlarmTopicArn": f"arn:aws:sns:us-east-1:123456789012:{prefix}-alarms",
         "ActorAttribute": "updated_by",
+        # moto keeps AWS::NoValue in a list as a null, and a null Statement is
+        # a malformed policy: give the optional CloudTrail statements a bucket.
+        "CloudTrailBucket": f"{prefix}-trail",
     }
     cfn.create_stack(
         StackName=stack,
