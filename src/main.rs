@@ -269,12 +269,13 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// `run` handles SIGTERM/SIGINT itself (a graceful drain); every other
+/// `run` and `serve` handle SIGTERM/SIGINT themselves (a graceful drain of
+/// in-flight writes or requests, exit 0); every other
 /// command is a one-shot whose every wait and retry ends at once on a signal,
 /// since nothing it does needs finishing: `init` is idempotent, and the rest
 /// only read.
 async fn dispatch_until_signal(command: Command) -> Result<()> {
-    if matches!(command, Command::Run(_)) {
+    if matches!(command, Command::Run(_) | Command::Serve(_)) {
         return dispatch(command).await;
     }
     let signal = async {
