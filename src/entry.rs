@@ -30,9 +30,12 @@ pub struct Change {
 pub struct AuditEntry {
     pub table: String,
     pub key: Item,
-    /// INSERT, MODIFY or REMOVE, as the stream says.
+    /// INSERT, MODIFY or REMOVE, as the stream says; SNAPSHOT for a baseline.
     pub event: String,
+    /// Empty for a SNAPSHOT entry, which JSON shows as `null`.
+    #[serde(with = "empty_as_null")]
     pub sequence_number: String,
+    #[serde(with = "empty_as_null")]
     pub shard_id: String,
     /// RFC 3339, UTC, from the record's ApproximateCreationDateTime.
     pub event_time: Option<String>,
@@ -51,9 +54,29 @@ pub struct AuditEntry {
     /// the request or transaction the change was made under; `null` if none.
     #[serde(default)]
     pub correlation: Option<String>,
+    /// A SNAPSHOT entry only: when the item was read (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_time: Option<String>,
     /// Where the record came from; kept in the store beside the JSON, not in it.
     #[serde(skip)]
     pub stream_arn: String,
+}
+
+/// A SNAPSHOT entry has no stream position: its empty strings are `null`.
+mod empty_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_empty() {
+            s.serialize_none()
+        } else {
+            s.serialize_str(v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+    }
 }
 
 /// Records that could not be read because the stream had already trimmed
@@ -120,6 +143,7 @@ pub fn build_entry(
         error: None,
         raw: None,
         correlation: None,
+        snapshot_time: None,
         stream_arn: stream_arn.to_string(),
     };
     let images = match record.event_name.as_str() {

@@ -134,6 +134,30 @@ enum Command {
         #[arg(long = "field", value_name = "PATH")]
         fields: Vec<String>,
     },
+    /// Write a SNAPSHOT entry for every item the table holds: the baseline
+    /// of items that existed before auditing began. Paced against the
+    /// table's read capacity; SIGTERM/SIGINT stop it, and the same command
+    /// resumes the run (each item is written once per run).
+    Snapshot {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The audited table.
+        #[arg(long)]
+        table: String,
+        /// Parallel Scan segments.
+        #[arg(long, default_value_t = 4)]
+        segments: u32,
+        /// Read capacity units per second to spend on the table (strongly
+        /// consistent reads: 1 unit per 4 KB).
+        #[arg(long, default_value_t = 100.0)]
+        read_units_per_sec: f64,
+        /// Items per Scan page.
+        #[arg(long, default_value_t = 100)]
+        page_size: usize,
+        /// Start a new run even if the last one did not finish.
+        #[arg(long)]
+        restart: bool,
+    },
     /// List the gaps: records trimmed from a stream before they could be read.
     Gaps {
         #[command(flatten)]
@@ -269,13 +293,17 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// `run` and `serve` handle SIGTERM/SIGINT themselves (a graceful drain of
-/// in-flight writes or requests, exit 0); every other
+/// `run` handles SIGTERM/SIGINT itself (a graceful drain), and so does
+/// `serve` (in-flight requests, exit 0); nearly every other
 /// command is a one-shot whose every wait and retry ends at once on a signal,
 /// since nothing it does needs finishing: `init` is idempotent, and the rest
 /// only read.
 async fn dispatch_until_signal(command: Command) -> Result<()> {
-    if matches!(command, Command::Run(_) | Command::Serve(_)) {
+    // `snapshot` too stops itself on a signal, at a point it can resume from.
+    if matches!(
+        command,
+        Command::Run(_) | Command::Snapshot { .. } | Command::Serve(_)
+    ) {
         return dispatch(command).await;
     }
     let signal = async {
@@ -321,6 +349,50 @@ async fn dispatch(command: Command) -> Result<()> {
             json,
         } => history(load(&config)?, table, keys, last, since, until, json).await,
         Command::Query(args) => query(args).await,
+        Command::Snapshot {
+            config,
+            table,
+            segments,
+            read_units_per_sec,
+            page_size,
+            restart,
+        } => {
+            let config = load(&config)?;
+            warn_unconfigured(&config, &table);
+            let options = read::snapshot::SnapshotOptions {
+                segments,
+                read_units_per_sec,
+                page_size,
+                restart,
+                correlation_attribute: config.attribution.correlation_attribute.clone(),
+            };
+            let policy = Settings::from_config(&config).retry_policy();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                match wait_for_signal().await {
+                    Ok(name) => {
+                        tracing::info!(
+                            signal = name,
+                            "stopping the snapshot: run the same command again to resume"
+                        );
+                        on_signal.cancel();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for signals"),
+                }
+            });
+            let store = store(&config).await;
+            read::cli::snapshot(
+                &store,
+                &table,
+                &options,
+                policy,
+                &stop,
+                &mut std::io::stdout(),
+            )
+            .await?;
+            Ok(())
+        }
         Command::Show { item, at, json } => {
             let (config, table, key) = item_args(&item)?;
             let at = time_arg("--at", &at)?;

@@ -345,6 +345,7 @@ mod tests {
             error: None,
             raw: None,
             correlation: None,
+            snapshot_time: None,
             stream_arn: "arn".into(),
         }
     }

@@ -114,6 +114,7 @@ fn entry(table: &str, stream_arn: &str, seq: &str, changes: Vec<Change>) -> Audi
         error: None,
         raw: None,
         correlation: None,
+        snapshot_time: None,
         stream_arn: stream_arn.into(),
     }
 }

@@ -24,7 +24,7 @@ pub struct State {
     pub entries: usize,
 }
 
-/// Folds entries, in stream order, into the item's state after them.
+/// Folds entries, in order, into the item's state after them.
 #[derive(Clone, Debug, Default)]
 pub struct Folder {
     state: State,
@@ -32,6 +32,9 @@ pub struct Folder {
     based: bool,
     /// An entry could not be applied exactly.
     broken: bool,
+    /// Until this time (`ts`), changes may already be in the last snapshot
+    /// (stream times have second precision): applied leniently.
+    lenient_until: Option<String>,
 }
 
 impl Folder {
@@ -44,18 +47,22 @@ impl Folder {
         if entry.error.is_some() {
             // An unreadable record: what it changed is unknown.
             self.broken = true;
+            self.state.complete = false;
             return;
         }
         match entry.event.as_str() {
+            // A trail complete from its INSERT knows better than a read
+            // taken while it went on; a snapshot fills in what is unknown.
+            "SNAPSHOT" if self.based && !self.broken => {}
             "INSERT" | "SNAPSHOT" => {
+                let item = apply_changes(None, &entry.changes).ok();
+                self.broken = item.is_none();
                 self.based = true;
-                self.state.item = Some(match apply_changes(None, &entry.changes) {
-                    Ok(item) => item,
-                    Err(_) => {
-                        self.broken = true;
-                        lenient(Item::new(), &entry.changes)
-                    }
-                });
+                self.state.item =
+                    Some(item.unwrap_or_else(|| lenient(Item::new(), &entry.changes)));
+                self.lenient_until = (entry.event == "SNAPSHOT")
+                    .then(|| entry.snapshot_time.as_deref().and_then(shift_ts))
+                    .flatten();
             }
             "REMOVE" => self.state.item = None,
             _ => {
@@ -65,10 +72,14 @@ impl Folder {
                 } else {
                     None
                 };
+                let in_window = self
+                    .lenient_until
+                    .as_deref()
+                    .is_some_and(|until| entry_ts(entry, DateTime::UNIX_EPOCH).as_str() <= until);
                 self.state.item = Some(match exact {
                     Some(item) => item,
                     None => {
-                        if self.based {
+                        if self.based && !in_window {
                             self.broken = true;
                         }
                         lenient(current.unwrap_or_default(), &entry.changes)
@@ -82,6 +93,53 @@ impl Folder {
     pub fn state(&self) -> State {
         self.state.clone()
     }
+}
+
+/// A snapshot read at `ts` may already hold changes whose (whole-second)
+/// stream time is up to a second later, and sorts before changes stamped
+/// from a second earlier: the window around a snapshot.
+const SNAPSHOT_WINDOW_SECS: i64 = 1;
+
+fn shift_ts(ts: &str) -> Option<String> {
+    let t = DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&Utc);
+    Some(format_ts(
+        t + chrono::Duration::seconds(SNAPSHOT_WINDOW_SECS),
+    ))
+}
+
+/// Where a snapshot goes among stream entries: before every entry stamped
+/// from a second before its read (whole seconds) on.
+fn snapshot_fold_point(entry: &AuditEntry) -> String {
+    let t = entry
+        .snapshot_time
+        .as_deref()
+        .or(entry.event_time.as_deref())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(DateTime::UNIX_EPOCH);
+    let floor = t - chrono::Duration::nanoseconds(i64::from(t.timestamp_subsec_nanos()));
+    format_ts(floor - chrono::Duration::seconds(SNAPSHOT_WINDOW_SECS))
+}
+
+/// The entries that make up the state at `at`, in folding order: stream
+/// entries in stream order, each snapshot read by then placed by its time.
+fn fold_order<'a>(entries: &'a [AuditEntry], at: &str) -> Vec<&'a AuditEntry> {
+    let (mut snaps, stream): (Vec<&AuditEntry>, Vec<&AuditEntry>) = entries
+        .iter()
+        .filter(|e| entry_ts(e, DateTime::UNIX_EPOCH).as_str() <= at)
+        .partition(|e| e.event == "SNAPSHOT");
+    snaps.sort_by_key(|e| snapshot_fold_point(e));
+    let mut out = Vec::with_capacity(snaps.len() + stream.len());
+    let mut snaps = snaps.into_iter().peekable();
+    for e in stream {
+        let ts = entry_ts(e, DateTime::UNIX_EPOCH);
+        while let Some(s) = snaps.next_if(|s| snapshot_fold_point(s) <= ts) {
+            out.push(s);
+        }
+        out.push(e);
+    }
+    out.extend(snaps);
+    out
 }
 
 /// Applies what can be applied to a partly known item: each change's new
@@ -128,44 +186,41 @@ pub fn value_at<'a>(item: &'a Item, path: &str) -> Option<&'a AttrValue> {
     Some(v)
 }
 
-/// The item's state at each of `times` (ascending), from one pass over its
-/// entries that stops after the last time.
+/// The item's state at each of `times`, from one read of its entries up to
+/// the last of them (held in memory: one item's trail).
 pub async fn states_at<S: ReadStore>(
     store: &S,
     table: &str,
     key: &Item,
     times: &[DateTime<Utc>],
 ) -> Result<Vec<State>, ReadError> {
-    let mut states = Vec::with_capacity(times.len());
-    let mut folder = Folder::new();
     let filter = QueryFilter {
         table: Some(table.to_string()),
         key: Some(key.clone()),
-        until: times.last().copied(),
+        until: times.iter().max().copied(),
         order: Order::Asc,
         ..QueryFilter::default()
     };
+    let mut entries = Vec::new();
     let mut cursor = None;
-    let mut pending = times.iter().peekable();
     loop {
         let page = crate::read::query(store, &filter, cursor.as_ref(), 500).await?;
-        for entry in &page.entries {
-            let ts = entry_ts(entry, DateTime::UNIX_EPOCH);
-            while let Some(t) = pending.next_if(|t| ts > format_ts(**t)) {
-                let _ = t;
-                states.push(folder.state());
-            }
-            folder.apply(entry);
-        }
+        entries.extend(page.entries);
         match page.next {
             Some(c) => cursor = Some(c),
             None => break,
         }
     }
-    while pending.next().is_some() {
-        states.push(folder.state());
-    }
-    Ok(states)
+    Ok(times
+        .iter()
+        .map(|t| {
+            let mut folder = Folder::new();
+            for e in fold_order(&entries, &format_ts(*t)) {
+                folder.apply(e);
+            }
+            folder.state()
+        })
+        .collect())
 }
 
 /// `show --json`.

@@ -3,13 +3,15 @@
 //! - this file: filters → index choice → paged, merged Query ([`query`],
 //!   [`last_entries`]), TIME and TYPE:VALUE arguments, opaque cursors;
 //! - `asof`: the item as it was at a time, net diffs, revert plans;
-//! - `cli`: what the commands print, page by page, quiet on a closed pipe.
+//! - `cli`: what the commands print, page by page, quiet on a closed pipe;
+//! - `snapshot`: SNAPSHOT baselines from a paced, resumable parallel Scan.
 //!
 //! Everything reaches DynamoDB through [`ReadStore`], so the CLI and the HTTP
 //! API are two faces of the same functions.
 
 pub mod asof;
 pub mod cli;
+pub mod snapshot;
 
 use base64::Engine as _;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -465,11 +467,12 @@ async fn item_round<S: ReadStore>(
         let ts = entry_ts(&entry, DateTime::UNIX_EPOCH);
         // One item's entries are in stream order, which is time order:
         // past the range's far end there is nothing more to find.
-        let beyond = if desc {
-            range.since.as_deref().is_some_and(|s| ts.as_str() < s)
-        } else {
-            range.until.as_deref().is_some_and(|u| ts.as_str() > u)
-        };
+        let beyond = entry.event != "SNAPSHOT"
+            && if desc {
+                range.since.as_deref().is_some_and(|s| ts.as_str() < s)
+            } else {
+                range.until.as_deref().is_some_and(|u| ts.as_str() > u)
+            };
         if beyond {
             *lane = Lane::Done;
             return Ok(());

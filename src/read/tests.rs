@@ -99,6 +99,7 @@ async fn random_trail(
             error: None,
             raw: None,
             correlation: (step % 7 == 0).then(|| format!("req-{}", step / 21)),
+            snapshot_time: None,
             stream_arn: ARN.into(),
         };
         store.put_entry(&entry).await.unwrap();
@@ -184,6 +185,7 @@ fn a_trail_without_a_baseline_is_incomplete_but_shows_what_it_knows() {
         error: None,
         raw: None,
         correlation: None,
+        snapshot_time: None,
         stream_arn: ARN.into(),
     };
     f.apply(&entry);
@@ -412,4 +414,146 @@ fn field_paths_match_at_or_below() {
     assert!(at_or_below("rules[1].x", "rules"));
     assert!(!at_or_below("profiles", "profile"));
     assert!(!at_or_below("profile", "profile.name"));
+}
+
+fn entry_at(
+    event: &str,
+    seq: &str,
+    stamp: &str,
+    old: Option<&Item>,
+    new: Option<&Item>,
+) -> AuditEntry {
+    AuditEntry {
+        table: "t".into(),
+        key: key(1),
+        event: event.into(),
+        sequence_number: seq.into(),
+        shard_id: "s".into(),
+        event_time: Some(stamp.into()),
+        actor: None,
+        changes: diff_images(old, new),
+        ttl_expiry: false,
+        error: None,
+        raw: None,
+        correlation: None,
+        snapshot_time: None,
+        stream_arn: ARN.into(),
+    }
+}
+
+fn version(n: u32) -> Item {
+    let mut i = key(1);
+    i.insert("v".into(), AttrValue::N(n.to_string()));
+    i.insert(
+        "tags".into(),
+        AttrValue::L(vec![AttrValue::N(n.to_string())]),
+    );
+    i
+}
+
+/// Stream times have whole seconds: a snapshot read mid-second may or may
+/// not hold a change stamped with that second. Either way the state after
+/// the snapshot is the true one, and complete.
+#[tokio::test]
+async fn a_snapshot_is_placed_among_changes_stamped_in_whole_seconds() {
+    let snapshot = |read_at: &str, item: &Item| {
+        crate::read::snapshot::snapshot_entry("t", "run1", &["pk".to_string()], item, read_at, None)
+    };
+    let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    // (snapshot holds, changes) → the state at 12:00:09.
+    let cases: Vec<(Item, Vec<AuditEntry>, Item)> = vec![
+        // The change came after the read (same second): applied on top.
+        (
+            version(0),
+            vec![entry_at(
+                "MODIFY",
+                "10",
+                "2026-11-23T12:00:05Z",
+                Some(&version(0)),
+                Some(&version(1)),
+            )],
+            version(1),
+        ),
+        // It came before the read: already in the snapshot.
+        (
+            version(1),
+            vec![entry_at(
+                "MODIFY",
+                "10",
+                "2026-11-23T12:00:05Z",
+                Some(&version(0)),
+                Some(&version(1)),
+            )],
+            version(1),
+        ),
+        // Two before the read, one after.
+        (
+            version(2),
+            vec![
+                entry_at(
+                    "MODIFY",
+                    "10",
+                    "2026-11-23T12:00:05Z",
+                    Some(&version(0)),
+                    Some(&version(1)),
+                ),
+                entry_at(
+                    "MODIFY",
+                    "11",
+                    "2026-11-23T12:00:05Z",
+                    Some(&version(1)),
+                    Some(&version(2)),
+                ),
+                entry_at(
+                    "MODIFY",
+                    "12",
+                    "2026-11-23T12:00:06Z",
+                    Some(&version(2)),
+                    Some(&version(3)),
+                ),
+            ],
+            version(3),
+        ),
+        // Changes well before the read: folded first, the snapshot rebases.
+        (
+            version(1),
+            vec![
+                entry_at(
+                    "MODIFY",
+                    "10",
+                    "2026-11-23T12:00:01Z",
+                    Some(&version(0)),
+                    Some(&version(1)),
+                ),
+                entry_at(
+                    "MODIFY",
+                    "11",
+                    "2026-11-23T12:00:08Z",
+                    Some(&version(1)),
+                    Some(&version(4)),
+                ),
+            ],
+            version(4),
+        ),
+    ];
+    for (n, (held, changes, want)) in cases.into_iter().enumerate() {
+        let store = MemoryStore::new();
+        store
+            .put_entry(&snapshot("2026-11-23T12:00:05.500Z", &held))
+            .await
+            .unwrap();
+        for c in &changes {
+            store.put_entry(c).await.unwrap();
+        }
+        let s = show(&store, "t", &key(1), t("2026-11-23T12:00:09Z"))
+            .await
+            .unwrap();
+        assert_eq!(s.item.as_ref(), Some(&want), "case {n}");
+        assert!(s.complete, "case {n}");
+        // Before the snapshot was read, and with no INSERT: unknown.
+        let s = show(&store, "t", &key(1), t("2026-11-23T12:00:05.400Z"))
+            .await
+            .unwrap();
+        assert!(!s.complete, "case {n}");
+    }
 }

@@ -65,8 +65,9 @@ use crate::aws::{classify, Classified, ErrorKind};
 use crate::entry::{AuditEntry, Gap};
 use crate::store::{
     index_attrs, AuditStore, CheckpointStore, HistoryPage, Index, IndexHit, IndexPage, Position,
-    PutOutcome, ReadCost, ReadStore, ShardCheckpoint, ShardStatus, StoreError, StoreResult,
-    StreamRow, TableHealthRow, TableNames, TsRange, TIME_ATTRIBUTE,
+    PutOutcome, ReadCost, ReadStore, ScanPage, SegmentProgress, ShardCheckpoint, ShardStatus,
+    SnapshotRun, SnapshotStore, SourceInfo, StoreError, StoreResult, StreamRow, TableHealthRow,
+    TableNames, TsRange, TIME_ATTRIBUTE,
 };
 use crate::stream::stream_label;
 use crate::value::{AttrValue, Item};
@@ -226,11 +227,16 @@ impl DynamoStore {
             if existing.iter().any(|(name, _)| name == index.name()) {
                 continue;
             }
+            let mut keyed: Vec<Index> = Index::ALL
+                .into_iter()
+                .filter(|i| existing.iter().any(|(name, _)| name == i.name()))
+                .collect();
+            keyed.push(index);
             let result = self
                 .client
                 .update_table()
                 .table_name(table)
-                .set_attribute_definitions(Some(audit_attribute_definitions()?))
+                .set_attribute_definitions(Some(audit_attribute_definitions(&keyed)?))
                 .global_secondary_index_updates(
                     GlobalSecondaryIndexUpdate::builder()
                         .create(
@@ -388,7 +394,7 @@ impl DynamoStore {
             .key_schema(key_hash)
             .key_schema(key_range);
         if table == self.names.audit {
-            call = call.set_attribute_definitions(Some(audit_attribute_definitions()?));
+            call = call.set_attribute_definitions(Some(audit_attribute_definitions(&Index::ALL)?));
             for index in Index::ALL {
                 call = call.global_secondary_indexes(
                     GlobalSecondaryIndex::builder()
@@ -511,33 +517,7 @@ impl AuditStore for DynamoStore {
     async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
         let json = encode_entry(entry)?;
         let canonical = canonical_key_json(&entry.key);
-        let pk = partition_key_from(&entry.table, &canonical);
-        let sk = entry_sort_key(&entry.stream_arn, &entry.sequence_number);
-
-        let mut head = HashMap::from([
-            ("pk".to_string(), s(&pk)),
-            ("sk".to_string(), s(&sk)),
-            ("table_name".to_string(), s(&entry.table)),
-            ("event".to_string(), s(&entry.event)),
-            ("shard_id".to_string(), s(&entry.shard_id)),
-            ("stream_arn".to_string(), s(&entry.stream_arn)),
-            ("sequence_number".to_string(), s(&entry.sequence_number)),
-            ("written_at".to_string(), s(rfc3339(Utc::now()))),
-        ]);
-        if let Some(actor) = entry.actor.as_deref().filter(|a| !a.is_empty()) {
-            head.insert("actor".into(), s(truncate(actor, MAX_ACTOR_ATTR)));
-        }
-        if let Some(t) = entry.event_time.as_deref().filter(|t| !t.is_empty()) {
-            head.insert("event_time".into(), s(t));
-        }
-        if pk_is_hashed(&pk) {
-            head.insert("item_key".into(), s(&canonical));
-        }
-        let attrs = index_attrs(entry, &canonical, Utc::now());
-        head.insert(TIME_ATTRIBUTE.into(), s(&attrs.ts));
-        for (index, value) in attrs.keys {
-            head.insert(index.attribute().into(), s(value));
-        }
+        let (pk, sk, mut head) = entry_head(entry, &canonical);
 
         if json.len() <= INLINE_ENTRY_LIMIT {
             head.insert("entry".into(), s(&json));
@@ -913,6 +893,201 @@ impl ReadStore for DynamoStore {
     }
 }
 
+fn to_attr(v: &DAttr) -> Option<AttrValue> {
+    // An SDK variant serde_dynamo does not know (a future type) cannot be
+    // put back by a revert either: leave the attribute out, loudly.
+    match v {
+        DAttr::S(_)
+        | DAttr::N(_)
+        | DAttr::B(_)
+        | DAttr::Bool(_)
+        | DAttr::Null(_)
+        | DAttr::M(_)
+        | DAttr::L(_)
+        | DAttr::Ss(_)
+        | DAttr::Ns(_)
+        | DAttr::Bs(_) => Some(serde_dynamo::AttributeValue::from(v.clone()).into()),
+        _ => None,
+    }
+}
+
+fn to_item(item: &HashMap<String, DAttr>) -> Item {
+    item.iter()
+        .filter_map(|(k, v)| match to_attr(v) {
+            Some(v) => Some((k.clone(), v)),
+            None => {
+                tracing::warn!(attribute = %k, "skipping an attribute of an unknown type");
+                None
+            }
+        })
+        .collect()
+}
+
+fn from_item(item: &Item) -> HashMap<String, DAttr> {
+    item.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_dynamo::AttributeValue::from(v.clone()).into(),
+            )
+        })
+        .collect()
+}
+
+/// The snapshot bookkeeping rows live in the shards table, under a
+/// partition no stream ARN can have.
+fn snapshot_partition(table: &str) -> String {
+    format!("snapshot:{table}")
+}
+
+impl SnapshotStore for DynamoStore {
+    async fn describe_source(&self, table: &str) -> StoreResult<SourceInfo> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| match classify(&e) {
+                c if c.kind == ErrorKind::NotFound => StoreError::Other(format!(
+                    "table {table} does not exist: name an audited table with --table"
+                )),
+                c => store_error(c, table),
+            })?;
+        let t = out.table();
+        Ok(SourceInfo {
+            key_names: t
+                .map(|t| {
+                    t.key_schema()
+                        .iter()
+                        .map(|k| k.attribute_name().to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            item_count: t.and_then(|t| t.item_count()).map(|n| n.max(0) as u64),
+        })
+    }
+
+    async fn scan_page(
+        &self,
+        table: &str,
+        segment: u32,
+        segments: u32,
+        start: Option<&Item>,
+        limit: usize,
+    ) -> StoreResult<ScanPage> {
+        let out = self
+            .client
+            .scan()
+            .table_name(table)
+            .segment(segment as i32)
+            .total_segments(segments as i32)
+            .consistent_read(true)
+            .limit(limit.clamp(1, 10_000) as i32)
+            .set_exclusive_start_key(start.map(from_item))
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        let items: Vec<Item> = out.items().iter().map(to_item).collect();
+        let reported = out.consumed_capacity().and_then(|c| c.capacity_units());
+        let read_units = reported.unwrap_or_else(|| {
+            // Strongly consistent: one unit per 4 KB read, rounded up per page.
+            let bytes: usize = items
+                .iter()
+                .map(|i| serde_json::to_string(i).map_or(0, |j| j.len()))
+                .sum();
+            (bytes.div_ceil(4096)).max(1) as f64
+        });
+        Ok(ScanPage {
+            items,
+            next: out.last_evaluated_key().map(to_item),
+            read_units,
+        })
+    }
+
+    async fn load_snapshot(
+        &self,
+        table: &str,
+    ) -> StoreResult<Option<(SnapshotRun, Vec<SegmentProgress>)>> {
+        let rows = self
+            .query_all(&self.names.shards, "stream_arn", &snapshot_partition(table))
+            .await?;
+        let Some(run) = rows.iter().find(|r| get_s(r, "shard_id") == Some("run")) else {
+            return Ok(None);
+        };
+        let run = SnapshotRun {
+            table: table.to_string(),
+            run_id: get_s(run, "run_id").unwrap_or_default().to_string(),
+            segments: get_n(run, "segments").unwrap_or(1) as u32,
+            done: matches!(run.get("done"), Some(DAttr::Bool(true))),
+        };
+        let mut segments = Vec::new();
+        for row in &rows {
+            if get_s(row, "run_id") != Some(run.run_id.as_str()) {
+                continue;
+            }
+            let Some(segment) = get_n(row, "segment") else {
+                continue;
+            };
+            let last_key = match get_s(row, "last_key") {
+                Some(json) => Some(serde_json::from_str::<Item>(json).map_err(|e| {
+                    StoreError::Corrupt(format!("snapshot progress of {table}: {e}"))
+                })?),
+                None => None,
+            };
+            segments.push(SegmentProgress {
+                segment: segment as u32,
+                last_key,
+                done: matches!(row.get("done"), Some(DAttr::Bool(true))),
+                items: get_n(row, "items").unwrap_or(0) as u64,
+            });
+        }
+        Ok(Some((run, segments)))
+    }
+
+    async fn save_snapshot_run(&self, run: &SnapshotRun) -> StoreResult<()> {
+        let table = &self.names.shards;
+        self.client
+            .put_item()
+            .table_name(table)
+            .item("stream_arn", s(snapshot_partition(&run.table)))
+            .item("shard_id", s("run"))
+            .item("table_name", s(&run.table))
+            .item("run_id", s(&run.run_id))
+            .item("segments", n(run.segments as usize))
+            .item("done", DAttr::Bool(run.done))
+            .item("updated_at", s(rfc3339(Utc::now())))
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        Ok(())
+    }
+
+    async fn save_segment(&self, run: &SnapshotRun, p: &SegmentProgress) -> StoreResult<()> {
+        let table = &self.names.shards;
+        let mut call = self
+            .client
+            .put_item()
+            .table_name(table)
+            .item("stream_arn", s(snapshot_partition(&run.table)))
+            .item("shard_id", s(format!("segment-{:05}", p.segment)))
+            .item("table_name", s(&run.table))
+            .item("run_id", s(&run.run_id))
+            .item("segment", n(p.segment as usize))
+            .item("done", DAttr::Bool(p.done))
+            .item("items", n(p.items as usize))
+            .item("updated_at", s(rfc3339(Utc::now())));
+        if let Some(key) = &p.last_key {
+            let json = serde_json::to_string(key)
+                .map_err(|e| StoreError::Other(format!("encoding a scan position: {e}")))?;
+            call = call.item("last_key", s(json));
+        }
+        call.send().await.map_err(|e| sdk_store_error(&e, table))?;
+        Ok(())
+    }
+}
+
 impl CheckpointStore for DynamoStore {
     async fn load_shards(&self, stream_arn: &str) -> StoreResult<Vec<ShardCheckpoint>> {
         self.query_all(&self.names.shards, "stream_arn", stream_arn)
@@ -1133,15 +1308,134 @@ impl CheckpointStore for DynamoStore {
 
 // ---------------------------------------------------------------- indexes
 
+/// An entry's key and head item, without the entry JSON (or its parts).
+fn entry_head(entry: &AuditEntry, canonical: &str) -> (String, String, HashMap<String, DAttr>) {
+    let pk = partition_key_from(&entry.table, canonical);
+    let sk = entry_sort_key(&entry.stream_arn, &entry.sequence_number);
+    let mut head = HashMap::from([
+        ("pk".to_string(), s(&pk)),
+        ("sk".to_string(), s(&sk)),
+        ("table_name".to_string(), s(&entry.table)),
+        ("event".to_string(), s(&entry.event)),
+        ("shard_id".to_string(), s(&entry.shard_id)),
+        ("stream_arn".to_string(), s(&entry.stream_arn)),
+        ("sequence_number".to_string(), s(&entry.sequence_number)),
+        ("written_at".to_string(), s(rfc3339(Utc::now()))),
+    ]);
+    if let Some(actor) = entry.actor.as_deref().filter(|a| !a.is_empty()) {
+        head.insert("actor".into(), s(truncate(actor, MAX_ACTOR_ATTR)));
+    }
+    if let Some(t) = entry.event_time.as_deref().filter(|t| !t.is_empty()) {
+        head.insert("event_time".into(), s(t));
+    }
+    if pk_is_hashed(&pk) {
+        head.insert("item_key".into(), s(canonical));
+    }
+    let attrs = index_attrs(entry, canonical, Utc::now());
+    head.insert(TIME_ATTRIBUTE.into(), s(&attrs.ts));
+    for (index, value) in attrs.keys {
+        head.insert(index.attribute().into(), s(value));
+    }
+    (pk, sk, head)
+}
+
+/// What writing one entry costs, by DynamoDB's published sizing rules
+/// (names + values; an index row is the table's and the index's keys, the
+/// projected `event` and 100 bytes of overhead; one write unit per KB or
+/// part of one, for the item and for each index row).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteCost {
+    /// The entry item (or, for an oversize entry, its head and parts).
+    pub item_bytes: usize,
+    pub index_rows: Vec<(Index, usize)>,
+    pub write_units: usize,
+}
+
+pub fn write_cost(entry: &AuditEntry) -> StoreResult<WriteCost> {
+    let json = encode_entry(entry)?;
+    let canonical = canonical_key_json(&entry.key);
+    let (_, _, mut head) = entry_head(entry, &canonical);
+    let keys: usize = ["pk", "sk"]
+        .iter()
+        .map(|k| head.get(*k).map_or(0, |v| k.len() + attr_size(v)))
+        .sum();
+    let event = "event".len() + entry.event.len();
+    let ts = TIME_ATTRIBUTE.len() + head.get(TIME_ATTRIBUTE).map_or(0, attr_size);
+    let index_rows: Vec<(Index, usize)> = Index::ALL
+        .into_iter()
+        .filter_map(|i| {
+            let v = head.get(i.attribute())?;
+            Some((
+                i,
+                keys + event + ts + i.attribute().len() + attr_size(v) + 100,
+            ))
+        })
+        .collect();
+    let units = |bytes: usize| bytes.div_ceil(1024).max(1);
+    let (item_bytes, item_units) = if json.len() <= INLINE_ENTRY_LIMIT {
+        head.insert("entry".into(), s(&json));
+        let b = item_size(&head);
+        (b, units(b))
+    } else {
+        // Each part is its own item of at most INLINE_ENTRY_LIMIT bytes.
+        let b = item_size(&head) + json.len();
+        let parts = split_chunks(&json, INLINE_ENTRY_LIMIT);
+        (
+            b,
+            units(item_size(&head)) + parts.iter().map(|c| units(c.len() + 64)).sum::<usize>(),
+        )
+    };
+    let write_units = item_units + index_rows.iter().map(|(_, b)| units(*b)).sum::<usize>();
+    Ok(WriteCost {
+        item_bytes,
+        index_rows,
+        write_units,
+    })
+}
+
+fn item_size(item: &HashMap<String, DAttr>) -> usize {
+    item.iter().map(|(k, v)| k.len() + attr_size(v)).sum()
+}
+
+/// DynamoDB's size of a value: strings and binary by length, numbers about
+/// one byte per two significant digits plus one, documents 3 bytes plus
+/// their elements (and one byte each).
+fn attr_size(v: &DAttr) -> usize {
+    match v {
+        DAttr::S(x) => x.len(),
+        DAttr::N(x) => {
+            x.trim_matches(|c: char| c == '0' || c == '-')
+                .len()
+                .div_ceil(2)
+                + 1
+        }
+        DAttr::B(x) => x.as_ref().len(),
+        DAttr::Bool(_) | DAttr::Null(_) => 1,
+        DAttr::Ss(x) => x.iter().map(String::len).sum(),
+        DAttr::Ns(x) => x.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        DAttr::Bs(x) => x.iter().map(|b| b.as_ref().len()).sum(),
+        DAttr::L(x) => 3 + x.iter().map(|e| attr_size(e) + 1).sum::<usize>(),
+        DAttr::M(x) => {
+            3 + x
+                .iter()
+                .map(|(k, e)| k.len() + attr_size(e) + 1)
+                .sum::<usize>()
+        }
+        _ => 0,
+    }
+}
+
 fn build_error(table: &str, e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Other(format!("building a request for {table}: {e}"))
 }
 
-/// Every key attribute of the audit table and its indexes (all strings).
-fn audit_attribute_definitions() -> StoreResult<Vec<AttributeDefinition>> {
+/// The key attributes of the audit table and of `indexes` (all strings).
+/// DynamoDB rejects a definition no key uses, so an UpdateTable names only
+/// the indexes that exist or are being added.
+fn audit_attribute_definitions(indexes: &[Index]) -> StoreResult<Vec<AttributeDefinition>> {
     let names = ["pk", "sk", TIME_ATTRIBUTE]
         .into_iter()
-        .chain(Index::ALL.iter().map(|i| i.attribute()));
+        .chain(indexes.iter().map(|i| i.attribute()));
     names
         .map(|name| {
             AttributeDefinition::builder()
@@ -1603,6 +1897,83 @@ mod tests {
         assert_eq!(k1, gap_sort_key(&g));
         g.after_sequence_number = None;
         assert!(gap_sort_key(&g).ends_with("#-"));
+    }
+
+    fn change_entry(
+        changed_bytes: usize,
+        actor: Option<&str>,
+        correlation: Option<&str>,
+    ) -> AuditEntry {
+        let half = changed_bytes / 2;
+        AuditEntry {
+            table: "orders".into(),
+            key: key(&[("pk", AttrValue::S("order-0001234".into()))]),
+            event: "MODIFY".into(),
+            sequence_number: "110000000001745442301".into(),
+            shard_id: "shardId-00000001700000000000-0123abcd".into(),
+            event_time: Some("2026-11-23T19:05:00Z".into()),
+            actor: actor.map(str::to_string),
+            changes: vec![crate::entry::Change {
+                path: "note".into(),
+                old: Some(AttrValue::S("o".repeat(half))),
+                new: Some(AttrValue::S("n".repeat(half))),
+                added: None,
+                removed: None,
+            }],
+            ttl_expiry: false,
+            error: None,
+            raw: None,
+            correlation: correlation.map(str::to_string),
+            snapshot_time: None,
+            stream_arn: "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-11-23T00:00:00.000".into(),
+        }
+    }
+
+    /// The contract's budget: a change with an actor whose entry item stays
+    /// within 1 KB costs at most 3 write units, its index rows included.
+    #[test]
+    fn a_small_change_costs_three_write_units_with_its_indexes() {
+        let small = write_cost(&change_entry(200, Some("alice"), None)).unwrap();
+        assert!(small.item_bytes <= 1024, "{small:?}");
+        assert_eq!(
+            small.index_rows.len(),
+            2,
+            "table and actor indexes: {small:?}"
+        );
+        assert!(
+            small.index_rows.iter().all(|(_, b)| *b <= 1024),
+            "{small:?}"
+        );
+        assert_eq!(small.write_units, 3, "{small:?}");
+        // No actor: the table index only.
+        assert_eq!(
+            write_cost(&change_entry(200, None, None))
+                .unwrap()
+                .write_units,
+            2
+        );
+        // A correlation id adds its (sparse) index row.
+        assert_eq!(
+            write_cost(&change_entry(200, Some("alice"), Some("req-1")))
+                .unwrap()
+                .write_units,
+            4
+        );
+        // Index rows do not grow with the entry.
+        let big = write_cost(&change_entry(3000, Some("alice"), None)).unwrap();
+        assert_eq!(
+            big.index_rows,
+            small
+                .index_rows
+                .iter()
+                .map(|(i, b)| (*i, *b))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            big.write_units,
+            big.item_bytes.div_ceil(1024) + 2,
+            "{big:?}"
+        );
     }
 
     #[test]

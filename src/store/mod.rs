@@ -443,3 +443,79 @@ pub struct ReadCost {
     pub batch_get_calls: u64,
     pub items_read: u64,
 }
+
+// ---------------------------------------------------------------- snapshots
+
+/// One page of one segment of a parallel Scan of a source table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanPage {
+    pub items: Vec<Item>,
+    /// Where the segment goes on (its LastEvaluatedKey), if it does.
+    pub next: Option<Item>,
+    /// Read capacity the page consumed, as the service reports it (or an
+    /// estimate from the items' sizes where it reports none).
+    pub read_units: f64,
+}
+
+/// What a snapshot needs to know of the source table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub key_names: Vec<String>,
+    /// DescribeTable's approximate item count (refreshed every ~6 h).
+    pub item_count: Option<u64>,
+}
+
+/// A snapshot run of one table: its id names its entries, so a resumed run
+/// writes each item at most once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRun {
+    pub table: String,
+    pub run_id: String,
+    pub segments: u32,
+    pub done: bool,
+}
+
+/// How far one Scan segment of a run has come.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SegmentProgress {
+    pub segment: u32,
+    /// The last key whose page is written; `None`: not started.
+    pub last_key: Option<Item>,
+    pub done: bool,
+    pub items: u64,
+}
+
+/// The source-table reads and the run bookkeeping `snapshot` needs.
+pub trait SnapshotStore: AuditStore {
+    fn describe_source(&self, table: &str) -> impl Future<Output = StoreResult<SourceInfo>> + Send;
+    /// A strongly consistent Scan page of `segment` of `segments`.
+    fn scan_page(
+        &self,
+        table: &str,
+        segment: u32,
+        segments: u32,
+        start: Option<&Item>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<ScanPage>> + Send;
+    /// The table's latest run and its segments, if it has one.
+    fn load_snapshot(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = StoreResult<Option<(SnapshotRun, Vec<SegmentProgress>)>>> + Send;
+    fn save_snapshot_run(&self, run: &SnapshotRun) -> impl Future<Output = StoreResult<()>> + Send;
+    fn save_segment(
+        &self,
+        run: &SnapshotRun,
+        progress: &SegmentProgress,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// The stand-in stream ARN of a snapshot run's entries: its label sorts
+/// before every real stream label (creation timestamps), so in an item's
+/// partition the SNAPSHOT entries come first and the read side can place
+/// them by time.
+pub fn snapshot_stream_arn(table: &str, run_id: &str) -> String {
+    format!("snapshot:{table}/stream/{SNAPSHOT_LABEL_PREFIX}{run_id}")
+}
+
+pub const SNAPSHOT_LABEL_PREFIX: &str = "0000-snapshot-";
