@@ -58,6 +58,12 @@ def wait_port(port, proc, what, limit=60):
             time.sleep(0.1)
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values, p):
     v = sorted(values)
     k = (len(v) - 1) * p / 100.0
@@ -163,6 +169,8 @@ def main():
         print(f"audited in {time.time() - t0:.1f} s", flush=True)
 
         results = {}
+        cpu0 = (cpu_seconds(serve.pid), cpu_seconds(emu.pid))
+        wall0 = time.perf_counter()
 
         def measure(name, path, params, n):
             lat = [c.get(path, params)[0] for _ in range(n)]
@@ -185,6 +193,12 @@ def main():
             walks.append((time.perf_counter() - t) * 1000)
         results[f"history_all_{hot_n}_by_100"] = {"n": len(walks), "p50_ms": round(pct(walks, 50), 1),
                                                  "p99_ms": round(pct(walks, 99), 1)}
+        wall = time.perf_counter() - wall0
+        results["cpu_while_measuring"] = {
+            "wall_s": round(wall, 1),
+            "serve_cpu_s": round(cpu_seconds(serve.pid) - cpu0[0], 2),
+            "emulator_cpu_s": round(cpu_seconds(emu.pid) - cpu0[1], 2),
+        }
         results["serve_memory"] = {"rss_mb": round(vm(serve.pid, "VmRSS"), 1),
                                    "peak_rss_mb": round(vm(serve.pid, "VmHWM"), 1)}
         print(f"{'measure':36} {'n':>5} {'p50 ms':>9} {'p99 ms':>9}")
@@ -193,6 +207,8 @@ def main():
                 print(f"{k:36} {v['n']:>5} {v['p50_ms']:>9} {v['p99_ms']:>9}")
         m = results["serve_memory"]
         print(f"serve RSS {m['rss_mb']} MB (peak {m['peak_rss_mb']} MB)")
+        u = results["cpu_while_measuring"]
+        print(f"CPU while measuring ({u['wall_s']} s): serve {u['serve_cpu_s']} s, emulator {u['emulator_cpu_s']} s")
         if a.out:
             with open(a.out, "w") as f:
                 json.dump(results, f, indent=2)

@@ -379,7 +379,8 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// `run` handles SIGTERM/SIGINT itself (a graceful drain); nearly every other
+/// `run` handles SIGTERM/SIGINT itself (a graceful drain), and so does
+/// `serve` (in-flight requests, exit 0); nearly every other
 /// command is a one-shot whose every wait and retry ends at once on a signal,
 /// since nothing it does needs finishing: `init` is idempotent, and the rest
 /// only read.

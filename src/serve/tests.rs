@@ -376,3 +376,35 @@ async fn query_item_diff_and_revert_answer_as_the_commands_print() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn cors_answers_only_configured_origins() {
+    let serve = Serve {
+        token_sha256: vec![digest(TOKEN)],
+        cors_origins: vec!["https://audit.example.com".into()],
+        ..Serve::default()
+    };
+    let tokens = Arc::new(Tokens::new(&serve, None).unwrap());
+    let app = Arc::new(App {
+        store: MemoryStore::new(),
+        serve,
+        tables: vec!["orders".into()],
+    });
+    let r = router(app, tokens).unwrap();
+    for (origin, allowed) in [
+        ("https://audit.example.com", true),
+        ("https://evil.example", false),
+    ] {
+        let req = Request::get("/api/whoami")
+            .header("origin", origin)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = r.clone().oneshot(req).await.unwrap();
+        let header = res.headers().get("access-control-allow-origin");
+        assert_eq!(header.is_some(), allowed, "{origin}");
+        if allowed {
+            assert_eq!(header.unwrap(), origin);
+        }
+    }
+}
