@@ -20,6 +20,7 @@
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
 //! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
+//! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
 
 pub mod attribution;
 pub mod aws;
@@ -32,6 +33,7 @@ pub mod pace;
 pub mod read;
 pub mod report;
 pub mod retry;
+pub mod serve;
 pub mod shard;
 pub mod store;
 pub mod stream;
