@@ -19,8 +19,9 @@
 //! - `read`    — questions to the trail: indexed paged queries, the item as of a time, diffs, revert plans.
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
-//! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
 //! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
+//! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
+//! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
 
 pub mod attribution;
 pub mod aws;
@@ -29,6 +30,7 @@ pub mod diff;
 pub mod engine;
 pub mod entry;
 pub mod lineage;
+pub mod observe;
 pub mod pace;
 pub mod read;
 pub mod report;
