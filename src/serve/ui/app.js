@@ -266,6 +266,12 @@
     add("Actor", e.actor || "unknown");
     if (e.last_writer) add("Last writer", e.last_writer);
     if (e.actor_source) add("Actor from", e.actor_source);
+    if (e.principal) {
+      const p = e.principal;
+      add("IAM principal", p.arn
+        ? p.arn + " (" + p.confidence + (p.source_ip ? ", from " + p.source_ip : "") + ")"
+        : "ambiguous: " + (p.candidates || []).join(" or "));
+    }
     add("Correlation", e.correlation || "none");
     if (showItemLink) {
       const p = new URLSearchParams({ table: e.table });
