@@ -37,7 +37,8 @@ use crate::store::TableNames;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // The OS error is the source, printed once by whoever shows the chain.
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         source: std::io::Error,

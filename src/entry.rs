@@ -86,11 +86,23 @@ pub struct Gap {
     pub table: String,
     pub stream_arn: String,
     pub shard_id: String,
-    /// The last sequence number handled before the gap (`null`: none handled).
+    /// The last sequence number handled before the gap (`null`: none handled
+    /// in this shard's lineage).
     pub after_sequence_number: Option<String>,
+    /// The shard of `after_sequence_number` when it is an ancestor's (the
+    /// loss began before this shard's first record); absent when it is this
+    /// shard's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_shard_id: Option<String>,
+    /// Creation time of the record at `after_sequence_number`, RFC 3339 UTC.
+    #[serde(default)]
+    pub after_time: Option<String>,
     /// The first sequence number read after it (`null`: nothing was readable
     /// after it when the gap was detected).
     pub resumed_at_sequence_number: Option<String>,
+    /// Creation time of the record at `resumed_at_sequence_number`.
+    #[serde(default)]
+    pub resumed_at_time: Option<String>,
     /// RFC 3339, UTC.
     pub detected_at: String,
 }
@@ -145,6 +157,10 @@ pub fn build_entry(
     };
     let problem = match (&record.problem, images) {
         (Some(problem), _) => Some(problem.clone()),
+        (None, _) if !crate::stream::is_sequence_number(&record.sequence_number) => Some(format!(
+            "sequence number {:?} is not a decimal number",
+            record.sequence_number
+        )),
         (None, None) if !matches!(record.event_name.as_str(), "INSERT" | "MODIFY" | "REMOVE") => {
             Some(format!("unknown event name {:?}", record.event_name))
         }

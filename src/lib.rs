@@ -10,10 +10,11 @@
 //!   - `stream::sim`    — in-memory DynamoDB + Streams simulator (state, limits, call counts).
 //!   - `stream::faults` — decorator injecting errors and latency into any `StreamApi`.
 //! - `store`   — checkpoint and audit stores: traits; `dynamo` and `memory` versions.
+//!   - `store::faults`  — decorator injecting errors and latency into any store.
 //! - `lineage` — pure shard graph: which shards may be read now.
 //! - `shard`   — one shard's loop: pace → GetRecords → entries → write → checkpoint.
 //! - `supervisor` — per table and stream: discovery, lineage, children, listings.
-//! - `engine`  — what the tasks share: seams, settings, pacer, shutdown tokens.
+//! - `engine`  — what the tasks share: seams, settings, pacer, table health, shutdown tokens.
 //! - `report`  — what history, gaps and status print (tables and JSON lines).
 //! - `read`    — questions to the trail: indexed paged queries, the item as of a time, diffs, revert plans.
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.

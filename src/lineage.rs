@@ -153,6 +153,47 @@ impl Lineage {
         self.nodes.is_empty()
     }
 
+    /// Forgets a shard (a drained one whose children have started): what is
+    /// kept stays proportional to what is being read, not to uptime.
+    pub fn remove(&mut self, shard_id: &str) {
+        let Some(node) = self.nodes.remove(shard_id) else {
+            return;
+        };
+        if node.state == NodeState::Drained {
+            self.drained -= 1;
+        }
+        self.ready.remove(shard_id);
+        self.running.remove(shard_id);
+        self.children.remove(shard_id);
+        if let Some(parent) = &node.shard.parent_shard_id {
+            if let Some(siblings) = self.children.get_mut(parent) {
+                siblings.retain(|c| c != shard_id);
+            }
+        }
+    }
+
+    /// Drained shards that have children, none of them still waiting: the
+    /// lineage no longer needs them.
+    pub fn finished_parents(&self) -> Vec<String> {
+        self.children
+            .iter()
+            .filter(|(parent, kids)| {
+                !kids.is_empty()
+                    && self.state(parent) == Some(NodeState::Drained)
+                    && kids
+                        .iter()
+                        .all(|k| self.state(k).is_some_and(|s| s != NodeState::Waiting))
+            })
+            .map(|(parent, _)| parent.clone())
+            .collect()
+    }
+
+    pub fn parent_of(&self, shard_id: &str) -> Option<&str> {
+        self.nodes
+            .get(shard_id)
+            .and_then(|n| n.shard.parent_shard_id.as_deref())
+    }
+
     fn refresh_ready(&mut self, shard_id: &str) {
         let ready = self.nodes.get(shard_id).is_some_and(|n| {
             n.state == NodeState::Waiting

@@ -255,16 +255,54 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(dispatch(cli.command));
+    let result = runtime.block_on(dispatch_until_signal(cli.command));
     // Dropping the runtime would wait for idle blocking-pool threads (the
     // SDK's DNS lookups) for seconds; everything that matters has finished.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(Interrupted(signal)) = e.downcast_ref::<Interrupted>() {
+                eprintln!("interrupted by {signal}");
+                // The shell's convention: 128 + the signal's number.
+                return ExitCode::from(if *signal == "SIGINT" { 130 } else { 143 });
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A one-shot command stopped by a signal before it finished.
+#[derive(Debug)]
+struct Interrupted(&'static str);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// `run` handles SIGTERM/SIGINT itself (a graceful drain); every other
+/// command is a one-shot whose every wait and retry ends at once on a signal,
+/// since nothing it does needs finishing: `init` is idempotent, and the rest
+/// only read.
+async fn dispatch_until_signal(command: Command) -> Result<()> {
+    if matches!(command, Command::Run(_)) {
+        return dispatch(command).await;
+    }
+    let signal = async {
+        match wait_for_signal().await {
+            Ok(name) => name,
+            // Cannot listen for signals: the default handlers still apply.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = dispatch(command) => result,
+        name = signal => Err(Interrupted(name).into()),
     }
 }
 
@@ -395,11 +433,14 @@ async fn store(config: &Config) -> DynamoStore {
 }
 
 async fn init(config: Config) -> Result<()> {
+    // Cancelled from outside (dispatch_until_signal) on a signal.
+    let never = tokio_util::sync::CancellationToken::new();
     let report = store(&config)
         .await
-        .init()
+        .init(&never)
         .await
-        .context("creating ddb-audit's tables")?;
+        .context("creating ddb-audit's tables")?
+        .context("stopped before the tables were ACTIVE")?;
     for table in &report.created {
         println!("created table {table}");
     }
@@ -554,7 +595,8 @@ async fn status(config: Config, json: bool) -> Result<()> {
                 now,
             ));
         }
-        let summary = report::table_line(table, &streams, &shards);
+        let health = store.load_table_health(table).await?;
+        let summary = report::table_line(table, &streams, &shards, health.as_ref());
         tables.push((summary, shards));
     }
     if json {

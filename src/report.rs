@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::entry::{AuditEntry, Gap};
-use crate::store::{ShardCheckpoint, ShardStatus, StreamRow};
+use crate::store::{ShardCheckpoint, ShardStatus, StreamRow, TableHealthRow};
 use crate::value::AttrValue;
 
 /// Longest rendering of one value in the readable table.
@@ -128,6 +128,11 @@ pub struct TableStatusLine {
     pub closed: usize,
     pub drained: usize,
     pub max_lag_seconds: Option<i64>,
+    /// What the daemon last said of the table: `auditing`, `draining`,
+    /// `failing` or `starting` (`null`: never run against it).
+    pub state: Option<String>,
+    /// Why it is draining or failing.
+    pub state_reason: Option<String>,
 }
 
 pub fn shard_lines(checkpoints: &[ShardCheckpoint], now: DateTime<Utc>) -> Vec<ShardStatusLine> {
@@ -144,9 +149,13 @@ pub fn shard_lines(checkpoints: &[ShardCheckpoint], now: DateTime<Utc>) -> Vec<S
             last_record_time: c
                 .last_record_time
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            lag_seconds: (c.status != ShardStatus::Drained)
-                .then(|| c.last_record_time.map(|t| (now - t).num_seconds().max(0)))
-                .flatten(),
+            // A caught-up shard is not behind, however old its last record:
+            // a quiet table has lag 0.
+            lag_seconds: match (c.status, c.caught_up) {
+                (ShardStatus::Drained, _) => None,
+                (_, true) => Some(0),
+                _ => c.last_record_time.map(|t| (now - t).num_seconds().max(0)),
+            },
             updated_at: c
                 .updated_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -158,6 +167,7 @@ pub fn table_line(
     table: &str,
     streams: &[StreamRow],
     shards: &[ShardStatusLine],
+    health: Option<&TableHealthRow>,
 ) -> TableStatusLine {
     let count = |s: &str| shards.iter().filter(|l| l.status == s).count();
     TableStatusLine {
@@ -173,6 +183,8 @@ pub fn table_line(
         closed: count("closed"),
         drained: count("drained"),
         max_lag_seconds: shards.iter().filter_map(|l| l.lag_seconds).max(),
+        state: health.map(|h| h.state.clone()),
+        state_reason: health.and_then(|h| h.reason.clone()),
     }
 }
 
@@ -181,7 +193,7 @@ pub fn status_table(tables: &[(TableStatusLine, Vec<ShardStatusLine>)]) -> Strin
     for (summary, shards) in tables {
         let _ = writeln!(
             out,
-            "{}: {} stream(s), {} shard(s): {} open, {} closed, {} drained; max lag {}",
+            "{}: {} stream(s), {} shard(s): {} open, {} closed, {} drained; max lag {}{}",
             summary.table,
             summary.streams,
             summary.shards,
@@ -192,6 +204,12 @@ pub fn status_table(tables: &[(TableStatusLine, Vec<ShardStatusLine>)]) -> Strin
                 .max_lag_seconds
                 .map(|s| format!("{s} s"))
                 .unwrap_or_else(|| "-".into()),
+            // Only what needs attention: an audited table's line stays short.
+            match (summary.state.as_deref(), &summary.state_reason) {
+                (None | Some("auditing"), _) => String::new(),
+                (Some(state), Some(reason)) => format!("; {state}: {reason}"),
+                (Some(state), None) => format!("; {state}"),
+            },
         );
         let rows: Vec<[String; 5]> = shards
             .iter()
@@ -389,6 +407,7 @@ mod tests {
             sequence_no: Some("5".into()),
             status,
             last_record_time: Some(now - chrono::Duration::seconds(30)),
+            caught_up: false,
             updated_at: now,
         };
         let lines = shard_lines(
@@ -397,9 +416,16 @@ mod tests {
         );
         assert_eq!(lines[0].lag_seconds, Some(30));
         assert_eq!(lines[1].lag_seconds, None);
-        let summary = table_line("orders", &[], &lines);
+        let summary = table_line("orders", &[], &lines, None);
         assert_eq!((summary.shards, summary.open, summary.drained), (2, 1, 1));
         assert_eq!(summary.max_lag_seconds, Some(30));
+        let mut idle = cp("c", ShardStatus::Open);
+        idle.caught_up = true;
+        assert_eq!(
+            shard_lines(&[idle], now)[0].lag_seconds,
+            Some(0),
+            "a caught-up shard is not behind"
+        );
         let text = status_table(&[(summary, lines)]);
         assert!(
             text.starts_with(

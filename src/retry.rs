@@ -30,6 +30,11 @@ impl Transient for StoreError {
     }
 }
 
+/// Retries logged one by one before the log thins out.
+const REPORT_FIRST_FAILURES: u32 = 3;
+/// After those, a line once the wait reaches this, then each time it doubles.
+const REPORT_FIRST_AFTER: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub min_delay: Duration,
@@ -79,12 +84,31 @@ where
     if let Some(seed) = policy.jitter_seed {
         backoff = backoff.with_jitter_seed(seed);
     }
+    // A storm of retries must not drown the log, and an operator must still
+    // see what the process is waiting for and for how long: the first few
+    // retries are logged, then one line each time the wait has doubled.
+    let started = tokio::time::Instant::now();
+    let mut failures: u32 = 0;
+    let mut next_report = REPORT_FIRST_AFTER;
     let attempts = op
         .retry(backoff)
         .sleep(tokio::time::sleep)
         .when(|e: &E| e.is_transient())
-        .notify(|e: &E, delay: Duration| {
-            tracing::warn!(operation = what, error = %e, retry_in_ms = delay.as_millis() as u64, "retrying");
+        .notify(move |e: &E, delay: Duration| {
+            failures += 1;
+            let waited = started.elapsed();
+            let retry_in_ms = delay.as_millis() as u64;
+            if failures <= REPORT_FIRST_FAILURES {
+                tracing::warn!(operation = what, error = %e, failures, retry_in_ms, "retrying");
+            } else if waited >= next_report {
+                next_report = waited * 2;
+                tracing::warn!(
+                    operation = what, error = %e, failures, waited_secs = waited.as_secs(),
+                    retry_in_ms, "still failing; waiting for it to succeed (SIGTERM stops)"
+                );
+            } else {
+                tracing::debug!(operation = what, error = %e, failures, retry_in_ms, "retrying");
+            }
         });
     tokio::select! {
         biased;

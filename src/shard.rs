@@ -5,10 +5,10 @@
 //! write-once store recognises it. Trimmed records become a gap, never a
 //! silent skip.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, error, info, warn, Instrument};
 
@@ -19,7 +19,9 @@ use crate::retry::{retry, Retried};
 use crate::store::{
     AuditStore, CheckpointStore, PutOutcome, ShardCheckpoint, ShardStatus, StoreError,
 };
-use crate::stream::{IteratorPosition, RecordsPage, Shard, StreamApi, StreamError};
+use crate::stream::{
+    is_sequence_number, IteratorPosition, RecordsPage, Shard, StreamApi, StreamError,
+};
 
 /// Entries of one page written at once; the store orders them by sequence
 /// number, so write order does not matter.
@@ -34,6 +36,48 @@ pub enum ShardOutcome {
     Stopped,
     /// A non-retryable error; the supervisor restarts the shard later.
     Failed(String),
+    /// The service says the shard does not exist (ResourceNotFound). Not yet
+    /// a gap: the supervisor confirms with a listing first.
+    Vanished(String),
+}
+
+/// The last record handled in a shard's lineage before the shard itself: in
+/// its parent, or further up when the parents between were empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineageTail {
+    pub shard_id: String,
+    pub sequence_no: String,
+    pub record_time: Option<DateTime<Utc>>,
+}
+
+/// How a shard (re)starts.
+#[derive(Clone, Debug, Default)]
+pub struct ShardStart {
+    /// Its last durably saved checkpoint, if it has one.
+    pub checkpoint: Option<ShardCheckpoint>,
+    /// We read this shard's lineage before it: records missing from its start
+    /// are a gap, so the first read starts AT its first sequence number
+    /// (which fails as trimmed if it was) rather than at TRIM_HORIZON (which
+    /// would silently skip what was trimmed).
+    pub continues_lineage: bool,
+    /// Where a gap at this shard's start begins.
+    pub lineage_tail: Option<LineageTail>,
+    /// A loss found before reading (an ancestor that vanished unseen),
+    /// recorded before anything else.
+    pub gap: Option<Gap>,
+}
+
+/// The last checkpoint a shard durably saved, shared with its supervisor, so
+/// that a restart starts from it whatever ended the previous run (a failure,
+/// a panic, a vanished shard).
+pub type SavedCheckpoint = Arc<Mutex<Option<ShardCheckpoint>>>;
+
+pub fn saved_checkpoint(checkpoint: Option<ShardCheckpoint>) -> SavedCheckpoint {
+    Arc::new(Mutex::new(checkpoint))
+}
+
+pub fn last_saved(saved: &SavedCheckpoint) -> Option<ShardCheckpoint> {
+    saved.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
 /// Doubles the wait after each empty page, from `min` up to `max`: an idle
@@ -69,8 +113,8 @@ pub async fn run_shard<S, C, A>(
     table: String,
     stream_arn: String,
     shard: Shard,
-    checkpoint: Option<ShardCheckpoint>,
-    continues_lineage: bool,
+    start: ShardStart,
+    saved: SavedCheckpoint,
     shutdown: Shutdown,
 ) -> ShardOutcome
 where
@@ -80,9 +124,20 @@ where
 {
     let span =
         tracing::info_span!("shard", table = %table, stream = %stream_arn, shard = %shard.shard_id);
-    let mut reader = ShardReader::new(engine, table, stream_arn, shard, checkpoint, shutdown);
-    reader.continues_lineage = continues_lineage;
-    reader.run().instrument(span).await
+    let fresh = start.checkpoint.is_none();
+    let mut reader = ShardReader::new(
+        engine,
+        table,
+        stream_arn,
+        shard,
+        start.checkpoint,
+        saved,
+        shutdown,
+    );
+    reader.continues_lineage = start.continues_lineage;
+    reader.lineage_tail = start.lineage_tail;
+    reader.pending_gap = start.gap;
+    reader.run(fresh).instrument(span).await
 }
 
 struct ShardReader<S, C, A> {
@@ -101,6 +156,8 @@ struct ShardReader<S, C, A> {
     /// (which fails as trimmed if it was) rather than at TRIM_HORIZON (which
     /// would silently skip what was trimmed).
     continues_lineage: bool,
+    lineage_tail: Option<LineageTail>,
+    saved: SavedCheckpoint,
 }
 
 impl<S, C, A> ShardReader<S, C, A>
@@ -115,6 +172,7 @@ where
         stream_arn: String,
         shard: Shard,
         checkpoint: Option<ShardCheckpoint>,
+        saved: SavedCheckpoint,
         shutdown: Shutdown,
     ) -> Self {
         let pacer = Pacer::per_second(engine.settings.polling.get_records_per_shard_per_sec);
@@ -126,6 +184,7 @@ where
             sequence_no: None,
             status: ShardStatus::Open,
             last_record_time: None,
+            caught_up: false,
             updated_at: Utc::now(),
         });
         ShardReader {
@@ -138,6 +197,8 @@ where
             pacer,
             pending_gap: None,
             continues_lineage: false,
+            lineage_tail: None,
+            saved,
         }
     }
 
@@ -156,7 +217,24 @@ where
         }
     }
 
-    async fn run(mut self) -> ShardOutcome {
+    async fn run(mut self, fresh: bool) -> ShardOutcome {
+        if fresh {
+            // Recorded before the first read ("open, nothing read yet"): a
+            // shard that vanishes before it is read to its end is then always
+            // found, and becomes a gap, at the next start.
+            if self.shard.is_closed() {
+                self.checkpoint.status = ShardStatus::Closed;
+            }
+            if let Err(outcome) = self.save_checkpoint().await {
+                return outcome;
+            }
+        }
+        if let Some(gap) = self.pending_gap.take() {
+            // Found before reading: an ancestor that vanished unseen.
+            if let Err(outcome) = self.write_gap(gap).await {
+                return outcome;
+            }
+        }
         let polling = self.engine.settings.polling.clone();
         let mut idle = IdleBackoff::new(polling.idle_min(), polling.idle_max());
         let mut iterator: Option<String> = None;
@@ -211,6 +289,14 @@ where
                 Ok(()) => {}
                 Err(outcome) => return outcome,
             }
+            if count == 0 && !self.checkpoint.caught_up && page.next_iterator.is_some() {
+                // Caught up: lag is 0 from now until records come again. One
+                // write per busy → idle change, not per empty page.
+                self.checkpoint.caught_up = true;
+                if let Err(outcome) = self.save_checkpoint().await {
+                    return outcome;
+                }
+            }
             position = self.position();
             let Some(next) = page.next_iterator else {
                 return self.drained().await;
@@ -256,7 +342,13 @@ where
                 self.trimmed(&message);
                 Ok(IteratorPosition::TrimHorizon)
             }
-            Retried::Failed(StreamError::NotFound(message)) => Err(self.vanished(&message).await),
+            Retried::Failed(StreamError::NotFound(message)) => {
+                warn!(
+                    message,
+                    "the service says the shard does not exist; confirming with a listing"
+                );
+                Err(ShardOutcome::Vanished(message))
+            }
             Retried::Failed(e) => Err(ShardOutcome::Failed(e.to_string())),
         }
     }
@@ -293,27 +385,18 @@ where
     }
 
     fn trimmed(&mut self, message: &str) {
-        let after = self.checkpoint.sequence_no.clone();
+        let gap = lost_after(
+            &self.table,
+            &self.stream_arn,
+            &self.shard.shard_id,
+            &self.checkpoint,
+            self.lineage_tail.as_ref(),
+        );
         error!(
-            after_sequence_number = after.as_deref().unwrap_or("none"),
+            after_sequence_number = gap.after_sequence_number.as_deref().unwrap_or("none"),
             message, "records were trimmed before they could be read: recording a gap"
         );
-        self.pending_gap.get_or_insert(Gap {
-            table: self.table.clone(),
-            stream_arn: self.stream_arn.clone(),
-            shard_id: self.shard.shard_id.clone(),
-            after_sequence_number: after,
-            resumed_at_sequence_number: None,
-            detected_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        });
-    }
-
-    /// The shard is gone from the stream (trimmed away entirely, or the
-    /// stream deleted): whatever we had not read is a gap.
-    async fn vanished(&mut self, message: &str) -> ShardOutcome {
-        warn!(message, "shard no longer exists");
-        self.trimmed(message);
-        self.drained().await
+        self.pending_gap.get_or_insert(gap);
     }
 
     async fn handle_page(
@@ -331,6 +414,7 @@ where
         };
         if let Some(mut gap) = self.pending_gap.take() {
             gap.resumed_at_sequence_number = Some(first.sequence_number.clone());
+            gap.resumed_at_time = first.approximate_creation.map(rfc3339);
             self.write_gap(gap).await?;
         }
         let actor = self.engine.settings.actor_attribute.as_deref();
@@ -357,12 +441,20 @@ where
             );
         }
         self.write_entries(&entries).await?;
-        if let Some(last) = records.last() {
+        // A record whose sequence number is not one (a malformed record) is
+        // stored as an error entry but never becomes the checkpoint: no
+        // store can resume after it.
+        if let Some(last) = records
+            .iter()
+            .rev()
+            .find(|r| is_sequence_number(&r.sequence_number))
+        {
             self.checkpoint.sequence_no = Some(last.sequence_number.clone());
-            if let Some(t) = records.iter().rev().find_map(|r| r.approximate_creation) {
-                self.checkpoint.last_record_time = Some(t);
-            }
         }
+        if let Some(t) = records.iter().rev().find_map(|r| r.approximate_creation) {
+            self.checkpoint.last_record_time = Some(t);
+        }
+        self.checkpoint.caught_up = false;
         if self.shard.is_closed() {
             self.checkpoint.status = ShardStatus::Closed;
         }
@@ -377,10 +469,25 @@ where
         // compiler's higher-ranked Send check for spawned tasks.
         let puts: Vec<_> = entries
             .iter()
-            .map(|entry| {
-                retry(policy, abort, "PutItem(audit entry)", move || {
+            .map(|entry| async move {
+                let put = retry(policy, abort, "PutItem(audit entry)", || {
                     engine.audit.put_entry(entry)
                 })
+                .await;
+                match put {
+                    Err(Retried::Failed(StoreError::Rejected(why))) => {
+                        // Retrying a write the store refuses would stall the
+                        // shard for ever: a small entry says what was lost.
+                        let marker = rejected_marker(entry, &why);
+                        error!(sequence_number = %entry.sequence_number, error = %why,
+                            "the audit store rejected an entry; storing an error entry in its place");
+                        retry(policy, abort, "PutItem(error entry)", || {
+                            engine.audit.put_entry(&marker)
+                        })
+                        .await
+                    }
+                    other => other,
+                }
             })
             .collect();
         let results: Result<Vec<PutOutcome>, Retried<StoreError>> =
@@ -447,7 +554,11 @@ where
         )
         .await;
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                *self.saved.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(self.checkpoint.clone());
+                Ok(())
+            }
             Err(Retried::Cancelled) => Err(ShardOutcome::Stopped),
             Err(Retried::Failed(e)) => Err(ShardOutcome::Failed(e.to_string())),
         }
@@ -467,6 +578,58 @@ where
             }
             Err(outcome) => outcome,
         }
+    }
+}
+
+/// What stands in for an entry the store refused: the record's identity,
+/// no values, and why.
+fn rejected_marker(entry: &AuditEntry, why: &str) -> AuditEntry {
+    AuditEntry {
+        changes: Vec::new(),
+        error: Some(format!(
+            "the audit store rejected this entry ({why}); its changes are not stored"
+        )),
+        raw: None,
+        ..entry.clone()
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A gap starting after the last record handled in the shard — or, when
+/// nothing of it was read, after the last one handled in its lineage.
+pub fn lost_after(
+    table: &str,
+    stream_arn: &str,
+    shard_id: &str,
+    checkpoint: &ShardCheckpoint,
+    lineage_tail: Option<&LineageTail>,
+) -> Gap {
+    let (after_shard, after, after_time) = match (&checkpoint.sequence_no, lineage_tail) {
+        (Some(seq), _) => (
+            None,
+            Some(seq.clone()),
+            checkpoint.last_record_time.map(rfc3339),
+        ),
+        (None, Some(tail)) => (
+            Some(tail.shard_id.clone()),
+            Some(tail.sequence_no.clone()),
+            tail.record_time.map(rfc3339),
+        ),
+        (None, None) => (None, None, None),
+    };
+    Gap {
+        table: table.to_string(),
+        stream_arn: stream_arn.to_string(),
+        shard_id: shard_id.to_string(),
+        after_sequence_number: after,
+        after_shard_id: after_shard,
+        after_time,
+        resumed_at_sequence_number: None,
+        resumed_at_time: None,
+        detected_at: rfc3339(Utc::now()),
     }
 }
 

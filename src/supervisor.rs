@@ -4,130 +4,47 @@
 //! drain, find children with the cheap CHILD_SHARDS filter, and re-list the
 //! whole stream only on a slow timer.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tracing::{error, info, warn, Instrument};
 
-use crate::engine::{Engine, EngineError, Shutdown};
+use crate::engine::{Engine, EngineError, Shutdown, TableState};
 use crate::entry::Gap;
 use crate::lineage::{Lineage, NodeState};
 use crate::retry::{retry, Retried};
-use crate::shard::{run_shard, ShardOutcome};
-use crate::store::{AuditStore, CheckpointStore, ShardCheckpoint, ShardStatus, StreamRow};
+use crate::shard::{
+    last_saved, lost_after, run_shard, saved_checkpoint, LineageTail, SavedCheckpoint,
+    ShardOutcome, ShardStart,
+};
+use crate::store::{
+    AuditStore, CheckpointStore, ShardCheckpoint, ShardStatus, StreamRow, TableHealthRow,
+};
 use crate::stream::{
     DescribeStreamRequest, Shard, StreamApi, StreamError, StreamStatus, TableStream,
 };
 
-/// After a shard fails with a non-retryable error, wait this long before
-/// starting it again (from its checkpoint).
+/// After a shard fails with a non-retryable error (or its task panics), wait
+/// this long before starting it again from its last saved checkpoint.
 const FAILED_SHARD_COOLDOWN: Duration = Duration::from_secs(30);
 
-/// Checks every table before anything starts: a table that is missing, has no
-/// stream or the wrong view type is a configuration error, reported all at
-/// once so that one run shows every fix to make.
-pub async fn preflight<S, C, A>(
-    engine: &Engine<S, C, A>,
-    tables: &[String],
-) -> Result<Vec<TableStream>, EngineError>
-where
-    S: StreamApi,
-    C: CheckpointStore,
-    A: AuditStore,
-{
-    // Our own tables first: without them nothing can be kept.
-    engine.checkpoints.load_streams(None).await?;
-    let mut found = Vec::new();
-    let mut problems = Vec::new();
-    for table in tables {
-        match check_table(engine, table).await {
-            Ok(ts) => found.push(ts),
-            Err(e @ (EngineError::TableNotFound { .. } | EngineError::NoStream { .. })) => {
-                // A table we were auditing that was deleted, or lost its
-                // stream, while we were down: its old streams may still hold
-                // records to read. Only a table we never read is an error.
-                let undrained = engine
-                    .checkpoints
-                    .load_streams(Some(table))
-                    .await?
-                    .into_iter()
-                    .filter(|r| !r.drained)
-                    .count();
-                if undrained > 0 {
-                    warn!(table = %table, streams = undrained, error = %e, "draining the streams we were reading");
-                } else {
-                    problems.push(e);
-                }
-            }
-            Err(e) => problems.push(e),
-        }
-    }
-    match problems.len() {
-        0 => Ok(found),
-        1 => Err(problems.remove(0)),
-        n => Err(EngineError::Several(
-            n,
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n  "),
-        )),
-    }
-}
-
-async fn check_table<S, C, A>(
-    engine: &Engine<S, C, A>,
-    table: &str,
-) -> Result<TableStream, EngineError>
-where
-    S: StreamApi,
-    C: CheckpointStore,
-    A: AuditStore,
-{
-    let never = tokio_util::sync::CancellationToken::new();
-    let ts = retry(
-        engine.settings.retry_policy(),
-        &never,
-        "DescribeTable",
-        || engine.stream.describe_table(table),
-    )
-    .await
-    .map_err(|e| match e {
-        Retried::Failed(StreamError::NotFound(_)) => EngineError::TableNotFound {
-            table: table.to_string(),
-        },
-        Retried::Failed(source) => EngineError::Stream {
-            table: table.to_string(),
-            source,
-        },
-        Retried::Cancelled => EngineError::Stream {
-            table: table.to_string(),
-            source: StreamError::Other("cancelled".into()),
-        },
-    })?;
-    if !ts.stream_enabled || ts.latest_stream_arn.is_none() {
-        return Err(EngineError::NoStream {
-            table: table.to_string(),
-        });
-    }
-    match ts.view_type.as_deref() {
-        Some("NEW_AND_OLD_IMAGES") => Ok(ts),
-        other => Err(EngineError::WrongViewType {
-            table: table.to_string(),
-            view_type: other.unwrap_or("unknown").to_string(),
-        }),
-    }
-}
-
 /// The daemon: audits every table until `shutdown.stop`, then waits for
-/// in-flight work. Fails only on startup (preflight) errors; later, a table
-/// that is deleted or loses its stream is drained and logged, and the others
-/// keep running.
+/// in-flight work.
+///
+/// Tables are independent: each is checked, and audited, on its own. A table
+/// that cannot be audited (missing, no stream, wrong view type, access
+/// denied) is logged at error level, marked failing in [`Engine::health`],
+/// and checked again at every discovery (`full_listing_interval_secs`) while
+/// the others are audited. Transient errors (throttling, 5xx, a network not
+/// yet up) are retried for as long as they last, with a log line each time
+/// the wait doubles. `run` fails only when every configured table has been
+/// found unauditable, so that a typo in a one-table config still fails fast;
+/// a stop during start-up is a clean stop (`Ok`).
 pub async fn run<S, C, A>(
     engine: Arc<Engine<S, C, A>>,
     tables: Vec<String>,
@@ -138,112 +55,334 @@ where
     C: CheckpointStore,
     A: AuditStore,
 {
-    preflight(&engine, &tables).await?;
-    info!(tables = ?tables, "auditing");
-    let mut tasks = JoinSet::new();
-    for table in tables {
-        let span = tracing::info_span!("table", table = %table);
-        tasks.spawn(run_table(engine.clone(), table, shutdown.clone()).instrument(span));
+    // Our own tables first: without them nothing can be kept. A missing one
+    // is a configuration error; a transient error waits.
+    let policy = engine.settings.retry_policy();
+    match retry(
+        policy,
+        &shutdown.stop,
+        "Query(ddb-audit streams table)",
+        || engine.checkpoints.load_streams(None),
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(Retried::Cancelled) => {
+            info!("stopped during start-up");
+            return Ok(());
+        }
+        Err(Retried::Failed(e)) => return Err(e.into()),
     }
-    while let Some(result) = tasks.join_next().await {
-        if let Err(e) = result {
-            error!(error = %e, "table task panicked");
+    // Cancelled alone when every table turns out unauditable.
+    let tasks_shutdown = Shutdown {
+        stop: shutdown.stop.child_token(),
+        abort: shutdown.abort.child_token(),
+    };
+    let (verdict_tx, mut verdicts) = mpsc::unbounded_channel();
+    let mut tasks = JoinSet::new();
+    let mut task_tables = HashMap::new();
+    for table in &tables {
+        engine.health.set(table, TableState::Starting);
+        let id = spawn_table(
+            &mut tasks,
+            &engine,
+            table,
+            &tasks_shutdown,
+            Some(verdict_tx.clone()),
+        );
+        task_tables.insert(id, table.clone());
+    }
+    drop(verdict_tx);
+
+    let mut unauditable: BTreeMap<String, EngineError> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.stop.cancelled() => break,
+            verdict = verdicts.recv() => match verdict {
+                Some((_, Ok(()))) | None => break,
+                Some((table, Err(e))) => {
+                    unauditable.insert(table, e);
+                    if unauditable.len() == tables.len() {
+                        tasks_shutdown.stop.cancel();
+                        while tasks.join_next().await.is_some() {}
+                        return Err(combine(unauditable.into_values().collect()));
+                    }
+                }
+            },
+        }
+    }
+    if !shutdown.stop.is_cancelled() {
+        info!(tables = ?tables, "auditing");
+    }
+    // Keep reading verdicts (later ones are logged by their tables).
+    tokio::spawn(async move { while verdicts.recv().await.is_some() {} });
+    while let Some(done) = tasks.join_next_with_id().await {
+        let (id, panic) = match done {
+            Ok((id, ())) => (id, None),
+            Err(e) => (e.id(), Some(e)),
+        };
+        let Some(table) = task_tables.remove(&id) else {
+            continue;
+        };
+        if let Some(e) = panic {
+            if shutdown.stop.is_cancelled() {
+                continue;
+            }
+            error!(table = %table, error = %e, cooldown_secs = FAILED_SHARD_COOLDOWN.as_secs(),
+                "table task panicked; restarting it after a cooldown");
+            let engine2 = engine.clone();
+            let shutdown2 = tasks_shutdown.clone();
+            let table2 = table.clone();
+            let id = tasks.spawn(async move {
+                tokio::select! {
+                    _ = shutdown2.stop.cancelled() => return,
+                    _ = tokio::time::sleep(FAILED_SHARD_COOLDOWN) => {}
+                }
+                let span = tracing::info_span!("table", table = %table2);
+                run_table(engine2, table2, shutdown2, None)
+                    .instrument(span)
+                    .await
+            });
+            task_tables.insert(id.id(), table);
         }
     }
     info!("stopped");
     Ok(())
 }
 
-/// One table: follows its current stream, and drains older ones.
-pub async fn run_table<S, C, A>(engine: Arc<Engine<S, C, A>>, table: String, shutdown: Shutdown)
+fn spawn_table<S, C, A>(
+    tasks: &mut JoinSet<()>,
+    engine: &Arc<Engine<S, C, A>>,
+    table: &str,
+    shutdown: &Shutdown,
+    verdict: Option<Verdicts>,
+) -> tokio::task::Id
 where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    let span = tracing::info_span!("table", table = %table);
+    tasks
+        .spawn(
+            run_table(engine.clone(), table.to_string(), shutdown.clone(), verdict)
+                .instrument(span),
+        )
+        .id()
+}
+
+/// Where a table's first discovery says whether it can be audited.
+type Verdicts = mpsc::UnboundedSender<(String, Result<(), EngineError>)>;
+
+fn combine(mut problems: Vec<EngineError>) -> EngineError {
+    match problems.len() {
+        1 => problems.remove(0),
+        n => EngineError::Several(
+            n,
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  "),
+        ),
+    }
+}
+
+/// Why a table's current stream cannot be read, from DescribeTable.
+fn table_problem(table: &str, ts: &TableStream) -> Option<EngineError> {
+    if !ts.stream_enabled || ts.latest_stream_arn.is_none() {
+        return Some(EngineError::NoStream {
+            table: table.to_string(),
+        });
+    }
+    match ts.view_type.as_deref() {
+        Some("NEW_AND_OLD_IMAGES") => None,
+        other => Some(EngineError::WrongViewType {
+            table: table.to_string(),
+            view_type: other.unwrap_or("unknown").to_string(),
+        }),
+    }
+}
+
+/// One table, for as long as it is configured: follows its current stream,
+/// drains older ones, and re-discovers on a slow timer — so a stream that is
+/// re-enabled, a table that is re-created under the same name, or a table
+/// that was failing and is fixed, is picked up within one interval.
+pub async fn run_table<S, C, A>(
+    engine: Arc<Engine<S, C, A>>,
+    table: String,
+    shutdown: Shutdown,
+    verdict: Option<Verdicts>,
+) where
     S: StreamApi,
     C: CheckpointStore,
     A: AuditStore,
 {
     let policy = engine.settings.retry_policy();
     let interval = engine.settings.polling.full_listing_interval();
-    let mut running: HashSet<String> = HashSet::new();
+    let mut verdict = verdict;
+    let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut streams: JoinSet<(String, bool)> = JoinSet::new();
-    let mut table_gone = false;
-    loop {
-        if !table_gone {
-            match discover_streams(&engine, &table, &shutdown).await {
-                Ok((arns, gone)) => {
-                    if gone {
-                        error!("table deleted: draining what is still readable of its streams");
-                        table_gone = true;
+    // Streams found with the wrong view type: never read, also once they
+    // are no longer current.
+    let mut rejected: HashSet<String> = HashSet::new();
+    'discovery: loop {
+        let state = match discover_streams(&engine, &table, &shutdown, &mut rejected).await {
+            Ok(found) => {
+                for arn in found.arns {
+                    if running.values().any(|r| *r == arn) {
+                        continue;
                     }
-                    for arn in arns {
-                        if running.insert(arn.clone()) {
-                            let span = tracing::info_span!("stream", stream = %arn);
-                            let engine = engine.clone();
-                            let table = table.clone();
-                            let shutdown = shutdown.clone();
-                            streams.spawn(
-                                async move {
-                                    let finished =
-                                        run_stream(engine, table, arn.clone(), shutdown).await;
-                                    (arn, finished)
-                                }
-                                .instrument(span),
-                            );
-                        }
-                    }
+                    let span = tracing::info_span!("stream", stream = %arn);
+                    let task = {
+                        let engine = engine.clone();
+                        let table = table.clone();
+                        let shutdown = shutdown.clone();
+                        let arn = arn.clone();
+                        streams.spawn(
+                            async move {
+                                let finished =
+                                    run_stream(engine, table, arn.clone(), shutdown).await;
+                                (arn, finished)
+                            }
+                            .instrument(span),
+                        )
+                    };
+                    running.insert(task.id(), arn);
                 }
-                Err(Retried::Cancelled) => break,
-                Err(Retried::Failed(e)) => {
-                    error!(error = %e, "cannot discover the table's streams")
+                match found.problem {
+                    None => Ok(()),
+                    Some(p) if !running.is_empty() => Err((p, true)),
+                    Some(p) => Err((p, false)),
                 }
             }
+            Err(Retried::Cancelled) => break 'discovery,
+            Err(Retried::Failed(source)) => Err((
+                EngineError::Stream {
+                    table: table.clone(),
+                    source,
+                },
+                !running.is_empty(),
+            )),
+        };
+        let (new_state, outcome) = match state {
+            Ok(()) => (TableState::Auditing, Ok(())),
+            Err((p, true)) => (TableState::Draining(p.to_string()), Ok(())),
+            Err((p, false)) => (TableState::Failing(p.to_string()), Err(p)),
+        };
+        let changed = engine.health.set(&table, new_state.clone());
+        if changed {
+            // For `status`, which runs in another process. Best effort: the
+            // log line below says the same.
+            let row = TableHealthRow {
+                table_name: table.clone(),
+                state: new_state.name().to_string(),
+                reason: new_state.reason().map(str::to_string),
+                updated_at: Utc::now(),
+            };
+            if let Err(e) = engine.checkpoints.save_table_health(&row).await {
+                warn!(error = %e, "cannot record the table's state for `status`");
+            }
         }
-        if table_gone && streams.is_empty() {
-            info!("table deleted and its streams drained: no more to audit");
-            return;
+        match &new_state {
+            TableState::Failing(reason) => error!(
+                reason = %reason, retry_in_secs = interval.as_secs(),
+                "table cannot be audited; checking again later (the other tables are audited)"
+            ),
+            TableState::Draining(reason) if changed => {
+                error!(reason = %reason, "table's current stream cannot be read: draining its old streams and watching for a new one")
+            }
+            TableState::Auditing if changed => info!("table is being audited"),
+            _ => {}
         }
-        tokio::select! {
-            biased;
-            _ = shutdown.stop.cancelled() => break,
-            Some(done) = streams.join_next() => {
-                if let Ok((arn, finished)) = done {
+        if let Some(tx) = verdict.take() {
+            let _ = tx.send((table.clone(), outcome));
+        }
+        let mut next_discovery = Instant::now() + interval;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.stop.cancelled() => break 'discovery,
+                Some(done) = streams.join_next_with_id() => {
+                    let (id, finished) = match done {
+                        Ok((id, (_, finished))) => (id, finished),
+                        Err(e) => {
+                            if !shutdown.stop.is_cancelled() {
+                                error!(stream = ?running.get(&e.id()), error = %e,
+                                    "stream task panicked; restarting it at the next discovery");
+                            }
+                            (e.id(), false)
+                        }
+                    };
+                    // Stopped, failed or panicked: restarted at the next
+                    // discovery, not at once, so a stream that keeps failing
+                    // costs one attempt per interval.
+                    let Some(arn) = running.remove(&id) else { continue };
                     if finished {
                         info!(stream = %arn, "stream drained");
                         let row = StreamRow { table_name: table.clone(), stream_arn: arn, is_enabled: false, drained: true, updated_at: Utc::now() };
                         let _ = retry(policy, &shutdown.abort, "PutItem(stream)", || engine.checkpoints.save_stream(&row)).await;
-                    } else {
-                        // Stopped or failed: allow a restart at the next discovery.
-                        running.remove(&arn);
+                        // At once: a drained old stream may have been all
+                        // that kept the table from counting as failing.
+                        next_discovery = Instant::now();
                     }
                 }
+                _ = tokio::time::sleep_until(next_discovery) => break,
             }
-            _ = tokio::time::sleep(interval) => {}
         }
     }
     while streams.join_next().await.is_some() {}
 }
 
-/// The streams of a table that still need reading, and whether the table is
-/// gone. Records what it finds in the streams table (which one is current).
+/// What one discovery of a table found.
+struct Discovery {
+    /// The streams still to read: the current one (if it can be audited) and
+    /// older ones not yet drained.
+    arns: Vec<String>,
+    /// Why the table's current stream cannot be audited, if so.
+    problem: Option<EngineError>,
+}
+
+/// Finds a table's streams and records them in the streams table (which one
+/// is current).
 async fn discover_streams<S, C, A>(
     engine: &Engine<S, C, A>,
     table: &str,
     shutdown: &Shutdown,
-) -> Result<(Vec<String>, bool), Retried<StreamError>>
+    rejected: &mut HashSet<String>,
+) -> Result<Discovery, Retried<StreamError>>
 where
     S: StreamApi,
     C: CheckpointStore,
     A: AuditStore,
 {
     let policy = engine.settings.retry_policy();
-    let (current, table_gone) = match retry(policy, &shutdown.stop, "DescribeTable", || {
+    let (current, problem) = match retry(policy, &shutdown.stop, "DescribeTable", || {
         engine.stream.describe_table(table)
     })
     .await
     {
-        Ok(ts) => (ts.latest_stream_arn.filter(|_| ts.stream_enabled), false),
-        Err(Retried::Failed(StreamError::NotFound(_))) => (None, true),
+        Ok(ts) => match table_problem(table, &ts) {
+            None => (ts.latest_stream_arn, None),
+            Some(p) => (None, Some((p, ts.latest_stream_arn))),
+        },
+        Err(Retried::Failed(StreamError::NotFound(_))) => (
+            None,
+            Some((
+                EngineError::TableNotFound {
+                    table: table.to_string(),
+                },
+                None,
+            )),
+        ),
         Err(e) => return Err(e),
     };
+    // A stream of the wrong view type is never read, even though it is listed.
+    if let Some((EngineError::WrongViewType { .. }, Some(arn))) = &problem {
+        rejected.insert(arn.clone());
+    }
+    let problem = problem.map(|(p, _)| p);
     // A deleted table's streams stay listed while their records are retained.
     let listed = match retry(policy, &shutdown.stop, "ListStreams", || {
         engine.stream.list_streams(table)
@@ -254,9 +393,14 @@ where
         Err(Retried::Failed(StreamError::NotFound(_))) => Vec::new(),
         Err(e) => return Err(e),
     };
-    let stored = match engine.checkpoints.load_streams(Some(table)).await {
+    let stored = match retry(policy, &shutdown.stop, "Query(streams)", || {
+        engine.checkpoints.load_streams(Some(table))
+    })
+    .await
+    {
         Ok(rows) => rows,
-        Err(e) => {
+        Err(Retried::Cancelled) => return Err(Retried::Cancelled),
+        Err(Retried::Failed(e)) => {
             warn!(error = %e, "cannot read the streams table");
             Vec::new()
         }
@@ -278,7 +422,7 @@ where
     arns.dedup();
     let mut result = Vec::new();
     for arn in arns {
-        if drained.contains(arn.as_str()) {
+        if drained.contains(arn.as_str()) || rejected.contains(&arn) {
             continue;
         }
         let is_current = current.as_deref() == Some(arn.as_str());
@@ -300,7 +444,10 @@ where
         }
         result.push(arn);
     }
-    Ok((result, table_gone))
+    Ok(Discovery {
+        arns: result,
+        problem,
+    })
 }
 
 /// One stream. Returns true when the stream is finished (disabled or gone,
@@ -325,10 +472,17 @@ where
         lineage: Lineage::new(),
         checkpoints: BTreeMap::new(),
         cooldown: BTreeMap::new(),
+        running: HashMap::new(),
+        forgotten: HashMap::new(),
+        read_before: false,
         stream_open: true,
     };
-    sup.run().await
+    let finished = sup.run().await;
+    sup.engine.health.set_tracked(&sup.stream_arn, 0);
+    finished
 }
+
+type ShardTasks = JoinSet<ShardOutcome>;
 
 struct StreamSupervisor<S, C, A> {
     engine: Arc<Engine<S, C, A>>,
@@ -339,11 +493,31 @@ struct StreamSupervisor<S, C, A> {
     trimmed_checked: bool,
     shutdown: Shutdown,
     lineage: Lineage,
+    /// Each known shard's last durably saved checkpoint. Running shards
+    /// publish theirs as they save it (`SavedCheckpoint`), and it is taken
+    /// back here however the task ends, so a restart never starts from a
+    /// stale position.
     checkpoints: BTreeMap<String, ShardCheckpoint>,
     /// Shards that failed, and when they may start again.
     cooldown: BTreeMap<String, Instant>,
+    /// Running shard tasks: which shard, and where it publishes its checkpoint.
+    running: HashMap<tokio::task::Id, (String, SavedCheckpoint)>,
+    /// Drained shards dropped from the lineage once their children started,
+    /// with the lineage tail they hand on; pruned to what the stream lists.
+    forgotten: HashMap<String, Option<LineageTail>>,
+    /// We had read this stream before this start (it had checkpoints).
+    read_before: bool,
     /// False once the stream is disabled or gone: it gets no new shards.
     stream_open: bool,
+}
+
+/// What a full listing found.
+enum Listing {
+    Listed(HashSet<String>),
+    /// The stream is gone; what it had is accounted for.
+    Gone,
+    Failed,
+    Stopped,
 }
 
 impl<S, C, A> StreamSupervisor<S, C, A>
@@ -360,6 +534,7 @@ where
         .await
         {
             Ok(rows) => {
+                self.read_before = !rows.is_empty();
                 self.checkpoints = rows.into_iter().map(|c| (c.shard_id.clone(), c)).collect();
             }
             Err(Retried::Cancelled) => return false,
@@ -368,18 +543,22 @@ where
                 return false;
             }
         }
-        if !self.full_listing().await {
+        if matches!(self.full_listing().await, Listing::Stopped) {
             return false;
         }
         let interval = self.engine.settings.polling.full_listing_interval();
         let max_running = self.engine.settings.polling.max_concurrent_shards;
         let mut next_listing = Instant::now() + interval;
-        let mut tasks: JoinSet<(String, ShardOutcome)> = JoinSet::new();
+        let mut tasks: ShardTasks = JoinSet::new();
         loop {
             if self.shutdown.stop.is_cancelled() {
                 break;
             }
             self.start_ready(&mut tasks, max_running);
+            self.engine.health.set_tracked(
+                &self.stream_arn,
+                self.lineage.len() + self.checkpoints.len() + self.forgotten.len(),
+            );
             if !self.stream_open && tasks.is_empty() && self.lineage.all_drained() {
                 return true;
             }
@@ -387,12 +566,9 @@ where
             tokio::select! {
                 biased;
                 _ = self.shutdown.stop.cancelled() => break,
-                Some(done) = tasks.join_next() => match done {
-                    Ok((shard_id, outcome)) => self.finished(shard_id, outcome).await,
-                    Err(e) => error!(error = %e, "shard task panicked"),
-                },
+                Some(done) = tasks.join_next_with_id() => self.joined(done).await,
                 _ = tokio::time::sleep_until(next_listing) => {
-                    if !self.full_listing().await {
+                    if matches!(self.full_listing().await, Listing::Stopped) {
                         break;
                     }
                     next_listing = Instant::now() + interval;
@@ -403,8 +579,12 @@ where
                 }
             }
         }
-        while let Some(done) = tasks.join_next().await {
-            if let Ok((shard_id, outcome)) = done {
+        while let Some(done) = tasks.join_next_with_id().await {
+            let (id, outcome) = split_join(done);
+            if let Some((shard_id, saved)) = self.running.remove(&id) {
+                if let Some(cp) = last_saved(&saved) {
+                    self.checkpoints.insert(shard_id.clone(), cp);
+                }
                 if outcome == ShardOutcome::Drained {
                     self.lineage.set_state(&shard_id, NodeState::Drained);
                 }
@@ -413,11 +593,24 @@ where
         false
     }
 
+    /// A shard task ended, however: its saved checkpoint comes back here
+    /// first, then its outcome decides what happens next.
+    async fn joined(&mut self, done: Result<(tokio::task::Id, ShardOutcome), JoinError>) {
+        let (id, outcome) = split_join(done);
+        let Some((shard_id, saved)) = self.running.remove(&id) else {
+            return;
+        };
+        if let Some(cp) = last_saved(&saved) {
+            self.checkpoints.insert(shard_id.clone(), cp);
+        }
+        self.finished(shard_id, outcome).await;
+    }
+
     /// Starts every ready shard, but at most `max_draining` closed ones at
     /// once. Open shards are not bounded: each is read for as long as it is
     /// open, so counting them would leave open shards beyond the bound unread
     /// forever, and, once they fill it, every closed shard behind them.
-    fn start_ready(&mut self, tasks: &mut JoinSet<(String, ShardOutcome)>, max_draining: usize) {
+    fn start_ready(&mut self, tasks: &mut ShardTasks, max_draining: usize) {
         let mut draining = self.lineage.running_closed();
         for shard in self.lineage.ready() {
             if self.cooldown.contains_key(&shard.shard_id) {
@@ -431,34 +624,93 @@ where
             }
             self.lineage.set_state(&shard.shard_id, NodeState::Running);
             let checkpoint = self.checkpoints.get(&shard.shard_id).cloned();
+            let parent = shard.parent_shard_id.as_deref();
+            let parent_known = parent.is_some_and(|p| {
+                self.checkpoints.contains_key(p)
+                    || self.lineage.contains(p)
+                    || self.forgotten.contains_key(p)
+            });
+            // A parent nobody saw, on a stream we were reading: it came and
+            // went while we were away, and whatever it held is lost.
+            let unseen_parent = parent.filter(|_| !parent_known && self.read_before);
+            let gap = unseen_parent.map(|p| {
+                error!(shard = %shard.shard_id, parent = %p,
+                    "a parent shard was trimmed away unseen while we were not reading: recording a gap");
+                Gap {
+                    table: self.table.clone(),
+                    stream_arn: self.stream_arn.clone(),
+                    shard_id: p.to_string(),
+                    after_sequence_number: None,
+                    after_shard_id: None,
+                    after_time: None,
+                    resumed_at_sequence_number: shard.starting_sequence_number.clone(),
+                    resumed_at_time: None,
+                    detected_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                }
+            });
             // We followed this lineage if we read the parent — or if the
             // parent came and went unseen while we were away from a stream we
             // had been reading: either way its start must be readable.
-            let continues_lineage = shard.parent_shard_id.as_ref().is_some_and(|p| {
+            let continues_lineage = parent.is_some_and(|p| {
                 self.checkpoints.contains_key(p)
                     || self.lineage.state(p) == Some(NodeState::Drained)
-                    || (!self.lineage.contains(p) && !self.checkpoints.is_empty())
+                    || self.forgotten.contains_key(p)
+                    || unseen_parent.is_some()
             });
+            let start = ShardStart {
+                checkpoint,
+                continues_lineage,
+                lineage_tail: parent.and_then(|p| self.tail_of(p)),
+                gap,
+            };
+            let saved = saved_checkpoint(start.checkpoint.clone());
             let engine = self.engine.clone();
             let table = self.table.clone();
             let arn = self.stream_arn.clone();
             let shutdown = self.shutdown.clone();
-            tasks.spawn(async move {
-                let id = shard.shard_id.clone();
-                (
-                    id,
-                    run_shard(
-                        engine,
-                        table,
-                        arn,
-                        shard,
-                        checkpoint,
-                        continues_lineage,
-                        shutdown,
-                    )
-                    .await,
-                )
-            });
+            let id = shard.shard_id.clone();
+            let cell = saved.clone();
+            let task = tasks.spawn(run_shard(engine, table, arn, shard, start, cell, shutdown));
+            self.running.insert(task.id(), (id, saved));
+        }
+        self.forget_finished_parents();
+    }
+
+    /// The last record handled in the lineage ending at `shard_id`: its own
+    /// last record, or its nearest ancestor's.
+    fn tail_of(&self, shard_id: &str) -> Option<LineageTail> {
+        let mut id = shard_id.to_string();
+        // Bounded: a lineage is a chain, but stored data could loop.
+        for _ in 0..64 {
+            if let Some(tail) = self.forgotten.get(&id) {
+                return tail.clone();
+            }
+            let cp = self.checkpoints.get(&id);
+            if let Some(cp) = cp {
+                if let Some(seq) = &cp.sequence_no {
+                    return Some(LineageTail {
+                        shard_id: id,
+                        sequence_no: seq.clone(),
+                        record_time: cp.last_record_time,
+                    });
+                }
+            }
+            let parent = cp
+                .and_then(|c| c.parent_shard_id.clone())
+                .or_else(|| self.lineage.parent_of(&id).map(str::to_string))?;
+            id = parent;
+        }
+        None
+    }
+
+    /// Drained shards whose children have all started leave memory (the
+    /// lineage and the checkpoints), keeping only the tail they hand on.
+    fn forget_finished_parents(&mut self) {
+        for id in self.lineage.finished_parents() {
+            let tail = self.tail_of(&id);
+            self.lineage.remove(&id);
+            self.checkpoints.remove(&id);
+            self.forgotten.insert(id, tail);
         }
     }
 
@@ -471,13 +723,48 @@ where
                 }
             }
             ShardOutcome::Stopped => self.lineage.set_state(&shard_id, NodeState::Waiting),
-            ShardOutcome::Failed(error) => {
-                error!(shard = %shard_id, error, "shard failed; restarting it from its checkpoint later");
-                self.lineage.set_state(&shard_id, NodeState::Waiting);
-                self.cooldown
-                    .insert(shard_id, Instant::now() + FAILED_SHARD_COOLDOWN);
+            ShardOutcome::Failed(error) => self.cool_down(&shard_id, &error),
+            ShardOutcome::Vanished(message) => {
+                // NotFound is believed only when a listing agrees.
+                match self.full_listing().await {
+                    Listing::Listed(ids) if ids.contains(&shard_id) => self.cool_down(
+                        &shard_id,
+                        &format!(
+                            "the service said the shard does not exist, but lists it: {message}"
+                        ),
+                    ),
+                    Listing::Listed(_) => {
+                        self.record_trimmed_shards(&HashSet::new(), Some(&shard_id))
+                            .await;
+                        if self
+                            .checkpoints
+                            .get(&shard_id)
+                            .is_some_and(|c| c.status == ShardStatus::Drained)
+                        {
+                            self.lineage.set_state(&shard_id, NodeState::Drained);
+                            if self.stream_open {
+                                self.find_children(&shard_id).await;
+                            }
+                        } else {
+                            self.cool_down(&shard_id, "could not record the vanished shard's gap");
+                        }
+                    }
+                    Listing::Gone => {}
+                    Listing::Failed | Listing::Stopped => self.cool_down(
+                        &shard_id,
+                        &format!("not found, and the listing to confirm it failed: {message}"),
+                    ),
+                }
             }
         }
+    }
+
+    fn cool_down(&mut self, shard_id: &str, error: &str) {
+        error!(shard = %shard_id, error, cooldown_secs = FAILED_SHARD_COOLDOWN.as_secs(),
+            "shard failed; restarting it from its last saved checkpoint after a cooldown");
+        self.lineage.set_state(shard_id, NodeState::Waiting);
+        self.cooldown
+            .insert(shard_id.to_string(), Instant::now() + FAILED_SHARD_COOLDOWN);
     }
 
     /// DescribeStream with ShardFilter CHILD_SHARDS: one call finds a drained
@@ -521,8 +808,8 @@ where
         .await
     }
 
-    /// Lists every shard (all pages). Returns false when stopped.
-    async fn full_listing(&mut self) -> bool {
+    /// Lists every shard (all pages).
+    async fn full_listing(&mut self) -> Listing {
         let mut listed: Vec<Shard> = Vec::new();
         let mut start: Option<String> = None;
         let mut status;
@@ -541,19 +828,23 @@ where
                         None => break,
                     }
                 }
-                Err(Retried::Cancelled) => return false,
+                Err(Retried::Cancelled) => return Listing::Stopped,
                 Err(Retried::Failed(StreamError::NotFound(_))) => {
                     warn!("stream no longer exists");
                     self.stream_gone().await;
-                    return true;
+                    return Listing::Gone;
                 }
                 Err(Retried::Failed(e)) => {
                     error!(error = %e, "stream listing failed; retrying at the next listing");
-                    return true;
+                    return Listing::Failed;
                 }
             }
         }
         let listed_ids: HashSet<String> = listed.iter().map(|s| s.shard_id.clone()).collect();
+        let parents: HashSet<String> = listed
+            .iter()
+            .filter_map(|s| s.parent_shard_id.clone())
+            .collect();
         for shard in listed {
             self.add_shard(shard);
         }
@@ -561,12 +852,35 @@ where
         // At the first listing that succeeds: a failed one must not skip it.
         if !self.trimmed_checked {
             self.trimmed_checked = true;
-            self.record_trimmed_shards(&listed_ids).await;
+            self.record_trimmed_shards(&listed_ids, None).await;
         }
-        true
+        // What the stream no longer lists, nor names as a parent, is needed
+        // by nothing: bounded memory whatever the uptime.
+        let needed = |id: &String| listed_ids.contains(id) || parents.contains(id);
+        self.forgotten.retain(|id, _| needed(id));
+        let running: HashSet<&String> = self.running.values().map(|(id, _)| id).collect();
+        let stale: Vec<String> = self
+            .checkpoints
+            .iter()
+            .filter(|(id, c)| {
+                c.status == ShardStatus::Drained && !needed(id) && !running.contains(id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.checkpoints.remove(&id);
+            if self.lineage.state(&id) == Some(NodeState::Drained) {
+                self.lineage.remove(&id);
+            }
+        }
+        self.forget_finished_parents();
+        Listing::Listed(listed_ids)
     }
 
     fn add_shard(&mut self, shard: Shard) {
+        if self.forgotten.contains_key(&shard.shard_id) {
+            return;
+        }
         let drained = self
             .checkpoints
             .get(&shard.shard_id)
@@ -583,22 +897,28 @@ where
 
     /// Shards we were reading that the stream no longer lists were trimmed
     /// while we were away: what was left in them is lost, and we say so.
-    async fn record_trimmed_shards(&mut self, listed: &HashSet<String>) {
+    /// `only`: just that shard (one that vanished while being read).
+    async fn record_trimmed_shards(&mut self, listed: &HashSet<String>, only: Option<&str>) {
         let lost: Vec<ShardCheckpoint> = self
             .checkpoints
             .values()
             .filter(|c| c.status != ShardStatus::Drained && !listed.contains(&c.shard_id))
+            .filter(|c| only.is_none_or(|o| o == c.shard_id))
+            .filter(|c| only.is_some() || !self.running.values().any(|(id, _)| *id == c.shard_id))
             .cloned()
             .collect();
         for mut checkpoint in lost {
-            let gap = Gap {
-                table: self.table.clone(),
-                stream_arn: self.stream_arn.clone(),
-                shard_id: checkpoint.shard_id.clone(),
-                after_sequence_number: checkpoint.sequence_no.clone(),
-                resumed_at_sequence_number: None,
-                detected_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            };
+            let tail = checkpoint
+                .parent_shard_id
+                .as_deref()
+                .and_then(|p| self.tail_of(p));
+            let gap = lost_after(
+                &self.table,
+                &self.stream_arn,
+                &checkpoint.shard_id,
+                &checkpoint,
+                tail.as_ref(),
+            );
             error!(shard = %checkpoint.shard_id, after_sequence_number = ?gap.after_sequence_number,
                 "shard trimmed before it was read to its end: recording a gap");
             let policy = self.engine.settings.retry_policy();
@@ -626,14 +946,25 @@ where
 
     async fn stream_gone(&mut self) {
         self.stream_open = false;
-        let empty = HashSet::new();
-        self.record_trimmed_shards(&empty).await;
+        self.record_trimmed_shards(&HashSet::new(), None).await;
         // Nothing more can be read: every shard counts as drained.
-        let ids: Vec<String> = self.checkpoints.keys().cloned().collect();
-        for id in ids {
-            self.lineage.set_state(&id, NodeState::Drained);
-        }
         self.lineage = Lineage::new();
+    }
+}
+
+fn split_join(
+    done: Result<(tokio::task::Id, ShardOutcome), JoinError>,
+) -> (tokio::task::Id, ShardOutcome) {
+    match done {
+        Ok(pair) => pair,
+        Err(e) => {
+            let message = if e.is_panic() {
+                format!("shard task panicked: {e}")
+            } else {
+                format!("shard task ended: {e}")
+            };
+            (e.id(), ShardOutcome::Failed(message))
+        }
     }
 }
 

@@ -328,7 +328,7 @@ async fn store_put_is_write_once_and_maps_errors() {
     )
     .await;
     assert!(
-        matches!(&outcome, Err(StoreError::Other(m)) if m.contains("too large")),
+        matches!(&outcome, Err(StoreError::Rejected(m)) if m.contains("too large")),
         "{outcome:?}"
     );
 }
@@ -359,6 +359,7 @@ async fn stale_checkpoint_is_kept_not_an_error() {
             sequence_no: Some("100".into()),
             status: ShardStatus::Open,
             last_record_time: None,
+            caught_up: false,
             updated_at: Utc::now(),
         })
         .await;

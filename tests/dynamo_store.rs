@@ -178,9 +178,17 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
     }
 
     // init is idempotent.
-    let first = store.init().await.expect("init");
+    let first = store
+        .init(&Default::default())
+        .await
+        .expect("init")
+        .expect("not cancelled");
     assert_eq!(first.created.len(), 3, "{first:?}");
-    let second = store.init().await.expect("init again");
+    let second = store
+        .init(&Default::default())
+        .await
+        .expect("init again")
+        .expect("not cancelled");
     assert_eq!(second.existed.len(), 3, "{second:?}");
     assert!(second.created.is_empty());
 
@@ -259,6 +267,9 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
         stream_arn: arn1.into(),
         shard_id: "shardId-00000001".into(),
         after_sequence_number: Some("990".into()),
+        after_shard_id: None,
+        after_time: None,
+        resumed_at_time: None,
         resumed_at_sequence_number: Some("5000".into()),
         detected_at: "2026-11-23T20:00:00Z".into(),
     };
@@ -289,6 +300,7 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
         sequence_no: seq.map(str::to_string),
         status,
         last_record_time: Some(Utc::now()),
+        caught_up: false,
         updated_at: Utc::now(),
     };
     let load = |store: &DynamoStore| {

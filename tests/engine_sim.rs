@@ -5,8 +5,10 @@ mod sim_support;
 
 use std::time::Duration;
 
+use ddb_audit::store::faults::{FaultStore, StoreFault, StoreOp};
 use ddb_audit::store::memory::MemoryStore;
-use ddb_audit::store::{AuditStore, ShardStatus};
+use ddb_audit::store::{AuditStore, ShardStatus, StoreError};
+use ddb_audit::stream::faults::When;
 use ddb_audit::stream::sim::{SimConfig, SimStream, ViewType};
 use sim_support::*;
 
@@ -140,16 +142,22 @@ async fn a_restart_resumes_after_the_checkpoint_without_duplicates() {
 async fn a_crash_between_write_and_checkpoint_loses_nothing_and_doubles_nothing() {
     let sim = sim();
     let store = MemoryStore::new();
+    let faulty = FaultStore::new(store.clone(), 1);
+    let arn = sim.stream_arn(TABLE).unwrap();
+    let daemon = start(sim.clone(), &faulty, settings(), &[TABLE]);
+    // The shard is started (and its row recorded) before the writes come.
+    run_for(Duration::from_secs(1)).await;
+    // Entries are written; the checkpoint write then fails permanently, as if
+    // the process died right there.
+    faulty.add(StoreFault::error(
+        StoreOp::SaveShard,
+        StoreError::Other("injected checkpoint failure".into()),
+    ));
     for v in 0..3 {
         for id in 0..10 {
             sim.put(TABLE, item(id, v, "alice")).unwrap();
         }
     }
-    // Entries are written; the checkpoint write then fails permanently, as if
-    // the process died right there.
-    let arn = sim.stream_arn(TABLE).unwrap();
-    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
-    store.fail_next_checkpoints(u32::MAX);
     run_for(Duration::from_secs(2)).await;
     daemon.crash().await;
     assert_eq!(
@@ -165,7 +173,6 @@ async fn a_crash_between_write_and_checkpoint_loses_nothing_and_doubles_nothing(
         "{:?}",
         store.checkpoints(&arn)
     );
-    store.fail_next_checkpoints(0);
     let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
     run_for(Duration::from_secs(5)).await;
     daemon.stop().await;
@@ -188,9 +195,16 @@ async fn failing_audit_writes_are_retried_and_hold_the_checkpoint() {
     for id in 0..10 {
         sim.put(TABLE, item(id, 0, "alice")).unwrap();
     }
-    store.fail_next_puts(25);
+    let faulty = FaultStore::new(store.clone(), 1);
+    faulty.add(
+        StoreFault::error(
+            StoreOp::PutEntry,
+            StoreError::Transient("injected put failure".into()),
+        )
+        .when(When::FirstN(25)),
+    );
     let arn = sim.stream_arn(TABLE).unwrap();
-    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    let daemon = start(sim.clone(), &faulty, settings(), &[TABLE]);
     run_for(Duration::from_millis(300)).await;
     assert!(store.entry_count() < 10);
     assert!(
@@ -237,8 +251,12 @@ async fn a_table_deleted_while_down_is_drained_on_restart_and_others_keep_going(
     // A table we never audited that does not exist is still a config error.
     let engine =
         ddb_audit::engine::Engine::new(sim.clone(), store.clone(), store.clone(), settings());
-    let err = ddb_audit::supervisor::preflight(&engine, &["never-there".to_string()])
-        .await
-        .unwrap_err();
+    let err = ddb_audit::supervisor::run(
+        std::sync::Arc::new(engine),
+        vec!["never-there".to_string()],
+        ddb_audit::engine::Shutdown::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("never-there"), "{err}");
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use ddb_audit::config::Polling;
 use ddb_audit::engine::{Engine, EngineError, Settings, Shutdown};
 use ddb_audit::entry::Gap;
+use ddb_audit::store::faults::{FaultStore, StoreFault, StoreOp};
 use ddb_audit::store::memory::{canonical_key, MemoryStore};
-use ddb_audit::store::{AuditStore, CheckpointStore, ShardStatus};
+use ddb_audit::store::{AuditStore, CheckpointStore, ShardStatus, StoreError};
 use ddb_audit::stream::faults::{FaultRule, FaultStream, Op, When};
 use ddb_audit::stream::sim::{SimConfig, SimStream, ViewType};
 use ddb_audit::stream::{
@@ -65,6 +66,10 @@ fn write(
         .collect()
 }
 
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 fn seqs(records: &[StreamRecord]) -> Vec<String> {
     records.iter().map(|r| r.sequence_number.clone()).collect()
 }
@@ -74,12 +79,10 @@ struct Daemon {
     handle: JoinHandle<Result<(), EngineError>>,
 }
 
-fn start<S: StreamApi>(
-    stream: S,
-    store: &MemoryStore,
-    polling: Polling,
-    tables: &[&str],
-) -> Daemon {
+fn start<S: StreamApi, T>(stream: S, store: &T, polling: Polling, tables: &[&str]) -> Daemon
+where
+    T: CheckpointStore + AuditStore + Clone,
+{
     let settings = Settings {
         polling,
         ..Settings::default()
@@ -335,7 +338,10 @@ async fn records_trimmed_while_down_become_a_gap_and_the_rest_is_audited() {
             stream_arn: arn,
             shard_id: shard,
             after_sequence_number: Some(read[4].sequence_number.clone()),
+            after_shard_id: None,
+            after_time: read[4].approximate_creation.map(rfc3339),
             resumed_at_sequence_number: Some(fresh[0].sequence_number.clone()),
+            resumed_at_time: fresh[0].approximate_creation.map(rfc3339),
             detected_at: gaps[0].detected_at.clone(),
         }]
     );
@@ -390,15 +396,26 @@ async fn a_shard_trimmed_away_while_down_becomes_a_gap() {
         ),
         (arn.as_str(), Some(read[2].sequence_number.as_str()), None)
     );
-    // The child's trimmed start is a gap too: from its beginning to the
-    // first record still readable.
+    // The child's trimmed start is a gap too, bracketed across the lineage:
+    // from the last record handled in its parent to the first record still
+    // readable, with the times of both.
     let c = &gaps[&child];
     assert_eq!(
         (
             c.after_sequence_number.as_deref(),
+            c.after_shard_id.as_deref(),
             c.resumed_at_sequence_number.as_deref()
         ),
-        (None, Some(fresh[0].sequence_number.as_str()))
+        (
+            Some(read[2].sequence_number.as_str()),
+            Some(parent.as_str()),
+            Some(fresh[0].sequence_number.as_str())
+        )
+    );
+    assert_eq!(c.after_time, read[2].approximate_creation.map(rfc3339));
+    assert_eq!(
+        c.resumed_at_time,
+        fresh[0].approximate_creation.map(rfc3339)
     );
     assert_eq!(assert_audited(&sim, &store, "T").len(), 4);
     let drained: Vec<_> = store
@@ -461,18 +478,22 @@ async fn a_shard_trimmed_away_is_a_gap_even_if_the_first_listing_fails() {
 async fn records_trimmed_while_the_store_is_down_become_a_gap() {
     let sim = sim_with(SimConfig::with_seed(16));
     let store = MemoryStore::new();
+    let faulty = FaultStore::new(store.clone(), 1);
     let shard = sim.open_shards("T").unwrap().remove(0);
     write(&sim, "T", 2, 0..3);
-    let daemon = start(sim.clone(), &store, Polling::default(), &["T"]);
+    let daemon = start(sim.clone(), &faulty, Polling::default(), &["T"]);
     sleep(10 * SEC).await;
     // The audit table fails for a day: the page in hand waits, the stream
     // moves on and trims what the daemon could not get to.
-    store.fail_next_puts(u32::MAX);
+    faulty.add(StoreFault::error(
+        StoreOp::PutEntry,
+        StoreError::Transient("injected put failure".into()),
+    ));
     let held = write(&sim, "T", 2, 3..5);
     sleep(10 * SEC).await;
     let lost = write(&sim, "T", 2, 5..8);
     sleep(25 * HOUR).await;
-    store.fail_next_puts(0);
+    faulty.clear();
     let fresh = write(&sim, "T", 2, 8..11);
     sleep(MIN).await;
     daemon.stop().await;

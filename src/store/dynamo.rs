@@ -53,10 +53,12 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue as DAttr, BillingMode, GlobalSecondaryIndex,
     GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, KeysAndAttributes,
-    Projection, ProjectionType, ScalarAttributeType, TableStatus,
+    Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    TimeToLiveStatus,
 };
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
+use tokio_util::sync::CancellationToken;
 
 use crate::aws::fnv1a64;
 use crate::aws::{classify, Classified, ErrorKind};
@@ -64,8 +66,8 @@ use crate::entry::{AuditEntry, Gap};
 use crate::store::{
     index_attrs, AuditStore, CheckpointStore, HistoryPage, Index, IndexHit, IndexPage, Position,
     PutOutcome, ReadCost, ReadStore, ScanPage, SegmentProgress, ShardCheckpoint, ShardStatus,
-    SnapshotRun, SnapshotStore, SourceInfo, StoreError, StoreResult, StreamRow, TableNames,
-    TsRange, TIME_ATTRIBUTE,
+    SnapshotRun, SnapshotStore, SourceInfo, StoreError, StoreResult, StreamRow, TableHealthRow,
+    TableNames, TsRange, TIME_ATTRIBUTE,
 };
 use crate::stream::stream_label;
 use crate::value::{AttrValue, Item};
@@ -82,6 +84,16 @@ pub const GAPS_PK: &str = "#gaps";
 const MAX_INLINE_KEY: usize = 1024;
 /// The `actor` index attribute is cut to this; the entry keeps it whole.
 const MAX_ACTOR_ATTR: usize = 1024;
+/// The streams-table row (sort key) where a table's state is kept; a stream
+/// ARN never starts with `#`.
+const HEALTH_SORT_KEY: &str = "#health";
+
+/// The shards table's TTL attribute (epoch seconds), set on drained rows.
+pub const SHARD_TTL_ATTRIBUTE: &str = "expires_at";
+/// How long a drained shard's row is kept: shards are listed for about 48 h
+/// at most (open up to ~24 h, then retained 24 h), so a week is ample.
+pub const DRAINED_SHARD_ROW_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// How long `init` waits for a new table to become ACTIVE.
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -130,7 +142,8 @@ impl DynamoStore {
     /// Create the three tables unless they exist, and wait until all are
     /// ACTIVE. Safe to run any number of times, also concurrently. An existing
     /// table with a different key schema is an error (it is someone else's).
-    pub async fn init(&self) -> StoreResult<InitReport> {
+    /// Returns `Ok(None)` when `cancel` fired before every table was ACTIVE.
+    pub async fn init(&self, cancel: &CancellationToken) -> StoreResult<Option<InitReport>> {
         let specs = [
             (&self.names.streams, "table_name", "stream_arn"),
             (&self.names.shards, "stream_arn", "shard_id"),
@@ -147,10 +160,54 @@ impl DynamoStore {
             }
         }
         for (table, _, _) in specs {
-            self.wait_active(table).await?;
+            if !self.wait_active(table, cancel).await? {
+                return Ok(None);
+            }
         }
-        report.indexes_added = self.ensure_indexes().await?;
-        Ok(report)
+        match self.ensure_indexes(cancel).await? {
+            Some(added) => report.indexes_added = added,
+            None => return Ok(None),
+        }
+        self.ensure_ttl(&self.names.shards, SHARD_TTL_ATTRIBUTE)
+            .await?;
+        Ok(Some(report))
+    }
+
+    /// Turns on DynamoDB's TTL on `attribute` unless it is on already.
+    async fn ensure_ttl(&self, table: &str, attribute: &str) -> StoreResult<()> {
+        let current = self
+            .client
+            .describe_time_to_live()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        let on = current.time_to_live_description().is_some_and(|d| {
+            d.attribute_name() == Some(attribute)
+                && matches!(
+                    d.time_to_live_status(),
+                    Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+                )
+        });
+        if on {
+            return Ok(());
+        }
+        let spec = TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name(attribute)
+            .build()
+            .map_err(|e| {
+                StoreError::Other(format!("building UpdateTimeToLive for {table}: {e}"))
+            })?;
+        self.client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(spec)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        tracing::info!(table = %table, attribute, "enabled TTL");
+        Ok(())
     }
 
     /// Adds the read side's indexes to an audit table that lacks them (one
@@ -158,7 +215,8 @@ impl DynamoStore {
     /// waits for each to be ACTIVE. Entries written before an index existed
     /// lack its attributes and stay out of it; `history`, `show`, `diff` and
     /// `revert` read the item partition and see them all.
-    async fn ensure_indexes(&self) -> StoreResult<Vec<String>> {
+    /// `Ok(None)` when `cancel` fired first.
+    async fn ensure_indexes(&self, cancel: &CancellationToken) -> StoreResult<Option<Vec<String>>> {
         let table = &self.names.audit;
         let mut added = Vec::new();
         for index in Index::ALL {
@@ -203,10 +261,14 @@ impl DynamoStore {
                     }
                 }
             }
-            self.wait_indexes_active().await?;
+            if !self.wait_indexes_active(cancel).await? {
+                return Ok(None);
+            }
         }
-        self.wait_indexes_active().await?;
-        Ok(added)
+        if !self.wait_indexes_active(cancel).await? {
+            return Ok(None);
+        }
+        Ok(Some(added))
     }
 
     async fn index_statuses(&self) -> StoreResult<Vec<(String, Option<IndexStatus>)>> {
@@ -235,8 +297,8 @@ impl DynamoStore {
     }
 
     /// Backfilling an index of a big table can take long: wait as long as
-    /// it takes, saying so now and then.
-    async fn wait_indexes_active(&self) -> StoreResult<()> {
+    /// it takes (or until `cancel`), saying so now and then. False: cancelled.
+    async fn wait_indexes_active(&self, cancel: &CancellationToken) -> StoreResult<bool> {
         let table = &self.names.audit;
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(100);
@@ -249,11 +311,13 @@ impl DynamoStore {
                 .map(|(name, _)| name)
                 .collect();
             if pending.is_empty() {
-                self.wait_active(table).await?;
-                return Ok(());
+                return self.wait_active(table, cancel).await;
             }
             tracing::info!(table = %table, indexes = ?pending, waited_secs = started.elapsed().as_secs(), "waiting for indexes to become ACTIVE");
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(delay) => {}
+            }
             delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
@@ -361,10 +425,10 @@ impl DynamoStore {
         }
     }
 
-    async fn wait_active(&self, table: &str) -> StoreResult<()> {
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(100);
-        loop {
+    /// False when cancelled first.
+    async fn wait_active(&self, table: &str, cancel: &CancellationToken) -> StoreResult<bool> {
+        let what = format!("waiting for table {table} to become ACTIVE");
+        super::wait_until_ready(&what, ACTIVE_TIMEOUT, cancel, || async {
             let out = self
                 .client
                 .describe_table()
@@ -373,19 +437,10 @@ impl DynamoStore {
                 .await
                 .map_err(|e| sdk_store_error(&e, table))?;
             let status = out.table().and_then(|t| t.table_status());
-            if matches!(status, Some(TableStatus::Active)) {
-                return Ok(());
-            }
-            if started.elapsed() > ACTIVE_TIMEOUT {
-                return Err(StoreError::Other(format!(
-                    "table {table} is still {:?} after {ACTIVE_TIMEOUT:?}",
-                    status.map(|s| s.as_str())
-                )));
-            }
-            tracing::debug!(table = %table, status = ?status.map(|s| s.as_str()), "waiting for table");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
+            tracing::debug!(table = %table, status = ?status.map(|s| s.as_str()), "table status");
+            Ok(matches!(status, Some(TableStatus::Active)))
+        })
+        .await
     }
 
     /// A write-once PutItem: `AlreadyPresent` when the key is taken.
@@ -1051,18 +1106,34 @@ impl CheckpointStore for DynamoStore {
             "#table_name = :table_name",
             "#status = :status",
             "#updated_at = :updated_at",
+            "#caught_up = :caught_up",
         ];
         let mut values = HashMap::from([
             (":table_name".to_string(), s(&cp.table)),
             (":status".to_string(), s(cp.status.as_str())),
             (":updated_at".to_string(), s(rfc3339(cp.updated_at))),
+            (":caught_up".to_string(), DAttr::Bool(cp.caught_up)),
         ]);
         let mut names = HashMap::from([
             ("#table_name".to_string(), "table_name".to_string()),
             ("#status".to_string(), "status".to_string()),
             ("#updated_at".to_string(), "updated_at".to_string()),
+            ("#caught_up".to_string(), "caught_up".to_string()),
             ("#sequence_key".to_string(), "sequence_key".to_string()),
         ]);
+        if cp.status == ShardStatus::Drained {
+            // A drained shard's row is needed while the stream still lists
+            // the shard or its children (at most ~48 h); DynamoDB's TTL then
+            // removes it, so the rows a stream start loads stay bounded.
+            sets.push("#expires_at = :expires_at");
+            names.insert("#expires_at".into(), SHARD_TTL_ATTRIBUTE.into());
+            let expires =
+                Utc::now() + chrono::Duration::from_std(DRAINED_SHARD_ROW_TTL).unwrap_or_default();
+            values.insert(
+                ":expires_at".into(),
+                DAttr::N(expires.timestamp().to_string()),
+            );
+        }
         let mut conditions = Vec::new();
         if let Some(parent) = &cp.parent_shard_id {
             sets.push("#parent = :parent");
@@ -1163,6 +1234,49 @@ impl CheckpointStore for DynamoStore {
         }
     }
 
+    async fn save_table_health(&self, row: &TableHealthRow) -> StoreResult<()> {
+        let table = &self.names.streams;
+        let mut item = HashMap::from([
+            ("table_name".to_string(), s(&row.table_name)),
+            ("stream_arn".to_string(), s(HEALTH_SORT_KEY)),
+            ("state".to_string(), s(&row.state)),
+            ("updated_at".to_string(), s(rfc3339(row.updated_at))),
+        ]);
+        if let Some(reason) = &row.reason {
+            item.insert("reason".into(), s(reason));
+        }
+        self.client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_store_error(&e, table))
+    }
+
+    async fn load_table_health(&self, table_name: &str) -> StoreResult<Option<TableHealthRow>> {
+        let table = &self.names.streams;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("table_name", s(table_name))
+            .key("stream_arn", s(HEALTH_SORT_KEY))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        Ok(out.item().map(|item| TableHealthRow {
+            table_name: table_name.to_string(),
+            state: get_s(item, "state").unwrap_or("unknown").to_string(),
+            reason: get_s(item, "reason").map(str::to_string),
+            updated_at: get_s(item, "updated_at")
+                .and_then(parse_time)
+                .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+        }))
+    }
+
     async fn load_streams(&self, table_name: Option<&str>) -> StoreResult<Vec<StreamRow>> {
         let table = &self.names.streams;
         let items = match table_name {
@@ -1181,6 +1295,7 @@ impl CheckpointStore for DynamoStore {
         };
         let mut rows = items
             .iter()
+            .filter(|item| get_s(item, "stream_arn").is_none_or(|arn| !arn.starts_with('#')))
             .map(stream_from_item)
             .collect::<StoreResult<Vec<_>>>()?;
         rows.sort_by(|a, b| {
@@ -1607,6 +1722,7 @@ fn shard_from_item(item: &HashMap<String, DAttr>) -> StoreResult<ShardCheckpoint
         sequence_no: get_s(item, "sequence_no").map(str::to_string),
         status,
         last_record_time: get_s(item, "last_record_time").and_then(parse_time),
+        caught_up: matches!(item.get("caught_up"), Some(DAttr::Bool(true))),
         updated_at: get_s(item, "updated_at")
             .and_then(parse_time)
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
@@ -1684,11 +1800,12 @@ fn store_error(c: Classified, table: &str) -> StoreError {
             table: table.to_string(),
         },
         ErrorKind::Validation if c.message.to_ascii_lowercase().contains("size") => {
-            StoreError::Other(format!(
+            StoreError::Rejected(format!(
                 "{table}: item too large for DynamoDB (400 KB per item): {}",
                 c.message
             ))
         }
+        ErrorKind::Validation => StoreError::Rejected(format!("{table}: {}", c.message)),
         _ => StoreError::Other(format!("{table}: {}", c.message)),
     }
 }
@@ -1769,7 +1886,10 @@ mod tests {
             stream_arn: "arn/stream/L".into(),
             shard_id: "s1".into(),
             after_sequence_number: Some("42".into()),
+            after_shard_id: None,
+            after_time: None,
             resumed_at_sequence_number: Some("50".into()),
+            resumed_at_time: None,
             detected_at: "2026-01-01T00:00:00Z".into(),
         };
         let k1 = gap_sort_key(&g);

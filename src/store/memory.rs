@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::entry::{AuditEntry, Gap};
 use crate::store::{
     index_attrs, AuditStore, CheckpointStore, HistoryPage, Index, IndexHit, IndexPage, Position,
-    PutOutcome, ReadCost, ReadStore, ShardCheckpoint, StoreError, StoreResult, StreamRow, TsRange,
+    PutOutcome, ReadCost, ReadStore, ShardCheckpoint, StoreResult, StreamRow, TableHealthRow,
+    TsRange,
 };
 use crate::stream::{cmp_sequence, stream_label};
 use crate::value::Item;
@@ -20,10 +21,7 @@ struct State {
     gaps: BTreeMap<(String, String, String, String), Gap>,
     shards: HashMap<String, BTreeMap<String, ShardCheckpoint>>,
     streams: BTreeMap<(String, String), StreamRow>,
-    /// Puts of entries to fail with a transient error before succeeding again.
-    failing_puts: u32,
-    /// Checkpoint saves to fail with a permanent error (a crash stand-in).
-    failing_checkpoints: u32,
+    health: BTreeMap<String, TableHealthRow>,
     entry_puts: u64,
     duplicate_puts: u64,
     /// (shard id, sequence number) of each entry written, in write order.
@@ -46,16 +44,6 @@ impl MemoryStore {
         // A panic elsewhere while holding the lock leaves consistent data
         // (every mutation is a single insert), so keep going.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Makes the next `n` entry puts fail with a transient error.
-    pub fn fail_next_puts(&self, n: u32) {
-        self.lock().failing_puts = n;
-    }
-
-    /// Makes the next `n` checkpoint saves fail with a non-retryable error.
-    pub fn fail_next_checkpoints(&self, n: u32) {
-        self.lock().failing_checkpoints = n;
     }
 
     /// Every entry, in (table, key, stream order).
@@ -111,10 +99,6 @@ impl AuditStore for MemoryStore {
     async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
         let mut state = self.lock();
         state.entry_puts += 1;
-        if state.failing_puts > 0 {
-            state.failing_puts -= 1;
-            return Err(StoreError::Transient("injected put failure".into()));
-        }
         let item = (entry.table.clone(), canonical_key(&entry.key));
         let sort = entry_sort_key(entry);
         let slot = state.entries.entry(item).or_default();
@@ -165,10 +149,6 @@ impl CheckpointStore for MemoryStore {
 
     async fn save_shard(&self, checkpoint: &ShardCheckpoint) -> StoreResult<()> {
         let mut state = self.lock();
-        if state.failing_checkpoints > 0 {
-            state.failing_checkpoints -= 1;
-            return Err(StoreError::Other("injected checkpoint failure".into()));
-        }
         let shards = state
             .shards
             .entry(checkpoint.stream_arn.clone())
@@ -198,6 +178,17 @@ impl CheckpointStore for MemoryStore {
             row.clone(),
         );
         Ok(())
+    }
+
+    async fn save_table_health(&self, row: &TableHealthRow) -> StoreResult<()> {
+        self.lock()
+            .health
+            .insert(row.table_name.clone(), row.clone());
+        Ok(())
+    }
+
+    async fn load_table_health(&self, table: &str) -> StoreResult<Option<TableHealthRow>> {
+        Ok(self.lock().health.get(table).cloned())
     }
 
     async fn load_streams(&self, table: Option<&str>) -> StoreResult<Vec<StreamRow>> {

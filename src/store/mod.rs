@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use crate::entry::{AuditEntry, Gap};
 use crate::value::Item;
 
+pub mod faults;
 pub mod memory;
 
 /// Our view of a shard, as the seed article's `streams_shards` table has it.
@@ -57,6 +58,8 @@ pub struct ShardCheckpoint {
     pub status: ShardStatus,
     /// Creation time of the newest record handled (for lag).
     pub last_record_time: Option<DateTime<Utc>>,
+    /// The last read found nothing new: the shard is caught up (lag 0).
+    pub caught_up: bool,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -72,6 +75,17 @@ pub struct StreamRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Where the daemon last said a configured table stands (for `status`, which
+/// runs in another process): `auditing`, `draining`, `failing` or `starting`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableHealthRow {
+    pub table_name: String,
+    pub state: String,
+    /// Why it is draining or failing.
+    pub reason: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// What a write-once put found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -80,7 +94,7 @@ pub enum PutOutcome {
     AlreadyPresent,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// Throttling, 5xx, timeouts: retry.
     #[error("transient store error: {0}")]
@@ -91,6 +105,10 @@ pub enum StoreError {
     /// A stored item we cannot read back.
     #[error("corrupt stored item: {0}")]
     Corrupt(String),
+    /// The store refuses this item as it is (ValidationException): trying
+    /// the same write again can never succeed.
+    #[error("rejected by the store: {0}")]
+    Rejected(String),
     #[error("{0}")]
     Other(String),
 }
@@ -119,6 +137,14 @@ pub trait CheckpointStore: Send + Sync + 'static {
         &self,
         table: Option<&str>,
     ) -> impl Future<Output = StoreResult<Vec<StreamRow>>> + Send;
+    fn save_table_health(
+        &self,
+        row: &TableHealthRow,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn load_table_health(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = StoreResult<Option<TableHealthRow>>> + Send;
 }
 
 pub trait AuditStore: Send + Sync + 'static {
@@ -134,6 +160,56 @@ pub trait AuditStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
     fn put_gap(&self, gap: &Gap) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
     fn gaps(&self) -> impl Future<Output = StoreResult<Vec<Gap>>> + Send;
+}
+
+/// Polls `check` until it says ready, with a growing pause (100 ms → 2 s),
+/// for at most `timeout`. Ends at once when `cancel` fires (`Ok(false)`):
+/// `init`'s wait for new tables must not outlive a SIGTERM. Transient errors
+/// of `check` are waited out like "not ready yet".
+pub async fn wait_until_ready<F, Fut>(
+    what: &str,
+    timeout: std::time::Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+    mut check: F,
+) -> StoreResult<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<bool>>,
+{
+    use std::time::Duration;
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut next_report = Duration::from_secs(5);
+    loop {
+        let ready = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(false),
+            ready = check() => ready,
+        };
+        match ready {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) if e.is_retryable() => tracing::debug!(error = %e, "{what}: retrying"),
+            Err(e) => return Err(e),
+        }
+        let waited = started.elapsed();
+        if waited > timeout {
+            return Err(StoreError::Other(format!(
+                "{what}: still not ready after {}s",
+                timeout.as_secs()
+            )));
+        }
+        if waited >= next_report {
+            tracing::info!(waited_secs = waited.as_secs(), "{what}: still waiting");
+            next_report = waited * 2;
+        }
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// The names of the daemon's own DynamoDB tables.

@@ -55,7 +55,7 @@ pub enum When {
 }
 
 impl When {
-    fn fires(self, call: u64, rng: &mut StdRng) -> bool {
+    pub(crate) fn fires(self, call: u64, rng: &mut StdRng) -> bool {
         match self {
             When::Always => true,
             When::Probability(p) => {

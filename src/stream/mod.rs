@@ -193,6 +193,11 @@ pub fn stream_label(stream_arn: &str) -> &str {
         .unwrap_or(stream_arn)
 }
 
+/// Whether `s` can be a sequence number (a decimal string of up to 40 digits).
+pub fn is_sequence_number(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Sequence numbers are decimal strings of up to 40 digits: compare them as
 /// numbers, not as text.
 pub fn cmp_sequence(a: &str, b: &str) -> std::cmp::Ordering {

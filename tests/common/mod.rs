@@ -418,12 +418,21 @@ impl TestEnv {
 
     /// Starts `ddb-audit run --config F`, stderr to a log file in the tempdir.
     pub fn spawn_daemon(&self, config: &Path) -> Daemon {
+        self.spawn_daemon_with_env(config, &[])
+    }
+
+    /// Like [`TestEnv::spawn_daemon`], with environment variables overridden
+    /// (e.g. `AWS_ENDPOINT_URL` pointing at a fault-injecting proxy).
+    pub fn spawn_daemon_with_env(&self, config: &Path, env: &[(&str, String)]) -> Daemon {
         let n = std::fs::read_dir(self.dir.path())
             .map(|d| d.count())
             .unwrap_or(0);
         let log = self.dir.path().join(format!("daemon-{n}.log"));
         let file = std::fs::File::create(&log).expect("daemon log");
         let mut cmd = self.command(&["run", "--config", path_str(config)]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.stdout(file.try_clone().expect("dup log")).stderr(file);
         let child = cmd.spawn().expect("spawn ddb-audit run");
         Daemon {

@@ -11,7 +11,7 @@ use ddb_audit::diff::apply_changes;
 use ddb_audit::engine::{Engine, Settings, Shutdown};
 use ddb_audit::entry::AuditEntry;
 use ddb_audit::store::memory::MemoryStore;
-use ddb_audit::store::AuditStore;
+use ddb_audit::store::{AuditStore, CheckpointStore};
 use ddb_audit::stream::sim::SimStream;
 use ddb_audit::stream::{cmp_sequence, StreamApi};
 use ddb_audit::value::{same_value, AttrValue, Item};
@@ -75,12 +75,10 @@ pub struct Daemon {
     pub handle: JoinHandle<()>,
 }
 
-pub fn start<S: StreamApi>(
-    stream: S,
-    store: &MemoryStore,
-    settings: Settings,
-    tables: &[&str],
-) -> Daemon {
+pub fn start<S: StreamApi, T>(stream: S, store: &T, settings: Settings, tables: &[&str]) -> Daemon
+where
+    T: CheckpointStore + AuditStore + Clone,
+{
     let engine = Arc::new(Engine::new(stream, store.clone(), store.clone(), settings));
     let shutdown = Shutdown::new();
     let tables = tables.iter().map(|t| t.to_string()).collect();
@@ -234,7 +232,7 @@ impl LaggyStore {
 }
 
 use ddb_audit::entry::Gap;
-use ddb_audit::store::{CheckpointStore, PutOutcome, ShardCheckpoint, StoreResult, StreamRow};
+use ddb_audit::store::{PutOutcome, ShardCheckpoint, StoreResult, StreamRow, TableHealthRow};
 
 impl AuditStore for LaggyStore {
     async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
@@ -271,5 +269,11 @@ impl CheckpointStore for LaggyStore {
     }
     async fn load_streams(&self, table: Option<&str>) -> StoreResult<Vec<StreamRow>> {
         self.inner.load_streams(table).await
+    }
+    async fn save_table_health(&self, row: &TableHealthRow) -> StoreResult<()> {
+        self.inner.save_table_health(row).await
+    }
+    async fn load_table_health(&self, table: &str) -> StoreResult<Option<TableHealthRow>> {
+        self.inner.load_table_health(table).await
     }
 }
