@@ -285,12 +285,13 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// `run` handles SIGTERM/SIGINT itself (a graceful drain); every other
+/// `run` handles SIGTERM/SIGINT itself (a graceful drain); nearly every other
 /// command is a one-shot whose every wait and retry ends at once on a signal,
 /// since nothing it does needs finishing: `init` is idempotent, and the rest
 /// only read.
 async fn dispatch_until_signal(command: Command) -> Result<()> {
-    if matches!(command, Command::Run(_)) {
+    // `snapshot` too stops itself on a signal, at a point it can resume from.
+    if matches!(command, Command::Run(_) | Command::Snapshot { .. }) {
         return dispatch(command).await;
     }
     let signal = async {

@@ -94,6 +94,9 @@ pub const SHARD_TTL_ATTRIBUTE: &str = "expires_at";
 /// at most (open up to ~24 h, then retained 24 h), so a week is ample.
 pub const DRAINED_SHARD_ROW_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long `init` waits for new indexes to be backfilled.
+const INDEX_ACTIVE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// How long `init` waits for a new table to become ACTIVE.
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -215,7 +218,7 @@ impl DynamoStore {
     /// waits for each to be ACTIVE. Entries written before an index existed
     /// lack its attributes and stay out of it; `history`, `show`, `diff` and
     /// `revert` read the item partition and see them all.
-    /// `Ok(None)` when `cancel` fired first.
+    /// `None` when `cancel` fired first.
     async fn ensure_indexes(&self, cancel: &CancellationToken) -> StoreResult<Option<Vec<String>>> {
         let table = &self.names.audit;
         let mut added = Vec::new();
@@ -297,12 +300,12 @@ impl DynamoStore {
     }
 
     /// Backfilling an index of a big table can take long: wait as long as
-    /// it takes (or until `cancel`), saying so now and then. False: cancelled.
+    /// it takes (a day at most), saying so now and then. False when
+    /// cancelled first.
     async fn wait_indexes_active(&self, cancel: &CancellationToken) -> StoreResult<bool> {
         let table = &self.names.audit;
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(100);
-        loop {
+        let what = format!("waiting for the indexes of {table} to become ACTIVE");
+        let ready = super::wait_until_ready(&what, INDEX_ACTIVE_TIMEOUT, cancel, || async {
             let pending: Vec<String> = self
                 .index_statuses()
                 .await?
@@ -310,16 +313,13 @@ impl DynamoStore {
                 .filter(|(_, st)| st.as_ref().is_some_and(|s| *s != IndexStatus::Active))
                 .map(|(name, _)| name)
                 .collect();
-            if pending.is_empty() {
-                return self.wait_active(table, cancel).await;
+            if !pending.is_empty() {
+                tracing::debug!(table = %table, indexes = ?pending, "indexes not yet ACTIVE");
             }
-            tracing::info!(table = %table, indexes = ?pending, waited_secs = started.elapsed().as_secs(), "waiting for indexes to become ACTIVE");
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(false),
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
+            Ok(pending.is_empty())
+        })
+        .await?;
+        Ok(ready && self.wait_active(table, cancel).await?)
     }
 
     /// True when this call created the table.
