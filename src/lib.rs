@@ -19,6 +19,7 @@
 //! - `read`    — questions to the trail: indexed paged queries, the item as of a time, diffs, revert plans.
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
+//! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
 
 pub mod aws;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod pace;
 pub mod read;
 pub mod report;
 pub mod retry;
+pub mod serve;
 pub mod shard;
 pub mod store;
 pub mod stream;

@@ -50,7 +50,8 @@ Examples:
   ddb-audit diff    --config ddb-audit.toml --table orders --key pk=S:123 --from 2h --to 1h
   ddb-audit revert  --config ddb-audit.toml --table orders --key pk=S:123 --to-time 2h
   ddb-audit gaps    --config ddb-audit.toml [--json]
-  ddb-audit status  --config ddb-audit.toml [--json]";
+  ddb-audit status  --config ddb-audit.toml [--json]
+  DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -173,6 +174,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the read-only HTTP API and the web page on [serve] listen
+    /// (default 127.0.0.1:8080, plain HTTP: put TLS in front). Every /api/
+    /// request needs `Authorization: Bearer <token>`, a token whose SHA-256
+    /// hex digest is in [serve] token_sha256 or [[serve.tokens]], or one of
+    /// the comma-separated tokens in DDB_AUDIT_API_TOKENS. Needs only read
+    /// access to ddb-audit's tables. SIGTERM/SIGINT stop it gracefully.
+    Serve(ConfigArg),
 }
 
 /// One item of one audited table.
@@ -421,6 +429,7 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Gaps { config, json } => gaps(load(&config)?, json).await,
         Command::Status { config, json } => status(load(&config)?, json).await,
+        Command::Serve(c) => serve(load(&c)?).await,
     }
 }
 
@@ -478,6 +487,19 @@ async fn run(config: Config) -> Result<()> {
         on_signal.begin(grace);
     });
     ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown).await?;
+    Ok(())
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let store = store(&config).await;
+    let env_tokens = std::env::var(ddb_audit::serve::TOKENS_ENV).ok();
+    let stop = async {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!(signal = name, "shutting down: finishing requests"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+        }
+    };
+    ddb_audit::serve::serve(&config, store, env_tokens.as_deref(), stop).await?;
     Ok(())
 }
 
