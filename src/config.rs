@@ -38,7 +38,15 @@
 //! # name = "support"
 //! # sha256 = "<hex digest>"
 //! # tables = ["orders"]
+//! [observability]
+//! listen = "0.0.0.0:9090"             # /metrics /healthz /readyz (unset: no listener)
+//! emf = false                         # CloudWatch EMF lines on stdout
+//! emf_namespace = "ddb-audit"
+//! emf_interval_secs = 60
 //! ```
+//!
+//! The whole file may instead be given in the environment variable
+//! `DDB_AUDIT_CONFIG_TOML` (for containers without a volume).
 
 use std::path::Path;
 use std::time::Duration;
@@ -57,6 +65,16 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: {message}")]
     Parse { path: String, message: String },
+    #[error(
+        "no config: give --config FILE, or set DDB_AUDIT_CONFIG (a file's path) \
+         or DDB_AUDIT_CONFIG_TOML (the TOML itself)"
+    )]
+    Missing,
+    #[error(
+        "two configs: --config/DDB_AUDIT_CONFIG ({path}) and DDB_AUDIT_CONFIG_TOML are both set; \
+         unset one of them"
+    )]
+    Ambiguous { path: String },
     #[error("invalid config file {path}: `{key}` {problem}")]
     Invalid {
         path: String,
@@ -81,6 +99,8 @@ pub struct Config {
     pub shutdown: Shutdown,
     #[serde(default)]
     pub serve: Serve,
+    #[serde(default)]
+    pub observability: Observability,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -190,6 +210,32 @@ impl Default for Serve {
     }
 }
 
+/// Metrics and health (see `observe`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Observability {
+    /// Address of the /metrics, /healthz and /readyz listener, e.g.
+    /// "0.0.0.0:9090". Unset: no listener (and `healthcheck` cannot work).
+    pub listen: Option<String>,
+    /// Print CloudWatch Embedded Metric Format lines on stdout.
+    pub emf: bool,
+    /// The CloudWatch namespace of the EMF metrics.
+    pub emf_namespace: String,
+    /// How often EMF lines are printed.
+    pub emf_interval_secs: u64,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Observability {
+            listen: None,
+            emf: false,
+            emf_namespace: "ddb-audit".into(),
+            emf_interval_secs: 60,
+        }
+    }
+}
+
 /// One `[[serve.tokens]]` entry.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -203,7 +249,30 @@ pub struct ServeToken {
     pub tables: Option<Vec<String>>,
 }
 
+impl Observability {
+    /// The parsed `listen` address (validated at load).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.as_deref().and_then(|a| a.parse().ok())
+    }
+}
+
+/// The environment variable that may hold the whole TOML config.
+pub const CONFIG_TOML_ENV: &str = "DDB_AUDIT_CONFIG_TOML";
+
 impl Config {
+    /// The config from `path` if given, else from the TOML in
+    /// `DDB_AUDIT_CONFIG_TOML`; one of the two, not both.
+    pub fn load_from(path: Option<&Path>, env_toml: Option<&str>) -> Result<Config, ConfigError> {
+        match (path, env_toml) {
+            (Some(p), Some(_)) => Err(ConfigError::Ambiguous {
+                path: p.display().to_string(),
+            }),
+            (Some(p), None) => Config::load(p),
+            (None, Some(text)) => Config::parse(text, CONFIG_TOML_ENV),
+            (None, None) => Err(ConfigError::Missing),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -362,6 +431,28 @@ impl Config {
             p.retry_min_ms,
             600_000,
             "milliseconds, at least retry_min_ms",
+        )?;
+        let o = &self.observability;
+        if let Some(listen) = &o.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "observability.listen",
+                    format!("= {listen:?} is not an address and port, e.g. \"0.0.0.0:9090\" or \"127.0.0.1:9090\""),
+                ));
+            }
+        }
+        if o.emf_namespace.is_empty() || o.emf_namespace.len() > 255 {
+            return Err(invalid(
+                "observability.emf_namespace",
+                "must be 1 to 255 characters (a CloudWatch namespace)".into(),
+            ));
+        }
+        in_range(
+            "observability.emf_interval_secs",
+            o.emf_interval_secs,
+            1,
+            3600,
+            "seconds",
         )?;
         in_range(
             "shutdown.grace_ms",
@@ -594,5 +685,36 @@ mod tests {
         assert!(e.contains("tables"), "{e}");
         let e = err("tables = [\"orders\"");
         assert!(e.contains("t.toml"), "{e}");
+        let e = err("tables = [\"orders\"]\n[observability]\nlisten = \"9090\"");
+        assert!(e.contains("observability.listen"), "{e}");
+        let e = err("tables = [\"orders\"]\n[observability]\nemf_interval_secs = 0");
+        assert!(e.contains("observability.emf_interval_secs"), "{e}");
+    }
+
+    #[test]
+    fn the_config_may_come_from_the_environment_but_not_twice() {
+        let c = Config::load_from(
+            None,
+            Some("tables = [\"orders\"]\n[observability]\nlisten = \"127.0.0.1:9090\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.observability.listen_addr(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert!(!c.observability.emf);
+        let e = Config::load_from(None, Some("tables = 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DDB_AUDIT_CONFIG_TOML"), "{e}");
+        let e = Config::load_from(Some(Path::new("x.toml")), Some("tables = []"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both set"), "{e}");
+        let e = Config::load_from(None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("--config") && e.contains("DDB_AUDIT_CONFIG_TOML"),
+            "{e}"
+        );
     }
 }

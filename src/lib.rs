@@ -20,6 +20,7 @@
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
 //! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
+//! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
 
 pub mod aws;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod diff;
 pub mod engine;
 pub mod entry;
 pub mod lineage;
+pub mod observe;
 pub mod pace;
 pub mod read;
 pub mod report;

@@ -12,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use ddb_audit::config::Config;
 use ddb_audit::engine::{Engine, Settings, Shutdown};
 use ddb_audit::read;
+use ddb_audit::observe;
 use ddb_audit::report;
 use ddb_audit::store::dynamo::DynamoStore;
 use ddb_audit::store::{AuditStore, CheckpointStore};
@@ -35,7 +36,8 @@ struct Cli {
 
 /// Shown after the top-level help: what every command needs.
 const USAGE_NOTES: &str = "\
-Every command reads the TOML config file given by --config FILE (or DDB_AUDIT_CONFIG).
+Every command reads the TOML config file given by --config FILE (or DDB_AUDIT_CONFIG),
+or the whole TOML from the environment variable DDB_AUDIT_CONFIG_TOML.
 A --key is NAME=TYPE:VALUE, TYPE one of S, N, B (base64); repeat it for a sort key.
 TIME is RFC 3339 (2026-11-23T19:05:00Z) or an age before now (90s, 15m, 2h, 7d).
 
@@ -51,7 +53,8 @@ Examples:
   ddb-audit revert  --config ddb-audit.toml --table orders --key pk=S:123 --to-time 2h
   ddb-audit gaps    --config ddb-audit.toml [--json]
   ddb-audit status  --config ddb-audit.toml [--json]
-  DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml";
+  DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml
+  ddb-audit healthcheck --config ddb-audit.toml   # exit 0 when /readyz answers 200";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -181,6 +184,16 @@ enum Command {
     /// the comma-separated tokens in DDB_AUDIT_API_TOKENS. Needs only read
     /// access to ddb-audit's tables. SIGTERM/SIGINT stop it gracefully.
     Serve(ConfigArg),
+    /// Ask a running daemon whether it is ready (GET /readyz on the config's
+    /// [observability] listen): exit 0 when ready, 1 when not or unreachable.
+    /// For container health checks in images without curl.
+    Healthcheck {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The path to ask: /readyz (every table audited) or /healthz (alive).
+        #[arg(long, default_value = "/readyz", value_parser = ["/readyz", "/healthz"])]
+        path: String,
+    },
 }
 
 /// One item of one audited table.
@@ -245,9 +258,10 @@ struct QueryArgs {
 
 #[derive(clap::Args, Debug)]
 struct ConfigArg {
-    /// The TOML config file.
+    /// The TOML config file. Without it, the whole TOML may be given in the
+    /// environment variable DDB_AUDIT_CONFIG_TOML instead.
     #[arg(long, short = 'c', env = "DDB_AUDIT_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -299,7 +313,10 @@ impl std::error::Error for Interrupted {}
 /// only read.
 async fn dispatch_until_signal(command: Command) -> Result<()> {
     // `snapshot` too stops itself on a signal, at a point it can resume from.
-    if matches!(command, Command::Run(_) | Command::Snapshot { .. }) {
+    if matches!(
+        command,
+        Command::Run(_) | Command::Serve(_) | Command::Snapshot { .. }
+    ) {
         return dispatch(command).await;
     }
     let signal = async {
@@ -430,11 +447,16 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Gaps { config, json } => gaps(load(&config)?, json).await,
         Command::Status { config, json } => status(load(&config)?, json).await,
         Command::Serve(c) => serve(load(&c)?).await,
+        Command::Healthcheck { config, path } => healthcheck(load(&config)?, path).await,
     }
 }
 
 fn load(arg: &ConfigArg) -> Result<Config> {
-    Ok(Config::load(&arg.config)?)
+    let env_toml = std::env::var(ddb_audit::config::CONFIG_TOML_ENV).ok();
+    Ok(Config::load_from(
+        arg.config.as_deref(),
+        env_toml.as_deref(),
+    )?)
 }
 
 async fn store(config: &Config) -> DynamoStore {
@@ -464,11 +486,49 @@ async fn init(config: Config) -> Result<()> {
 }
 
 async fn run(config: Config) -> Result<()> {
+    let observer = observe::global();
+    observer.register_tables(&config.tables, observe_stale_after(&config));
+    observer.set_alive(true);
+    let stop_observing = tokio_util::sync::CancellationToken::new();
+    let mut observing = Vec::new();
+    if let Some(addr) = config.observability.listen_addr() {
+        let listener = observe::http::bind(addr).await?;
+        observing.push(observe::http::spawn(
+            listener,
+            observer,
+            stop_observing.clone(),
+        ));
+    }
+    if config.observability.emf {
+        observing.push(observe::emf::spawn(
+            observer,
+            config.observability.emf_namespace.clone(),
+            std::time::Duration::from_secs(config.observability.emf_interval_secs),
+            stop_observing.clone(),
+        ));
+    }
+    let result = run_daemon(config).await;
+    observer.set_alive(false);
+    stop_observing.cancel();
+    for task in observing {
+        let _ = task.await;
+    }
+    result
+}
+
+/// A shard with no page for this long counts as stalled in the lag: well
+/// beyond an idle shard's poll interval and a retry's longest wait.
+fn observe_stale_after(config: &Config) -> std::time::Duration {
+    let p = &config.polling;
+    2 * (p.idle_max() + p.retry_max()) + std::time::Duration::from_secs(10)
+}
+
+async fn run_daemon(config: Config) -> Result<()> {
     let sdk = ddb_audit::aws::load_sdk_config().await;
-    let stream = AwsStream::new(
+    let stream = observe::stream::Observed::new(AwsStream::new(
         ddb_audit::aws::dynamodb_client(&sdk),
         ddb_audit::aws::streams_client(&sdk),
-    );
+    ));
     let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names());
     let engine = Arc::new(Engine::new(
         stream,
@@ -486,6 +546,20 @@ async fn run(config: Config) -> Result<()> {
         }
         on_signal.begin(grace);
     });
+    // Without `init` (tables from the CloudFormation stack): say exactly
+    // what is wrong with ours before reading anything.
+    let checked = ddb_audit::retry::retry(
+        engine.settings.retry_policy(),
+        &shutdown.stop,
+        "DescribeTable(own tables)",
+        || engine.checkpoints.check_tables(),
+    )
+    .await;
+    match checked {
+        Ok(()) => {}
+        Err(ddb_audit::retry::Retried::Cancelled) => return Ok(()),
+        Err(ddb_audit::retry::Retried::Failed(e)) => return Err(e.into()),
+    }
     ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown).await?;
     Ok(())
 }
@@ -501,6 +575,25 @@ async fn serve(config: Config) -> Result<()> {
     };
     ddb_audit::serve::serve(&config, store, env_tokens.as_deref(), stop).await?;
     Ok(())
+}
+
+async fn healthcheck(config: Config, path: String) -> Result<()> {
+    let Some(listen) = config.observability.listen_addr() else {
+        anyhow::bail!(
+            "healthcheck needs `observability.listen` in the config (the address `run` listens on)"
+        );
+    };
+    let (code, body) =
+        observe::http::get_status(listen, &path, std::time::Duration::from_secs(5)).await?;
+    print!("{body}");
+    if !body.ends_with('\n') {
+        println!();
+    }
+    if code == 200 {
+        Ok(())
+    } else {
+        anyhow::bail!("{path} answered {code}: {}", body.trim())
+    }
 }
 
 async fn wait_for_signal() -> std::io::Result<&'static str> {

@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::engine::{Engine, Shutdown};
 use crate::entry::{build_entry, correlation_of, AuditEntry, Gap};
+use crate::observe::{self, Event};
 use crate::pace::Pacer;
 use crate::retry::{retry, Retried};
 use crate::store::{
@@ -285,6 +286,11 @@ where
                 },
             };
             let count = page.records.len();
+            let newest_record = page
+                .records
+                .iter()
+                .rev()
+                .find_map(|r| r.approximate_creation);
             match self.handle_page(page.records).await {
                 Ok(()) => {}
                 Err(outcome) => return outcome,
@@ -297,6 +303,14 @@ where
                     return outcome;
                 }
             }
+            observe::PageHandled {
+                table: &self.table,
+                stream: &self.stream_arn,
+                shard: &self.shard.shard_id,
+                records: count,
+                newest_record,
+            }
+            .emit();
             position = self.position();
             let Some(next) = page.next_iterator else {
                 return self.drained().await;
@@ -440,7 +454,8 @@ where
                 "record could not be interpreted; stored raw with an error marker"
             );
         }
-        self.write_entries(&entries).await?;
+        let created: Vec<_> = records.iter().map(|r| r.approximate_creation).collect();
+        self.write_entries(&entries, &created).await?;
         // A record whose sequence number is not one (a malformed record) is
         // stored as an error entry but never becomes the checkpoint: no
         // store can resume after it.
@@ -461,7 +476,12 @@ where
         self.save_checkpoint().await
     }
 
-    async fn write_entries(&self, entries: &[AuditEntry]) -> Result<(), ShardOutcome> {
+    async fn write_entries(
+        &self,
+        entries: &[AuditEntry],
+        created: &[Option<chrono::DateTime<Utc>>],
+    ) -> Result<(), ShardOutcome> {
+        let started = std::time::Instant::now();
         let engine = &self.engine;
         let policy = engine.settings.retry_policy();
         let abort = &self.shutdown.abort;
@@ -501,13 +521,14 @@ where
                     .iter()
                     .filter(|o| **o == PutOutcome::AlreadyPresent)
                     .count();
-                if duplicates > 0 {
-                    info!(
-                        duplicates,
-                        "records delivered again were already written; not written twice"
-                    );
+                observe::EntriesWritten {
+                    table: &self.table,
+                    written: entries.len() - duplicates,
+                    duplicates,
+                    elapsed: started.elapsed(),
+                    created,
                 }
-                debug!(entries = entries.len(), "entries written");
+                .emit();
                 Ok(())
             }
             Err(Retried::Cancelled) => Err(ShardOutcome::Stopped),
@@ -529,12 +550,13 @@ where
         .await;
         match result {
             Ok(_) => {
-                error!(
-                    after_sequence_number = gap.after_sequence_number.as_deref().unwrap_or("none"),
-                    resumed_at_sequence_number =
-                        gap.resumed_at_sequence_number.as_deref().unwrap_or("none"),
-                    "gap recorded"
-                );
+                observe::GapRecorded {
+                    table: &self.table,
+                    shard: &self.shard.shard_id,
+                    after_sequence_number: gap.after_sequence_number.as_deref(),
+                    resumed_at_sequence_number: gap.resumed_at_sequence_number.as_deref(),
+                }
+                .emit();
                 Ok(())
             }
             Err(Retried::Cancelled) => Err(ShardOutcome::Stopped),

@@ -322,6 +322,89 @@ impl DynamoStore {
         Ok(ready && self.wait_active(table, cancel).await?)
     }
 
+    /// For `run` without `init` (tables made by CloudFormation or by hand):
+    /// checks that the three tables exist, are ACTIVE, and have the keys
+    /// ddb-audit writes. Every problem is reported at once, each naming the
+    /// table, what is wrong and the fix.
+    pub async fn check_tables(&self) -> StoreResult<()> {
+        let specs = [
+            (
+                &self.names.streams,
+                "table_name",
+                "stream_arn",
+                "storage.streams_table",
+            ),
+            (
+                &self.names.shards,
+                "stream_arn",
+                "shard_id",
+                "storage.shards_table",
+            ),
+            (&self.names.audit, "pk", "sk", "storage.audit_table"),
+        ];
+        let mut problems = Vec::new();
+        for (table, hash, range, key) in specs {
+            match self.client.describe_table().table_name(table).send().await {
+                Ok(out) => {
+                    let Some(t) = out.table() else {
+                        problems.push(format!(
+                            "table {table}: DescribeTable returned no description"
+                        ));
+                        continue;
+                    };
+                    let keys: Vec<(String, String)> = t
+                        .key_schema()
+                        .iter()
+                        .map(|k| {
+                            (
+                                k.attribute_name().to_string(),
+                                k.key_type().as_str().to_string(),
+                            )
+                        })
+                        .collect();
+                    let types: Vec<(String, String)> = t
+                        .attribute_definitions()
+                        .iter()
+                        .map(|d| {
+                            (
+                                d.attribute_name().to_string(),
+                                d.attribute_type().as_str().to_string(),
+                            )
+                        })
+                        .collect();
+                    let status = t.table_status().map(|s| s.as_str().to_string());
+                    problems.extend(schema_problems(
+                        table,
+                        key,
+                        hash,
+                        range,
+                        &keys,
+                        &types,
+                        status.as_deref(),
+                    ));
+                }
+                Err(e) => {
+                    let c = classify(&e);
+                    match c.kind {
+                        ErrorKind::NotFound => problems.push(format!(
+                            "table {table} (`{key}`) does not exist: run `ddb-audit init`, deploy \
+                             infra/cloudformation/ddb-audit.yaml, or set `{key}` to the table's name"
+                        )),
+                        _ => return Err(store_error(c, table)),
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Other(format!(
+                "ddb-audit's own tables are not usable:\n  {}",
+                problems.join("\n  ")
+            )))
+        }
+    }
+
     /// True when this call created the table.
     async fn ensure_table(&self, table: &str, hash: &str, range: &str) -> StoreResult<bool> {
         match self.client.describe_table().table_name(table).send().await {
@@ -1791,6 +1874,55 @@ where
     store_error(classify(err), table)
 }
 
+/// What is wrong with one of our tables as described, if anything: the
+/// keys must be `hash` (HASH) + `range` (RANGE), both strings, and the table
+/// ACTIVE (or UPDATING, which still serves reads and writes).
+fn schema_problems(
+    table: &str,
+    config_key: &str,
+    hash: &str,
+    range: &str,
+    keys: &[(String, String)],
+    types: &[(String, String)],
+    status: Option<&str>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let named = |kind: &str| {
+        keys.iter()
+            .find(|(_, k)| k == kind)
+            .map(|(n, _)| n.as_str())
+    };
+    if keys.len() != 2 || named("HASH") != Some(hash) || named("RANGE") != Some(range) {
+        let found: Vec<String> = keys.iter().map(|(n, k)| format!("{n} ({k})")).collect();
+        problems.push(format!(
+            "table {table} (`{config_key}`) has key schema [{}], but ddb-audit needs \
+             {hash} (HASH) + {range} (RANGE): point `{config_key}` at a table made by \
+             `ddb-audit init` or the CloudFormation stack",
+            found.join(", ")
+        ));
+    }
+    for attr in [hash, range] {
+        match types.iter().find(|(n, _)| n == attr) {
+            Some((_, t)) if t == "S" => {}
+            Some((_, t)) => problems.push(format!(
+                "table {table} (`{config_key}`): key attribute {attr} has type {t}, but ddb-audit needs S (string)"
+            )),
+            None if keys.iter().any(|(n, _)| n == attr) => problems.push(format!(
+                "table {table} (`{config_key}`): key attribute {attr} has no type definition"
+            )),
+            None => {}
+        }
+    }
+    match status {
+        Some("ACTIVE") | Some("UPDATING") => {}
+        other => problems.push(format!(
+            "table {table} (`{config_key}`) is {}, not ACTIVE: wait for it, or check the stack",
+            other.unwrap_or("of unknown status")
+        )),
+    }
+    problems
+}
+
 fn store_error(c: Classified, table: &str) -> StoreError {
     match c.kind {
         ErrorKind::Throttled | ErrorKind::Transient => {
@@ -1813,6 +1945,55 @@ fn store_error(c: Classified, table: &str) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_problems_name_the_table_the_key_and_the_fix() {
+        let keys = |h: &str, r: &str| {
+            vec![
+                (h.to_string(), "HASH".to_string()),
+                (r.to_string(), "RANGE".to_string()),
+            ]
+        };
+        let s = |n: &str| (n.to_string(), "S".to_string());
+        let ok = schema_problems(
+            "t",
+            "storage.audit_table",
+            "pk",
+            "sk",
+            &keys("pk", "sk"),
+            &[s("pk"), s("sk")],
+            Some("ACTIVE"),
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+        let bad = schema_problems(
+            "t",
+            "storage.audit_table",
+            "pk",
+            "sk",
+            &keys("id", "sk"),
+            &[s("id"), s("sk")],
+            Some("ACTIVE"),
+        );
+        assert_eq!(bad.len(), 1);
+        assert!(
+            bad[0].contains("table t")
+                && bad[0].contains("id (HASH)")
+                && bad[0].contains("pk (HASH)"),
+            "{bad:?}"
+        );
+        let bad = schema_problems(
+            "t",
+            "storage.audit_table",
+            "pk",
+            "sk",
+            &keys("pk", "sk"),
+            &[s("pk"), ("sk".into(), "N".into())],
+            Some("CREATING"),
+        );
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].contains("sk has type N"), "{bad:?}");
+        assert!(bad[1].contains("CREATING"), "{bad:?}");
+    }
 
     fn key(pairs: &[(&str, AttrValue)]) -> Item {
         pairs
