@@ -8,6 +8,14 @@
 //! actor_attribute = "updated_by"      # item attribute naming who changed it (optional)
 //! correlation_attribute = "request_id" # item attribute carrying a request id (optional)
 //!
+//! [attribution.cloudtrail]            # optional: join CloudTrail data events
+//! bucket = "my-trail-bucket"          # where the trail delivers (required)
+//! prefix = ""                         # the trail's prefix before AWSLogs/
+//! # region = "eu-west-1"              # log files of this region; default AWS_REGION
+//! poll_interval_secs = 60             # how often new log files are looked for
+//! delivery_window_secs = 1200         # an entry with no event by then: unmatched
+//! match_tolerance_secs = 2            # event time vs entry time
+//!
 //! [storage]                           # the daemon's own tables (`ddb-audit init`)
 //! streams_table = "ddb-audit-streams"
 //! shards_table  = "ddb-audit-shards"
@@ -113,6 +121,45 @@ pub struct Attribution {
     /// image, else the old one, into each entry's `correlation`
     /// (`query --correlation ID`). Unset: `correlation` is null.
     pub correlation_attribute: Option<String>,
+    /// Where a trail with DynamoDB data events delivers its log files: the
+    /// IAM principal of each write is joined to its entry. Unset: no
+    /// CloudTrail attribution.
+    pub cloudtrail: Option<CloudTrail>,
+}
+
+/// `[attribution.cloudtrail]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudTrail {
+    /// The trail's S3 bucket (required).
+    pub bucket: String,
+    /// The trail's key prefix, before `AWSLogs/` ("" when the trail has none).
+    pub prefix: String,
+    /// Only log files of this region (`AWSLogs/<account>/CloudTrail/<region>/`);
+    /// default: the daemon's own region (AWS_REGION).
+    pub region: Option<String>,
+    /// How often the bucket is listed for new log files.
+    pub poll_interval_secs: u64,
+    /// How long after a write its data event may still arrive (CloudTrail
+    /// delivers within about 15 minutes). An entry with no event by then is
+    /// counted as unmatched; an event with no entry by then is dropped.
+    pub delivery_window_secs: u64,
+    /// How far apart an event's time and its entry's may be (both have whole
+    /// seconds at best).
+    pub match_tolerance_secs: u64,
+}
+
+impl Default for CloudTrail {
+    fn default() -> Self {
+        CloudTrail {
+            bucket: String::new(),
+            prefix: String::new(),
+            region: None,
+            poll_interval_secs: 60,
+            delivery_window_secs: 1200,
+            match_tolerance_secs: 2,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -338,6 +385,53 @@ impl Config {
                     key,
                     "is empty: name an attribute, or leave the key out".into(),
                 ));
+            }
+        }
+        if let Some(ct) = &self.attribution.cloudtrail {
+            let b = &ct.bucket;
+            if !(3..=63).contains(&b.len())
+                || !b
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'))
+            {
+                return Err(invalid(
+                    "attribution.cloudtrail.bucket",
+                    format!("= {b:?} is not an S3 bucket name (3-63 characters of a-z 0-9 . -): name the trail's bucket"),
+                ));
+            }
+            if ct.prefix.starts_with('/') || ct.prefix.contains("AWSLogs") {
+                return Err(invalid(
+                    "attribution.cloudtrail.prefix",
+                    format!("= {:?}: give the trail's own prefix, without a leading `/` and without `AWSLogs/` (\"\" for none)", ct.prefix),
+                ));
+            }
+            let window = ct.delivery_window_secs;
+            for (key, value, lo, hi) in [
+                (
+                    "attribution.cloudtrail.poll_interval_secs",
+                    ct.poll_interval_secs,
+                    1,
+                    3600,
+                ),
+                (
+                    "attribution.cloudtrail.delivery_window_secs",
+                    window,
+                    1,
+                    86_400,
+                ),
+                (
+                    "attribution.cloudtrail.match_tolerance_secs",
+                    ct.match_tolerance_secs,
+                    0,
+                    60,
+                ),
+            ] {
+                if !(lo..=hi).contains(&value) {
+                    return Err(invalid(
+                        key,
+                        format!("= {value} is out of range {lo}..={hi} (seconds)"),
+                    ));
+                }
             }
         }
         for (key, name) in [
@@ -628,6 +722,37 @@ mod tests {
         );
         let e = err("tables = [\"orders\"]\n[attribution]\ncorrelation_attribute = \"\"\n");
         assert!(e.contains("attribution.correlation_attribute"), "{e}");
+    }
+
+    #[test]
+    fn cloudtrail_attribution_has_defaults_and_checked_values() {
+        let c = Config::parse(
+            "tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"my-trail\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let ct = c.attribution.cloudtrail.unwrap();
+        assert_eq!((ct.bucket.as_str(), ct.prefix.as_str()), ("my-trail", ""));
+        assert_eq!(
+            (
+                ct.poll_interval_secs,
+                ct.delivery_window_secs,
+                ct.match_tolerance_secs
+            ),
+            (60, 1200, 2)
+        );
+        let e = err("tables = [\"orders\"]\n[attribution.cloudtrail]\nprefix = \"x\"\n");
+        assert!(e.contains("attribution.cloudtrail.bucket"), "{e}");
+        let e = err("tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"b-1\"\nprefix = \"p/AWSLogs/\"\n");
+        assert!(e.contains("attribution.cloudtrail.prefix"), "{e}");
+        let e = err("tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"b-1\"\ndelivery_window_secs = 0\n");
+        assert!(
+            e.contains("delivery_window_secs") && e.contains("1..=86400"),
+            "{e}"
+        );
+        let e =
+            err("tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"b-1\"\nbogus = 1\n");
+        assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]

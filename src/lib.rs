@@ -21,7 +21,9 @@
 //! - `pace`    — request pacing (governor) on tokio's clock.
 //! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
 //! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
+//! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
 
+pub mod attribution;
 pub mod aws;
 pub mod config;
 pub mod diff;

@@ -11,8 +11,8 @@ use tracing_subscriber::EnvFilter;
 
 use ddb_audit::config::Config;
 use ddb_audit::engine::{Engine, Settings, Shutdown};
-use ddb_audit::read;
 use ddb_audit::observe;
+use ddb_audit::read;
 use ddb_audit::report;
 use ddb_audit::store::dynamo::DynamoStore;
 use ddb_audit::store::{AuditStore, CheckpointStore};
@@ -530,13 +530,11 @@ async fn run_daemon(config: Config) -> Result<()> {
         ddb_audit::aws::streams_client(&sdk),
     ));
     let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names());
-    let engine = Arc::new(Engine::new(
-        stream,
-        store.clone(),
-        store,
-        Settings::from_config(&config),
-    ));
+    let settings = Settings::from_config(&config);
     let shutdown = Shutdown::new();
+    let (audit, cloudtrail) =
+        ddb_audit::attribution::start(&config, &sdk, &store, &settings, &shutdown);
+    let engine = Arc::new(Engine::new(stream, store.clone(), audit, settings));
     let grace = std::time::Duration::from_millis(config.shutdown.grace_ms);
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -560,7 +558,12 @@ async fn run_daemon(config: Config) -> Result<()> {
         Err(ddb_audit::retry::Retried::Cancelled) => return Ok(()),
         Err(ddb_audit::retry::Retried::Failed(e)) => return Err(e.into()),
     }
-    ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown).await?;
+    let result = ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown).await;
+    if let Some(reader) = cloudtrail {
+        // It stops at the same signal; it has nothing that cannot be redone.
+        let _ = tokio::time::timeout(grace, reader.handle).await;
+    }
+    result?;
     Ok(())
 }
 

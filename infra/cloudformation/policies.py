@@ -37,6 +37,9 @@ class Evaluator:
         self.t = template
         self.params = {k: v.get("Default") for k, v in template["Parameters"].items()}
         self.params["AuditedTables"] = ["AUDITED_TABLE"]
+        # The generated files show the CloudTrail statements, to fill in or drop.
+        self.params["CloudTrailBucket"] = "TRAIL_BUCKET"
+        self.params["CloudTrailPrefix"] = "TRAIL_PREFIX"
 
     def ref(self, name):
         if name == "AWS::NoValue":

@@ -39,8 +39,12 @@
 //!   detected twice, e.g. after a crash, is written once), `gap` (S, JSON),
 //!   `table_name`, `stream_arn`, `shard_id`, `detected_at`.
 //!
-//! Entries and gaps are written once (`attribute_not_exists(pk)`) and never
-//! updated or deleted.
+//! - an attribution record (CloudTrail, see `attribution::dynamo`): the
+//!   entry's `pk`, `sk` = `<entry sk>#attribution`, `attribution` (S, JSON);
+//!   `history` merges it into its entry.
+//!
+//! Entries, gaps and attributions are written once (`attribute_not_exists(pk)`)
+//! and never updated or deleted.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -140,6 +144,11 @@ impl DynamoStore {
 
     pub fn names(&self) -> &TableNames {
         &self.names
+    }
+
+    /// For adapters of the same tables in other modules (`attribution`).
+    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
     }
 
     /// Create the three tables unless they exist, and wait until all are
@@ -650,10 +659,27 @@ impl AuditStore for DynamoStore {
                 chunks.insert(sk, chunk);
             }
         }
+        // Attribution records (CloudTrail) sort after their entries; merged
+        // into them below.
+        let mut attributions: HashMap<&str, crate::attribution::Principal> = HashMap::new();
+        for item in &items {
+            let sk = get_s(item, "sk").unwrap_or_default();
+            if let Some(json) = get_s(item, "attribution") {
+                let record: crate::attribution::reader::AttributionRecord =
+                    serde_json::from_str(json).map_err(|e| {
+                        StoreError::Corrupt(format!("{pk} {sk}: attribution record: {e}"))
+                    })?;
+                if let Some(entry_sk) =
+                    sk.strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)
+                {
+                    attributions.insert(entry_sk, record.principal);
+                }
+            }
+        }
         let mut entries = Vec::new();
         for item in &items {
             let sk = get_s(item, "sk").unwrap_or_default();
-            if item.contains_key("chunk") {
+            if item.contains_key("chunk") || item.contains_key("attribution") {
                 continue;
             }
             // A hashed pk may (in theory) be shared by two keys.
@@ -673,6 +699,9 @@ impl AuditStore for DynamoStore {
             let mut entry =
                 decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
             entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
+            if let Some(principal) = attributions.get(sk) {
+                crate::attribution::reader::apply(&mut entry, principal);
+            }
             entries.push(entry);
         }
         Ok(entries)
@@ -766,6 +795,30 @@ impl DynamoStore {
             decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
         entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
         Ok(entry)
+    }
+
+    /// The CloudTrail attribution record of one entry, if any.
+    async fn attribution_of(
+        &self,
+        pk: &str,
+        head_sk: &str,
+    ) -> StoreResult<Option<HashMap<String, DAttr>>> {
+        let table = &self.names.audit;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(pk))
+            .key(
+                "sk",
+                s(crate::attribution::dynamo::attribution_sort_key(head_sk)),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        self.count(0, 0, usize::from(out.item().is_some()));
+        Ok(out.item().cloned())
     }
 
     fn count(&self, queries: u64, batch_gets: u64, items: usize) {
@@ -865,7 +918,21 @@ impl ReadStore for DynamoStore {
     ) -> StoreResult<Vec<Option<AuditEntry>>> {
         let table = &self.names.audit;
         let mut found: HashMap<(String, String), HashMap<String, DAttr>> = HashMap::new();
-        for chunk in refs.chunks(100) {
+        // Each entry's CloudTrail attribution record too (absent ones cost
+        // nothing but a key in the batch), merged below.
+        let wanted: Vec<(String, String)> = refs
+            .iter()
+            .flat_map(|(pk, sk)| {
+                [
+                    (pk.clone(), sk.clone()),
+                    (
+                        pk.clone(),
+                        crate::attribution::dynamo::attribution_sort_key(sk),
+                    ),
+                ]
+            })
+            .collect();
+        for chunk in wanted.chunks(100) {
             let mut keys: Vec<HashMap<String, DAttr>> = chunk
                 .iter()
                 .map(|(pk, sk)| {
@@ -908,7 +975,17 @@ impl ReadStore for DynamoStore {
         let mut out = Vec::with_capacity(refs.len());
         for r in refs {
             out.push(match found.get(r) {
-                Some(item) => Some(self.decode_head(item).await?),
+                Some(item) => {
+                    let mut entry = self.decode_head(item).await?;
+                    let key = (
+                        r.0.clone(),
+                        crate::attribution::dynamo::attribution_sort_key(&r.1),
+                    );
+                    if let Some(record) = found.get(&key) {
+                        merge_attribution(&mut entry, record)?;
+                    }
+                    Some(entry)
+                }
                 None => None,
             });
         }
@@ -945,14 +1022,42 @@ impl ReadStore for DynamoStore {
         let items = out.items();
         self.count(1, 0, items.len());
         let mut entries = Vec::new();
-        for item in items {
-            if item.contains_key("chunk") {
+        // CloudTrail attribution records sit right after their entries (in
+        // ascending order; right before them descending).
+        let attributions: HashMap<&str, &HashMap<String, DAttr>> = items
+            .iter()
+            .filter(|i| i.contains_key("attribution"))
+            .filter_map(|i| {
+                let sk = get_s(i, "sk")?;
+                Some((
+                    sk.strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)?,
+                    i,
+                ))
+            })
+            .collect();
+        for (n, item) in items.iter().enumerate() {
+            if item.contains_key("chunk") || item.contains_key("attribution") {
                 continue;
             }
             if hashed && get_s(item, "item_key") != Some(canonical.as_str()) {
                 continue;
             }
-            let entry = self.decode_head(item).await?;
+            let mut entry = self.decode_head(item).await?;
+            let head_sk = get_s(item, "sk").unwrap_or_default();
+            match attributions.get(head_sk) {
+                Some(record) => merge_attribution(&mut entry, record)?,
+                // The page may have ended between an entry and its record.
+                None if (!descending
+                    && n + 1 == items.len()
+                    && out.last_evaluated_key().is_some())
+                    || (descending && n == 0 && after.is_some()) =>
+                {
+                    if let Some(record) = self.attribution_of(&pk, head_sk).await? {
+                        merge_attribution(&mut entry, &record)?;
+                    }
+                }
+                None => {}
+            }
             let mut position = Position::new();
             position.insert("pk".into(), pk.clone());
             position.insert(
@@ -1715,6 +1820,18 @@ fn canonical_number(n: &str) -> String {
 
 // ---------------------------------------------------------------- entries
 
+/// Merges an attribution record item into its entry.
+fn merge_attribution(entry: &mut AuditEntry, record: &HashMap<String, DAttr>) -> StoreResult<()> {
+    let sk = get_s(record, "sk").unwrap_or_default();
+    let json = get_s(record, "attribution").ok_or_else(|| {
+        StoreError::Corrupt(format!("{sk}: attribution item without `attribution`"))
+    })?;
+    let record: crate::attribution::reader::AttributionRecord = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("{sk}: attribution record: {e}")))?;
+    crate::attribution::reader::apply(entry, &record.principal);
+    Ok(())
+}
+
 /// An entry as stored: its contract JSON.
 pub fn encode_entry(entry: &AuditEntry) -> StoreResult<String> {
     serde_json::to_string(entry).map_err(|e| {
@@ -2094,6 +2211,10 @@ mod tests {
             shard_id: "shardId-00000001700000000000-0123abcd".into(),
             event_time: Some("2026-11-23T19:05:00Z".into()),
             actor: actor.map(str::to_string),
+            actor_source: None,
+            last_writer: None,
+            principal: None,
+            item_actor: None,
             changes: vec![crate::entry::Change {
                 path: "note".into(),
                 old: Some(AttrValue::S("o".repeat(half))),
