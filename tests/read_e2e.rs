@@ -559,8 +559,12 @@ async fn every_question_against_a_random_workload() {
     // ---- revert: the plan restores the state; a concurrent change fails it ----
     let live = steps[..70]
         .iter()
-        .rposition(|s| s.after.is_some() && s.before.is_some())
-        .expect("a MODIFY in the workload");
+        .rposition(|s| {
+            s.after.is_some()
+                && s.before.is_some()
+                && state.get(&key_id(&s.key)).cloned().flatten().is_some()
+        })
+        .expect("a MODIFY of an item that still exists");
     let key = steps[live].key.clone();
     let args = key_args(&key);
     let target_time = mid(live - 1);
@@ -636,6 +640,68 @@ async fn every_question_against_a_random_workload() {
         target.as_ref().and_then(|t| t.get("balance")),
         "{p}"
     );
+
+    // A deleted item comes back with a conditional PutItem.
+    let before_delete = env.get_item(&table, &key).await.expect("item");
+    let t_before = Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    delete(&env, &table, &key).await;
+    env.wait_history(&config, &table, &args, "the delete", |e| {
+        e.last().is_some_and(|l| l["event"] == json!("REMOVE"))
+    })
+    .await;
+    let out = env
+        .cli(&[
+            "revert",
+            "--config",
+            &cfg,
+            "--table",
+            &table,
+            "--key",
+            &args[0],
+            "--key",
+            &args[1],
+            "--to-time",
+            &rfc(t_before),
+        ])
+        .await;
+    let p: Value = serde_json::from_str(&out.success().stdout).expect("plan JSON");
+    assert_eq!(p["operation"], json!("PutItem"), "{p}");
+    apply_plan(&env, &p).await.expect("the put applies");
+    let back = env.get_item(&table, &key).await.expect("item is back");
+    assert!(
+        dyn_eq(&json!({"M": back}), &json!({"M": before_delete})),
+        "{p}"
+    );
+    // Applied twice, the put's condition fails: the item exists again.
+    assert!(apply_plan(&env, &p).await.is_err(), "{p}");
+    // An item that did not exist yet becomes a conditional DeleteItem.
+    let first = &steps[0];
+    let fargs = key_args(&first.key);
+    let exists_now = env.get_item(&table, &first.key).await.is_some();
+    let out = env
+        .cli(&[
+            "revert",
+            "--config",
+            &cfg,
+            "--table",
+            &table,
+            "--key",
+            &fargs[0],
+            "--key",
+            &fargs[1],
+            "--to-time",
+            &rfc(first.start - chrono::Duration::milliseconds(50)),
+        ])
+        .await;
+    if exists_now {
+        let p: Value = serde_json::from_str(&out.success().stdout).expect("plan JSON");
+        assert_eq!(p["operation"], json!("DeleteItem"), "{p}");
+        apply_plan(&env, &p).await.expect("the delete applies");
+        assert!(env.get_item(&table, &first.key).await.is_none());
+    } else {
+        out.fails_naming(&["nothing to revert"]);
+    }
 
     // ---- safe under `| head`: a closed pipe ends quietly ----
     let mut cmd = env.command(&["query", "--config", &cfg, "--table", &table, "--json"]);

@@ -369,6 +369,12 @@ pub async fn revert<S: ReadStore>(
     out: &mut impl Write,
 ) -> Result<(), ReadError> {
     let plan = asof::revert(store, table, key, to_time, fields).await?;
+    if plan.operation == "UpdateItem" && plan.input.get("UpdateExpression").is_none() {
+        eprintln!(
+            "note: the item already holds its state at {}: this plan only checks it",
+            crate::store::format_ts(to_time)
+        );
+    }
     let text = serde_json::to_string_pretty(&plan)
         .map_err(|e| ReadError::Refused(format!("encoding JSON: {e}")))?;
     emit(out, &format!("{text}\n"))?;

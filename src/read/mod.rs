@@ -350,7 +350,22 @@ enum Lane {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct CursorState {
+    /// Which query it belongs to (a hash of its filters): a cursor passed
+    /// with other filters is refused rather than silently misread.
+    q: u64,
     lanes: Vec<Lane>,
+}
+
+/// The identity of a query, for its cursors. Not its time range: an age
+/// such as `2h` moves with the clock between one page and the next, and a
+/// position stays valid in another range of the same lanes.
+fn query_id(filter: &QueryFilter) -> u64 {
+    let timeless = QueryFilter {
+        since: None,
+        until: None,
+        ..filter.clone()
+    };
+    crate::aws::fnv1a64(format!("{timeless:?}").as_bytes())
 }
 
 /// Where the next page starts: opaque text (URL-safe base64), to be passed
@@ -414,7 +429,7 @@ pub async fn query<S: ReadStore>(
     let mut lanes = match cursor {
         Some(c) => {
             let state = c.state()?;
-            if state.lanes.len() != plan.lane_count() {
+            if state.q != query_id(filter) || state.lanes.len() != plan.lane_count() {
                 return Err(ReadError::BadCursor(
                     "it belongs to a query with other filters".into(),
                 ));
@@ -439,8 +454,12 @@ pub async fn query<S: ReadStore>(
             }
         }
     }
-    let next = (!lanes.iter().all(|l| *l == Lane::Done))
-        .then(|| Cursor::from_state(&CursorState { lanes }));
+    let next = (!lanes.iter().all(|l| *l == Lane::Done)).then(|| {
+        Cursor::from_state(&CursorState {
+            q: query_id(filter),
+            lanes,
+        })
+    });
     Ok(Page { entries: out, next })
 }
 

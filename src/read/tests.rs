@@ -415,6 +415,24 @@ fn times_and_values_parse_as_the_contract_says() {
     assert!(Cursor::parse("not a cursor!").is_err());
 }
 
+#[tokio::test]
+async fn a_cursor_only_continues_its_own_query() {
+    let (store, _) = random_trail(3, &["t"], 4, 40).await;
+    let filter = QueryFilter {
+        table: Some("t".into()),
+        ..QueryFilter::default()
+    };
+    let page = query(&store, &filter, None, 5).await.unwrap();
+    let next = page.next.expect("more than one page");
+    let other = QueryFilter {
+        actor: Some("alice".into()),
+        ..filter.clone()
+    };
+    let e = query(&store, &other, Some(&next), 5).await.unwrap_err();
+    assert!(matches!(e, ReadError::BadCursor(_)), "{e}");
+    assert!(query(&store, &filter, Some(&next), 5).await.is_ok());
+}
+
 #[test]
 fn field_paths_match_at_or_below() {
     assert!(at_or_below("profile", "profile"));
