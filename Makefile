@@ -1,7 +1,7 @@
 # ddb-audit — developer entry points. Needs only Rust (cargo) and Python 3.
 #
 #   make demo    emulator + sample tables + daemon through realistic changes
-#   make test    fmt check, clippy, unit + simulator + end-to-end tests
+#   make test    fmt check, clippy, unit + simulator + end-to-end + browser tests
 #   make venv    the emulator (moto's server, pinned) in ./.venv
 #   make build | bench | lint | fmt | clean
 #
@@ -26,7 +26,7 @@ BIN     := $(TARGET_DIR)/debug/ddb-audit
 # - clippy checks (metadata only) and `cargo test` builds: two passes in all.
 CARGO_BUILD_FLAGS := --locked --bins --tests
 
-.PHONY: all venv build test lint fmt demo bench clean
+.PHONY: all venv browser build test lint fmt demo bench clean
 
 all: build
 
@@ -41,6 +41,23 @@ $(STAMP): $(REQS)
 build:
 	$(CARGO) build $(CARGO_BUILD_FLAGS)
 
+# The browser tests of `serve` (tests/serve_e2e.rs runs tests/browser/) drive
+# Debian's Chromium through Playwright (pinned, installed into .venv by
+# `venv`; never `playwright install`, which downloads browsers). Chromium is
+# installed here when it is missing and we are root; otherwise this stops
+# with the command to run. The tests are never skipped.
+CHROMIUM := /usr/bin/chromium
+browser: venv
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Chromium for the browser tests (apt-get install -y chromium)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "error: the browser tests need Chromium at $(CHROMIUM); run:  sudo apt-get install -y chromium" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
@@ -48,7 +65,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-test: venv lint
+test: venv browser lint
 	$(CARGO) test --locked
 
 demo: venv build

@@ -179,6 +179,7 @@ fn sim(shards: u32) -> SimStream {
 fn settings(paced: bool, max_concurrent_shards: usize) -> Settings {
     let mut settings = Settings {
         actor_attribute: Some("updated_by".into()),
+        correlation_attribute: None,
         ..Settings::default()
     };
     settings.polling.max_concurrent_shards = max_concurrent_shards;

@@ -50,6 +50,8 @@ fn entry(seq: u64) -> AuditEntry {
         ttl_expiry: false,
         error: None,
         raw: None,
+        correlation: None,
+        snapshot_time: None,
         stream_arn: ARN.into(),
     }
 }

@@ -2,7 +2,8 @@
 # The whole benchmark suite (`make bench`): builds in release, then
 #   1. diff + entry encoding (criterion, one core),
 #   2. the in-memory pipeline and idle-shard RSS,
-#   3. end to end against moto: ddb-audit vs the naive poller.
+#   3. end to end against moto: ddb-audit vs the naive poller,
+#   4. `serve`: API latency of history, query and as-of, and serve's RSS.
 # Results (text + JSON) in $TARGET_DIR/bench-results/. See BENCHMARKS.md.
 # BENCH_QUICK=1: smoke mode (every bench once, tiny workloads), for CI.
 set -euo pipefail
@@ -32,7 +33,7 @@ wait "$build"
 echo "emulator: moto $($PY -c 'from importlib.metadata import version as v; print(v("moto"), "under waitress", v("waitress"))')" \
   | tee -a "$OUT/machine.txt"
 
-stamp "1/3 diff + entry encoding (criterion)"
+stamp "1/4 diff + entry encoding (criterion)"
 if [[ -n $QUICK ]]; then
   $CARGO bench --locked --bench diff -- --test | tee "$OUT/diff.txt"
 else
@@ -40,11 +41,15 @@ else
   $PY benches/criterion_table.py "$TARGET_DIR" | tee "$OUT/diff.txt"
 fi
 
-stamp "2/3 pipeline (simulator, in-memory stores) and idle-shard RSS"
+stamp "2/4 pipeline (simulator, in-memory stores) and idle-shard RSS"
 $CARGO bench --locked --bench pipeline -- ${QUICK:+--quick} | tee "$OUT/pipeline.txt"
 
-stamp "3/3 end to end against moto: ddb-audit vs the naive poller"
+stamp "3/4 end to end against moto: ddb-audit vs the naive poller"
 $PY benches/e2e/run.py --bin "$TARGET_DIR/release/ddb-audit" --out "$OUT/e2e.json" ${QUICK:+--quick} \
   | tee "$OUT/e2e.txt"
+
+stamp "4/4 serve: API latency and RSS against moto"
+$PY benches/serve_api.py --bin "$TARGET_DIR/release/ddb-audit" --out "$OUT/serve.json" ${QUICK:+--quick} \
+  | tee "$OUT/serve.txt"
 
 stamp "done; results in $OUT"

@@ -6,6 +6,7 @@
 //!
 //! [attribution]
 //! actor_attribute = "updated_by"      # item attribute naming who changed it (optional)
+//! correlation_attribute = "request_id" # item attribute carrying a request id (optional)
 //!
 //! [storage]                           # the daemon's own tables (`ddb-audit init`)
 //! streams_table = "ddb-audit-streams"
@@ -32,6 +33,17 @@
 //!
 //! [retention]
 //! days = 2555                         # entries expire (DynamoDB TTL) after this; unset: never
+//! [serve]                             # `ddb-audit serve`: the read-only HTTP API + web page
+//! listen = "127.0.0.1:8080"           # plain HTTP: TLS is the load balancer's job
+//! token_sha256 = []                   # hex SHA-256 digests of accepted bearer tokens
+//! cors_origins = []                   # CORS off unless origins are listed
+//! page_size = 100                     # entries per API page unless `limit` says otherwise
+//! max_page_size = 1000
+//! request_timeout_ms = 30000
+//! # [[serve.tokens]]                  # a named token, optionally scoped to tables
+//! # name = "support"
+//! # sha256 = "<hex digest>"
+//! # tables = ["orders"]
 //! ```
 
 use std::path::Path;
@@ -77,6 +89,8 @@ pub struct Config {
     pub proof: Proof,
     #[serde(default)]
     pub retention: Retention,
+    #[serde(default)]
+    pub serve: Serve,
 }
 
 /// How long entries are kept.
@@ -118,6 +132,10 @@ pub struct Attribution {
     /// Item attribute naming who made the change, read from the new image,
     /// else the old one. Unset: entries have `actor: null` (but for TTL).
     pub actor_attribute: Option<String>,
+    /// Item attribute carrying a request or transaction id, read from the new
+    /// image, else the old one, into each entry's `correlation`
+    /// (`query --correlation ID`). Unset: `correlation` is null.
+    pub correlation_attribute: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -183,6 +201,51 @@ impl Default for Shutdown {
     }
 }
 
+/// `ddb-audit serve`: where it listens and whom it answers.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Serve {
+    /// Address to bind. Loopback by default: the API speaks plain HTTP and
+    /// belongs behind a TLS-terminating load balancer or proxy.
+    pub listen: String,
+    /// Hex SHA-256 digests of accepted bearer tokens (named `token_sha256[i]` in logs).
+    pub token_sha256: Vec<String>,
+    /// Named tokens, optionally limited to some tables.
+    pub tokens: Vec<ServeToken>,
+    /// Origins allowed to call the API from another site's page. Empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    pub page_size: usize,
+    pub max_page_size: usize,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Serve {
+            listen: "127.0.0.1:8080".into(),
+            token_sha256: Vec::new(),
+            tokens: Vec::new(),
+            cors_origins: Vec::new(),
+            page_size: 100,
+            max_page_size: 1000,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// One `[[serve.tokens]]` entry.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServeToken {
+    /// Shown in the request log instead of the token.
+    pub name: String,
+    /// Hex SHA-256 digest of the token.
+    pub sha256: String,
+    /// The only tables this token may read; unset: all.
+    #[serde(default)]
+    pub tables: Option<Vec<String>>,
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -234,10 +297,19 @@ impl Config {
                 return Err(invalid("tables", format!("lists {table:?} twice")));
             }
         }
-        if let Some(attr) = &self.attribution.actor_attribute {
-            if attr.is_empty() {
+        for (key, attr) in [
+            (
+                "attribution.actor_attribute",
+                &self.attribution.actor_attribute,
+            ),
+            (
+                "attribution.correlation_attribute",
+                &self.attribution.correlation_attribute,
+            ),
+        ] {
+            if attr.as_deref() == Some("") {
                 return Err(invalid(
-                    "attribution.actor_attribute",
+                    key,
                     "is empty: name an attribute, or leave the key out".into(),
                 ));
             }
@@ -359,6 +431,7 @@ impl Config {
             60_000,
             "milliseconds",
         )?;
+        self.serve.validate(&invalid)?;
         Ok(())
     }
 }
@@ -378,6 +451,101 @@ impl Polling {
     }
     pub fn retry_max(&self) -> Duration {
         Duration::from_millis(self.retry_max_ms)
+    }
+}
+
+impl Serve {
+    fn validate(&self, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "serve.listen",
+                format!(
+                    "= {:?} is not an address to bind: write IP:PORT, e.g. \"127.0.0.1:8080\"",
+                    self.listen
+                ),
+            ));
+        }
+        let digest = |key: &str, d: &str| {
+            if d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit()) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    key,
+                    "holds something that is not a hex SHA-256 digest (64 hex digits): \
+                     store `printf %s \"$TOKEN\" | sha256sum`, never the token itself"
+                        .into(),
+                ))
+            }
+        };
+        for d in &self.token_sha256 {
+            digest("serve.token_sha256", d)?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for t in &self.tokens {
+            digest("serve.tokens.sha256", &t.sha256)?;
+            if t.name.is_empty() || !names.insert(t.name.as_str()) {
+                return Err(invalid(
+                    "serve.tokens.name",
+                    format!(
+                        "{:?} is empty or used twice: give each token its own name",
+                        t.name
+                    ),
+                ));
+            }
+            if let Some(tables) = &t.tables {
+                if let Some(bad) = tables.iter().find(|n| !valid_table_name(n)) {
+                    return Err(invalid(
+                        "serve.tokens.tables",
+                        format!(
+                            "of token {:?} contains {bad:?}, which is not a DynamoDB table name",
+                            t.name
+                        ),
+                    ));
+                }
+            }
+        }
+        for origin in &self.cors_origins {
+            if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                || origin.ends_with('/')
+            {
+                return Err(invalid(
+                    "serve.cors_origins",
+                    format!("contains {origin:?}: write an origin as scheme://host[:port], e.g. \"https://audit.example.com\""),
+                ));
+            }
+        }
+        if self.max_page_size == 0 || self.max_page_size > 10_000 {
+            return Err(invalid(
+                "serve.max_page_size",
+                format!(
+                    "= {} is out of range 1..=10000 (entries)",
+                    self.max_page_size
+                ),
+            ));
+        }
+        if self.page_size == 0 || self.page_size > self.max_page_size {
+            return Err(invalid(
+                "serve.page_size",
+                format!(
+                    "= {} is out of range 1..=max_page_size ({})",
+                    self.page_size, self.max_page_size
+                ),
+            ));
+        }
+        if !(100..=600_000).contains(&self.request_timeout_ms) {
+            return Err(invalid(
+                "serve.request_timeout_ms",
+                format!(
+                    "= {} is out of range 100..=600000 (milliseconds)",
+                    self.request_timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 }
 
@@ -419,6 +587,17 @@ mod tests {
         .unwrap();
         assert_eq!(c.tables, vec!["orders", "flags"]);
         assert_eq!(c.attribution.actor_attribute.as_deref(), Some("updated_by"));
+        let c = Config::parse(
+            "tables = [\"orders\"]\n[attribution]\ncorrelation_attribute = \"request_id\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.attribution.correlation_attribute.as_deref(),
+            Some("request_id")
+        );
+        let e = err("tables = [\"orders\"]\n[attribution]\ncorrelation_attribute = \"\"\n");
+        assert!(e.contains("attribution.correlation_attribute"), "{e}");
     }
 
     #[test]
@@ -426,6 +605,32 @@ mod tests {
         assert!(err("tables = [\"orders\"]\nbogus = 1").contains("bogus"));
         assert!(err("tables = [\"orders\"]\n[polling]\nbogus = 1").contains("bogus"));
         assert!(err("tables = [\"orders\"]\n[attribution]\nactor = \"x\"").contains("actor"));
+    }
+
+    #[test]
+    fn serve_section_defaults_to_loopback_and_checks_digests() {
+        let c = Config::parse("tables = [\"orders\"]", "t.toml").unwrap();
+        assert_eq!(c.serve.listen, "127.0.0.1:8080");
+        assert!(c.serve.token_sha256.is_empty() && c.serve.cors_origins.is_empty());
+        let e = err("tables = [\"orders\"]\n[serve]\ntoken_sha256 = [\"secret\"]");
+        assert!(
+            e.contains("serve.token_sha256") && e.contains("sha256sum"),
+            "{e}"
+        );
+        let e = err("tables = [\"orders\"]\n[serve]\nlisten = \"localhost\"");
+        assert!(e.contains("serve.listen") && e.contains("IP:PORT"), "{e}");
+        let e = err("tables = [\"orders\"]\n[serve]\ncors_origins = [\"*\"]");
+        assert!(e.contains("serve.cors_origins"), "{e}");
+        let d = "ab".repeat(32);
+        let c = Config::parse(
+            &format!("tables = [\"orders\"]\n[[serve.tokens]]\nname = \"support\"\nsha256 = \"{d}\"\ntables = [\"orders\"]\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.serve.tokens[0].tables.as_deref(),
+            Some(&["orders".to_string()][..])
+        );
     }
 
     #[test]

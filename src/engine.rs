@@ -17,6 +17,8 @@ use crate::stream::{StreamApi, StreamError};
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Settings {
     pub actor_attribute: Option<String>,
+    /// `[attribution] correlation_attribute`: copied into each entry's `correlation`.
+    pub correlation_attribute: Option<String>,
     pub polling: Polling,
     /// Fixes retry jitter (tests that replay a seed); `None` in production.
     pub jitter_seed: Option<u64>,
@@ -26,6 +28,7 @@ impl Settings {
     pub fn from_config(config: &Config) -> Self {
         Settings {
             actor_attribute: config.attribution.actor_attribute.clone(),
+            correlation_attribute: config.attribution.correlation_attribute.clone(),
             polling: config.polling.clone(),
             jitter_seed: None,
         }

@@ -30,9 +30,12 @@ pub struct Change {
 pub struct AuditEntry {
     pub table: String,
     pub key: Item,
-    /// INSERT, MODIFY or REMOVE, as the stream says.
+    /// INSERT, MODIFY or REMOVE, as the stream says; SNAPSHOT for a baseline.
     pub event: String,
+    /// Empty for a SNAPSHOT entry, which JSON shows as `null`.
+    #[serde(with = "empty_as_null")]
     pub sequence_number: String,
+    #[serde(with = "empty_as_null")]
     pub shard_id: String,
     /// RFC 3339, UTC, from the record's ApproximateCreationDateTime.
     pub event_time: Option<String>,
@@ -47,9 +50,33 @@ pub struct AuditEntry {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// The `[attribution] correlation_attribute` value (new image, else old):
+    /// the request or transaction the change was made under; `null` if none.
+    #[serde(default)]
+    pub correlation: Option<String>,
+    /// A SNAPSHOT entry only: when the item was read (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_time: Option<String>,
     /// Where the record came from; kept in the store beside the JSON, not in it.
     #[serde(skip)]
     pub stream_arn: String,
+}
+
+/// A SNAPSHOT entry has no stream position: its empty strings are `null`.
+mod empty_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_empty() {
+            s.serialize_none()
+        } else {
+            s.serialize_str(v)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+    }
 }
 
 /// Records that could not be read because the stream had already trimmed
@@ -115,6 +142,8 @@ pub fn build_entry(
         ttl_expiry,
         error: None,
         raw: None,
+        correlation: None,
+        snapshot_time: None,
         stream_arn: stream_arn.to_string(),
     };
     let images = match record.event_name.as_str() {
@@ -164,6 +193,18 @@ pub fn build_entry(
         })
     };
     entry
+}
+
+/// The correlation id of a record: `attribute` in the new image, else the
+/// old one (a REMOVE), as text.
+pub fn correlation_of(record: &StreamRecord, attribute: Option<&str>) -> Option<String> {
+    let attr = attribute?;
+    record
+        .new_image
+        .as_ref()
+        .and_then(|i| i.get(attr))
+        .or_else(|| record.old_image.as_ref().and_then(|i| i.get(attr)))
+        .map(actor_text)
 }
 
 /// An actor attribute is normally a string; anything else is shown as its
@@ -313,6 +354,28 @@ mod tests {
         assert_eq!(e.error.as_deref(), Some("image had an unknown type"));
         assert_eq!(e.raw.as_deref(), Some("{raw}"));
         assert_eq!(e.sequence_number, "110000000001745442301");
+    }
+
+    #[test]
+    fn correlation_comes_from_the_new_image_else_the_old_and_is_always_printed() {
+        let old = item(&[("pk", "u1"), ("req", "r-old")]);
+        let new = item(&[("pk", "u1"), ("req", "r-new")]);
+        let r = record("MODIFY", Some(old.clone()), Some(new));
+        assert_eq!(correlation_of(&r, Some("req")).as_deref(), Some("r-new"));
+        let r = record("REMOVE", Some(old), None);
+        assert_eq!(correlation_of(&r, Some("req")).as_deref(), Some("r-old"));
+        assert_eq!(correlation_of(&r, None), None);
+        assert_eq!(correlation_of(&r, Some("other")), None);
+        let e = build_entry("t", "a", "s", &r, None);
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["correlation"],
+            serde_json::Value::Null
+        );
+        // Entries stored before the field existed still read back.
+        let mut json = serde_json::to_value(&e).unwrap();
+        json.as_object_mut().unwrap().remove("correlation");
+        let back: AuditEntry = serde_json::from_value(json).unwrap();
+        assert_eq!(back.correlation, None);
     }
 
     #[test]

@@ -16,9 +16,11 @@
 //! - `supervisor` — per table and stream: discovery, lineage, children, listings.
 //! - `engine`  — what the tasks share: seams, settings, pacer, table health, shutdown tokens.
 //! - `report`  — what history, gaps and status print (tables and JSON lines).
+//! - `read`    — questions to the trail: indexed paged queries, the item as of a time, diffs, revert plans.
 //! - `retry`   — the one retry layer: backoff with jitter on transient errors.
 //! - `pace`    — request pacing (governor) on tokio's clock.
 //! - `proof`   — hash chain, Merkle trees, signed digests, verify and offline bundles.
+//! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
 
 pub mod aws;
 pub mod config;
@@ -28,8 +30,10 @@ pub mod entry;
 pub mod lineage;
 pub mod pace;
 pub mod proof;
+pub mod read;
 pub mod report;
 pub mod retry;
+pub mod serve;
 pub mod shard;
 pub mod store;
 pub mod stream;

@@ -11,11 +11,12 @@ use tracing_subscriber::EnvFilter;
 
 use ddb_audit::config::Config;
 use ddb_audit::engine::{Engine, Settings, Shutdown};
+use ddb_audit::read;
 use ddb_audit::report;
 use ddb_audit::store::dynamo::DynamoStore;
 use ddb_audit::store::{AuditStore, CheckpointStore};
 use ddb_audit::stream::aws::AwsStream;
-use ddb_audit::value::{parse_key_arg, Item};
+use ddb_audit::value::Item;
 
 /// Turns DynamoDB Streams into a permanent, write-once, field-level audit
 /// trail: who changed which field, from what, to what, and when.
@@ -35,14 +36,22 @@ struct Cli {
 /// Shown after the top-level help: what every command needs.
 const USAGE_NOTES: &str = "\
 Every command reads the TOML config file given by --config FILE (or DDB_AUDIT_CONFIG).
-A history --key is NAME=TYPE:VALUE, TYPE one of S, N, B (base64); repeat it for a sort key.
+A --key is NAME=TYPE:VALUE, TYPE one of S, N, B (base64); repeat it for a sort key.
+TIME is RFC 3339 (2026-11-23T19:05:00Z) or an age before now (90s, 15m, 2h, 7d).
 
 Examples:
   ddb-audit init    --config ddb-audit.toml
   ddb-audit run     --config ddb-audit.toml
   ddb-audit history --config ddb-audit.toml --table orders --key pk=S:123 --key sk=N:7 [--json]
+  ddb-audit history --config ddb-audit.toml --table orders --key pk=S:123 --last 1
+  ddb-audit query   --config ddb-audit.toml --actor alice --since 7d
+  ddb-audit query   --config ddb-audit.toml --table orders --field status --from S:PENDING --to S:PAID
+  ddb-audit show    --config ddb-audit.toml --table orders --key pk=S:123 --at 2026-11-23T14:02:00Z
+  ddb-audit diff    --config ddb-audit.toml --table orders --key pk=S:123 --from 2h --to 1h
+  ddb-audit revert  --config ddb-audit.toml --table orders --key pk=S:123 --to-time 2h
   ddb-audit gaps    --config ddb-audit.toml [--json]
   ddb-audit status  --config ddb-audit.toml [--json]
+  DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml
   ddb-audit verify  --config ddb-audit.toml [--table orders] [--public-key pub.pem] [--state verify.state]
   ddb-audit export  --config ddb-audit.toml --table orders --key pk=S:123 --proof u123.proof.json
   ddb-audit verify-bundle u123.proof.json --public-key pub.pem
@@ -73,9 +82,87 @@ enum Command {
         /// repeat for a sort key, e.g. --key pk=S:u1 --key sk=N:7.
         #[arg(long = "key", required = true)]
         keys: Vec<String>,
+        /// Only the newest N entries (still printed oldest first); reads
+        /// about N entries, not the whole history.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+        /// Only entries at or after TIME: RFC 3339 (2026-11-23T19:05:00Z) or
+        /// an age before now (90s, 15m, 2h, 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only entries at or before TIME (RFC 3339 or an age).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
         /// One JSON object per line (the stable format) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Search the audit trail: filters combine with AND; the index that fits
+    /// is chosen (correlation, actor, table, or one item's partition).
+    Query(QueryArgs),
+    /// Print an item as it was at a time, in DynamoDB JSON (as get-item prints it).
+    Show {
+        #[command(flatten)]
+        item: ItemArgs,
+        /// RFC 3339 or an age before now (90s, 15m, 2h, 7d).
+        #[arg(long, value_name = "TIME")]
+        at: String,
+        /// One JSON object: table, key, at, exists, item, complete.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the net changes to an item between two times (applied to the
+    /// item at --from they give the item at --to).
+    Diff {
+        #[command(flatten)]
+        item: ItemArgs,
+        /// RFC 3339 or an age before now.
+        #[arg(long, value_name = "TIME")]
+        from: String,
+        /// RFC 3339 or an age before now.
+        #[arg(long, value_name = "TIME")]
+        to: String,
+        /// One JSON object: table, key, from, to, changes.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the one DynamoDB call that returns an item (or only --field
+    /// paths) to its state at a time, conditioned on the item still holding
+    /// what the trail says it holds now. Writes nothing: apply it with
+    /// `aws dynamodb <update-item|put-item|delete-item> --cli-input-json`.
+    Revert {
+        #[command(flatten)]
+        item: ItemArgs,
+        /// RFC 3339 or an age before now.
+        #[arg(long, value_name = "TIME")]
+        to_time: String,
+        /// Revert only this document path (a.b[2].c); repeat for more.
+        #[arg(long = "field", value_name = "PATH")]
+        fields: Vec<String>,
+    },
+    /// Write a SNAPSHOT entry for every item the table holds: the baseline
+    /// of items that existed before auditing began. Paced against the
+    /// table's read capacity; SIGTERM/SIGINT stop it, and the same command
+    /// resumes the run (each item is written once per run).
+    Snapshot {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The audited table.
+        #[arg(long)]
+        table: String,
+        /// Parallel Scan segments.
+        #[arg(long, default_value_t = 4)]
+        segments: u32,
+        /// Read capacity units per second to spend on the table (strongly
+        /// consistent reads: 1 unit per 4 KB).
+        #[arg(long, default_value_t = 100.0)]
+        read_units_per_sec: f64,
+        /// Items per Scan page.
+        #[arg(long, default_value_t = 100)]
+        page_size: usize,
+        /// Start a new run even if the last one did not finish.
+        #[arg(long)]
+        restart: bool,
     },
     /// List the gaps: records trimmed from a stream before they could be read.
     Gaps {
@@ -143,6 +230,73 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the read-only HTTP API and the web page on [serve] listen
+    /// (default 127.0.0.1:8080, plain HTTP: put TLS in front). Every /api/
+    /// request needs `Authorization: Bearer <token>`, a token whose SHA-256
+    /// hex digest is in [serve] token_sha256 or [[serve.tokens]], or one of
+    /// the comma-separated tokens in DDB_AUDIT_API_TOKENS. Needs only read
+    /// access to ddb-audit's tables. SIGTERM/SIGINT stop it gracefully.
+    Serve(ConfigArg),
+}
+
+/// One item of one audited table.
+#[derive(clap::Args, Debug)]
+struct ItemArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The audited table.
+    #[arg(long)]
+    table: String,
+    /// A key attribute as NAME=TYPE:VALUE, TYPE one of S, N, B (base64);
+    /// repeat for a sort key.
+    #[arg(long = "key", required = true)]
+    keys: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct QueryArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Only this audited table (default: every table in the config).
+    #[arg(long)]
+    table: Option<String>,
+    /// Only this item (needs --table): NAME=TYPE:VALUE, repeat for a sort key.
+    #[arg(long = "key")]
+    keys: Vec<String>,
+    /// Only changes by this actor.
+    #[arg(long)]
+    actor: Option<String>,
+    /// At or after TIME: RFC 3339 or an age before now (90s, 15m, 2h, 7d).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// At or before TIME.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Only entries with a change at this document path or below it.
+    #[arg(long, value_name = "PATH")]
+    field: Option<String>,
+    /// ...whose old value is TYPE:VALUE (S:x, N:1, B:aGk=, BOOL:true, NULL:true).
+    #[arg(long, value_name = "TYPE:VALUE")]
+    from: Option<String>,
+    /// ...whose new value is TYPE:VALUE.
+    #[arg(long, value_name = "TYPE:VALUE")]
+    to: Option<String>,
+    /// INSERT, MODIFY, REMOVE or SNAPSHOT.
+    #[arg(long)]
+    event: Option<String>,
+    /// Only changes made under this correlation id ([attribution]
+    /// correlation_attribute), across every table.
+    #[arg(long, value_name = "ID")]
+    correlation: Option<String>,
+    /// At most N entries.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Time order: asc (oldest first, the default) or desc.
+    #[arg(long, value_name = "asc|desc")]
+    order: Option<String>,
+    /// One JSON object per line, exactly as `history --json`.
+    #[arg(long)]
+    json: bool,
 }
 
 /// An exit status other than 0/1 (already reported), carried through `anyhow`.
@@ -211,12 +365,13 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// `run` handles SIGTERM/SIGINT itself (a graceful drain); every other
+/// `run` handles SIGTERM/SIGINT itself (a graceful drain); nearly every other
 /// command is a one-shot whose every wait and retry ends at once on a signal,
 /// since nothing it does needs finishing: `init` is idempotent, and the rest
 /// only read.
 async fn dispatch_until_signal(command: Command) -> Result<()> {
-    if matches!(command, Command::Run(_)) {
+    // `snapshot` too stops itself on a signal, at a point it can resume from.
+    if matches!(command, Command::Run(_) | Command::Snapshot { .. }) {
         return dispatch(command).await;
     }
     let signal = async {
@@ -256,8 +411,94 @@ async fn dispatch(command: Command) -> Result<()> {
             config,
             table,
             keys,
+            last,
+            since,
+            until,
             json,
-        } => history(load(&config)?, table, keys, json).await,
+        } => history(load(&config)?, table, keys, last, since, until, json).await,
+        Command::Query(args) => query(args).await,
+        Command::Snapshot {
+            config,
+            table,
+            segments,
+            read_units_per_sec,
+            page_size,
+            restart,
+        } => {
+            let config = load(&config)?;
+            warn_unconfigured(&config, &table);
+            let options = read::snapshot::SnapshotOptions {
+                segments,
+                read_units_per_sec,
+                page_size,
+                restart,
+                correlation_attribute: config.attribution.correlation_attribute.clone(),
+            };
+            let policy = Settings::from_config(&config).retry_policy();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                match wait_for_signal().await {
+                    Ok(name) => {
+                        tracing::info!(
+                            signal = name,
+                            "stopping the snapshot: run the same command again to resume"
+                        );
+                        on_signal.cancel();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for signals"),
+                }
+            });
+            let store = store(&config).await;
+            read::cli::snapshot(
+                &store,
+                &table,
+                &options,
+                policy,
+                &stop,
+                &mut std::io::stdout(),
+            )
+            .await?;
+            Ok(())
+        }
+        Command::Show { item, at, json } => {
+            let (config, table, key) = item_args(&item)?;
+            let at = time_arg("--at", &at)?;
+            let store = store(&config).await;
+            read::cli::show(&store, &table, &key, at, json, &mut std::io::stdout()).await?;
+            Ok(())
+        }
+        Command::Diff {
+            item,
+            from,
+            to,
+            json,
+        } => {
+            let (config, table, key) = item_args(&item)?;
+            let (from, to) = (time_arg("--from", &from)?, time_arg("--to", &to)?);
+            let store = store(&config).await;
+            read::cli::diff(&store, &table, &key, from, to, json, &mut std::io::stdout()).await?;
+            Ok(())
+        }
+        Command::Revert {
+            item,
+            to_time,
+            fields,
+        } => {
+            let (config, table, key) = item_args(&item)?;
+            let to_time = time_arg("--to-time", &to_time)?;
+            let store = store(&config).await;
+            read::cli::revert(
+                &store,
+                &table,
+                &key,
+                to_time,
+                &fields,
+                &mut std::io::stdout(),
+            )
+            .await?;
+            Ok(())
+        }
         Command::Gaps { config, json } => gaps(load(&config)?, json).await,
         Command::Status { config, json } => status(load(&config)?, json).await,
         Command::Verify {
@@ -274,7 +515,7 @@ async fn dispatch(command: Command) -> Result<()> {
             })?;
             let since = since
                 .as_deref()
-                .map(parse_time_arg)
+                .map(|t| read::parse_time("--since", t, chrono::Utc::now()))
                 .transpose()
                 .map_err(|e| {
                     eprintln!("error: --since: {e}");
@@ -293,6 +534,7 @@ async fn dispatch(command: Command) -> Result<()> {
             public_key,
             json,
         } => verify_bundle(file, public_key, json),
+        Command::Serve(c) => serve(load(&c)?).await,
     }
 }
 
@@ -319,6 +561,9 @@ async fn init(config: Config) -> Result<()> {
     }
     for table in &report.existed {
         println!("table {table} already exists");
+    }
+    for index in &report.indexes_added {
+        println!("added index {index}");
     }
     for note in store(&config).await.protect_tables().await? {
         println!("{note}");
@@ -401,25 +646,6 @@ fn digest_writer(
             retry: settings.retry_policy(),
         },
     ))
-}
-
-/// RFC 3339, or an age (`90s`, `15m`, `2h`, `7d`) before now.
-fn parse_time_arg(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    let (digits, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: i64 = digits.parse().map_err(|_| {
-        anyhow::anyhow!("{text:?} is neither RFC 3339 nor an age like 90s, 15m, 2h, 7d")
-    })?;
-    let age = match unit {
-        "s" => chrono::Duration::seconds(n),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        _ => anyhow::bail!("{text:?} is neither RFC 3339 nor an age like 90s, 15m, 2h, 7d"),
-    };
-    Ok(chrono::Utc::now() - age)
 }
 
 /// The key that checks digests: `--public-key`, else the configured
@@ -508,11 +734,7 @@ async fn verify(
 }
 
 async fn export(config: Config, table: String, keys: Vec<String>, proof: PathBuf) -> Result<()> {
-    let mut key = Item::new();
-    for arg in &keys {
-        let (name, value) = parse_key_arg(arg).with_context(|| format!("--key {arg}"))?;
-        key.insert(name, value);
-    }
+    let key = read::parse_key(&keys)?;
     let fingerprint = public_key(None, Some(&config))?.map(|k| k.fingerprint());
     let bundle =
         ddb_audit::proof::check::export_bundle(&store(&config).await, &table, &key, fingerprint)
@@ -576,6 +798,19 @@ fn verify_bundle(file: PathBuf, public_key_file: Option<PathBuf>, json: bool) ->
     }
 }
 
+async fn serve(config: Config) -> Result<()> {
+    let store = store(&config).await;
+    let env_tokens = std::env::var(ddb_audit::serve::TOKENS_ENV).ok();
+    let stop = async {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!(signal = name, "shutting down: finishing requests"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+        }
+    };
+    ddb_audit::serve::serve(&config, store, env_tokens.as_deref(), stop).await?;
+    Ok(())
+}
+
 async fn wait_for_signal() -> std::io::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -586,21 +821,85 @@ async fn wait_for_signal() -> std::io::Result<&'static str> {
     })
 }
 
-async fn history(config: Config, table: String, keys: Vec<String>, json: bool) -> Result<()> {
-    if !config.tables.contains(&table) {
+fn time_arg(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    Ok(read::parse_time(flag, text, chrono::Utc::now())?)
+}
+
+fn opt_time(flag: &str, text: Option<&String>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    text.map(|t| time_arg(flag, t)).transpose()
+}
+
+fn item_args(item: &ItemArgs) -> Result<(Config, String, Item)> {
+    let config = load(&item.config)?;
+    warn_unconfigured(&config, &item.table);
+    let key = read::parse_key(&item.keys)?;
+    Ok((config, item.table.clone(), key))
+}
+
+fn warn_unconfigured(config: &Config, table: &str) {
+    if !config.tables.iter().any(|t| t == table) {
         tracing::warn!(table = %table, "table is not in the config's `tables`: showing what is stored anyway");
     }
-    let mut key = Item::new();
-    for arg in &keys {
-        let (name, value) = parse_key_arg(arg).with_context(|| format!("--key {arg}"))?;
-        key.insert(name, value);
-    }
-    let entries = store(&config).await.history(&table, &key).await?;
-    if json {
-        print!("{}", report::history_json(&entries)?);
-    } else {
-        print!("{}", report::history_table(&entries));
-    }
+}
+
+async fn history(
+    config: Config,
+    table: String,
+    keys: Vec<String>,
+    last: Option<usize>,
+    since: Option<String>,
+    until: Option<String>,
+    json: bool,
+) -> Result<()> {
+    warn_unconfigured(&config, &table);
+    let key = read::parse_key(&keys)?;
+    let since = opt_time("--since", since.as_ref())?;
+    let until = opt_time("--until", until.as_ref())?;
+    let store = store(&config).await;
+    read::cli::history(
+        &store,
+        &table,
+        &key,
+        last,
+        since,
+        until,
+        json,
+        &mut std::io::stdout(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn query(args: QueryArgs) -> Result<()> {
+    let config = load(&args.config)?;
+    let typed = |flag: &str, v: &Option<String>| {
+        v.as_deref().map(|t| read::parse_value(flag, t)).transpose()
+    };
+    let filter = read::QueryFilter {
+        table: args.table.clone(),
+        key: (!args.keys.is_empty())
+            .then(|| read::parse_key(&args.keys))
+            .transpose()?,
+        actor: args.actor.clone(),
+        since: opt_time("--since", args.since.as_ref())?,
+        until: opt_time("--until", args.until.as_ref())?,
+        field: args.field.clone(),
+        from: typed("--from", &args.from)?,
+        to: typed("--to", &args.to)?,
+        event: args.event.clone(),
+        correlation: args.correlation.clone(),
+        order: read::cli::order_arg(args.order.as_deref())?,
+        tables: config.tables.clone(),
+    };
+    let store = store(&config).await;
+    read::cli::query_command(
+        &store,
+        &filter,
+        args.limit,
+        args.json,
+        &mut std::io::stdout(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -188,6 +188,23 @@ pub fn table_line(
     }
 }
 
+/// One table's status as `status` and `serve` report it: its summary and
+/// its shards, read from the checkpoint store.
+pub async fn table_status<C: crate::store::CheckpointStore>(
+    store: &C,
+    table: &str,
+    now: DateTime<Utc>,
+) -> crate::store::StoreResult<(TableStatusLine, Vec<ShardStatusLine>)> {
+    let streams = store.load_streams(Some(table)).await?;
+    let mut shards = Vec::new();
+    for s in &streams {
+        shards.extend(shard_lines(&store.load_shards(&s.stream_arn).await?, now));
+    }
+    let health = store.load_table_health(table).await?;
+    let summary = table_line(table, &streams, &shards, health.as_ref());
+    Ok((summary, shards))
+}
+
 pub fn status_table(tables: &[(TableStatusLine, Vec<ShardStatusLine>)]) -> String {
     let mut out = String::new();
     for (summary, shards) in tables {
@@ -327,6 +344,8 @@ mod tests {
             ttl_expiry: false,
             error: None,
             raw: None,
+            correlation: None,
+            snapshot_time: None,
             stream_arn: "arn".into(),
         }
     }

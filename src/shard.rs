@@ -13,7 +13,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::engine::{Engine, Shutdown};
-use crate::entry::{build_entry, AuditEntry, Gap};
+use crate::entry::{build_entry, correlation_of, AuditEntry, Gap};
 use crate::pace::Pacer;
 use crate::retry::{retry, Retried};
 use crate::store::{
@@ -454,16 +454,19 @@ where
             self.write_gap(gap).await?;
         }
         let actor = self.engine.settings.actor_attribute.as_deref();
+        let correlation = self.engine.settings.correlation_attribute.as_deref();
         let entries: Vec<AuditEntry> = records
             .iter()
             .map(|r| {
-                build_entry(
+                let mut entry = build_entry(
                     &self.table,
                     &self.stream_arn,
                     &self.shard.shard_id,
                     r,
                     actor,
-                )
+                );
+                entry.correlation = correlation_of(r, correlation);
+                entry
             })
             .collect();
         for entry in entries.iter().filter(|e| e.error.is_some()) {

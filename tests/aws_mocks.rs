@@ -248,6 +248,8 @@ fn entry() -> AuditEntry {
         ttl_expiry: false,
         error: None,
         raw: None,
+        correlation: None,
+        snapshot_time: None,
         stream_arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/2026-11-23T00:00:00.000"
             .into(),
     }

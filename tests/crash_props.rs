@@ -84,6 +84,7 @@ async fn case(seed: u64) -> Result<String, String> {
     let store = LaggyStore::new(memory.clone(), seed, Duration::from_millis(3));
     let settings = Settings {
         actor_attribute: Some("updated_by".into()),
+        correlation_attribute: None,
         polling: Polling {
             max_concurrent_shards: rng.random_range(1..=64),
             ..Polling::default()

@@ -113,6 +113,8 @@ fn entry(table: &str, stream_arn: &str, seq: &str, changes: Vec<Change>) -> Audi
         ttl_expiry: false,
         error: None,
         raw: None,
+        correlation: None,
+        snapshot_time: None,
         stream_arn: stream_arn.into(),
     }
 }

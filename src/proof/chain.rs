@@ -177,6 +177,8 @@ mod tests {
             ttl_expiry: false,
             error: None,
             raw: None,
+            correlation: None,
+            snapshot_time: None,
             stream_arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/L".into(),
         }
     }

@@ -44,13 +44,17 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue as DAttr, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, AttributeValue as DAttr, BillingMode, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, KeysAndAttributes,
+    Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    TimeToLiveStatus,
 };
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -60,8 +64,10 @@ use crate::aws::fnv1a64;
 use crate::aws::{classify, Classified, ErrorKind};
 use crate::entry::{AuditEntry, Gap};
 use crate::store::{
-    AuditStore, CheckpointStore, PutOutcome, ShardCheckpoint, ShardStatus, StoreError, StoreResult,
-    StreamRow, TableHealthRow, TableNames,
+    index_attrs, AuditStore, CheckpointStore, HistoryPage, Index, IndexHit, IndexPage, Position,
+    PutOutcome, ReadCost, ReadStore, ScanPage, SegmentProgress, ShardCheckpoint, ShardStatus,
+    SnapshotRun, SnapshotStore, SourceInfo, StoreError, StoreResult, StreamRow, TableHealthRow,
+    TableNames, TsRange, TIME_ATTRIBUTE,
 };
 use crate::stream::stream_label;
 use crate::value::{AttrValue, Item};
@@ -90,6 +96,9 @@ pub const SHARD_TTL_ATTRIBUTE: &str = "expires_at";
 /// at most (open up to ~24 h, then retained 24 h), so a week is ample.
 pub const DRAINED_SHARD_ROW_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long `init` waits for new indexes to be backfilled.
+const INDEX_ACTIVE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// How long `init` waits for a new table to become ACTIVE.
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -100,6 +109,15 @@ pub struct DynamoStore {
     names: TableNames,
     /// `[retention] days`: entries carry `expires_at` (TTL) when set.
     retention_days: Option<u64>,
+    /// Shared by clones: what the read side's calls cost.
+    counters: Arc<ReadCounters>,
+}
+
+#[derive(Debug, Default)]
+struct ReadCounters {
+    query_calls: AtomicU64,
+    batch_get_calls: AtomicU64,
+    items_read: AtomicU64,
 }
 
 /// What [`DynamoStore::init`] did.
@@ -107,6 +125,8 @@ pub struct DynamoStore {
 pub struct InitReport {
     pub created: Vec<String>,
     pub existed: Vec<String>,
+    /// Indexes added to an existing audit table.
+    pub indexes_added: Vec<String>,
 }
 
 impl DynamoStore {
@@ -115,6 +135,7 @@ impl DynamoStore {
             client,
             names,
             retention_days: None,
+            counters: Arc::default(),
         }
     }
 
@@ -157,6 +178,10 @@ impl DynamoStore {
                 return Ok(None);
             }
         }
+        match self.ensure_indexes(cancel).await? {
+            Some(added) => report.indexes_added = added,
+            None => return Ok(None),
+        }
         self.ensure_ttl(&self.names.shards, SHARD_TTL_ATTRIBUTE)
             .await?;
         Ok(Some(report))
@@ -197,6 +222,115 @@ impl DynamoStore {
             .map_err(|e| sdk_store_error(&e, table))?;
         tracing::info!(table = %table, attribute, "enabled TTL");
         Ok(())
+    }
+
+    /// Adds the read side's indexes to an audit table that lacks them (one
+    /// UpdateTable per index: DynamoDB builds one at a time per table), and
+    /// waits for each to be ACTIVE. Entries written before an index existed
+    /// lack its attributes and stay out of it; `history`, `show`, `diff` and
+    /// `revert` read the item partition and see them all.
+    /// `None` when `cancel` fired first.
+    async fn ensure_indexes(&self, cancel: &CancellationToken) -> StoreResult<Option<Vec<String>>> {
+        let table = &self.names.audit;
+        let mut added = Vec::new();
+        for index in Index::ALL {
+            let existing = self.index_statuses().await?;
+            if existing.iter().any(|(name, _)| name == index.name()) {
+                continue;
+            }
+            let mut keyed: Vec<Index> = Index::ALL
+                .into_iter()
+                .filter(|i| existing.iter().any(|(name, _)| name == i.name()))
+                .collect();
+            keyed.push(index);
+            let result = self
+                .client
+                .update_table()
+                .table_name(table)
+                .set_attribute_definitions(Some(audit_attribute_definitions(&keyed)?))
+                .global_secondary_index_updates(
+                    GlobalSecondaryIndexUpdate::builder()
+                        .create(
+                            aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+                                .index_name(index.name())
+                                .set_key_schema(Some(index_key_schema(index)?))
+                                .projection(index_projection())
+                                .build()
+                                .map_err(|e| build_error(table, e))?,
+                        )
+                        .build(),
+                )
+                .send()
+                .await;
+            match result {
+                Ok(_) => {
+                    tracing::info!(table = %table, index = index.name(), "adding index");
+                    added.push(index.name().to_string());
+                }
+                Err(e) => {
+                    let c = classify(&e);
+                    // Another `init` is adding it (or another index) right now.
+                    if c.kind != ErrorKind::ResourceInUse {
+                        return Err(store_error(c, table));
+                    }
+                }
+            }
+            if !self.wait_indexes_active(cancel).await? {
+                return Ok(None);
+            }
+        }
+        if !self.wait_indexes_active(cancel).await? {
+            return Ok(None);
+        }
+        Ok(Some(added))
+    }
+
+    async fn index_statuses(&self) -> StoreResult<Vec<(String, Option<IndexStatus>)>> {
+        let table = &self.names.audit;
+        let out = self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        Ok(out
+            .table()
+            .map(|t| {
+                t.global_secondary_indexes()
+                    .iter()
+                    .map(|g| {
+                        (
+                            g.index_name().unwrap_or_default().to_string(),
+                            g.index_status().cloned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Backfilling an index of a big table can take long: wait as long as
+    /// it takes (a day at most), saying so now and then. False when
+    /// cancelled first.
+    async fn wait_indexes_active(&self, cancel: &CancellationToken) -> StoreResult<bool> {
+        let table = &self.names.audit;
+        let what = format!("waiting for the indexes of {table} to become ACTIVE");
+        let ready = super::wait_until_ready(&what, INDEX_ACTIVE_TIMEOUT, cancel, || async {
+            let pending: Vec<String> = self
+                .index_statuses()
+                .await?
+                .into_iter()
+                .filter(|(_, st)| st.as_ref().is_some_and(|s| *s != IndexStatus::Active))
+                .map(|(name, _)| name)
+                .collect();
+            if !pending.is_empty() {
+                tracing::debug!(table = %table, indexes = ?pending, "indexes not yet ACTIVE");
+            }
+            Ok(pending.is_empty())
+        })
+        .await?;
+        Ok(ready && self.wait_active(table, cancel).await?)
     }
 
     /// True when this call created the table.
@@ -263,17 +397,31 @@ impl DynamoStore {
         })()
         .map_err(|e| StoreError::Other(format!("building CreateTable for {table}: {e}")))?;
         let (def_hash, def_range, key_hash, key_range) = built;
-        let created = self
+        let mut call = self
             .client
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(def_hash)
-            .attribute_definitions(def_range)
             .key_schema(key_hash)
-            .key_schema(key_range)
-            .send()
-            .await;
+            .key_schema(key_range);
+        if table == self.names.audit {
+            call = call.set_attribute_definitions(Some(audit_attribute_definitions(&Index::ALL)?));
+            for index in Index::ALL {
+                call = call.global_secondary_indexes(
+                    GlobalSecondaryIndex::builder()
+                        .index_name(index.name())
+                        .set_key_schema(Some(index_key_schema(index)?))
+                        .projection(index_projection())
+                        .build()
+                        .map_err(|e| build_error(table, e))?,
+                );
+            }
+        } else {
+            call = call
+                .attribute_definitions(def_hash)
+                .attribute_definitions(def_range);
+        }
+        let created = call.send().await;
         match created {
             Ok(_) => Ok(true),
             Err(e) => {
@@ -452,28 +600,7 @@ impl DynamoStore {
     ) -> StoreResult<PutOutcome> {
         let json = encode_entry(entry)?;
         let canonical = canonical_key_json(&entry.key);
-        let pk = partition_key_from(&entry.table, &canonical);
-        let sk = entry_sort_key(&entry.stream_arn, &entry.sequence_number);
-
-        let mut head = HashMap::from([
-            ("pk".to_string(), s(&pk)),
-            ("sk".to_string(), s(&sk)),
-            ("table_name".to_string(), s(&entry.table)),
-            ("event".to_string(), s(&entry.event)),
-            ("shard_id".to_string(), s(&entry.shard_id)),
-            ("stream_arn".to_string(), s(&entry.stream_arn)),
-            ("sequence_number".to_string(), s(&entry.sequence_number)),
-            ("written_at".to_string(), s(rfc3339(Utc::now()))),
-        ]);
-        if let Some(actor) = entry.actor.as_deref().filter(|a| !a.is_empty()) {
-            head.insert("actor".into(), s(truncate(actor, MAX_ACTOR_ATTR)));
-        }
-        if let Some(t) = entry.event_time.as_deref().filter(|t| !t.is_empty()) {
-            head.insert("event_time".into(), s(t));
-        }
-        if pk_is_hashed(&pk) {
-            head.insert("item_key".into(), s(&canonical));
-        }
+        let (pk, sk, mut head) = entry_head(entry, &canonical);
         insert_link(&mut head, link);
         let expires = self.expires_at();
         if let Some(at) = &expires {
@@ -599,6 +726,461 @@ impl DynamoStore {
                 .then_with(|| gap_sort_key(a).cmp(&gap_sort_key(b)))
         });
         Ok(gaps)
+    }
+}
+
+impl DynamoStore {
+    /// The parts of an oversize entry, read with one Query on its sort-key prefix.
+    async fn parts_of(&self, pk: &str, head_sk: &str) -> StoreResult<HashMap<String, String>> {
+        let table = &self.names.audit;
+        let items: Vec<HashMap<String, DAttr>> = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(format!("{head_sk}#part#")))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        self.count(1, 0, items.len());
+        Ok(items
+            .iter()
+            .filter_map(|i| Some((get_s(i, "sk")?.to_string(), get_s(i, "chunk")?.to_string())))
+            .collect())
+    }
+
+    /// An audit head item as its entry (reassembling an oversize one).
+    async fn decode_head(&self, item: &HashMap<String, DAttr>) -> StoreResult<AuditEntry> {
+        let pk = get_s(item, "pk").unwrap_or_default();
+        let sk = get_s(item, "sk").unwrap_or_default();
+        let json = match (get_s(item, "entry"), get_n(item, "parts")) {
+            (Some(json), _) => json.to_string(),
+            (None, Some(parts)) => {
+                let owned = self.parts_of(pk, sk).await?;
+                let chunks: HashMap<&str, &str> = owned
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                reassemble(item, sk, parts, &chunks)
+                    .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?
+            }
+            (None, None) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{pk} {sk}: audit item has neither `entry` nor `parts`"
+                )))
+            }
+        };
+        let mut entry =
+            decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
+        entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
+        Ok(entry)
+    }
+
+    fn count(&self, queries: u64, batch_gets: u64, items: usize) {
+        self.counters
+            .query_calls
+            .fetch_add(queries, Ordering::Relaxed);
+        self.counters
+            .batch_get_calls
+            .fetch_add(batch_gets, Ordering::Relaxed);
+        self.counters
+            .items_read
+            .fetch_add(items as u64, Ordering::Relaxed);
+    }
+}
+
+impl ReadStore for DynamoStore {
+    async fn index_page(
+        &self,
+        index: Index,
+        partition: &str,
+        range: &TsRange,
+        descending: bool,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> StoreResult<IndexPage> {
+        let table = &self.names.audit;
+        let mut condition = "#p = :p".to_string();
+        let mut call = self
+            .client
+            .query()
+            .table_name(table)
+            .index_name(index.name())
+            .expression_attribute_names("#p", index.attribute())
+            .expression_attribute_values(":p", s(partition))
+            .scan_index_forward(!descending)
+            .limit(limit.clamp(1, 1000) as i32);
+        match (&range.since, &range.until) {
+            (Some(a), Some(b)) => {
+                condition.push_str(" AND #t BETWEEN :a AND :b");
+                call = call
+                    .expression_attribute_values(":a", s(a))
+                    .expression_attribute_values(":b", s(b));
+            }
+            (Some(a), None) => {
+                condition.push_str(" AND #t >= :a");
+                call = call.expression_attribute_values(":a", s(a));
+            }
+            (None, Some(b)) => {
+                condition.push_str(" AND #t <= :b");
+                call = call.expression_attribute_values(":b", s(b));
+            }
+            (None, None) => {}
+        }
+        if range.since.is_some() || range.until.is_some() {
+            call = call.expression_attribute_names("#t", TIME_ATTRIBUTE);
+        }
+        if let Some(p) = after {
+            call = call.set_exclusive_start_key(Some(from_position(p)));
+        }
+        let out = call
+            .key_condition_expression(condition)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        let items = out.items();
+        self.count(1, 0, items.len());
+        let index_attr = index.attribute();
+        let hits = items
+            .iter()
+            .filter_map(|item| {
+                let pk = get_s(item, "pk")?.to_string();
+                let sk = get_s(item, "sk")?.to_string();
+                let ts = get_s(item, TIME_ATTRIBUTE)?.to_string();
+                let mut position = Position::new();
+                position.insert("pk".into(), pk.clone());
+                position.insert("sk".into(), sk.clone());
+                position.insert(TIME_ATTRIBUTE.into(), ts.clone());
+                position.insert(index_attr.into(), get_s(item, index_attr)?.to_string());
+                Some(IndexHit {
+                    pk,
+                    sk,
+                    ts,
+                    event: get_s(item, "event").map(str::to_string),
+                    position,
+                })
+            })
+            .collect();
+        Ok(IndexPage {
+            hits,
+            next: out.last_evaluated_key().map(to_position),
+        })
+    }
+
+    async fn fetch_entries(
+        &self,
+        refs: &[(String, String)],
+    ) -> StoreResult<Vec<Option<AuditEntry>>> {
+        let table = &self.names.audit;
+        let mut found: HashMap<(String, String), HashMap<String, DAttr>> = HashMap::new();
+        for chunk in refs.chunks(100) {
+            let mut keys: Vec<HashMap<String, DAttr>> = chunk
+                .iter()
+                .map(|(pk, sk)| {
+                    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+                })
+                .collect();
+            keys.dedup();
+            let mut delay = Duration::from_millis(50);
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| build_error(table, e))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_store_error(&e, table))?;
+                let items = out.responses().and_then(|r| r.get(table.as_str()));
+                self.count(0, 1, items.map_or(0, Vec::len));
+                for item in items.into_iter().flatten() {
+                    if let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) {
+                        found.insert((pk.to_string(), sk.to_string()), item.clone());
+                    }
+                }
+                // Unprocessed keys are the service shedding load, not an
+                // error: ask again for just those, after a pause.
+                if let Some(rest) = out.unprocessed_keys().and_then(|u| u.get(table.as_str())) {
+                    keys = rest.keys().to_vec();
+                    if !keys.is_empty() {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(refs.len());
+        for r in refs {
+            out.push(match found.get(r) {
+                Some(item) => Some(self.decode_head(item).await?),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn history_page(
+        &self,
+        table_name: &str,
+        key: &Item,
+        descending: bool,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> StoreResult<HistoryPage> {
+        let table = &self.names.audit;
+        let canonical = canonical_key_json(key);
+        let pk = partition_key_from(table_name, &canonical);
+        let hashed = pk_is_hashed(&pk);
+        let mut call = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(&pk))
+            .consistent_read(true)
+            .scan_index_forward(!descending)
+            // Parts of an oversize entry sit between heads: a little slack
+            // keeps `--last 1` to one call in the common case.
+            .limit((limit + 2).clamp(1, 1000) as i32);
+        if let Some(p) = after {
+            call = call.set_exclusive_start_key(Some(from_position(p)));
+        }
+        let out = call.send().await.map_err(|e| sdk_store_error(&e, table))?;
+        let items = out.items();
+        self.count(1, 0, items.len());
+        let mut entries = Vec::new();
+        for item in items {
+            if item.contains_key("chunk") {
+                continue;
+            }
+            if hashed && get_s(item, "item_key") != Some(canonical.as_str()) {
+                continue;
+            }
+            let entry = self.decode_head(item).await?;
+            let mut position = Position::new();
+            position.insert("pk".into(), pk.clone());
+            position.insert(
+                "sk".into(),
+                get_s(item, "sk").unwrap_or_default().to_string(),
+            );
+            entries.push((entry, position));
+        }
+        Ok(HistoryPage {
+            entries,
+            next: out.last_evaluated_key().map(to_position),
+        })
+    }
+
+    fn read_cost(&self) -> ReadCost {
+        ReadCost {
+            query_calls: self.counters.query_calls.load(Ordering::Relaxed),
+            batch_get_calls: self.counters.batch_get_calls.load(Ordering::Relaxed),
+            items_read: self.counters.items_read.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn to_attr(v: &DAttr) -> Option<AttrValue> {
+    // An SDK variant serde_dynamo does not know (a future type) cannot be
+    // put back by a revert either: leave the attribute out, loudly.
+    match v {
+        DAttr::S(_)
+        | DAttr::N(_)
+        | DAttr::B(_)
+        | DAttr::Bool(_)
+        | DAttr::Null(_)
+        | DAttr::M(_)
+        | DAttr::L(_)
+        | DAttr::Ss(_)
+        | DAttr::Ns(_)
+        | DAttr::Bs(_) => Some(serde_dynamo::AttributeValue::from(v.clone()).into()),
+        _ => None,
+    }
+}
+
+fn to_item(item: &HashMap<String, DAttr>) -> Item {
+    item.iter()
+        .filter_map(|(k, v)| match to_attr(v) {
+            Some(v) => Some((k.clone(), v)),
+            None => {
+                tracing::warn!(attribute = %k, "skipping an attribute of an unknown type");
+                None
+            }
+        })
+        .collect()
+}
+
+fn from_item(item: &Item) -> HashMap<String, DAttr> {
+    item.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_dynamo::AttributeValue::from(v.clone()).into(),
+            )
+        })
+        .collect()
+}
+
+/// The snapshot bookkeeping rows live in the shards table, under a
+/// partition no stream ARN can have.
+fn snapshot_partition(table: &str) -> String {
+    format!("snapshot:{table}")
+}
+
+impl SnapshotStore for DynamoStore {
+    async fn describe_source(&self, table: &str) -> StoreResult<SourceInfo> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| match classify(&e) {
+                c if c.kind == ErrorKind::NotFound => StoreError::Other(format!(
+                    "table {table} does not exist: name an audited table with --table"
+                )),
+                c => store_error(c, table),
+            })?;
+        let t = out.table();
+        Ok(SourceInfo {
+            key_names: t
+                .map(|t| {
+                    t.key_schema()
+                        .iter()
+                        .map(|k| k.attribute_name().to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            item_count: t.and_then(|t| t.item_count()).map(|n| n.max(0) as u64),
+        })
+    }
+
+    async fn scan_page(
+        &self,
+        table: &str,
+        segment: u32,
+        segments: u32,
+        start: Option<&Item>,
+        limit: usize,
+    ) -> StoreResult<ScanPage> {
+        let out = self
+            .client
+            .scan()
+            .table_name(table)
+            .segment(segment as i32)
+            .total_segments(segments as i32)
+            .consistent_read(true)
+            .limit(limit.clamp(1, 10_000) as i32)
+            .set_exclusive_start_key(start.map(from_item))
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        let items: Vec<Item> = out.items().iter().map(to_item).collect();
+        let reported = out.consumed_capacity().and_then(|c| c.capacity_units());
+        let read_units = reported.unwrap_or_else(|| {
+            // Strongly consistent: one unit per 4 KB read, rounded up per page.
+            let bytes: usize = items
+                .iter()
+                .map(|i| serde_json::to_string(i).map_or(0, |j| j.len()))
+                .sum();
+            (bytes.div_ceil(4096)).max(1) as f64
+        });
+        Ok(ScanPage {
+            items,
+            next: out.last_evaluated_key().map(to_item),
+            read_units,
+        })
+    }
+
+    async fn load_snapshot(
+        &self,
+        table: &str,
+    ) -> StoreResult<Option<(SnapshotRun, Vec<SegmentProgress>)>> {
+        let rows = self
+            .query_all(&self.names.shards, "stream_arn", &snapshot_partition(table))
+            .await?;
+        let Some(run) = rows.iter().find(|r| get_s(r, "shard_id") == Some("run")) else {
+            return Ok(None);
+        };
+        let run = SnapshotRun {
+            table: table.to_string(),
+            run_id: get_s(run, "run_id").unwrap_or_default().to_string(),
+            segments: get_n(run, "segments").unwrap_or(1) as u32,
+            done: matches!(run.get("done"), Some(DAttr::Bool(true))),
+        };
+        let mut segments = Vec::new();
+        for row in &rows {
+            if get_s(row, "run_id") != Some(run.run_id.as_str()) {
+                continue;
+            }
+            let Some(segment) = get_n(row, "segment") else {
+                continue;
+            };
+            let last_key = match get_s(row, "last_key") {
+                Some(json) => Some(serde_json::from_str::<Item>(json).map_err(|e| {
+                    StoreError::Corrupt(format!("snapshot progress of {table}: {e}"))
+                })?),
+                None => None,
+            };
+            segments.push(SegmentProgress {
+                segment: segment as u32,
+                last_key,
+                done: matches!(row.get("done"), Some(DAttr::Bool(true))),
+                items: get_n(row, "items").unwrap_or(0) as u64,
+            });
+        }
+        Ok(Some((run, segments)))
+    }
+
+    async fn save_snapshot_run(&self, run: &SnapshotRun) -> StoreResult<()> {
+        let table = &self.names.shards;
+        self.client
+            .put_item()
+            .table_name(table)
+            .item("stream_arn", s(snapshot_partition(&run.table)))
+            .item("shard_id", s("run"))
+            .item("table_name", s(&run.table))
+            .item("run_id", s(&run.run_id))
+            .item("segments", n(run.segments as usize))
+            .item("done", DAttr::Bool(run.done))
+            .item("updated_at", s(rfc3339(Utc::now())))
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        Ok(())
+    }
+
+    async fn save_segment(&self, run: &SnapshotRun, p: &SegmentProgress) -> StoreResult<()> {
+        let table = &self.names.shards;
+        let mut call = self
+            .client
+            .put_item()
+            .table_name(table)
+            .item("stream_arn", s(snapshot_partition(&run.table)))
+            .item("shard_id", s(format!("segment-{:05}", p.segment)))
+            .item("table_name", s(&run.table))
+            .item("run_id", s(&run.run_id))
+            .item("segment", n(p.segment as usize))
+            .item("done", DAttr::Bool(p.done))
+            .item("items", n(p.items as usize))
+            .item("updated_at", s(rfc3339(Utc::now())));
+        if let Some(key) = &p.last_key {
+            let json = serde_json::to_string(key)
+                .map_err(|e| StoreError::Other(format!("encoding a scan position: {e}")))?;
+            call = call.item("last_key", s(json));
+        }
+        call.send().await.map_err(|e| sdk_store_error(&e, table))?;
+        Ok(())
     }
 }
 
@@ -823,6 +1405,185 @@ impl CheckpointStore for DynamoStore {
         });
         Ok(rows)
     }
+}
+
+// ---------------------------------------------------------------- indexes
+
+/// An entry's key and head item, without the entry JSON (or its parts).
+fn entry_head(entry: &AuditEntry, canonical: &str) -> (String, String, HashMap<String, DAttr>) {
+    let pk = partition_key_from(&entry.table, canonical);
+    let sk = entry_sort_key(&entry.stream_arn, &entry.sequence_number);
+    let mut head = HashMap::from([
+        ("pk".to_string(), s(&pk)),
+        ("sk".to_string(), s(&sk)),
+        ("table_name".to_string(), s(&entry.table)),
+        ("event".to_string(), s(&entry.event)),
+        ("shard_id".to_string(), s(&entry.shard_id)),
+        ("stream_arn".to_string(), s(&entry.stream_arn)),
+        ("sequence_number".to_string(), s(&entry.sequence_number)),
+        ("written_at".to_string(), s(rfc3339(Utc::now()))),
+    ]);
+    if let Some(actor) = entry.actor.as_deref().filter(|a| !a.is_empty()) {
+        head.insert("actor".into(), s(truncate(actor, MAX_ACTOR_ATTR)));
+    }
+    if let Some(t) = entry.event_time.as_deref().filter(|t| !t.is_empty()) {
+        head.insert("event_time".into(), s(t));
+    }
+    if pk_is_hashed(&pk) {
+        head.insert("item_key".into(), s(canonical));
+    }
+    let attrs = index_attrs(entry, canonical, Utc::now());
+    head.insert(TIME_ATTRIBUTE.into(), s(&attrs.ts));
+    for (index, value) in attrs.keys {
+        head.insert(index.attribute().into(), s(value));
+    }
+    (pk, sk, head)
+}
+
+/// What writing one entry costs, by DynamoDB's published sizing rules
+/// (names + values; an index row is the table's and the index's keys, the
+/// projected `event` and 100 bytes of overhead; one write unit per KB or
+/// part of one, for the item and for each index row).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteCost {
+    /// The entry item (or, for an oversize entry, its head and parts).
+    pub item_bytes: usize,
+    pub index_rows: Vec<(Index, usize)>,
+    pub write_units: usize,
+}
+
+pub fn write_cost(entry: &AuditEntry) -> StoreResult<WriteCost> {
+    let json = encode_entry(entry)?;
+    let canonical = canonical_key_json(&entry.key);
+    let (_, _, mut head) = entry_head(entry, &canonical);
+    let keys: usize = ["pk", "sk"]
+        .iter()
+        .map(|k| head.get(*k).map_or(0, |v| k.len() + attr_size(v)))
+        .sum();
+    let event = "event".len() + entry.event.len();
+    let ts = TIME_ATTRIBUTE.len() + head.get(TIME_ATTRIBUTE).map_or(0, attr_size);
+    let index_rows: Vec<(Index, usize)> = Index::ALL
+        .into_iter()
+        .filter_map(|i| {
+            let v = head.get(i.attribute())?;
+            Some((
+                i,
+                keys + event + ts + i.attribute().len() + attr_size(v) + 100,
+            ))
+        })
+        .collect();
+    let units = |bytes: usize| bytes.div_ceil(1024).max(1);
+    let (item_bytes, item_units) = if json.len() <= INLINE_ENTRY_LIMIT {
+        head.insert("entry".into(), s(&json));
+        let b = item_size(&head);
+        (b, units(b))
+    } else {
+        // Each part is its own item of at most INLINE_ENTRY_LIMIT bytes.
+        let b = item_size(&head) + json.len();
+        let parts = split_chunks(&json, INLINE_ENTRY_LIMIT);
+        (
+            b,
+            units(item_size(&head)) + parts.iter().map(|c| units(c.len() + 64)).sum::<usize>(),
+        )
+    };
+    let write_units = item_units + index_rows.iter().map(|(_, b)| units(*b)).sum::<usize>();
+    Ok(WriteCost {
+        item_bytes,
+        index_rows,
+        write_units,
+    })
+}
+
+fn item_size(item: &HashMap<String, DAttr>) -> usize {
+    item.iter().map(|(k, v)| k.len() + attr_size(v)).sum()
+}
+
+/// DynamoDB's size of a value: strings and binary by length, numbers about
+/// one byte per two significant digits plus one, documents 3 bytes plus
+/// their elements (and one byte each).
+fn attr_size(v: &DAttr) -> usize {
+    match v {
+        DAttr::S(x) => x.len(),
+        DAttr::N(x) => {
+            x.trim_matches(|c: char| c == '0' || c == '-')
+                .len()
+                .div_ceil(2)
+                + 1
+        }
+        DAttr::B(x) => x.as_ref().len(),
+        DAttr::Bool(_) | DAttr::Null(_) => 1,
+        DAttr::Ss(x) => x.iter().map(String::len).sum(),
+        DAttr::Ns(x) => x.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        DAttr::Bs(x) => x.iter().map(|b| b.as_ref().len()).sum(),
+        DAttr::L(x) => 3 + x.iter().map(|e| attr_size(e) + 1).sum::<usize>(),
+        DAttr::M(x) => {
+            3 + x
+                .iter()
+                .map(|(k, e)| k.len() + attr_size(e) + 1)
+                .sum::<usize>()
+        }
+        _ => 0,
+    }
+}
+
+fn build_error(table: &str, e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Other(format!("building a request for {table}: {e}"))
+}
+
+/// The key attributes of the audit table and of `indexes` (all strings).
+/// DynamoDB rejects a definition no key uses, so an UpdateTable names only
+/// the indexes that exist or are being added.
+fn audit_attribute_definitions(indexes: &[Index]) -> StoreResult<Vec<AttributeDefinition>> {
+    let names = ["pk", "sk", TIME_ATTRIBUTE]
+        .into_iter()
+        .chain(indexes.iter().map(|i| i.attribute()));
+    names
+        .map(|name| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| build_error("the audit table", e))
+        })
+        .collect()
+}
+
+fn index_key_schema(index: Index) -> StoreResult<Vec<KeySchemaElement>> {
+    [
+        (index.attribute(), KeyType::Hash),
+        (TIME_ATTRIBUTE, KeyType::Range),
+    ]
+    .into_iter()
+    .map(|(name, kind)| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| build_error(index.name(), e))
+    })
+    .collect()
+}
+
+/// Keys and the event only: an index row costs one write unit whatever the
+/// entry's size, and a query reads the entries it keeps (BatchGetItem).
+fn index_projection() -> Projection {
+    Projection::builder()
+        .projection_type(ProjectionType::Include)
+        .non_key_attributes("event")
+        .build()
+}
+
+fn to_position(key: &HashMap<String, DAttr>) -> Position {
+    key.iter()
+        .filter_map(|(k, v)| match v {
+            DAttr::S(x) => Some((k.clone(), x.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn from_position(p: &Position) -> HashMap<String, DAttr> {
+    p.iter().map(|(k, v)| (k.clone(), s(v))).collect()
 }
 
 // ---------------------------------------------------------------- keys
@@ -1238,6 +1999,83 @@ mod tests {
         assert_eq!(k1, gap_sort_key(&g));
         g.after_sequence_number = None;
         assert!(gap_sort_key(&g).ends_with("#-"));
+    }
+
+    fn change_entry(
+        changed_bytes: usize,
+        actor: Option<&str>,
+        correlation: Option<&str>,
+    ) -> AuditEntry {
+        let half = changed_bytes / 2;
+        AuditEntry {
+            table: "orders".into(),
+            key: key(&[("pk", AttrValue::S("order-0001234".into()))]),
+            event: "MODIFY".into(),
+            sequence_number: "110000000001745442301".into(),
+            shard_id: "shardId-00000001700000000000-0123abcd".into(),
+            event_time: Some("2026-11-23T19:05:00Z".into()),
+            actor: actor.map(str::to_string),
+            changes: vec![crate::entry::Change {
+                path: "note".into(),
+                old: Some(AttrValue::S("o".repeat(half))),
+                new: Some(AttrValue::S("n".repeat(half))),
+                added: None,
+                removed: None,
+            }],
+            ttl_expiry: false,
+            error: None,
+            raw: None,
+            correlation: correlation.map(str::to_string),
+            snapshot_time: None,
+            stream_arn: "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-11-23T00:00:00.000".into(),
+        }
+    }
+
+    /// The contract's budget: a change with an actor whose entry item stays
+    /// within 1 KB costs at most 3 write units, its index rows included.
+    #[test]
+    fn a_small_change_costs_three_write_units_with_its_indexes() {
+        let small = write_cost(&change_entry(200, Some("alice"), None)).unwrap();
+        assert!(small.item_bytes <= 1024, "{small:?}");
+        assert_eq!(
+            small.index_rows.len(),
+            2,
+            "table and actor indexes: {small:?}"
+        );
+        assert!(
+            small.index_rows.iter().all(|(_, b)| *b <= 1024),
+            "{small:?}"
+        );
+        assert_eq!(small.write_units, 3, "{small:?}");
+        // No actor: the table index only.
+        assert_eq!(
+            write_cost(&change_entry(200, None, None))
+                .unwrap()
+                .write_units,
+            2
+        );
+        // A correlation id adds its (sparse) index row.
+        assert_eq!(
+            write_cost(&change_entry(200, Some("alice"), Some("req-1")))
+                .unwrap()
+                .write_units,
+            4
+        );
+        // Index rows do not grow with the entry.
+        let big = write_cost(&change_entry(3000, Some("alice"), None)).unwrap();
+        assert_eq!(
+            big.index_rows,
+            small
+                .index_rows
+                .iter()
+                .map(|(i, b)| (*i, *b))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            big.write_units,
+            big.item_bytes.div_ceil(1024) + 2,
+            "{big:?}"
+        );
     }
 
     #[test]

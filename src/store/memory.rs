@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::entry::{AuditEntry, Gap};
 use crate::store::{
-    AuditStore, CheckpointStore, PutOutcome, ShardCheckpoint, StoreResult, StreamRow,
-    TableHealthRow,
+    index_attrs, AuditStore, CheckpointStore, HistoryPage, Index, IndexHit, IndexPage, Position,
+    PutOutcome, ReadCost, ReadStore, ShardCheckpoint, StoreResult, StreamRow, TableHealthRow,
+    TsRange,
 };
 use crate::stream::{cmp_sequence, stream_label};
 use crate::value::Item;
@@ -30,6 +31,7 @@ struct State {
     /// Digests: (stream, number) → digest; and the newest written per stream.
     digests: BTreeMap<(String, u64), crate::proof::digest::SignedDigest>,
     newest_digest: HashMap<String, (u64, String)>,
+    read_cost: ReadCost,
 }
 
 /// Both stores in one, cheap to clone (clones share state).
@@ -411,5 +413,153 @@ impl CheckpointStore for MemoryStore {
             .filter(|r| table.is_none_or(|t| r.table_name == t))
             .cloned()
             .collect())
+    }
+}
+
+fn sort_key_text(sort: &(String, String)) -> String {
+    format!("{}#{}", sort.0, sort.1)
+}
+
+fn position(pairs: &[(&str, &str)]) -> Position {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The same index layout as the DynamoDB store, computed over every entry
+/// (a test double: cost is counted as if it were an index).
+impl ReadStore for MemoryStore {
+    async fn index_page(
+        &self,
+        index: Index,
+        partition: &str,
+        range: &TsRange,
+        descending: bool,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> StoreResult<IndexPage> {
+        let mut state = self.lock();
+        state.read_cost.query_calls += 1;
+        let mut rows: Vec<(String, String, String, String)> = Vec::new();
+        for ((table, key), entries) in &state.entries {
+            let pk = format!("{table}|{key}");
+            for (sort, entry) in entries {
+                let attrs = index_attrs(entry, key, chrono::DateTime::UNIX_EPOCH);
+                let listed = attrs
+                    .keys
+                    .iter()
+                    .any(|(i, v)| *i == index && v == partition);
+                if listed && range.contains(&attrs.ts) {
+                    rows.push((
+                        attrs.ts,
+                        pk.clone(),
+                        sort_key_text(sort),
+                        entry.event.clone(),
+                    ));
+                }
+            }
+        }
+        rows.sort();
+        if descending {
+            rows.reverse();
+        }
+        let start = after.map(|p| {
+            let at = (
+                p.get("ts").cloned().unwrap_or_default(),
+                p.get("pk").cloned().unwrap_or_default(),
+                p.get("sk").cloned().unwrap_or_default(),
+            );
+            rows.iter()
+                .position(|r| {
+                    let here = (r.0.clone(), r.1.clone(), r.2.clone());
+                    if descending {
+                        here < at
+                    } else {
+                        here > at
+                    }
+                })
+                .unwrap_or(rows.len())
+        });
+        let rest = &rows[start.unwrap_or(0)..];
+        let hits: Vec<IndexHit> = rest
+            .iter()
+            .take(limit)
+            .map(|(ts, pk, sk, event)| IndexHit {
+                pk: pk.clone(),
+                sk: sk.clone(),
+                ts: ts.clone(),
+                event: Some(event.clone()),
+                position: position(&[("ts", ts), ("pk", pk), ("sk", sk)]),
+            })
+            .collect();
+        state.read_cost.items_read += hits.len() as u64;
+        let next = (rest.len() > limit)
+            .then(|| hits.last().map(|h| h.position.clone()))
+            .flatten();
+        Ok(IndexPage { hits, next })
+    }
+
+    async fn fetch_entries(
+        &self,
+        refs: &[(String, String)],
+    ) -> StoreResult<Vec<Option<AuditEntry>>> {
+        let mut state = self.lock();
+        state.read_cost.batch_get_calls += refs.len().div_ceil(100) as u64;
+        state.read_cost.items_read += refs.len() as u64;
+        Ok(refs
+            .iter()
+            .map(|(pk, sk)| {
+                let (table, key) = pk.split_once('|')?;
+                let (label, seq) = sk.rsplit_once('#')?;
+                state
+                    .entries
+                    .get(&(table.to_string(), key.to_string()))?
+                    .get(&(label.to_string(), seq.to_string()))
+                    .cloned()
+            })
+            .collect())
+    }
+
+    async fn history_page(
+        &self,
+        table: &str,
+        key: &Item,
+        descending: bool,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> StoreResult<HistoryPage> {
+        let mut state = self.lock();
+        state.read_cost.query_calls += 1;
+        let mut rows: Vec<(String, AuditEntry)> = state
+            .entries
+            .get(&(table.to_string(), canonical_key(key)))
+            .map(|m| {
+                m.iter()
+                    .map(|(s, e)| (sort_key_text(s), e.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if descending {
+            rows.reverse();
+        }
+        if let Some(at) = after.and_then(|p| p.get("sk")) {
+            rows.retain(|(sk, _)| if descending { sk < at } else { sk > at });
+        }
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        state.read_cost.items_read += rows.len() as u64;
+        let entries: Vec<(AuditEntry, Position)> = rows
+            .into_iter()
+            .map(|(sk, e)| (e, position(&[("sk", &sk)])))
+            .collect();
+        let next = more
+            .then(|| entries.last().map(|(_, p)| p.clone()))
+            .flatten();
+        Ok(HistoryPage { entries, next })
+    }
+
+    fn read_cost(&self) -> ReadCost {
+        self.lock().read_cost
     }
 }

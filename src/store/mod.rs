@@ -5,6 +5,7 @@
 
 pub mod dynamo;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
@@ -291,3 +292,290 @@ impl Default for TableNames {
         }
     }
 }
+
+// ---------------------------------------------------------------- the read side
+
+/// The audit table's secondary indexes, each sorted by the entry's time
+/// (`ts`). The hot ones (by table, by actor) are sharded over
+/// [`INDEX_BUCKETS`] partitions by the item key's hash, so one table or one
+/// service account writing thousands of changes a second spreads over
+/// several index partitions; a query fans out over the buckets and merges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Index {
+    /// `<table>#<bucket>`: every entry.
+    Table,
+    /// `<actor>#<bucket>`: entries with an actor.
+    Actor,
+    /// `<correlation id>`: sparse, only entries that have one.
+    Correlation,
+}
+
+/// Buckets of the sharded indexes. Part of the stored layout: changing it
+/// would hide entries already written from queries.
+pub const INDEX_BUCKETS: u64 = 8;
+
+impl Index {
+    pub fn name(self) -> &'static str {
+        match self {
+            Index::Table => "by-table-time",
+            Index::Actor => "by-actor-time",
+            Index::Correlation => "by-correlation-time",
+        }
+    }
+
+    /// The index's partition-key attribute on the audit item.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Index::Table => "ix_table",
+            Index::Actor => "ix_actor",
+            Index::Correlation => "ix_corr",
+        }
+    }
+
+    pub const ALL: [Index; 3] = [Index::Table, Index::Actor, Index::Correlation];
+
+    /// The partitions one lookup value spreads over.
+    pub fn partitions(self, value: &str) -> Vec<String> {
+        match self {
+            Index::Correlation => vec![truncate_key(value).to_string()],
+            Index::Table | Index::Actor => (0..INDEX_BUCKETS)
+                .map(|b| format!("{}#{b}", truncate_key(value)))
+                .collect(),
+        }
+    }
+}
+
+/// The index sort key attribute: the entry's time, `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub const TIME_ATTRIBUTE: &str = "ts";
+
+/// Index values longer than this are cut (DynamoDB allows 2,048 bytes of
+/// partition key); a query for a longer value is cut the same way.
+const MAX_INDEX_VALUE: usize = 1000;
+
+fn truncate_key(s: &str) -> &str {
+    if s.len() <= MAX_INDEX_VALUE {
+        return s;
+    }
+    let mut end = MAX_INDEX_VALUE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The index attributes of one entry: what both stores write beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexAttrs {
+    pub ts: String,
+    /// (attribute, partition value) for each index the entry is in.
+    pub keys: Vec<(Index, String)>,
+}
+
+/// A sortable time of an entry: its `event_time`, normalised to milliseconds
+/// (or `fallback`, the write time, if the record had none).
+pub fn entry_ts(entry: &AuditEntry, fallback: DateTime<Utc>) -> String {
+    entry
+        .event_time
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .map(format_ts)
+        .unwrap_or_else(|| format_ts(fallback))
+}
+
+pub fn format_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Which bucket an item's entries go to in the sharded indexes.
+pub fn bucket_of(canonical_key: &str) -> u64 {
+    crate::aws::fnv1a64(canonical_key.as_bytes()) % INDEX_BUCKETS
+}
+
+pub fn index_attrs(entry: &AuditEntry, canonical_key: &str, now: DateTime<Utc>) -> IndexAttrs {
+    let bucket = bucket_of(canonical_key);
+    let mut keys = vec![(
+        Index::Table,
+        format!("{}#{bucket}", truncate_key(&entry.table)),
+    )];
+    if let Some(actor) = entry.actor.as_deref().filter(|a| !a.is_empty()) {
+        keys.push((Index::Actor, format!("{}#{bucket}", truncate_key(actor))));
+    }
+    if let Some(c) = entry.correlation.as_deref().filter(|c| !c.is_empty()) {
+        keys.push((Index::Correlation, truncate_key(c).to_string()));
+    }
+    IndexAttrs {
+        ts: entry_ts(entry, now),
+        keys,
+    }
+}
+
+/// An inclusive time range over `ts` (either end open).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TsRange {
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+impl TsRange {
+    pub fn contains(&self, ts: &str) -> bool {
+        self.since.as_deref().is_none_or(|s| ts >= s)
+            && self.until.as_deref().is_none_or(|u| ts <= u)
+    }
+}
+
+/// Where one index or item partition was read to: the store's own
+/// continuation key, opaque to the read side (it only stores it in cursors).
+pub type Position = BTreeMap<String, String>;
+
+/// One index row: which entry, when, and what the index projects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexHit {
+    /// The audit item's key.
+    pub pk: String,
+    pub sk: String,
+    pub ts: String,
+    pub event: Option<String>,
+    /// Resume *after* this hit.
+    pub position: Position,
+}
+
+impl IndexHit {
+    /// The audited table, from the audit partition key (`<table>|…`).
+    pub fn table(&self) -> &str {
+        self.pk.split_once('|').map(|(t, _)| t).unwrap_or("")
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexPage {
+    pub hits: Vec<IndexHit>,
+    /// Where the read stopped, when there may be more.
+    pub next: Option<Position>,
+}
+
+/// One page of one item's entries in stream order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistoryPage {
+    /// Each entry with the position just after it.
+    pub entries: Vec<(AuditEntry, Position)>,
+    pub next: Option<Position>,
+}
+
+/// What the read side needs beyond [`AuditStore`]: paged, indexed reads.
+/// Every read here is a Query or a BatchGetItem (the auditor policy's rights).
+pub trait ReadStore: AuditStore {
+    /// Up to `limit` rows of one index partition within `range`, in time
+    /// order (`descending`: newest first), after `after`.
+    fn index_page(
+        &self,
+        index: Index,
+        partition: &str,
+        range: &TsRange,
+        descending: bool,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<IndexPage>> + Send;
+    /// The entries of index hits, by `(pk, sk)`, in the order asked; `None`
+    /// for one that is gone (never, with a write-once trail).
+    fn fetch_entries(
+        &self,
+        refs: &[(String, String)],
+    ) -> impl Future<Output = StoreResult<Vec<Option<AuditEntry>>>> + Send;
+    /// Up to about `limit` of one item's entries, in stream order
+    /// (`descending`: newest first), after `after`.
+    fn history_page(
+        &self,
+        table: &str,
+        key: &Item,
+        descending: bool,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<HistoryPage>> + Send;
+    /// Calls made so far (Query, BatchGetItem) and items read: the cost of a
+    /// read, logged by the commands and counted by tests.
+    fn read_cost(&self) -> ReadCost;
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReadCost {
+    pub query_calls: u64,
+    pub batch_get_calls: u64,
+    pub items_read: u64,
+}
+
+// ---------------------------------------------------------------- snapshots
+
+/// One page of one segment of a parallel Scan of a source table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanPage {
+    pub items: Vec<Item>,
+    /// Where the segment goes on (its LastEvaluatedKey), if it does.
+    pub next: Option<Item>,
+    /// Read capacity the page consumed, as the service reports it (or an
+    /// estimate from the items' sizes where it reports none).
+    pub read_units: f64,
+}
+
+/// What a snapshot needs to know of the source table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub key_names: Vec<String>,
+    /// DescribeTable's approximate item count (refreshed every ~6 h).
+    pub item_count: Option<u64>,
+}
+
+/// A snapshot run of one table: its id names its entries, so a resumed run
+/// writes each item at most once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRun {
+    pub table: String,
+    pub run_id: String,
+    pub segments: u32,
+    pub done: bool,
+}
+
+/// How far one Scan segment of a run has come.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SegmentProgress {
+    pub segment: u32,
+    /// The last key whose page is written; `None`: not started.
+    pub last_key: Option<Item>,
+    pub done: bool,
+    pub items: u64,
+}
+
+/// The source-table reads and the run bookkeeping `snapshot` needs.
+pub trait SnapshotStore: AuditStore {
+    fn describe_source(&self, table: &str) -> impl Future<Output = StoreResult<SourceInfo>> + Send;
+    /// A strongly consistent Scan page of `segment` of `segments`.
+    fn scan_page(
+        &self,
+        table: &str,
+        segment: u32,
+        segments: u32,
+        start: Option<&Item>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<ScanPage>> + Send;
+    /// The table's latest run and its segments, if it has one.
+    fn load_snapshot(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = StoreResult<Option<(SnapshotRun, Vec<SegmentProgress>)>>> + Send;
+    fn save_snapshot_run(&self, run: &SnapshotRun) -> impl Future<Output = StoreResult<()>> + Send;
+    fn save_segment(
+        &self,
+        run: &SnapshotRun,
+        progress: &SegmentProgress,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// The stand-in stream ARN of a snapshot run's entries: its label sorts
+/// before every real stream label (creation timestamps), so in an item's
+/// partition the SNAPSHOT entries come first and the read side can place
+/// them by time.
+pub fn snapshot_stream_arn(table: &str, run_id: &str) -> String {
+    format!("snapshot:{table}/stream/{SNAPSHOT_LABEL_PREFIX}{run_id}")
+}
+
+pub const SNAPSHOT_LABEL_PREFIX: &str = "0000-snapshot-";

@@ -195,7 +195,7 @@ impl Drop for Emulator {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
 }
@@ -344,7 +344,7 @@ impl TestEnv {
 
     // ---- the CLI -------------------------------------------------------
 
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(args);
         for var in [
@@ -435,6 +435,27 @@ impl TestEnv {
         }
         cmd.stdout(file.try_clone().expect("dup log")).stderr(file);
         let child = cmd.spawn().expect("spawn ddb-audit run");
+        Daemon {
+            child,
+            log,
+            exited: None,
+        }
+    }
+
+    /// Starts `ddb-audit args…` (a long-running command such as `serve`)
+    /// with extra environment variables, stderr to a log file in the tempdir.
+    pub fn spawn_command(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let n = std::fs::read_dir(self.dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let log = self.dir.path().join(format!("{}-{n}.log", args[0]));
+        let file = std::fs::File::create(&log).expect("command log");
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(file.try_clone().expect("dup log")).stderr(file);
+        let child = cmd.spawn().expect("spawn ddb-audit");
         Daemon {
             child,
             log,

@@ -22,6 +22,7 @@ pub const TABLE: &str = "orders";
 pub fn settings() -> Settings {
     Settings {
         actor_attribute: Some("updated_by".into()),
+        correlation_attribute: None,
         polling: Polling::default(),
         jitter_seed: Some(1),
     }

@@ -1,0 +1,434 @@
+//! What the read commands print. Results stream page by page (bounded
+//! memory), and a closed pipe (`| head`) ends a command quietly.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+
+use crate::entry::AuditEntry;
+use crate::read::asof::{self, Diffed, Shown};
+use crate::read::{last_entries, query, Cursor, Order, QueryFilter, ReadError};
+use crate::report::{display_value, history_table};
+use crate::store::ReadStore;
+use crate::value::{AttrValue, Item};
+
+/// Entries per page read and printed.
+pub const PAGE_SIZE: usize = 100;
+
+/// Writes `text`; `Ok(false)` once the reader has gone away (a broken pipe
+/// is how `| head` says it has enough, not an error).
+fn emit(out: &mut impl Write, text: &str) -> Result<bool, ReadError> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(ReadError::Refused(format!("writing the output: {e}"))),
+    }
+}
+
+fn log_cost<S: ReadStore>(store: &S, command: &str) {
+    let cost = store.read_cost();
+    tracing::debug!(
+        command,
+        query_calls = cost.query_calls,
+        batch_get_calls = cost.batch_get_calls,
+        items_read = cost.items_read,
+        "read cost"
+    );
+}
+
+fn json_line(entry: &impl serde::Serialize) -> Result<String, ReadError> {
+    let mut line = serde_json::to_string(entry)
+        .map_err(|e| ReadError::Refused(format!("encoding JSON: {e}")))?;
+    line.push('\n');
+    Ok(line)
+}
+
+/// `history`: every entry of one item, oldest first, or with `last` the
+/// newest `last` (printed oldest first), within `since`..`until`.
+#[allow(clippy::too_many_arguments)]
+pub async fn history<S: ReadStore>(
+    store: &S,
+    table: &str,
+    key: &Item,
+    last: Option<usize>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), ReadError> {
+    if let Some(n) = last {
+        let entries = last_entries(store, table, key, n, since, until).await?;
+        let text = if json {
+            entries
+                .iter()
+                .map(json_line)
+                .collect::<Result<String, _>>()?
+        } else {
+            history_table(&entries)
+        };
+        emit(out, &text)?;
+        log_cost(store, "history");
+        return Ok(());
+    }
+    let filter = QueryFilter {
+        table: Some(table.to_string()),
+        key: Some(key.clone()),
+        since,
+        until,
+        ..QueryFilter::default()
+    };
+    let mut cursor: Option<Cursor> = None;
+    let mut first = true;
+    loop {
+        let page = query(store, &filter, cursor.as_ref(), PAGE_SIZE).await?;
+        let text = if json {
+            page.entries
+                .iter()
+                .map(json_line)
+                .collect::<Result<String, _>>()?
+        } else if page.entries.is_empty() {
+            if first && page.next.is_none() {
+                history_table(&[])
+            } else {
+                String::new()
+            }
+        } else {
+            let table = history_table(&page.entries);
+            if first {
+                table
+            } else {
+                without_header(&table)
+            }
+        };
+        if !page.entries.is_empty() {
+            first = false;
+        }
+        if !emit(out, &text)? {
+            break;
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    log_cost(store, "history");
+    Ok(())
+}
+
+fn without_header(table: &str) -> String {
+    table
+        .split_once('\n')
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_default()
+}
+
+/// `query`: matching entries page by page, at most `limit`.
+pub async fn query_command<S: ReadStore>(
+    store: &S,
+    filter: &QueryFilter,
+    limit: Option<usize>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), ReadError> {
+    filter.validate()?;
+    let mut cursor: Option<Cursor> = None;
+    let mut printed = 0usize;
+    let mut first = true;
+    loop {
+        let want = limit.map_or(PAGE_SIZE, |l| (l - printed).min(PAGE_SIZE));
+        if want == 0 {
+            break;
+        }
+        let page = query(store, filter, cursor.as_ref(), want).await?;
+        printed += page.entries.len();
+        let text = if json {
+            page.entries
+                .iter()
+                .map(json_line)
+                .collect::<Result<String, _>>()?
+        } else if page.entries.is_empty() {
+            String::new()
+        } else {
+            let t = query_table(&page.entries);
+            if first {
+                t
+            } else {
+                without_header(&t)
+            }
+        };
+        if !page.entries.is_empty() {
+            first = false;
+        }
+        if !emit(out, &text)? {
+            break;
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    if first && !json && !emit(out, "no audit entries match\n")? {
+        return Ok(());
+    }
+    log_cost(store, "query");
+    Ok(())
+}
+
+/// A key as `--key` arguments take it: `pk=S:u1 sk=N:7`.
+pub fn key_text(key: &Item) -> String {
+    key.iter()
+        .map(|(name, v)| match v {
+            AttrValue::S(s) => format!("{name}=S:{s}"),
+            AttrValue::N(n) => format!("{name}=N:{n}"),
+            other => format!(
+                "{name}={}",
+                serde_json::to_string(other).unwrap_or_default()
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The readable form of query results: one row per change, with the table
+/// and key of each entry (a query crosses items and tables).
+pub fn query_table(entries: &[AuditEntry]) -> String {
+    let mut rows: Vec<[String; 7]> = Vec::new();
+    for entry in entries {
+        let head = [
+            entry.event_time.clone().unwrap_or_else(|| "-".into()),
+            entry.table.clone(),
+            key_text(&entry.key),
+            entry.event.clone(),
+            entry.actor.clone().unwrap_or_else(|| "-".into()),
+        ];
+        if let Some(error) = &entry.error {
+            let [a, b, c, d, e] = head;
+            rows.push([
+                a,
+                b,
+                c,
+                d,
+                e,
+                "!".into(),
+                format!("unreadable record: {error}"),
+            ]);
+            continue;
+        }
+        if entry.changes.is_empty() {
+            let [a, b, c, d, e] = head;
+            rows.push([a, b, c, d, e, "-".into(), "(no field changed)".into()]);
+            continue;
+        }
+        for (i, change) in entry.changes.iter().enumerate() {
+            let what = change_text(change.old.as_ref(), change.new.as_ref());
+            let [a, b, c, d, e] = if i == 0 {
+                head.clone()
+            } else {
+                Default::default()
+            };
+            rows.push([a, b, c, d, e, change.path.clone(), what]);
+        }
+    }
+    render(
+        &["TIME", "TABLE", "KEY", "EVENT", "ACTOR", "PATH", "CHANGE"],
+        &rows,
+    )
+}
+
+fn change_text(old: Option<&AttrValue>, new: Option<&AttrValue>) -> String {
+    match (old, new) {
+        (Some(o), Some(n)) => format!("{} → {}", display_value(o), display_value(n)),
+        (None, Some(n)) => format!("+ {}", display_value(n)),
+        (Some(o), None) => format!("- {}", display_value(o)),
+        (None, None) => String::new(),
+    }
+}
+
+fn render<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == N {
+                l.push_str(cell);
+            } else {
+                l.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// `show`: the item as it was at `at`.
+pub async fn show<S: ReadStore>(
+    store: &S,
+    table: &str,
+    key: &Item,
+    at: DateTime<Utc>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), ReadError> {
+    let shown = asof::show(store, table, key, at).await?;
+    let text = if json {
+        json_line(&shown)?
+    } else {
+        show_text(&shown)
+    };
+    emit(out, &text)?;
+    log_cost(store, "show");
+    Ok(())
+}
+
+pub fn show_text(shown: &Shown) -> String {
+    let mut text = format!(
+        "{} {} at {}: {}{}\n",
+        shown.table,
+        key_text(&shown.key),
+        shown.at,
+        if shown.exists {
+            "exists"
+        } else {
+            "does not exist"
+        },
+        if shown.complete {
+            ""
+        } else {
+            " (incomplete: the state before the first entry is unknown)"
+        }
+    );
+    if let Some(item) = &shown.item {
+        let rows: Vec<[String; 2]> = item
+            .iter()
+            .map(|(k, v)| [k.clone(), display_value(v)])
+            .collect();
+        text.push_str(&render(&["ATTRIBUTE", "VALUE"], &rows));
+    }
+    text
+}
+
+/// `diff`: the net changes between two times.
+pub async fn diff<S: ReadStore>(
+    store: &S,
+    table: &str,
+    key: &Item,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), ReadError> {
+    let diffed = asof::diff(store, table, key, from, to).await?;
+    let text = if json {
+        json_line(&diffed)?
+    } else {
+        diff_text(&diffed)
+    };
+    emit(out, &text)?;
+    log_cost(store, "diff");
+    Ok(())
+}
+
+pub fn diff_text(d: &Diffed) -> String {
+    let mut text = format!(
+        "{} {} from {} to {}: {} change(s)\n",
+        d.table,
+        key_text(&d.key),
+        d.from,
+        d.to,
+        d.changes.len()
+    );
+    if !d.changes.is_empty() {
+        let rows: Vec<[String; 2]> = d
+            .changes
+            .iter()
+            .map(|c| [c.path.clone(), change_text(c.old.as_ref(), c.new.as_ref())])
+            .collect();
+        text.push_str(&render(&["PATH", "CHANGE"], &rows));
+    }
+    text
+}
+
+/// `revert`: prints the plan (one JSON object); writes nothing anywhere.
+pub async fn revert<S: ReadStore>(
+    store: &S,
+    table: &str,
+    key: &Item,
+    to_time: DateTime<Utc>,
+    fields: &[String],
+    out: &mut impl Write,
+) -> Result<(), ReadError> {
+    let plan = asof::revert(store, table, key, to_time, fields).await?;
+    let text = serde_json::to_string_pretty(&plan)
+        .map_err(|e| ReadError::Refused(format!("encoding JSON: {e}")))?;
+    emit(out, &format!("{text}\n"))?;
+    log_cost(store, "revert");
+    Ok(())
+}
+
+/// `--order` as the CLI gives it.
+pub fn order_arg(text: Option<&str>) -> Result<Order, ReadError> {
+    text.map_or(Ok(Order::Asc), Order::parse)
+}
+
+/// `snapshot`: runs or resumes the table's snapshot; progress (items, rate,
+/// ETA) on stderr when it is a terminal, a summary on stdout.
+pub async fn snapshot<S: crate::store::SnapshotStore>(
+    store: &S,
+    table: &str,
+    options: &crate::read::snapshot::SnapshotOptions,
+    policy: crate::retry::RetryPolicy,
+    stop: &tokio_util::sync::CancellationToken,
+    out: &mut impl Write,
+) -> Result<(), ReadError> {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stderr().is_terminal();
+    let progress = move |p: crate::read::snapshot::Progress| {
+        let eta = p
+            .eta_secs
+            .map_or_else(|| "-".to_string(), |s| format!("{s:.0}s"));
+        let total = p.total.map_or_else(|| "?".to_string(), |t| format!("~{t}"));
+        if terminal {
+            eprint!(
+                "\r{} of {total} items, {:.0} items/s, ETA {eta}   ",
+                p.items, p.items_per_sec
+            );
+        } else {
+            tracing::debug!(
+                items = p.items,
+                items_per_sec = p.items_per_sec,
+                "snapshot progress"
+            );
+        }
+    };
+    let report =
+        crate::read::snapshot::snapshot(store, table, options, policy, stop, &progress).await?;
+    if terminal {
+        eprintln!();
+    }
+    let text = format!(
+        "snapshot {} of {table}: {} items{}; {} entries written, {} already there{}\n",
+        report.run_id,
+        report.items,
+        if report.resumed { " (resumed)" } else { "" },
+        report.written,
+        report.already_present,
+        if report.interrupted {
+            "; interrupted: run the same command again to resume"
+        } else {
+            "; done"
+        }
+    );
+    emit(out, &text)?;
+    Ok(())
+}

@@ -1,0 +1,630 @@
+//! The read side: questions asked of the audit trail.
+//!
+//! - this file: filters → index choice → paged, merged Query ([`query`],
+//!   [`last_entries`]), TIME and TYPE:VALUE arguments, opaque cursors;
+//! - `asof`: the item as it was at a time, net diffs, revert plans;
+//! - `cli`: what the commands print, page by page, quiet on a closed pipe;
+//! - `snapshot`: SNAPSHOT baselines from a paced, resumable parallel Scan.
+//!
+//! Everything reaches DynamoDB through [`ReadStore`], so the CLI and the HTTP
+//! API are two faces of the same functions.
+
+pub mod asof;
+pub mod cli;
+pub mod snapshot;
+
+use base64::Engine as _;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::entry::{AuditEntry, Change};
+use crate::store::{
+    entry_ts, format_ts, Index, IndexHit, Position, ReadStore, StoreError, TsRange,
+};
+use crate::value::{parse_typed_value, same_value, AttrValue, Item};
+
+/// A query that filters hard still returns within this many reads of each
+/// lane per call, with a cursor to go on (so one HTTP request stays short).
+const MAX_ROUNDS: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bad argument: which flag, and what is wrong with it.
+    #[error("{flag}: {message}")]
+    BadArg { flag: String, message: String },
+    #[error("invalid cursor: {0} (pass back the `next` value of the previous page unchanged)")]
+    BadCursor(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn bad(flag: &str, message: impl Into<String>) -> ReadError {
+    ReadError::BadArg {
+        flag: flag.to_string(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------- arguments
+
+/// TIME: RFC 3339 (`2026-11-23T19:05:00Z`) or an age before `now`
+/// (`90s`, `15m`, `2h`, `7d`).
+pub fn parse_time(flag: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ReadError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let t = text.trim();
+    let unit = t.chars().last().unwrap_or(' ');
+    let digits = &t[..t.len().saturating_sub(unit.len_utf8())];
+    let amount: Option<i64> = digits.parse().ok().filter(|n| *n >= 0);
+    let age = match (amount, unit) {
+        (Some(n), 's') => ChronoDuration::try_seconds(n),
+        (Some(n), 'm') => ChronoDuration::try_minutes(n),
+        (Some(n), 'h') => ChronoDuration::try_hours(n),
+        (Some(n), 'd') => ChronoDuration::try_days(n),
+        _ => None,
+    };
+    age.and_then(|a| now.checked_sub_signed(a)).ok_or_else(|| {
+        bad(
+            flag,
+            format!(
+                "{text:?} is not a TIME: give RFC 3339 (2026-11-23T19:05:00Z) or an age \
+                 such as 90s, 15m, 2h, 7d"
+            ),
+        )
+    })
+}
+
+/// TYPE:VALUE as in `--key` (`S:pro`, `N:900`, `B:aGk=`), plus `BOOL:true`
+/// and `NULL:true`.
+pub fn parse_value(flag: &str, text: &str) -> Result<AttrValue, ReadError> {
+    match text.split_once(':') {
+        Some(("BOOL", "true")) => Ok(AttrValue::Bool(true)),
+        Some(("BOOL", "false")) => Ok(AttrValue::Bool(false)),
+        Some(("NULL", "true")) => Ok(AttrValue::Null),
+        _ => parse_typed_value(text).map_err(|e| {
+            bad(
+                flag,
+                format!("{e}; BOOL:true, BOOL:false and NULL:true are accepted too"),
+            )
+        }),
+    }
+}
+
+/// `--key NAME=TYPE:VALUE`, repeated for a sort key.
+pub fn parse_key(args: &[String]) -> Result<Item, ReadError> {
+    let mut key = Item::new();
+    for arg in args {
+        let (name, value) = crate::value::parse_key_arg(arg)
+            .map_err(|e| bad(&format!("--key {arg}"), e.to_string()))?;
+        key.insert(name, value);
+    }
+    Ok(key)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl Order {
+    pub fn parse(text: &str) -> Result<Order, ReadError> {
+        match text {
+            "asc" => Ok(Order::Asc),
+            "desc" => Ok(Order::Desc),
+            other => Err(bad("--order", format!("{other:?}: expected asc or desc"))),
+        }
+    }
+}
+
+pub const EVENTS: [&str; 4] = ["INSERT", "MODIFY", "REMOVE", "SNAPSHOT"];
+
+// ---------------------------------------------------------------- filters
+
+/// The `query` filters (product.md); they combine with AND.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueryFilter {
+    pub table: Option<String>,
+    /// Needs `table`.
+    pub key: Option<Item>,
+    pub actor: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// A change at this document path or below it.
+    pub field: Option<String>,
+    /// That change's old value (needs `field`).
+    pub from: Option<AttrValue>,
+    /// That change's new value (needs `field`).
+    pub to: Option<AttrValue>,
+    pub event: Option<String>,
+    pub correlation: Option<String>,
+    pub order: Order,
+    /// Searched when `table` is not given: the configured tables.
+    pub tables: Vec<String>,
+}
+
+impl QueryFilter {
+    pub fn validate(&self) -> Result<(), ReadError> {
+        if self.key.is_some() && self.table.is_none() {
+            return Err(bad(
+                "--key",
+                "needs --table (a key names an item of one table)",
+            ));
+        }
+        if (self.from.is_some() || self.to.is_some()) && self.field.is_none() {
+            return Err(bad(
+                if self.from.is_some() {
+                    "--from"
+                } else {
+                    "--to"
+                },
+                "needs --field PATH: it is the old/new value of the change at that path",
+            ));
+        }
+        if let Some(field) = &self.field {
+            crate::diff::parse_path(field).map_err(|e| {
+                bad(
+                    "--field",
+                    format!("{field:?} is not a document path such as a.b[2].c: {e}"),
+                )
+            })?;
+        }
+        if let Some(e) = &self.event {
+            if !EVENTS.contains(&e.as_str()) {
+                return Err(bad(
+                    "--event",
+                    format!("{e:?}: expected one of {}", EVENTS.join(", ")),
+                ));
+            }
+        }
+        if let (Some(s), Some(u)) = (self.since, self.until) {
+            if s > u {
+                return Err(bad(
+                    "--since",
+                    format!("{} is after --until {}", format_ts(s), format_ts(u)),
+                ));
+            }
+        }
+        if self.table.is_none()
+            && self.actor.is_none()
+            && self.correlation.is_none()
+            && self.tables.is_empty()
+        {
+            return Err(bad(
+                "--table",
+                "no table to search: give --table, --actor or --correlation",
+            ));
+        }
+        Ok(())
+    }
+
+    fn range(&self) -> TsRange {
+        TsRange {
+            since: self.since.map(format_ts),
+            until: self.until.map(format_ts),
+        }
+    }
+
+    /// Whether an entry passes every filter (the index already applied some).
+    pub fn matches(&self, entry: &AuditEntry) -> bool {
+        let ts = entry_ts(entry, DateTime::UNIX_EPOCH);
+        self.table.as_ref().is_none_or(|t| &entry.table == t)
+            && self.key.as_ref().is_none_or(|k| same_key(k, &entry.key))
+            && self
+                .actor
+                .as_ref()
+                .is_none_or(|a| entry.actor.as_ref() == Some(a))
+            && self
+                .correlation
+                .as_ref()
+                .is_none_or(|c| entry.correlation.as_ref() == Some(c))
+            && self.event.as_ref().is_none_or(|e| &entry.event == e)
+            && self.range().contains(&ts)
+            && self
+                .field
+                .as_ref()
+                .is_none_or(|f| entry.changes.iter().any(|c| self.change_matches(f, c)))
+    }
+
+    fn change_matches(&self, field: &str, c: &Change) -> bool {
+        at_or_below(&c.path, field)
+            && self
+                .from
+                .as_ref()
+                .is_none_or(|v| c.old.as_ref().is_some_and(|o| same_value(o, v)))
+            && self
+                .to
+                .as_ref()
+                .is_none_or(|v| c.new.as_ref().is_some_and(|n| same_value(n, v)))
+    }
+
+    /// The cheapest filters, on what the index row carries.
+    fn hit_matches(&self, hit: &IndexHit) -> bool {
+        self.table.as_ref().is_none_or(|t| hit.table() == t)
+            && self
+                .event
+                .as_ref()
+                .is_none_or(|e| hit.event.as_ref().is_none_or(|h| h == e))
+    }
+}
+
+/// `path` is `field` or a path below it (`a.b` is below `a`, so is `a[0]`).
+pub fn at_or_below(path: &str, field: &str) -> bool {
+    path == field
+        || path
+            .strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
+fn same_key(a: &Item, b: &Item) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && same_value(va, vb))
+}
+
+// ---------------------------------------------------------------- plans
+
+/// Where a query reads. Shown in logs, so people see the index it chose.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// One item's partition, in stream order.
+    Item { table: String, key: Item },
+    /// Index partitions, merged by time.
+    Lanes(Vec<(Index, String)>),
+}
+
+impl Plan {
+    pub fn choose(filter: &QueryFilter) -> Plan {
+        if let (Some(table), Some(key)) = (&filter.table, &filter.key) {
+            return Plan::Item {
+                table: table.clone(),
+                key: key.clone(),
+            };
+        }
+        // The most selective index first: a request id names a handful of
+        // changes; an actor usually fewer than a whole table.
+        let lanes = if let Some(c) = &filter.correlation {
+            lanes(Index::Correlation, c)
+        } else if let Some(a) = &filter.actor {
+            lanes(Index::Actor, a)
+        } else if let Some(t) = &filter.table {
+            lanes(Index::Table, t)
+        } else {
+            filter
+                .tables
+                .iter()
+                .flat_map(|t| lanes(Index::Table, t))
+                .collect()
+        };
+        Plan::Lanes(lanes)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Plan::Item { table, .. } => format!("item partition of {table}"),
+            Plan::Lanes(l) => format!(
+                "{} ({} partitions)",
+                l.first().map(|(i, _)| i.name()).unwrap_or("nothing"),
+                l.len()
+            ),
+        }
+    }
+
+    fn lane_count(&self) -> usize {
+        match self {
+            Plan::Item { .. } => 1,
+            Plan::Lanes(l) => l.len(),
+        }
+    }
+}
+
+fn lanes(index: Index, value: &str) -> Vec<(Index, String)> {
+    index
+        .partitions(value)
+        .into_iter()
+        .map(|p| (index, p))
+        .collect()
+}
+
+// ---------------------------------------------------------------- cursors
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Lane {
+    #[serde(rename = "f")]
+    Fresh,
+    #[serde(rename = "a")]
+    After(Position),
+    #[serde(rename = "d")]
+    Done,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct CursorState {
+    lanes: Vec<Lane>,
+}
+
+/// Where the next page starts: opaque text (URL-safe base64), to be passed
+/// back unchanged with the same filters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(String);
+
+impl Cursor {
+    pub fn parse(text: &str) -> Result<Cursor, ReadError> {
+        let c = Cursor(text.to_string());
+        c.state()?;
+        Ok(c)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn from_state(state: &CursorState) -> Cursor {
+        let json = serde_json::to_vec(state).unwrap_or_default();
+        Cursor(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+    }
+
+    fn state(&self) -> Result<CursorState, ReadError> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&self.0)
+            .map_err(|e| ReadError::BadCursor(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ReadError::BadCursor(e.to_string()))
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One page of results: entries exactly as `history --json` prints them,
+/// and where the next page starts (`None`: this was the last).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    pub entries: Vec<AuditEntry>,
+    pub next: Option<Cursor>,
+}
+
+// ---------------------------------------------------------------- query
+
+/// One page of a query, in time order (`filter.order`), at most `page_size`
+/// entries. Reads in proportion to what the chosen index holds within the
+/// filters' time range, never the whole trail.
+pub async fn query<S: ReadStore>(
+    store: &S,
+    filter: &QueryFilter,
+    cursor: Option<&Cursor>,
+    page_size: usize,
+) -> Result<Page, ReadError> {
+    filter.validate()?;
+    let page_size = page_size.clamp(1, 1000);
+    let plan = Plan::choose(filter);
+    let mut lanes = match cursor {
+        Some(c) => {
+            let state = c.state()?;
+            if state.lanes.len() != plan.lane_count() {
+                return Err(ReadError::BadCursor(
+                    "it belongs to a query with other filters".into(),
+                ));
+            }
+            state.lanes
+        }
+        None => vec![Lane::Fresh; plan.lane_count()],
+    };
+    tracing::debug!(plan = %plan.describe(), "query plan");
+    let mut out = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        if out.len() >= page_size || lanes.iter().all(|l| *l == Lane::Done) {
+            break;
+        }
+        let want = page_size - out.len();
+        match &plan {
+            Plan::Item { table, key } => {
+                item_round(store, filter, table, key, &mut lanes[0], want, &mut out).await?
+            }
+            Plan::Lanes(parts) => {
+                lanes_round(store, filter, parts, &mut lanes, want, &mut out).await?
+            }
+        }
+    }
+    let next = (!lanes.iter().all(|l| *l == Lane::Done))
+        .then(|| Cursor::from_state(&CursorState { lanes }));
+    Ok(Page { entries: out, next })
+}
+
+async fn item_round<S: ReadStore>(
+    store: &S,
+    filter: &QueryFilter,
+    table: &str,
+    key: &Item,
+    lane: &mut Lane,
+    want: usize,
+    out: &mut Vec<AuditEntry>,
+) -> Result<(), ReadError> {
+    let after = match lane {
+        Lane::Done => return Ok(()),
+        Lane::Fresh => None,
+        Lane::After(p) => Some(p.clone()),
+    };
+    let desc = filter.order == Order::Desc;
+    let page = store
+        .history_page(table, key, desc, after.as_ref(), want)
+        .await?;
+    let range = filter.range();
+    let mut taken = 0;
+    for (entry, position) in page.entries {
+        if taken == want {
+            return Ok(());
+        }
+        let ts = entry_ts(&entry, DateTime::UNIX_EPOCH);
+        // One item's entries are in stream order, which is time order:
+        // past the range's far end there is nothing more to find.
+        let beyond = entry.event != "SNAPSHOT"
+            && if desc {
+                range.since.as_deref().is_some_and(|s| ts.as_str() < s)
+            } else {
+                range.until.as_deref().is_some_and(|u| ts.as_str() > u)
+            };
+        if beyond {
+            *lane = Lane::Done;
+            return Ok(());
+        }
+        *lane = Lane::After(position);
+        if filter.matches(&entry) {
+            out.push(entry);
+            taken += 1;
+        }
+    }
+    *lane = match page.next {
+        Some(p) => Lane::After(p),
+        None => Lane::Done,
+    };
+    Ok(())
+}
+
+async fn lanes_round<S: ReadStore>(
+    store: &S,
+    filter: &QueryFilter,
+    parts: &[(Index, String)],
+    lanes: &mut [Lane],
+    want: usize,
+    out: &mut Vec<AuditEntry>,
+) -> Result<(), ReadError> {
+    let desc = filter.order == Order::Desc;
+    let range = filter.range();
+    let reads = parts
+        .iter()
+        .zip(lanes.iter())
+        .map(|((index, partition), lane)| {
+            let range = &range;
+            async move {
+                let after = match lane {
+                    Lane::Done => return Ok(None),
+                    Lane::Fresh => None,
+                    Lane::After(p) => Some(p),
+                };
+                store
+                    .index_page(*index, partition, range, desc, after, want)
+                    .await
+                    .map(Some)
+            }
+        });
+    let pages = futures_util::future::try_join_all(reads).await?;
+
+    // Merge by time. A lane with more to read bounds what may be emitted:
+    // its unread rows come after its last fetched one.
+    let mut bound: Option<&str> = None;
+    let mut candidates: Vec<(&str, usize, usize)> = Vec::new();
+    for (lane_i, page) in pages.iter().enumerate() {
+        let Some(page) = page else { continue };
+        for (j, hit) in page.hits.iter().enumerate() {
+            candidates.push((hit.ts.as_str(), lane_i, j));
+        }
+        if page.next.is_some() {
+            if let Some(last) = page.hits.last() {
+                let ts = last.ts.as_str();
+                bound = Some(match bound {
+                    None => ts,
+                    Some(b) if desc => b.max(ts),
+                    Some(b) => b.min(ts),
+                });
+            }
+        }
+    }
+    candidates.sort_by(|a, b| {
+        let by_time = if desc { b.0.cmp(a.0) } else { a.0.cmp(b.0) };
+        by_time.then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+    });
+    let mut emitted_per_lane = vec![0usize; lanes.len()];
+    let mut emitted: Vec<&IndexHit> = Vec::new();
+    for (ts, lane_i, j) in candidates {
+        if emitted.len() == want {
+            break;
+        }
+        let past_bound = bound.is_some_and(|b| if desc { ts < b } else { ts > b });
+        if past_bound {
+            break;
+        }
+        if let Some(page) = &pages[lane_i] {
+            emitted.push(&page.hits[j]);
+            emitted_per_lane[lane_i] = j + 1;
+        }
+    }
+    for (lane_i, page) in pages.iter().enumerate() {
+        let Some(page) = page else { continue };
+        let n = emitted_per_lane[lane_i];
+        lanes[lane_i] = if n == page.hits.len() {
+            match &page.next {
+                Some(p) => Lane::After(p.clone()),
+                None => Lane::Done,
+            }
+        } else if n > 0 {
+            Lane::After(page.hits[n - 1].position.clone())
+        } else {
+            lanes[lane_i].clone()
+        };
+    }
+
+    let wanted: Vec<&IndexHit> = emitted
+        .into_iter()
+        .filter(|h| filter.hit_matches(h))
+        .collect();
+    let refs: Vec<(String, String)> = wanted
+        .iter()
+        .map(|h| (h.pk.clone(), h.sk.clone()))
+        .collect();
+    if refs.is_empty() {
+        return Ok(());
+    }
+    for entry in store.fetch_entries(&refs).await?.into_iter().flatten() {
+        if filter.matches(&entry) {
+            out.push(entry);
+        }
+    }
+    Ok(())
+}
+
+/// `history --last N`: the newest `n` entries of one item within `range`
+/// (either end open), oldest first. Reads about `n` entries from the newest
+/// end, not the whole history.
+pub async fn last_entries<S: ReadStore>(
+    store: &S,
+    table: &str,
+    key: &Item,
+    n: usize,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<Vec<AuditEntry>, ReadError> {
+    let filter = QueryFilter {
+        table: Some(table.to_string()),
+        key: Some(key.clone()),
+        since,
+        until,
+        order: Order::Desc,
+        ..QueryFilter::default()
+    };
+    let mut out = Vec::new();
+    let mut cursor = None;
+    while out.len() < n {
+        let page = query(store, &filter, cursor.as_ref(), n - out.len()).await?;
+        out.extend(page.entries);
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    out.truncate(n);
+    out.reverse();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

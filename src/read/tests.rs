@@ -1,0 +1,559 @@
+//! The read side over the in-memory store: random trails, with the test's own
+//! record of every version as the oracle.
+
+use std::collections::BTreeMap;
+
+use chrono::{Duration, TimeZone};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::asof::{diff, show, states_at, Folder};
+use super::*;
+use crate::diff::{apply_changes, diff_images};
+use crate::store::memory::MemoryStore;
+use crate::store::{AuditStore, ReadStore};
+
+const ARN: &str = "arn:aws:dynamodb:us-east-1:1:table/t/stream/2026-01-01T00:00:00.000";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+}
+
+fn key(i: usize) -> Item {
+    [("pk".to_string(), AttrValue::S(format!("item-{i}")))].into()
+}
+
+fn random_value(rng: &mut StdRng, depth: u32) -> AttrValue {
+    match rng.random_range(0..if depth > 1 { 3 } else { 6 }) {
+        0 => AttrValue::N(rng.random_range(0..50).to_string()),
+        1 => AttrValue::S(["a", "b", "c", "PENDING", "PAID"][rng.random_range(0..5)].into()),
+        2 => AttrValue::Bool(rng.random()),
+        3 => AttrValue::M(
+            (0..rng.random_range(0..3))
+                .map(|i| (format!("k{i}"), random_value(rng, depth + 1)))
+                .collect(),
+        ),
+        4 => AttrValue::L(
+            (0..rng.random_range(0..3))
+                .map(|_| random_value(rng, depth + 1))
+                .collect(),
+        ),
+        _ => AttrValue::Null,
+    }
+}
+
+fn random_item(rng: &mut StdRng, k: &Item, actor: &str) -> Item {
+    let mut item = k.clone();
+    for name in ["status", "balance", "profile", "tags"] {
+        if rng.random_bool(0.7) {
+            item.insert(name.into(), random_value(rng, 0));
+        }
+    }
+    item.insert("updated_by".into(), AttrValue::S(actor.into()));
+    item
+}
+
+/// One change the oracle knows: the versions before and after.
+struct Written {
+    entry: AuditEntry,
+    after: Option<Item>,
+    time: DateTime<Utc>,
+}
+
+/// Random trails for `items` items of `tables`, written to a memory store.
+async fn random_trail(
+    seed: u64,
+    tables: &[&str],
+    items: usize,
+    steps: usize,
+) -> (MemoryStore, Vec<Written>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let store = MemoryStore::new();
+    let mut current: BTreeMap<(String, usize), Option<Item>> = BTreeMap::new();
+    let mut written = Vec::new();
+    for step in 0..steps {
+        let table = tables[rng.random_range(0..tables.len())];
+        let i = rng.random_range(0..items);
+        let k = key(i);
+        let actor = ["alice", "bob", "svc"][rng.random_range(0..3)];
+        let before = current
+            .entry((table.to_string(), i))
+            .or_insert(None)
+            .clone();
+        let (event, after) = match &before {
+            None => ("INSERT", Some(random_item(&mut rng, &k, actor))),
+            Some(_) if rng.random_bool(0.15) => ("REMOVE", None),
+            Some(_) => ("MODIFY", Some(random_item(&mut rng, &k, actor))),
+        };
+        let time = t0() + Duration::seconds(step as i64 * 10);
+        let entry = AuditEntry {
+            table: table.into(),
+            key: k.clone(),
+            event: event.into(),
+            sequence_number: format!("{}", 1000 + step),
+            shard_id: "s".into(),
+            event_time: Some(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            actor: after.as_ref().map(|_| actor.to_string()),
+            changes: diff_images(before.as_ref(), after.as_ref()),
+            ttl_expiry: false,
+            error: None,
+            raw: None,
+            correlation: (step % 7 == 0).then(|| format!("req-{}", step / 21)),
+            snapshot_time: None,
+            stream_arn: ARN.into(),
+        };
+        store.put_entry(&entry).await.unwrap();
+        current.insert((table.to_string(), i), after.clone());
+        written.push(Written { entry, after, time });
+    }
+    (store, written)
+}
+
+#[tokio::test]
+async fn the_item_at_any_time_is_the_fold_of_its_changes_and_diffs_compose() {
+    for seed in 0..8 {
+        let (store, written) = random_trail(seed, &["t"], 3, 80).await;
+        for i in 0..3 {
+            let k = key(i);
+            let mine: Vec<&Written> = written.iter().filter(|w| w.entry.key == k).collect();
+            let Some(first) = mine.first() else { continue };
+            // Before the first entry: nothing known.
+            let s = show(&store, "t", &k, first.time - Duration::seconds(1))
+                .await
+                .unwrap();
+            assert!(!s.exists && !s.complete && s.item.is_none(), "{s:?}");
+            let mut times = Vec::new();
+            for w in &mine {
+                // At the entry's time and just before the next one.
+                times.push(w.time);
+                times.push(w.time + Duration::seconds(5));
+            }
+            let states = states_at(&store, "t", &k, &times).await.unwrap();
+            for (n, w) in mine.iter().enumerate() {
+                for state in &states[2 * n..2 * n + 2] {
+                    assert_eq!(state.item, w.after, "seed {seed} item {i} entry {n}");
+                    assert!(state.complete, "an INSERT starts every trail here");
+                }
+            }
+            // diff(a, b) applied to the item at a gives the item at b.
+            let mut rng = StdRng::seed_from_u64(seed * 100 + i as u64);
+            for _ in 0..10 {
+                let a = times[rng.random_range(0..times.len())];
+                let b = times[rng.random_range(0..times.len())];
+                let d = diff(&store, "t", &k, a, b).await.unwrap();
+                let sa = show(&store, "t", &k, a).await.unwrap();
+                let sb = show(&store, "t", &k, b).await.unwrap();
+                let applied = apply_changes(sa.item.as_ref(), &d.changes).unwrap();
+                match &sb.item {
+                    Some(item) => assert_eq!(&applied, item, "seed {seed}: diff {a} → {b}"),
+                    None => assert!(
+                        applied.is_empty(),
+                        "seed {seed}: diff {a} → {b} to a removed item"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_trail_without_a_baseline_is_incomplete_but_shows_what_it_knows() {
+    let k = key(1);
+    let mut f = Folder::new();
+    let old: Item = [
+        ("pk".into(), AttrValue::S("item-1".into())),
+        ("a".into(), AttrValue::N("1".into())),
+        ("b".into(), AttrValue::S("x".into())),
+    ]
+    .into();
+    let new: Item = [
+        ("pk".into(), AttrValue::S("item-1".into())),
+        ("a".into(), AttrValue::N("2".into())),
+        ("b".into(), AttrValue::S("x".into())),
+    ]
+    .into();
+    let entry = AuditEntry {
+        table: "t".into(),
+        key: k,
+        event: "MODIFY".into(),
+        sequence_number: "1".into(),
+        shard_id: "s".into(),
+        event_time: None,
+        actor: None,
+        changes: diff_images(Some(&old), Some(&new)),
+        ttl_expiry: false,
+        error: None,
+        raw: None,
+        correlation: None,
+        snapshot_time: None,
+        stream_arn: ARN.into(),
+    };
+    f.apply(&entry);
+    let s = f.state();
+    assert!(!s.complete);
+    assert_eq!(s.item.unwrap().get("a"), Some(&AttrValue::N("2".into())));
+    // A SNAPSHOT is a baseline: complete from there on.
+    let mut snap = entry.clone();
+    snap.event = "SNAPSHOT".into();
+    snap.changes = diff_images(None, Some(&new));
+    f.apply(&snap);
+    f.apply(&AuditEntry {
+        changes: diff_images(Some(&new), Some(&old)),
+        ..entry
+    });
+    let s = f.state();
+    assert!(s.complete);
+    assert_eq!(s.item.as_ref(), Some(&old));
+}
+
+/// Reads every page of a query, checking each page's size.
+async fn all_pages(store: &MemoryStore, filter: &QueryFilter, page: usize) -> Vec<AuditEntry> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = query(store, filter, cursor.as_ref(), page).await.unwrap();
+        assert!(p.entries.len() <= page);
+        out.extend(p.entries);
+        match p.next {
+            Some(c) => cursor = Some(Cursor::parse(c.as_str()).unwrap()),
+            None => return out,
+        }
+    }
+}
+
+fn ids(entries: &[AuditEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| format!("{}/{}", e.table, e.sequence_number))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_filter_and_combination_returns_exactly_the_matching_entries_in_time_order() {
+    let (store, written) = random_trail(42, &["orders", "flags"], 6, 200).await;
+    let all: Vec<AuditEntry> = written.iter().map(|w| w.entry.clone()).collect();
+    let at = |s: i64| t0() + Duration::seconds(s);
+    let base = QueryFilter {
+        tables: vec!["orders".into(), "flags".into()],
+        ..QueryFilter::default()
+    };
+    let filters = vec![
+        base.clone(),
+        QueryFilter {
+            table: Some("orders".into()),
+            ..base.clone()
+        },
+        QueryFilter {
+            table: Some("orders".into()),
+            key: Some(key(2)),
+            ..base.clone()
+        },
+        QueryFilter {
+            actor: Some("alice".into()),
+            ..base.clone()
+        },
+        QueryFilter {
+            actor: Some("bob".into()),
+            table: Some("flags".into()),
+            ..base.clone()
+        },
+        QueryFilter {
+            since: Some(at(500)),
+            until: Some(at(1500)),
+            ..base.clone()
+        },
+        QueryFilter {
+            table: Some("flags".into()),
+            since: Some(at(1200)),
+            ..base.clone()
+        },
+        QueryFilter {
+            field: Some("profile".into()),
+            ..base.clone()
+        },
+        QueryFilter {
+            field: Some("status".into()),
+            from: Some(AttrValue::S("PENDING".into())),
+            to: Some(AttrValue::S("PAID".into())),
+            ..base.clone()
+        },
+        QueryFilter {
+            event: Some("REMOVE".into()),
+            table: Some("orders".into()),
+            ..base.clone()
+        },
+        QueryFilter {
+            correlation: Some("req-3".into()),
+            ..base.clone()
+        },
+        QueryFilter {
+            actor: Some("svc".into()),
+            event: Some("MODIFY".into()),
+            until: Some(at(1000)),
+            ..base.clone()
+        },
+        QueryFilter {
+            table: Some("orders".into()),
+            key: Some(key(1)),
+            since: Some(at(300)),
+            until: Some(at(1800)),
+            ..base.clone()
+        },
+    ];
+    for filter in filters {
+        for order in [Order::Asc, Order::Desc] {
+            let filter = QueryFilter {
+                order,
+                ..filter.clone()
+            };
+            let mut expected: Vec<AuditEntry> =
+                all.iter().filter(|e| filter.matches(e)).cloned().collect();
+            if order == Order::Desc {
+                expected.reverse();
+            }
+            assert!(
+                filter.field.is_some() || filter.correlation.is_some() || !expected.is_empty(),
+                "the workload exercises {filter:?}"
+            );
+            for page in [4, 100] {
+                let got = all_pages(&store, &filter, page).await;
+                assert_eq!(ids(&got), ids(&expected), "{filter:?}, page size {page}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn last_n_reads_from_the_newest_end() {
+    let (store, written) = random_trail(7, &["t"], 1, 400).await;
+    let before = store.read_cost();
+    let last = last_entries(&store, "t", &key(0), 1, None, None)
+        .await
+        .unwrap();
+    let cost = store.read_cost();
+    assert_eq!(ids(&last), ids(&[written.last().unwrap().entry.clone()]));
+    assert!(cost.query_calls - before.query_calls <= 2, "{cost:?}");
+    let last3 = last_entries(&store, "t", &key(0), 3, None, None)
+        .await
+        .unwrap();
+    let expected: Vec<AuditEntry> = written[written.len() - 3..]
+        .iter()
+        .map(|w| w.entry.clone())
+        .collect();
+    assert_eq!(ids(&last3), ids(&expected), "oldest first");
+}
+
+#[test]
+fn times_and_values_parse_as_the_contract_says() {
+    let now = t0();
+    assert_eq!(
+        parse_time("--since", "90s", now).unwrap(),
+        now - Duration::seconds(90)
+    );
+    assert_eq!(
+        parse_time("--since", "15m", now).unwrap(),
+        now - Duration::minutes(15)
+    );
+    assert_eq!(
+        parse_time("--since", "2h", now).unwrap(),
+        now - Duration::hours(2)
+    );
+    assert_eq!(
+        parse_time("--since", "7d", now).unwrap(),
+        now - Duration::days(7)
+    );
+    assert_eq!(
+        parse_time("--at", "2026-11-23T19:05:00Z", now).unwrap(),
+        Utc.with_ymd_and_hms(2026, 11, 23, 19, 5, 0).unwrap()
+    );
+    let e = parse_time("--since", "yesterday", now)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--since") && e.contains("RFC 3339") && e.contains("2h"),
+        "{e}"
+    );
+    assert_eq!(
+        parse_value("--to", "BOOL:true").unwrap(),
+        AttrValue::Bool(true)
+    );
+    assert_eq!(parse_value("--to", "NULL:true").unwrap(), AttrValue::Null);
+    assert_eq!(
+        parse_value("--to", "N:900").unwrap(),
+        AttrValue::N("900".into())
+    );
+    assert!(parse_value("--from", "X:1")
+        .unwrap_err()
+        .to_string()
+        .contains("--from"));
+    let e = QueryFilter {
+        from: Some(AttrValue::Null),
+        tables: vec!["t".into()],
+        ..QueryFilter::default()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--field"), "{e}");
+    let e = QueryFilter {
+        event: Some("UPSERT".into()),
+        tables: vec!["t".into()],
+        ..QueryFilter::default()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("SNAPSHOT"), "{e}");
+    assert!(Cursor::parse("not a cursor!").is_err());
+}
+
+#[test]
+fn field_paths_match_at_or_below() {
+    assert!(at_or_below("profile", "profile"));
+    assert!(at_or_below("profile.name", "profile"));
+    assert!(at_or_below("rules[1].x", "rules"));
+    assert!(!at_or_below("profiles", "profile"));
+    assert!(!at_or_below("profile", "profile.name"));
+}
+
+fn entry_at(
+    event: &str,
+    seq: &str,
+    stamp: &str,
+    old: Option<&Item>,
+    new: Option<&Item>,
+) -> AuditEntry {
+    AuditEntry {
+        table: "t".into(),
+        key: key(1),
+        event: event.into(),
+        sequence_number: seq.into(),
+        shard_id: "s".into(),
+        event_time: Some(stamp.into()),
+        actor: None,
+        changes: diff_images(old, new),
+        ttl_expiry: false,
+        error: None,
+        raw: None,
+        correlation: None,
+        snapshot_time: None,
+        stream_arn: ARN.into(),
+    }
+}
+
+fn version(n: u32) -> Item {
+    let mut i = key(1);
+    i.insert("v".into(), AttrValue::N(n.to_string()));
+    i.insert(
+        "tags".into(),
+        AttrValue::L(vec![AttrValue::N(n.to_string())]),
+    );
+    i
+}
+
+/// Stream times have whole seconds: a snapshot read mid-second may or may
+/// not hold a change stamped with that second. Either way the state after
+/// the snapshot is the true one, and complete.
+#[tokio::test]
+async fn a_snapshot_is_placed_among_changes_stamped_in_whole_seconds() {
+    let snapshot = |read_at: &str, item: &Item| {
+        crate::read::snapshot::snapshot_entry("t", "run1", &["pk".to_string()], item, read_at, None)
+    };
+    let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    // (snapshot holds, changes) → the state at 12:00:09.
+    let cases: Vec<(Item, Vec<AuditEntry>, Item)> = vec![
+        // The change came after the read (same second): applied on top.
+        (
+            version(0),
+            vec![entry_at(
+                "MODIFY",
+                "10",
+                "2026-11-23T12:00:05Z",
+                Some(&version(0)),
+                Some(&version(1)),
+            )],
+            version(1),
+        ),
+        // It came before the read: already in the snapshot.
+        (
+            version(1),
+            vec![entry_at(
+                "MODIFY",
+                "10",
+                "2026-11-23T12:00:05Z",
+                Some(&version(0)),
+                Some(&version(1)),
+            )],
+            version(1),
+        ),
+        // Two before the read, one after.
+        (
+            version(2),
+            vec![
+                entry_at(
+                    "MODIFY",
+                    "10",
+                    "2026-11-23T12:00:05Z",
+                    Some(&version(0)),
+                    Some(&version(1)),
+                ),
+                entry_at(
+                    "MODIFY",
+                    "11",
+                    "2026-11-23T12:00:05Z",
+                    Some(&version(1)),
+                    Some(&version(2)),
+                ),
+                entry_at(
+                    "MODIFY",
+                    "12",
+                    "2026-11-23T12:00:06Z",
+                    Some(&version(2)),
+                    Some(&version(3)),
+                ),
+            ],
+            version(3),
+        ),
+        // Changes well before the read: folded first, the snapshot rebases.
+        (
+            version(1),
+            vec![
+                entry_at(
+                    "MODIFY",
+                    "10",
+                    "2026-11-23T12:00:01Z",
+                    Some(&version(0)),
+                    Some(&version(1)),
+                ),
+                entry_at(
+                    "MODIFY",
+                    "11",
+                    "2026-11-23T12:00:08Z",
+                    Some(&version(1)),
+                    Some(&version(4)),
+                ),
+            ],
+            version(4),
+        ),
+    ];
+    for (n, (held, changes, want)) in cases.into_iter().enumerate() {
+        let store = MemoryStore::new();
+        store
+            .put_entry(&snapshot("2026-11-23T12:00:05.500Z", &held))
+            .await
+            .unwrap();
+        for c in &changes {
+            store.put_entry(c).await.unwrap();
+        }
+        let s = show(&store, "t", &key(1), t("2026-11-23T12:00:09Z"))
+            .await
+            .unwrap();
+        assert_eq!(s.item.as_ref(), Some(&want), "case {n}");
+        assert!(s.complete, "case {n}");
+        // Before the snapshot was read, and with no INSERT: unknown.
+        let s = show(&store, "t", &key(1), t("2026-11-23T12:00:05.400Z"))
+            .await
+            .unwrap();
+        assert!(!s.complete, "case {n}");
+    }
+}

@@ -1,0 +1,439 @@
+//! The `/api/` handlers: parameters in, the library's answer out as JSON.
+//! Every handler checks the caller's table scope before reading anything.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::auth::Principal;
+use super::cursor;
+use super::App;
+use crate::read::{self, asof, Cursor, Order, QueryFilter, ReadError};
+use crate::report;
+use crate::store::{CheckpointStore, ReadStore, StoreError};
+use crate::value::{parse_key_arg, Item};
+
+/// A request's parameters as sent: repeatable, in order.
+pub type Params = Vec<(String, String)>;
+
+/// An error answer: `{"error": "..."}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let status = match e {
+            StoreError::Transient(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        tracing::warn!(error = %e, "api request failed in the store");
+        ApiError {
+            status,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> ApiError {
+        match e {
+            ReadError::Store(e) => e.into(),
+            // The read side names CLI flags (`--since`); here they are parameters.
+            ReadError::BadArg { flag, message } => {
+                ApiError::bad_request(format!("`{}`: {message}", flag.trim_start_matches("--")))
+            }
+            ReadError::BadCursor(_) => ApiError::bad_request(
+                "`cursor` is not valid here; pass back the `next` value unchanged",
+            ),
+            ReadError::Refused(message) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message,
+            },
+        }
+    }
+}
+
+impl From<cursor::CursorError> for ApiError {
+    fn from(e: cursor::CursorError) -> ApiError {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// Parameters of one request, each taken once; what is left over is an error.
+struct Taken<'a> {
+    params: &'a Params,
+    used: Vec<bool>,
+}
+
+impl<'a> Taken<'a> {
+    fn new(params: &'a Params) -> Self {
+        Taken {
+            params,
+            used: vec![false; params.len()],
+        }
+    }
+
+    fn all(&mut self, name: &str) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        for (i, (k, v)) in self.params.iter().enumerate() {
+            if k == name {
+                self.used[i] = true;
+                out.push(v.as_str());
+            }
+        }
+        out
+    }
+
+    fn one(&mut self, name: &str) -> Result<Option<&'a str>, ApiError> {
+        let all = self.all(name);
+        match all.as_slice() {
+            [] => Ok(None),
+            [v] => Ok(Some(v)),
+            _ => Err(ApiError::bad_request(format!(
+                "`{name}` is given {} times; give it once",
+                all.len()
+            ))),
+        }
+    }
+
+    fn required(&mut self, name: &str, example: &str) -> Result<&'a str, ApiError> {
+        self.one(name)?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ApiError::bad_request(format!("`{name}` is required, e.g. {example}")))
+    }
+
+    /// Rejects parameters nobody took, naming them.
+    fn finish(self, known: &str) -> Result<(), ApiError> {
+        let unknown: Vec<&str> = self
+            .params
+            .iter()
+            .zip(&self.used)
+            .filter(|(_, used)| !**used)
+            .map(|((k, _), _)| k.as_str())
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(format!(
+                "unknown parameter(s) {}; this endpoint takes {known}",
+                unknown
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }
+}
+
+fn scoped(principal: &Principal, table: &str) -> Result<(), ApiError> {
+    if principal.may_read(table) {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!(
+                "token `{}` may not read table `{table}`; ask for a token scoped to it",
+                principal.name
+            ),
+        })
+    }
+}
+
+fn parse_key(args: &[&str]) -> Result<Item, ApiError> {
+    if args.is_empty() {
+        return Err(ApiError::bad_request(
+            "`key` is required, as NAME=TYPE:VALUE (e.g. key=pk=S:u1); repeat it for a sort key",
+        ));
+    }
+    let mut key = Item::new();
+    for arg in args {
+        let (name, value) =
+            parse_key_arg(arg).map_err(|e| ApiError::bad_request(format!("`key={arg}`: {e}")))?;
+        key.insert(name, value);
+    }
+    Ok(key)
+}
+
+fn parse_limit<S>(app: &App<S>, raw: Option<&str>) -> Result<usize, ApiError> {
+    let max = app.serve.max_page_size;
+    match raw {
+        None => Ok(app.serve.page_size),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "`limit={v}` must be a whole number in 1..={max}"
+            ))),
+        },
+    }
+}
+
+fn parse_order(raw: Option<&str>) -> Result<Order, ApiError> {
+    match raw {
+        None | Some("asc") => Ok(Order::Asc),
+        Some("desc") => Ok(Order::Desc),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "`order={other}` must be asc (oldest first) or desc (newest first)"
+        ))),
+    }
+}
+
+fn parse_time(name: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    raw.map(|t| read::parse_time(name, t, Utc::now()))
+        .transpose()
+        .map_err(Into::into)
+}
+
+fn required_time(p: &mut Taken<'_>, name: &str) -> Result<DateTime<Utc>, ApiError> {
+    let raw = p.required(name, &format!("{name}=2026-11-23T19:05:00Z or {name}=2h"))?;
+    Ok(read::parse_time(name, raw, Utc::now())?)
+}
+
+/// One page of a read-side query as `{"entries", "next"}`, the read side's
+/// cursor wrapped to bind it to this request.
+async fn query_page<S: ReadStore>(
+    store: &S,
+    filter: &QueryFilter,
+    params: &Params,
+    raw_cursor: Option<&str>,
+    limit: usize,
+    principal: &Principal,
+) -> ApiResult {
+    let fp = cursor::fingerprint(params);
+    let inner = raw_cursor
+        .map(|c| cursor::decode(c, &fp))
+        .transpose()?
+        .map(|c| Cursor::parse(&c))
+        .transpose()?;
+    let page = read::query(store, filter, inner.as_ref(), limit).await?;
+    // A scoped token asking by actor or correlation (no table named) sees
+    // only its tables' entries; the page may then be short, never wrong.
+    let entries: Vec<_> = page
+        .entries
+        .into_iter()
+        .filter(|e| principal.may_read(&e.table))
+        .collect();
+    let next = page.next.map(|c| cursor::encode(&fp, c.as_str()));
+    Ok(Json(json!({ "entries": entries, "next": next })))
+}
+
+/// `GET /api/history?table=T&key=NAME=TYPE:VALUE[&key=…][&since][&until][&order][&limit][&cursor]`
+pub async fn history<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let table = p.required("table", "table=orders")?;
+    let key = parse_key(&p.all("key"))?;
+    let since = parse_time("since", p.one("since")?)?;
+    let until = parse_time("until", p.one("until")?)?;
+    let limit = parse_limit(&app, p.one("limit")?)?;
+    let order = parse_order(p.one("order")?)?;
+    let raw_cursor = p.one("cursor")?;
+    p.finish("table, key (repeatable), since, until, order, limit, cursor")?;
+    scoped(&principal, table)?;
+    let filter = QueryFilter {
+        table: Some(table.to_string()),
+        key: Some(key),
+        since,
+        until,
+        order,
+        ..QueryFilter::default()
+    };
+    query_page(&app.store, &filter, &params, raw_cursor, limit, &principal).await
+}
+
+/// `GET /api/query?…`: the `query` command's filters as parameters; `limit`
+/// is the page size here (follow `next` for more).
+pub async fn query<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let table = p.one("table")?.filter(|t| !t.is_empty());
+    let keys = p.all("key");
+    let key = (!keys.is_empty()).then(|| parse_key(&keys)).transpose()?;
+    let typed = |name: &str, raw: Option<&str>| {
+        raw.map(|v| read::parse_value(name, v))
+            .transpose()
+            .map_err(ApiError::from)
+    };
+    let text = |raw: Option<&str>| raw.filter(|v| !v.is_empty()).map(str::to_string);
+    let filter = QueryFilter {
+        table: table.map(str::to_string),
+        key,
+        actor: text(p.one("actor")?),
+        since: parse_time("since", p.one("since")?)?,
+        until: parse_time("until", p.one("until")?)?,
+        field: text(p.one("field")?),
+        from: typed("from", p.one("from")?)?,
+        to: typed("to", p.one("to")?)?,
+        event: text(p.one("event")?),
+        correlation: text(p.one("correlation")?),
+        order: parse_order(p.one("order")?)?,
+        tables: app
+            .tables
+            .iter()
+            .filter(|t| principal.may_read(t))
+            .cloned()
+            .collect(),
+    };
+    let limit = parse_limit(&app, p.one("limit")?)?;
+    let raw_cursor = p.one("cursor")?;
+    p.finish(
+        "table, key (repeatable), actor, since, until, field, from, to, event, correlation, \
+         order, limit, cursor",
+    )?;
+    if let Some(t) = table {
+        scoped(&principal, t)?;
+    }
+    query_page(&app.store, &filter, &params, raw_cursor, limit, &principal).await
+}
+
+/// The `table` and `key` parameters naming one item the caller may read.
+fn item_params<'a>(p: &mut Taken<'a>, principal: &Principal) -> Result<(&'a str, Item), ApiError> {
+    let table = p.required("table", "table=orders")?;
+    let key = parse_key(&p.all("key"))?;
+    scoped(principal, table)?;
+    Ok((table, key))
+}
+
+/// `GET /api/item?table=T&key=…&at=TIME`: the item as it was (`show --json`).
+pub async fn item<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let (table, key) = item_params(&mut p, &principal)?;
+    let at = required_time(&mut p, "at")?;
+    p.finish("table, key (repeatable), at")?;
+    let shown = asof::show(&app.store, table, &key, at).await?;
+    Ok(Json(serde_json::to_value(shown).unwrap_or(Value::Null)))
+}
+
+/// `GET /api/diff?table=T&key=…&from=TIME&to=TIME` (`diff --json`).
+pub async fn diff<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let (table, key) = item_params(&mut p, &principal)?;
+    let from = required_time(&mut p, "from")?;
+    let to = required_time(&mut p, "to")?;
+    p.finish("table, key (repeatable), from, to")?;
+    let diffed = asof::diff(&app.store, table, &key, from, to).await?;
+    Ok(Json(serde_json::to_value(diffed).unwrap_or(Value::Null)))
+}
+
+/// `GET /api/revert?table=T&key=…&to_time=TIME[&field=PATH…]`: the plan
+/// `revert` prints. Nothing is written: it is for a person to review and apply.
+pub async fn revert<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let (table, key) = item_params(&mut p, &principal)?;
+    let to_time = required_time(&mut p, "to_time")?;
+    let fields: Vec<String> = p.all("field").into_iter().map(str::to_string).collect();
+    p.finish("table, key (repeatable), to_time, field (repeatable)")?;
+    let plan = asof::revert(&app.store, table, &key, to_time, &fields).await?;
+    Ok(Json(serde_json::to_value(plan).unwrap_or(Value::Null)))
+}
+
+/// `GET /api/gaps[?table=T]`: every gap of the tables the caller may read.
+pub async fn gaps<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let table = p.one("table")?;
+    p.finish("table")?;
+    if let Some(t) = table {
+        scoped(&principal, t)?;
+    }
+    let gaps: Vec<_> = app
+        .store
+        .gaps()
+        .await?
+        .into_iter()
+        .filter(|g| principal.may_read(&g.table) && table.is_none_or(|t| g.table == t))
+        .collect();
+    Ok(Json(json!({ "gaps": gaps })))
+}
+
+/// `GET /api/status`: each configured table the caller may read, with its shards.
+pub async fn status<S: ReadStore + CheckpointStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    Taken::new(&params).finish("no parameters")?;
+    let now = chrono::Utc::now();
+    let mut tables = Vec::new();
+    for table in app.tables.iter().filter(|t| principal.may_read(t)) {
+        let (summary, shards) = report::table_status(&app.store, table, now).await?;
+        let mut line = serde_json::to_value(&summary).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut line {
+            m.insert("shards".into(), json!(shards));
+        }
+        tables.push(line);
+    }
+    Ok(Json(json!({ "tables": tables })))
+}
+
+/// `GET /api/whoami`: the token's name and scope, for the page's header.
+pub async fn whoami<S>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult {
+    let tables: Vec<&String> = app
+        .tables
+        .iter()
+        .filter(|t| principal.may_read(t))
+        .collect();
+    Ok(Json(json!({
+        "name": principal.name,
+        "tables": tables,
+        "scoped": principal.tables.is_some(),
+    })))
+}
+
+/// `GET /api/openapi.json`.
+pub async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::OPENAPI,
+    )
+        .into_response()
+}
