@@ -3,6 +3,7 @@
 #   make demo    emulator + sample tables + daemon through realistic changes
 #   make test    fmt check, clippy, unit + simulator + end-to-end + browser tests
 #   make venv    the emulator (moto's server, pinned) in ./.venv
+#   make image   the container image (infra/Dockerfile; docker, else buildah)
 #   make build | bench | lint | fmt | clean
 #
 # Set AWS_ENDPOINT_URL (e.g. LocalStack, see README) to run the end-to-end
@@ -14,6 +15,13 @@ CARGO   ?= cargo
 VENV    := .venv
 STAMP   := $(VENV)/.requirements.stamp
 REQS    := scripts/requirements.txt
+# The infra linters (checkov, cfn-lint, hadolint) pin an older boto3 than the
+# emulator: their own virtualenv.
+IAC_VENV  := .venv-iac
+IAC_STAMP := $(IAC_VENV)/.requirements.stamp
+IAC_REQS  := scripts/requirements-iac.txt
+IMAGE   ?= ddb-audit:latest
+CFN     := infra/cloudformation/ddb-audit.yaml
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN     := $(TARGET_DIR)/debug/ddb-audit
 
@@ -26,7 +34,7 @@ BIN     := $(TARGET_DIR)/debug/ddb-audit
 # - clippy checks (metadata only) and `cargo test` builds: two passes in all.
 CARGO_BUILD_FLAGS := --locked --bins --tests
 
-.PHONY: all venv browser build test lint fmt demo bench clean
+.PHONY: all venv venv-iac browser build test lint lint-infra fmt demo bench image clean
 
 all: build
 
@@ -36,6 +44,13 @@ venv: $(STAMP)
 $(STAMP): $(REQS)
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --no-compile --disable-pip-version-check -r $(REQS)
+	@touch $@
+
+venv-iac: $(IAC_STAMP)
+
+$(IAC_STAMP): $(IAC_REQS)
+	@test -x $(IAC_VENV)/bin/python || $(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(IAC_REQS)
 	@touch $@
 
 build:
@@ -58,9 +73,29 @@ browser: venv
 	  fi; \
 	fi
 
-lint:
+lint: lint-infra
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# The Dockerfile (hadolint), the CloudFormation template (cfn-lint, checkov;
+# each exception is justified inline in the template), and the IAM JSON files
+# in infra/ against the template (they are generated from it).
+lint-infra: venv-iac
+	$(IAC_VENV)/bin/hadolint infra/Dockerfile
+	$(IAC_VENV)/bin/cfn-lint $(CFN)
+	$(IAC_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation dockerfile \
+		-f $(CFN) -f infra/Dockerfile
+	$(IAC_VENV)/bin/python infra/cloudformation/policies.py --check
+
+# docker where an engine runs, else buildah (rootless, no daemon).
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		docker build -f infra/Dockerfile -t $(IMAGE) . ; \
+	elif command -v buildah >/dev/null 2>&1; then \
+		buildah bud --layers -f infra/Dockerfile -t $(IMAGE) . ; \
+	else \
+		echo "make image needs docker (with a running engine) or buildah" >&2; exit 1; \
+	fi
 
 fmt:
 	$(CARGO) fmt --all
@@ -80,4 +115,4 @@ bench:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(IAC_VENV)

@@ -51,6 +51,10 @@ fn entry(seq: u64) -> AuditEntry {
         error: None,
         raw: None,
         correlation: None,
+        actor_source: None,
+        item_actor: None,
+        last_writer: None,
+        principal: None,
         snapshot_time: None,
         stream_arn: ARN.into(),
     }

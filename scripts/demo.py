@@ -228,7 +228,7 @@ class Demo:
             },
         )
         self.write(
-            "accounts/acct-1002 closed: deleted (a delete names no one: the actor comes from the old image)",
+            "accounts/acct-1002 closed: deleted (a delete names no one: history shows \"unknown (last writer: onboarding-service)\", actor null, last_writer in the JSON)",
             d.delete_item,
             TableName="accounts",
             Key={"account_id": {"S": "acct-1002"}},

@@ -8,6 +8,14 @@
 //! actor_attribute = "updated_by"      # item attribute naming who changed it (optional)
 //! correlation_attribute = "request_id" # item attribute carrying a request id (optional)
 //!
+//! [attribution.cloudtrail]            # optional: join CloudTrail data events
+//! bucket = "my-trail-bucket"          # where the trail delivers (required)
+//! prefix = ""                         # the trail's prefix before AWSLogs/
+//! # region = "eu-west-1"              # log files of this region; default AWS_REGION
+//! poll_interval_secs = 60             # how often new log files are looked for
+//! delivery_window_secs = 1200         # an entry with no event by then: unmatched
+//! match_tolerance_secs = 2            # event time vs entry time
+//!
 //! [storage]                           # the daemon's own tables (`ddb-audit init`)
 //! streams_table = "ddb-audit-streams"
 //! shards_table  = "ddb-audit-shards"
@@ -44,7 +52,15 @@
 //! # name = "support"
 //! # sha256 = "<hex digest>"
 //! # tables = ["orders"]
+//! [observability]
+//! listen = "0.0.0.0:9090"             # /metrics /healthz /readyz (unset: no listener)
+//! emf = false                         # CloudWatch EMF lines on stdout
+//! emf_namespace = "ddb-audit"
+//! emf_interval_secs = 60
 //! ```
+//!
+//! The whole file may instead be given in the environment variable
+//! `DDB_AUDIT_CONFIG_TOML` (for containers without a volume).
 
 use std::path::Path;
 use std::time::Duration;
@@ -63,6 +79,16 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: {message}")]
     Parse { path: String, message: String },
+    #[error(
+        "no config: give --config FILE, or set DDB_AUDIT_CONFIG (a file's path) \
+         or DDB_AUDIT_CONFIG_TOML (the TOML itself)"
+    )]
+    Missing,
+    #[error(
+        "two configs: --config/DDB_AUDIT_CONFIG ({path}) and DDB_AUDIT_CONFIG_TOML are both set; \
+         unset one of them"
+    )]
+    Ambiguous { path: String },
     #[error("invalid config file {path}: `{key}` {problem}")]
     Invalid {
         path: String,
@@ -91,6 +117,8 @@ pub struct Config {
     pub retention: Retention,
     #[serde(default)]
     pub serve: Serve,
+    #[serde(default)]
+    pub observability: Observability,
 }
 
 /// How long entries are kept.
@@ -136,6 +164,45 @@ pub struct Attribution {
     /// image, else the old one, into each entry's `correlation`
     /// (`query --correlation ID`). Unset: `correlation` is null.
     pub correlation_attribute: Option<String>,
+    /// Where a trail with DynamoDB data events delivers its log files: the
+    /// IAM principal of each write is joined to its entry. Unset: no
+    /// CloudTrail attribution.
+    pub cloudtrail: Option<CloudTrail>,
+}
+
+/// `[attribution.cloudtrail]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudTrail {
+    /// The trail's S3 bucket (required).
+    pub bucket: String,
+    /// The trail's key prefix, before `AWSLogs/` ("" when the trail has none).
+    pub prefix: String,
+    /// Only log files of this region (`AWSLogs/<account>/CloudTrail/<region>/`);
+    /// default: the daemon's own region (AWS_REGION).
+    pub region: Option<String>,
+    /// How often the bucket is listed for new log files.
+    pub poll_interval_secs: u64,
+    /// How long after a write its data event may still arrive (CloudTrail
+    /// delivers within about 15 minutes). An entry with no event by then is
+    /// counted as unmatched; an event with no entry by then is dropped.
+    pub delivery_window_secs: u64,
+    /// How far apart an event's time and its entry's may be (both have whole
+    /// seconds at best).
+    pub match_tolerance_secs: u64,
+}
+
+impl Default for CloudTrail {
+    fn default() -> Self {
+        CloudTrail {
+            bucket: String::new(),
+            prefix: String::new(),
+            region: None,
+            poll_interval_secs: 60,
+            delivery_window_secs: 1200,
+            match_tolerance_secs: 2,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -233,6 +300,32 @@ impl Default for Serve {
     }
 }
 
+/// Metrics and health (see `observe`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Observability {
+    /// Address of the /metrics, /healthz and /readyz listener, e.g.
+    /// "0.0.0.0:9090". Unset: no listener (and `healthcheck` cannot work).
+    pub listen: Option<String>,
+    /// Print CloudWatch Embedded Metric Format lines on stdout.
+    pub emf: bool,
+    /// The CloudWatch namespace of the EMF metrics.
+    pub emf_namespace: String,
+    /// How often EMF lines are printed.
+    pub emf_interval_secs: u64,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Observability {
+            listen: None,
+            emf: false,
+            emf_namespace: "ddb-audit".into(),
+            emf_interval_secs: 60,
+        }
+    }
+}
+
 /// One `[[serve.tokens]]` entry.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -246,7 +339,30 @@ pub struct ServeToken {
     pub tables: Option<Vec<String>>,
 }
 
+impl Observability {
+    /// The parsed `listen` address (validated at load).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.as_deref().and_then(|a| a.parse().ok())
+    }
+}
+
+/// The environment variable that may hold the whole TOML config.
+pub const CONFIG_TOML_ENV: &str = "DDB_AUDIT_CONFIG_TOML";
+
 impl Config {
+    /// The config from `path` if given, else from the TOML in
+    /// `DDB_AUDIT_CONFIG_TOML`; one of the two, not both.
+    pub fn load_from(path: Option<&Path>, env_toml: Option<&str>) -> Result<Config, ConfigError> {
+        match (path, env_toml) {
+            (Some(p), Some(_)) => Err(ConfigError::Ambiguous {
+                path: p.display().to_string(),
+            }),
+            (Some(p), None) => Config::load(p),
+            (None, Some(text)) => Config::parse(text, CONFIG_TOML_ENV),
+            (None, None) => Err(ConfigError::Missing),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -312,6 +428,53 @@ impl Config {
                     key,
                     "is empty: name an attribute, or leave the key out".into(),
                 ));
+            }
+        }
+        if let Some(ct) = &self.attribution.cloudtrail {
+            let b = &ct.bucket;
+            if !(3..=63).contains(&b.len())
+                || !b
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'))
+            {
+                return Err(invalid(
+                    "attribution.cloudtrail.bucket",
+                    format!("= {b:?} is not an S3 bucket name (3-63 characters of a-z 0-9 . -): name the trail's bucket"),
+                ));
+            }
+            if ct.prefix.starts_with('/') || ct.prefix.contains("AWSLogs") {
+                return Err(invalid(
+                    "attribution.cloudtrail.prefix",
+                    format!("= {:?}: give the trail's own prefix, without a leading `/` and without `AWSLogs/` (\"\" for none)", ct.prefix),
+                ));
+            }
+            let window = ct.delivery_window_secs;
+            for (key, value, lo, hi) in [
+                (
+                    "attribution.cloudtrail.poll_interval_secs",
+                    ct.poll_interval_secs,
+                    1,
+                    3600,
+                ),
+                (
+                    "attribution.cloudtrail.delivery_window_secs",
+                    window,
+                    1,
+                    86_400,
+                ),
+                (
+                    "attribution.cloudtrail.match_tolerance_secs",
+                    ct.match_tolerance_secs,
+                    0,
+                    60,
+                ),
+            ] {
+                if !(lo..=hi).contains(&value) {
+                    return Err(invalid(
+                        key,
+                        format!("= {value} is out of range {lo}..={hi} (seconds)"),
+                    ));
+                }
             }
         }
         for (key, name) in [
@@ -405,6 +568,28 @@ impl Config {
             p.retry_min_ms,
             600_000,
             "milliseconds, at least retry_min_ms",
+        )?;
+        let o = &self.observability;
+        if let Some(listen) = &o.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "observability.listen",
+                    format!("= {listen:?} is not an address and port, e.g. \"0.0.0.0:9090\" or \"127.0.0.1:9090\""),
+                ));
+            }
+        }
+        if o.emf_namespace.is_empty() || o.emf_namespace.len() > 255 {
+            return Err(invalid(
+                "observability.emf_namespace",
+                "must be 1 to 255 characters (a CloudWatch namespace)".into(),
+            ));
+        }
+        in_range(
+            "observability.emf_interval_secs",
+            o.emf_interval_secs,
+            1,
+            3600,
+            "seconds",
         )?;
         in_range(
             "proof.digest_interval_secs",
@@ -601,6 +786,37 @@ mod tests {
     }
 
     #[test]
+    fn cloudtrail_attribution_has_defaults_and_checked_values() {
+        let c = Config::parse(
+            "tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"my-trail\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let ct = c.attribution.cloudtrail.unwrap();
+        assert_eq!((ct.bucket.as_str(), ct.prefix.as_str()), ("my-trail", ""));
+        assert_eq!(
+            (
+                ct.poll_interval_secs,
+                ct.delivery_window_secs,
+                ct.match_tolerance_secs
+            ),
+            (60, 1200, 2)
+        );
+        let e = err("tables = [\"orders\"]\n[attribution.cloudtrail]\nprefix = \"x\"\n");
+        assert!(e.contains("attribution.cloudtrail.bucket"), "{e}");
+        let e = err("tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"b-1\"\nprefix = \"p/AWSLogs/\"\n");
+        assert!(e.contains("attribution.cloudtrail.prefix"), "{e}");
+        let e = err("tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"b-1\"\ndelivery_window_secs = 0\n");
+        assert!(
+            e.contains("delivery_window_secs") && e.contains("1..=86400"),
+            "{e}"
+        );
+        let e =
+            err("tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"b-1\"\nbogus = 1\n");
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_rejected_by_name() {
         assert!(err("tables = [\"orders\"]\nbogus = 1").contains("bogus"));
         assert!(err("tables = [\"orders\"]\n[polling]\nbogus = 1").contains("bogus"));
@@ -655,5 +871,36 @@ mod tests {
         assert!(e.contains("tables"), "{e}");
         let e = err("tables = [\"orders\"");
         assert!(e.contains("t.toml"), "{e}");
+        let e = err("tables = [\"orders\"]\n[observability]\nlisten = \"9090\"");
+        assert!(e.contains("observability.listen"), "{e}");
+        let e = err("tables = [\"orders\"]\n[observability]\nemf_interval_secs = 0");
+        assert!(e.contains("observability.emf_interval_secs"), "{e}");
+    }
+
+    #[test]
+    fn the_config_may_come_from_the_environment_but_not_twice() {
+        let c = Config::load_from(
+            None,
+            Some("tables = [\"orders\"]\n[observability]\nlisten = \"127.0.0.1:9090\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.observability.listen_addr(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert!(!c.observability.emf);
+        let e = Config::load_from(None, Some("tables = 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DDB_AUDIT_CONFIG_TOML"), "{e}");
+        let e = Config::load_from(Some(Path::new("x.toml")), Some("tables = []"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both set"), "{e}");
+        let e = Config::load_from(None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("--config") && e.contains("DDB_AUDIT_CONFIG_TOML"),
+            "{e}"
+        );
     }
 }

@@ -117,6 +117,10 @@ impl Health {
         match tables.get(table) {
             Some((old, _)) if *old == state => false,
             _ => {
+                crate::observe::Event::emit(crate::observe::TableStateChanged {
+                    table,
+                    state: &state,
+                });
                 tables.insert(table.to_string(), (state, Utc::now()));
                 true
             }

@@ -3,6 +3,7 @@
 use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 
+pub use crate::attribution::Principal;
 use crate::stream::{StreamRecord, UserIdentity, TTL_PRINCIPAL};
 use crate::value::{AttrValue, Item};
 
@@ -40,6 +41,24 @@ pub struct AuditEntry {
     /// RFC 3339, UTC, from the record's ApproximateCreationDateTime.
     pub event_time: Option<String>,
     pub actor: Option<String>,
+    /// Where `actor` came from; always present, `null` when unknown.
+    #[serde(default)]
+    pub actor_source: Option<ActorSource>,
+    /// The actor attribute of the old image when this write did not name its
+    /// writer (a REMOVE, or a MODIFY whose new image lacks the attribute):
+    /// who wrote the item last, not who made this change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_writer: Option<String>,
+    /// The IAM principal of the matched CloudTrail data event. Never stored
+    /// in the entry itself (entries are write-once and CloudTrail arrives
+    /// minutes later): merged in from the attribution record on read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<Principal>,
+    /// The actor the entry was written with, when a CloudTrail principal
+    /// replaced it on read: what the `actor` index holds, so `query --actor`
+    /// still finds the entry. Not part of the JSON.
+    #[serde(skip)]
+    pub item_actor: Option<String>,
     pub changes: Vec<Change>,
     /// Present (and true) only when DynamoDB's TTL deleted the item.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -60,6 +79,32 @@ pub struct AuditEntry {
     /// Where the record came from; kept in the store beside the JSON, not in it.
     #[serde(skip)]
     pub stream_arn: String,
+}
+
+/// Where an entry's `actor` came from (`actor_source` in the JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActorSource {
+    /// The configured attribute, set or changed by this write (new image).
+    Item,
+    /// The configured attribute of the new image, but with the same value as
+    /// in the old one: the writer may not have set it at all.
+    ItemUnchanged,
+    /// DynamoDB's TTL deleted the item.
+    Ttl,
+    /// The matched CloudTrail data event's principal.
+    Cloudtrail,
+}
+
+impl ActorSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorSource::Item => "item",
+            ActorSource::ItemUnchanged => "item-unchanged",
+            ActorSource::Ttl => "ttl",
+            ActorSource::Cloudtrail => "cloudtrail",
+        }
+    }
 }
 
 /// A SNAPSHOT entry has no stream position: its empty strings are `null`.
@@ -138,6 +183,10 @@ pub fn build_entry(
             t.to_rfc3339_opts(format, true)
         }),
         actor: None,
+        actor_source: None,
+        last_writer: None,
+        principal: None,
+        item_actor: None,
         changes: Vec::new(),
         ttl_expiry,
         error: None,
@@ -180,19 +229,35 @@ pub fn build_entry(
         entry.error = Some(problem);
         entry.raw = Some(record.raw.clone().unwrap_or_else(|| format!("{record:?}")));
     }
-    entry.actor = if ttl_expiry {
-        Some(TTL_PRINCIPAL.to_string())
+    let (new_attr, old_attr) = (
+        attr_of(&record.new_image, actor_attribute),
+        attr_of(&record.old_image, actor_attribute),
+    );
+    if ttl_expiry {
+        entry.actor = Some(TTL_PRINCIPAL.to_string());
+        entry.actor_source = Some(ActorSource::Ttl);
+        entry.last_writer = old_attr.map(actor_text);
+    } else if let Some(new) = new_attr {
+        // A writer that never sets the attribute leaves the previous
+        // writer's value in place: say so instead of naming them.
+        let unchanged = record.event_name == "MODIFY"
+            && old_attr.is_some_and(|old| crate::value::same_value(old, new));
+        entry.actor = Some(actor_text(new));
+        entry.actor_source = Some(if unchanged {
+            ActorSource::ItemUnchanged
+        } else {
+            ActorSource::Item
+        });
     } else {
-        actor_attribute.and_then(|attr| {
-            record
-                .new_image
-                .as_ref()
-                .and_then(|i| i.get(attr))
-                .or_else(|| record.old_image.as_ref().and_then(|i| i.get(attr)))
-                .map(actor_text)
-        })
-    };
+        // A REMOVE has no new image: the old image names who wrote the item
+        // last, not who deleted it.
+        entry.last_writer = old_attr.map(actor_text);
+    }
     entry
+}
+
+fn attr_of<'a>(image: &'a Option<Item>, attr: Option<&str>) -> Option<&'a AttrValue> {
+    attr.and_then(|attr| image.as_ref().and_then(|i| i.get(attr)))
 }
 
 /// The correlation id of a record: `attribute` in the new image, else the
@@ -256,6 +321,7 @@ mod tests {
             Some("updated_by"),
         );
         assert_eq!(e.actor.as_deref(), Some("alice"));
+        assert_eq!(e.actor_source, Some(ActorSource::Item));
         assert_eq!(e.event, "MODIFY");
         assert_eq!(e.event_time.as_deref(), Some("2026-11-23T19:05:00Z"));
         assert_eq!(
@@ -277,7 +343,83 @@ mod tests {
     }
 
     #[test]
-    fn remove_takes_the_actor_from_the_old_image() {
+    fn insert_names_the_writer_from_the_item() {
+        let new = item(&[("pk", "u1"), ("updated_by", "alice")]);
+        let e = build_entry(
+            "t",
+            "a",
+            "s",
+            &record("INSERT", None, Some(new)),
+            Some("updated_by"),
+        );
+        assert_eq!(e.actor.as_deref(), Some("alice"));
+        assert_eq!(e.actor_source, Some(ActorSource::Item));
+        assert_eq!(e.last_writer, None);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["actor_source"], serde_json::json!("item"));
+        assert!(json.get("last_writer").is_none() && json.get("principal").is_none());
+    }
+
+    #[test]
+    fn modify_with_the_same_attribute_value_is_marked_unchanged() {
+        let old = item(&[("pk", "u1"), ("name", "Ann"), ("updated_by", "bob")]);
+        let new = item(&[("pk", "u1"), ("name", "Bea"), ("updated_by", "bob")]);
+        let e = build_entry(
+            "t",
+            "a",
+            "s",
+            &record("MODIFY", Some(old.clone()), Some(new)),
+            Some("updated_by"),
+        );
+        assert_eq!(e.actor.as_deref(), Some("bob"));
+        assert_eq!(e.actor_source, Some(ActorSource::ItemUnchanged));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["actor_source"],
+            serde_json::json!("item-unchanged")
+        );
+        // Changed: "item". Numbers compare as decimals, so 7 → 7.0 is unchanged.
+        let changed = item(&[("pk", "u1"), ("updated_by", "carol")]);
+        let e = build_entry(
+            "t",
+            "a",
+            "s",
+            &record("MODIFY", Some(old.clone()), Some(changed)),
+            Some("updated_by"),
+        );
+        assert_eq!(
+            (e.actor.as_deref(), e.actor_source),
+            (Some("carol"), Some(ActorSource::Item))
+        );
+        let mut o = item(&[("pk", "u1")]);
+        o.insert("updated_by".into(), AttrValue::N("7".into()));
+        let mut n = o.clone();
+        n.insert("updated_by".into(), AttrValue::N("7.0".into()));
+        let e = build_entry(
+            "t",
+            "a",
+            "s",
+            &record("MODIFY", Some(o), Some(n)),
+            Some("updated_by"),
+        );
+        assert_eq!(e.actor_source, Some(ActorSource::ItemUnchanged));
+    }
+
+    #[test]
+    fn modify_that_drops_the_attribute_names_no_actor() {
+        let old = item(&[("pk", "u1"), ("updated_by", "bob")]);
+        let e = build_entry(
+            "t",
+            "a",
+            "s",
+            &record("MODIFY", Some(old), Some(item(&[("pk", "u1")]))),
+            Some("updated_by"),
+        );
+        assert_eq!((e.actor, e.actor_source), (None, None));
+        assert_eq!(e.last_writer.as_deref(), Some("bob"));
+    }
+
+    #[test]
+    fn remove_puts_the_old_writer_in_last_writer_not_actor() {
         let old = item(&[("pk", "u1"), ("updated_by", "carol")]);
         let e = build_entry(
             "t",
@@ -286,7 +428,13 @@ mod tests {
             &record("REMOVE", Some(old), None),
             Some("updated_by"),
         );
-        assert_eq!(e.actor.as_deref(), Some("carol"));
+        assert_eq!(e.actor, None);
+        assert_eq!(e.actor_source, None);
+        assert_eq!(e.last_writer.as_deref(), Some("carol"));
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["actor"], serde_json::Value::Null);
+        assert_eq!(json["actor_source"], serde_json::Value::Null);
+        assert_eq!(json["last_writer"], serde_json::json!("carol"));
         let e = build_entry(
             "t",
             "a",
@@ -294,15 +442,19 @@ mod tests {
             &record("REMOVE", Some(item(&[("pk", "u1")])), None),
             Some("updated_by"),
         );
-        assert_eq!(e.actor, None);
+        assert_eq!((e.actor, e.last_writer), (None, None));
         let e = build_entry(
             "t",
             "a",
             "s",
-            &record("REMOVE", Some(item(&[("pk", "u1")])), None),
+            &record(
+                "REMOVE",
+                Some(item(&[("pk", "u1"), ("updated_by", "x")])),
+                None,
+            ),
             None,
         );
-        assert_eq!(e.actor, None);
+        assert_eq!((e.actor, e.last_writer, e.actor_source), (None, None, None));
     }
 
     #[test]
@@ -318,6 +470,8 @@ mod tests {
         });
         let e = build_entry("t", "a", "s", &r, Some("updated_by"));
         assert_eq!(e.actor.as_deref(), Some("dynamodb.amazonaws.com"));
+        assert_eq!(e.actor_source, Some(ActorSource::Ttl));
+        assert_eq!(e.last_writer.as_deref(), Some("bob"));
         assert!(e.ttl_expiry);
         assert_eq!(
             serde_json::to_value(&e).unwrap()["ttl_expiry"],

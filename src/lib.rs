@@ -21,13 +21,17 @@
 //! - `pace`    — request pacing (governor) on tokio's clock.
 //! - `proof`   — hash chain, Merkle trees, signed digests, verify and offline bundles.
 //! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
+//! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
+//! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
 
+pub mod attribution;
 pub mod aws;
 pub mod config;
 pub mod diff;
 pub mod engine;
 pub mod entry;
 pub mod lineage;
+pub mod observe;
 pub mod pace;
 pub mod proof;
 pub mod read;

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use ddb_audit::config::Config;
 use ddb_audit::engine::{Engine, Settings, Shutdown};
+use ddb_audit::observe;
 use ddb_audit::read;
 use ddb_audit::report;
 use ddb_audit::store::dynamo::DynamoStore;
@@ -35,7 +36,8 @@ struct Cli {
 
 /// Shown after the top-level help: what every command needs.
 const USAGE_NOTES: &str = "\
-Every command reads the TOML config file given by --config FILE (or DDB_AUDIT_CONFIG).
+Every command reads the TOML config file given by --config FILE (or DDB_AUDIT_CONFIG),
+or the whole TOML from the environment variable DDB_AUDIT_CONFIG_TOML.
 A --key is NAME=TYPE:VALUE, TYPE one of S, N, B (base64); repeat it for a sort key.
 TIME is RFC 3339 (2026-11-23T19:05:00Z) or an age before now (90s, 15m, 2h, 7d).
 
@@ -52,6 +54,7 @@ Examples:
   ddb-audit gaps    --config ddb-audit.toml [--json]
   ddb-audit status  --config ddb-audit.toml [--json]
   DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml
+  ddb-audit healthcheck --config ddb-audit.toml   # exit 0 when /readyz answers 200
   ddb-audit verify  --config ddb-audit.toml [--table orders] [--public-key pub.pem] [--state verify.state]
   ddb-audit export  --config ddb-audit.toml --table orders --key pk=S:123 --proof u123.proof.json
   ddb-audit verify-bundle u123.proof.json --public-key pub.pem
@@ -237,6 +240,16 @@ enum Command {
     /// the comma-separated tokens in DDB_AUDIT_API_TOKENS. Needs only read
     /// access to ddb-audit's tables. SIGTERM/SIGINT stop it gracefully.
     Serve(ConfigArg),
+    /// Ask a running daemon whether it is ready (GET /readyz on the config's
+    /// [observability] listen): exit 0 when ready, 1 when not or unreachable.
+    /// For container health checks in images without curl.
+    Healthcheck {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The path to ask: /readyz (every table audited) or /healthz (alive).
+        #[arg(long, default_value = "/readyz", value_parser = ["/readyz", "/healthz"])]
+        path: String,
+    },
 }
 
 /// One item of one audited table.
@@ -313,9 +326,10 @@ impl std::error::Error for ExitWith {}
 
 #[derive(clap::Args, Debug)]
 struct ConfigArg {
-    /// The TOML config file.
+    /// The TOML config file. Without it, the whole TOML may be given in the
+    /// environment variable DDB_AUDIT_CONFIG_TOML instead.
     #[arg(long, short = 'c', env = "DDB_AUDIT_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -371,7 +385,10 @@ impl std::error::Error for Interrupted {}
 /// only read.
 async fn dispatch_until_signal(command: Command) -> Result<()> {
     // `snapshot` too stops itself on a signal, at a point it can resume from.
-    if matches!(command, Command::Run(_) | Command::Snapshot { .. }) {
+    if matches!(
+        command,
+        Command::Run(_) | Command::Serve(_) | Command::Snapshot { .. }
+    ) {
         return dispatch(command).await;
     }
     let signal = async {
@@ -535,11 +552,16 @@ async fn dispatch(command: Command) -> Result<()> {
             json,
         } => verify_bundle(file, public_key, json),
         Command::Serve(c) => serve(load(&c)?).await,
+        Command::Healthcheck { config, path } => healthcheck(load(&config)?, path).await,
     }
 }
 
 fn load(arg: &ConfigArg) -> Result<Config> {
-    Ok(Config::load(&arg.config)?)
+    let env_toml = std::env::var(ddb_audit::config::CONFIG_TOML_ENV).ok();
+    Ok(Config::load_from(
+        arg.config.as_deref(),
+        env_toml.as_deref(),
+    )?)
 }
 
 async fn store(config: &Config) -> DynamoStore {
@@ -580,26 +602,57 @@ async fn init(config: Config) -> Result<()> {
 }
 
 async fn run(config: Config) -> Result<()> {
+    let observer = observe::global();
+    observer.register_tables(&config.tables, observe_stale_after(&config));
+    observer.set_alive(true);
+    let stop_observing = tokio_util::sync::CancellationToken::new();
+    let mut observing = Vec::new();
+    if let Some(addr) = config.observability.listen_addr() {
+        let listener = observe::http::bind(addr).await?;
+        observing.push(observe::http::spawn(
+            listener,
+            observer,
+            stop_observing.clone(),
+        ));
+    }
+    if config.observability.emf {
+        observing.push(observe::emf::spawn(
+            observer,
+            config.observability.emf_namespace.clone(),
+            std::time::Duration::from_secs(config.observability.emf_interval_secs),
+            stop_observing.clone(),
+        ));
+    }
+    let result = run_daemon(config).await;
+    observer.set_alive(false);
+    stop_observing.cancel();
+    for task in observing {
+        let _ = task.await;
+    }
+    result
+}
+
+/// A shard with no page for this long counts as stalled in the lag: well
+/// beyond an idle shard's poll interval and a retry's longest wait.
+fn observe_stale_after(config: &Config) -> std::time::Duration {
+    let p = &config.polling;
+    2 * (p.idle_max() + p.retry_max()) + std::time::Duration::from_secs(10)
+}
+
+async fn run_daemon(config: Config) -> Result<()> {
     let sdk = ddb_audit::aws::load_sdk_config().await;
-    let stream = AwsStream::new(
+    let stream = observe::stream::Observed::new(AwsStream::new(
         ddb_audit::aws::dynamodb_client(&sdk),
         ddb_audit::aws::streams_client(&sdk),
-    );
+    ));
     let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
         .with_retention(config.retention.days);
     let digests = Arc::new(digest_writer(&config, store.clone())?);
-    let engine = Arc::new(Engine::new(
-        stream,
-        store.clone(),
-        store,
-        Settings::from_config(&config),
-    ));
+    let settings = Settings::from_config(&config);
     let shutdown = Shutdown::new();
-    let heartbeat_stop = tokio_util::sync::CancellationToken::new();
-    let heartbeats = {
-        let (digests, stop) = (digests.clone(), heartbeat_stop.clone());
-        tokio::spawn(async move { digests.heartbeats(stop).await })
-    };
+    let (audit, cloudtrail) =
+        ddb_audit::attribution::start(&config, &sdk, &store, &settings, &shutdown);
+    let engine = Arc::new(Engine::new(stream, store.clone(), audit, settings));
     let grace = std::time::Duration::from_millis(config.shutdown.grace_ms);
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
@@ -609,14 +662,201 @@ async fn run(config: Config) -> Result<()> {
         }
         on_signal.begin(grace);
     });
+    // Without `init` (tables from the CloudFormation stack): say exactly
+    // what is wrong with ours before reading anything.
+    let checked = ddb_audit::retry::retry(
+        engine.settings.retry_policy(),
+        &shutdown.stop,
+        "DescribeTable(own tables)",
+        || engine.checkpoints.check_tables(),
+    )
+    .await;
+    match checked {
+        Ok(()) => {}
+        Err(ddb_audit::retry::Retried::Cancelled) => return Ok(()),
+        Err(ddb_audit::retry::Retried::Failed(e)) => return Err(e.into()),
+    }
+    let heartbeat_stop = tokio_util::sync::CancellationToken::new();
+    let heartbeats = {
+        let (digests, stop) = (digests.clone(), heartbeat_stop.clone());
+        tokio::spawn(async move { digests.heartbeats(stop).await })
+    };
     let result = ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown.clone()).await;
     heartbeat_stop.cancel();
     let _ = heartbeats.await;
+    if let Some(reader) = cloudtrail {
+        // It stops at the same signal; it has nothing that cannot be redone.
+        let _ = tokio::time::timeout(grace, reader.handle).await;
+    }
     result?;
     // Stopped gracefully: every checkpoint is final, so "the trail ends
     // here" can be signed.
     let written = digests.round(true, &heartbeat_stop, &shutdown.abort).await;
     tracing::info!(digests = written, "final digests written");
+    Ok(())
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let store = store(&config).await;
+    let env_tokens = std::env::var(ddb_audit::serve::TOKENS_ENV).ok();
+    let stop = async {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!(signal = name, "shutting down: finishing requests"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+        }
+    };
+    ddb_audit::serve::serve(&config, store, env_tokens.as_deref(), stop).await?;
+    Ok(())
+}
+
+async fn healthcheck(config: Config, path: String) -> Result<()> {
+    let Some(listen) = config.observability.listen_addr() else {
+        anyhow::bail!(
+            "healthcheck needs `observability.listen` in the config (the address `run` listens on)"
+        );
+    };
+    let (code, body) =
+        observe::http::get_status(listen, &path, std::time::Duration::from_secs(5)).await?;
+    print!("{body}");
+    if !body.ends_with('\n') {
+        println!();
+    }
+    if code == 200 {
+        Ok(())
+    } else {
+        anyhow::bail!("{path} answered {code}: {}", body.trim())
+    }
+}
+
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+fn time_arg(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    Ok(read::parse_time(flag, text, chrono::Utc::now())?)
+}
+
+fn opt_time(flag: &str, text: Option<&String>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    text.map(|t| time_arg(flag, t)).transpose()
+}
+
+fn item_args(item: &ItemArgs) -> Result<(Config, String, Item)> {
+    let config = load(&item.config)?;
+    warn_unconfigured(&config, &item.table);
+    let key = read::parse_key(&item.keys)?;
+    Ok((config, item.table.clone(), key))
+}
+
+fn warn_unconfigured(config: &Config, table: &str) {
+    if !config.tables.iter().any(|t| t == table) {
+        tracing::warn!(table = %table, "table is not in the config's `tables`: showing what is stored anyway");
+    }
+}
+
+async fn history(
+    config: Config,
+    table: String,
+    keys: Vec<String>,
+    last: Option<usize>,
+    since: Option<String>,
+    until: Option<String>,
+    json: bool,
+) -> Result<()> {
+    warn_unconfigured(&config, &table);
+    let key = read::parse_key(&keys)?;
+    let since = opt_time("--since", since.as_ref())?;
+    let until = opt_time("--until", until.as_ref())?;
+    let store = store(&config).await;
+    read::cli::history(
+        &store,
+        &table,
+        &key,
+        last,
+        since,
+        until,
+        json,
+        &mut std::io::stdout(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn query(args: QueryArgs) -> Result<()> {
+    let config = load(&args.config)?;
+    let typed = |flag: &str, v: &Option<String>| {
+        v.as_deref().map(|t| read::parse_value(flag, t)).transpose()
+    };
+    let filter = read::QueryFilter {
+        table: args.table.clone(),
+        key: (!args.keys.is_empty())
+            .then(|| read::parse_key(&args.keys))
+            .transpose()?,
+        actor: args.actor.clone(),
+        since: opt_time("--since", args.since.as_ref())?,
+        until: opt_time("--until", args.until.as_ref())?,
+        field: args.field.clone(),
+        from: typed("--from", &args.from)?,
+        to: typed("--to", &args.to)?,
+        event: args.event.clone(),
+        correlation: args.correlation.clone(),
+        order: read::cli::order_arg(args.order.as_deref())?,
+        tables: config.tables.clone(),
+    };
+    let store = store(&config).await;
+    read::cli::query_command(
+        &store,
+        &filter,
+        args.limit,
+        args.json,
+        &mut std::io::stdout(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn gaps(config: Config, json: bool) -> Result<()> {
+    let gaps = store(&config).await.gaps().await?;
+    if json {
+        print!("{}", report::json_lines(&gaps)?);
+    } else {
+        print!("{}", report::gaps_table(&gaps));
+    }
+    Ok(())
+}
+
+async fn status(config: Config, json: bool) -> Result<()> {
+    let store = store(&config).await;
+    let now = chrono::Utc::now();
+    let mut tables = Vec::new();
+    for table in &config.tables {
+        let streams = store.load_streams(Some(table)).await?;
+        let mut shards = Vec::new();
+        for s in &streams {
+            shards.extend(report::shard_lines(
+                &store.load_shards(&s.stream_arn).await?,
+                now,
+            ));
+        }
+        let health = store.load_table_health(table).await?;
+        let summary = report::table_line(table, &streams, &shards, health.as_ref());
+        tables.push((summary, shards));
+    }
+    if json {
+        let mut out = String::new();
+        for (summary, shards) in &tables {
+            out.push_str(&report::json_lines(std::slice::from_ref(summary))?);
+            out.push_str(&report::json_lines(shards)?);
+        }
+        print!("{out}");
+    } else {
+        print!("{}", report::status_table(&tables));
+    }
     Ok(())
 }
 
@@ -796,149 +1036,4 @@ fn verify_bundle(file: PathBuf, public_key_file: Option<PathBuf>, json: bool) ->
         0 => Ok(()),
         code => Err(ExitWith(code as u8).into()),
     }
-}
-
-async fn serve(config: Config) -> Result<()> {
-    let store = store(&config).await;
-    let env_tokens = std::env::var(ddb_audit::serve::TOKENS_ENV).ok();
-    let stop = async {
-        match wait_for_signal().await {
-            Ok(name) => tracing::info!(signal = name, "shutting down: finishing requests"),
-            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
-        }
-    };
-    ddb_audit::serve::serve(&config, store, env_tokens.as_deref(), stop).await?;
-    Ok(())
-}
-
-async fn wait_for_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
-}
-
-fn time_arg(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    Ok(read::parse_time(flag, text, chrono::Utc::now())?)
-}
-
-fn opt_time(flag: &str, text: Option<&String>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-    text.map(|t| time_arg(flag, t)).transpose()
-}
-
-fn item_args(item: &ItemArgs) -> Result<(Config, String, Item)> {
-    let config = load(&item.config)?;
-    warn_unconfigured(&config, &item.table);
-    let key = read::parse_key(&item.keys)?;
-    Ok((config, item.table.clone(), key))
-}
-
-fn warn_unconfigured(config: &Config, table: &str) {
-    if !config.tables.iter().any(|t| t == table) {
-        tracing::warn!(table = %table, "table is not in the config's `tables`: showing what is stored anyway");
-    }
-}
-
-async fn history(
-    config: Config,
-    table: String,
-    keys: Vec<String>,
-    last: Option<usize>,
-    since: Option<String>,
-    until: Option<String>,
-    json: bool,
-) -> Result<()> {
-    warn_unconfigured(&config, &table);
-    let key = read::parse_key(&keys)?;
-    let since = opt_time("--since", since.as_ref())?;
-    let until = opt_time("--until", until.as_ref())?;
-    let store = store(&config).await;
-    read::cli::history(
-        &store,
-        &table,
-        &key,
-        last,
-        since,
-        until,
-        json,
-        &mut std::io::stdout(),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn query(args: QueryArgs) -> Result<()> {
-    let config = load(&args.config)?;
-    let typed = |flag: &str, v: &Option<String>| {
-        v.as_deref().map(|t| read::parse_value(flag, t)).transpose()
-    };
-    let filter = read::QueryFilter {
-        table: args.table.clone(),
-        key: (!args.keys.is_empty())
-            .then(|| read::parse_key(&args.keys))
-            .transpose()?,
-        actor: args.actor.clone(),
-        since: opt_time("--since", args.since.as_ref())?,
-        until: opt_time("--until", args.until.as_ref())?,
-        field: args.field.clone(),
-        from: typed("--from", &args.from)?,
-        to: typed("--to", &args.to)?,
-        event: args.event.clone(),
-        correlation: args.correlation.clone(),
-        order: read::cli::order_arg(args.order.as_deref())?,
-        tables: config.tables.clone(),
-    };
-    let store = store(&config).await;
-    read::cli::query_command(
-        &store,
-        &filter,
-        args.limit,
-        args.json,
-        &mut std::io::stdout(),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn gaps(config: Config, json: bool) -> Result<()> {
-    let gaps = store(&config).await.gaps().await?;
-    if json {
-        print!("{}", report::json_lines(&gaps)?);
-    } else {
-        print!("{}", report::gaps_table(&gaps));
-    }
-    Ok(())
-}
-
-async fn status(config: Config, json: bool) -> Result<()> {
-    let store = store(&config).await;
-    let now = chrono::Utc::now();
-    let mut tables = Vec::new();
-    for table in &config.tables {
-        let streams = store.load_streams(Some(table)).await?;
-        let mut shards = Vec::new();
-        for s in &streams {
-            shards.extend(report::shard_lines(
-                &store.load_shards(&s.stream_arn).await?,
-                now,
-            ));
-        }
-        let health = store.load_table_health(table).await?;
-        let summary = report::table_line(table, &streams, &shards, health.as_ref());
-        tables.push((summary, shards));
-    }
-    if json {
-        let mut out = String::new();
-        for (summary, shards) in &tables {
-            out.push_str(&report::json_lines(std::slice::from_ref(summary))?);
-            out.push_str(&report::json_lines(shards)?);
-        }
-        print!("{out}");
-    } else {
-        print!("{}", report::status_table(&tables));
-    }
-    Ok(())
 }

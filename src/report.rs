@@ -36,7 +36,7 @@ pub fn history_table(entries: &[AuditEntry]) -> String {
         if entry.ttl_expiry {
             event.push_str(" (TTL)");
         }
-        let actor = entry.actor.clone().unwrap_or_else(|| "-".into());
+        let actor = actor_cell(entry);
         if let Some(error) = &entry.error {
             rows.push([
                 time,
@@ -72,6 +72,34 @@ pub fn history_table(entries: &[AuditEntry]) -> String {
         return "no audit entries for this item\n".into();
     }
     render(&["TIME", "EVENT", "ACTOR", "PATH", "CHANGE"], &rows)
+}
+
+/// Who made the change, as far as it is known, and never a last writer
+/// passed off as the one who made this change.
+pub fn actor_cell(entry: &AuditEntry) -> String {
+    use crate::attribution::Confidence;
+    use crate::entry::ActorSource;
+    let last = entry.last_writer.as_deref().or(match entry.actor_source {
+        Some(ActorSource::ItemUnchanged) => entry.actor.as_deref(),
+        _ => None,
+    });
+    let mut cell = match (entry.actor_source, entry.actor.as_deref(), last) {
+        (Some(ActorSource::ItemUnchanged), _, Some(last)) | (None, _, Some(last)) => {
+            format!("unknown (last writer: {last})")
+        }
+        (_, Some(actor), _) => actor.to_string(),
+        (_, None, _) => "-".to_string(),
+    };
+    if let Some(p) = &entry.principal {
+        if p.confidence == Confidence::Ambiguous {
+            let _ = write!(
+                cell,
+                " (CloudTrail: ambiguous, {})",
+                p.candidates.join(" or ")
+            );
+        }
+    }
+    cell
 }
 
 pub fn gaps_table(gaps: &[Gap]) -> String {
@@ -340,6 +368,10 @@ mod tests {
             shard_id: "shardId-1".into(),
             event_time: Some("2026-11-23T19:05:00Z".into()),
             actor: Some("alice".into()),
+            actor_source: Some(crate::entry::ActorSource::Item),
+            last_writer: None,
+            principal: None,
+            item_actor: None,
             changes,
             ttl_expiry: false,
             error: None,
@@ -384,6 +416,50 @@ mod tests {
             "{out}"
         );
         assert!(!lines[2].contains("alice"), "{out}");
+    }
+
+    #[test]
+    fn a_last_writer_is_never_shown_as_the_actor() {
+        use crate::attribution::{Confidence, Principal};
+        use crate::entry::ActorSource;
+        let mut removed = entry(vec![]);
+        removed.event = "REMOVE".into();
+        (removed.actor, removed.actor_source) = (None, None);
+        removed.last_writer = Some("onboarding-service".into());
+        assert_eq!(
+            actor_cell(&removed),
+            "unknown (last writer: onboarding-service)"
+        );
+        let mut unchanged = entry(vec![]);
+        unchanged.actor_source = Some(ActorSource::ItemUnchanged);
+        assert_eq!(actor_cell(&unchanged), "unknown (last writer: alice)");
+        let out = history_table(&[removed.clone(), unchanged]);
+        assert_eq!(out.matches("unknown (last writer: ").count(), 2, "{out}");
+        let mut by_trail = removed.clone();
+        by_trail.actor = Some("arn:aws:sts::1:assumed-role/cleanup/x".into());
+        by_trail.actor_source = Some(ActorSource::Cloudtrail);
+        assert_eq!(
+            actor_cell(&by_trail),
+            "arn:aws:sts::1:assumed-role/cleanup/x"
+        );
+        let mut ambiguous = removed;
+        ambiguous.principal = Some(Principal {
+            arn: None,
+            kind: None,
+            source_ip: None,
+            user_agent: None,
+            request_id: None,
+            event_id: None,
+            confidence: Confidence::Ambiguous,
+            candidates: vec!["arn:a".into(), "arn:b".into()],
+        });
+        let cell = actor_cell(&ambiguous);
+        assert!(
+            cell.starts_with("unknown (last writer: onboarding-service)")
+                && cell.contains("ambiguous, arn:a or arn:b"),
+            "{cell}"
+        );
+        assert_eq!(actor_cell(&entry(vec![])), "alice");
     }
 
     #[test]

@@ -98,6 +98,7 @@ where
             failures += 1;
             let waited = started.elapsed();
             let retry_in_ms = delay.as_millis() as u64;
+            crate::observe::Event::emit(crate::observe::Retrying { operation: what });
             if failures <= REPORT_FIRST_FAILURES {
                 tracing::warn!(operation = what, error = %e, failures, retry_in_ms, "retrying");
             } else if waited >= next_report {

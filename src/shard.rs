@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::engine::{Engine, Shutdown};
 use crate::entry::{build_entry, correlation_of, AuditEntry, Gap};
+use crate::observe::{self, Event};
 use crate::pace::Pacer;
 use crate::retry::{retry, Retried};
 use crate::store::{
@@ -321,6 +322,11 @@ where
                 },
             };
             let count = page.records.len();
+            let newest_record = page
+                .records
+                .iter()
+                .rev()
+                .find_map(|r| r.approximate_creation);
             match self.handle_page(page.records).await {
                 Ok(()) => {}
                 Err(outcome) => return outcome,
@@ -333,6 +339,14 @@ where
                     return outcome;
                 }
             }
+            observe::PageHandled {
+                table: &self.table,
+                stream: &self.stream_arn,
+                shard: &self.shard.shard_id,
+                records: count,
+                newest_record,
+            }
+            .emit();
             position = self.position();
             let Some(next) = page.next_iterator else {
                 return self.drained().await;
@@ -482,7 +496,8 @@ where
             .map(|e| chain.link_entry(e))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
-        self.write_entries(&entries, &links).await?;
+        let created: Vec<_> = records.iter().map(|r| r.approximate_creation).collect();
+        self.write_entries(&entries, &links, &created).await?;
         // Saved with the checkpoint below, in the same write.
         self.checkpoint.chain = Some(chain);
         // A record whose sequence number is not one (a malformed record) is
@@ -509,7 +524,9 @@ where
         &self,
         entries: &[AuditEntry],
         links: &[crate::proof::Link],
+        created: &[Option<chrono::DateTime<Utc>>],
     ) -> Result<(), ShardOutcome> {
+        let started = std::time::Instant::now();
         let engine = &self.engine;
         let policy = engine.settings.retry_policy();
         let abort = &self.shutdown.abort;
@@ -553,13 +570,14 @@ where
                     .iter()
                     .filter(|o| **o == PutOutcome::AlreadyPresent)
                     .count();
-                if duplicates > 0 {
-                    info!(
-                        duplicates,
-                        "records delivered again were already written; not written twice"
-                    );
+                observe::EntriesWritten {
+                    table: &self.table,
+                    written: entries.len() - duplicates,
+                    duplicates,
+                    elapsed: started.elapsed(),
+                    created,
                 }
-                debug!(entries = entries.len(), "entries written");
+                .emit();
                 Ok(())
             }
             Err(Retried::Cancelled) => Err(ShardOutcome::Stopped),
@@ -613,12 +631,13 @@ where
         match result {
             Ok(_) => {
                 self.checkpoint.chain = Some(chain);
-                error!(
-                    after_sequence_number = gap.after_sequence_number.as_deref().unwrap_or("none"),
-                    resumed_at_sequence_number =
-                        gap.resumed_at_sequence_number.as_deref().unwrap_or("none"),
-                    "gap recorded"
-                );
+                observe::GapRecorded {
+                    table: &self.table,
+                    shard: &self.shard.shard_id,
+                    after_sequence_number: gap.after_sequence_number.as_deref(),
+                    resumed_at_sequence_number: gap.resumed_at_sequence_number.as_deref(),
+                }
+                .emit();
                 Ok(())
             }
             Err(Retried::Cancelled) => Err(ShardOutcome::Stopped),

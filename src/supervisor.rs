@@ -17,6 +17,7 @@ use tracing::{error, info, warn, Instrument};
 use crate::engine::{Engine, EngineError, Shutdown, TableState};
 use crate::entry::Gap;
 use crate::lineage::{Lineage, NodeState};
+use crate::observe::{self, Event, ShardState};
 use crate::retry::{retry, Retried};
 use crate::shard::{
     last_saved, lost_after, run_shard, saved_checkpoint, LineageTail, SavedCheckpoint,
@@ -623,6 +624,13 @@ where
                 draining += 1;
             }
             self.lineage.set_state(&shard.shard_id, NodeState::Running);
+            observe::ShardStateChanged {
+                table: &self.table,
+                stream: &self.stream_arn,
+                shard: &shard.shard_id,
+                state: ShardState::Reading,
+            }
+            .emit();
             let checkpoint = self.checkpoints.get(&shard.shard_id).cloned();
             let parent = shard.parent_shard_id.as_deref();
             let parent_known = parent.is_some_and(|p| {
@@ -708,6 +716,12 @@ where
     fn forget_finished_parents(&mut self) {
         for id in self.lineage.finished_parents() {
             let tail = self.tail_of(&id);
+            observe::ShardForgotten {
+                table: &self.table,
+                stream: &self.stream_arn,
+                shard: &id,
+            }
+            .emit();
             self.lineage.remove(&id);
             self.checkpoints.remove(&id);
             self.forgotten.insert(id, tail);
@@ -718,11 +732,27 @@ where
         match outcome {
             ShardOutcome::Drained => {
                 self.lineage.set_state(&shard_id, NodeState::Drained);
+                observe::ShardStateChanged {
+                    table: &self.table,
+                    stream: &self.stream_arn,
+                    shard: &shard_id,
+                    state: ShardState::Drained,
+                }
+                .emit();
                 if self.lineage.children_of(&shard_id).is_empty() && self.stream_open {
                     self.find_children(&shard_id).await;
                 }
             }
-            ShardOutcome::Stopped => self.lineage.set_state(&shard_id, NodeState::Waiting),
+            ShardOutcome::Stopped => {
+                self.lineage.set_state(&shard_id, NodeState::Waiting);
+                observe::ShardStateChanged {
+                    table: &self.table,
+                    stream: &self.stream_arn,
+                    shard: &shard_id,
+                    state: ShardState::Waiting,
+                }
+                .emit();
+            }
             ShardOutcome::Failed(error) => self.cool_down(&shard_id, &error),
             ShardOutcome::Vanished(message) => {
                 // NotFound is believed only when a listing agrees.
@@ -742,6 +772,13 @@ where
                             .is_some_and(|c| c.status == ShardStatus::Drained)
                         {
                             self.lineage.set_state(&shard_id, NodeState::Drained);
+                            observe::ShardStateChanged {
+                                table: &self.table,
+                                stream: &self.stream_arn,
+                                shard: &shard_id,
+                                state: ShardState::Drained,
+                            }
+                            .emit();
                             if self.stream_open {
                                 self.find_children(&shard_id).await;
                             }
@@ -763,6 +800,13 @@ where
         error!(shard = %shard_id, error, cooldown_secs = FAILED_SHARD_COOLDOWN.as_secs(),
             "shard failed; restarting it from its last saved checkpoint after a cooldown");
         self.lineage.set_state(shard_id, NodeState::Waiting);
+        observe::ShardFailed {
+            table: &self.table,
+            stream: &self.stream_arn,
+            shard: shard_id,
+            error,
+        }
+        .emit();
         self.cooldown
             .insert(shard_id.to_string(), Instant::now() + FAILED_SHARD_COOLDOWN);
     }
@@ -868,6 +912,12 @@ where
             .map(|(id, _)| id.clone())
             .collect();
         for id in stale {
+            observe::ShardForgotten {
+                table: &self.table,
+                stream: &self.stream_arn,
+                shard: &id,
+            }
+            .emit();
             self.checkpoints.remove(&id);
             if self.lineage.state(&id) == Some(NodeState::Drained) {
                 self.lineage.remove(&id);
@@ -885,6 +935,13 @@ where
             .checkpoints
             .get(&shard.shard_id)
             .is_some_and(|c| c.status == ShardStatus::Drained);
+        observe::ShardSeen {
+            table: &self.table,
+            stream: &self.stream_arn,
+            shard: &shard.shard_id,
+            drained,
+        }
+        .emit();
         self.lineage.insert(shard, drained);
     }
 
@@ -931,6 +988,13 @@ where
             {
                 continue;
             }
+            observe::GapRecorded {
+                table: &self.table,
+                shard: &gap.shard_id,
+                after_sequence_number: gap.after_sequence_number.as_deref(),
+                resumed_at_sequence_number: None,
+            }
+            .emit();
             checkpoint.status = ShardStatus::Drained;
             checkpoint.updated_at = Utc::now();
             let saved = retry(policy, &self.shutdown.abort, "PutItem(checkpoint)", || {
@@ -949,6 +1013,11 @@ where
         self.record_trimmed_shards(&HashSet::new(), None).await;
         // Nothing more can be read: every shard counts as drained.
         self.lineage = Lineage::new();
+        observe::StreamForgotten {
+            table: &self.table,
+            stream: &self.stream_arn,
+        }
+        .emit();
     }
 }
 

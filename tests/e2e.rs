@@ -262,7 +262,7 @@ impl Workload {
                 let mut delete: Vec<String> = Vec::new();
                 let mut vals: Vec<(&str, Value)> = vec![(":rev", json!({ "N": rev.to_string() }))];
                 match rng.random_range(0..4) {
-                    0 => remove.push("#updated_by".into()), // actor falls back to the old image
+                    0 => remove.push("#updated_by".into()), // no actor; the old one is the last writer
                     1 => {}                                 // actor unchanged
                     _ => {
                         set.push("#updated_by = :a".into());
@@ -529,7 +529,13 @@ fn coarse_entry(table: &str, r: &StreamRec, shard: &str) -> Value {
         "sequence_number": r.sequence_number,
         "shard_id": shard,
         "event_time": "2026-11-23T19:05:00Z",
-        "actor": actor(&r.new).or_else(|| actor(&r.old)),
+        "actor": actor(&r.new),
+        "actor_source": match (actor(&r.new), actor(&r.old)) {
+            (Some(n), Some(o)) if r.event == "MODIFY" && n == o => json!("item-unchanged"),
+            (Some(_), _) => json!("item"),
+            (None, _) => Value::Null,
+        },
+        "last_writer": if actor(&r.new).is_none() { actor(&r.old) } else { None },
         "changes": changes,
     })
 }
@@ -950,7 +956,12 @@ async fn near_400kb_item_rewritten_completely_round_trips_through_history() {
         .collect();
     assert_eq!(events, ["INSERT", "MODIFY", "REMOVE"]);
     let actors: Vec<&Value> = entries.iter().map(|e| &e["actor"]).collect();
-    assert_eq!(actors, [&json!("alice"), &json!("bob"), &json!("bob")]);
+    assert_eq!(actors, [&json!("alice"), &json!("bob"), &Value::Null]);
+    assert_eq!(
+        entries[2]["last_writer"],
+        json!("bob"),
+        "a delete names no one"
+    );
     assert!(
         lines[1].len() > 760_000,
         "the MODIFY entry carries both ~390 KB strings: {} bytes",

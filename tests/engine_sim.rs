@@ -43,7 +43,8 @@ async fn every_change_becomes_exactly_one_entry_that_rebuilds_the_item() {
     assert!(last.ttl_expiry && last.actor.as_deref() == Some("dynamodb.amazonaws.com"));
     let deleted = store.history(TABLE, &key(3)).await.unwrap();
     let last = deleted.last().unwrap();
-    assert!(!last.ttl_expiry && last.actor.as_deref() == Some("alice"));
+    assert!(!last.ttl_expiry && last.actor.is_none());
+    assert_eq!(last.last_writer.as_deref(), Some("alice"));
     assert_eq!(last.event, "REMOVE");
 }
 

@@ -178,6 +178,10 @@ mod tests {
             error: None,
             raw: None,
             correlation: None,
+            actor_source: None,
+            item_actor: None,
+            last_writer: None,
+            principal: None,
             snapshot_time: None,
             stream_arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/L".into(),
         }

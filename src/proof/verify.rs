@@ -1092,6 +1092,10 @@ mod tests {
             error: None,
             raw: None,
             correlation: None,
+            actor_source: None,
+            item_actor: None,
+            last_writer: None,
+            principal: None,
             snapshot_time: None,
             stream_arn: ARN.into(),
         }

@@ -218,7 +218,11 @@ impl QueryFilter {
             && self
                 .actor
                 .as_ref()
-                .is_none_or(|a| entry.actor.as_ref() == Some(a))
+                // A CloudTrail principal shown as the actor does not hide
+                // the actor the entry was written (and indexed) with.
+                .is_none_or(|a| {
+                    entry.actor.as_ref() == Some(a) || entry.item_actor.as_ref() == Some(a)
+                })
             && self
                 .correlation
                 .as_ref()

@@ -117,6 +117,10 @@ pub fn snapshot_entry(
         event_time: Some(read_at.to_string()),
         // A baseline is nobody's change.
         actor: None,
+        actor_source: None,
+        last_writer: None,
+        principal: None,
+        item_actor: None,
         changes: diff_images(None, Some(item)),
         ttl_expiry: false,
         error: None,

@@ -39,8 +39,12 @@
 //!   detected twice, e.g. after a crash, is written once), `gap` (S, JSON),
 //!   `table_name`, `stream_arn`, `shard_id`, `detected_at`.
 //!
-//! Entries and gaps are written once (`attribute_not_exists(pk)`) and never
-//! updated or deleted.
+//! - an attribution record (CloudTrail, see `attribution::dynamo`): the
+//!   entry's `pk`, `sk` = `<entry sk>#attribution`, `attribution` (S, JSON);
+//!   `history` merges it into its entry.
+//!
+//! Entries, gaps and attributions are written once (`attribute_not_exists(pk)`)
+//! and never updated or deleted.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -151,6 +155,11 @@ impl DynamoStore {
 
     pub fn names(&self) -> &TableNames {
         &self.names
+    }
+
+    /// For adapters of the same tables in other modules (`attribution`).
+    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
     }
 
     /// Create the three tables unless they exist, and wait until all are
@@ -331,6 +340,89 @@ impl DynamoStore {
         })
         .await?;
         Ok(ready && self.wait_active(table, cancel).await?)
+    }
+
+    /// For `run` without `init` (tables made by CloudFormation or by hand):
+    /// checks that the three tables exist, are ACTIVE, and have the keys
+    /// ddb-audit writes. Every problem is reported at once, each naming the
+    /// table, what is wrong and the fix.
+    pub async fn check_tables(&self) -> StoreResult<()> {
+        let specs = [
+            (
+                &self.names.streams,
+                "table_name",
+                "stream_arn",
+                "storage.streams_table",
+            ),
+            (
+                &self.names.shards,
+                "stream_arn",
+                "shard_id",
+                "storage.shards_table",
+            ),
+            (&self.names.audit, "pk", "sk", "storage.audit_table"),
+        ];
+        let mut problems = Vec::new();
+        for (table, hash, range, key) in specs {
+            match self.client.describe_table().table_name(table).send().await {
+                Ok(out) => {
+                    let Some(t) = out.table() else {
+                        problems.push(format!(
+                            "table {table}: DescribeTable returned no description"
+                        ));
+                        continue;
+                    };
+                    let keys: Vec<(String, String)> = t
+                        .key_schema()
+                        .iter()
+                        .map(|k| {
+                            (
+                                k.attribute_name().to_string(),
+                                k.key_type().as_str().to_string(),
+                            )
+                        })
+                        .collect();
+                    let types: Vec<(String, String)> = t
+                        .attribute_definitions()
+                        .iter()
+                        .map(|d| {
+                            (
+                                d.attribute_name().to_string(),
+                                d.attribute_type().as_str().to_string(),
+                            )
+                        })
+                        .collect();
+                    let status = t.table_status().map(|s| s.as_str().to_string());
+                    problems.extend(schema_problems(
+                        table,
+                        key,
+                        hash,
+                        range,
+                        &keys,
+                        &types,
+                        status.as_deref(),
+                    ));
+                }
+                Err(e) => {
+                    let c = classify(&e);
+                    match c.kind {
+                        ErrorKind::NotFound => problems.push(format!(
+                            "table {table} (`{key}`) does not exist: run `ddb-audit init`, deploy \
+                             infra/cloudformation/ddb-audit.yaml, or set `{key}` to the table's name"
+                        )),
+                        _ => return Err(store_error(c, table)),
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Other(format!(
+                "ddb-audit's own tables are not usable:\n  {}",
+                problems.join("\n  ")
+            )))
+        }
     }
 
     /// True when this call created the table.
@@ -658,10 +750,27 @@ impl DynamoStore {
                 chunks.insert(sk, chunk);
             }
         }
+        // Attribution records (CloudTrail) sort after their entries; merged
+        // into them below.
+        let mut attributions: HashMap<&str, crate::attribution::Principal> = HashMap::new();
+        for item in &items {
+            let sk = get_s(item, "sk").unwrap_or_default();
+            if let Some(json) = get_s(item, "attribution") {
+                let record: crate::attribution::reader::AttributionRecord =
+                    serde_json::from_str(json).map_err(|e| {
+                        StoreError::Corrupt(format!("{pk} {sk}: attribution record: {e}"))
+                    })?;
+                if let Some(entry_sk) =
+                    sk.strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)
+                {
+                    attributions.insert(entry_sk, record.principal);
+                }
+            }
+        }
         let mut entries = Vec::new();
         for item in &items {
             let sk = get_s(item, "sk").unwrap_or_default();
-            if item.contains_key("chunk") {
+            if item.contains_key("chunk") || item.contains_key("attribution") {
                 continue;
             }
             // A hashed pk may (in theory) be shared by two keys.
@@ -681,6 +790,9 @@ impl DynamoStore {
             let mut entry =
                 decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
             entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
+            if let Some(principal) = attributions.get(sk) {
+                crate::attribution::reader::apply(&mut entry, principal);
+            }
             entries.push(entry);
         }
         Ok(entries)
@@ -781,6 +893,30 @@ impl DynamoStore {
         Ok(entry)
     }
 
+    /// The CloudTrail attribution record of one entry, if any.
+    async fn attribution_of(
+        &self,
+        pk: &str,
+        head_sk: &str,
+    ) -> StoreResult<Option<HashMap<String, DAttr>>> {
+        let table = &self.names.audit;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(pk))
+            .key(
+                "sk",
+                s(crate::attribution::dynamo::attribution_sort_key(head_sk)),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        self.count(0, 0, usize::from(out.item().is_some()));
+        Ok(out.item().cloned())
+    }
+
     fn count(&self, queries: u64, batch_gets: u64, items: usize) {
         self.counters
             .query_calls
@@ -878,7 +1014,21 @@ impl ReadStore for DynamoStore {
     ) -> StoreResult<Vec<Option<AuditEntry>>> {
         let table = &self.names.audit;
         let mut found: HashMap<(String, String), HashMap<String, DAttr>> = HashMap::new();
-        for chunk in refs.chunks(100) {
+        // Each entry's CloudTrail attribution record too (absent ones cost
+        // nothing but a key in the batch), merged below.
+        let wanted: Vec<(String, String)> = refs
+            .iter()
+            .flat_map(|(pk, sk)| {
+                [
+                    (pk.clone(), sk.clone()),
+                    (
+                        pk.clone(),
+                        crate::attribution::dynamo::attribution_sort_key(sk),
+                    ),
+                ]
+            })
+            .collect();
+        for chunk in wanted.chunks(100) {
             let mut keys: Vec<HashMap<String, DAttr>> = chunk
                 .iter()
                 .map(|(pk, sk)| {
@@ -921,7 +1071,17 @@ impl ReadStore for DynamoStore {
         let mut out = Vec::with_capacity(refs.len());
         for r in refs {
             out.push(match found.get(r) {
-                Some(item) => Some(self.decode_head(item).await?),
+                Some(item) => {
+                    let mut entry = self.decode_head(item).await?;
+                    let key = (
+                        r.0.clone(),
+                        crate::attribution::dynamo::attribution_sort_key(&r.1),
+                    );
+                    if let Some(record) = found.get(&key) {
+                        merge_attribution(&mut entry, record)?;
+                    }
+                    Some(entry)
+                }
                 None => None,
             });
         }
@@ -958,14 +1118,42 @@ impl ReadStore for DynamoStore {
         let items = out.items();
         self.count(1, 0, items.len());
         let mut entries = Vec::new();
-        for item in items {
-            if item.contains_key("chunk") {
+        // CloudTrail attribution records sit right after their entries (in
+        // ascending order; right before them descending).
+        let attributions: HashMap<&str, &HashMap<String, DAttr>> = items
+            .iter()
+            .filter(|i| i.contains_key("attribution"))
+            .filter_map(|i| {
+                let sk = get_s(i, "sk")?;
+                Some((
+                    sk.strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)?,
+                    i,
+                ))
+            })
+            .collect();
+        for (n, item) in items.iter().enumerate() {
+            if item.contains_key("chunk") || item.contains_key("attribution") {
                 continue;
             }
             if hashed && get_s(item, "item_key") != Some(canonical.as_str()) {
                 continue;
             }
-            let entry = self.decode_head(item).await?;
+            let mut entry = self.decode_head(item).await?;
+            let head_sk = get_s(item, "sk").unwrap_or_default();
+            match attributions.get(head_sk) {
+                Some(record) => merge_attribution(&mut entry, record)?,
+                // The page may have ended between an entry and its record.
+                None if (!descending
+                    && n + 1 == items.len()
+                    && out.last_evaluated_key().is_some())
+                    || (descending && n == 0 && after.is_some()) =>
+                {
+                    if let Some(record) = self.attribution_of(&pk, head_sk).await? {
+                        merge_attribution(&mut entry, &record)?;
+                    }
+                }
+                None => {}
+            }
             let mut position = Position::new();
             position.insert("pk".into(), pk.clone());
             position.insert(
@@ -1733,6 +1921,18 @@ fn canonical_number(n: &str) -> String {
 
 // ---------------------------------------------------------------- entries
 
+/// Merges an attribution record item into its entry.
+fn merge_attribution(entry: &mut AuditEntry, record: &HashMap<String, DAttr>) -> StoreResult<()> {
+    let sk = get_s(record, "sk").unwrap_or_default();
+    let json = get_s(record, "attribution").ok_or_else(|| {
+        StoreError::Corrupt(format!("{sk}: attribution item without `attribution`"))
+    })?;
+    let record: crate::attribution::reader::AttributionRecord = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("{sk}: attribution record: {e}")))?;
+    crate::attribution::reader::apply(entry, &record.principal);
+    Ok(())
+}
+
 /// An entry as stored: its contract JSON.
 pub fn encode_entry(entry: &AuditEntry) -> StoreResult<String> {
     serde_json::to_string(entry).map_err(|e| {
@@ -1893,6 +2093,55 @@ where
     store_error(classify(err), table)
 }
 
+/// What is wrong with one of our tables as described, if anything: the
+/// keys must be `hash` (HASH) + `range` (RANGE), both strings, and the table
+/// ACTIVE (or UPDATING, which still serves reads and writes).
+fn schema_problems(
+    table: &str,
+    config_key: &str,
+    hash: &str,
+    range: &str,
+    keys: &[(String, String)],
+    types: &[(String, String)],
+    status: Option<&str>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let named = |kind: &str| {
+        keys.iter()
+            .find(|(_, k)| k == kind)
+            .map(|(n, _)| n.as_str())
+    };
+    if keys.len() != 2 || named("HASH") != Some(hash) || named("RANGE") != Some(range) {
+        let found: Vec<String> = keys.iter().map(|(n, k)| format!("{n} ({k})")).collect();
+        problems.push(format!(
+            "table {table} (`{config_key}`) has key schema [{}], but ddb-audit needs \
+             {hash} (HASH) + {range} (RANGE): point `{config_key}` at a table made by \
+             `ddb-audit init` or the CloudFormation stack",
+            found.join(", ")
+        ));
+    }
+    for attr in [hash, range] {
+        match types.iter().find(|(n, _)| n == attr) {
+            Some((_, t)) if t == "S" => {}
+            Some((_, t)) => problems.push(format!(
+                "table {table} (`{config_key}`): key attribute {attr} has type {t}, but ddb-audit needs S (string)"
+            )),
+            None if keys.iter().any(|(n, _)| n == attr) => problems.push(format!(
+                "table {table} (`{config_key}`): key attribute {attr} has no type definition"
+            )),
+            None => {}
+        }
+    }
+    match status {
+        Some("ACTIVE") | Some("UPDATING") => {}
+        other => problems.push(format!(
+            "table {table} (`{config_key}`) is {}, not ACTIVE: wait for it, or check the stack",
+            other.unwrap_or("of unknown status")
+        )),
+    }
+    problems
+}
+
 fn store_error(c: Classified, table: &str) -> StoreError {
     match c.kind {
         ErrorKind::Throttled | ErrorKind::Transient => {
@@ -1915,6 +2164,55 @@ fn store_error(c: Classified, table: &str) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_problems_name_the_table_the_key_and_the_fix() {
+        let keys = |h: &str, r: &str| {
+            vec![
+                (h.to_string(), "HASH".to_string()),
+                (r.to_string(), "RANGE".to_string()),
+            ]
+        };
+        let s = |n: &str| (n.to_string(), "S".to_string());
+        let ok = schema_problems(
+            "t",
+            "storage.audit_table",
+            "pk",
+            "sk",
+            &keys("pk", "sk"),
+            &[s("pk"), s("sk")],
+            Some("ACTIVE"),
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+        let bad = schema_problems(
+            "t",
+            "storage.audit_table",
+            "pk",
+            "sk",
+            &keys("id", "sk"),
+            &[s("id"), s("sk")],
+            Some("ACTIVE"),
+        );
+        assert_eq!(bad.len(), 1);
+        assert!(
+            bad[0].contains("table t")
+                && bad[0].contains("id (HASH)")
+                && bad[0].contains("pk (HASH)"),
+            "{bad:?}"
+        );
+        let bad = schema_problems(
+            "t",
+            "storage.audit_table",
+            "pk",
+            "sk",
+            &keys("pk", "sk"),
+            &[s("pk"), ("sk".into(), "N".into())],
+            Some("CREATING"),
+        );
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].contains("sk has type N"), "{bad:?}");
+        assert!(bad[1].contains("CREATING"), "{bad:?}");
+    }
 
     fn key(pairs: &[(&str, AttrValue)]) -> Item {
         pairs
@@ -2015,6 +2313,10 @@ mod tests {
             shard_id: "shardId-00000001700000000000-0123abcd".into(),
             event_time: Some("2026-11-23T19:05:00Z".into()),
             actor: actor.map(str::to_string),
+            actor_source: None,
+            last_writer: None,
+            principal: None,
+            item_actor: None,
             changes: vec![crate::entry::Change {
                 path: "note".into(),
                 old: Some(AttrValue::S("o".repeat(half))),

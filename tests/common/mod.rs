@@ -996,7 +996,8 @@ pub fn by_item(recs: &[StreamRec]) -> BTreeMap<String, Vec<StreamRec>> {
 /// - the same sequence numbers in the same (stream) order: none lost, none
 ///   doubled;
 /// - per entry: table, key, event, shard, actor (`updated_by` of the new
-///   image, else the old), no TTL mark; its changes applied to the record's
+///   image), `actor_source`, `last_writer` (the old image's, when the new
+///   image has none), no TTL mark; its changes applied to the record's
 ///   old image give the record's new image;
 /// - all changes applied in order from nothing give `current`.
 pub fn check_item_history(
@@ -1038,10 +1039,31 @@ pub fn check_item_history(
                 .and_then(|a| a.get("S"))
                 .cloned()
         };
-        let want_actor = actor_of(&r.new)
-            .or_else(|| actor_of(&r.old))
-            .unwrap_or(Value::Null);
-        assert_eq!(e["actor"], want_actor, "{ctx}: actor");
+        // Provenance: the actor only from the new image; a REMOVE's (or an
+        // attribute-dropping MODIFY's) old value is the last writer, never
+        // the actor; an attribute the write left as it was is marked so.
+        let (new_actor, old_actor) = (actor_of(&r.new), actor_of(&r.old));
+        let want_source = match (&new_actor, &old_actor) {
+            (Some(n), Some(o)) if r.event == "MODIFY" && n == o => json!("item-unchanged"),
+            (Some(_), _) => json!("item"),
+            (None, _) => Value::Null,
+        };
+        assert_eq!(
+            e["actor"],
+            new_actor.clone().unwrap_or(Value::Null),
+            "{ctx}: actor"
+        );
+        assert_eq!(e["actor_source"], want_source, "{ctx}: actor_source");
+        let want_last = if new_actor.is_none() {
+            old_actor.unwrap_or(Value::Null)
+        } else {
+            Value::Null
+        };
+        assert_eq!(
+            e.get("last_writer").cloned().unwrap_or(Value::Null),
+            want_last,
+            "{ctx}: last_writer"
+        );
         assert!(
             matches!(e.get("ttl_expiry"), None | Some(Value::Bool(false))),
             "{ctx}: no user write is a TTL expiry"

@@ -1,0 +1,379 @@
+//! [`AttributionStore`] in the daemon's own DynamoDB tables (the adapter:
+//! SDK types stop here).
+//!
+//! - An attribution record sits next to its entry in the audit table: the
+//!   entry's `pk`, `sk` = `<entry sk>#attribution`, `attribution` (S, the
+//!   [`AttributionRecord`] JSON), `attr_table` (the audited table),
+//!   `attr_item_key` (the item's key as DynamoDB JSON), `principal_arn` (S,
+//!   absent when ambiguous), `confidence`, `event_id`, `matched_at`. None of
+//!   an entry's attributes (`entry`, `table_name`, `event`, `event_time`,
+//!   `actor`), so indexes over entries do not pick these up. Written once
+//!   (`attribute_not_exists(pk)`), never updated: the entry stays as it was
+//!   written, and `history` merges the two.
+//! - The reader's position is a row of the shards table under a reserved
+//!   key no stream has: `stream_arn` = `#cloudtrail`, `shard_id` =
+//!   `s3://<bucket>/<prefix>`; `last_key` (S, the last log file read),
+//!   `pending` (S, JSON of the writes waiting for their entries),
+//!   `updated_at`. It only moves forward (`last_key` never decreases).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use aws_sdk_dynamodb::types::AttributeValue as DAttr;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::matcher::Candidate;
+use super::reader::{
+    AttributionError, AttributionRecord, AttributionResult, AttributionStore, ItemEntries, KeyType,
+    Position,
+};
+use crate::aws::{classify, Classified, ErrorKind};
+use crate::entry::AuditEntry;
+use crate::store::dynamo::{entry_sort_key, item_partition_key, DynamoStore};
+use crate::store::{PutOutcome, StoreError};
+use crate::value::Item;
+
+/// `shards` table partition of the reader's position rows.
+pub const POSITION_STREAM_ARN: &str = "#cloudtrail";
+/// Suffix of an attribution record's sort key.
+pub const ATTRIBUTION_SUFFIX: &str = "#attribution";
+
+/// The sort key of the attribution record of the entry with sort key `entry_sk`.
+pub fn attribution_sort_key(entry_sk: &str) -> String {
+    format!("{entry_sk}{ATTRIBUTION_SUFFIX}")
+}
+
+/// The audit-table sort key of an entry (as [`entry_sort_key`]).
+pub fn sort_key_of(stream_arn: &str, sequence_number: &str) -> String {
+    entry_sort_key(stream_arn, sequence_number)
+}
+
+fn s(v: impl Into<String>) -> DAttr {
+    DAttr::S(v.into())
+}
+
+fn get_s<'a>(item: &'a HashMap<String, DAttr>, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(DAttr::S(v)) => Some(v.as_str()),
+        _ => None,
+    }
+}
+
+fn error(c: Classified, what: &str) -> AttributionError {
+    match c.kind {
+        ErrorKind::Throttled | ErrorKind::Transient => {
+            AttributionError::Transient(format!("{what}: {}", c.message))
+        }
+        _ => AttributionError::Other(format!("{what}: {}", c.message)),
+    }
+}
+
+fn parse_time(t: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Every entry attributed to the principal `arn` (optionally of one table),
+/// oldest first, each as `history` shows it: the library side of
+/// `query --principal ARN`.
+///
+/// It scans the audit table for attribution records naming `arn` (their
+/// `principal_arn` attribute), so its reads grow with the trail, not with
+/// the matches; a sparse index on `principal_arn` (only attribution records
+/// carry it) makes this a Query.
+pub async fn entries_by_principal(
+    store: &DynamoStore,
+    arn: &str,
+    table: Option<&str>,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    use crate::store::AuditStore as _;
+    let audit = &store.names().audit;
+    let mut filter = "#pa = :pa".to_string();
+    let mut call = store
+        .client()
+        .scan()
+        .table_name(audit)
+        .expression_attribute_names("#pa", "principal_arn")
+        .expression_attribute_names("#sk", "sk")
+        .expression_attribute_names("#tn", "attr_table")
+        .expression_attribute_names("#ik", "attr_item_key")
+        .expression_attribute_values(":pa", s(arn))
+        .projection_expression("#sk, #tn, #ik")
+        .consistent_read(true);
+    if let Some(t) = table {
+        filter.push_str(" AND #tn = :tn");
+        call = call.expression_attribute_values(":tn", s(t));
+    }
+    let hits: Vec<HashMap<String, DAttr>> = call
+        .filter_expression(filter)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| StoreError::Other(format!("{audit}: {}", classify(&e).message)))?;
+    // One history read per item, however many of its entries match.
+    let mut wanted: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
+    for hit in &hits {
+        let (Some(t), Some(k), Some(sk)) = (
+            get_s(hit, "attr_table"),
+            get_s(hit, "attr_item_key"),
+            get_s(hit, "sk").and_then(|sk| sk.strip_suffix(ATTRIBUTION_SUFFIX)),
+        ) else {
+            continue;
+        };
+        wanted
+            .entry((t.to_string(), k.to_string()))
+            .or_default()
+            .insert(sk.to_string());
+    }
+    let mut out = Vec::new();
+    for ((t, k), sks) in wanted {
+        let key: Item = serde_json::from_str(&k)
+            .map_err(|e| StoreError::Corrupt(format!("{audit}: attribution item_key {k}: {e}")))?;
+        for entry in store.history(&t, &key).await? {
+            if sks.contains(&entry_sort_key(&entry.stream_arn, &entry.sequence_number)) {
+                out.push(entry);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.event_time.cmp(&b.event_time));
+    Ok(out)
+}
+
+impl AttributionStore for DynamoStore {
+    async fn key_schema(&self, table: &str) -> AttributionResult<Vec<(String, KeyType)>> {
+        let out = self
+            .client()
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| error(classify(&e), &format!("DescribeTable {table}")))?;
+        let t = out
+            .table()
+            .ok_or_else(|| AttributionError::Other(format!("DescribeTable {table}: no table")))?;
+        let types: HashMap<&str, &str> = t
+            .attribute_definitions()
+            .iter()
+            .map(|d| (d.attribute_name(), d.attribute_type().as_str()))
+            .collect();
+        t.key_schema()
+            .iter()
+            .map(|k| {
+                let name = k.attribute_name();
+                let kind = match types.get(name).copied() {
+                    Some("S") => KeyType::S,
+                    Some("N") => KeyType::N,
+                    Some("B") => KeyType::B,
+                    other => {
+                        return Err(AttributionError::Other(format!(
+                            "table {table}: key attribute {name} has type {other:?}"
+                        )))
+                    }
+                };
+                Ok((name.to_string(), kind))
+            })
+            .collect()
+    }
+
+    async fn item_entries(
+        &self,
+        table: &str,
+        key: &Item,
+        since: DateTime<Utc>,
+    ) -> AttributionResult<ItemEntries> {
+        let audit = &self.names().audit;
+        let pk = item_partition_key(table, key);
+        let mut out = ItemEntries::default();
+        let mut start: Option<HashMap<String, DAttr>> = None;
+        // Newest first, stopping once past `since`: reads ∝ the window, not
+        // the item's whole history.
+        loop {
+            let page = self
+                .client()
+                .query()
+                .table_name(audit)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#sk", "sk")
+                .expression_attribute_names("#ev", "event")
+                .expression_attribute_names("#et", "event_time")
+                .expression_attribute_names("#at", "attribution")
+                .expression_attribute_names("#pa", "part")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression("#sk, #ev, #et, #at, #pa")
+                .scan_index_forward(false)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| error(classify(&e), &format!("Query {audit}")))?;
+            let mut oldest: Option<DateTime<Utc>> = None;
+            for item in page.items() {
+                if item.contains_key("part") {
+                    continue;
+                }
+                if let Some(json) = get_s(item, "attribution") {
+                    let record: AttributionRecord = serde_json::from_str(json).map_err(|e| {
+                        AttributionError::Other(format!("{pk}: corrupt attribution record: {e}"))
+                    })?;
+                    out.event_ids.extend(record.event_ids.iter().cloned());
+                    if let Some(c) = out.candidates.iter_mut().find(|c| c.sk == record.entry_sk) {
+                        c.attributed = true;
+                    }
+                    // Descending: the record comes before its entry.
+                    out.candidates.push(Candidate {
+                        sk: record.entry_sk,
+                        event: String::new(),
+                        time: None,
+                        attributed: true,
+                    });
+                    continue;
+                }
+                let Some(sk) = get_s(item, "sk") else {
+                    continue;
+                };
+                let time = get_s(item, "event_time").and_then(parse_time);
+                if let Some(t) = time {
+                    oldest = Some(oldest.map_or(t, |o: DateTime<Utc>| o.min(t)));
+                }
+                let attributed = out.candidates.iter().any(|c| c.sk == sk && c.attributed);
+                out.candidates.retain(|c| c.sk != sk);
+                out.candidates.push(Candidate {
+                    sk: sk.to_string(),
+                    event: get_s(item, "event").unwrap_or_default().to_string(),
+                    time,
+                    attributed,
+                });
+            }
+            match page.last_evaluated_key() {
+                Some(k) if oldest.is_none_or(|o| o >= since) => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_attribution(
+        &self,
+        table: &str,
+        key: &Item,
+        record: &AttributionRecord,
+    ) -> AttributionResult<PutOutcome> {
+        let audit = &self.names().audit;
+        let json = serde_json::to_string(record)
+            .map_err(|e| AttributionError::Other(format!("encoding an attribution: {e}")))?;
+        let mut item = HashMap::from([
+            ("pk".to_string(), s(item_partition_key(table, key))),
+            ("sk".to_string(), s(attribution_sort_key(&record.entry_sk))),
+            ("attribution".to_string(), s(json)),
+            ("attr_table".to_string(), s(table)),
+            (
+                "confidence".to_string(),
+                s(record.principal.confidence.as_str()),
+            ),
+            (
+                "matched_at".to_string(),
+                s(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+            ),
+        ]);
+        if let Some(arn) = &record.principal.arn {
+            item.insert("principal_arn".into(), s(arn));
+        }
+        if let Some(id) = &record.principal.event_id {
+            item.insert("event_id".into(), s(id));
+        }
+        // For lookups by principal: the pk alone may be a hash of the key.
+        if let Ok(json) = serde_json::to_string(key) {
+            item.insert("attr_item_key".into(), s(json));
+        }
+        match self
+            .client()
+            .put_item()
+            .table_name(audit)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+        {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) => {
+                let c = classify(&e);
+                if c.kind == ErrorKind::ConditionFailed {
+                    Ok(PutOutcome::AlreadyPresent)
+                } else {
+                    Err(error(c, &format!("PutItem {audit}")))
+                }
+            }
+        }
+    }
+
+    async fn load_position(&self, source: &str) -> AttributionResult<Option<Position>> {
+        let shards = &self.names().shards;
+        let out = self
+            .client()
+            .get_item()
+            .table_name(shards)
+            .key("stream_arn", s(POSITION_STREAM_ARN))
+            .key("shard_id", s(source))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| error(classify(&e), &format!("GetItem {shards}")))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let pending = match get_s(item, "pending") {
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                AttributionError::Other(format!(
+                    "{shards} {POSITION_STREAM_ARN} {source}: corrupt `pending`: {e}"
+                ))
+            })?,
+            None => Vec::new(),
+        };
+        Ok(Some(Position {
+            last_key: get_s(item, "last_key").map(str::to_string),
+            pending,
+        }))
+    }
+
+    async fn save_position(&self, source: &str, position: &Position) -> AttributionResult<()> {
+        let shards = &self.names().shards;
+        let pending = serde_json::to_string(&position.pending)
+            .map_err(|e| AttributionError::Other(format!("encoding pending writes: {e}")))?;
+        let mut call = self
+            .client()
+            .update_item()
+            .table_name(shards)
+            .key("stream_arn", s(POSITION_STREAM_ARN))
+            .key("shard_id", s(source))
+            .expression_attribute_names("#p", "pending")
+            .expression_attribute_names("#u", "updated_at")
+            .expression_attribute_values(":p", s(pending))
+            .expression_attribute_values(
+                ":u",
+                s(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+            );
+        call = match &position.last_key {
+            Some(k) => call
+                .update_expression("SET #k = :k, #p = :p, #u = :u")
+                .expression_attribute_names("#k", "last_key")
+                .expression_attribute_values(":k", s(k))
+                .condition_expression("attribute_not_exists(#k) OR #k <= :k"),
+            None => call.update_expression("SET #p = :p, #u = :u"),
+        };
+        match call.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let c = classify(&e);
+                if c.kind == ErrorKind::ConditionFailed {
+                    tracing::warn!(source = %source, "stored CloudTrail position is already further; kept it");
+                    Ok(())
+                } else {
+                    Err(error(c, &format!("UpdateItem {shards}")))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Who made a change, beyond what the item says: the IAM principal of the
+//! CloudTrail data event behind each audit entry.
+//!
+//! Streams records carry values but no caller; CloudTrail data events carry
+//! the caller but no values. This module joins them: [`cloudtrail`] parses
+//! the log files a trail delivers to S3, [`matcher`] pairs each write with its
+//! entry (table, key, kind of write, time), and [`reader`] is the daemon task
+//! that reads new log files, checkpoints its position and writes one
+//! write-once attribution record per matched entry.
+
+use serde::{Deserialize, Serialize};
+
+pub mod cloudtrail;
+pub mod matcher;
+
+/// How sure a match is (`principal.confidence` in the entry JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Confidence {
+    /// The only write of this kind to this key near this time, both ways.
+    High,
+    /// One of several writes of one key by one principal close together,
+    /// paired in order: the principal is certain, the request may be its
+    /// neighbour's.
+    Ordered,
+    /// Writes by different principals to one key within the same second:
+    /// which one made this change cannot be told, so no principal is named.
+    Ambiguous,
+}
+
+impl Confidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::High => "high",
+            Confidence::Ordered => "ordered",
+            Confidence::Ambiguous => "ambiguous",
+        }
+    }
+}
+
+/// The caller of a write, from its CloudTrail data event (`principal` in the
+/// entry JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// `userIdentity.arn` (for an AWS service without one: `invokedBy`);
+    /// `null` when ambiguous.
+    pub arn: Option<String>,
+    /// `userIdentity.type`: `AssumedRole`, `IAMUser`, `Root`, `AWSService`, …
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub event_id: Option<String>,
+    pub confidence: Confidence,
+    /// For an ambiguous match only: the principals that wrote the key in
+    /// that second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
+}
+
+pub mod dynamo;
+pub mod reader;
+pub mod s3;
+
+/// An [`AuditStore`](crate::store::AuditStore) that tells the CloudTrail
+/// reader about every entry it writes, so that entries whose event never
+/// comes can be counted. Everything else passes through.
+#[derive(Clone, Debug)]
+pub struct Watched<A> {
+    inner: A,
+    tx: Option<tokio::sync::mpsc::Sender<reader::WrittenEntry>>,
+}
+
+impl<A> Watched<A> {
+    /// `tx: None`: no reader, nothing told.
+    pub fn new(inner: A, tx: Option<tokio::sync::mpsc::Sender<reader::WrittenEntry>>) -> Self {
+        Watched { inner, tx }
+    }
+}
+
+impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
+    async fn put_entry(
+        &self,
+        entry: &crate::entry::AuditEntry,
+    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
+        let outcome = self.inner.put_entry(entry).await?;
+        if let (Some(tx), crate::store::PutOutcome::Written) = (&self.tx, outcome) {
+            // Counting is best effort: a full channel must never slow the
+            // audit path down.
+            let _ = tx.try_send(reader::WrittenEntry {
+                table: entry.table.clone(),
+                sk: dynamo::sort_key_of(&entry.stream_arn, &entry.sequence_number),
+                event_time: entry.event_time.as_deref().and_then(|t| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .ok()
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                }),
+            });
+        }
+        Ok(outcome)
+    }
+
+    async fn put_linked_entry(
+        &self,
+        entry: &crate::entry::AuditEntry,
+        link: &crate::proof::Link,
+    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
+        let outcome = self.inner.put_linked_entry(entry, link).await?;
+        if let (Some(tx), crate::store::PutOutcome::Written) = (&self.tx, outcome) {
+            let _ = tx.try_send(reader::WrittenEntry {
+                table: entry.table.clone(),
+                sk: dynamo::sort_key_of(&entry.stream_arn, &entry.sequence_number),
+                event_time: entry.event_time.as_deref().and_then(|t| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .ok()
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                }),
+            });
+        }
+        Ok(outcome)
+    }
+
+    async fn put_linked_gap(
+        &self,
+        gap: &crate::entry::Gap,
+        link: &crate::proof::Link,
+    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
+        self.inner.put_linked_gap(gap, link).await
+    }
+
+    async fn gap_link(
+        &self,
+        gap: &crate::entry::Gap,
+    ) -> crate::store::StoreResult<Option<crate::proof::Link>> {
+        self.inner.gap_link(gap).await
+    }
+
+    async fn history(
+        &self,
+        table: &str,
+        key: &crate::value::Item,
+    ) -> crate::store::StoreResult<Vec<crate::entry::AuditEntry>> {
+        self.inner.history(table, key).await
+    }
+
+    async fn put_gap(
+        &self,
+        gap: &crate::entry::Gap,
+    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
+        self.inner.put_gap(gap).await
+    }
+
+    async fn gaps(&self) -> crate::store::StoreResult<Vec<crate::entry::Gap>> {
+        self.inner.gaps().await
+    }
+}
+
+/// Starts the CloudTrail reader when `[attribution.cloudtrail]` is set (as
+/// its own task, stopping with `shutdown.stop`), and gives the audit store
+/// the daemon writes through: it tells the reader of every entry written.
+pub fn start(
+    config: &crate::config::Config,
+    sdk: &aws_config::SdkConfig,
+    store: &crate::store::dynamo::DynamoStore,
+    settings: &crate::engine::Settings,
+    shutdown: &crate::engine::Shutdown,
+) -> (
+    Watched<crate::store::dynamo::DynamoStore>,
+    Option<CloudTrailTask>,
+) {
+    let Some(ct) = &config.attribution.cloudtrail else {
+        return (Watched::new(store.clone(), None), None);
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(10_000);
+    let reader_settings = reader::ReaderSettings::new(
+        ct,
+        &config.tables,
+        sdk.region().map(|r| r.to_string()),
+        settings.retry_policy(),
+    );
+    let stats = std::sync::Arc::new(reader::Stats::new(&config.tables));
+    let reader = reader::Reader::new(
+        s3::S3Logs::new(sdk, &ct.bucket),
+        store.clone(),
+        reader_settings,
+        stats.clone(),
+    );
+    let handle = tokio::spawn(reader.run(shutdown.stop.clone(), Some(rx)));
+    (
+        Watched::new(store.clone(), Some(tx)),
+        Some(CloudTrailTask { handle, stats }),
+    )
+}
+
+/// The running reader: await `handle` at shutdown; `stats` for metrics
+/// (attributed / ambiguous / unmatched per table, the reader's lag).
+pub struct CloudTrailTask {
+    pub handle: tokio::task::JoinHandle<()>,
+    pub stats: std::sync::Arc<reader::Stats>,
+}

@@ -1,0 +1,130 @@
+//! A [`StreamApi`] decorator that counts every call by operation and outcome
+//! (`ddb_audit_stream_calls_total`). It wraps the adapter, so each attempt
+//! the retry layer makes is counted, throttled ones included.
+
+use std::future::Future;
+
+use super::{Event, StreamCall};
+use crate::stream::{
+    DescribeStreamRequest, IteratorPosition, RecordsPage, StreamApi, StreamDescription,
+    StreamError, StreamResult, StreamSummary, TableStream,
+};
+
+/// `inner`, with each call counted.
+#[derive(Clone, Debug)]
+pub struct Observed<S> {
+    pub inner: S,
+}
+
+impl<S> Observed<S> {
+    pub fn new(inner: S) -> Self {
+        Observed { inner }
+    }
+}
+
+/// The operations counted (`operation` label).
+pub const OPERATIONS: [&str; 5] = [
+    "DescribeTable",
+    "ListStreams",
+    "DescribeStream",
+    "GetShardIterator",
+    "GetRecords",
+];
+
+/// Every `outcome` label [`outcome`] gives.
+pub const OUTCOMES: [&str; 7] = [
+    "ok",
+    "throttled",
+    "transient",
+    "trimmed",
+    "expired_iterator",
+    "not_found",
+    "error",
+];
+
+/// The `outcome` label of a call's result.
+pub fn outcome<T>(result: &StreamResult<T>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(StreamError::Throttled(_)) => "throttled",
+        Err(StreamError::Transient(_)) => "transient",
+        Err(StreamError::Trimmed(_)) => "trimmed",
+        Err(StreamError::ExpiredIterator(_)) => "expired_iterator",
+        Err(StreamError::NotFound(_)) => "not_found",
+        Err(StreamError::Other(_)) => "error",
+    }
+}
+
+async fn counted<T>(
+    operation: &'static str,
+    call: impl Future<Output = StreamResult<T>>,
+) -> StreamResult<T> {
+    let result = call.await;
+    StreamCall {
+        operation,
+        outcome: outcome(&result),
+    }
+    .emit();
+    result
+}
+
+impl<S: StreamApi> StreamApi for Observed<S> {
+    fn describe_table(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = StreamResult<TableStream>> + Send {
+        counted("DescribeTable", self.inner.describe_table(table))
+    }
+    fn list_streams(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = StreamResult<Vec<StreamSummary>>> + Send {
+        counted("ListStreams", self.inner.list_streams(table))
+    }
+    fn describe_stream(
+        &self,
+        request: &DescribeStreamRequest,
+    ) -> impl Future<Output = StreamResult<StreamDescription>> + Send {
+        counted("DescribeStream", self.inner.describe_stream(request))
+    }
+    fn get_shard_iterator(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        position: &IteratorPosition,
+    ) -> impl Future<Output = StreamResult<String>> + Send {
+        counted(
+            "GetShardIterator",
+            self.inner
+                .get_shard_iterator(stream_arn, shard_id, position),
+        )
+    }
+    fn get_records(
+        &self,
+        iterator: &str,
+        limit: Option<i32>,
+    ) -> impl Future<Output = StreamResult<RecordsPage>> + Send {
+        counted("GetRecords", self.inner.get_records(iterator, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_is_one_exported_from_the_start() {
+        let m = || "m".to_string();
+        let results: Vec<StreamResult<()>> = vec![
+            Ok(()),
+            Err(StreamError::Throttled(m())),
+            Err(StreamError::Transient(m())),
+            Err(StreamError::Trimmed(m())),
+            Err(StreamError::ExpiredIterator(m())),
+            Err(StreamError::NotFound(m())),
+            Err(StreamError::Other(m())),
+        ];
+        let seen: Vec<&str> = results.iter().map(outcome).collect();
+        assert_eq!(seen, OUTCOMES.to_vec());
+    }
+}

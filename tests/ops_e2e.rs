@@ -1,0 +1,827 @@
+//! Running ddb-audit as a service, end to end against the emulator: the
+//! metrics (parsed by Prometheus' own Python parser), readiness and the
+//! `healthcheck` exit codes, EMF lines, and the container contract on the
+//! binary itself (PID 1, a non-root uid with nothing writable and no HOME,
+//! the config in the environment, credentials from the ECS endpoint).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::*;
+use serde_json::Value;
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// GET over a plain socket: (status, body), or None when nothing answers.
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+fn venv_python() -> PathBuf {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run `make venv` first",
+        py.display()
+    );
+    py
+}
+
+/// One parsed sample.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A scrape of /metrics parsed by `prometheus_client` (tests/ops/parse_metrics.py).
+struct Scrape {
+    samples: Vec<Sample>,
+    types: BTreeMap<String, String>,
+}
+
+impl Scrape {
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.labels.len() == labels.len()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    }
+    fn table(&self, name: &str, table: &str) -> f64 {
+        self.get(name, &[("table", table)])
+            .unwrap_or_else(|| panic!("no {name}{{table={table:?}}} in {:#?}", self.samples))
+    }
+}
+
+fn scrape(addr: SocketAddr) -> Scrape {
+    let (code, text) = http_get(addr, "/metrics").expect("/metrics answers");
+    assert_eq!(code, 200, "{text}");
+    let mut child = std::process::Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ops/parse_metrics.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("parse_metrics.py");
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected the scrape: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let samples = v["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| Sample {
+            name: s["name"].as_str().unwrap_or_default().to_string(),
+            labels: s["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            value: s["value"].as_f64().unwrap_or(f64::NAN),
+        })
+        .collect();
+    let types = v["types"]
+        .as_object()
+        .expect("types")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    Scrape { samples, types }
+}
+
+async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn put(env: &TestEnv, table: &str, pk: &str, sk: i64, balance: i64) {
+    env.ddb
+        .put_item()
+        .table_name(table)
+        .item("pk", AttributeValue::S(pk.into()))
+        .item("sk", AttributeValue::N(sk.to_string()))
+        .item("balance", AttributeValue::N(balance.to_string()))
+        .item("updated_by", AttributeValue::S("ops-test".into()))
+        .send()
+        .await
+        .expect("put_item");
+}
+
+async fn delete(env: &TestEnv, table: &str, pk: &str, sk: i64) {
+    env.ddb
+        .delete_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::N(sk.to_string()))
+        .send()
+        .await
+        .expect("delete_item");
+}
+
+fn observed_config(env: &TestEnv, tables: &[&str], listen: SocketAddr) -> String {
+    let list: Vec<String> = tables.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "tables = [{}]\n\n[attribution]\nactor_attribute = \"updated_by\"\n\n{}\n\
+         [polling]\nidle_poll_max_ms = 1000\nfull_listing_interval_secs = 2\n\n\
+         [observability]\nlisten = \"{listen}\"\nemf = true\nemf_interval_secs = 1\n",
+        list.join(", "),
+        env.storage_section()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_lag_readiness_and_healthcheck_follow_a_known_workload() {
+    let env = TestEnv::new("ops-metrics");
+    let a = env.name("a");
+    let b = env.name("b");
+    env.create_stream_table(&a).await;
+    env.create_stream_table(&b).await;
+    let listen = free_addr();
+    let config = env.write_file("config.toml", &observed_config(&env, &[&a, &b], listen));
+    let cfg = path_str(&config);
+
+    // No listener yet: healthcheck says so and fails.
+    env.cli(&["healthcheck", "--config", cfg])
+        .await
+        .fails_naming(&["cannot reach", &listen.port().to_string()]);
+
+    env.init(&config).await;
+    let mut daemon = env.spawn_daemon(&config);
+    wait_for("/readyz 200", Duration::from_secs(60), || {
+        daemon.assert_running();
+        http_get(listen, "/readyz").filter(|(c, _)| *c == 200)
+    })
+    .await;
+    env.cli(&["healthcheck", "--config", cfg]).await.success();
+    assert_eq!(http_get(listen, "/healthz").map(|r| r.0), Some(200));
+
+    // Every series exists from the start, at 0.
+    let s = scrape(listen);
+    for t in [&a, &b] {
+        for name in [
+            "ddb_audit_records_read_total",
+            "ddb_audit_entries_written_total",
+            "ddb_audit_duplicates_total",
+            "ddb_audit_gaps_total",
+            "ddb_audit_failing_shards",
+        ] {
+            assert_eq!(s.table(name, t), 0.0, "{name} {t}");
+        }
+        assert_eq!(s.table("ddb_audit_table_ready", t), 1.0);
+    }
+    assert_eq!(
+        s.types.get("ddb_audit_records_read").map(String::as_str),
+        Some("counter")
+    );
+    assert_eq!(
+        s.types.get("ddb_audit_lag_seconds").map(String::as_str),
+        Some("gauge")
+    );
+    assert_eq!(
+        s.types
+            .get("ddb_audit_entry_latency_seconds")
+            .map(String::as_str),
+        Some("histogram")
+    );
+
+    // The workload: 7 changes on a (inserts, modifies, a delete), 3 on b.
+    put(&env, &a, "u1", 1, 1000).await;
+    put(&env, &a, "u1", 1, 900).await;
+    put(&env, &a, "u2", 1, 5).await;
+    put(&env, &a, "u2", 1, 6).await;
+    put(&env, &a, "u3", 1, 1).await;
+    put(&env, &a, "u1", 1, 800).await;
+    delete(&env, &a, "u3", 1).await;
+    for i in 0..3 {
+        put(&env, &b, "k", i, i).await;
+    }
+    // What the stream holds is the truth the counts must equal.
+    assert_eq!(env.read_stream_exactly(&a, 7).await.len(), 7);
+    assert_eq!(env.read_stream_exactly(&b, 3).await.len(), 3);
+
+    let s = wait_for("all entries counted", AUDIT_DEADLINE, || {
+        let s = scrape(listen);
+        (s.table("ddb_audit_entries_written_total", &a) >= 7.0
+            && s.table("ddb_audit_entries_written_total", &b) >= 3.0)
+            .then_some(s)
+    })
+    .await;
+    // Give a double count the time to show before checking exactness.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s2 = scrape(listen);
+    for (t, n) in [(&a, 7.0), (&b, 3.0)] {
+        assert_eq!(s2.table("ddb_audit_records_read_total", t), n, "{t}");
+        assert_eq!(s2.table("ddb_audit_entries_written_total", t), n, "{t}");
+        assert_eq!(s2.table("ddb_audit_duplicates_total", t), 0.0);
+        assert_eq!(s2.table("ddb_audit_gaps_total", t), 0.0);
+        assert_eq!(s2.table("ddb_audit_failing_shards", t), 0.0);
+        assert_eq!(
+            s2.get("ddb_audit_shards", &[("table", t), ("state", "reading")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            s2.get("ddb_audit_entry_latency_seconds_count", &[("table", t)]),
+            Some(n)
+        );
+    }
+    assert!(s
+        .get(
+            "ddb_audit_stream_calls_total",
+            &[("operation", "GetRecords"), ("outcome", "ok")]
+        )
+        .is_some_and(|v| v >= 2.0));
+    assert!(s
+        .get(
+            "ddb_audit_stream_calls_total",
+            &[("operation", "DescribeTable"), ("outcome", "ok")]
+        )
+        .is_some_and(|v| v >= 2.0));
+    // The audit trail agrees with the counters.
+    let hist = env
+        .history(
+            &config,
+            &a,
+            &key_args(&serde_json::json!({"pk": {"S": "u1"}, "sk": {"N": "1"}})),
+        )
+        .await;
+    assert_eq!(hist.len(), 3);
+
+    // Caught up: lag back to 0, and it stays there while nothing changes.
+    wait_for("lag 0", Duration::from_secs(30), || {
+        (scrape(listen).table("ddb_audit_lag_seconds", &a) == 0.0).then_some(())
+    })
+    .await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let s = scrape(listen);
+        assert_eq!(s.table("ddb_audit_lag_seconds", &a), 0.0);
+        assert_eq!(s.table("ddb_audit_lag_seconds", &b), 0.0);
+    }
+
+    // EMF: one line per table and interval; the increases add up to the counts.
+    let emf: Vec<Value> = daemon
+        .log_text()
+        .lines()
+        .filter(|l| l.starts_with('{') && l.contains("\"_aws\""))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let sum = |t: &str, m: &str| -> f64 {
+        emf.iter()
+            .filter(|d| d["table"] == t)
+            .map(|d| d[m].as_f64().unwrap_or(0.0))
+            .sum()
+    };
+    assert_eq!(sum(&a, "ddb_audit_entries_written_total"), 7.0, "{emf:?}");
+    assert_eq!(sum(&b, "ddb_audit_records_read_total"), 3.0);
+    let doc = emf
+        .iter()
+        .find(|d| d["table"] == a.as_str())
+        .expect("an EMF line for a");
+    assert_eq!(
+        doc["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "ddb-audit"
+    );
+    assert_eq!(
+        doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
+        "table"
+    );
+
+    // A table that can no longer be audited: named in /readyz (503) and in
+    // the metrics; the other table is unaffected; healthcheck exits 1.
+    env.ddb
+        .delete_table()
+        .table_name(&b)
+        .send()
+        .await
+        .expect("delete b");
+    let body = wait_for("/readyz 503", Duration::from_secs(60), || {
+        http_get(listen, "/readyz")
+            .filter(|(c, _)| *c == 503)
+            .map(|r| r.1)
+    })
+    .await;
+    let r: Value = serde_json::from_str(&body).expect("readyz JSON");
+    assert_eq!(r["ready"], false);
+    let tables = r["tables"].as_array().expect("tables");
+    let rb = tables
+        .iter()
+        .find(|t| t["table"] == b.as_str())
+        .expect("b named");
+    assert_eq!(rb["ready"], false);
+    assert_eq!(rb["state"], "draining", "{body}");
+    assert!(
+        rb["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains(&b) && s.contains("does not exist")),
+        "{body}"
+    );
+    let ra = tables
+        .iter()
+        .find(|t| t["table"] == a.as_str())
+        .expect("a named");
+    assert_eq!(ra["ready"], true, "{body}");
+    let s = scrape(listen);
+    assert_eq!(s.table("ddb_audit_table_ready", &b), 0.0);
+    assert_eq!(s.table("ddb_audit_table_ready", &a), 1.0);
+    env.cli(&["healthcheck", "--config", cfg])
+        .await
+        .fails_naming(&[&b, "does not exist", "503"]);
+    // Still alive, and still auditing a.
+    assert_eq!(http_get(listen, "/healthz").map(|r| r.0), Some(200));
+    put(&env, &a, "u9", 1, 9).await;
+    wait_for("a still audited", AUDIT_DEADLINE, || {
+        (scrape(listen).table("ddb_audit_entries_written_total", &a) == 8.0).then_some(())
+    })
+    .await;
+
+    daemon.stop_gracefully().await;
+    assert!(
+        http_get(listen, "/healthz").is_none(),
+        "the listener stops with the daemon"
+    );
+}
+
+#[tokio::test]
+async fn healthcheck_needs_a_listen_address() {
+    let env = TestEnv::new("ops-hc");
+    let config = env.write_file("c.toml", "tables = [\"orders\"]\n");
+    env.cli(&["healthcheck", "--config", path_str(&config)])
+        .await
+        .fails_naming(&["observability.listen"]);
+}
+
+/// A stand-in for the ECS container credentials endpoint: answers every
+/// request with test credentials, counting the requests that carried the
+/// expected authorization token.
+fn credentials_endpoint(token: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 8192];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+            let authorized = request.contains(&format!("authorization: {token}"));
+            let (status, body) = if authorized {
+                count.fetch_add(1, Ordering::SeqCst);
+                let expiry = (chrono::Utc::now() + chrono::Duration::hours(1))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                (
+                    "200 OK",
+                    format!(
+                        "{{\"AccessKeyId\":\"ASIAECSTEST\",\"SecretAccessKey\":\"ecs-secret\",\
+                         \"Token\":\"ecs-session\",\"Expiration\":\"{expiry}\"}}"
+                    ),
+                )
+            } else {
+                ("401 Unauthorized", "{}".to_string())
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, served)
+}
+
+/// The PID of unshare's forked child: the daemon, PID 1 in its namespace.
+fn child_of(pid: u32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_contract_pid1_nonroot_no_home_env_config_ecs_credentials() {
+    // The test drives the container's own user switch and PID namespace,
+    // which needs root; a run without it must fail loudly, not skip.
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (unshare --pid, setpriv); run it as root or in CI"
+    );
+    let env = TestEnv::new("ops-container");
+    let table = env.name("orders");
+    env.create_stream_table(&table).await;
+    // The daemon's tables come from elsewhere (the stack); `init` runs here
+    // only because the container's role may not create tables.
+    let file_config = env.config(&[&table]);
+    env.init(&file_config).await;
+    let listen = free_addr();
+    let toml = observed_config(&env, &[&table], listen);
+    let (creds, served) = credentials_endpoint("ecs-token-123");
+
+    // The binary must be readable by the unprivileged uid wherever it is.
+    let bin_dir = tempfile::Builder::new()
+        .prefix("ddb-audit-bin-")
+        .tempdir()
+        .expect("tempdir");
+    let bin = bin_dir.path().join("ddb-audit");
+    std::fs::copy(BIN, &bin).expect("copy binary");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let log = env.dir.path().join("container.log");
+    let file = std::fs::File::create(&log).expect("log");
+    // distroless' nonroot user: 65532. No HOME, cwd "/", nothing writable.
+    let mut cmd = tokio::process::Command::new("unshare");
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "setpriv",
+        "--reuid=65532",
+        "--regid=65532",
+        "--clear-groups",
+        "--",
+    ])
+    .arg(&bin)
+    .arg("run")
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .env("AWS_ENDPOINT_URL", &env.emu.endpoint)
+    .env("AWS_REGION", &env.emu.region)
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .env(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        format!("http://{creds}/v2/credentials/abc"),
+    )
+    .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "ecs-token-123")
+    .env("DDB_AUDIT_CONFIG_TOML", &toml)
+    .env("RUST_LOG", "info")
+    .current_dir("/")
+    .stdin(Stdio::null())
+    .stdout(file.try_clone().expect("dup"))
+    .stderr(file)
+    .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("unshare");
+    let show = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
+
+    let ready = Instant::now() + Duration::from_secs(60);
+    while http_get(listen, "/readyz").map(|r| r.0) != Some(200) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the daemon exited ({status}):\n{}", show(&log));
+        }
+        assert!(Instant::now() < ready, "not ready in 60 s:\n{}", show(&log));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let daemon_pid = child_of(child.id().expect("unshare pid")).expect("the daemon under unshare");
+    let status = std::fs::read_to_string(format!("/proc/{daemon_pid}/status")).expect("status");
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65532"),
+        "{uid_line}"
+    );
+    let nspid = status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        nspid.split_whitespace().last(),
+        Some("1"),
+        "PID 1 in its namespace: {nspid}"
+    );
+
+    put(&env, &table, "c1", 1, 42).await;
+    wait_for("the change audited", AUDIT_DEADLINE, || {
+        (scrape(listen).table("ddb_audit_entries_written_total", &table) == 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        served.load(Ordering::SeqCst) >= 1,
+        "credentials came from the ECS endpoint"
+    );
+    let hist = env
+        .history(
+            &file_config,
+            &table,
+            &key_args(&serde_json::json!({"pk": {"S": "c1"}, "sk": {"N": "1"}})),
+        )
+        .await;
+    assert_eq!(hist.len(), 1);
+
+    // SIGTERM to PID 1 of the namespace: graceful, exit 0 within the grace.
+    // SAFETY: kill(2) on the daemon process started by this test.
+    assert_eq!(unsafe { libc::kill(daemon_pid, libc::SIGTERM) }, 0);
+    let exited = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let status = exited
+        .unwrap_or_else(|_| panic!("not stopped within 5 s:\n{}", show(&log)))
+        .expect("wait");
+    assert!(status.success(), "{status}:\n{}", show(&log));
+    assert!(show(&log).contains("shutting down"), "{}", show(&log));
+}
+
+#[tokio::test]
+async fn run_without_init_says_what_is_wrong_with_our_tables() {
+    let env = TestEnv::new("ops-schema");
+    let table = env.name("orders");
+    env.create_stream_table(&table).await;
+    // Made by hand instead of by `init` or the stack: the shards table has
+    // the wrong keys, the audit table a numeric sort key, the streams table
+    // is missing.
+    env.create_table(&env.name("shards"), None).await;
+    env.create_table(&env.name("entries"), None).await;
+    let config = env.config(&[&table]);
+    let out = env.cli(&["run", "--config", path_str(&config)]).await;
+    out.fails_naming(&[
+        &format!(
+            "table {} (`storage.streams_table`) does not exist",
+            env.name("streams")
+        ),
+        "ddb-audit init",
+        &format!(
+            "table {} (`storage.shards_table`) has key schema [pk (HASH), sk (RANGE)]",
+            env.name("shards")
+        ),
+        "stream_arn (HASH) + shard_id (RANGE)",
+        &format!(
+            "table {} (`storage.audit_table`): key attribute sk has type N",
+            env.name("entries")
+        ),
+    ]);
+}
+
+/// `ddb-audit run` with only the given environment (and the emulator's).
+fn spawn_run_with_env(env: &TestEnv, vars: &[(&str, &str)], log: &Path) -> tokio::process::Child {
+    let file = std::fs::File::create(log).expect("log");
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("run")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("RUST_LOG", "info")
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup"))
+        .stderr(file)
+        .kill_on_drop(true);
+    for (k, v) in env.emu.child_env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn ddb-audit run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_init() {
+    let env = TestEnv::new("ops-cfn");
+    assert!(
+        env.emu.is_moto(),
+        "this test creates the stack in moto's CloudFormation; unset AWS_ENDPOINT_URL"
+    );
+    let table = env.name("orders");
+    env.create_stream_table(&table).await;
+    let out = tokio::process::Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ops/cfn_stack.py"))
+        .args([&env.emu.endpoint, &env.prefix, &table, &env.prefix])
+        .output()
+        .await
+        .expect("cfn_stack.py");
+    assert!(
+        out.status.success(),
+        "cfn_stack.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    assert_eq!(r["status"], "CREATE_COMPLETE", "{r:#}");
+
+    // The outputs the issue lists, naming what was made.
+    let o = &r["outputs"];
+    assert_eq!(o["StreamsTableName"], env.name("streams"));
+    assert_eq!(o["ShardsTableName"], env.name("shards"));
+    assert_eq!(o["AuditTableName"], env.name("entries"));
+    assert!(o["TaskRoleArn"]
+        .as_str()
+        .is_some_and(|a| a.ends_with(&format!(":role/{}-task", env.prefix))));
+    assert!(o["AuditorPolicyArn"]
+        .as_str()
+        .is_some_and(|a| a.contains(":policy/")));
+
+    // The tables: ddb-audit's keys, deletion protection, the read side's indexes.
+    let t = &r["tables"];
+    let keys = |l: &str| t[l]["keys"].clone();
+    assert_eq!(
+        keys("StreamsTable"),
+        serde_json::json!([["table_name", "HASH"], ["stream_arn", "RANGE"]])
+    );
+    assert_eq!(
+        keys("ShardsTable"),
+        serde_json::json!([["stream_arn", "HASH"], ["shard_id", "RANGE"]])
+    );
+    assert_eq!(
+        keys("AuditTable"),
+        serde_json::json!([["pk", "HASH"], ["sk", "RANGE"]])
+    );
+    for l in ["StreamsTable", "ShardsTable", "AuditTable"] {
+        assert_eq!(t[l]["deletion_protection"], true, "{l}");
+        assert_eq!(t[l]["billing"], "PAY_PER_REQUEST", "{l}");
+    }
+    assert_eq!(
+        t["AuditTable"]["gsis"],
+        serde_json::json!(["by-actor-time", "by-correlation-time", "by-table-time"])
+    );
+
+    // The task role: the audited table and its streams, never CreateTable.
+    let policies = r["task_policies"].as_object().expect("task policies");
+    let text = serde_json::to_string(policies).expect("json");
+    assert!(!text.contains("CreateTable"), "{text}");
+    let table_arn = format!("arn:aws:dynamodb:us-east-1:123456789012:table/{table}");
+    assert!(text.contains(&format!("\"{table_arn}\"")), "{text}");
+    assert!(
+        text.contains(&format!("\"{table_arn}/stream/*\"")),
+        "{text}"
+    );
+    assert_eq!(r["log_group"][format!("/ecs/{}", env.prefix)], 365);
+
+    // The task definition: read-only root, non-root user, a stop timeout
+    // above the 4 s grace, the health check through the binary, awslogs.
+    let td = &r["task_definition"];
+    assert_eq!(td["read_only_root"], true);
+    assert_eq!(td["user"], "65532:65532");
+    assert!(td["stop_timeout"].as_i64().is_some_and(|s| s > 4));
+    assert_eq!(td["health_check"][1], "/usr/local/bin/ddb-audit");
+    assert_eq!(td["health_check"][2], "healthcheck");
+    assert_eq!(td["log_driver"], "awslogs");
+    assert_eq!(r["service"]["desired"], 1);
+    let alarms = r["template_alarms"].as_object().expect("alarms");
+    let metrics: Vec<&str> = alarms
+        .values()
+        .filter_map(|a| a["metric"].as_str())
+        .collect();
+    for m in [
+        "ddb_audit_lag_seconds",
+        "ddb_audit_gaps_total",
+        "ddb_audit_failing_shards",
+        "ddb_audit_table_ready",
+    ] {
+        assert!(metrics.contains(&m), "an alarm on {m}: {metrics:?}");
+    }
+
+    // The daemon, with the very config the task definition carries (only the
+    // port moved to a free one) and no `init`, audits a change.
+    let toml = td["env"]["DDB_AUDIT_CONFIG_TOML"]
+        .as_str()
+        .expect("config in env");
+    let listen = free_addr();
+    let toml = toml.replace("0.0.0.0:9090", &listen.to_string());
+    let log = env.dir.path().join("stack-daemon.log");
+    let mut child = spawn_run_with_env(&env, &[("DDB_AUDIT_CONFIG_TOML", &toml)], &log);
+    let show = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(listen, "/readyz").map(|r| r.0) != Some(200) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the daemon exited ({status}):\n{}", show());
+        }
+        assert!(Instant::now() < deadline, "not ready in 60 s:\n{}", show());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    put(&env, &table, "s1", 1, 7).await;
+    let config = env.config(&[&table]);
+    let hist = env
+        .wait_history(
+            &config,
+            &table,
+            &key_args(&serde_json::json!({"pk": {"S": "s1"}, "sk": {"N": "1"}})),
+            "the change",
+            |h| !h.is_empty(),
+        )
+        .await;
+    assert_eq!(hist.len(), 1);
+    assert_eq!(
+        hist[0]["actor"], "ops-test",
+        "actor_attribute from the stack's config"
+    );
+    // SAFETY: kill(2) on the daemon this test started.
+    assert_eq!(
+        unsafe { libc::kill(child.id().expect("pid") as i32, libc::SIGTERM) },
+        0
+    );
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exit within 5 s")
+        .expect("wait");
+    assert!(status.success(), "{status}:\n{}", show());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_cannot_be_audited_is_named_in_readyz_while_the_others_run() {
+    let env = TestEnv::new("ops-bad");
+    let good = env.name("good");
+    let bad = env.name("keys-only");
+    env.create_stream_table(&good).await;
+    env.create_table(
+        &bad,
+        Some(aws_sdk_dynamodb::types::StreamViewType::KeysOnly),
+    )
+    .await;
+    let listen = free_addr();
+    let config = env.write_file(
+        "config.toml",
+        &observed_config(&env, &[&good, &bad], listen),
+    );
+    env.init(&config).await;
+    let mut daemon = env.spawn_daemon(&config);
+    let body = wait_for(
+        "/readyz naming the bad table",
+        Duration::from_secs(60),
+        || {
+            daemon.assert_running();
+            let (code, body) = http_get(listen, "/readyz")?;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            let good_ready = v["tables"]
+                .as_array()?
+                .iter()
+                .any(|t| t["table"] == good.as_str() && t["ready"] == true);
+            (code == 503 && good_ready).then_some(v)
+        },
+    )
+    .await;
+    let t = body["tables"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["table"] == bad.as_str()))
+        .cloned()
+        .expect("the bad table named");
+    assert_eq!(t["state"], "failing", "{body}");
+    assert!(
+        t["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("KEYS_ONLY") && r.contains("NEW_AND_OLD_IMAGES")),
+        "{body}"
+    );
+    let s = scrape(listen);
+    assert_eq!(s.table("ddb_audit_table_ready", &bad), 0.0);
+    assert_eq!(s.table("ddb_audit_table_ready", &good), 1.0);
+    env.cli(&["healthcheck", "--config", path_str(&config)])
+        .await
+        .fails_naming(&[&bad, "NEW_AND_OLD_IMAGES"]);
+    // The good table is audited meanwhile.
+    put(&env, &good, "g", 1, 1).await;
+    wait_for("the good table audited", AUDIT_DEADLINE, || {
+        (scrape(listen).table("ddb_audit_entries_written_total", &good) == 1.0).then_some(())
+    })
+    .await;
+    daemon.stop_gracefully().await;
+}
