@@ -17,7 +17,7 @@ use ddb_audit::report;
 use ddb_audit::store::dynamo::DynamoStore;
 use ddb_audit::store::{AuditStore, CheckpointStore};
 use ddb_audit::stream::aws::AwsStream;
-use ddb_audit::value::{parse_key_arg, Item};
+use ddb_audit::value::Item;
 
 /// Turns DynamoDB Streams into a permanent, write-once, field-level audit
 /// trail: who changed which field, from what, to what, and when.
@@ -729,188 +729,6 @@ async fn healthcheck(config: Config, path: String) -> Result<()> {
     }
 }
 
-fn digest_writer(
-    config: &Config,
-    store: DynamoStore,
-) -> Result<ddb_audit::proof::writer::DigestWriter<DynamoStore, DynamoStore>> {
-    use ddb_audit::proof::sign::{DigestSigner, Ed25519Signer};
-    let signer: Option<Arc<dyn DigestSigner>> = match &config.proof.signing_key_file {
-        Some(path) => Some(Arc::new(
-            Ed25519Signer::from_file(path).context("`proof.signing_key_file`")?,
-        )),
-        None => {
-            tracing::warn!("no [proof] signing_key_file: digests are written unsigned");
-            None
-        }
-    };
-    let settings = Settings::from_config(config);
-    Ok(ddb_audit::proof::writer::DigestWriter::new(
-        store.clone(),
-        store,
-        config.tables.clone(),
-        ddb_audit::proof::writer::DigestSettings {
-            interval: std::time::Duration::from_secs(config.proof.digest_interval_secs),
-            retention_days: config.retention.days,
-            signer,
-            retry: settings.retry_policy(),
-        },
-    ))
-}
-
-/// The key that checks digests: `--public-key`, else the configured
-/// signing key's public half, else none.
-fn public_key(
-    given: Option<&std::path::Path>,
-    config: Option<&Config>,
-) -> Result<Option<ddb_audit::proof::sign::PublicKey>> {
-    use ddb_audit::proof::sign::PublicKey;
-    if let Some(path) = given {
-        return Ok(Some(PublicKey::from_file(path).context("--public-key")?));
-    }
-    match config.and_then(|c| c.proof.signing_key_file.as_deref()) {
-        Some(path) => Ok(Some(
-            PublicKey::from_file(path).context("`proof.signing_key_file`")?,
-        )),
-        None => Ok(None),
-    }
-}
-
-async fn verify(
-    config: Config,
-    table: Option<String>,
-    since: Option<chrono::DateTime<chrono::Utc>>,
-    public_key_file: Option<PathBuf>,
-    state: Option<PathBuf>,
-    json: bool,
-) -> Result<()> {
-    use ddb_audit::proof::check::{finding_line, verify_trail, VerifyRequest};
-    let key = public_key(public_key_file.as_deref(), Some(&config)).map_err(|e| {
-        eprintln!("error: {e:#}");
-        ExitWith(2)
-    })?;
-    let request = VerifyRequest {
-        table,
-        since,
-        public_key: key,
-        state_file: state,
-        interval_secs: config.proof.digest_interval_secs,
-    };
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let progress = |n: u64| {
-        if tty {
-            eprint!("\rverify: {n} items read");
-        }
-    };
-    let outcome = match verify_trail(&store(&config).await, &request, progress).await {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            eprintln!("error: the trail could not be checked: {e}");
-            return Err(ExitWith(2).into());
-        }
-    };
-    if tty {
-        eprintln!();
-    }
-    for f in &outcome.findings {
-        if json {
-            println!("{}", serde_json::to_string(f)?);
-        } else {
-            println!("{}", finding_line(f));
-        }
-    }
-    let s = &outcome.summary;
-    if json {
-        println!("{}", serde_json::to_string(s)?);
-    } else {
-        println!(
-            "{}: {} entries, {} digests in {} streams checked in {:.1} s ({:.0} entries/s){}",
-            s.status,
-            s.entries,
-            s.digests,
-            s.streams,
-            s.seconds,
-            s.entries_per_second,
-            s.key_fingerprint
-                .as_deref()
-                .map(|k| format!(", signatures checked with {k}"))
-                .unwrap_or_else(|| ", no public key".into())
-        );
-    }
-    match s.exit_status {
-        0 => Ok(()),
-        code => Err(ExitWith(code as u8).into()),
-    }
-}
-
-async fn export(config: Config, table: String, keys: Vec<String>, proof: PathBuf) -> Result<()> {
-    let mut key = Item::new();
-    for arg in &keys {
-        let (name, value) = parse_key_arg(arg).with_context(|| format!("--key {arg}"))?;
-        key.insert(name, value);
-    }
-    let fingerprint = public_key(None, Some(&config))?.map(|k| k.fingerprint());
-    let bundle =
-        ddb_audit::proof::check::export_bundle(&store(&config).await, &table, &key, fingerprint)
-            .await?;
-    let text = serde_json::to_string_pretty(&bundle)?;
-    std::fs::write(&proof, text + "\n").with_context(|| format!("--proof {}", proof.display()))?;
-    println!(
-        "wrote {} entries and {} digests to {}",
-        bundle.entries.len(),
-        bundle.digests.len(),
-        proof.display()
-    );
-    Ok(())
-}
-
-fn verify_bundle(file: PathBuf, public_key_file: Option<PathBuf>, json: bool) -> Result<()> {
-    use ddb_audit::proof::bundle::{verify_bundle, Bundle};
-    use ddb_audit::proof::check::finding_line;
-    use ddb_audit::proof::verify::exit_status;
-    let fail = |message: String| {
-        eprintln!("error: {message}");
-        anyhow::Error::from(ExitWith(2))
-    };
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
-    let bundle: Bundle = serde_json::from_str(&text)
-        .map_err(|e| fail(format!("{} is not a proof bundle: {e}", file.display())))?;
-    let key = public_key(public_key_file.as_deref(), None).map_err(|e| fail(format!("{e:#}")))?;
-    let findings = verify_bundle(&bundle, key.as_ref());
-    for f in &findings {
-        if json {
-            println!("{}", serde_json::to_string(f)?);
-        } else {
-            println!("{}", finding_line(f));
-        }
-    }
-    let code = exit_status(&findings);
-    let status = match code {
-        0 => "intact",
-        1 => "tampered",
-        _ => "unverifiable",
-    };
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"summary": true, "status": status, "exit_status": code,
-                "entries": bundle.entries.len(), "digests": bundle.digests.len()})
-        );
-    } else {
-        println!(
-            "{status}: {} entries of {} {} proven against {} digests",
-            bundle.entries.len(),
-            bundle.table,
-            bundle.key,
-            bundle.digests.len()
-        );
-    }
-    match code {
-        0 => Ok(()),
-        code => Err(ExitWith(code as u8).into()),
-    }
-}
-
 async fn wait_for_signal() -> std::io::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -1041,4 +859,182 @@ async fn status(config: Config, json: bool) -> Result<()> {
         print!("{}", report::status_table(&tables));
     }
     Ok(())
+}
+
+fn digest_writer(
+    config: &Config,
+    store: DynamoStore,
+) -> Result<ddb_audit::proof::writer::DigestWriter<DynamoStore, DynamoStore>> {
+    use ddb_audit::proof::sign::{DigestSigner, Ed25519Signer};
+    let signer: Option<Arc<dyn DigestSigner>> = match &config.proof.signing_key_file {
+        Some(path) => Some(Arc::new(
+            Ed25519Signer::from_file(path).context("`proof.signing_key_file`")?,
+        )),
+        None => {
+            tracing::warn!("no [proof] signing_key_file: digests are written unsigned");
+            None
+        }
+    };
+    let settings = Settings::from_config(config);
+    Ok(ddb_audit::proof::writer::DigestWriter::new(
+        store.clone(),
+        store,
+        config.tables.clone(),
+        ddb_audit::proof::writer::DigestSettings {
+            interval: std::time::Duration::from_secs(config.proof.digest_interval_secs),
+            retention_days: config.retention.days,
+            signer,
+            retry: settings.retry_policy(),
+        },
+    ))
+}
+
+/// The key that checks digests: `--public-key`, else the configured
+/// signing key's public half, else none.
+fn public_key(
+    given: Option<&std::path::Path>,
+    config: Option<&Config>,
+) -> Result<Option<ddb_audit::proof::sign::PublicKey>> {
+    use ddb_audit::proof::sign::PublicKey;
+    if let Some(path) = given {
+        return Ok(Some(PublicKey::from_file(path).context("--public-key")?));
+    }
+    match config.and_then(|c| c.proof.signing_key_file.as_deref()) {
+        Some(path) => Ok(Some(
+            PublicKey::from_file(path).context("`proof.signing_key_file`")?,
+        )),
+        None => Ok(None),
+    }
+}
+
+async fn verify(
+    config: Config,
+    table: Option<String>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    public_key_file: Option<PathBuf>,
+    state: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    use ddb_audit::proof::check::{finding_line, verify_trail, VerifyRequest};
+    let key = public_key(public_key_file.as_deref(), Some(&config)).map_err(|e| {
+        eprintln!("error: {e:#}");
+        ExitWith(2)
+    })?;
+    let request = VerifyRequest {
+        table,
+        since,
+        public_key: key,
+        state_file: state,
+        interval_secs: config.proof.digest_interval_secs,
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = |n: u64| {
+        if tty {
+            eprint!("\rverify: {n} items read");
+        }
+    };
+    let outcome = match verify_trail(&store(&config).await, &request, progress).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("error: the trail could not be checked: {e}");
+            return Err(ExitWith(2).into());
+        }
+    };
+    if tty {
+        eprintln!();
+    }
+    for f in &outcome.findings {
+        if json {
+            println!("{}", serde_json::to_string(f)?);
+        } else {
+            println!("{}", finding_line(f));
+        }
+    }
+    let s = &outcome.summary;
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+    } else {
+        println!(
+            "{}: {} entries, {} digests in {} streams checked in {:.1} s ({:.0} entries/s){}",
+            s.status,
+            s.entries,
+            s.digests,
+            s.streams,
+            s.seconds,
+            s.entries_per_second,
+            s.key_fingerprint
+                .as_deref()
+                .map(|k| format!(", signatures checked with {k}"))
+                .unwrap_or_else(|| ", no public key".into())
+        );
+    }
+    match s.exit_status {
+        0 => Ok(()),
+        code => Err(ExitWith(code as u8).into()),
+    }
+}
+
+async fn export(config: Config, table: String, keys: Vec<String>, proof: PathBuf) -> Result<()> {
+    let key = read::parse_key(&keys)?;
+    let fingerprint = public_key(None, Some(&config))?.map(|k| k.fingerprint());
+    let bundle =
+        ddb_audit::proof::check::export_bundle(&store(&config).await, &table, &key, fingerprint)
+            .await?;
+    let text = serde_json::to_string_pretty(&bundle)?;
+    std::fs::write(&proof, text + "\n").with_context(|| format!("--proof {}", proof.display()))?;
+    println!(
+        "wrote {} entries and {} digests to {}",
+        bundle.entries.len(),
+        bundle.digests.len(),
+        proof.display()
+    );
+    Ok(())
+}
+
+fn verify_bundle(file: PathBuf, public_key_file: Option<PathBuf>, json: bool) -> Result<()> {
+    use ddb_audit::proof::bundle::{verify_bundle, Bundle};
+    use ddb_audit::proof::check::finding_line;
+    use ddb_audit::proof::verify::exit_status;
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        anyhow::Error::from(ExitWith(2))
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
+    let bundle: Bundle = serde_json::from_str(&text)
+        .map_err(|e| fail(format!("{} is not a proof bundle: {e}", file.display())))?;
+    let key = public_key(public_key_file.as_deref(), None).map_err(|e| fail(format!("{e:#}")))?;
+    let findings = verify_bundle(&bundle, key.as_ref());
+    for f in &findings {
+        if json {
+            println!("{}", serde_json::to_string(f)?);
+        } else {
+            println!("{}", finding_line(f));
+        }
+    }
+    let code = exit_status(&findings);
+    let status = match code {
+        0 => "intact",
+        1 => "tampered",
+        _ => "unverifiable",
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"summary": true, "status": status, "exit_status": code,
+                "entries": bundle.entries.len(), "digests": bundle.digests.len()})
+        );
+    } else {
+        println!(
+            "{status}: {} entries of {} {} proven against {} digests",
+            bundle.entries.len(),
+            bundle.table,
+            bundle.key,
+            bundle.digests.len()
+        );
+    }
+    match code {
+        0 => Ok(()),
+        code => Err(ExitWith(code as u8).into()),
+    }
 }

@@ -679,6 +679,27 @@ async fn every_question_against_a_random_workload() {
     let first = &steps[0];
     let fargs = key_args(&first.key);
     let exists_now = env.get_item(&table, &first.key).await.is_some();
+    // The plans applied above may have written this very item: wait until
+    // the trail has audited that too, or the plan is made from a stale "now".
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = rfc(chrono::Utc::now());
+        let shown = env
+            .cli(&[
+                "show", "--config", &cfg, "--table", &table, "--key", &fargs[0], "--key",
+                &fargs[1], "--at", &now, "--json",
+            ])
+            .await;
+        let state: Value = serde_json::from_str(&shown.success().stdout).expect("show JSON");
+        if state["exists"] == json!(exists_now) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trail never caught up with the table: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let out = env
         .cli(&[
             "revert",

@@ -101,6 +101,41 @@ impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
         Ok(outcome)
     }
 
+    async fn put_linked_entry(
+        &self,
+        entry: &crate::entry::AuditEntry,
+        link: &crate::proof::Link,
+    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
+        let outcome = self.inner.put_linked_entry(entry, link).await?;
+        if let (Some(tx), crate::store::PutOutcome::Written) = (&self.tx, outcome) {
+            let _ = tx.try_send(reader::WrittenEntry {
+                table: entry.table.clone(),
+                sk: dynamo::sort_key_of(&entry.stream_arn, &entry.sequence_number),
+                event_time: entry.event_time.as_deref().and_then(|t| {
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .ok()
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                }),
+            });
+        }
+        Ok(outcome)
+    }
+
+    async fn put_linked_gap(
+        &self,
+        gap: &crate::entry::Gap,
+        link: &crate::proof::Link,
+    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
+        self.inner.put_linked_gap(gap, link).await
+    }
+
+    async fn gap_link(
+        &self,
+        gap: &crate::entry::Gap,
+    ) -> crate::store::StoreResult<Option<crate::proof::Link>> {
+        self.inner.gap_link(gap).await
+    }
+
     async fn history(
         &self,
         table: &str,

@@ -381,7 +381,7 @@ pub fn verify_stream(ev: &StreamEvidence, opts: &VerifyOptions) -> StreamReport 
                 );
             }
         }
-    } else if !ev.leaves.is_empty() {
+    } else if ev.leaves.iter().any(|l| l.stored_hash.is_some()) {
         r.digest(
             Severity::Tamper,
             Kind::DigestMissing,

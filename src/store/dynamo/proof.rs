@@ -245,6 +245,11 @@ impl DynamoStore {
                     });
                     continue;
                 }
+                if !item.contains_key("entry") && !item.contains_key("parts") {
+                    // Not an entry (a CloudTrail attribution record beside
+                    // one, say): outside the chain by design.
+                    continue;
+                }
                 let leaf = Leaf {
                     is_gap: false,
                     shard_id,
