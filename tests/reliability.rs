@@ -127,15 +127,18 @@ async fn after_a_non_retryable_error_the_shard_resumes_from_its_last_saved_check
     );
 }
 
-/// A stream that panics once, on its `panic_at`-th GetRecords call.
+/// Called around each GetRecords: with `None` before the call, then with the
+/// page it returned.
+type GetRecordsHook = Arc<dyn Fn(Option<&mut RecordsPage>) + Send + Sync>;
+
+/// A stream that lets a test panic in, or rewrite, GetRecords.
 #[derive(Clone)]
-struct PanicOnce<S> {
+struct Tap<S> {
     inner: S,
-    calls: Arc<AtomicU64>,
-    panic_at: u64,
+    hook: GetRecordsHook,
 }
 
-impl<S: StreamApi + Clone> StreamApi for PanicOnce<S> {
+impl<S: StreamApi + Clone> StreamApi for Tap<S> {
     async fn describe_table(&self, table: &str) -> StreamResult<TableStream> {
         self.inner.describe_table(table).await
     }
@@ -159,10 +162,10 @@ impl<S: StreamApi + Clone> StreamApi for PanicOnce<S> {
             .await
     }
     async fn get_records(&self, iterator: &str, limit: Option<i32>) -> StreamResult<RecordsPage> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.panic_at {
-            panic!("injected panic in GetRecords");
-        }
-        self.inner.get_records(iterator, limit).await
+        (self.hook)(None);
+        let mut page = self.inner.get_records(iterator, limit).await?;
+        (self.hook)(Some(&mut page));
+        Ok(page)
     }
 }
 
@@ -171,10 +174,15 @@ async fn a_panicking_shard_task_is_restarted_and_its_children_still_start() {
     let sim = sim();
     let store = MemoryStore::new();
     write(&sim, TABLE, 0..20);
-    let stream = PanicOnce {
+    // Panics once, on the third GetRecords call.
+    let calls = AtomicU64::new(0);
+    let stream = Tap {
         inner: sim.clone(),
-        calls: Arc::new(AtomicU64::new(0)),
-        panic_at: 3,
+        hook: Arc::new(move |page: Option<&mut RecordsPage>| {
+            if page.is_none() && calls.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
+                panic!("injected panic in GetRecords");
+            }
+        }),
     };
     let daemon = run_daemon(stream, &store, &[TABLE]);
     tokio::time::sleep(5 * SEC).await;
@@ -202,59 +210,23 @@ async fn a_panicking_shard_task_is_restarted_and_its_children_still_start() {
 // ---------------------------------------------------------------------------
 // 5. Nothing stalls a lineage: malformed records, rejected writes, NotFound
 
-/// A stream that gives one record (by position in the stream) a sequence
-/// number that is not one.
-#[derive(Clone)]
-struct MangleOne<S> {
-    inner: S,
-    seen: Arc<AtomicU64>,
-    index: u64,
-}
-
-impl<S: StreamApi + Clone> StreamApi for MangleOne<S> {
-    async fn describe_table(&self, table: &str) -> StreamResult<TableStream> {
-        self.inner.describe_table(table).await
-    }
-    async fn list_streams(&self, table: &str) -> StreamResult<Vec<StreamSummary>> {
-        self.inner.list_streams(table).await
-    }
-    async fn describe_stream(
-        &self,
-        request: &DescribeStreamRequest,
-    ) -> StreamResult<StreamDescription> {
-        self.inner.describe_stream(request).await
-    }
-    async fn get_shard_iterator(
-        &self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
-    ) -> StreamResult<String> {
-        self.inner
-            .get_shard_iterator(stream_arn, shard_id, position)
-            .await
-    }
-    async fn get_records(&self, iterator: &str, limit: Option<i32>) -> StreamResult<RecordsPage> {
-        let mut page = self.inner.get_records(iterator, limit).await?;
-        for r in &mut page.records {
-            if self.seen.fetch_add(1, Ordering::SeqCst) == self.index {
-                r.sequence_number = "not-a-number".into();
-            }
-        }
-        Ok(page)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_malformed_record_is_an_error_entry_and_never_the_checkpoint() {
     let sim = sim();
     let store = MemoryStore::new();
     write(&sim, TABLE, 0..9);
-    let stream = MangleOne {
+    // The ninth record read, the last of the first page (it would be the
+    // checkpoint), gets a sequence number that is not one.
+    let seen = AtomicU64::new(0);
+    let stream = Tap {
         inner: sim.clone(),
-        seen: Arc::new(AtomicU64::new(0)),
-        // The last record of the first page: it would be the checkpoint.
-        index: 8,
+        hook: Arc::new(move |page: Option<&mut RecordsPage>| {
+            for r in page.map(|p| p.records.iter_mut()).into_iter().flatten() {
+                if seen.fetch_add(1, Ordering::SeqCst) == 8 {
+                    r.sequence_number = "not-a-number".into();
+                }
+            }
+        }),
     };
     let daemon = run_daemon(stream, &store, &[TABLE]);
     tokio::time::sleep(5 * SEC).await;
