@@ -73,9 +73,15 @@ browser: venv
 	  fi; \
 	fi
 
+# The shipped library and binary are built without the `test-util` feature
+# (simulator, fault decorators, memory store): check that they compile so,
+# and that `rand` stays out of their dependency graph.
 lint: lint-infra
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) check --locked --lib --bins
+	@if $(CARGO) tree --locked -e normal,build --prefix none | grep -E '^rand v'; then \
+	  echo "error: rand is a production dependency again (cargo tree -e normal -i rand)" >&2; exit 1; fi
 
 # The Dockerfile (hadolint), the CloudFormation template (cfn-lint, checkov;
 # each exception is justified inline in the template), and the IAM JSON files

@@ -7,10 +7,10 @@
 //! - `entry`   — the audit entry (the `history --json` contract) and gaps.
 //! - `config`  — the TOML config: documented defaults, unknown keys rejected.
 //! - `stream`  — the stream seam: trait + domain types; `aws` adapter, `sim` simulator.
-//!   - `stream::sim`    — in-memory DynamoDB + Streams simulator (state, limits, call counts).
-//!   - `stream::faults` — decorator injecting errors and latency into any `StreamApi`.
-//! - `store`   — checkpoint and audit stores: traits; `dynamo` and `memory` versions.
-//!   - `store::faults`  — decorator injecting errors and latency into any store.
+//!   - `stream::sim`    — in-memory DynamoDB + Streams simulator (state, limits, call counts). (test-util)
+//!   - `stream::faults` — decorator injecting errors, latency, panics and bad records into any `StreamApi`. (test-util)
+//! - `store`   — checkpoint and audit stores: traits; `dynamo` and `memory` (test-util) versions.
+//!   - `store::faults`  — decorator injecting errors and latency into any store. (test-util)
 //! - `lineage` — pure shard graph: which shards may be read now.
 //! - `shard`   — one shard's loop: pace → GetRecords → entries → write → checkpoint.
 //! - `supervisor` — per table and stream: discovery, lineage, children, listings.
@@ -23,6 +23,9 @@
 //! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
 //! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
 //! - `proof`   — hash chain, Merkle trees, signed digests, verify and offline bundles.
+//!
+//! (test-util): only with the `test-util` feature, which the tests and
+//! benchmarks turn on and the shipped binary does not.
 
 pub mod attribution;
 pub mod aws;

@@ -58,6 +58,9 @@ pub async fn history<S: ReadStore>(
 ) -> Result<(), ReadError> {
     if let Some(n) = last {
         let entries = last_entries(store, table, key, n, since, until).await?;
+        if entries.is_empty() {
+            check_key_schema(store, table, key).await?;
+        }
         let text = if json {
             entries
                 .iter()
@@ -88,6 +91,7 @@ pub async fn history<S: ReadStore>(
                 .collect::<Result<String, _>>()?
         } else if page.entries.is_empty() {
             if first && page.next.is_none() {
+                check_key_schema(store, table, key).await?;
                 history_table(&[])
             } else {
                 String::new()
@@ -113,6 +117,58 @@ pub async fn history<S: ReadStore>(
     }
     log_cost(store, "history");
     Ok(())
+}
+
+/// An item with no history may be a key of the wrong type or name (`N:42`
+/// for a table keyed by a string, or its sort key left out): the trail is
+/// keyed by the exact typed value, so that finds nothing rather than
+/// failing. When the table's newest entries are keyed differently, say what
+/// the key schema is instead of printing an empty history.
+async fn check_key_schema<S: ReadStore>(
+    store: &S,
+    table: &str,
+    key: &Item,
+) -> Result<(), ReadError> {
+    let newest = QueryFilter {
+        table: Some(table.to_string()),
+        order: Order::Desc,
+        ..QueryFilter::default()
+    };
+    let page = query(store, &newest, None, 5).await?;
+    // An unreadable record's entry may have no key to learn from.
+    let Some(sample) = page.entries.iter().find(|e| !e.key.is_empty()) else {
+        return Ok(());
+    };
+    let schema = |item: &Item| -> Vec<(String, &'static str)> {
+        item.iter()
+            .map(|(name, value)| (name.clone(), value.type_name()))
+            .collect()
+    };
+    let (recorded, given) = (schema(&sample.key), schema(key));
+    if recorded == given {
+        return Ok(());
+    }
+    let list = |schema: &[(String, &str)]| {
+        schema
+            .iter()
+            .map(|(name, kind)| format!("{name} ({kind})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let example = recorded
+        .iter()
+        .map(|(name, kind)| format!("--key {name}={kind}:VALUE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Err(ReadError::BadArg {
+        flag: "--key".into(),
+        message: format!(
+            "no history: table {table} is keyed by {} (its key schema, as its audit entries record it), \
+             but the key given is {}; pass {example}",
+            list(&recorded),
+            list(&given),
+        ),
+    })
 }
 
 fn without_header(table: &str) -> String {

@@ -587,3 +587,35 @@ async fn a_snapshot_is_placed_among_changes_stamped_in_whole_seconds() {
         assert!(!s.complete, "case {n}");
     }
 }
+
+/// `history --key pk=N:1` for a table keyed by a string finds nothing; it
+/// must say what the key schema is, not print an empty history.
+#[tokio::test]
+async fn history_with_a_key_of_the_wrong_type_points_at_the_key_schema() {
+    let (store, _) = random_trail(11, &["t"], 3, 12).await;
+    let wrong: Item = [("pk".to_string(), AttrValue::N("1".into()))].into();
+    let mut out = Vec::new();
+    let e = super::cli::history(&store, "t", &wrong, None, None, None, false, &mut out)
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.starts_with("--key: no history"), "{text}");
+    assert!(text.contains("keyed by pk (S)"), "{text}");
+    assert!(text.contains("the key given is pk (N)"), "{text}");
+    assert!(text.contains("pass --key pk=S:VALUE"), "{text}");
+    assert!(out.is_empty());
+    let e = super::cli::history(&store, "t", &wrong, Some(1), None, None, true, &mut out)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("keyed by pk (S)"), "{e}");
+
+    // A right-typed key of an item with no history is not an error.
+    let unknown: Item = [("pk".to_string(), AttrValue::S("nobody".into()))].into();
+    super::cli::history(&store, "t", &unknown, None, None, None, false, &mut out)
+        .await
+        .unwrap();
+    // Nor is a table the trail holds nothing of.
+    super::cli::history(&store, "other", &wrong, None, None, None, false, &mut out)
+        .await
+        .unwrap();
+}

@@ -1,7 +1,7 @@
 //! The daemon's own state, behind two small traits: where each shard was read
 //! to ([`CheckpointStore`]) and the audit trail itself ([`AuditStore`]).
 //! `dynamo` keeps them in DynamoDB tables; `memory` in memory, for tests and
-//! benchmarks.
+//! benchmarks (feature `test-util`, with the `faults` decorator).
 
 pub mod dynamo;
 
@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use crate::entry::{AuditEntry, Gap};
 use crate::value::Item;
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod faults;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 
 /// Our view of a shard, as the seed article's `streams_shards` table has it.

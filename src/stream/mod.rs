@@ -1,6 +1,7 @@
 //! The stream seam: DynamoDB Streams (plus the one DescribeTable call that finds
 //! a table's stream) in domain types. Business logic is generic over
-//! [`StreamApi`]; `aws` adapts the SDK, `sim` simulates the service.
+//! [`StreamApi`]; `aws` adapts the SDK, `sim` simulates the service (feature
+//! `test-util`, with the `faults` decorator: neither ships).
 
 pub mod aws;
 
@@ -10,7 +11,9 @@ use chrono::{DateTime, Utc};
 
 use crate::value::Item;
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod faults;
+#[cfg(any(test, feature = "test-util"))]
 pub mod sim;
 
 /// What DescribeTable says about a table's stream.
