@@ -17,6 +17,14 @@
 //!    has been polled and the idle backoff has settled (simulator + daemon).
 //!    The daemon's share is the difference.
 //!
+//! 3. A simulated week of rotations at 1,000 shards (a child process, on
+//!    tokio's paused clock): every shard rotates every 4 h, with writes
+//!    throughout; once per simulated day the daemon is stopped and started
+//!    again on the same state. Reported per day: VmRSS, the shards the
+//!    daemon holds in memory, the shard rows its store holds, and the
+//!    start-up time (real time from start until every open shard has been
+//!    read once).
+//!
 //! `cargo bench --bench pipeline` (full) or `-- --quick` (small N, smoke).
 
 use std::sync::Arc;
@@ -30,11 +38,20 @@ use ddb_audit::value::{AttrValue, Item};
 
 const TABLE: &str = "orders";
 const CHILD_ENV: &str = "DDB_AUDIT_BENCH_RSS_CHILD";
+const WEEK_ENV: &str = "DDB_AUDIT_BENCH_WEEK_CHILD";
 
 fn main() {
     if let Ok(n) = std::env::var(CHILD_ENV) {
         let n: u32 = n.parse().expect("shard count");
         rss_child(n);
+        return;
+    }
+    if let Ok(spec) = std::env::var(WEEK_ENV) {
+        let (shards, days) = spec.split_once('x').expect("SHARDSxDAYS");
+        week_child(
+            shards.parse().expect("shard count"),
+            days.parse().expect("days"),
+        );
         return;
     }
     let args: Vec<String> = std::env::args().collect();
@@ -87,9 +104,15 @@ fn main() {
     }
     drop(runtime);
 
-    if filter.is_some_and(|f| !"rss".contains(f.as_str())) {
-        return;
+    if filter.is_none_or(|f| "rss".contains(f.as_str())) {
+        rss(quick);
     }
+    if filter.is_none_or(|f| "week".contains(f.as_str())) {
+        week(quick);
+    }
+}
+
+fn rss(quick: bool) {
     println!();
     println!("RSS with idle open shards, each polled by the daemon (child process per case)");
     println!(
@@ -133,6 +156,121 @@ fn main() {
             f[3]
         );
     }
+}
+
+/// A week of rotations, in a child process (its RSS is its own).
+fn week(quick: bool) {
+    let (shards, days) = if quick { (50, 2) } else { (1_000, 7) };
+    println!();
+    println!(
+        "a simulated week: {shards} shards rotating every 4 h, writes throughout, restart once a day (paused clock, child process)"
+    );
+    let exe = std::env::current_exe().expect("current_exe");
+    let out = std::process::Command::new(exe)
+        .env(WEEK_ENV, format!("{shards}x{days}"))
+        .output()
+        .expect("spawn week child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("DAY ")).collect();
+    assert!(
+        rows.len() == days as usize,
+        "week child printed {} of {days} days: {}",
+        rows.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "{:<5} {:>12} {:>10} {:>16} {:>14} {:>12} {:>14}",
+        "day",
+        "shards made",
+        "RSS (MB)",
+        "held in memory",
+        "rows in store",
+        "start-up (s)",
+        "entries"
+    );
+    for row in rows {
+        let f: Vec<&str> = row.split_whitespace().skip(1).collect();
+        println!(
+            "{:<5} {:>12} {:>10} {:>16} {:>14} {:>12} {:>14}",
+            f[0], f[1], f[2], f[3], f[4], f[5], f[6]
+        );
+    }
+}
+
+fn week_child(shards: u32, days: u32) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let sim = sim(shards);
+        sim.set_auto_rotate(Some(Duration::from_secs(4 * 3600)));
+        let arn = sim.stream_arn(TABLE).expect("stream");
+        let store = MemoryStore::new();
+        let mut settings = settings(true, shards as usize);
+        settings.polling.describe_stream_per_sec = 1_000_000;
+        // A week of 5 s idle polls of 1,000 shards is 120 million calls on
+        // the simulator: a minute between polls keeps the run short without
+        // changing what the daemon holds.
+        settings.polling.idle_poll_max_ms = 60_000;
+        let start = |settings: Settings| {
+            let engine = Arc::new(Engine::new(
+                sim.clone(),
+                store.clone(),
+                store.clone(),
+                settings,
+            ));
+            let shutdown = Shutdown::new();
+            let handle = tokio::spawn(supervisor::run(
+                engine.clone(),
+                vec![TABLE.to_string()],
+                shutdown.clone(),
+            ));
+            (engine, shutdown, handle)
+        };
+        let mut written = 0usize;
+        let mut daemon = start(settings.clone());
+        for day in 1..=days {
+            // A day: a write every 20 s on average, in hourly bursts.
+            for _hour in 0..24 {
+                for _ in 0..180 {
+                    written += 1;
+                    sim.put(TABLE, item(written % 5_000, written as u32))
+                        .expect("put");
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            let (_, shutdown, handle) = daemon;
+            shutdown.begin(Duration::from_secs(5));
+            let _ = handle.await;
+            // Start-up: real time until every open shard has been read once.
+            let open: std::collections::HashSet<String> =
+                sim.open_shards(TABLE).expect("open").into_iter().collect();
+            sim.reset_calls();
+            let t0 = Instant::now();
+            daemon = start(settings.clone());
+            loop {
+                let polled = sim.calls().get_records_per_shard;
+                if open.iter().all(|id| polled.contains_key(id)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let startup = t0.elapsed().as_secs_f64();
+            let made = sim.all_shards(&arn).map(|all| all.len()).unwrap_or(0);
+            println!(
+                "DAY {day} {made} {:.1} {} {} {startup:.2} {}",
+                vm_kb("VmRSS:") as f64 / 1024.0,
+                daemon.0.health.tracked_shards(),
+                store.checkpoints(&arn).len(),
+                store.entry_count(),
+            );
+        }
+        let (_, shutdown, handle) = daemon;
+        shutdown.begin(Duration::from_secs(5));
+        let _ = handle.await;
+    });
 }
 
 struct Run {

@@ -99,6 +99,7 @@ fn trail(n: u64, every: u64) -> StreamEvidence {
                 status: ShardStatus::Open,
                 last_record_time: None,
                 caught_up: false,
+                from_start: false,
                 updated_at: Utc::now(),
                 chain: None,
             };
@@ -157,6 +158,7 @@ fn chain_link(c: &mut Criterion) {
                 status: ShardStatus::Open,
                 last_record_time: None,
                 caught_up: false,
+                from_start: false,
                 updated_at: Utc::now(),
                 chain: None,
             };

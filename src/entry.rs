@@ -1,6 +1,6 @@
 //! The audit entry, its JSON form (the `history --json` contract), and gaps.
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use crate::attribution::Principal;
@@ -139,6 +139,14 @@ pub struct Gap {
     /// shard's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_shard_id: Option<String>,
+    /// A shard that came and went while the daemon was not reading (the
+    /// nearest ancestor of `shard_id` it never saw): none of its records
+    /// were read, and nothing before it in the lineage is known, so the gap
+    /// starts at the beginning of that shard (`after_sequence_number` null).
+    /// The gap belongs to `shard_id`, the first shard read after the loss,
+    /// and is a link of that shard's chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen_shard_id: Option<String>,
     /// Creation time of the record at `after_sequence_number`, RFC 3339 UTC.
     #[serde(default)]
     pub after_time: Option<String>,
@@ -150,6 +158,19 @@ pub struct Gap {
     pub resumed_at_time: Option<String>,
     /// RFC 3339, UTC.
     pub detected_at: String,
+}
+
+/// A stream record's creation time as entries and gaps print it, RFC 3339
+/// UTC. The service gives whole seconds (or milliseconds): never print more
+/// precision than it has, and print the same instant the same way wherever
+/// it appears, so a gap's `after_time` equals its entry's `event_time`.
+pub fn record_time_text(t: DateTime<Utc>) -> String {
+    let format = if t.timestamp_subsec_millis() == 0 {
+        SecondsFormat::Secs
+    } else {
+        SecondsFormat::Millis
+    };
+    t.to_rfc3339_opts(format, true)
 }
 
 /// Turns one stream record into its audit entry. Never fails: a record that
@@ -172,16 +193,7 @@ pub fn build_entry(
         event: record.event_name.clone(),
         sequence_number: record.sequence_number.clone(),
         shard_id: shard_id.to_string(),
-        event_time: record.approximate_creation.map(|t| {
-            // The service gives whole seconds (or milliseconds); never print
-            // more precision than it has.
-            let format = if t.timestamp_subsec_millis() == 0 {
-                SecondsFormat::Secs
-            } else {
-                SecondsFormat::Millis
-            };
-            t.to_rfc3339_opts(format, true)
-        }),
+        event_time: record.approximate_creation.map(record_time_text),
         actor: None,
         actor_source: None,
         last_writer: None,

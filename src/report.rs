@@ -113,9 +113,11 @@ pub fn gaps_table(gaps: &[Gap]) -> String {
                 g.detected_at.clone(),
                 g.table.clone(),
                 g.shard_id.clone(),
-                g.after_sequence_number
-                    .clone()
-                    .unwrap_or_else(|| "(start)".into()),
+                match (&g.after_sequence_number, &g.unseen_shard_id) {
+                    (Some(after), _) => after.clone(),
+                    (None, Some(unseen)) => format!("(start of unseen parent {unseen})"),
+                    (None, None) => "(start)".into(),
+                },
                 g.resumed_at_sequence_number
                     .clone()
                     .unwrap_or_else(|| "(end)".into()),
@@ -501,6 +503,7 @@ mod tests {
             status,
             last_record_time: Some(now - chrono::Duration::seconds(30)),
             caught_up: false,
+            from_start: false,
             updated_at: now,
             chain: None,
         };

@@ -13,7 +13,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::engine::{Engine, Shutdown};
-use crate::entry::{build_entry, correlation_of, AuditEntry, Gap};
+use crate::entry::{build_entry, correlation_of, record_time_text, AuditEntry, Gap};
 use crate::observe::{self, Event};
 use crate::pace::Pacer;
 use crate::retry::{retry, Retried};
@@ -186,6 +186,7 @@ where
             status: ShardStatus::Open,
             last_record_time: None,
             caught_up: false,
+            from_start: false,
             updated_at: Utc::now(),
             chain: None,
         });
@@ -212,10 +213,39 @@ where
             &self.shard.starting_sequence_number,
         ) {
             (Some(seq), _) => IteratorPosition::AfterSequence(seq.clone()),
-            (None, Some(start)) if self.continues_lineage => {
+            (None, Some(start)) if self.continues_lineage || self.checkpoint.from_start => {
                 IteratorPosition::AtSequence(start.clone())
             }
             (None, _) => IteratorPosition::TrimHorizon,
+        }
+    }
+
+    /// For a shard started for the first time: whether its first sequence
+    /// number is still readable (then `from_start`, and the iterator there).
+    /// A lineage child always starts there; for any other shard, one
+    /// GetShardIterator tells. If the start is already trimmed, auditing of
+    /// this shard begins after it: TRIM_HORIZON, and no gap.
+    async fn readable_from_start(&mut self) -> Result<Option<String>, ShardOutcome> {
+        if self.continues_lineage {
+            self.checkpoint.from_start = true;
+            return Ok(None);
+        }
+        let Some(start) = self.shard.starting_sequence_number.clone() else {
+            return Ok(None);
+        };
+        match self
+            .get_iterator(&IteratorPosition::AtSequence(start))
+            .await
+        {
+            Ok(iterator) => {
+                self.checkpoint.from_start = true;
+                Ok(Some(iterator))
+            }
+            Err(Retried::Cancelled) => Err(ShardOutcome::Stopped),
+            Err(Retried::Failed(e)) => {
+                debug!(error = %e, "the shard's first record is not readable; starting at TRIM_HORIZON");
+                Ok(None)
+            }
         }
     }
 
@@ -255,7 +285,12 @@ where
         if let Err(outcome) = self.start_chain().await {
             return outcome;
         }
+        let mut first_iterator = None;
         if fresh {
+            match self.readable_from_start().await {
+                Ok(iterator) => first_iterator = iterator,
+                Err(outcome) => return outcome,
+            }
             // Recorded before the first read ("open, nothing read yet"): a
             // shard that vanishes before it is read to its end is then always
             // found, and becomes a gap, at the next start.
@@ -274,7 +309,7 @@ where
         }
         let polling = self.engine.settings.polling.clone();
         let mut idle = IdleBackoff::new(polling.idle_min(), polling.idle_max());
-        let mut iterator: Option<String> = None;
+        let mut iterator: Option<String> = first_iterator;
         let mut position = self.position();
         debug!(?position, closed = self.shard.is_closed(), "shard started");
         loop {
@@ -464,7 +499,7 @@ where
         };
         if let Some(mut gap) = self.pending_gap.take() {
             gap.resumed_at_sequence_number = Some(first.sequence_number.clone());
-            gap.resumed_at_time = first.approximate_creation.map(rfc3339);
+            gap.resumed_at_time = first.approximate_creation.map(record_time_text);
             self.write_gap(gap).await?;
         }
         let actor = self.engine.settings.actor_attribute.as_deref();
@@ -589,47 +624,10 @@ where
     }
 
     async fn write_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
-        let engine = &self.engine;
-        // A gap is a link of the chain too: a signed statement, not a hole.
         let before = self.checkpoint.chain.clone().unwrap_or_default();
-        let mut chain = before.clone();
-        let link = chain
-            .link_gap(&gap)
-            .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
-        let policy = engine.settings.retry_policy();
-        let abort = &self.shutdown.abort;
-        let mut result = retry(policy, abort, "PutItem(gap)", || {
-            engine.audit.put_linked_gap(&gap, &link)
-        })
-        .await;
-        if let Ok(PutOutcome::AlreadyPresent) = result {
-            // Seen before a crash: the chain goes on from the stored gap
-            // (already linked if the checkpoint got that far).
-            result = match retry(policy, abort, "GetItem(gap)", || {
-                engine.audit.gap_link(&gap)
-            })
-            .await
-            {
-                Ok(Some(stored)) if before.last_hash == Some(stored.hash) => {
-                    chain = before;
-                    Ok(PutOutcome::AlreadyPresent)
-                }
-                Ok(Some(stored)) => {
-                    if stored.prev_hash != before.last_hash {
-                        warn!(
-                            "a gap stored earlier links elsewhere in the chain; continuing from it"
-                        );
-                    }
-                    chain = before;
-                    chain.append(stored.hash);
-                    Ok(PutOutcome::AlreadyPresent)
-                }
-                Ok(None) => Ok(PutOutcome::AlreadyPresent),
-                Err(e) => Err(e),
-            };
-        }
+        let result = put_gap_in_chain(&self.engine, &self.shutdown.abort, &gap, before).await;
         match result {
-            Ok(_) => {
+            Ok(chain) => {
                 self.checkpoint.chain = Some(chain);
                 observe::GapRecorded {
                     table: &self.table,
@@ -684,6 +682,51 @@ where
     }
 }
 
+/// Writes a gap as the next link of the chain `before` (a gap is a link of
+/// the chain too: a signed statement, not a hole) and returns the chain
+/// after it. A gap already stored, seen before a crash, is not written
+/// twice: the chain goes on from the stored one.
+pub(crate) async fn put_gap_in_chain<S, C, A>(
+    engine: &Engine<S, C, A>,
+    abort: &tokio_util::sync::CancellationToken,
+    gap: &Gap,
+    before: crate::proof::ChainState,
+) -> Result<crate::proof::ChainState, Retried<StoreError>>
+where
+    A: AuditStore,
+{
+    let mut chain = before.clone();
+    let link = chain
+        .link_gap(gap)
+        .map_err(|e| Retried::Failed(StoreError::Other(format!("cannot hash the gap: {e}"))))?;
+    let policy = engine.settings.retry_policy();
+    let outcome = retry(policy, abort, "PutItem(gap)", || {
+        engine.audit.put_linked_gap(gap, &link)
+    })
+    .await?;
+    if outcome != PutOutcome::AlreadyPresent {
+        return Ok(chain);
+    }
+    let stored = retry(policy, abort, "GetItem(gap)", || engine.audit.gap_link(gap)).await?;
+    Ok(match stored {
+        // Linked, and the checkpoint got past it.
+        Some(stored) if before.last_hash == Some(stored.hash) => before,
+        // Written just before a crash, the checkpoint not yet past it.
+        Some(stored) if stored.prev_hash == before.last_hash => {
+            let mut chain = before;
+            chain.append(stored.hash);
+            chain
+        }
+        // Recorded earlier in the chain than where it stands now (the same
+        // loss detected again): linking it again would fork the chain.
+        Some(_) => {
+            warn!("this gap is already recorded earlier in the chain; not linked again");
+            before
+        }
+        None => chain,
+    })
+}
+
 /// What stands in for an entry the store refused: the record's identity,
 /// no values, and why.
 fn rejected_marker(entry: &AuditEntry, why: &str) -> AuditEntry {
@@ -714,12 +757,12 @@ pub fn lost_after(
         (Some(seq), _) => (
             None,
             Some(seq.clone()),
-            checkpoint.last_record_time.map(rfc3339),
+            checkpoint.last_record_time.map(record_time_text),
         ),
         (None, Some(tail)) => (
             Some(tail.shard_id.clone()),
             Some(tail.sequence_no.clone()),
-            tail.record_time.map(rfc3339),
+            tail.record_time.map(record_time_text),
         ),
         (None, None) => (None, None, None),
     };
@@ -729,6 +772,7 @@ pub fn lost_after(
         shard_id: shard_id.to_string(),
         after_sequence_number: after,
         after_shard_id: after_shard,
+        unseen_shard_id: None,
         after_time,
         resumed_at_sequence_number: None,
         resumed_at_time: None,

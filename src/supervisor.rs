@@ -20,8 +20,8 @@ use crate::lineage::{Lineage, NodeState};
 use crate::observe::{self, Event, ShardState};
 use crate::retry::{retry, Retried};
 use crate::shard::{
-    last_saved, lost_after, run_shard, saved_checkpoint, LineageTail, SavedCheckpoint,
-    ShardOutcome, ShardStart,
+    last_saved, lost_after, put_gap_in_chain, run_shard, saved_checkpoint, LineageTail,
+    SavedCheckpoint, ShardOutcome, ShardStart,
 };
 use crate::store::{
     AuditStore, CheckpointStore, ShardCheckpoint, ShardStatus, StreamRow, TableHealthRow,
@@ -475,6 +475,7 @@ where
         cooldown: BTreeMap::new(),
         running: HashMap::new(),
         forgotten: HashMap::new(),
+        inherited: HashMap::new(),
         read_before: false,
         stream_open: true,
     };
@@ -506,6 +507,10 @@ struct StreamSupervisor<S, C, A> {
     /// Drained shards dropped from the lineage once their children started,
     /// with the lineage tail they hand on; pruned to what the stream lists.
     forgotten: HashMap<String, Option<LineageTail>>,
+    /// Shards that read nothing yet hand on their ancestors' tail: kept here
+    /// when those ancestors' rows leave memory, so a later gap in the
+    /// lineage still starts after the last record handled in it.
+    inherited: HashMap<String, LineageTail>,
     /// We had read this stream before this start (it had checkpoints).
     read_before: bool,
     /// False once the stream is disabled or gone: it gets no new shards.
@@ -558,7 +563,10 @@ where
             self.start_ready(&mut tasks, max_running);
             self.engine.health.set_tracked(
                 &self.stream_arn,
-                self.lineage.len() + self.checkpoints.len() + self.forgotten.len(),
+                self.lineage.len()
+                    + self.checkpoints.len()
+                    + self.forgotten.len()
+                    + self.inherited.len(),
             );
             if !self.stream_open && tasks.is_empty() && self.lineage.all_drained() {
                 return true;
@@ -640,18 +648,25 @@ where
             });
             // A parent nobody saw, on a stream we were reading: it came and
             // went while we were away, and whatever it held is lost.
-            let unseen_parent = parent.filter(|_| !parent_known && self.read_before);
+            // Once the child has read something, that was recorded already.
+            let unread = checkpoint.as_ref().is_none_or(|c| c.sequence_no.is_none());
+            let unseen_parent = parent.filter(|_| !parent_known && self.read_before && unread);
             let gap = unseen_parent.map(|p| {
                 error!(shard = %shard.shard_id, parent = %p,
                     "a parent shard was trimmed away unseen while we were not reading: recording a gap");
                 Gap {
                     table: self.table.clone(),
                     stream_arn: self.stream_arn.clone(),
-                    shard_id: p.to_string(),
+                    // The child's: it is a link of the chain the child
+                    // starts, the first thing in it.
+                    shard_id: shard.shard_id.clone(),
                     after_sequence_number: None,
                     after_shard_id: None,
+                    unseen_shard_id: Some(p.to_string()),
                     after_time: None,
-                    resumed_at_sequence_number: shard.starting_sequence_number.clone(),
+                    // Filled in by the child's task with the first record it
+                    // reads; left null if nothing is readable yet.
+                    resumed_at_sequence_number: None,
                     resumed_at_time: None,
                     detected_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 }
@@ -702,6 +717,9 @@ where
                         record_time: cp.last_record_time,
                     });
                 }
+            }
+            if let Some(tail) = self.inherited.get(&id) {
+                return Some(tail.clone());
             }
             let parent = cp
                 .and_then(|c| c.parent_shard_id.clone())
@@ -902,6 +920,14 @@ where
         // by nothing: bounded memory whatever the uptime.
         let needed = |id: &String| listed_ids.contains(id) || parents.contains(id);
         self.forgotten.retain(|id, _| needed(id));
+        let handing_on: Vec<(String, LineageTail)> = self
+            .checkpoints
+            .iter()
+            .filter(|(id, c)| c.sequence_no.is_none() && needed(id))
+            .filter_map(|(id, _)| Some((id.clone(), self.tail_of(id)?)))
+            .collect();
+        self.inherited.extend(handing_on);
+        self.inherited.retain(|id, _| needed(id));
         let running: HashSet<&String> = self.running.values().map(|(id, _)| id).collect();
         let stale: Vec<String> = self
             .checkpoints
@@ -978,16 +1004,17 @@ where
             );
             error!(shard = %checkpoint.shard_id, after_sequence_number = ?gap.after_sequence_number,
                 "shard trimmed before it was read to its end: recording a gap");
+            // The shard's chain ends with the gap, and its children's start
+            // from there.
+            let before = checkpoint.chain.clone().unwrap_or_default();
+            let Ok(chain) =
+                put_gap_in_chain(&self.engine, &self.shutdown.abort, &gap, before).await
+            else {
+                continue;
+            };
+            checkpoint.chain = Some(chain);
             let policy = self.engine.settings.retry_policy();
             let engine = &self.engine;
-            if retry(policy, &self.shutdown.abort, "PutItem(gap)", || {
-                engine.audit.put_gap(&gap)
-            })
-            .await
-            .is_err()
-            {
-                continue;
-            }
             observe::GapRecorded {
                 table: &self.table,
                 shard: &gap.shard_id,

@@ -364,6 +364,7 @@ async fn stale_checkpoint_is_kept_not_an_error() {
             status: ShardStatus::Open,
             last_record_time: None,
             caught_up: false,
+            from_start: false,
             updated_at: Utc::now(),
             chain: None,
         })

@@ -272,6 +272,7 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
         shard_id: "shardId-00000001".into(),
         after_sequence_number: Some("990".into()),
         after_shard_id: None,
+        unseen_shard_id: None,
         after_time: None,
         resumed_at_time: None,
         resumed_at_sequence_number: Some("5000".into()),
@@ -305,6 +306,7 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
         status,
         last_record_time: Some(Utc::now()),
         caught_up: false,
+        from_start: false,
         updated_at: Utc::now(),
         chain: None,
     };

@@ -65,6 +65,7 @@ fn checkpoint(shard: &str, seq: Option<&str>, status: ShardStatus) -> ShardCheck
         status,
         last_record_time: None,
         caught_up: false,
+        from_start: false,
         chain: None,
         updated_at: Utc::now(),
     }
@@ -171,8 +172,18 @@ async fn checkpoints_move_forward_only_and_drained_is_final<T: CheckpointStore>(
     let mut caught_up = checkpoint("s3", Some("5"), ShardStatus::Open);
     caught_up.caught_up = true;
     store.save_shard(&caught_up).await.unwrap();
+    // "Open, nothing read yet, read from its first record": a restart must
+    // start there again, so the flag must survive the store.
+    let mut fresh = checkpoint("s4", None, ShardStatus::Open);
+    fresh.from_start = true;
+    store.save_shard(&fresh).await.unwrap();
     let rows = store.load_shards(ARN2).await.unwrap();
-    assert!(rows.iter().any(|c| c.shard_id == "s3" && c.caught_up));
+    assert!(rows
+        .iter()
+        .any(|c| c.shard_id == "s3" && c.caught_up && !c.from_start));
+    assert!(rows
+        .iter()
+        .any(|c| c.shard_id == "s4" && c.from_start && c.sequence_no.is_none()));
 }
 
 async fn a_drained_stream_stays_drained<T: CheckpointStore>(store: &T) {
@@ -219,6 +230,7 @@ async fn gaps_are_write_once_by_position<T: AuditStore>(store: &T) {
         shard_id: "s1".into(),
         after_sequence_number: Some("990".into()),
         after_shard_id: None,
+        unseen_shard_id: None,
         after_time: None,
         resumed_at_sequence_number: Some("5000".into()),
         resumed_at_time: None,

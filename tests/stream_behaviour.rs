@@ -66,8 +66,9 @@ fn write(
         .collect()
 }
 
+/// A record's time as entries print it: a gap's ends must read the same.
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    ddb_audit::entry::record_time_text(t)
 }
 
 fn seqs(records: &[StreamRecord]) -> Vec<String> {
@@ -307,6 +308,49 @@ fn first_read(events: &[Event], shard: &str) -> Option<(usize, Instant)> {
 // ---------------------------------------------------------------------------
 // 1. Trimmed records: a gap, never a silent skip
 
+/// The daemon started an open shard and read nothing from it (it was
+/// empty), then was down for more than a day while records were written to
+/// that shard and trimmed. The shard is still listed, so nothing vanished:
+/// only reading it again from its first record, not from TRIM_HORIZON, shows
+/// that records are missing.
+#[tokio::test(start_paused = true)]
+async fn a_shard_that_read_nothing_and_was_trimmed_while_down_becomes_a_gap() {
+    let sim = sim_with(SimConfig::with_seed(5));
+    let store = MemoryStore::new();
+    let arn = sim.stream_arn("T").unwrap();
+    let shard = sim.open_shards("T").unwrap().remove(0);
+    let daemon = start(sim.clone(), &store, Polling::default(), &["T"]);
+    sleep(10 * SEC).await;
+    daemon.stop().await;
+    let row = store.checkpoints(&arn).remove(0);
+    assert!(row.sequence_no.is_none() && row.from_start, "{row:?}");
+
+    let lost = write(&sim, "T", 3, 0..5);
+    sleep(24 * HOUR + MIN).await;
+    let fresh = write(&sim, "T", 3, 5..10);
+    assert!(lost.iter().all(|r| sim.is_trimmed("T", &r.sequence_number)));
+    let daemon = start(sim.clone(), &store, Polling::default(), &["T"]);
+    sleep(10 * SEC).await;
+    daemon.stop().await;
+
+    let gaps = store.gaps().await.unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let gap = &gaps[0];
+    assert_eq!(gap.shard_id, shard);
+    assert_eq!(gap.after_sequence_number, None);
+    assert_eq!(
+        gap.resumed_at_sequence_number.as_deref(),
+        Some(fresh[0].sequence_number.as_str())
+    );
+    assert_eq!(assert_audited(&sim, &store, "T"), seqs(&lost));
+
+    // A restart with nothing trimmed since records no further gap.
+    let daemon = start(sim.clone(), &store, Polling::default(), &["T"]);
+    sleep(10 * SEC).await;
+    daemon.stop().await;
+    assert_eq!(store.gaps().await.unwrap().len(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn records_trimmed_while_down_become_a_gap_and_the_rest_is_audited() {
     let sim = sim_with(SimConfig::with_seed(1));
@@ -339,6 +383,7 @@ async fn records_trimmed_while_down_become_a_gap_and_the_rest_is_audited() {
             shard_id: shard,
             after_sequence_number: Some(read[4].sequence_number.clone()),
             after_shard_id: None,
+            unseen_shard_id: None,
             after_time: read[4].approximate_creation.map(rfc3339),
             resumed_at_sequence_number: Some(fresh[0].sequence_number.clone()),
             resumed_at_time: fresh[0].approximate_creation.map(rfc3339),
@@ -525,6 +570,13 @@ async fn an_expired_iterator_resumes_after_the_last_written_record() {
     let rec = Recorder::new(faults.clone());
     let store = MemoryStore::new();
     let shard = sim.open_shards("T").unwrap().remove(0);
+    let first_seq = sim
+        .shards(&sim.stream_arn("T").unwrap())
+        .unwrap()
+        .into_iter()
+        .find(|s| s.shard_id == shard)
+        .and_then(|s| s.starting_sequence_number)
+        .unwrap();
 
     let first = write(&sim, "T", 2, 0..5);
     let daemon = start(rec.clone(), &store, Polling::default(), &["T"]);
@@ -559,7 +611,13 @@ async fn an_expired_iterator_resumes_after_the_last_written_record() {
     assert_eq!(
         positions,
         vec![
-            (shard.clone(), IteratorPosition::TrimHorizon),
+            // A new shard whose first record is readable is read from it
+            // (and marked so: a restart before anything is read goes there
+            // again rather than to TRIM_HORIZON).
+            (
+                shard.clone(),
+                IteratorPosition::AtSequence(first_seq.clone())
+            ),
             (
                 shard,
                 IteratorPosition::AfterSequence(first[4].sequence_number.clone())

@@ -221,6 +221,7 @@ mod tests {
             shard_id: "shardId-1".into(),
             after_sequence_number: Some("100".into()),
             after_shard_id: None,
+            unseen_shard_id: None,
             after_time: None,
             resumed_at_sequence_number: Some("300".into()),
             resumed_at_time: None,

@@ -1125,6 +1125,7 @@ mod tests {
             status: ShardStatus::Open,
             last_record_time: None,
             caught_up: false,
+            from_start: false,
             updated_at: Utc::now(),
             chain: None,
         };

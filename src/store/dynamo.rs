@@ -1408,18 +1408,21 @@ impl CheckpointStore for DynamoStore {
             "#status = :status",
             "#updated_at = :updated_at",
             "#caught_up = :caught_up",
+            "#from_start = :from_start",
         ];
         let mut values = HashMap::from([
             (":table_name".to_string(), s(&cp.table)),
             (":status".to_string(), s(cp.status.as_str())),
             (":updated_at".to_string(), s(rfc3339(cp.updated_at))),
             (":caught_up".to_string(), DAttr::Bool(cp.caught_up)),
+            (":from_start".to_string(), DAttr::Bool(cp.from_start)),
         ]);
         let mut names = HashMap::from([
             ("#table_name".to_string(), "table_name".to_string()),
             ("#status".to_string(), "status".to_string()),
             ("#updated_at".to_string(), "updated_at".to_string()),
             ("#caught_up".to_string(), "caught_up".to_string()),
+            ("#from_start".to_string(), "from_start".to_string()),
             ("#sequence_key".to_string(), "sequence_key".to_string()),
         ]);
         if cp.status == ShardStatus::Drained {
@@ -2041,6 +2044,7 @@ fn shard_from_item(item: &HashMap<String, DAttr>) -> StoreResult<ShardCheckpoint
         status,
         last_record_time: get_s(item, "last_record_time").and_then(parse_time),
         caught_up: matches!(item.get("caught_up"), Some(DAttr::Bool(true))),
+        from_start: matches!(item.get("from_start"), Some(DAttr::Bool(true))),
         updated_at: get_s(item, "updated_at")
             .and_then(parse_time)
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
@@ -2304,6 +2308,7 @@ mod tests {
             shard_id: "s1".into(),
             after_sequence_number: Some("42".into()),
             after_shard_id: None,
+            unseen_shard_id: None,
             after_time: None,
             resumed_at_sequence_number: Some("50".into()),
             resumed_at_time: None,

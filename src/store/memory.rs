@@ -20,6 +20,10 @@ struct State {
     entries: HashMap<(String, String), BTreeMap<(String, String), AuditEntry>>,
     gaps: BTreeMap<(String, String, String, String), Gap>,
     shards: HashMap<String, BTreeMap<String, ShardCheckpoint>>,
+    /// When each shard row was first saved drained (tokio's clock, so paused
+    /// tests see it age): as DynamoDB's TTL, such rows are gone
+    /// `DRAINED_SHARD_ROW_TTL` later.
+    drained_at: HashMap<(String, String), tokio::time::Instant>,
     streams: BTreeMap<(String, String), StreamRow>,
     health: BTreeMap<String, TableHealthRow>,
     entry_puts: u64,
@@ -80,7 +84,25 @@ impl MemoryStore {
     }
 
     pub fn checkpoints(&self, stream_arn: &str) -> Vec<ShardCheckpoint> {
-        self.lock()
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let now = tokio::time::Instant::now();
+        let ttl = crate::store::dynamo::DRAINED_SHARD_ROW_TTL;
+        let expired: Vec<String> = state
+            .drained_at
+            .iter()
+            .filter(|((arn, _), at)| arn == stream_arn && now.duration_since(**at) >= ttl)
+            .map(|((_, id), _)| id.clone())
+            .collect();
+        for id in expired {
+            state
+                .drained_at
+                .remove(&(stream_arn.to_string(), id.clone()));
+            if let Some(rows) = state.shards.get_mut(stream_arn) {
+                rows.remove(&id);
+            }
+        }
+        state
             .shards
             .get(stream_arn)
             .map(|m| m.values().cloned().collect())
@@ -394,6 +416,12 @@ impl CheckpointStore for MemoryStore {
             }
         }
         shards.insert(checkpoint.shard_id.clone(), checkpoint.clone());
+        if checkpoint.status == crate::store::ShardStatus::Drained {
+            state
+                .drained_at
+                .entry((checkpoint.stream_arn.clone(), checkpoint.shard_id.clone()))
+                .or_insert_with(tokio::time::Instant::now);
+        }
         Ok(())
     }
 

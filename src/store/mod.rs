@@ -62,6 +62,11 @@ pub struct ShardCheckpoint {
     pub last_record_time: Option<DateTime<Utc>>,
     /// The last read found nothing new: the shard is caught up (lag 0).
     pub caught_up: bool,
+    /// Reading began at the shard's first sequence number (nothing of it was
+    /// trimmed yet). Until something is read, a restart starts there again
+    /// rather than at TRIM_HORIZON, so records trimmed in between are found
+    /// and become a gap instead of being skipped in silence.
+    pub from_start: bool,
     pub updated_at: DateTime<Utc>,
     /// The shard's hash chain as far as `sequence_no` (saved in the same
     /// write). `None`: a row written before the chain existed.

@@ -1,11 +1,12 @@
 //! A decorator that injects errors and latency into any [`StreamApi`] — the
 //! simulator or the real client — by rule, so consumer tests can exercise
-//! 5xx bursts, throttling storms, expired iterators and slow calls without
-//! the backend knowing.
+//! 5xx bursts, throttling storms, expired iterators, slow calls, panics and
+//! malformed records without the backend knowing.
 //!
-//! A fault happens *instead of* the call: an injected error never reaches the
-//! wrapped service, and injected latency is spent (on tokio's clock) before
-//! the call is made.
+//! A fault happens *instead of* the call: an injected error (or panic) never
+//! reaches the wrapped service, and injected latency is spent (on tokio's
+//! clock) before the call is made. Malformed records are the exception: they
+//! are the wrapped service's records, rewritten on the way out.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -73,13 +74,25 @@ impl When {
 }
 
 /// One injection rule: on matching calls selected by `when`, wait `latency`
-/// and/or fail with `error`.
+/// and/or fail with `error`, or panic.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FaultRule {
     pub op: Op,
     pub error: Option<StreamError>,
     pub latency: Option<Duration>,
+    /// Panics instead of making the call: a bug in the SDK or in our own
+    /// code, which the caller's task must contain.
+    pub panic: bool,
     pub when: When,
+}
+
+/// How [`FaultStream::malform_records`] breaks a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// An attribute the adapter could not read (what `problem` reports).
+    Unreadable,
+    /// The images the event needs are missing (a MODIFY without NewImage).
+    MissingImages,
 }
 
 impl FaultRule {
@@ -89,6 +102,18 @@ impl FaultRule {
             op,
             error: Some(error),
             latency: None,
+            panic: false,
+            when: When::Always,
+        }
+    }
+
+    /// Panics in every `op` call (narrow with [`FaultRule::when`]).
+    pub fn panic(op: Op) -> Self {
+        FaultRule {
+            op,
+            error: None,
+            latency: None,
+            panic: true,
             when: When::Always,
         }
     }
@@ -99,6 +124,7 @@ impl FaultRule {
             op,
             error: None,
             latency: Some(latency),
+            panic: false,
             when: When::Always,
         }
     }
@@ -128,6 +154,10 @@ pub struct FaultCounts {
     pub errors: u64,
     /// Calls delayed by injected latency.
     pub delays: u64,
+    /// Calls that panicked.
+    pub panics: u64,
+    /// Records rewritten as malformed (each delivery counts).
+    pub malformed: u64,
 }
 
 struct ActiveRule {
@@ -142,6 +172,7 @@ struct FaultState {
     rules: Vec<ActiveRule>,
     next_id: u64,
     counts: FaultCounts,
+    malform: Option<(u64, Malformed)>,
 }
 
 /// Wraps `S` and injects faults by rule. Clones share rules and counts.
@@ -171,6 +202,7 @@ impl<S> FaultStream<S> {
                 rules: Vec::new(),
                 next_id: 0,
                 counts: FaultCounts::default(),
+                malform: None,
             })),
         }
     }
@@ -206,8 +238,52 @@ impl<S> FaultStream<S> {
         st.rules.len() != before
     }
 
+    /// Clears the rules and stops malforming records.
     pub fn clear_rules(&self) {
-        self.lock().rules.clear();
+        let mut st = self.lock();
+        st.rules.clear();
+        st.malform = None;
+    }
+
+    /// From now on, about one record in `one_in` is delivered malformed,
+    /// chosen by its sequence number so that a redelivery of the same record
+    /// is malformed the same way (as a record the service keeps returning).
+    pub fn malform_records(&self, one_in: u64, how: Malformed) {
+        self.lock().malform = Some((one_in.max(1), how));
+    }
+
+    /// Whether the record with this sequence number is delivered malformed
+    /// while [`FaultStream::malform_records`] is on.
+    pub fn is_malformed(&self, sequence_number: &str) -> bool {
+        self.lock()
+            .malform
+            .is_some_and(|(one_in, _)| malformed_pick(sequence_number, one_in))
+    }
+
+    fn malform(&self, page: &mut RecordsPage) {
+        let mut st = self.lock();
+        let Some((one_in, how)) = st.malform else {
+            return;
+        };
+        for record in &mut page.records {
+            if !malformed_pick(&record.sequence_number, one_in) {
+                continue;
+            }
+            st.counts.malformed += 1;
+            match how {
+                Malformed::Unreadable => {
+                    record.problem = Some(format!(
+                        "injected: attribute {:?} is not valid DynamoDB JSON",
+                        "balance"
+                    ));
+                    record.raw = Some(format!("{{\"injected\":\"{}\"}}", record.sequence_number));
+                }
+                Malformed::MissingImages => {
+                    record.new_image = None;
+                    record.old_image = None;
+                }
+            }
+        }
     }
 
     pub fn counts(&self) -> FaultCounts {
@@ -230,12 +306,13 @@ impl<S> FaultStream<S> {
     /// Applies every matching rule in order: latencies add up, the first
     /// error wins. Every matching rule counts the call, fired or not, so
     /// `EveryNth` and `Burst` stay predictable with several rules.
-    fn decide(&self, op: Op) -> (Duration, Option<StreamError>) {
+    fn decide(&self, op: Op) -> (Duration, Option<StreamError>, bool) {
         let mut guard = self.lock();
         let st = &mut *guard;
         st.counts.calls += 1;
         let mut latency = Duration::ZERO;
         let mut error = None;
+        let mut panic = false;
         for r in st.rules.iter_mut().filter(|r| r.rule.op.matches(op)) {
             r.matched += 1;
             if !r.rule.when.fires(r.matched, &mut st.rng) {
@@ -246,20 +323,27 @@ impl<S> FaultStream<S> {
             if error.is_none() {
                 error.clone_from(&r.rule.error);
             }
+            panic |= r.rule.panic;
         }
         if !latency.is_zero() {
             st.counts.delays += 1;
         }
-        if error.is_some() {
+        if panic {
+            st.counts.panics += 1;
+        } else if error.is_some() {
             st.counts.errors += 1;
         }
-        (latency, error)
+        (latency, error, panic)
     }
 
     async fn inject(&self, op: Op) -> StreamResult<()> {
-        let (latency, error) = self.decide(op);
+        let (latency, error, panic) = self.decide(op);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
+        }
+        // Outside the lock, so the panic cannot poison it.
+        if panic {
+            panic!("injected panic in {op:?}");
         }
         error.map_or(Ok(()), Err)
     }
@@ -298,8 +382,21 @@ impl<S: StreamApi> StreamApi for FaultStream<S> {
 
     async fn get_records(&self, iterator: &str, limit: Option<i32>) -> StreamResult<RecordsPage> {
         self.inject(Op::GetRecords).await?;
-        self.inner.get_records(iterator, limit).await
+        let mut page = self.inner.get_records(iterator, limit).await?;
+        self.malform(&mut page);
+        Ok(page)
     }
+}
+
+/// A stable pick of about one sequence number in `one_in` (FNV-1a: the
+/// choice must not depend on the process, unlike std's hasher).
+fn malformed_pick(sequence_number: &str, one_in: u64) -> bool {
+    let hash = sequence_number
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    hash % one_in == 0
 }
 
 #[cfg(test)]
@@ -347,7 +444,7 @@ mod tests {
             FaultCounts {
                 calls: 2,
                 errors: 1,
-                delays: 0
+                ..FaultCounts::default()
             }
         );
     }
@@ -451,5 +548,69 @@ mod tests {
         assert_eq!(f.describe_table("T").await, Err(transient()));
         assert_eq!((f.fired(a), f.fired(b)), (Some(1), Some(2)));
         assert_eq!(f.counts().errors, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panic_rule_panics_in_the_caller_and_leaves_the_decorator_usable() {
+        let f = wrapped();
+        f.add_rule(FaultRule::panic(Op::DescribeTable).when(When::FirstN(1)));
+        let g = f.clone();
+        let joined = tokio::spawn(async move { g.describe_table("T").await }).await;
+        assert!(joined.unwrap_err().is_panic());
+        assert_eq!(f.inner().calls().describe_table, 0);
+        assert!(f.describe_table("T").await.is_ok());
+        assert_eq!((f.counts().panics, f.counts().errors), (1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn malformed_records_are_picked_by_sequence_number_every_delivery() {
+        let f = wrapped();
+        for i in 0..200 {
+            f.inner()
+                .put(
+                    "T",
+                    [
+                        (
+                            "pk".to_string(),
+                            crate::value::AttrValue::S(format!("k{i}")),
+                        ),
+                        ("v".to_string(), crate::value::AttrValue::N(i.to_string())),
+                    ]
+                    .into(),
+                )
+                .unwrap();
+        }
+        f.malform_records(10, Malformed::Unreadable);
+        let arn = f.inner().stream_arn("T").unwrap();
+        let shard = f.inner().open_shards("T").unwrap().remove(0);
+        let read_all = || async {
+            let it = f
+                .get_shard_iterator(&arn, &shard, &IteratorPosition::TrimHorizon)
+                .await
+                .unwrap();
+            f.get_records(&it, Some(1000)).await.unwrap().records
+        };
+        let first = read_all().await;
+        let bad: Vec<&str> = first
+            .iter()
+            .filter(|r| r.problem.is_some())
+            .map(|r| r.sequence_number.as_str())
+            .collect();
+        assert!((5..50).contains(&bad.len()), "{} of 200", bad.len());
+        assert!(first
+            .iter()
+            .all(|r| r.problem.is_some() == f.is_malformed(&r.sequence_number)));
+        // Redelivered: the same records, malformed the same way.
+        assert_eq!(first, read_all().await);
+
+        f.malform_records(10, Malformed::MissingImages);
+        let again = read_all().await;
+        assert!(again
+            .iter()
+            .filter(|r| f.is_malformed(&r.sequence_number))
+            .all(|r| r.new_image.is_none() && r.problem.is_none()));
+        f.clear_rules();
+        assert!(read_all().await.iter().all(|r| r.new_image.is_some()));
+        assert_eq!(f.counts().malformed, 3 * bad.len() as u64);
     }
 }

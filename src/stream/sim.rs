@@ -1409,6 +1409,21 @@ impl SimStream {
             .collect())
     }
 
+    /// Every shard the stream has ever had, trimmed away or not: the truth a
+    /// test's oracle needs for lineage (which shard was whose parent) after
+    /// the service has forgotten.
+    pub fn all_shards(&self, stream_arn: &str) -> StreamResult<Vec<Shard>> {
+        let st = self.lock();
+        let s = *st
+            .streams_by_arn
+            .get(stream_arn)
+            .ok_or_else(|| not_found(format!("stream {stream_arn}")))?;
+        let stream = &st.streams[s];
+        Ok((0..stream.shards.len())
+            .map(|i| stream.true_shard(i))
+            .collect())
+    }
+
     /// Ids of the open shards of the table's enabled stream.
     pub fn open_shards(&self, table: &str) -> StreamResult<Vec<String>> {
         let mut st = self.lock();

@@ -116,6 +116,31 @@ pub async fn run_for(d: Duration) {
 /// leaves the item as the table holds it. Records the simulator has trimmed
 /// may be missing only if a gap covers their shard.
 pub async fn verify(sim: &SimStream, store: &MemoryStore, table: &str) -> Result<usize, String> {
+    check_trail(sim, store, table, |_| false, false).await
+}
+
+/// [`verify`], where the records `malformed` picks (by sequence number)
+/// reached the daemon malformed: each must be an error entry that keeps the
+/// record raw, in its place in the item's history. A trimmed record may be
+/// missing if any gap of its stream may hold it: the caller must then check
+/// the gaps exactly with [`check_gaps`] (a loss in a shard the daemon never
+/// saw is in a gap of a descendant's lineage, not one naming it).
+pub async fn verify_with(
+    sim: &SimStream,
+    store: &MemoryStore,
+    table: &str,
+    malformed: impl Fn(&str) -> bool,
+) -> Result<usize, String> {
+    check_trail(sim, store, table, malformed, true).await
+}
+
+async fn check_trail(
+    sim: &SimStream,
+    store: &MemoryStore,
+    table: &str,
+    malformed: impl Fn(&str) -> bool,
+    gaps_checked_elsewhere: bool,
+) -> Result<usize, String> {
     let log = sim.write_log_routed(table);
     let gaps = store.gaps().await.map_err(|e| e.to_string())?;
     let mut by_item: BTreeMap<String, Vec<&ddb_audit::stream::sim::LoggedRecord>> = BTreeMap::new();
@@ -158,6 +183,19 @@ pub async fn verify(sim: &SimStream, store: &MemoryStore, table: &str) -> Result
                             entry.shard_id, entry.event, l.shard_id, l.record.event_name
                         ));
                     }
+                    if malformed(seq) {
+                        if entry.error.is_none() || entry.raw.is_none() {
+                            return Err(format!(
+                                "{keys:?} {seq}: a malformed record must be an error entry with raw, not {entry:?}"
+                            ));
+                        }
+                        continue;
+                    }
+                    if let Some(error) = &entry.error {
+                        return Err(format!(
+                            "{keys:?} {seq}: a good record became an error entry: {error}"
+                        ));
+                    }
                     let rebuilt = apply_changes(l.record.old_image.as_ref(), &entry.changes)
                         .map_err(|e| format!("{keys:?} {seq}: changes do not apply: {e}"))?;
                     let want = l.record.new_image.clone().unwrap_or_default();
@@ -169,9 +207,15 @@ pub async fn verify(sim: &SimStream, store: &MemoryStore, table: &str) -> Result
                 }
                 None => {
                     let trimmed = sim.is_trimmed(table, seq);
-                    let gap = gaps
-                        .iter()
-                        .any(|g| g.shard_id == l.shard_id && g.stream_arn == l.stream_arn);
+                    let gap = gaps.iter().any(|g| {
+                        let named = [
+                            Some(&g.shard_id),
+                            g.unseen_shard_id.as_ref(),
+                            g.after_shard_id.as_ref(),
+                        ]
+                        .contains(&Some(&l.shard_id));
+                        g.stream_arn == l.stream_arn && (gaps_checked_elsewhere || named)
+                    });
                     if !(trimmed && gap) {
                         return Err(format!(
                             "{keys:?}: record {seq} in {} is missing (trimmed: {trimmed}, gap recorded: {gap})",
@@ -190,6 +234,287 @@ pub async fn verify(sim: &SimStream, store: &MemoryStore, table: &str) -> Result
         total += entries.len();
     }
     Ok(total)
+}
+
+/// The gap oracle: every gap recorded is true and exact, and every loss is
+/// inside one.
+/// - Nothing trimmed (`anything_trimmed` false): no gap at all.
+/// - Each gap's ends are entries the trail holds: `after_*` the last record
+///   handled before the loss in the gap's lineage (its shard, or the
+///   ancestor `after_shard_id` names), `resumed_at_*` the first read after
+///   it; their times are those entries' times.
+/// - Tight: no entry of the lineage lies strictly between the two ends.
+/// - True: a record was lost between the ends, or a shard of the lineage
+///   vanished before it could be read to its end.
+/// - Once: no loss is recorded twice (same shard, same start).
+/// - Complete: every lost record lies between the ends of a gap of its
+///   lineage.
+///
+/// Sequence numbers are compared across shards: the simulator's grow over a
+/// whole stream, as the service's do in practice.
+pub async fn check_gaps(
+    sim: &SimStream,
+    store: &MemoryStore,
+    table: &str,
+    anything_trimmed: bool,
+) -> Result<usize, String> {
+    let gaps: Vec<Gap> = store
+        .gaps()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|g| g.table == table)
+        .collect();
+    if !anything_trimmed && !gaps.is_empty() {
+        return Err(format!("false gap: nothing was trimmed, yet {gaps:#?}"));
+    }
+    let num = |s: &str| {
+        s.parse::<u128>()
+            .map_err(|e| format!("sequence number {s:?}: {e}"))
+    };
+    let log = sim.write_log_routed(table);
+    // Every entry the trail holds, by stream and sequence number.
+    let mut handled: HashMap<(String, u128), (String, Option<String>)> = HashMap::new();
+    let mut keys_seen = std::collections::BTreeSet::new();
+    for l in &log {
+        if !keys_seen.insert(format!("{:?}", l.record.keys)) {
+            continue;
+        }
+        for e in store
+            .history(table, &l.record.keys)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            handled.insert(
+                (e.stream_arn.clone(), num(&e.sequence_number)?),
+                (e.shard_id.clone(), e.event_time.clone()),
+            );
+        }
+    }
+    let mut lost: Vec<(&str, &str, u128)> = Vec::new();
+    for l in &log {
+        let seq = num(&l.record.sequence_number)?;
+        if !handled.contains_key(&(l.stream_arn.clone(), seq)) {
+            lost.push((&l.stream_arn, &l.shard_id, seq));
+        }
+    }
+    let mut parents: HashMap<String, HashMap<String, Option<String>>> = HashMap::new();
+    let mut listed: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+    for arn in log
+        .iter()
+        .map(|l| l.stream_arn.clone())
+        .chain(gaps.iter().map(|g| g.stream_arn.clone()))
+    {
+        if parents.contains_key(&arn) {
+            continue;
+        }
+        let all = sim.all_shards(&arn).map_err(|e| e.to_string())?;
+        parents.insert(
+            arn.clone(),
+            all.into_iter()
+                .map(|s| (s.shard_id, s.parent_shard_id))
+                .collect(),
+        );
+        let now = sim.shards(&arn).map_err(|e| e.to_string())?;
+        listed.insert(arn, now.into_iter().map(|s| s.shard_id).collect());
+    }
+    // The shard and its ancestors, nearest first.
+    let lineage = |arn: &str, shard: &str| -> Vec<String> {
+        let mut chain = vec![shard.to_string()];
+        while let Some(Some(parent)) = parents.get(arn).and_then(|p| p.get(chain.last()?)) {
+            if chain.contains(parent) {
+                break;
+            }
+            chain.push(parent.clone());
+        }
+        chain
+    };
+    // The shard and its descendants.
+    let below = |arn: &str, shard: &str| -> Vec<String> {
+        let mut out = vec![shard.to_string()];
+        let mut i = 0;
+        while i < out.len() {
+            let children = parents
+                .get(arn)
+                .into_iter()
+                .flatten()
+                .filter(|(_, parent)| parent.as_deref() == Some(out[i].as_str()))
+                .map(|(child, _)| child.clone());
+            let fresh: Vec<String> = children.filter(|c| !out.contains(c)).collect();
+            out.extend(fresh);
+            i += 1;
+        }
+        out
+    };
+    let mut starts = std::collections::HashSet::new();
+    for g in &gaps {
+        let line = lineage(&g.stream_arn, &g.shard_id);
+        let after = g.after_sequence_number.as_deref().map(num).transpose()?;
+        let resumed = match g.resumed_at_sequence_number.as_deref() {
+            Some(r) => Some(num(r)?),
+            // Nothing was readable when the gap was detected: the loss ends
+            // where reading later resumed in the lineage, if it did.
+            None => resume_point(
+                &handled,
+                &g.stream_arn,
+                &below(&g.stream_arn, &g.shard_id),
+                after,
+            ),
+        };
+        let within = |seq: u128| after.is_none_or(|a| a < seq) && resumed.is_none_or(|r| seq < r);
+        if let Some(a) = after {
+            let want = g.after_shard_id.as_deref().unwrap_or(&g.shard_id);
+            match handled.get(&(g.stream_arn.clone(), a)) {
+                Some((shard, time)) if shard == want && *time == g.after_time => {}
+                other => {
+                    return Err(format!(
+                        "gap {g:?}: its start is not the entry it names (the trail has {other:?})"
+                    ))
+                }
+            }
+            if !line.iter().any(|s| s == want) {
+                return Err(format!(
+                    "gap {g:?}: after_shard_id {want} is not in its lineage {line:?}"
+                ));
+            }
+        }
+        if let Some(r) = g
+            .resumed_at_sequence_number
+            .as_deref()
+            .map(num)
+            .transpose()?
+        {
+            match handled.get(&(g.stream_arn.clone(), r)) {
+                Some((shard, time))
+                    if *time == g.resumed_at_time
+                        && lineage(&g.stream_arn, shard).contains(&g.shard_id) => {}
+                other => {
+                    return Err(format!(
+                        "gap {g:?}: it resumed at an entry the trail does not have in that lineage ({other:?})"
+                    ))
+                }
+            }
+        }
+        // The daemon knows a lineage only as far up as the shards it saw (a
+        // row of ours): past one that came and went while it was away,
+        // nothing can bracket the gap's start.
+        let rows = store.checkpoints(&g.stream_arn);
+        let seen = |id: &String| rows.iter().any(|c| c.shard_id == *id);
+        let known = 1 + line.iter().skip(1).take_while(|s| seen(s)).count();
+        let bracketing: &[String] = if line.iter().take(1).all(seen) {
+            &line[..known]
+        } else {
+            &line[..1]
+        };
+        if let Some(((_, seq), (shard, _))) = handled.iter().find(|((arn, seq), (shard, _))| {
+            *arn == g.stream_arn && bracketing.contains(shard) && within(*seq)
+        }) {
+            let rows: Vec<String> = store
+                .checkpoints(&g.stream_arn)
+                .iter()
+                .filter(|c| line.contains(&c.shard_id))
+                .map(|c| {
+                    format!(
+                        "{} {:?} seq={:?} parent={:?}",
+                        c.shard_id, c.status, c.sequence_no, c.parent_shard_id
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "gap {g:?} is not tight: entry {seq} of {shard} lies inside it\n  lineage {line:?} bracketing {bracketing:?}\n  rows {rows:#?}"
+            ));
+        }
+        let lost_inside = lost.iter().any(|(arn, shard, seq)| {
+            *arn == g.stream_arn && line.iter().any(|s| s == shard) && within(*seq)
+        });
+        // The shards the loss can be in: from the gap's own up to the one
+        // its start is in (all of the lineage when nothing was handled).
+        let upto = match (&g.after_sequence_number, &g.after_shard_id) {
+            (Some(_), None) => 1,
+            (Some(_), Some(x)) => line
+                .iter()
+                .position(|s| s == x)
+                .map_or(line.len(), |i| i + 1),
+            (None, _) => line.len(),
+        };
+        let vanished = line[..upto]
+            .iter()
+            .any(|s| !listed.get(&g.stream_arn).is_some_and(|l| l.contains(s)));
+        if !lost_inside && !vanished {
+            return Err(format!(
+                "false gap {g:?}: nothing was lost inside it and no shard of {line:?} vanished"
+            ));
+        }
+        if !starts.insert((
+            g.stream_arn.clone(),
+            g.shard_id.clone(),
+            g.after_sequence_number.clone(),
+        )) {
+            return Err(format!("gap {g:?} is recorded twice"));
+        }
+    }
+    for (arn, shard, seq) in &lost {
+        let covered = gaps.iter().any(|g| {
+            let line = lineage(arn, &g.shard_id);
+            let after = g
+                .after_sequence_number
+                .as_deref()
+                .and_then(|s| s.parse::<u128>().ok());
+            let resumed = match g.resumed_at_sequence_number.as_deref() {
+                Some(r) => r.parse::<u128>().ok(),
+                None => resume_point(&handled, arn, &below(arn, &g.shard_id), after),
+            };
+            g.stream_arn == *arn
+                && line.iter().any(|s| s == shard)
+                && after.is_none_or(|a| a < *seq)
+                && resumed.is_none_or(|r| *seq < r)
+        });
+        if !covered {
+            let line: Vec<String> = lineage(arn, shard)
+                .into_iter()
+                .map(|s| {
+                    let mut seqs: Vec<u128> = handled
+                        .iter()
+                        .filter(|((a, _), (sh, _))| a == arn && *sh == s)
+                        .map(|((_, q), _)| *q)
+                        .collect();
+                    seqs.sort();
+                    format!("{s} handled {:?}..{:?}", seqs.first(), seqs.last())
+                })
+                .collect();
+            let rows: Vec<String> = store
+                .checkpoints(arn)
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {:?} seq={:?} parent={:?}",
+                        c.shard_id, c.status, c.sequence_no, c.parent_shard_id
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "record {seq} of {shard} was lost, but no gap's bracket holds it.\n  lineage: {line:#?}\n  gaps: {gaps:#?}\n  rows: {rows:#?}"
+            ));
+        }
+    }
+    Ok(gaps.len())
+}
+
+/// The first entry of `line` after `after`: where reading resumed after a
+/// gap detected when nothing was readable yet.
+fn resume_point(
+    handled: &HashMap<(String, u128), (String, Option<String>)>,
+    arn: &str,
+    line: &[String],
+    after: Option<u128>,
+) -> Option<u128> {
+    handled
+        .iter()
+        .filter(|((a, seq), (shard, _))| {
+            a == arn && line.contains(shard) && after.is_none_or(|after| after < *seq)
+        })
+        .map(|((_, seq), _)| *seq)
+        .min()
 }
 
 pub fn same_item(a: &Item, b: &Item) -> bool {
