@@ -653,6 +653,9 @@ async fn run_daemon(config: Config) -> Result<()> {
     let shutdown = Shutdown::new();
     let (audit, cloudtrail) =
         ddb_audit::attribution::start(&config, &sdk, &store, &settings, &shutdown);
+    if let Some(reader) = &cloudtrail {
+        observe::global().watch_attribution(reader.stats.clone());
+    }
     let engine = Arc::new(Engine::new(stream, store.clone(), audit, settings));
     let grace = std::time::Duration::from_millis(config.shutdown.grace_ms);
     let on_signal = shutdown.clone();
