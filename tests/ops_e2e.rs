@@ -681,7 +681,12 @@ async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_in
     }
     assert_eq!(
         t["AuditTable"]["gsis"],
-        serde_json::json!(["by-actor-time", "by-correlation-time", "by-table-time"])
+        serde_json::json!([
+            "by-actor-time",
+            "by-correlation-time",
+            "by-principal-time",
+            "by-table-time"
+        ])
     );
 
     // The task role: the audited table and its streams, never CreateTable.

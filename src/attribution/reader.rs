@@ -98,6 +98,10 @@ pub struct AttributionRecord {
     pub principal: Principal,
     /// Every event id this decision used (several for an ambiguous one).
     pub event_ids: Vec<String>,
+    /// The entry's `event_time` (what indexes the record by principal, in
+    /// time order with the entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_time: Option<DateTime<Utc>>,
     /// The log file the event came from.
     pub log_file: String,
     /// RFC 3339: when the match was made.
@@ -552,6 +556,11 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                         .iter()
                         .filter_map(|&i| writes[i].principal.event_id.clone())
                         .collect(),
+                    entry_time: stored
+                        .candidates
+                        .iter()
+                        .find(|c| c.sk == d.sk)
+                        .and_then(|c| c.time),
                     log_file: file.to_string(),
                     matched_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
                 };

@@ -587,3 +587,63 @@ async fn a_snapshot_is_placed_among_changes_stamped_in_whole_seconds() {
         assert!(!s.complete, "case {n}");
     }
 }
+
+#[test]
+fn a_principal_is_looked_up_in_its_own_sparse_index_and_matched_on_the_merged_principal() {
+    let arn = "arn:aws:sts::1:assumed-role/cleanup/run-42";
+    let filter = QueryFilter {
+        principal: Some(arn.into()),
+        actor: Some("alice".into()),
+        ..QueryFilter::default()
+    };
+    filter.validate().expect("a principal alone names what to search");
+    match Plan::choose(&filter) {
+        Plan::Lanes(lanes) => {
+            assert_eq!(lanes.len(), crate::store::INDEX_BUCKETS as usize);
+            for (i, p) in &lanes {
+                assert_eq!(*i, Index::Principal);
+                assert!(p.starts_with(&format!("{arn}#")), "{p}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut e: AuditEntry = serde_json::from_value(serde_json::json!({
+        "table": "t", "key": {"pk": {"S": "u1"}}, "event": "REMOVE",
+        "sequence_number": "1", "shard_id": "s", "event_time": null,
+        "actor": null, "actor_source": null, "last_writer": "alice", "changes": []
+    }))
+    .unwrap();
+    let by_pk_only = QueryFilter {
+        principal: Some(arn.into()),
+        ..QueryFilter::default()
+    };
+    assert!(!by_pk_only.matches(&e), "no attribution: not this principal's");
+    crate::attribution::reader::apply(
+        &mut e,
+        &crate::attribution::Principal {
+            arn: Some(arn.into()),
+            kind: Some("AssumedRole".into()),
+            source_ip: None,
+            user_agent: None,
+            request_id: None,
+            event_id: Some("e".into()),
+            confidence: crate::attribution::Confidence::High,
+            candidates: vec![],
+        },
+    );
+    assert!(by_pk_only.matches(&e));
+    let other = QueryFilter {
+        principal: Some("arn:aws:iam::1:user/bob".into()),
+        ..QueryFilter::default()
+    };
+    assert!(!other.matches(&e));
+    let e = QueryFilter {
+        principal: Some(String::new()),
+        tables: vec!["t".into()],
+        ..QueryFilter::default()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--principal"), "{e}");
+}
