@@ -596,7 +596,9 @@ fn a_principal_is_looked_up_in_its_own_sparse_index_and_matched_on_the_merged_pr
         actor: Some("alice".into()),
         ..QueryFilter::default()
     };
-    filter.validate().expect("a principal alone names what to search");
+    filter
+        .validate()
+        .expect("a principal alone names what to search");
     match Plan::choose(&filter) {
         Plan::Lanes(lanes) => {
             assert_eq!(lanes.len(), crate::store::INDEX_BUCKETS as usize);
@@ -617,7 +619,10 @@ fn a_principal_is_looked_up_in_its_own_sparse_index_and_matched_on_the_merged_pr
         principal: Some(arn.into()),
         ..QueryFilter::default()
     };
-    assert!(!by_pk_only.matches(&e), "no attribution: not this principal's");
+    assert!(
+        !by_pk_only.matches(&e),
+        "no attribution: not this principal's"
+    );
     crate::attribution::reader::apply(
         &mut e,
         &crate::attribution::Principal {
