@@ -585,6 +585,43 @@ async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_in
         text.contains(&format!("\"{table_arn}/stream/*\"")),
         "{text}"
     );
+    // The CloudTrail reader's S3 rights, and no other: list the trail's
+    // AWSLogs/ and read its log files.
+    let mut s3: Vec<(String, String, Value)> = Vec::new();
+    for doc in policies.values() {
+        for st in doc["Statement"].as_array().into_iter().flatten() {
+            let actions: Vec<String> = match &st["Action"] {
+                Value::String(a) => vec![a.clone()],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|a| a.as_str().map(String::from))
+                    .collect(),
+                _ => vec![],
+            };
+            for a in actions.into_iter().filter(|a| a.starts_with("s3:")) {
+                assert_eq!(st["Effect"], "Allow", "{st}");
+                s3.push((a, st["Resource"].to_string(), st["Condition"].clone()));
+            }
+        }
+    }
+    s3.sort_by(|a, b| a.0.cmp(&b.0));
+    let bucket = format!("arn:aws:s3:::{}-trail", env.prefix);
+    assert_eq!(
+        s3,
+        [
+            (
+                "s3:GetObject".to_string(),
+                format!("\"{bucket}/AWSLogs/*\""),
+                Value::Null
+            ),
+            (
+                "s3:ListBucket".to_string(),
+                format!("\"{bucket}\""),
+                serde_json::json!({"StringLike": {"s3:prefix": "AWSLogs/*"}})
+            ),
+        ],
+        "{text}"
+    );
     assert_eq!(r["log_group"][format!("/ecs/{}", env.prefix)], 365);
 
     // The task definition: read-only root, non-root user, a stop timeout
