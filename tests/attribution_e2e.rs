@@ -631,6 +631,29 @@ async fn deletes_and_transaction_items_are_attributed_and_duplicates_change_noth
     assert_eq!(code, 200, "{body}");
     let body: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(body["entries"], json!(onboarded), "{body}");
+    // The web page: the principal merged into the timeline, and a search
+    // by principal.
+    let browser = tokio::process::Command::new(browser_prerequisites())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/attribution_ui.py"))
+        .args(["--base", &format!("http://{}", world.api)])
+        .args(["--token", API_TOKEN, "--table", &table])
+        .args(["--alice", ALICE, "--cleanup", CLEANUP, "--billing", BILLING])
+        .arg("--artifacts")
+        .arg(artifacts_dir())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), browser)
+        .await
+        .expect("the browser test finished within 3 minutes")
+        .expect("run the browser test");
+    assert!(
+        out.status.success(),
+        "browser test failed ({}):\n{}\n{}\n--- serve log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        serve.log_text()
+    );
     drop(serve);
 
     // Delivered twice (CloudTrail may): the same events in a second file.
