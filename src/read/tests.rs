@@ -652,3 +652,17 @@ fn a_principal_is_looked_up_in_its_own_sparse_index_and_matched_on_the_merged_pr
     .to_string();
     assert!(e.contains("--principal"), "{e}");
 }
+
+#[test]
+fn query_output_never_shows_a_last_writer_as_the_actor() {
+    let e: AuditEntry = serde_json::from_value(serde_json::json!({
+        "table": "t", "key": {"pk": {"S": "u1"}}, "event": "REMOVE",
+        "sequence_number": "1", "shard_id": "s", "event_time": "2026-11-23T19:05:00Z",
+        "actor": null, "actor_source": null, "last_writer": "alice",
+        "changes": [{"path": "pk", "old": {"S": "u1"}}]
+    }))
+    .unwrap();
+    let text = cli::query_table(&[e]);
+    let row = text.lines().nth(1).unwrap_or_default();
+    assert!(row.contains("unknown (last writer: alice)"), "{text}");
+}
