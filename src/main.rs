@@ -47,6 +47,7 @@ Examples:
   ddb-audit history --config ddb-audit.toml --table orders --key pk=S:123 --key sk=N:7 [--json]
   ddb-audit history --config ddb-audit.toml --table orders --key pk=S:123 --last 1
   ddb-audit query   --config ddb-audit.toml --actor alice --since 7d
+  ddb-audit query   --config ddb-audit.toml --principal arn:aws:sts::123456789012:assumed-role/cleanup/run-42
   ddb-audit query   --config ddb-audit.toml --table orders --field status --from S:PENDING --to S:PAID
   ddb-audit show    --config ddb-audit.toml --table orders --key pk=S:123 --at 2026-11-23T14:02:00Z
   ddb-audit diff    --config ddb-audit.toml --table orders --key pk=S:123 --from 2h --to 1h
@@ -301,6 +302,11 @@ struct QueryArgs {
     /// correlation_attribute), across every table.
     #[arg(long, value_name = "ID")]
     correlation: Option<String>,
+    /// Only changes CloudTrail attributes to this IAM principal
+    /// (`principal.arn`, e.g. arn:aws:sts::123456789012:assumed-role/NAME/SESSION),
+    /// across every table; needs [attribution.cloudtrail] in the daemon.
+    #[arg(long, value_name = "ARN")]
+    principal: Option<String>,
     /// At most N entries.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -653,6 +659,9 @@ async fn run_daemon(config: Config) -> Result<()> {
     let shutdown = Shutdown::new();
     let (audit, cloudtrail) =
         ddb_audit::attribution::start(&config, &sdk, &store, &settings, &shutdown);
+    if let Some(reader) = &cloudtrail {
+        observe::global().watch_attribution(reader.stats.clone());
+    }
     let engine = Arc::new(Engine::new(stream, store.clone(), audit, settings));
     let grace = std::time::Duration::from_millis(config.shutdown.grace_ms);
     let on_signal = shutdown.clone();
@@ -806,6 +815,7 @@ async fn query(args: QueryArgs) -> Result<()> {
         to: typed("--to", &args.to)?,
         event: args.event.clone(),
         correlation: args.correlation.clone(),
+        principal: args.principal.clone(),
         order: read::cli::order_arg(args.order.as_deref())?,
         tables: config.tables.clone(),
     };

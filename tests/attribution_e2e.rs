@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -39,8 +40,21 @@ fn s3(env: &TestEnv) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// What `setup` made.
+struct World {
+    table: String,
+    config: PathBuf,
+    bucket: String,
+    /// `[observability] listen`: the daemon's /metrics.
+    metrics: SocketAddr,
+    /// `[serve] listen`.
+    api: SocketAddr,
+}
+
+const API_TOKEN: &str = "attribution-e2e-token";
+
 /// A source table, a trail bucket, and a config with a fast reader.
-async fn setup(env: &TestEnv, window_secs: u64, tolerance_secs: u64) -> (String, PathBuf, String) {
+async fn setup(env: &TestEnv, window_secs: u64, tolerance_secs: u64) -> World {
     let table = env.name("acct");
     env.create_stream_table(&table).await;
     let bucket = format!("trail-{:08x}", rand::random::<u32>());
@@ -50,15 +64,117 @@ async fn setup(env: &TestEnv, window_secs: u64, tolerance_secs: u64) -> (String,
         .send()
         .await
         .expect("create bucket");
+    let (metrics, api) = (free_addr(), free_addr());
     let text = format!(
         "tables = [\"{table}\"]\n\n[attribution]\nactor_attribute = \"updated_by\"\n\n\
          [attribution.cloudtrail]\nbucket = \"{bucket}\"\nprefix = \"org\"\n\
-         poll_interval_secs = 1\ndelivery_window_secs = {window_secs}\nmatch_tolerance_secs = {tolerance_secs}\n\n{}",
+         poll_interval_secs = 1\ndelivery_window_secs = {window_secs}\nmatch_tolerance_secs = {tolerance_secs}\n\n{}\n\
+         [observability]\nlisten = \"{metrics}\"\n\n[serve]\nlisten = \"{api}\"\n",
         env.storage_section()
     );
     let config = env.write_file("config.toml", &text);
     env.init(&config).await;
-    (table, config, bucket)
+    World {
+        table,
+        config,
+        bucket,
+        metrics,
+        api,
+    }
+}
+
+/// `query --config C ARGS… --json`: the entries printed.
+async fn query_json(env: &TestEnv, config: &Path, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["query", "--config", path_str(config)];
+    all.extend(args);
+    all.push("--json");
+    let out = env.cli(&all).await;
+    out.success();
+    parse_json_lines(&out.stdout)
+}
+
+/// (event, pk) of each entry, in the order given.
+fn events_and_keys(entries: &[Value]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or_default().to_string(),
+                e["key"]["pk"]["S"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The attribution outcome counters of `table`, once they equal `want`
+/// (attributed, ambiguous, unmatched): the reader counts just after it
+/// writes a record, so a scrape may briefly trail what `history` shows.
+async fn wait_outcomes(world: &World, want: (f64, f64, f64)) -> Scrape {
+    let deadline = std::time::Instant::now() + AUDIT_DEADLINE;
+    loop {
+        let m = scrape(world.metrics);
+        let got = |o: &str| {
+            m.get(
+                "ddb_audit_attribution_entries_total",
+                &[("table", world.table.as_str()), ("outcome", o)],
+            )
+            .unwrap_or(f64::NAN)
+        };
+        let now = (got("attributed"), got("ambiguous"), got("unmatched"));
+        if now == want {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "attribution counters (attributed, ambiguous, unmatched) stayed {now:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The share gauges and the reader's lag, as a scrape shows them.
+fn check_shares_and_lag(world: &World, m: &Scrape, want: (f64, f64, f64)) {
+    let total = want.0 + want.1 + want.2;
+    for (o, n) in [
+        ("attributed", want.0),
+        ("ambiguous", want.1),
+        ("unmatched", want.2),
+    ] {
+        let share = m
+            .get(
+                "ddb_audit_attribution_share",
+                &[("table", world.table.as_str()), ("outcome", o)],
+            )
+            .expect("a share gauge per outcome");
+        let expected = if total == 0.0 { 0.0 } else { n / total };
+        assert!(
+            (share - expected).abs() < 1e-9,
+            "{o}: {share} vs {expected}"
+        );
+    }
+    assert_eq!(
+        m.types
+            .get("ddb_audit_attribution_entries")
+            .map(String::as_str),
+        Some("counter")
+    );
+    assert_eq!(
+        m.types
+            .get("ddb_audit_cloudtrail_lag_seconds")
+            .map(String::as_str),
+        Some("gauge")
+    );
+    let lag = m
+        .get("ddb_audit_cloudtrail_lag_seconds", &[])
+        .expect("the reader's lag");
+    // The reader lists the bucket every second: a caught-up reader's lag
+    // is about that (generous: a loaded machine stalls processes).
+    assert!((0.0..30.0).contains(&lag), "lag {lag}");
+    assert!(
+        m.get("ddb_audit_cloudtrail_files_read_total", &[])
+            .unwrap_or(0.0)
+            >= 1.0
+    );
 }
 
 fn key(pk: &str) -> Value {
@@ -186,6 +302,17 @@ async fn wait_principals(
     .await
 }
 
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 async fn wait_log(daemon: &Daemon, needle: &str) {
     wait_log_line(daemon, |l| l.contains(needle)).await
 }
@@ -205,7 +332,12 @@ async fn wait_log_line(daemon: &Daemon, found: impl Fn(&str) -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_and_transaction_items_are_attributed_and_duplicates_change_nothing() {
     let env = TestEnv::new("ct-join");
-    let (table, config, bucket) = setup(&env, 15, 2).await;
+    let world = setup(&env, 15, 2).await;
+    let (table, config, bucket) = (
+        world.table.clone(),
+        world.config.clone(),
+        world.bucket.clone(),
+    );
     let mut daemon = env.spawn_daemon(&config);
 
     // alice creates u1, the cleanup job deletes it; onboarding creates u2..u5,
@@ -395,45 +527,134 @@ async fn deletes_and_transaction_items_are_attributed_and_duplicates_change_noth
         assert_eq!(m["principal"]["event_id"], json!("evt-tx-1"));
         assert_eq!(m["principal"]["confidence"], json!("high"));
     }
-    // What a principal changed (the library side of `query --principal`).
-    let store = ddb_audit::store::dynamo::DynamoStore::new(
-        env.ddb.clone(),
-        ddb_audit::store::TableNames {
-            streams: env.name("streams"),
-            shards: env.name("shards"),
-            audit: env.name("entries"),
-        },
-    );
-    let by = |arn: &'static str, table: Option<String>| {
-        let store = store.clone();
-        async move {
-            ddb_audit::attribution::dynamo::entries_by_principal(&store, arn, table.as_deref())
-                .await
-                .expect("entries by principal")
-        }
-    };
-    let cleaned = by(CLEANUP, None).await;
-    assert_eq!(cleaned.len(), 1, "{cleaned:?}");
-    assert_eq!(cleaned[0].event, "REMOVE");
-    assert_eq!(cleaned[0].actor.as_deref(), Some(CLEANUP));
-    let billed = by(BILLING, Some(table.clone())).await;
-    let billed: Vec<(&str, &str)> = billed
-        .iter()
-        .map(|e| match &e.key["pk"] {
-            ddb_audit::value::AttrValue::S(pk) => (e.event.as_str(), pk.as_str()),
-            other => panic!("pk {other:?}"),
-        })
-        .collect();
-    assert_eq!(billed.len(), 2);
-    assert!(
-        billed.contains(&("MODIFY", "u2")) && billed.contains(&("MODIFY", "u3")),
-        "{billed:?}"
-    );
-    assert!(by(BILLING, Some("other-table".into())).await.is_empty());
-
     let u4 = wait_principals(&env, &config, &table, "u4", 1).await;
     assert_eq!(u4.len(), 1, "{u4:?}");
     assert_eq!(u4[0]["actor"], json!(ONBOARDING));
+
+    // What a principal changed: `query --principal`, read from the sparse
+    // by-principal index, in time order, each entry exactly as `history`
+    // shows it (the attribution merged in).
+    let cleaned = query_json(&env, &config, &["--principal", CLEANUP]).await;
+    assert_eq!(
+        events_and_keys(&cleaned),
+        [("REMOVE".to_string(), "u1".to_string())]
+    );
+    assert_eq!(cleaned[0], u1[1], "as history shows it");
+    let by_alice = query_json(&env, &config, &["--principal", ALICE]).await;
+    assert_eq!(by_alice, [u1[0].clone()]);
+    let times = |e: &[Value]| -> Vec<String> {
+        e.iter()
+            .map(|e| e["event_time"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let onboarded = query_json(&env, &config, &["--principal", ONBOARDING]).await;
+    let t = times(&onboarded);
+    assert!(t.windows(2).all(|w| w[0] <= w[1]), "oldest first: {t:?}");
+    let mut got = events_and_keys(&onboarded);
+    got.sort();
+    let inserts: Vec<(String, String)> = ["u2", "u3", "u4"]
+        .iter()
+        .map(|pk| ("INSERT".to_string(), pk.to_string()))
+        .collect();
+    assert_eq!(got, inserts, "{onboarded:?}");
+    assert!(onboarded
+        .iter()
+        .all(|e| e["principal"]["arn"] == json!(ONBOARDING)));
+    let newest_first = query_json(
+        &env,
+        &config,
+        &["--principal", ONBOARDING, "--order", "desc"],
+    )
+    .await;
+    let t = times(&newest_first);
+    assert!(t.windows(2).all(|w| w[0] >= w[1]), "newest first: {t:?}");
+    assert_eq!(newest_first.len(), 3);
+    let billed = query_json(&env, &config, &["--principal", BILLING, "--table", &table]).await;
+    let mut got = events_and_keys(&billed);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("MODIFY".to_string(), "u2".to_string()),
+            ("MODIFY".to_string(), "u3".to_string())
+        ]
+    );
+    assert!(billed
+        .iter()
+        .all(|e| e["principal"]["event_id"] == json!("evt-tx-1")));
+    assert!(query_json(
+        &env,
+        &config,
+        &["--principal", BILLING, "--table", "other-table"]
+    )
+    .await
+    .is_empty());
+    assert!(query_json(&env, &config, &["--principal", MIGRATION])
+        .await
+        .is_empty());
+    // Readable, as other `query` output.
+    let readable = env
+        .cli(&[
+            "query",
+            "--config",
+            path_str(&config),
+            "--principal",
+            CLEANUP,
+        ])
+        .await;
+    readable.success();
+    let line = readable
+        .stdout
+        .lines()
+        .find(|l| l.contains("REMOVE"))
+        .unwrap_or_else(|| panic!("{}", readable.stdout));
+    assert!(line.contains(CLEANUP) && line.contains(&table), "{line}");
+    // The HTTP API: the same question, the same entries.
+    let serve = env.spawn_command(
+        &["serve", "--config", path_str(&config)],
+        &[("DDB_AUDIT_API_TOKENS", API_TOKEN)],
+    );
+    let bearer = format!("Bearer {API_TOKEN}");
+    let uri = format!("/api/query?principal={}", url_encode(ONBOARDING));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (code, body) = loop {
+        if let Some(r) = http_get_with(world.api, &uri, &[("Authorization", &bearer)]) {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not answer:\n{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(code, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["entries"], json!(onboarded), "{body}");
+    // The web page: the principal merged into the timeline, and a search
+    // by principal.
+    let browser = tokio::process::Command::new(browser_prerequisites())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/attribution_ui.py"))
+        .args(["--base", &format!("http://{}", world.api)])
+        .args(["--token", API_TOKEN, "--table", &table])
+        .args(["--alice", ALICE, "--cleanup", CLEANUP, "--billing", BILLING])
+        .arg("--artifacts")
+        .arg(artifacts_dir())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), browser)
+        .await
+        .expect("the browser test finished within 3 minutes")
+        .expect("run the browser test");
+    assert!(
+        out.status.success(),
+        "browser test failed ({}):\n{}\n{}\n--- serve log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        serve.log_text()
+    );
+    drop(serve);
 
     // Delivered twice (CloudTrail may): the same events in a second file.
     let before: Vec<Vec<Value>> = {
@@ -467,13 +688,52 @@ async fn deletes_and_transaction_items_are_attributed_and_duplicates_change_noth
         l.contains(&seq) && l.contains("no CloudTrail event for this entry")
     })
     .await;
+
+    // The metrics: every attributed entry counted once (u1's two, the three
+    // onboarding INSERTs, the two transaction MODIFYs), none ambiguous, and
+    // as unmatched u5's two entries plus any entry whose window ended before
+    // the test delivered its event (a slow machine: it is attributed later
+    // all the same). The log names each one.
+    let expired: Vec<String> = daemon
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("no CloudTrail event for this entry"))
+        .map(str::to_string)
+        .collect();
+    let u5_seqs: Vec<&str> = u5
+        .iter()
+        .map(|e| e["sequence_number"].as_str().unwrap())
+        .collect();
+    for s in &u5_seqs {
+        assert!(
+            expired.iter().filter(|l| l.contains(s)).count() == 1,
+            "{s} counted once: {expired:?}"
+        );
+    }
+    let want = (7.0, 0.0, expired.len() as f64);
+    let m = wait_outcomes(&world, want).await;
+    check_shares_and_lag(&world, &m, want);
+    assert_eq!(
+        m.table("ddb_audit_attribution_unmatched_events_total", &table),
+        0.0,
+        "every delivered write found its entry"
+    );
+    assert_eq!(
+        m.table("ddb_audit_attribution_unkeyed_events_total", &table),
+        0.0
+    );
     daemon.stop_gracefully().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ambiguity_is_reported_and_a_restart_resumes_where_the_reader_stopped() {
     let env = TestEnv::new("ct-resume");
-    let (table, config, bucket) = setup(&env, 600, 10).await;
+    let world = setup(&env, 600, 10).await;
+    let (table, config, bucket) = (
+        world.table.clone(),
+        world.config.clone(),
+        world.bucket.clone(),
+    );
     let mut daemon = env.spawn_daemon(&config);
 
     // Two principals write u1 within one second: who made which change
@@ -511,6 +771,18 @@ async fn ambiguity_is_reported_and_a_restart_resumes_where_the_reader_stopped() 
         .await;
     assert!(out.stdout.contains("ambiguous"), "{}", out.stdout);
     wait_log(&daemon, "ambiguous CloudTrail match").await;
+    // Counted as ambiguous, and no principal is credited with either change.
+    let want = (0.0, 2.0, 0.0);
+    let m = wait_outcomes(&world, want).await;
+    check_shares_and_lag(&world, &m, want);
+    for arn in [BILLING, MIGRATION] {
+        assert!(
+            query_json(&env, &config, &["--principal", arn])
+                .await
+                .is_empty(),
+            "{arn} is not credited with an ambiguous change"
+        );
+    }
     daemon.stop_gracefully().await;
 
     // While it is down: u2 is deleted, and its event delivered.
@@ -544,4 +816,8 @@ async fn ambiguity_is_reported_and_a_restart_resumes_where_the_reader_stopped() 
         u1,
         "u1 unchanged"
     );
+    // A new process counts from zero: the delete, and nothing read again.
+    let want = (1.0, 0.0, 0.0);
+    let m = wait_outcomes(&world, want).await;
+    check_shares_and_lag(&world, &m, want);
 }

@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,119 +17,6 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
 use serde_json::Value;
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
-/// GET over a plain socket: (status, body), or None when nothing answers.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
-
-fn venv_python() -> PathBuf {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run `make venv` first",
-        py.display()
-    );
-    py
-}
-
-/// One parsed sample.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// A scrape of /metrics parsed by `prometheus_client` (tests/ops/parse_metrics.py).
-struct Scrape {
-    samples: Vec<Sample>,
-    types: BTreeMap<String, String>,
-}
-
-impl Scrape {
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.samples
-            .iter()
-            .find(|s| {
-                s.name == name
-                    && s.labels.len() == labels.len()
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|s| s.value)
-    }
-    fn table(&self, name: &str, table: &str) -> f64 {
-        self.get(name, &[("table", table)])
-            .unwrap_or_else(|| panic!("no {name}{{table={table:?}}} in {:#?}", self.samples))
-    }
-}
-
-fn scrape(addr: SocketAddr) -> Scrape {
-    let (code, text) = http_get(addr, "/metrics").expect("/metrics answers");
-    assert_eq!(code, 200, "{text}");
-    let mut child = std::process::Command::new(venv_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ops/parse_metrics.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("parse_metrics.py");
-    assert!(
-        out.status.success(),
-        "prometheus_client rejected the scrape: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    let samples = v["samples"]
-        .as_array()
-        .expect("samples")
-        .iter()
-        .map(|s| Sample {
-            name: s["name"].as_str().unwrap_or_default().to_string(),
-            labels: s["labels"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            value: s["value"].as_f64().unwrap_or(f64::NAN),
-        })
-        .collect();
-    let types = v["types"]
-        .as_object()
-        .expect("types")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-        .collect();
-    Scrape { samples, types }
-}
 
 async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
@@ -681,7 +567,12 @@ async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_in
     }
     assert_eq!(
         t["AuditTable"]["gsis"],
-        serde_json::json!(["by-actor-time", "by-correlation-time", "by-table-time"])
+        serde_json::json!([
+            "by-actor-time",
+            "by-correlation-time",
+            "by-principal-time",
+            "by-table-time"
+        ])
     );
 
     // The task role: the audited table and its streams, never CreateTable.
@@ -692,6 +583,43 @@ async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_in
     assert!(text.contains(&format!("\"{table_arn}\"")), "{text}");
     assert!(
         text.contains(&format!("\"{table_arn}/stream/*\"")),
+        "{text}"
+    );
+    // The CloudTrail reader's S3 rights, and no other: list the trail's
+    // AWSLogs/ and read its log files.
+    let mut s3: Vec<(String, String, Value)> = Vec::new();
+    for doc in policies.values() {
+        for st in doc["Statement"].as_array().into_iter().flatten() {
+            let actions: Vec<String> = match &st["Action"] {
+                Value::String(a) => vec![a.clone()],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|a| a.as_str().map(String::from))
+                    .collect(),
+                _ => vec![],
+            };
+            for a in actions.into_iter().filter(|a| a.starts_with("s3:")) {
+                assert_eq!(st["Effect"], "Allow", "{st}");
+                s3.push((a, st["Resource"].to_string(), st["Condition"].clone()));
+            }
+        }
+    }
+    s3.sort_by(|a, b| a.0.cmp(&b.0));
+    let bucket = format!("arn:aws:s3:::{}-trail", env.prefix);
+    assert_eq!(
+        s3,
+        [
+            (
+                "s3:GetObject".to_string(),
+                format!("\"{bucket}/AWSLogs/*\""),
+                Value::Null
+            ),
+            (
+                "s3:ListBucket".to_string(),
+                format!("\"{bucket}\""),
+                serde_json::json!({"StringLike": {"s3:prefix": "AWSLogs/*"}})
+            ),
+        ],
         "{text}"
     );
     assert_eq!(r["log_group"][format!("/ecs/{}", env.prefix)], 365);

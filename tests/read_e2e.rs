@@ -845,7 +845,12 @@ async fn init_adds_the_indexes_to_an_existing_audit_table() {
     let config = env.write_file("config.toml", &config_text(&env, &table));
     let out = env.cli(&["init", "--config", path_str(&config)]).await;
     let text = &out.success().stdout;
-    for index in ["by-table-time", "by-actor-time", "by-correlation-time"] {
+    for index in [
+        "by-table-time",
+        "by-actor-time",
+        "by-correlation-time",
+        "by-principal-time",
+    ] {
         assert!(text.contains(&format!("added index {index}")), "{text}");
     }
     let described = env
@@ -865,7 +870,12 @@ async fn init_adds_the_indexes_to_an_existing_audit_table() {
     names.sort();
     assert_eq!(
         names,
-        ["by-actor-time", "by-correlation-time", "by-table-time"]
+        [
+            "by-actor-time",
+            "by-correlation-time",
+            "by-principal-time",
+            "by-table-time"
+        ]
     );
     let again = env.cli(&["init", "--config", path_str(&config)]).await;
     assert!(

@@ -5,7 +5,9 @@
 //!   entry's `pk`, `sk` = `<entry sk>#attribution`, `attribution` (S, the
 //!   [`AttributionRecord`] JSON), `attr_table` (the audited table),
 //!   `attr_item_key` (the item's key as DynamoDB JSON), `principal_arn` (S,
-//!   absent when ambiguous), `confidence`, `event_id`, `matched_at`. None of
+//!   absent when ambiguous), `confidence`, `event_id`, `matched_at`; and,
+//!   naming a principal, the keys of the sparse `by-principal-time` index:
+//!   `ix_principal` (`<ARN>#<bucket>`) and `ts` (the entry's time). None of
 //!   an entry's attributes (`entry`, `table_name`, `event`, `event_time`,
 //!   `actor`), so indexes over entries do not pick these up. Written once
 //!   (`attribute_not_exists(pk)`), never updated: the entry stays as it was
@@ -16,7 +18,7 @@
 //!   `pending` (S, JSON of the writes waiting for their entries),
 //!   `updated_at`. It only moves forward (`last_key` never decreases).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -27,9 +29,8 @@ use super::reader::{
     Position,
 };
 use crate::aws::{classify, Classified, ErrorKind};
-use crate::entry::AuditEntry;
-use crate::store::dynamo::{entry_sort_key, item_partition_key, DynamoStore};
-use crate::store::{PutOutcome, StoreError};
+use crate::store::dynamo::{canonical_key_json, item_partition_key, DynamoStore};
+use crate::store::{format_ts, principal_index_key, Index, PutOutcome, TIME_ATTRIBUTE};
 use crate::value::Item;
 
 /// `shards` table partition of the reader's position rows.
@@ -42,9 +43,10 @@ pub fn attribution_sort_key(entry_sk: &str) -> String {
     format!("{entry_sk}{ATTRIBUTION_SUFFIX}")
 }
 
-/// The audit-table sort key of an entry (as [`entry_sort_key`]).
+/// The audit-table sort key of an entry (as
+/// [`entry_sort_key`](crate::store::dynamo::entry_sort_key)).
 pub fn sort_key_of(stream_arn: &str, sequence_number: &str) -> String {
-    entry_sort_key(stream_arn, sequence_number)
+    crate::store::dynamo::entry_sort_key(stream_arn, sequence_number)
 }
 
 fn s(v: impl Into<String>) -> DAttr {
@@ -71,74 +73,6 @@ fn parse_time(t: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(t)
         .ok()
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// Every entry attributed to the principal `arn` (optionally of one table),
-/// oldest first, each as `history` shows it: the library side of
-/// `query --principal ARN`.
-///
-/// It scans the audit table for attribution records naming `arn` (their
-/// `principal_arn` attribute), so its reads grow with the trail, not with
-/// the matches; a sparse index on `principal_arn` (only attribution records
-/// carry it) makes this a Query.
-pub async fn entries_by_principal(
-    store: &DynamoStore,
-    arn: &str,
-    table: Option<&str>,
-) -> Result<Vec<AuditEntry>, StoreError> {
-    use crate::store::AuditStore as _;
-    let audit = &store.names().audit;
-    let mut filter = "#pa = :pa".to_string();
-    let mut call = store
-        .client()
-        .scan()
-        .table_name(audit)
-        .expression_attribute_names("#pa", "principal_arn")
-        .expression_attribute_names("#sk", "sk")
-        .expression_attribute_names("#tn", "attr_table")
-        .expression_attribute_names("#ik", "attr_item_key")
-        .expression_attribute_values(":pa", s(arn))
-        .projection_expression("#sk, #tn, #ik")
-        .consistent_read(true);
-    if let Some(t) = table {
-        filter.push_str(" AND #tn = :tn");
-        call = call.expression_attribute_values(":tn", s(t));
-    }
-    let hits: Vec<HashMap<String, DAttr>> = call
-        .filter_expression(filter)
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(|e| StoreError::Other(format!("{audit}: {}", classify(&e).message)))?;
-    // One history read per item, however many of its entries match.
-    let mut wanted: BTreeMap<(String, String), HashSet<String>> = BTreeMap::new();
-    for hit in &hits {
-        let (Some(t), Some(k), Some(sk)) = (
-            get_s(hit, "attr_table"),
-            get_s(hit, "attr_item_key"),
-            get_s(hit, "sk").and_then(|sk| sk.strip_suffix(ATTRIBUTION_SUFFIX)),
-        ) else {
-            continue;
-        };
-        wanted
-            .entry((t.to_string(), k.to_string()))
-            .or_default()
-            .insert(sk.to_string());
-    }
-    let mut out = Vec::new();
-    for ((t, k), sks) in wanted {
-        let key: Item = serde_json::from_str(&k)
-            .map_err(|e| StoreError::Corrupt(format!("{audit}: attribution item_key {k}: {e}")))?;
-        for entry in store.history(&t, &key).await? {
-            if sks.contains(&entry_sort_key(&entry.stream_arn, &entry.sequence_number)) {
-                out.push(entry);
-            }
-        }
-    }
-    out.sort_by(|a, b| a.event_time.cmp(&b.event_time));
-    Ok(out)
 }
 
 impl AttributionStore for DynamoStore {
@@ -280,6 +214,17 @@ impl AttributionStore for DynamoStore {
         ]);
         if let Some(arn) = &record.principal.arn {
             item.insert("principal_arn".into(), s(arn));
+            // The sparse by-principal-time index: only records naming a
+            // principal are in it, sorted by their entry's time.
+            let canonical = canonical_key_json(key);
+            item.insert(
+                Index::Principal.attribute().into(),
+                s(principal_index_key(arn, &canonical)),
+            );
+            item.insert(
+                TIME_ATTRIBUTE.into(),
+                s(format_ts(record.entry_time.unwrap_or_else(Utc::now))),
+            );
         }
         if let Some(id) = &record.principal.event_id {
             item.insert("event_id".into(), s(id));

@@ -98,6 +98,10 @@ pub struct AttributionRecord {
     pub principal: Principal,
     /// Every event id this decision used (several for an ambiguous one).
     pub event_ids: Vec<String>,
+    /// The entry's `event_time` (what indexes the record by principal, in
+    /// time order with the entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_time: Option<DateTime<Utc>>,
     /// The log file the event came from.
     pub log_file: String,
     /// RFC 3339: when the match was made.
@@ -182,28 +186,40 @@ pub struct TableCounts {
     pub unkeyed: u64,
 }
 
-/// What the reader has done, for metrics and logs.
-#[derive(Debug, Default)]
+/// What the reader has done, for metrics (`observe`) and logs.
+#[derive(Debug)]
 pub struct Stats {
     tables: Mutex<BTreeMap<String, TableCounts>>,
     files_read: std::sync::atomic::AtomicU64,
     bad_files: std::sync::atomic::AtomicU64,
     /// When the reader last found nothing left to read.
     caught_up_at: Mutex<Option<DateTime<Utc>>>,
+    /// Until the first catch-up the lag counts from here, so a reader that
+    /// never gets a listing through shows a growing lag, not none.
+    started_at: DateTime<Utc>,
 }
 
 impl Stats {
     pub fn new(tables: &[String]) -> Self {
-        let stats = Stats::default();
-        if let Ok(mut t) = stats.tables.lock() {
-            for table in tables {
-                t.entry(table.clone()).or_default();
-            }
-        }
-        stats
+        Stats::starting_at(tables, Utc::now())
     }
 
-    fn count(&self, table: &str, f: impl FnOnce(&mut TableCounts)) {
+    pub fn starting_at(tables: &[String], started_at: DateTime<Utc>) -> Self {
+        Stats {
+            tables: Mutex::new(
+                tables
+                    .iter()
+                    .map(|t| (t.clone(), TableCounts::default()))
+                    .collect(),
+            ),
+            files_read: Default::default(),
+            bad_files: Default::default(),
+            caught_up_at: Mutex::new(None),
+            started_at,
+        }
+    }
+
+    pub(crate) fn count(&self, table: &str, f: impl FnOnce(&mut TableCounts)) {
         if let Ok(mut t) = self.tables.lock() {
             f(t.entry(table.to_string()).or_default());
         }
@@ -222,14 +238,24 @@ impl Stats {
         self.bad_files.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The reader's lag: seconds since it last caught up with the bucket
-    /// (`None` before its first listing).
-    pub fn lag_seconds(&self, now: DateTime<Utc>) -> Option<i64> {
-        self.caught_up_at
+    /// The reader's lag: seconds since it last listed the bucket to its
+    /// end (before that: since it started). Up to `poll_interval_secs` when
+    /// all is well; it grows while listing or reading fails, or while the
+    /// reader works through a backlog.
+    pub fn lag_seconds(&self, now: DateTime<Utc>) -> i64 {
+        let since = self
+            .caught_up_at
             .lock()
             .ok()
             .and_then(|t| *t)
-            .map(|t| (now - t).num_seconds().max(0))
+            .unwrap_or(self.started_at);
+        (now - since).num_seconds().max(0)
+    }
+
+    pub(crate) fn caught_up(&self, at: DateTime<Utc>) {
+        if let Ok(mut t) = self.caught_up_at.lock() {
+            *t = Some(at);
+        }
     }
 }
 
@@ -339,7 +365,7 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                     info!(
                         table = %table, attributed = c.attributed, ambiguous = c.ambiguous,
                         unmatched_entries = c.unmatched_entries, unmatched_events = c.unmatched_events,
-                        unkeyed = c.unkeyed, lag_seconds = ?self.stats.lag_seconds(Utc::now()),
+                        unkeyed = c.unkeyed, lag_seconds = self.stats.lag_seconds(Utc::now()),
                         "CloudTrail attribution so far"
                     );
                 }
@@ -463,9 +489,7 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
             self.save(position, stop).await?;
         }
         if listed < LIST_LIMIT {
-            if let Ok(mut t) = self.stats.caught_up_at.lock() {
-                *t = Some(Utc::now());
-            }
+            self.stats.caught_up(Utc::now());
         }
         Ok(())
     }
@@ -532,6 +556,11 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                         .iter()
                         .filter_map(|&i| writes[i].principal.event_id.clone())
                         .collect(),
+                    entry_time: stored
+                        .candidates
+                        .iter()
+                        .find(|c| c.sk == d.sk)
+                        .and_then(|c| c.time),
                     log_file: file.to_string(),
                     matched_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
                 };

@@ -9,7 +9,9 @@
 //!   and the `healthcheck` client.
 //! - `emf`    — CloudWatch Embedded Metric Format lines on stdout.
 //! - `stream` — a `StreamApi` decorator counting every stream call by outcome.
+//! - `attribution` — the CloudTrail reader's counts and lag, read at each scrape.
 
+pub mod attribution;
 pub mod emf;
 pub mod http;
 pub mod stream;
@@ -169,6 +171,7 @@ pub struct Observer {
     registry: Registry,
     metrics: Metrics,
     state: Mutex<State>,
+    attribution: attribution::AttributionCollector,
 }
 
 struct State {
@@ -269,14 +272,25 @@ impl Observer {
             "From a record's creation in the stream (the item write) to its audit entry written",
             m.entry_latency_seconds.clone(),
         );
+        let attribution = attribution::AttributionCollector::default();
+        registry.register_collector(Box::new(attribution.clone()));
         Observer {
             registry,
             metrics,
+            attribution,
             state: Mutex::new(State {
                 tables: BTreeMap::new(),
                 stale_after: DEFAULT_STALE_AFTER,
                 alive: false,
             }),
+        }
+    }
+
+    /// Exports the CloudTrail reader's counts and lag from now on (once per
+    /// process: one reader per daemon).
+    pub fn watch_attribution(&self, stats: std::sync::Arc<crate::attribution::reader::Stats>) {
+        if self.attribution.0.set(stats).is_err() {
+            warn!("a second CloudTrail reader's counts are not exported; the first one's are");
         }
     }
 

@@ -255,7 +255,8 @@ pub fn query_table(entries: &[AuditEntry]) -> String {
             entry.table.clone(),
             key_text(&entry.key),
             entry.event.clone(),
-            entry.actor.clone().unwrap_or_else(|| "-".into()),
+            // As `history` shows it: never a last writer as the actor.
+            crate::report::actor_cell(entry),
         ];
         if let Some(error) = &entry.error {
             let [a, b, c, d, e] = head;

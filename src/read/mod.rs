@@ -143,6 +143,8 @@ pub struct QueryFilter {
     pub to: Option<AttrValue>,
     pub event: Option<String>,
     pub correlation: Option<String>,
+    /// Changes CloudTrail attributes to this IAM principal ARN (`principal.arn`).
+    pub principal: Option<String>,
     pub order: Order,
     /// Searched when `table` is not given: the configured tables.
     pub tables: Vec<String>,
@@ -190,14 +192,21 @@ impl QueryFilter {
                 ));
             }
         }
+        if self.principal.as_deref() == Some("") {
+            return Err(bad(
+                "--principal",
+                "empty: give an IAM principal ARN such as arn:aws:sts::123456789012:assumed-role/NAME/SESSION",
+            ));
+        }
         if self.table.is_none()
             && self.actor.is_none()
             && self.correlation.is_none()
+            && self.principal.is_none()
             && self.tables.is_empty()
         {
             return Err(bad(
                 "--table",
-                "no table to search: give --table, --actor or --correlation",
+                "no table to search: give --table, --actor, --principal or --correlation",
             ));
         }
         Ok(())
@@ -227,6 +236,12 @@ impl QueryFilter {
                 .correlation
                 .as_ref()
                 .is_none_or(|c| entry.correlation.as_ref() == Some(c))
+            && self.principal.as_ref().is_none_or(|p| {
+                entry
+                    .principal
+                    .as_ref()
+                    .is_some_and(|e| e.arn.as_ref() == Some(p))
+            })
             && self.event.as_ref().is_none_or(|e| &entry.event == e)
             && self.range().contains(&ts)
             && self
@@ -292,9 +307,11 @@ impl Plan {
             };
         }
         // The most selective index first: a request id names a handful of
-        // changes; an actor usually fewer than a whole table.
+        // changes; a principal or an actor usually fewer than a whole table.
         let lanes = if let Some(c) = &filter.correlation {
             lanes(Index::Correlation, c)
+        } else if let Some(p) = &filter.principal {
+            lanes(Index::Principal, p)
         } else if let Some(a) = &filter.actor {
             lanes(Index::Actor, a)
         } else if let Some(t) = &filter.table {

@@ -619,3 +619,82 @@ async fn history_with_a_key_of_the_wrong_type_points_at_the_key_schema() {
         .await
         .unwrap();
 }
+
+#[test]
+fn a_principal_is_looked_up_in_its_own_sparse_index_and_matched_on_the_merged_principal() {
+    let arn = "arn:aws:sts::1:assumed-role/cleanup/run-42";
+    let filter = QueryFilter {
+        principal: Some(arn.into()),
+        actor: Some("alice".into()),
+        ..QueryFilter::default()
+    };
+    filter
+        .validate()
+        .expect("a principal alone names what to search");
+    match Plan::choose(&filter) {
+        Plan::Lanes(lanes) => {
+            assert_eq!(lanes.len(), crate::store::INDEX_BUCKETS as usize);
+            for (i, p) in &lanes {
+                assert_eq!(*i, Index::Principal);
+                assert!(p.starts_with(&format!("{arn}#")), "{p}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut e: AuditEntry = serde_json::from_value(serde_json::json!({
+        "table": "t", "key": {"pk": {"S": "u1"}}, "event": "REMOVE",
+        "sequence_number": "1", "shard_id": "s", "event_time": null,
+        "actor": null, "actor_source": null, "last_writer": "alice", "changes": []
+    }))
+    .unwrap();
+    let by_pk_only = QueryFilter {
+        principal: Some(arn.into()),
+        ..QueryFilter::default()
+    };
+    assert!(
+        !by_pk_only.matches(&e),
+        "no attribution: not this principal's"
+    );
+    crate::attribution::reader::apply(
+        &mut e,
+        &crate::attribution::Principal {
+            arn: Some(arn.into()),
+            kind: Some("AssumedRole".into()),
+            source_ip: None,
+            user_agent: None,
+            request_id: None,
+            event_id: Some("e".into()),
+            confidence: crate::attribution::Confidence::High,
+            candidates: vec![],
+        },
+    );
+    assert!(by_pk_only.matches(&e));
+    let other = QueryFilter {
+        principal: Some("arn:aws:iam::1:user/bob".into()),
+        ..QueryFilter::default()
+    };
+    assert!(!other.matches(&e));
+    let e = QueryFilter {
+        principal: Some(String::new()),
+        tables: vec!["t".into()],
+        ..QueryFilter::default()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--principal"), "{e}");
+}
+
+#[test]
+fn query_output_never_shows_a_last_writer_as_the_actor() {
+    let e: AuditEntry = serde_json::from_value(serde_json::json!({
+        "table": "t", "key": {"pk": {"S": "u1"}}, "event": "REMOVE",
+        "sequence_number": "1", "shard_id": "s", "event_time": "2026-11-23T19:05:00Z",
+        "actor": null, "actor_source": null, "last_writer": "alice",
+        "changes": [{"path": "pk", "old": {"S": "u1"}}]
+    }))
+    .unwrap();
+    let text = cli::query_table(&[e]);
+    let row = text.lines().nth(1).unwrap_or_default();
+    assert!(row.contains("unknown (last writer: alice)"), "{text}");
+}

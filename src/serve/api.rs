@@ -231,7 +231,7 @@ async fn query_page<S: ReadStore>(
         .map(|c| Cursor::parse(&c))
         .transpose()?;
     let page = read::query(store, filter, inner.as_ref(), limit).await?;
-    // A scoped token asking by actor or correlation (no table named) sees
+    // A scoped token asking by actor, principal or correlation (no table named) sees
     // only its tables' entries; the page may then be short, never wrong.
     let entries: Vec<_> = page
         .entries
@@ -297,6 +297,7 @@ pub async fn query<S: ReadStore + CheckpointStore>(
         to: typed("to", p.one("to")?)?,
         event: text(p.one("event")?),
         correlation: text(p.one("correlation")?),
+        principal: text(p.one("principal")?),
         order: parse_order(p.one("order")?)?,
         tables: app
             .tables
@@ -309,7 +310,7 @@ pub async fn query<S: ReadStore + CheckpointStore>(
     let raw_cursor = p.one("cursor")?;
     p.finish(
         "table, key (repeatable), actor, since, until, field, from, to, event, correlation, \
-         order, limit, cursor",
+         principal, order, limit, cursor",
     )?;
     if let Some(t) = table {
         scoped(&principal, t)?;

@@ -1010,6 +1010,14 @@ impl ReadStore for DynamoStore {
                 position.insert("sk".into(), sk.clone());
                 position.insert(TIME_ATTRIBUTE.into(), ts.clone());
                 position.insert(index_attr.into(), get_s(item, index_attr)?.to_string());
+                // A by-principal row is an attribution record: the hit is
+                // its entry (which `fetch_entries` reads with the record).
+                let sk = match index {
+                    Index::Principal => sk
+                        .strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)?
+                        .to_string(),
+                    _ => sk,
+                };
                 Some(IndexHit {
                     pk,
                     sk,

@@ -315,6 +315,11 @@ pub enum Index {
     Actor,
     /// `<correlation id>`: sparse, only entries that have one.
     Correlation,
+    /// `<principal ARN>#<bucket>`: sparse, on CloudTrail attribution
+    /// records naming a principal (not on entries: an entry is written
+    /// before CloudTrail says who made it, and never changed). Its rows
+    /// point at the record; `index_page` gives the entry's sort key.
+    Principal,
 }
 
 /// Buckets of the sharded indexes. Part of the stored layout: changing it
@@ -327,6 +332,7 @@ impl Index {
             Index::Table => "by-table-time",
             Index::Actor => "by-actor-time",
             Index::Correlation => "by-correlation-time",
+            Index::Principal => "by-principal-time",
         }
     }
 
@@ -336,16 +342,22 @@ impl Index {
             Index::Table => "ix_table",
             Index::Actor => "ix_actor",
             Index::Correlation => "ix_corr",
+            Index::Principal => "ix_principal",
         }
     }
 
-    pub const ALL: [Index; 3] = [Index::Table, Index::Actor, Index::Correlation];
+    pub const ALL: [Index; 4] = [
+        Index::Table,
+        Index::Actor,
+        Index::Correlation,
+        Index::Principal,
+    ];
 
     /// The partitions one lookup value spreads over.
     pub fn partitions(self, value: &str) -> Vec<String> {
         match self {
             Index::Correlation => vec![truncate_key(value).to_string()],
-            Index::Table | Index::Actor => (0..INDEX_BUCKETS)
+            Index::Table | Index::Actor | Index::Principal => (0..INDEX_BUCKETS)
                 .map(|b| format!("{}#{b}", truncate_key(value)))
                 .collect(),
         }
@@ -415,6 +427,12 @@ pub fn index_attrs(entry: &AuditEntry, canonical_key: &str, now: DateTime<Utc>) 
         ts: entry_ts(entry, now),
         keys,
     }
+}
+
+/// The `by-principal-time` partition of an attribution record naming `arn`
+/// for an item (its entries' bucket, as the other sharded indexes).
+pub fn principal_index_key(arn: &str, canonical_key: &str) -> String {
+    format!("{}#{}", truncate_key(arn), bucket_of(canonical_key))
 }
 
 /// An inclusive time range over `ts` (either end open).

@@ -98,7 +98,7 @@
 
   // ---- the URL is the search ------------------------------------------
 
-  const FILTERS = ["actor", "field", "since", "until"];
+  const FILTERS = ["actor", "principal", "field", "since", "until"];
 
   function searchFromForm() {
     const p = new URLSearchParams();
@@ -398,7 +398,7 @@
     const filtered = FILTERS.some((f) => p.get(f));
     if (!table) return;
     if (!keys.length && !filtered) {
-      $("error").textContent = "Give a Key to see one item's timeline, or a filter (actor, field, time) to search across items.";
+      $("error").textContent = "Give a Key to see one item's timeline, or a filter (actor, IAM principal, field, time) to search across items.";
       return;
     }
     view.kind = keys.length ? (filtered ? "query-item" : "history") : "query-all";
