@@ -1396,6 +1396,17 @@ impl SimStream {
     /// Every shard of a stream still retained, as it really is (no listing
     /// inconsistency, no pages), in creation order.
     pub fn shards(&self, stream_arn: &str) -> StreamResult<Vec<Shard>> {
+        self.shards_where(stream_arn, true)
+    }
+
+    /// Every shard the stream has ever had, trimmed away or not: the truth a
+    /// test's oracle needs for lineage (which shard was whose parent) after
+    /// the service has forgotten.
+    pub fn all_shards(&self, stream_arn: &str) -> StreamResult<Vec<Shard>> {
+        self.shards_where(stream_arn, false)
+    }
+
+    fn shards_where(&self, stream_arn: &str, retained_only: bool) -> StreamResult<Vec<Shard>> {
         let st = self.lock();
         let now = Instant::now();
         let s = *st
@@ -1404,22 +1415,7 @@ impl SimStream {
             .ok_or_else(|| not_found(format!("stream {stream_arn}")))?;
         let stream = &st.streams[s];
         Ok((0..stream.shards.len())
-            .filter(|&i| !stream.shards[i].expired(now, st.cfg.retention))
-            .map(|i| stream.true_shard(i))
-            .collect())
-    }
-
-    /// Every shard the stream has ever had, trimmed away or not: the truth a
-    /// test's oracle needs for lineage (which shard was whose parent) after
-    /// the service has forgotten.
-    pub fn all_shards(&self, stream_arn: &str) -> StreamResult<Vec<Shard>> {
-        let st = self.lock();
-        let s = *st
-            .streams_by_arn
-            .get(stream_arn)
-            .ok_or_else(|| not_found(format!("stream {stream_arn}")))?;
-        let stream = &st.streams[s];
-        Ok((0..stream.shards.len())
+            .filter(|&i| !retained_only || !stream.shards[i].expired(now, st.cfg.retention))
             .map(|i| stream.true_shard(i))
             .collect())
     }

@@ -409,17 +409,7 @@ pub async fn check_gaps(
         if let Some(((_, seq), (shard, _))) = handled.iter().find(|((arn, seq), (shard, _))| {
             *arn == g.stream_arn && bracketing.contains(shard) && within(*seq)
         }) {
-            let rows: Vec<String> = store
-                .checkpoints(&g.stream_arn)
-                .iter()
-                .filter(|c| line.contains(&c.shard_id))
-                .map(|c| {
-                    format!(
-                        "{} {:?} seq={:?} parent={:?}",
-                        c.shard_id, c.status, c.sequence_no, c.parent_shard_id
-                    )
-                })
-                .collect();
+            let rows = shard_rows(store, &g.stream_arn, |id| line.iter().any(|s| s == id));
             return Err(format!(
                 "gap {g:?} is not tight: entry {seq} of {shard} lies inside it\n  lineage {line:?} bracketing {bracketing:?}\n  rows {rows:#?}"
             ));
@@ -482,22 +472,28 @@ pub async fn check_gaps(
                     format!("{s} handled {:?}..{:?}", seqs.first(), seqs.last())
                 })
                 .collect();
-            let rows: Vec<String> = store
-                .checkpoints(arn)
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{} {:?} seq={:?} parent={:?}",
-                        c.shard_id, c.status, c.sequence_no, c.parent_shard_id
-                    )
-                })
-                .collect();
+            let rows = shard_rows(store, arn, |_| true);
             return Err(format!(
                 "record {seq} of {shard} was lost, but no gap's bracket holds it.\n  lineage: {line:#?}\n  gaps: {gaps:#?}\n  rows: {rows:#?}"
             ));
         }
     }
     Ok(gaps.len())
+}
+
+/// The daemon's shard rows, for a failure's message.
+fn shard_rows(store: &MemoryStore, arn: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    store
+        .checkpoints(arn)
+        .iter()
+        .filter(|c| wanted(&c.shard_id))
+        .map(|c| {
+            format!(
+                "{} {:?} seq={:?} parent={:?}",
+                c.shard_id, c.status, c.sequence_no, c.parent_shard_id
+            )
+        })
+        .collect()
 }
 
 /// The first entry of `line` after `after`: where reading resumed after a
