@@ -889,8 +889,8 @@ fn digest_writer(
     ))
 }
 
-/// The key that checks digests: `--public-key`, else the configured
-/// signing key's public half, else none.
+/// The key that checks digests: `--public-key`, else the config's
+/// (`[proof] public_key_file`, else the signing key's public half), else none.
 fn public_key(
     given: Option<&std::path::Path>,
     config: Option<&Config>,
@@ -899,10 +899,8 @@ fn public_key(
     if let Some(path) = given {
         return Ok(Some(PublicKey::from_file(path).context("--public-key")?));
     }
-    match config.and_then(|c| c.proof.signing_key_file.as_deref()) {
-        Some(path) => Ok(Some(
-            PublicKey::from_file(path).context("`proof.signing_key_file`")?,
-        )),
+    match config {
+        Some(c) => Ok(PublicKey::from_config(&c.proof)?),
         None => Ok(None),
     }
 }
@@ -921,7 +919,7 @@ async fn verify(
         ExitWith(2)
     })?;
     let request = VerifyRequest {
-        table,
+        tables: table.map(|t| vec![t]),
         since,
         public_key: key,
         state_file: state,

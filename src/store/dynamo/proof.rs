@@ -174,11 +174,12 @@ impl DynamoStore {
     /// Everything `verify` needs, per stream, in one Scan of the audit table
     /// (each item read once) plus the streams and shards rows. `progress` is
     /// called with the count of items read so far.
-    pub async fn proof_evidence(
+    pub async fn scan_proof_evidence(
         &self,
-        table_filter: Option<&str>,
-        mut progress: impl FnMut(u64),
+        tables: Option<&[String]>,
+        mut progress: impl FnMut(u64) + Send,
     ) -> StoreResult<Vec<StreamEvidence>> {
+        let excluded = |t: &str| tables.is_some_and(|ts| !ts.iter().any(|x| x == t));
         let table = &self.names.audit;
         let mut streams: BTreeMap<String, StreamEvidence> = BTreeMap::new();
         let mut oversize: Vec<Oversize> = Vec::new();
@@ -199,7 +200,7 @@ impl DynamoStore {
                     continue;
                 }
                 let item_table = get_s(item, "table_name").unwrap_or_default();
-                if table_filter.is_some_and(|t| t != item_table) {
+                if excluded(item_table) {
                     continue;
                 }
                 let Some(stream_arn) = get_s(item, "stream_arn") else {
@@ -311,7 +312,7 @@ impl DynamoStore {
                 continue;
             };
             let row_table = get_s(&row, "table_name").unwrap_or_default();
-            if table_filter.is_some_and(|t| t != row_table) {
+            if excluded(row_table) {
                 continue;
             }
             let ev = streams
