@@ -213,8 +213,8 @@ enum Command {
         /// or an age: 90s, 15m, 2h, 7d); entries are always all checked.
         #[arg(long)]
         since: Option<String>,
-        /// Public key PEM (`openssl pkey -pubout`); default: derived from
-        /// `[proof] signing_key_file`.
+        /// Public key PEM (`openssl pkey -pubout`); default: `[proof]
+        /// public_key_file`, else derived from `[proof] signing_key_file`.
         #[arg(long)]
         public_key: Option<PathBuf>,
         /// Remember the newest digest proven intact in FILE; the next run

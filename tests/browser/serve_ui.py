@@ -54,6 +54,28 @@ def read_side_views(page, first, a):
     assert "ConditionExpression" in plan_json["input"], plan_json
 
 
+def verify_and_accessibility(page, a):
+    """The trail verified from the page; every control named; headings in order."""
+    out = Path(a.artifacts)
+    page.get_by_role("button", name="Verify the trail").click()
+    result = page.locator("#verify-result")
+    expect(result).to_have_class("verify verify-intact", timeout=60_000)
+    expect(result).to_contain_text("Intact")
+    expect(result).to_contain_text("signatures checked with sha256:")
+    expect(page.locator("#verify-findings")).to_be_hidden()
+    page.screenshot(path=str(out / "verify.png"), full_page=False)
+    # What a screen reader announces for each control: none is nameless.
+    nameless = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, button, a[href], summary')]
+            .filter(e => e.offsetParent !== null)
+            .filter(e => !((e.labels && e.labels.length) || e.getAttribute('aria-label') || e.textContent.trim()))
+            .map(e => e.outerHTML.slice(0, 80))"""
+    )
+    assert not nameless, f"controls without an accessible name: {nameless}"
+    levels = page.evaluate("() => [...document.querySelectorAll('h1,h2,h3')].map(h => +h.tagName[1])")
+    assert levels[0] == 1 and all(b - a <= 1 for a, b in zip(levels, levels[1:])), f"heading levels skip: {levels}"
+
+
 def search_across_items(page, a):
     """alice's changes in the table, each linking to its item."""
     # --- search across items: alice's changes in this table.
@@ -153,6 +175,7 @@ def main():
         page.screenshot(path=str(out / "timeline-1280.png"), full_page=True)
 
         read_side_views(page, first, a)
+        verify_and_accessibility(page, a)
 
         # --- a gap between the two entries: the emulator never trims a
         # stream, so this one gap answer is substituted (the rest is real).
