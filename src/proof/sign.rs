@@ -174,6 +174,23 @@ mod tests {
     pub(crate) const PUBLIC_PEM: &str = include_str!("testdata/ed25519-public.pem");
 
     #[test]
+    fn the_configured_key_is_the_public_file_else_the_signing_keys_half() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/proof/testdata");
+        let mut proof = crate::config::Proof::default();
+        assert_eq!(PublicKey::from_config(&proof).unwrap(), None);
+        proof.signing_key_file = Some(dir.join("ed25519-private.pem"));
+        let derived = PublicKey::from_config(&proof).unwrap().unwrap();
+        proof.public_key_file = Some(dir.join("ed25519-public.pem"));
+        assert_eq!(PublicKey::from_config(&proof).unwrap(), Some(derived));
+        proof.public_key_file = Some(dir.join("no-such.pem"));
+        let e = PublicKey::from_config(&proof).unwrap_err().to_string();
+        assert!(
+            e.contains("[proof] public_key_file") && e.contains("no-such.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn signs_and_verifies_with_openssl_keys() {
         let signer = Ed25519Signer::from_pem(PRIVATE_PEM, "test").unwrap();
         let public = PublicKey::from_pem(PUBLIC_PEM, "test").unwrap();
