@@ -7,8 +7,10 @@
   const TOKEN_KEY = "ddb-audit-token";
   // Entries per API call. A page is shown when the reader scrolls near the
   // end (or presses "Load more"), the one after it fetched meanwhile, so a
-  // long history is on screen as fast as a short one.
-  const PAGE = 200;
+  // long history is on screen as fast as a short one. Pages after the first
+  // are large: every call costs a round trip and a Query whatever its size,
+  // and 500 entries are ~50 ms of DOM work.
+  const PAGE = 500;
   // The first page only has to fill a screen, and comes back soonest.
   const FIRST_PAGE = 50;
   const LONG_VALUE = 120;
