@@ -232,6 +232,9 @@ def main():
         measure("query_actor_first_page_100", "/api/query", {"table": TABLE, "actor": "actor-3", "limit": 100}, reps)
         measure("item_at_now_1000_entries", "/api/item", {**hot, "at": "0s"}, max(reps // 4, 3))
         measure("verify_table", "/api/verify", {"table": TABLE}, max(reps // 6, 3))
+        _, v = c.get("/api/verify", {"table": TABLE})
+        results["verify_summary"] = {k: v["summary"][k] for k in ("status", "entries", "digests", "key_fingerprint")}
+        print(f"verify: {results['verify_summary']}", flush=True)
         walks = []
         for _ in range(max(reps // 20, 2)):
             t, cursor, seen = time.perf_counter(), None, 0
@@ -246,16 +249,16 @@ def main():
             walks.append((time.perf_counter() - t) * 1000)
         results[f"history_all_{hot_n}_by_100"] = {"n": len(walks), "p50_ms": round(pct(walks, 50), 1),
                                                  "p99_ms": round(pct(walks, 99), 1)}
-        wall = time.perf_counter() - wall0
+        wall = time.perf_counter() - wall0  # the API's share; the browser runs after
         results["cpu_while_measuring"] = {
             "wall_s": round(wall, 1),
             "serve_cpu_s": round(cpu_seconds(serve.pid) - cpu0[0], 2),
             "emulator_cpu_s": round(cpu_seconds(emu.pid) - cpu0[1], 2),
         }
-        results["serve_memory"] = {"rss_mb": round(vm(serve.pid, "VmRSS"), 1),
-                                   "peak_rss_mb": round(vm(serve.pid, "VmHWM"), 1)}
         for k, v in browser_timings(serve_port, hot_n, max(reps // 12, 2)).items():
             results["browser_" + k] = {"n": len(v), "p50_ms": round(pct(v, 50), 1), "p99_ms": round(pct(v, 99), 1)}
+        results["serve_memory"] = {"rss_mb": round(vm(serve.pid, "VmRSS"), 1),
+                                   "peak_rss_mb": round(vm(serve.pid, "VmHWM"), 1)}
         print(f"{'measure':36} {'n':>5} {'p50 ms':>9} {'p99 ms':>9}")
         for k, v in results.items():
             if "p50_ms" in v:
