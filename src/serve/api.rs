@@ -14,7 +14,6 @@ use super::auth::Principal;
 use super::cursor;
 use super::App;
 use crate::proof::check::{verify_trail, CheckError, EvidenceStore, VerifyRequest};
-use crate::proof::verify::Severity;
 use crate::read::{self, asof, Cursor, Order, QueryFilter, ReadError};
 use crate::report;
 use crate::store::{CheckpointStore, ReadStore, StoreError};
@@ -461,12 +460,8 @@ pub async fn verify<S: ReadStore + CheckpointStore + EvidenceStore>(
         }
     };
     let total = outcome.findings.len();
-    let rank = |s: Severity| match s {
-        Severity::Tamper => 0,
-        Severity::Unverifiable => 1,
-        Severity::Info => 2,
-    };
-    outcome.findings.sort_by_key(|f| rank(f.severity));
+    // Severity orders tamper < unverifiable < info: the worst first.
+    outcome.findings.sort_by_key(|f| f.severity);
     outcome.findings.truncate(limit);
     Ok(Json(json!({
         "summary": outcome.summary,
