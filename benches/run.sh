@@ -3,7 +3,8 @@
 #   1. diff + entry encoding (criterion, one core),
 #   2. the in-memory pipeline and idle-shard RSS,
 #   3. end to end against moto: ddb-audit vs the naive poller,
-#   4. `serve`: API latency of history, query and as-of, and serve's RSS.
+#   4. `serve`: API latency of history, query, as-of and verify, serve's RSS,
+#      and the page in headless Chromium (needs /usr/bin/chromium).
 # Results (text + JSON) in $TARGET_DIR/bench-results/. See BENCHMARKS.md.
 # BENCH_QUICK=1: smoke mode (every bench once, tiny workloads), for CI.
 set -euo pipefail
@@ -48,7 +49,7 @@ stamp "3/4 end to end against moto: ddb-audit vs the naive poller"
 $PY benches/e2e/run.py --bin "$TARGET_DIR/release/ddb-audit" --out "$OUT/e2e.json" ${QUICK:+--quick} \
   | tee "$OUT/e2e.txt"
 
-stamp "4/4 serve: API latency and RSS against moto"
+stamp "4/4 serve: API latency, RSS and the page in Chromium, against moto"
 $PY benches/serve_api.py --bin "$TARGET_DIR/release/ddb-audit" --out "$OUT/serve.json" ${QUICK:+--quick} \
   | tee "$OUT/serve.txt"
 

@@ -10,7 +10,11 @@ client on keep-alive, sequentially (latency, not throughput):
   - paging through all 1,000 entries of the hot item, 100 a page;
   - GET /api/query?actor=…, first page of 100 (400 matches);
   - GET /api/item?at=now on the hot item (a fold of 1,000 entries);
-and serve's VmRSS / VmHWM afterwards.
+  - GET /api/verify of the table (the whole trail: 2,000 entries + digests);
+and serve's VmRSS / VmHWM afterwards. Then the web page in headless Chromium
+(Debian's, driven by Playwright as tests/browser/ does), opening the hot
+item by deep link, signed in: the first page (50 entries) on screen, and all
+1,000 on screen pressing "Load more" as soon as it shows.
 
 Usage: serve_api.py --bin target/release/ddb-audit [--out FILE.json] [--quick]
 """
@@ -30,6 +34,7 @@ import urllib.parse
 import boto3
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "browser"))
 TOKEN = "bench-token"
 REGION = "us-east-1"
 TABLE = "bench-serve-orders"
@@ -95,6 +100,53 @@ class Client:
         return ms, json.loads(body)
 
 
+def browser_timings(port, hot_n, reps):
+    """The hot item's timeline in Chromium, `reps` times: milliseconds to
+    the first page on screen (from opening the link, and the page's own
+    count from the search to its render), to all `hot_n` entries on screen
+    pressing "Load more" at once each time, and the DOM work for them all."""
+    from playwright.sync_api import sync_playwright
+    from serve_ui import ARGS, CHROMIUM
+
+    if not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"the browser bench needs Chromium at {CHROMIUM}: run  sudo apt-get install -y chromium")
+    base = f"http://127.0.0.1:{port}"
+    link = base + "/?" + urllib.parse.urlencode([("table", TABLE), ("key", "pk=S:hot")])
+    out = {"link_to_first_page_ms": [], "search_to_first_page_ms": [], f"link_to_all_{hot_n}_ms": [],
+           f"dom_all_{hot_n}_ms": []}
+    with tempfile.TemporaryDirectory(prefix="ddb-audit-bench-chromium-") as profile, sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=ARGS,
+                                                   viewport={"width": 1280, "height": 800})
+        ctx.set_default_timeout(120_000)
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        page.goto(base + "/")
+        page.get_by_label("Token").fill(TOKEN)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text("Signed in as").wait_for()
+        for i in range(reps + 1):  # the first, warming up, is not counted
+            t0 = time.perf_counter()
+            page.goto(link)
+            page.wait_for_function("() => +document.body.dataset.rendered >= 50")
+            first = (time.perf_counter() - t0) * 1000
+            search_first = int(page.evaluate("() => document.body.dataset.firstPageMs"))
+            while page.evaluate("() => document.body.dataset.hasMore") == "yes":
+                n = int(page.evaluate("() => document.body.dataset.rendered"))
+                # A click as the button's own handler gets it: the page's
+                # scroll observer may load the page first (the click is then
+                # a no-op), and a pointer click would wait for a button gone.
+                page.evaluate("() => document.getElementById('more').click()")
+                page.wait_for_function("n => +document.body.dataset.rendered > n", arg=n)
+            shown = int(page.evaluate("() => document.body.dataset.rendered"))
+            assert shown == hot_n, f"the page showed {shown} of {hot_n} entries"
+            total = (time.perf_counter() - t0) * 1000
+            dom = int(page.evaluate("() => document.body.dataset.domMs"))
+            if i > 0:
+                for k, v in zip(out, (first, search_first, total, dom)):
+                    out[k].append(v)
+        ctx.close()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -129,7 +181,10 @@ def main():
             f.write(f'tables = ["{TABLE}"]\n[attribution]\nactor_attribute = "updated_by"\n'
                     f'[storage]\nstreams_table = "bench-serve-streams"\nshards_table = "bench-serve-shards"\n'
                     f'audit_table = "{AUDIT}"\n[serve]\nlisten = "127.0.0.1:{serve_port}"\n'
-                    f'token_sha256 = ["{digest}"]\n')
+                    f'token_sha256 = ["{digest}"]\n'
+                    # Signed digests, so /api/verify checks signatures as it would in production.
+                    f'[proof]\nsigning_key_file = "{os.path.join(HERE, "..", "src", "proof", "testdata", "ed25519-private.pem")}"\n'
+                    f'digest_interval_secs = 5\n')
         env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{counted}", AWS_REGION=REGION,
                    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                    AWS_EC2_METADATA_DISABLED="true", RUST_LOG="warn")
@@ -179,6 +234,10 @@ def main():
         measure("history_first_page_100", "/api/history", {**hot, "limit": 100}, reps)
         measure("query_actor_first_page_100", "/api/query", {"table": TABLE, "actor": "actor-3", "limit": 100}, reps)
         measure("item_at_now_1000_entries", "/api/item", {**hot, "at": "0s"}, max(reps // 4, 3))
+        measure("verify_table", "/api/verify", {"table": TABLE}, max(reps // 6, 3))
+        _, v = c.get("/api/verify", {"table": TABLE})
+        results["verify_summary"] = {k: v["summary"][k] for k in ("status", "entries", "digests", "key_fingerprint")}
+        print(f"verify: {results['verify_summary']}", flush=True)
         walks = []
         for _ in range(max(reps // 20, 2)):
             t, cursor, seen = time.perf_counter(), None, 0
@@ -193,12 +252,14 @@ def main():
             walks.append((time.perf_counter() - t) * 1000)
         results[f"history_all_{hot_n}_by_100"] = {"n": len(walks), "p50_ms": round(pct(walks, 50), 1),
                                                  "p99_ms": round(pct(walks, 99), 1)}
-        wall = time.perf_counter() - wall0
+        wall = time.perf_counter() - wall0  # the API's share; the browser runs after
         results["cpu_while_measuring"] = {
             "wall_s": round(wall, 1),
             "serve_cpu_s": round(cpu_seconds(serve.pid) - cpu0[0], 2),
             "emulator_cpu_s": round(cpu_seconds(emu.pid) - cpu0[1], 2),
         }
+        for k, v in browser_timings(serve_port, hot_n, max(reps // 12, 2)).items():
+            results["browser_" + k] = {"n": len(v), "p50_ms": round(pct(v, 50), 1), "p99_ms": round(pct(v, 99), 1)}
         results["serve_memory"] = {"rss_mb": round(vm(serve.pid, "VmRSS"), 1),
                                    "peak_rss_mb": round(vm(serve.pid, "VmHWM"), 1)}
         print(f"{'measure':36} {'n':>5} {'p50 ms':>9} {'p99 ms':>9}")

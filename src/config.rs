@@ -53,6 +53,7 @@
 //! emf_interval_secs = 60
 //! [proof]
 //! signing_key_file = "digest-key.pem" # Ed25519 PKCS#8 PEM; unset: digests unsigned
+//! # public_key_file = "digest-key.pub.pem" # checks digests without the private key (serve, verify)
 //! digest_interval_secs = 60           # a digest per stream this often, also when idle
 //!
 //! [retention]
@@ -140,6 +141,11 @@ pub struct Proof {
     /// ed25519`), that signs the digests. Unset: digests are written
     /// unsigned and `verify` says so.
     pub signing_key_file: Option<std::path::PathBuf>,
+    /// The public half alone (PEM, `openssl pkey -pubout`), for processes
+    /// that check digests but must not hold the signing key: `serve` under
+    /// the auditors' role, `verify` on an auditor's machine. Unset: the
+    /// public half of `signing_key_file`, if that is set.
+    pub public_key_file: Option<std::path::PathBuf>,
     /// Seconds between two digests of a stream, written also while nothing
     /// changes (a heartbeat), plus a final one on a graceful stop.
     pub digest_interval_secs: u64,
@@ -149,6 +155,7 @@ impl Default for Proof {
     fn default() -> Self {
         Proof {
             signing_key_file: None,
+            public_key_file: None,
             digest_interval_secs: 60,
         }
     }
@@ -601,10 +608,13 @@ impl Config {
         if let Some(days) = self.retention.days {
             in_range("retention.days", days, 1, 36_500, "days")?;
         }
-        if let Some(path) = &self.proof.signing_key_file {
-            if path.as_os_str().is_empty() {
+        for (key, path) in [
+            ("proof.signing_key_file", &self.proof.signing_key_file),
+            ("proof.public_key_file", &self.proof.public_key_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                 return Err(invalid(
-                    "proof.signing_key_file",
+                    key,
                     "is empty: name an Ed25519 PEM file, or leave the key out".into(),
                 ));
             }

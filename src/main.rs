@@ -214,8 +214,8 @@ enum Command {
         /// or an age: 90s, 15m, 2h, 7d); entries are always all checked.
         #[arg(long)]
         since: Option<String>,
-        /// Public key PEM (`openssl pkey -pubout`); default: derived from
-        /// `[proof] signing_key_file`.
+        /// Public key PEM (`openssl pkey -pubout`); default: `[proof]
+        /// public_key_file`, else derived from `[proof] signing_key_file`.
         #[arg(long)]
         public_key: Option<PathBuf>,
         /// Remember the newest digest proven intact in FILE; the next run
@@ -899,8 +899,8 @@ fn digest_writer(
     ))
 }
 
-/// The key that checks digests: `--public-key`, else the configured
-/// signing key's public half, else none.
+/// The key that checks digests: `--public-key`, else the config's
+/// (`[proof] public_key_file`, else the signing key's public half), else none.
 fn public_key(
     given: Option<&std::path::Path>,
     config: Option<&Config>,
@@ -909,10 +909,8 @@ fn public_key(
     if let Some(path) = given {
         return Ok(Some(PublicKey::from_file(path).context("--public-key")?));
     }
-    match config.and_then(|c| c.proof.signing_key_file.as_deref()) {
-        Some(path) => Ok(Some(
-            PublicKey::from_file(path).context("`proof.signing_key_file`")?,
-        )),
+    match config {
+        Some(c) => Ok(PublicKey::from_config(&c.proof)?),
         None => Ok(None),
     }
 }
@@ -931,7 +929,7 @@ async fn verify(
         ExitWith(2)
     })?;
     let request = VerifyRequest {
-        table,
+        tables: table.map(|t| vec![t]),
         since,
         public_key: key,
         state_file: state,

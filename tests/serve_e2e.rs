@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 /// The token in the config (as its digest) and the one in the environment.
 const CONFIG_TOKEN: &str = "config-token-0123456789";
 const ENV_TOKEN: &str = "env-token-abcdef";
+/// `run` signs the digests; `serve` checks them with the public half alone.
+const PRIVATE_PEM: &str = include_str!("../src/proof/testdata/ed25519-private.pem");
+const PUBLIC_PEM: &str = include_str!("../src/proof/testdata/ed25519-public.pem");
 
 struct Http {
     status: u16,
@@ -68,9 +71,14 @@ async fn world(name: &str) -> World {
     let (table, config) = env.audited_table("accounts").await;
     let port = free_port();
     let digest = hex::encode(Sha256::digest(CONFIG_TOKEN.as_bytes()));
+    let private = env.write_file("digest-key.pem", PRIVATE_PEM);
+    let public = env.write_file("digest-key.pub.pem", PUBLIC_PEM);
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
-        "\n[serve]\nlisten = \"127.0.0.1:{port}\"\ntoken_sha256 = [\"{digest}\"]\npage_size = 50\n"
+        "\n[serve]\nlisten = \"127.0.0.1:{port}\"\ntoken_sha256 = [\"{digest}\"]\npage_size = 50\n\
+         \n[proof]\nsigning_key_file = \"{}\"\npublic_key_file = \"{}\"\ndigest_interval_secs = 1\n",
+        private.display(),
+        public.display()
     ));
     std::fs::write(&config, text).unwrap();
     let daemon = env.spawn_daemon(&config);
@@ -291,6 +299,41 @@ async fn serve_api_answers_only_known_tokens_and_pages_every_entry_once() {
     cli.success();
     assert_eq!(shown.status, 200, "{}", shown.body);
     assert_eq!(shown.body, parse_json_lines(&cli.stdout)[0]);
+
+    // The trail checked through the API: what `verify` says, signatures
+    // checked with the configured public key.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let verify_uri = format!("/api/verify?table={}", enc(&w.table));
+    assert_eq!(get(w.port, &verify_uri, None).status, 401);
+    let verified = get(w.port, &verify_uri, Some(CONFIG_TOKEN));
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    let summary = &verified.body["summary"];
+    assert_eq!(summary["status"], "intact", "{}", verified.body);
+    assert_eq!(summary["exit_status"], 0);
+    assert_eq!(summary["entries"], json!(n), "{}", verified.body);
+    assert!(summary["digests"].as_u64().is_some_and(|d| d >= 1));
+    let cli = w
+        .env
+        .cli(&[
+            "verify",
+            "--config",
+            path_str(&w.config),
+            "--table",
+            &w.table,
+            "--json",
+        ])
+        .await;
+    cli.success();
+    let cli_summary = parse_json_lines(&cli.stdout)
+        .into_iter()
+        .find(|l| l["summary"] == json!(true))
+        .expect("verify --json prints a summary line");
+    for field in ["status", "entries", "streams", "key_fingerprint"] {
+        assert_eq!(summary[field], cli_summary[field], "{field}");
+    }
+    assert!(summary["key_fingerprint"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("sha256:")));
 
     let status = get(w.port, "/api/status", Some(CONFIG_TOKEN)).body;
     assert_eq!(status["tables"][0]["table"], json!(w.table));

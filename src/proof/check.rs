@@ -2,6 +2,7 @@
 //! (one Scan), runs the pure checks of `verify`, keeps `--state`, builds
 //! bundles. The CLI and the HTTP API both call these.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,10 +14,11 @@ use super::chain::parse_hash;
 use super::merkle::{inclusion_proof, Hash};
 use super::sign::PublicKey;
 use super::verify::{
-    exit_status, verify_stream, Finding, Kind, Severity, VerifyOptions, VerifyState,
+    exit_status, verify_stream, Finding, Kind, Severity, StreamEvidence, VerifyOptions, VerifyState,
 };
 use crate::store::dynamo::DynamoStore;
-use crate::store::StoreError;
+use crate::store::memory::MemoryStore;
+use crate::store::{StoreError, StoreResult};
 use crate::stream::cmp_sequence;
 use crate::value::Item;
 
@@ -30,8 +32,44 @@ pub enum CheckError {
     Export(String),
 }
 
+/// Where `verify` reads the trail's evidence from: the DynamoDB store (one
+/// Scan) or the memory store (the simulator and the API's tests).
+pub trait EvidenceStore: Send + Sync {
+    /// Every stream's evidence, of `tables` only when given. `progress` is
+    /// told how many stored items have been read so far.
+    fn proof_evidence(
+        &self,
+        tables: Option<&[String]>,
+        progress: impl FnMut(u64) + Send,
+    ) -> impl Future<Output = StoreResult<Vec<StreamEvidence>>> + Send;
+}
+
+impl EvidenceStore for DynamoStore {
+    fn proof_evidence(
+        &self,
+        tables: Option<&[String]>,
+        progress: impl FnMut(u64) + Send,
+    ) -> impl Future<Output = StoreResult<Vec<StreamEvidence>>> + Send {
+        self.scan_proof_evidence(tables, progress)
+    }
+}
+
+impl EvidenceStore for MemoryStore {
+    async fn proof_evidence(
+        &self,
+        tables: Option<&[String]>,
+        mut progress: impl FnMut(u64) + Send,
+    ) -> StoreResult<Vec<StreamEvidence>> {
+        let mut all = MemoryStore::proof_evidence(self);
+        all.retain(|ev| tables.is_none_or(|t| t.contains(&ev.table)));
+        progress(all.iter().map(|ev| ev.leaves.len() as u64).sum());
+        Ok(all)
+    }
+}
+
 pub struct VerifyRequest {
-    pub table: Option<String>,
+    /// The tables to check; `None`: every table in the trail.
+    pub tables: Option<Vec<String>>,
     pub since: Option<DateTime<Utc>>,
     pub public_key: Option<PublicKey>,
     pub state_file: Option<PathBuf>,
@@ -84,17 +122,19 @@ fn save_state(path: &Path, state: &VerifyState) -> Result<(), CheckError> {
         .map_err(|e| CheckError::State(format!("--state {}: {e}", path.display())))
 }
 
-pub async fn verify_trail(
-    store: &DynamoStore,
+pub async fn verify_trail<S: EvidenceStore>(
+    store: &S,
     req: &VerifyRequest,
-    progress: impl FnMut(u64),
+    progress: impl FnMut(u64) + Send,
 ) -> Result<VerifyOutcome, CheckError> {
     let started = Instant::now();
     let mut state = match &req.state_file {
         Some(path) => load_state(path)?,
         None => VerifyState::default(),
     };
-    let evidence = store.proof_evidence(req.table.as_deref(), progress).await?;
+    let evidence = store
+        .proof_evidence(req.tables.as_deref(), progress)
+        .await?;
     let now = Utc::now();
     let mut findings = Vec::new();
     let (mut entries, mut digests) = (0, 0);

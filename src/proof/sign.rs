@@ -53,6 +53,19 @@ impl Ed25519Signer {
         Ok(Self::from_key(key))
     }
 
+    /// The key the config names for checking: `[proof] public_key_file`,
+    /// else the public half of `[proof] signing_key_file`, else none.
+    pub fn from_config(proof: &crate::config::Proof) -> Result<Option<Self>, ProofError> {
+        let (key, path) = match (&proof.public_key_file, &proof.signing_key_file) {
+            (Some(p), _) => ("public_key_file", p),
+            (None, Some(p)) => ("signing_key_file", p),
+            (None, None) => return Ok(None),
+        };
+        Self::from_file(path)
+            .map(Some)
+            .map_err(|e| ProofError::Key(format!("[proof] {key}: {e}")))
+    }
+
     pub fn from_file(path: &Path) -> Result<Self, ProofError> {
         let origin = path.display().to_string();
         let pem = std::fs::read_to_string(path)
@@ -105,6 +118,19 @@ impl PublicKey {
         )))
     }
 
+    /// The key the config names for checking: `[proof] public_key_file`,
+    /// else the public half of `[proof] signing_key_file`, else none.
+    pub fn from_config(proof: &crate::config::Proof) -> Result<Option<Self>, ProofError> {
+        let (key, path) = match (&proof.public_key_file, &proof.signing_key_file) {
+            (Some(p), _) => ("public_key_file", p),
+            (None, Some(p)) => ("signing_key_file", p),
+            (None, None) => return Ok(None),
+        };
+        Self::from_file(path)
+            .map(Some)
+            .map_err(|e| ProofError::Key(format!("[proof] {key}: {e}")))
+    }
+
     pub fn from_file(path: &Path) -> Result<Self, ProofError> {
         let origin = path.display().to_string();
         let pem = std::fs::read_to_string(path)
@@ -146,6 +172,23 @@ mod tests {
     /// proves we read what openssl writes.
     pub(crate) const PRIVATE_PEM: &str = include_str!("testdata/ed25519-private.pem");
     pub(crate) const PUBLIC_PEM: &str = include_str!("testdata/ed25519-public.pem");
+
+    #[test]
+    fn the_configured_key_is_the_public_file_else_the_signing_keys_half() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/proof/testdata");
+        let mut proof = crate::config::Proof::default();
+        assert_eq!(PublicKey::from_config(&proof).unwrap(), None);
+        proof.signing_key_file = Some(dir.join("ed25519-private.pem"));
+        let derived = PublicKey::from_config(&proof).unwrap().unwrap();
+        proof.public_key_file = Some(dir.join("ed25519-public.pem"));
+        assert_eq!(PublicKey::from_config(&proof).unwrap(), Some(derived));
+        proof.public_key_file = Some(dir.join("no-such.pem"));
+        let e = PublicKey::from_config(&proof).unwrap_err().to_string();
+        assert!(
+            e.contains("[proof] public_key_file") && e.contains("no-such.pem"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn signs_and_verifies_with_openssl_keys() {

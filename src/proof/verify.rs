@@ -543,7 +543,7 @@ fn check_digests(
             None,
             format!(
                 "{unchecked_signatures} digests are signed, but no public key was given \
-                 (--public-key FILE, or [proof] signing_key_file)"
+                 (--public-key FILE, [proof] public_key_file or signing_key_file)"
             ),
         );
     }

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::auth::Principal;
 use super::cursor;
 use super::App;
+use crate::proof::check::{verify_trail, CheckError, EvidenceStore, VerifyRequest};
 use crate::read::{self, asof, Cursor, Order, QueryFilter, ReadError};
 use crate::report;
 use crate::store::{CheckpointStore, ReadStore, StoreError};
@@ -411,6 +412,63 @@ pub async fn status<S: ReadStore + CheckpointStore>(
         tables.push(line);
     }
     Ok(Json(json!({ "tables": tables })))
+}
+
+/// `GET /api/verify[?table=T][&since=TIME][&limit=N]`: what `ddb-audit verify
+/// --json` reports, from the same library call, for the tables the caller
+/// may read: `{"summary", "findings", "findings_total"}`. At most `limit`
+/// findings are listed, the worst first, so a badly damaged trail still
+/// answers in bounded space; `findings_total` says how many there were.
+/// 200 whatever the verdict: a tampered trail is an answer, not an error.
+pub async fn verify<S: ReadStore + CheckpointStore + EvidenceStore>(
+    State(app): State<Arc<App<S>>>,
+    Extension(principal): Extension<Principal>,
+    Query(params): Query<Params>,
+) -> ApiResult {
+    let mut p = Taken::new(&params);
+    let table = p.one("table")?.filter(|t| !t.is_empty());
+    let since = parse_time("since", p.one("since")?)?;
+    let limit = parse_limit(&app, p.one("limit")?)?;
+    p.finish("table, since, limit")?;
+    let tables = match (table, &principal.tables) {
+        (Some(t), _) => {
+            scoped(&principal, t)?;
+            Some(vec![t.to_string()])
+        }
+        (None, Some(allowed)) => Some(allowed.iter().cloned().collect()),
+        (None, None) => None,
+    };
+    let request = VerifyRequest {
+        tables,
+        since,
+        public_key: app.verify.public_key.clone(),
+        // `serve` only reads: no state file (that is `verify --state`'s).
+        state_file: None,
+        interval_secs: app.verify.interval_secs,
+    };
+    let outcome = {
+        let _one_at_a_time = app.verify.running.lock().await;
+        verify_trail(&app.store, &request, |_| {}).await
+    };
+    let mut outcome = match outcome {
+        Ok(o) => o,
+        Err(CheckError::Store(e)) => return Err(e.into()),
+        Err(e) => {
+            return Err(ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: e.to_string(),
+            })
+        }
+    };
+    let total = outcome.findings.len();
+    // Severity orders tamper < unverifiable < info: the worst first.
+    outcome.findings.sort_by_key(|f| f.severity);
+    outcome.findings.truncate(limit);
+    Ok(Json(json!({
+        "summary": outcome.summary,
+        "findings": outcome.findings,
+        "findings_total": total,
+    })))
 }
 
 /// `GET /api/whoami`: the token's name and scope, for the page's header.

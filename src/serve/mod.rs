@@ -29,6 +29,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{Config, Serve};
+use crate::proof::check::EvidenceStore;
+use crate::proof::sign::PublicKey;
+use crate::proof::ProofError;
 use crate::store::{CheckpointStore, ReadStore};
 
 pub use auth::{Principal, Tokens, TOKENS_ENV};
@@ -49,6 +52,35 @@ pub struct App<S> {
     pub serve: Serve,
     /// The configured (audited) tables, for status and the page's table list.
     pub tables: Vec<String>,
+    pub verify: Verifier,
+}
+
+/// What `/api/verify` checks with, and the one check that may run at once.
+pub struct Verifier {
+    /// Checks the digests' signatures; `None`: the answer says they were not.
+    pub public_key: Option<PublicKey>,
+    /// `[proof] digest_interval_secs`: how stale a digest may be.
+    pub interval_secs: u64,
+    /// A verify holds its tables' evidence in memory (the library reads the
+    /// trail in one pass); one at a time keeps `serve`'s memory to one trail's
+    /// worth however many readers press the button.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Verifier {
+    pub fn new(public_key: Option<PublicKey>, interval_secs: u64) -> Verifier {
+        Verifier {
+            public_key,
+            interval_secs,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl Default for Verifier {
+    fn default() -> Verifier {
+        Verifier::new(None, crate::config::Proof::default().digest_interval_secs)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +96,15 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("invalid [serve] cors_origins entry {0:?}")]
     Cors(String),
+    #[error("{0} (serve checks digests with it for /api/verify)")]
+    Key(#[from] ProofError),
 }
 
 /// The API's routes, path → handler. The router is built from this list and
 /// the OpenAPI document is checked against it, so neither can drift.
 pub fn api_routes<S>() -> Vec<(&'static str, MethodRouter<Arc<App<S>>>)>
 where
-    S: ReadStore + CheckpointStore,
+    S: ReadStore + CheckpointStore + EvidenceStore,
 {
     vec![
         ("/api/history", get(api::history::<S>)),
@@ -80,6 +114,7 @@ where
         ("/api/revert", get(api::revert::<S>)),
         ("/api/gaps", get(api::gaps::<S>)),
         ("/api/status", get(api::status::<S>)),
+        ("/api/verify", get(api::verify::<S>)),
         ("/api/whoami", get(api::whoami::<S>)),
         ("/api/openapi.json", get(api::openapi)),
     ]
@@ -89,7 +124,7 @@ where
 /// security headers on everything.
 pub fn router<S>(app: Arc<App<S>>, tokens: Arc<Tokens>) -> Result<Router, ServeError>
 where
-    S: ReadStore + CheckpointStore,
+    S: ReadStore + CheckpointStore + EvidenceStore,
 {
     let mut api = Router::new();
     for (path, route) in api_routes::<S>() {
@@ -191,13 +226,17 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError>
 where
-    S: ReadStore + CheckpointStore,
+    S: ReadStore + CheckpointStore + EvidenceStore,
 {
     let tokens = Arc::new(Tokens::new(&config.serve, env_tokens)?);
     let app = Arc::new(App {
         store,
         serve: config.serve.clone(),
         tables: config.tables.clone(),
+        verify: Verifier::new(
+            PublicKey::from_config(&config.proof)?,
+            config.proof.digest_interval_secs,
+        ),
     });
     let router = router(app, tokens)?;
     let addr = config.serve.listen.clone();

@@ -40,16 +40,24 @@ fn entry(table: &str, pk: &str, seq: u64) -> AuditEntry {
         "changes": [change],
     }))
     .unwrap();
-    e.stream_arn = "arn:aws:dynamodb:us-east-1:1:table/orders/stream/L".into();
+    e.stream_arn = format!("arn:aws:dynamodb:us-east-1:1:table/{table}/stream/L");
     e
 }
 
-async fn app(entries: usize) -> Router {
+async fn store(entries: usize) -> MemoryStore {
     let store = MemoryStore::new();
     for seq in 1..=entries as u64 {
         store.put_entry(&entry("orders", "u1", seq)).await.unwrap();
     }
     store.put_entry(&entry("flags", "f1", 1)).await.unwrap();
+    store
+}
+
+async fn app(entries: usize) -> Router {
+    app_over(store(entries).await)
+}
+
+fn app_over(store: MemoryStore) -> Router {
     let serve = Serve {
         token_sha256: vec![digest(TOKEN)],
         tokens: vec![ServeToken {
@@ -65,6 +73,7 @@ async fn app(entries: usize) -> Router {
         store,
         serve,
         tables: vec!["orders".into(), "flags".into()],
+        verify: Verifier::default(),
     });
     router(app, tokens).unwrap()
 }
@@ -389,6 +398,7 @@ async fn cors_answers_only_configured_origins() {
         store: MemoryStore::new(),
         serve,
         tables: vec!["orders".into()],
+        verify: Verifier::default(),
     });
     let r = router(app, tokens).unwrap();
     for (origin, allowed) in [
@@ -407,4 +417,65 @@ async fn cors_answers_only_configured_origins() {
             assert_eq!(header.unwrap(), origin);
         }
     }
+}
+
+#[tokio::test]
+async fn verify_reports_what_the_verify_library_finds_within_the_token_scope() {
+    // Entries written without chain links (before the chain began: not
+    // provable, not tampering), and in flags one whose stored hash is not
+    // its content's: altered.
+    let store = store(3).await;
+    let forged = crate::proof::Link {
+        prev_hash: None,
+        hash: [7u8; 32],
+    };
+    store
+        .put_linked_entry(&entry("flags", "f1", 2), &forged)
+        .await
+        .unwrap();
+    let r = app_over(store);
+    assert_eq!(
+        get(&r, "/api/verify", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, all, _) = get(&r, "/api/verify", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert_eq!(all["summary"]["entries"], 5, "{all}");
+    assert_eq!(all["summary"]["streams"], 2, "{all}");
+    assert_eq!(all["summary"]["status"], "tampered", "{all}");
+    assert_eq!(all["summary"]["exit_status"], 1);
+    let total = all["findings_total"].as_u64().unwrap();
+    assert_eq!(all["findings"].as_array().unwrap().len() as u64, total);
+    let kinds: BTreeSet<&str> = all["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains("unchained") && kinds.len() >= 2, "{all}");
+
+    // `limit` bounds the list, worst first, and still counts them all.
+    let (_, one, _) = get(&r, "/api/verify?limit=1", Some(TOKEN)).await;
+    assert_eq!(one["findings"].as_array().unwrap().len(), 1);
+    assert_eq!(one["findings"][0]["severity"], "tamper", "{one}");
+    assert_eq!(one["findings"][0]["table"], "flags", "{one}");
+    assert_eq!(one["findings_total"].as_u64(), Some(total));
+
+    // A scoped token checks its tables only, and may not name another.
+    let (s, flags, _) = get(&r, "/api/verify", Some(SCOPED)).await;
+    assert_eq!(s, StatusCode::OK, "{flags}");
+    assert_eq!(flags["summary"]["entries"], 2, "{flags}");
+    assert_eq!(flags["summary"]["status"], "tampered", "{flags}");
+    for f in flags["findings"].as_array().unwrap() {
+        assert_eq!(f["table"], "flags", "{f}");
+    }
+    assert_eq!(
+        get(&r, "/api/verify?table=orders", Some(SCOPED)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, orders, _) = get(&r, "/api/verify?table=orders", Some(TOKEN)).await;
+    assert_eq!(orders["summary"]["entries"], 3, "{orders}");
+    assert_eq!(orders["summary"]["status"], "intact", "{orders}");
+    let (s, bad, _) = get(&r, "/api/verify?limit=0&state=x", Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
 }

@@ -5,10 +5,12 @@
 
 (function () {
   const TOKEN_KEY = "ddb-audit-token";
-  // Entries per API call. One page is shown at once; the next is fetched
-  // when the reader scrolls near the end (or presses "Load more"), so a long
-  // history is on screen as fast as a short one.
-  const PAGE = 200;
+  // Entries per API call. A page is shown when the reader scrolls near the
+  // end (or presses "Load more"), the one after it fetched meanwhile, so a
+  // long history is on screen as fast as a short one. Pages after the first
+  // are large: every call costs a round trip and a Query whatever its size,
+  // and 500 entries are ~50 ms of DOM work.
+  const PAGE = 500;
   // The first page only has to fill a screen, and comes back soonest.
   const FIRST_PAGE = 50;
   const LONG_VALUE = 120;
@@ -186,6 +188,7 @@
     search: null,
     kind: null,
     next: null,
+    prefetched: null,
     shown: 0,
     gaps: [],
     lastEntry: null,
@@ -352,19 +355,31 @@
     b.rendered = String(view.shown);
   }
 
+  function fetchPage(cursor, limit) {
+    const p = new URLSearchParams(view.search);
+    p.set("limit", String(limit));
+    if (cursor) p.set("cursor", cursor);
+    return api(view.kind === "history" ? "/api/history" : "/api/query", p);
+  }
+
   // `gaps`: a promise of the table's gaps, fetched beside the first page.
   async function loadPage(gaps) {
     const gen = view.generation;
-    const p = new URLSearchParams(view.search);
-    p.set("limit", String(view.shown ? PAGE : FIRST_PAGE));
-    if (view.next) p.set("cursor", view.next);
-    const path = view.kind === "history" ? "/api/history" : "/api/query";
-    const [page, g] = await Promise.all([api(path, p), gaps || null]);
+    const pending = view.prefetched || fetchPage(view.next, view.shown ? PAGE : FIRST_PAGE);
+    view.prefetched = null;
+    const [page, g] = await Promise.all([pending, gaps || null]);
     if (gen !== view.generation) return;
     if (g) view.gaps = g.gaps;
     render(page.entries);
     view.next = page.next;
     finish();
+    // One page ahead, fetched now and shown when the reader gets there: a
+    // reader scrolling on waits for the API only when faster than it, and
+    // the page holds at most one page it does not show.
+    if (view.next) {
+      view.prefetched = fetchPage(view.next, PAGE);
+      view.prefetched.catch(() => {});
+    }
   }
 
   async function loadMore() {
@@ -384,6 +399,7 @@
     view.generation++;
     view.search = p;
     view.next = null;
+    view.prefetched = null;
     view.shown = 0;
     view.gaps = [];
     view.started = performance.now();
@@ -469,6 +485,57 @@
     }
   }
 
+  // ---- verify ---------------------------------------------------------------
+
+  const VERDICT = {
+    intact: "Intact",
+    tampered: "TAMPERED",
+    unverifiable: "Could not be fully checked",
+  };
+
+  async function verifyTrail() {
+    const table = $("f-table").value.trim();
+    const p = new URLSearchParams();
+    if (table) p.set("table", table);
+    p.set("limit", "20");
+    const out = $("verify-result");
+    const list = $("verify-findings");
+    const scope = table ? "the trail of " + table : "the trail of every table you may read";
+    out.className = "verify";
+    out.textContent = "Checking " + scope + "…";
+    list.hidden = true;
+    list.replaceChildren();
+    $("verify").disabled = true;
+    try {
+      const r = await api("/api/verify", p);
+      const s = r.summary;
+      out.classList.add("verify-" + s.status);
+      const notes = r.findings.filter((f) => f.severity === "info").length;
+      out.textContent =
+        (VERDICT[s.status] || s.status) + ": " + s.entries + " entries and " + s.digests + " digests in " +
+        s.streams + " stream" + (s.streams === 1 ? "" : "s") + " of " + scope.replace(/^the trail of /, "") + " checked; " +
+        (s.key_fingerprint
+          ? "signatures checked with " + s.key_fingerprint
+          : "signatures not checked (no public key configured: [proof] public_key_file)") +
+        "." + (notes ? " " + notes + " note" + (notes === 1 ? "" : "s") + " (not wrong)." : "");
+      const serious = r.findings.filter((f) => f.severity !== "info");
+      for (const f of serious) {
+        const where = f.sequence_number ? " at sequence " + f.sequence_number : f.digest !== null ? " digest " + f.digest : "";
+        list.append(el("li", { class: "finding-" + f.severity },
+          el("strong", { text: f.severity + ", " + f.kind.replace(/_/g, " ") }), " " + f.table + where + ": " + f.message));
+      }
+      if (r.findings_total > r.findings.length) {
+        list.append(el("li", { text: (r.findings_total - r.findings.length) + " more: run ddb-audit verify for all of them." }));
+      }
+      list.hidden = !list.children.length;
+      document.body.dataset.verify = s.status;
+    } catch (err) {
+      if (err.status !== 401) out.textContent = "Cannot verify: " + err.message;
+    } finally {
+      $("verify").disabled = false;
+    }
+  }
+
   // ---- wiring --------------------------------------------------------------
 
   function fromUrl() {
@@ -499,6 +566,7 @@
       runSearch(p);
     });
     $("more").addEventListener("click", loadMore);
+    $("verify").addEventListener("click", verifyTrail);
     // Near the end of the list, the next page loads by itself.
     new IntersectionObserver((seen) => {
       if (seen.some((e) => e.isIntersecting)) loadMore();

@@ -174,14 +174,48 @@ impl DynamoStore {
     /// Everything `verify` needs, per stream, in one Scan of the audit table
     /// (each item read once) plus the streams and shards rows. `progress` is
     /// called with the count of items read so far.
-    pub async fn proof_evidence(
+    pub async fn scan_proof_evidence(
         &self,
-        table_filter: Option<&str>,
-        mut progress: impl FnMut(u64),
+        tables: Option<&[String]>,
+        mut progress: impl FnMut(u64) + Send,
     ) -> StoreResult<Vec<StreamEvidence>> {
+        let excluded = |t: &str| tables.is_some_and(|ts| !ts.iter().any(|x| x == t));
         let table = &self.names.audit;
         let mut streams: BTreeMap<String, StreamEvidence> = BTreeMap::new();
         let mut oversize: Vec<Oversize> = Vec::new();
+        // Checkpoints and the stream rows' digest pointers first: what they
+        // name was written before the Scan starts, so the Scan sees it. Read
+        // after it, a digest or entry the running daemon wrote meanwhile
+        // would look deleted.
+        let rows = self.stream_rows_raw().await?;
+        for row in rows {
+            // Rows under a reserved `#` key (a table's health) are no stream.
+            let Some(arn) = get_s(&row, "stream_arn").filter(|a| !a.starts_with('#')) else {
+                continue;
+            };
+            let row_table = get_s(&row, "table_name").unwrap_or_default();
+            if excluded(row_table) {
+                continue;
+            }
+            let ev = streams
+                .entry(arn.to_string())
+                .or_insert_with(|| StreamEvidence {
+                    table: row_table.to_string(),
+                    stream_arn: arn.to_string(),
+                    ..Default::default()
+                });
+            if let (Some(n), Some(h)) = (get_n(&row, "digest_number"), get_s(&row, "digest_hash")) {
+                ev.newest_digest = Some((n as u64, h.to_string()));
+            }
+            for cp in self.load_shards(arn).await? {
+                ev.checkpoints.push(CheckpointEvidence {
+                    shard_id: cp.shard_id,
+                    parent_shard_id: cp.parent_shard_id,
+                    chain: cp.chain,
+                    sequence_no: cp.sequence_no,
+                });
+            }
+        }
         let mut pages = self
             .client
             .scan()
@@ -199,7 +233,7 @@ impl DynamoStore {
                     continue;
                 }
                 let item_table = get_s(item, "table_name").unwrap_or_default();
-                if table_filter.is_some_and(|t| t != item_table) {
+                if excluded(item_table) {
                     continue;
                 }
                 let Some(stream_arn) = get_s(item, "stream_arn") else {
@@ -303,36 +337,6 @@ impl DynamoStore {
             }
         }
 
-        // Checkpoints and the stream rows' digest pointers.
-        let rows = self.stream_rows_raw().await?;
-        for row in rows {
-            // Rows under a reserved `#` key (a table's health) are no stream.
-            let Some(arn) = get_s(&row, "stream_arn").filter(|a| !a.starts_with('#')) else {
-                continue;
-            };
-            let row_table = get_s(&row, "table_name").unwrap_or_default();
-            if table_filter.is_some_and(|t| t != row_table) {
-                continue;
-            }
-            let ev = streams
-                .entry(arn.to_string())
-                .or_insert_with(|| StreamEvidence {
-                    table: row_table.to_string(),
-                    stream_arn: arn.to_string(),
-                    ..Default::default()
-                });
-            if let (Some(n), Some(h)) = (get_n(&row, "digest_number"), get_s(&row, "digest_hash")) {
-                ev.newest_digest = Some((n as u64, h.to_string()));
-            }
-            for cp in self.load_shards(arn).await? {
-                ev.checkpoints.push(CheckpointEvidence {
-                    shard_id: cp.shard_id,
-                    parent_shard_id: cp.parent_shard_id,
-                    chain: cp.chain,
-                    sequence_no: cp.sequence_no,
-                });
-            }
-        }
         Ok(streams.into_values().collect())
     }
 
