@@ -51,6 +51,7 @@ fn approx_size(v: &AttrValue) -> usize {
         AttrValue::L(l) => 3 + l.iter().map(approx_size).sum::<usize>(),
         AttrValue::Ss(x) | AttrValue::Ns(x) => x.iter().map(String::len).sum(),
         AttrValue::Bs(x) => x.iter().map(Vec::len).sum(),
+        AttrValue::Redacted(c) => c.len(),
     }
 }
 

@@ -23,6 +23,7 @@
 //! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
 //! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
 //! - `proof`   — hash chain, Merkle trees, signed digests, verify and offline bundles.
+//! - `redact`  — `[redaction]`: covered values replaced by keyed commitments before anything is stored.
 
 pub mod attribution;
 pub mod aws;
@@ -35,6 +36,7 @@ pub mod observe;
 pub mod pace;
 pub mod proof;
 pub mod read;
+pub mod redact;
 pub mod report;
 pub mod retry;
 pub mod serve;

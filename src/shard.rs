@@ -469,6 +469,15 @@ where
         }
         let actor = self.engine.settings.actor_attribute.as_deref();
         let correlation = self.engine.settings.correlation_attribute.as_deref();
+        let redactor = self.engine.settings.redactions.for_table(&self.table);
+        if let Some(redactor) = redactor {
+            // `run` checks the key schema at start; a table it could not
+            // describe then is checked here, before anything is written.
+            let names: Vec<String> = first.keys.keys().cloned().collect();
+            redactor
+                .check_keys(&self.table, &names)
+                .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
+        }
         let entries: Vec<AuditEntry> = records
             .iter()
             .map(|r| {
@@ -480,6 +489,10 @@ where
                     actor,
                 );
                 entry.correlation = correlation_of(r, correlation);
+                // Before the chain link: the entry is hashed as stored.
+                if let Some(redactor) = redactor {
+                    redactor.redact_entry(&mut entry);
+                }
                 entry
             })
             .collect();

@@ -34,6 +34,9 @@ pub struct SnapshotOptions {
     pub restart: bool,
     /// `[attribution] correlation_attribute`, for the entries' `correlation`.
     pub correlation_attribute: Option<String>,
+    /// The table's `[redaction]`, applied to each SNAPSHOT entry before it
+    /// is written (a baseline holds every value of the item).
+    pub redactor: Option<crate::redact::Redactor>,
 }
 
 impl Default for SnapshotOptions {
@@ -44,6 +47,7 @@ impl Default for SnapshotOptions {
             page_size: 100,
             restart: false,
             correlation_attribute: None,
+            redactor: None,
         }
     }
 }
@@ -164,6 +168,11 @@ pub async fn snapshot<S: SnapshotStore>(
         return Err(ReadError::Refused(format!(
             "table {table} has no key schema"
         )));
+    }
+    if let Some(redactor) = &options.redactor {
+        redactor
+            .check_keys(table, &source.key_names)
+            .map_err(|e| ReadError::Refused(e.to_string()))?;
     }
     let (run, mut segments, resumed) = match store.load_snapshot(table).await? {
         Some((run, segs)) if !run.done && !options.restart => (run, segs, true),
@@ -318,7 +327,7 @@ async fn segment_loop<S: SnapshotStore>(
         };
         pace.spend(page.read_units);
         for item in &page.items {
-            let entry = snapshot_entry(
+            let mut entry = snapshot_entry(
                 table,
                 &run.run_id,
                 key_names,
@@ -326,6 +335,9 @@ async fn segment_loop<S: SnapshotStore>(
                 &read_at,
                 options.correlation_attribute.as_deref(),
             );
+            if let Some(redactor) = &options.redactor {
+                redactor.redact_entry(&mut entry);
+            }
             // Stopping mid-page is safe: the progress is not saved yet, so
             // a resumed run reads the page again, and writes only what is missing.
             match retry(policy, stop, "snapshot entry write", || {
