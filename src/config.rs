@@ -675,8 +675,14 @@ impl Config {
             // The actor and the correlation id are copied into every entry
             // as text: a path covering them would leak what it redacts.
             for (attr_key, attr) in [
-                ("attribution.actor_attribute", &self.attribution.actor_attribute),
-                ("attribution.correlation_attribute", &self.attribution.correlation_attribute),
+                (
+                    "attribution.actor_attribute",
+                    &self.attribution.actor_attribute,
+                ),
+                (
+                    "attribution.correlation_attribute",
+                    &self.attribution.correlation_attribute,
+                ),
             ] {
                 if let Some(attr) = attr.as_deref().filter(|a| pattern.starts_at(a)) {
                     return Err(invalid(

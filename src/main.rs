@@ -1080,26 +1080,24 @@ fn redaction(command: RedactionCommand) -> Result<()> {
     };
     let key_and_value = |key: &RedactionKeyArgs, value: &RedactionValueArgs| {
         let env_toml = std::env::var(ddb_audit::config::CONFIG_TOML_ENV).ok();
-        let config_key_file = if key.key_file.is_some()
-            || (key.config.is_none() && env_toml.is_none())
-        {
-            None
-        } else {
-            Config::load_from(key.config.as_deref(), env_toml.as_deref())
-                .map_err(|e| fail(e.to_string()))?
-                .redaction
-                .key_file
-        };
-        let redaction_key = ddb_audit::redact::key_for_check(
-            key.key_file.as_deref(),
-            config_key_file.as_ref(),
-        )
-        .map_err(|e| match e {
-            ddb_audit::redact::RedactError::KeyMissing => {
-                fail("no key: give --key-file FILE, or --config with `[redaction] key_file`".into())
-            }
-            e => fail(e.to_string()),
-        })?;
+        let config_key_file =
+            if key.key_file.is_some() || (key.config.is_none() && env_toml.is_none()) {
+                None
+            } else {
+                Config::load_from(key.config.as_deref(), env_toml.as_deref())
+                    .map_err(|e| fail(e.to_string()))?
+                    .redaction
+                    .key_file
+            };
+        let redaction_key =
+            ddb_audit::redact::key_for_check(key.key_file.as_deref(), config_key_file.as_ref())
+                .map_err(|e| match e {
+                    ddb_audit::redact::RedactError::KeyMissing => fail(
+                        "no key: give --key-file FILE, or --config with `[redaction] key_file`"
+                            .into(),
+                    ),
+                    e => fail(e.to_string()),
+                })?;
         let parsed = match (&value.value, &value.value_json) {
             (Some(text), _) => {
                 read::parse_value("--value", text).map_err(|e| fail(e.to_string()))?

@@ -15,11 +15,13 @@
 //! A path is a document path as in the entries' `changes` (`card.number`,
 //! `contacts[2].phone`), where a segment written `*` (`a.*`, `a[*]`, or a
 //! leading `*.`) stands for any one map key or list index. A path covers the
-//! value there and everything below it. A change at or below a covered path
-//! carries the commitment of its whole value (and no `added`/`removed` set
-//! elements); a change above one (an INSERT's top-level `card`, a list
-//! element added whole) carries its value with each covered part inside it
-//! replaced by that part's commitment.
+//! value there and everything below it. The stream record's images are
+//! redacted before the diff ([`Redactor::redact_record`]; a SNAPSHOT's item
+//! likewise), so the entry's changes are the diff of commitments: a covered
+//! value changes as a whole (old and new commitments, no `added`/`removed`
+//! set elements), and a change above it (an INSERT's top-level `card`, a
+//! list element added whole) carries its value with each covered part
+//! replaced.
 //!
 //! An entry that could not be interpreted keeps no `raw` record on a table
 //! with redaction: `raw` becomes `‹redacted› hmac-sha256:<hex>` of the raw
@@ -37,7 +39,8 @@ use sha2::Sha256;
 
 use crate::diff::{parse_path, PathSegment};
 use crate::entry::AuditEntry;
-use crate::value::AttrValue;
+use crate::stream::StreamRecord;
+use crate::value::{AttrValue, Item};
 
 /// What readable output shows for a redacted value.
 pub const MARK: &str = "‹redacted›";
@@ -114,7 +117,9 @@ impl Pattern {
             reason,
         };
         if text.is_empty() {
-            return Err(bad("is empty; write a document path such as card.number or contacts[*].phone".into()));
+            return Err(bad(
+                "is empty; write a document path such as card.number or contacts[*].phone".into(),
+            ));
         }
         // A `*` cannot be told from a name by parse_path: swap each unescaped
         // wildcard for a marker no real path holds, then map it back.
@@ -167,7 +172,10 @@ impl Pattern {
                 PathSegment::Index(i) => Segment::Index(i),
             })
             .collect();
-        if segments.iter().any(|s| matches!(s, Segment::Key(k) if k.is_empty())) {
+        if segments
+            .iter()
+            .any(|s| matches!(s, Segment::Key(k) if k.is_empty()))
+        {
             return Err(bad(
                 "has an empty name (two dots, or a leading or trailing dot)".into(),
             ));
@@ -276,8 +284,48 @@ impl RedactionKey {
 /// lower-case hex digits).
 pub fn is_commitment(s: &str) -> bool {
     s.strip_prefix(SCHEME).is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
+}
+
+/// The path of the first redacted value in `item` (depth first, in name
+/// order), if any: what a revert cannot write or compare.
+pub fn first_redacted(item: &crate::value::Item) -> Option<String> {
+    let mut path = Vec::new();
+    for (name, v) in item {
+        path.push(PathSegment::Key(name.clone()));
+        if find_redacted(v, &mut path) {
+            return Some(crate::diff::format_path(&path));
+        }
+        path.pop();
+    }
+    None
+}
+
+/// Whether `v` is or holds a redacted value; `path` is left at it if so.
+pub fn find_redacted(v: &AttrValue, path: &mut Vec<PathSegment>) -> bool {
+    match v {
+        AttrValue::Redacted(_) => true,
+        AttrValue::M(m) => m.iter().any(|(k, inner)| {
+            path.push(PathSegment::Key(k.clone()));
+            let found = find_redacted(inner, path);
+            if !found {
+                path.pop();
+            }
+            found
+        }),
+        AttrValue::L(l) => l.iter().enumerate().any(|(i, inner)| {
+            path.push(PathSegment::Index(i));
+            let found = find_redacted(inner, path);
+            if !found {
+                path.pop();
+            }
+            found
+        }),
+        _ => false,
+    }
 }
 
 /// A commitment as a user copies it from an entry: bare, or the whole
@@ -332,57 +380,43 @@ impl Redactor {
         Ok(())
     }
 
-    /// Replaces every covered value in `entry` by its commitment, and its
-    /// `raw` record, if any, by the raw text's commitment.
-    pub fn redact_entry(&self, entry: &mut AuditEntry) {
-        for change in &mut entry.changes {
-            let segments = match parse_path(&change.path) {
-                Ok(s) => s,
-                Err(_) => {
-                    // The diff writes every path it emits; a path it cannot
-                    // read back cannot be matched, so nothing of it is kept.
-                    self.redact_whole(change);
-                    continue;
-                }
-            };
-            let whole = self.patterns.iter().any(|p| {
-                p.segments.len() <= segments.len()
-                    && p.segments.iter().zip(&segments).all(|(p, s)| p.matches(s))
-            });
-            if whole {
-                self.redact_whole(change);
-                continue;
-            }
-            for p in &self.patterns {
-                let depth = segments.len();
-                if p.segments.len() > depth
-                    && p.segments.iter().zip(&segments).all(|(p, s)| p.matches(s))
-                {
-                    let rest = &p.segments[depth..];
-                    for v in [change.old.as_mut(), change.new.as_mut()]
-                        .into_iter()
-                        .flatten()
-                    {
-                        self.redact_within(v, rest);
-                    }
-                }
-            }
-        }
-        if let Some(raw) = &entry.raw {
-            entry.raw = Some(format!("{MARK} {}", self.key.commit_raw(raw)));
-        }
-    }
-
-    fn redact_whole(&self, change: &mut crate::entry::Change) {
-        for v in [change.old.as_mut(), change.new.as_mut()]
+    /// The record with every covered value of both images replaced by its
+    /// commitment. The entry is then built from it as from any record, so
+    /// the diff compares commitments: a covered value that changed is a
+    /// change (old and new commitments), one that did not is none, and a
+    /// value redacted whole (a map) changes as a whole.
+    pub fn redact_record(&self, record: &StreamRecord) -> StreamRecord {
+        let mut out = record.clone();
+        for image in [out.old_image.as_mut(), out.new_image.as_mut()]
             .into_iter()
             .flatten()
         {
-            self.seal(v);
+            self.redact_item(image);
         }
-        // The elements a set gained or lost are its values too.
-        change.added = None;
-        change.removed = None;
+        out
+    }
+
+    /// An item with every covered value replaced by its commitment.
+    pub fn redact_item(&self, item: &mut Item) {
+        for p in &self.patterns {
+            let Some((first, rest)) = p.segments.split_first() else {
+                continue;
+            };
+            for (name, v) in item.iter_mut() {
+                if first.matches(&PathSegment::Key(name.clone())) {
+                    self.redact_within(v, rest);
+                }
+            }
+        }
+    }
+
+    /// An entry's `raw` record (kept when a record could not be
+    /// interpreted) becomes the commitment of its text: what an
+    /// uninterpretable record holds cannot be told apart.
+    pub fn redact_raw(&self, entry: &mut AuditEntry) {
+        if let Some(raw) = &entry.raw {
+            entry.raw = Some(format!("{MARK} {}", self.key.commit_raw(raw)));
+        }
     }
 
     fn seal(&self, v: &mut AttrValue) {

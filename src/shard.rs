@@ -481,6 +481,10 @@ where
         let entries: Vec<AuditEntry> = records
             .iter()
             .map(|r| {
+                // Before the diff, so no covered value reaches the entry,
+                // and before the chain link: the entry is hashed as stored.
+                let redacted = redactor.map(|x| x.redact_record(r));
+                let r = redacted.as_ref().unwrap_or(r);
                 let mut entry = build_entry(
                     &self.table,
                     &self.stream_arn,
@@ -489,9 +493,8 @@ where
                     actor,
                 );
                 entry.correlation = correlation_of(r, correlation);
-                // Before the chain link: the entry is hashed as stored.
                 if let Some(redactor) = redactor {
-                    redactor.redact_entry(&mut entry);
+                    redactor.redact_raw(&mut entry);
                 }
                 entry
             })

@@ -83,11 +83,9 @@ impl From<AttrValue> for serde_dynamo::AttributeValue {
             AttrValue::Bs(b) => D::Bs(b),
             // Never written to a table: revert refuses a redacted value
             // before it converts anything. Kept recognisable if it were.
-            AttrValue::Redacted(c) => D::M(
-                [("redacted".to_string(), D::S(c))]
-                    .into_iter()
-                    .collect(),
-            ),
+            AttrValue::Redacted(c) => {
+                D::M([("redacted".to_string(), D::S(c))].into_iter().collect())
+            }
         }
     }
 }

@@ -327,17 +327,19 @@ async fn segment_loop<S: SnapshotStore>(
         };
         pace.spend(page.read_units);
         for item in &page.items {
-            let mut entry = snapshot_entry(
+            let redacted = options.redactor.as_ref().map(|r| {
+                let mut item = item.clone();
+                r.redact_item(&mut item);
+                item
+            });
+            let entry = snapshot_entry(
                 table,
                 &run.run_id,
                 key_names,
-                item,
+                redacted.as_ref().unwrap_or(item),
                 &read_at,
                 options.correlation_attribute.as_deref(),
             );
-            if let Some(redactor) = &options.redactor {
-                redactor.redact_entry(&mut entry);
-            }
             // Stopping mid-page is safe: the progress is not saved yet, so
             // a resumed run reads the page again, and writes only what is missing.
             match retry(policy, stop, "snapshot entry write", || {
