@@ -15,6 +15,7 @@ use common::*;
 use serde_json::{json, Value};
 
 const PRIVATE_PEM: &str = include_str!("../src/proof/testdata/ed25519-private.pem");
+const PUBLIC_PEM: &str = include_str!("../src/proof/testdata/ed25519-public.pem");
 
 const SSN_1: &str = "SSN-SECRET-0001";
 const SSN_2: &str = "SSN-SECRET-0002";
@@ -254,6 +255,43 @@ async fn secrets_never_reach_the_trail_and_stay_checkable_with_the_key() {
         "{}{}",
         verified.stdout,
         verified.stderr
+    );
+
+    // An offline bundle carries the redacted entries and still proves them.
+    let bundle = env.dir.path().join("u0.proof.json");
+    let mut export = vec![
+        "export",
+        "--config",
+        path_str(&config),
+        "--table",
+        &table,
+        "--proof",
+        path_str(&bundle),
+    ];
+    for k in &key {
+        export.extend(["--key", k.as_str()]);
+    }
+    env.cli(&export).await.success();
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    assert!(
+        text.contains("hmac-sha256:") && !text.contains(SSN_1),
+        "{text}"
+    );
+    let public = env.write_file("digest-key.pub.pem", PUBLIC_PEM);
+    let checked = env
+        .cli(&[
+            "verify-bundle",
+            path_str(&bundle),
+            "--public-key",
+            path_str(&public),
+        ])
+        .await;
+    assert_eq!(
+        checked.status.code(),
+        Some(0),
+        "{}{}",
+        checked.stdout,
+        checked.stderr
     );
 
     // "Is it equal to X?", with the key from the config or a file.
