@@ -439,3 +439,34 @@ fn revert_refuses_to_write_or_compare_a_redacted_value() {
     .unwrap();
     assert_eq!(plan.operation, "UpdateItem");
 }
+
+#[test]
+fn the_commitment_input_is_the_documented_canonical_json() {
+    let canon = |v: Value| crate::store::dynamo::canonical_value_json(&value(v));
+    for (n, want) in [
+        ("1.50", "1.5"),
+        ("1e2", "100"),
+        ("+3", "3"),
+        ("-0.0100", "-0.01"),
+        ("1E-5", "0.00001"),
+        ("0.000", "0"),
+        ("007", "7"),
+    ] {
+        assert_eq!(
+            canon(json!({"N": n})),
+            format!("{{\"N\":\"{want}\"}}"),
+            "{n}"
+        );
+    }
+    assert_eq!(
+        canon(
+            json!({"M": {"b": {"SS": ["z", "a"]}, "a": {"L": [{"NULL": true}, {"BOOL": false}]},
+                         "c": {"NS": ["10", "9", "1e0"]}, "d": {"BS": ["AP8=", "aGk="]}, "e": {"B": "aGk="}}})
+        ),
+        r#"{"M":{"a":{"L":[{"NULL":true},{"BOOL":false}]},"b":{"SS":["a","z"]},"c":{"NS":["1","10","9"]},"d":{"BS":["AP8=","aGk="]},"e":{"B":"aGk="}}}"#
+    );
+    assert_eq!(
+        canon(json!({"S": "q\"\\\n\u{1}é"})),
+        "{\"S\":\"q\\\"\\\\\\n\\u0001é\"}"
+    );
+}
