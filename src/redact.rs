@@ -494,6 +494,13 @@ impl Redactions {
         })
     }
 
+    /// Redactors by table, as [`Redactions::from_config`] builds them.
+    pub fn new(tables: impl IntoIterator<Item = (String, Redactor)>) -> Self {
+        Redactions {
+            tables: tables.into_iter().collect(),
+        }
+    }
+
     pub fn for_table(&self, table: &str) -> Option<&Redactor> {
         self.tables.get(table)
     }
