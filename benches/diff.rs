@@ -197,6 +197,49 @@ fn bench_diff(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same path with `[redaction]`: `redact_record` (both images: the
+/// covered values replaced by their HMAC commitments) before `build_entry`
+/// and the JSON. Flat items: one covered attribute; nested items: every
+/// leaf covered (`doc_*.rules[*].conditions[*].value`), the worst case (two
+/// HMACs per leaf). One leaf changed.
+fn bench_redact(c: &mut Criterion) {
+    use ddb_audit::redact::{Pattern, RedactionKey, Redactor};
+    use std::sync::Arc;
+    let key = Arc::new(RedactionKey::from_bytes(vec![7; 32]).unwrap());
+    let mut group = c.benchmark_group("redact_entry");
+    group.throughput(Throughput::Elements(1));
+    for (shape, path) in [
+        (Shape::Flat, "attr_00001"),
+        (Shape::Nested, "doc_*.rules[*].conditions[*].value"),
+    ] {
+        let redactor = Redactor::new(
+            key.clone(),
+            vec![Pattern::parse(path, "redaction.paths").unwrap()],
+        );
+        for (size_name, bytes) in [("1KB", 1_000), ("10KB", 10_000)] {
+            let leaves = leaves_for(shape, bytes);
+            let old = make_item(shape, leaves, &|_| false);
+            let new = make_item(shape, leaves, &|i| i == leaves / 2);
+            let rec = record(old, new);
+            let id = format!("{shape:?}/{size_name}/1_changed").to_lowercase();
+            group.bench_with_input(BenchmarkId::from_parameter(&id), &rec, |b, rec| {
+                b.iter(|| {
+                    let redacted = redactor.redact_record(black_box(rec));
+                    let entry = build_entry(
+                        "orders",
+                        "arn:aws:dynamodb:us-east-1:000000000000:table/orders/stream/2026-11-23T00:00:00.000",
+                        "shardId-00000001795392000000-0a1b2c3d",
+                        &redacted,
+                        Some("updated_by"),
+                    );
+                    black_box(serde_json::to_string(&entry).unwrap())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     // Short runs: 18 cases must fit the `make bench` budget on a busy 2-core box.
@@ -206,6 +249,6 @@ criterion_group! {
         .measurement_time(Duration::from_millis(1500))
         .nresamples(20_000)
         .without_plots();
-    targets = bench_diff
+    targets = bench_diff, bench_redact
 }
 criterion_main!(benches);
