@@ -87,12 +87,19 @@ pub enum Segment {
 }
 
 impl Segment {
-    fn matches(&self, seg: &PathSegment) -> bool {
-        match (self, seg) {
-            (Segment::Any, _) => true,
-            (Segment::Key(k), PathSegment::Key(s)) => k == s,
-            (Segment::Index(i), PathSegment::Index(j)) => i == j,
-            _ => false,
+    fn matches_key(&self, name: &str) -> bool {
+        match self {
+            Segment::Any => true,
+            Segment::Key(k) => k == name,
+            Segment::Index(_) => false,
+        }
+    }
+
+    fn matches_index(&self, index: usize) -> bool {
+        match self {
+            Segment::Any => true,
+            Segment::Index(i) => *i == index,
+            Segment::Key(_) => false,
         }
     }
 }
@@ -196,9 +203,7 @@ impl Pattern {
     /// Whether this path starts at top-level attribute `name` (so covers
     /// it or something inside it).
     pub fn starts_at(&self, name: &str) -> bool {
-        self.segments
-            .first()
-            .is_some_and(|s| s.matches(&PathSegment::Key(name.to_string())))
+        self.segments.first().is_some_and(|s| s.matches_key(name))
     }
 }
 
@@ -400,20 +405,20 @@ impl Redactor {
         Ok(())
     }
 
-    /// The record with every covered value of both images replaced by its
-    /// commitment. The entry is then built from it as from any record, so
+    /// Replaces every covered value of both images of `record` by its
+    /// commitment, in place (a copy of every record would cost more than
+    /// the HMACs). The entry is then built from it as from any record, so
     /// the diff compares commitments: a covered value that changed is a
     /// change (old and new commitments), one that did not is none, and a
-    /// value redacted whole (a map) changes as a whole.
-    pub fn redact_record(&self, record: &StreamRecord) -> StreamRecord {
-        let mut out = record.clone();
-        for image in [out.old_image.as_mut(), out.new_image.as_mut()]
+    /// value redacted whole (a map) changes as a whole. `raw` is left for
+    /// [`Redactor::redact_raw`].
+    pub fn redact_record(&self, record: &mut StreamRecord) {
+        for image in [record.old_image.as_mut(), record.new_image.as_mut()]
             .into_iter()
             .flatten()
         {
             self.redact_item(image);
         }
-        out
     }
 
     /// An item with every covered value replaced by its commitment.
@@ -423,7 +428,7 @@ impl Redactor {
                 continue;
             };
             for (name, v) in item.iter_mut() {
-                if first.matches(&PathSegment::Key(name.clone())) {
+                if first.matches_key(name) {
                     self.redact_within(v, rest);
                 }
             }
@@ -453,14 +458,14 @@ impl Redactor {
         match v {
             AttrValue::M(m) => {
                 for (k, inner) in m.iter_mut() {
-                    if first.matches(&PathSegment::Key(k.clone())) {
+                    if first.matches_key(k) {
                         self.redact_within(inner, rest);
                     }
                 }
             }
             AttrValue::L(l) => {
                 for (i, inner) in l.iter_mut().enumerate() {
-                    if first.matches(&PathSegment::Index(i)) {
+                    if first.matches_index(i) {
                         self.redact_within(inner, rest);
                     }
                 }

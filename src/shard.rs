@@ -451,7 +451,7 @@ where
 
     async fn handle_page(
         &mut self,
-        records: Vec<crate::stream::StreamRecord>,
+        mut records: Vec<crate::stream::StreamRecord>,
     ) -> Result<(), ShardOutcome> {
         let Some(first) = records.first() else {
             // Nothing readable after the trim yet: record the gap now rather
@@ -473,18 +473,22 @@ where
         if let Some(redactor) = redactor {
             // `run` checks the key schema at start; a table it could not
             // describe then is checked here, before anything is written.
-            let names: Vec<String> = first.keys.keys().cloned().collect();
+            let names: Vec<String> = records
+                .first()
+                .map(|r| r.keys.keys().cloned().collect())
+                .unwrap_or_default();
             redactor
                 .check_keys(&self.table, &names)
                 .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
+            // Before the diff, so no covered value reaches the entry, and
+            // before the chain link: the entry is hashed as stored.
+            for r in &mut records {
+                redactor.redact_record(r);
+            }
         }
         let entries: Vec<AuditEntry> = records
             .iter()
             .map(|r| {
-                // Before the diff, so no covered value reaches the entry,
-                // and before the chain link: the entry is hashed as stored.
-                let redacted = redactor.map(|x| x.redact_record(r));
-                let r = redacted.as_ref().unwrap_or(r);
                 let mut entry = build_entry(
                     &self.table,
                     &self.stream_arn,

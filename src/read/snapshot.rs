@@ -326,17 +326,17 @@ async fn segment_loop<S: SnapshotStore>(
             Err(e) => return retried(e).map_or(Ok(false), Err),
         };
         pace.spend(page.read_units);
-        for item in &page.items {
-            let redacted = options.redactor.as_ref().map(|r| {
-                let mut item = item.clone();
-                r.redact_item(&mut item);
-                item
-            });
+        let mut page = page;
+        for item in &mut page.items {
+            if let Some(redactor) = &options.redactor {
+                redactor.redact_item(item);
+            }
+            let item = &*item;
             let entry = snapshot_entry(
                 table,
                 &run.run_id,
                 key_names,
-                redacted.as_ref().unwrap_or(item),
+                item,
                 &read_at,
                 options.correlation_attribute.as_deref(),
             );
