@@ -58,9 +58,12 @@ Examples:
   ddb-audit verify  --config ddb-audit.toml [--table orders] [--public-key pub.pem] [--state verify.state]
   ddb-audit export  --config ddb-audit.toml --table orders --key pk=S:123 --proof u123.proof.json
   ddb-audit verify-bundle u123.proof.json --public-key pub.pem
+  ddb-audit redaction check --config ddb-audit.toml --value S:123-45-6789 --commitment hmac-sha256:<hex>
+  ddb-audit query   --config ddb-audit.toml --table orders --field ssn --to redacted:$(ddb-audit redaction commit -c ddb-audit.toml --value S:123-45-6789)
 
 verify and verify-bundle exit 0 when the trail is intact, 1 when something was altered, removed,
-inserted or is missing, 2 when it could not be checked (no access, no key).";
+inserted or is missing, 2 when it could not be checked (no access, no key).
+Values at [redaction] paths are stored as keyed commitments and shown as ‹redacted›.";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -1108,7 +1111,7 @@ fn redaction(command: RedactionCommand) -> Result<()> {
         };
         if matches!(parsed, ddb_audit::value::AttrValue::Redacted(_)) {
             return Err(fail(
-                "--value-json is itself a commitment: give the plain value to compare".into(),
+                "the value is itself a commitment: give the plain value to compare".into(),
             ));
         }
         Ok((redaction_key, parsed))

@@ -370,6 +370,26 @@ async fn secrets_never_reach_the_trail_and_stay_checkable_with_the_key() {
     committed.success();
     assert_eq!(committed.stdout.trim(), ssn_2);
 
+    // "When did the secret become X?": query by the commitment.
+    let found = env
+        .cli(&[
+            "query",
+            "--config",
+            path_str(&config),
+            "--table",
+            &table,
+            "--field",
+            "ssn",
+            "--to",
+            &format!("redacted:{ssn_2}"),
+            "--json",
+        ])
+        .await;
+    found.success();
+    let found = parse_json_lines(&found.stdout);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["sequence_number"], entries[1]["sequence_number"]);
+
     // A SNAPSHOT baseline holds every value of an item: redacted as well.
     put(item("u1", SNAPSHOT_SSN, "snap")).await;
     let snap = env

@@ -474,3 +474,14 @@ fn the_commitment_input_is_the_documented_canonical_json() {
         "{\"S\":\"q\\\"\\\\\\n\\u0001é\"}"
     );
 }
+
+#[test]
+fn queries_take_a_commitment_as_a_value() {
+    let c = key().commit(&value(json!({"S": "x"})));
+    let parsed = crate::read::parse_value("--to", &format!("redacted:{c}")).unwrap();
+    assert_eq!(parsed, AttrValue::Redacted(c));
+    let e = crate::read::parse_value("--to", "redacted:nope")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--to") && e.contains("redaction commit"), "{e}");
+}
