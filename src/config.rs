@@ -58,6 +58,12 @@
 //!
 //! [retention]
 //! days = 2555                         # entries expire (DynamoDB TTL) after this; unset: never
+//!
+//! [redaction]                         # values never stored, only a keyed commitment (`crate::redact`)
+//! paths = ["ssn", "card.number", "contacts[*].phone"]  # every table; `*` is any one segment
+//! key_file = "redaction.key"          # HMAC-SHA256 key, >= 32 bytes (`openssl rand -hex 32`)
+//! [redaction.tables]                  # more paths for one table each
+//! orders = ["payment.iban"]
 //! ```
 //!
 //! The whole file may instead be given in the environment variable
@@ -120,6 +126,24 @@ pub struct Config {
     pub proof: Proof,
     #[serde(default)]
     pub retention: Retention,
+    #[serde(default)]
+    pub redaction: Redaction,
+}
+
+/// Values the trail must never hold (`crate::redact`, README *Redaction*).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redaction {
+    /// Document paths redacted in every table, in the `changes` path syntax
+    /// with `*` for any one map key or list index: `ssn`, `card.number`,
+    /// `contacts[*].phone`. A path covers everything below it. Not a key
+    /// attribute (refused when the daemon starts).
+    pub paths: Vec<String>,
+    /// More paths for one configured table each: `orders = ["card.cvv"]`.
+    pub tables: std::collections::BTreeMap<String, Vec<String>>,
+    /// The HMAC-SHA256 key of the commitments: the file's bytes (one
+    /// trailing newline dropped), at least 32. Required when any path is set.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// How long entries are kept.
@@ -627,7 +651,68 @@ impl Config {
             "milliseconds",
         )?;
         self.serve.validate(&invalid)?;
+        self.validate_redaction(&invalid)?;
         Ok(())
+    }
+
+    fn validate_redaction(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let r = &self.redaction;
+        let mut all = Vec::new();
+        for p in &r.paths {
+            all.push(("redaction.paths".to_string(), p));
+        }
+        for (table, paths) in &r.tables {
+            let key = format!("redaction.tables.{table}");
+            if !self.tables.contains(table) {
+                return Err(invalid(
+                    &key,
+                    format!("names {table:?}, which is not in `tables`: list it there, or remove these paths"),
+                ));
+            }
+            all.extend(paths.iter().map(|p| (key.clone(), p)));
+        }
+        for (key, text) in &all {
+            let pattern = crate::redact::Pattern::parse(text, key).map_err(|e| match e {
+                crate::redact::RedactError::BadPath { reason, .. } => invalid(
+                    key,
+                    format!("has {text:?}: {reason} (a document path such as card.number or contacts[*].phone)"),
+                ),
+                other => invalid(key, other.to_string()),
+            })?;
+            // The actor and the correlation id are copied into every entry
+            // as text: a path covering them would leak what it redacts.
+            for (attr_key, attr) in [
+                (
+                    "attribution.actor_attribute",
+                    &self.attribution.actor_attribute,
+                ),
+                (
+                    "attribution.correlation_attribute",
+                    &self.attribution.correlation_attribute,
+                ),
+            ] {
+                if let Some(attr) = attr.as_deref().filter(|a| pattern.starts_at(a)) {
+                    return Err(invalid(
+                        key,
+                        format!("has {text:?}, which covers `{attr}`, the `{attr_key}` copied into every entry as plain text: remove one of the two"),
+                    ));
+                }
+            }
+        }
+        match &r.key_file {
+            None if !all.is_empty() => Err(invalid(
+                "redaction.key_file",
+                "is missing, and `redaction.paths` needs it: key_file = \"redaction.key\", made with `openssl rand -hex 32 > redaction.key`".into(),
+            )),
+            Some(path) if path.as_os_str().is_empty() => Err(invalid(
+                "redaction.key_file",
+                "is empty: name the key file, or leave the key out".into(),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -22,6 +22,10 @@ pub struct Settings {
     pub polling: Polling,
     /// Fixes retry jitter (tests that replay a seed); `None` in production.
     pub jitter_seed: Option<u64>,
+    /// `[redaction]`, with its key read: applied to every entry before it
+    /// is chained and written. Empty unless the caller loads it
+    /// ([`crate::redact::Redactions::from_config`] reads a file and can fail).
+    pub redactions: crate::redact::Redactions,
 }
 
 impl Settings {
@@ -31,6 +35,7 @@ impl Settings {
             correlation_attribute: config.attribution.correlation_attribute.clone(),
             polling: config.polling.clone(),
             jitter_seed: None,
+            redactions: crate::redact::Redactions::default(),
         }
     }
 

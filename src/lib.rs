@@ -23,6 +23,7 @@
 //! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
 //! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
 //! - `proof`   — hash chain, Merkle trees, signed digests, verify and offline bundles.
+//! - `redact`  — `[redaction]`: covered values replaced by keyed commitments before anything is stored.
 //!
 //! (test-util): only with the `test-util` feature, which the tests and
 //! benchmarks turn on and the shipped binary does not.
@@ -38,6 +39,7 @@ pub mod observe;
 pub mod pace;
 pub mod proof;
 pub mod read;
+pub mod redact;
 pub mod report;
 pub mod retry;
 pub mod serve;

@@ -59,9 +59,12 @@ Examples:
   ddb-audit verify  --config ddb-audit.toml [--table orders] [--public-key pub.pem] [--state verify.state]
   ddb-audit export  --config ddb-audit.toml --table orders --key pk=S:123 --proof u123.proof.json
   ddb-audit verify-bundle u123.proof.json --public-key pub.pem
+  ddb-audit redaction check --config ddb-audit.toml --value S:123-45-6789 --commitment hmac-sha256:<hex>
+  ddb-audit query   --config ddb-audit.toml --table orders --field ssn --to redacted:$(ddb-audit redaction commit -c ddb-audit.toml --value S:123-45-6789)
 
 verify and verify-bundle exit 0 when the trail is intact, 1 when something was altered, removed,
-inserted or is missing, 2 when it could not be checked (no access, no key).";
+inserted or is missing, 2 when it could not be checked (no access, no key).
+Values at [redaction] paths are stored as keyed commitments and shown as ‹redacted›.";
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -240,6 +243,10 @@ enum Command {
         #[arg(long)]
         proof: PathBuf,
     },
+    /// Answer questions about `[redaction]` commitments with the key: is a
+    /// redacted value equal to X? Needs no AWS access.
+    #[command(subcommand)]
+    Redaction(RedactionCommand),
     /// Check a bundle written by `export --proof`, with no AWS access at all.
     VerifyBundle {
         /// The bundle file.
@@ -251,6 +258,53 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum RedactionCommand {
+    /// Is the value behind a commitment equal to --value? Prints `equal` and
+    /// exits 0, or `not equal` and exits 1; exits 2 when it cannot tell
+    /// (no key, a malformed value or commitment).
+    Check {
+        #[command(flatten)]
+        key: RedactionKeyArgs,
+        #[command(flatten)]
+        value: RedactionValueArgs,
+        /// The commitment as an entry shows it: `hmac-sha256:<hex>` or the
+        /// whole `{"redacted":"hmac-sha256:<hex>"}`.
+        #[arg(long)]
+        commitment: String,
+    },
+    /// Print the commitment a value gets (`hmac-sha256:<hex>`), to search
+    /// `query --json` output for it.
+    Commit {
+        #[command(flatten)]
+        key: RedactionKeyArgs,
+        #[command(flatten)]
+        value: RedactionValueArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RedactionKeyArgs {
+    /// The `[redaction] key_file` to use; default: the config's.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// The TOML config whose `[redaction] key_file` holds the key.
+    #[arg(long, short = 'c', env = "DDB_AUDIT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct RedactionValueArgs {
+    /// The value as TYPE:VALUE (S:x, N:1.5, B:aGk=, BOOL:true, NULL:true).
+    #[arg(long, value_name = "TYPE:VALUE")]
+    value: Option<String>,
+    /// The value as DynamoDB JSON, for maps, lists and sets:
+    /// '{"M":{"n":{"S":"x"}}}'.
+    #[arg(long, value_name = "JSON")]
+    value_json: Option<String>,
 }
 
 /// One item of one audited table.
@@ -457,6 +511,9 @@ async fn dispatch(command: Command) -> Result<()> {
                 page_size,
                 restart,
                 correlation_attribute: config.attribution.correlation_attribute.clone(),
+                redactor: ddb_audit::redact::Redactions::from_config(&config)?
+                    .for_table(&table)
+                    .cloned(),
             };
             let policy = Settings::from_config(&config).retry_policy();
             let stop = tokio_util::sync::CancellationToken::new();
@@ -555,6 +612,7 @@ async fn dispatch(command: Command) -> Result<()> {
             keys,
             proof,
         } => export(load(&config)?, table, keys, proof).await,
+        Command::Redaction(command) => redaction(command),
         Command::VerifyBundle {
             file,
             public_key,
@@ -655,7 +713,9 @@ async fn run_daemon(config: Config) -> Result<()> {
     let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
         .with_retention(config.retention.days);
     let digests = Arc::new(digest_writer(&config, store.clone())?);
-    let settings = Settings::from_config(&config);
+    let mut settings = Settings::from_config(&config);
+    settings.redactions = ddb_audit::redact::Redactions::from_config(&config)?;
+    check_redacted_keys(&store, &settings.redactions).await?;
     let shutdown = Shutdown::new();
     let (audit, cloudtrail) =
         ddb_audit::attribution::start(&config, &sdk, &store, &settings, &shutdown);
@@ -703,6 +763,30 @@ async fn run_daemon(config: Config) -> Result<()> {
     // here" can be signed.
     let written = digests.round(true, &heartbeat_stop, &shutdown.abort).await;
     tracing::info!(digests = written, "final digests written");
+    Ok(())
+}
+
+/// Keys cannot be redacted: refuse to start when a path names a key
+/// attribute. A table that cannot be described now is left to the
+/// supervisor, which reports it (it is not audited until it can be).
+async fn check_redacted_keys(
+    store: &DynamoStore,
+    redactions: &ddb_audit::redact::Redactions,
+) -> Result<()> {
+    use ddb_audit::attribution::reader::AttributionStore as _;
+    for (table, redactor) in redactions.tables() {
+        match store.key_schema(table).await {
+            Ok(schema) => {
+                let names: Vec<String> = schema.into_iter().map(|(n, _)| n).collect();
+                redactor.check_keys(table, &names)?;
+            }
+            Err(e) => tracing::warn!(
+                table = %table,
+                error = %e,
+                "cannot read the key schema to check `[redaction]` paths against it"
+            ),
+        }
+    }
     Ok(())
 }
 
@@ -997,6 +1081,75 @@ async fn export(config: Config, table: String, keys: Vec<String>, proof: PathBuf
         proof.display()
     );
     Ok(())
+}
+
+fn redaction(command: RedactionCommand) -> Result<()> {
+    // Exit 1 is the answer "not equal": failing to answer is 2.
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        anyhow::Error::from(ExitWith(2))
+    };
+    let key_and_value = |key: &RedactionKeyArgs, value: &RedactionValueArgs| {
+        let env_toml = std::env::var(ddb_audit::config::CONFIG_TOML_ENV).ok();
+        let config_key_file =
+            if key.key_file.is_some() || (key.config.is_none() && env_toml.is_none()) {
+                None
+            } else {
+                Config::load_from(key.config.as_deref(), env_toml.as_deref())
+                    .map_err(|e| fail(e.to_string()))?
+                    .redaction
+                    .key_file
+            };
+        let redaction_key =
+            ddb_audit::redact::key_for_check(key.key_file.as_deref(), config_key_file.as_ref())
+                .map_err(|e| match e {
+                    ddb_audit::redact::RedactError::KeyMissing => fail(
+                        "no key: give --key-file FILE, or --config with `[redaction] key_file`"
+                            .into(),
+                    ),
+                    e => fail(e.to_string()),
+                })?;
+        let parsed = match (&value.value, &value.value_json) {
+            (Some(text), _) => {
+                read::parse_value("--value", text).map_err(|e| fail(e.to_string()))?
+            }
+            (None, Some(json)) => serde_json::from_str::<ddb_audit::value::AttrValue>(json)
+                .map_err(|e| fail(format!("--value-json is not DynamoDB JSON: {e}")))?,
+            (None, None) => return Err(fail("give --value or --value-json".into())),
+        };
+        if matches!(parsed, ddb_audit::value::AttrValue::Redacted(_)) {
+            return Err(fail(
+                "the value is itself a commitment: give the plain value to compare".into(),
+            ));
+        }
+        Ok((redaction_key, parsed))
+    };
+    match command {
+        RedactionCommand::Commit { key, value } => {
+            let (redaction_key, value) = key_and_value(&key, &value)?;
+            println!("{}", redaction_key.commit(&value));
+            Ok(())
+        }
+        RedactionCommand::Check {
+            key,
+            value,
+            commitment,
+        } => {
+            let (redaction_key, value) = key_and_value(&key, &value)?;
+            let commitment = ddb_audit::redact::parse_commitment(&commitment).ok_or_else(|| {
+                fail(format!(
+                    "--commitment {commitment:?} is not a commitment: give hmac-sha256:<64 hex digits> or {{\"redacted\":\"hmac-sha256:…\"}}, as the entry shows it"
+                ))
+            })?;
+            if redaction_key.matches(&value, &commitment) {
+                println!("equal");
+                Ok(())
+            } else {
+                println!("not equal");
+                Err(ExitWith(1).into())
+            }
+        }
+    }
 }
 
 fn verify_bundle(file: PathBuf, public_key_file: Option<PathBuf>, json: bool) -> Result<()> {

@@ -316,6 +316,7 @@ pub fn display_value(value: &AttrValue) -> String {
         ),
         AttrValue::Ns(n) => format!("<<{}>>", n.join(", ")),
         AttrValue::Bs(b) => format!("<<{} binary>>", b.len()),
+        AttrValue::Redacted(_) => crate::redact::MARK.to_string(),
     };
     truncate(text, MAX_VALUE_WIDTH)
 }

@@ -486,7 +486,7 @@ where
 
     async fn handle_page(
         &mut self,
-        records: Vec<crate::stream::StreamRecord>,
+        mut records: Vec<crate::stream::StreamRecord>,
     ) -> Result<(), ShardOutcome> {
         let Some(first) = records.first() else {
             // Nothing readable after the trim yet: record the gap now rather
@@ -504,6 +504,23 @@ where
         }
         let actor = self.engine.settings.actor_attribute.as_deref();
         let correlation = self.engine.settings.correlation_attribute.as_deref();
+        let redactor = self.engine.settings.redactions.for_table(&self.table);
+        if let Some(redactor) = redactor {
+            // `run` checks the key schema at start; a table it could not
+            // describe then is checked here, before anything is written.
+            let names: Vec<String> = records
+                .first()
+                .map(|r| r.keys.keys().cloned().collect())
+                .unwrap_or_default();
+            redactor
+                .check_keys(&self.table, &names)
+                .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
+            // Before the diff, so no covered value reaches the entry, and
+            // before the chain link: the entry is hashed as stored.
+            for r in &mut records {
+                redactor.redact_record(r);
+            }
+        }
         let entries: Vec<AuditEntry> = records
             .iter()
             .map(|r| {
@@ -515,6 +532,9 @@ where
                     actor,
                 );
                 entry.correlation = correlation_of(r, correlation);
+                if let Some(redactor) = redactor {
+                    redactor.redact_raw(&mut entry);
+                }
                 entry
             })
             .collect();

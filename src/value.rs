@@ -39,6 +39,11 @@ pub enum AttrValue {
     Ss(Vec<String>),
     Ns(Vec<String>),
     Bs(Vec<Vec<u8>>),
+    /// Not a DynamoDB type: a value `[redaction]` kept out of the trail,
+    /// replaced by its keyed commitment (`hmac-sha256:<hex>`, see
+    /// `crate::redact`). DynamoDB JSON `{"redacted":"hmac-sha256:…"}`; two
+    /// are the same value exactly when their commitments are equal.
+    Redacted(String),
 }
 
 // serde_dynamo's AttributeValue is the bridge from both SDKs (aws-sdk-dynamodb
@@ -76,6 +81,11 @@ impl From<AttrValue> for serde_dynamo::AttributeValue {
             AttrValue::Ss(s) => D::Ss(s),
             AttrValue::Ns(n) => D::Ns(n),
             AttrValue::Bs(b) => D::Bs(b),
+            // Never written to a table: revert refuses a redacted value
+            // before it converts anything. Kept recognisable if it were.
+            AttrValue::Redacted(c) => {
+                D::M([("redacted".to_string(), D::S(c))].into_iter().collect())
+            }
         }
     }
 }
@@ -99,6 +109,7 @@ impl AttrValue {
             AttrValue::Ss(_) => "SS",
             AttrValue::Ns(_) => "NS",
             AttrValue::Bs(_) => "BS",
+            AttrValue::Redacted(_) => "redacted",
         }
     }
 }
@@ -221,6 +232,8 @@ pub fn same_value(a: &AttrValue, b: &AttrValue) -> bool {
             (x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p == q))
                 || sorted_numbers(x) == sorted_numbers(y)
         }
+        // Equal commitments are equal values (the HMAC input is canonical).
+        (V::Redacted(x), V::Redacted(y)) => x == y,
         _ => false,
     }
 }
@@ -359,6 +372,7 @@ impl Serialize for AttrValue {
             AttrValue::L(v) => m.serialize_entry(tag, v)?,
             AttrValue::Ss(v) | AttrValue::Ns(v) => m.serialize_entry(tag, v)?,
             AttrValue::Bs(v) => m.serialize_entry(tag, &Base64List(v))?,
+            AttrValue::Redacted(v) => m.serialize_entry(tag, v)?,
         }
         m.end()
     }
@@ -379,6 +393,7 @@ enum Tag {
     Ss,
     Ns,
     Bs,
+    Redacted,
 }
 
 impl<'de> Deserialize<'de> for Tag {
@@ -401,6 +416,7 @@ impl<'de> Deserialize<'de> for Tag {
                     "SS" => Tag::Ss,
                     "NS" => Tag::Ns,
                     "BS" => Tag::Bs,
+                    "redacted" => Tag::Redacted,
                     other => {
                         return Err(E::custom(format_args!(
                             "unknown DynamoDB type tag {other:?} (expected one of S, N, B, BOOL, NULL, M, L, SS, NS, BS)"
@@ -527,6 +543,15 @@ impl<'de> Visitor<'de> for ValueVisitor {
             Tag::Ss => AttrValue::Ss(map.next_value_seed(Elements(Text { number: false }))?),
             Tag::Ns => AttrValue::Ns(map.next_value_seed(Elements(Text { number: true }))?),
             Tag::Bs => AttrValue::Bs(map.next_value_seed(Elements(Binary))?),
+            Tag::Redacted => {
+                let c: String = map.next_value()?;
+                if !crate::redact::is_commitment(&c) {
+                    return Err(de::Error::custom(format_args!(
+                        "{c:?} is not a redaction commitment (expected \"hmac-sha256:\" and 64 lower-case hex digits)"
+                    )));
+                }
+                AttrValue::Redacted(c)
+            }
         };
         if let Some(extra) = map.next_key::<String>()? {
             return Err(de::Error::custom(format_args!(

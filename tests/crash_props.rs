@@ -120,6 +120,7 @@ async fn case(seed: u64) -> Result<String, String> {
             ..Polling::default()
         },
         jitter_seed: Some(seed),
+        ..Settings::default()
     };
 
     let mut daemon: Option<Daemon> = Some(start_daemon(faults.clone(), &store, &settings));

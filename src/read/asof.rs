@@ -388,6 +388,15 @@ pub fn plan_revert(
             "no audit entries for this item of {table}: nothing to revert"
         )));
     }
+    // The trail holds only a commitment there: nothing to write back, and
+    // nothing a condition could compare the item's value with.
+    let redacted = |path: &str| {
+        ReadError::Refused(format!(
+            "{path} is redacted (`[redaction]` keeps only a keyed commitment of it in the trail): \
+             a revert can neither write it back nor check its current value; revert the other \
+             fields with --field PATH"
+        ))
+    };
     let mut input = Map::new();
     input.insert("TableName".into(), json!(table));
     let mut expr = Expr::default();
@@ -404,6 +413,14 @@ pub fn plan_revert(
         let mut conditions = Vec::new();
         for field in fields {
             let path = expr.path(field)?;
+            for item in [Some(current), then.item.as_ref()].into_iter().flatten() {
+                let mut at_path = parse_path(field).unwrap_or_default();
+                if let Some(v) = value_at(item, field) {
+                    if crate::redact::find_redacted(v, &mut at_path) {
+                        return Err(redacted(&crate::diff::format_path(&at_path)));
+                    }
+                }
+            }
             if key.contains_key(field) {
                 return Err(ReadError::BadArg {
                     flag: "--field".into(),
@@ -449,6 +466,14 @@ pub fn plan_revert(
              entry, or an unreadable one): a whole-item revert could not be conditioned on it; \
              revert named fields with --field PATH, or run `ddb-audit snapshot --table {table}` first"
         )));
+    }
+    for item in [then.item.as_ref(), now.item.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(path) = crate::redact::first_redacted(item) {
+            return Err(redacted(&path));
+        }
     }
     match (&then.item, &now.item) {
         (None, None) => Err(ReadError::Refused(format!(

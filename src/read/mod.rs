@@ -77,17 +77,26 @@ pub fn parse_time(flag: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime
     })
 }
 
-/// TYPE:VALUE as in `--key` (`S:pro`, `N:900`, `B:aGk=`), plus `BOOL:true`
-/// and `NULL:true`.
+/// TYPE:VALUE as in `--key` (`S:pro`, `N:900`, `B:aGk=`), plus `BOOL:true`,
+/// `NULL:true`, and `redacted:hmac-sha256:<hex>` (a `[redaction]`
+/// commitment, as `redaction commit` prints it), which matches a redacted
+/// value with that commitment.
 pub fn parse_value(flag: &str, text: &str) -> Result<AttrValue, ReadError> {
     match text.split_once(':') {
         Some(("BOOL", "true")) => Ok(AttrValue::Bool(true)),
         Some(("BOOL", "false")) => Ok(AttrValue::Bool(false)),
         Some(("NULL", "true")) => Ok(AttrValue::Null),
+        Some(("redacted", c)) if crate::redact::is_commitment(c) => {
+            Ok(AttrValue::Redacted(c.to_string()))
+        }
+        Some(("redacted", c)) => Err(bad(
+            flag,
+            format!("{c:?} is not a commitment: expected redacted:hmac-sha256:<64 hex digits>, as `ddb-audit redaction commit` prints it"),
+        )),
         _ => parse_typed_value(text).map_err(|e| {
             bad(
                 flag,
-                format!("{e}; BOOL:true, BOOL:false and NULL:true are accepted too"),
+                format!("{e}; BOOL:true, BOOL:false, NULL:true and redacted:hmac-sha256:<hex> are accepted too"),
             )
         }),
     }

@@ -34,6 +34,9 @@ pub struct SnapshotOptions {
     pub restart: bool,
     /// `[attribution] correlation_attribute`, for the entries' `correlation`.
     pub correlation_attribute: Option<String>,
+    /// The table's `[redaction]`, applied to each SNAPSHOT entry before it
+    /// is written (a baseline holds every value of the item).
+    pub redactor: Option<crate::redact::Redactor>,
 }
 
 impl Default for SnapshotOptions {
@@ -44,6 +47,7 @@ impl Default for SnapshotOptions {
             page_size: 100,
             restart: false,
             correlation_attribute: None,
+            redactor: None,
         }
     }
 }
@@ -164,6 +168,11 @@ pub async fn snapshot<S: SnapshotStore>(
         return Err(ReadError::Refused(format!(
             "table {table} has no key schema"
         )));
+    }
+    if let Some(redactor) = &options.redactor {
+        redactor
+            .check_keys(table, &source.key_names)
+            .map_err(|e| ReadError::Refused(e.to_string()))?;
     }
     let (run, mut segments, resumed) = match store.load_snapshot(table).await? {
         Some((run, segs)) if !run.done && !options.restart => (run, segs, true),
@@ -317,7 +326,12 @@ async fn segment_loop<S: SnapshotStore>(
             Err(e) => return retried(e).map_or(Ok(false), Err),
         };
         pace.spend(page.read_units);
-        for item in &page.items {
+        let mut page = page;
+        for item in &mut page.items {
+            if let Some(redactor) = &options.redactor {
+                redactor.redact_item(item);
+            }
+            let item = &*item;
             let entry = snapshot_entry(
                 table,
                 &run.run_id,

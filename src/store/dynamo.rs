@@ -1870,6 +1870,14 @@ pub fn canonical_key_json(key: &Item) -> String {
     out
 }
 
+/// Canonical DynamoDB JSON of one value, by the rules of
+/// [`canonical_key_json`]: what a redaction commitment is computed over.
+pub fn canonical_value_json(value: &AttrValue) -> String {
+    let mut out = String::new();
+    write_value(&mut out, value);
+    out
+}
+
 fn write_map(out: &mut String, map: &std::collections::BTreeMap<String, AttrValue>) {
     out.push('{');
     for (i, (name, value)) in map.iter().enumerate() {
@@ -1918,6 +1926,7 @@ fn write_value(out: &mut String, v: &AttrValue) {
         AttrValue::Bs(x) => tagged("BS", &mut |o| {
             write_strs(o, x.iter().map(|b| b64(b)).collect())
         }),
+        AttrValue::Redacted(c) => tagged("redacted", &mut |o| write_str(o, c)),
     }
 }
 

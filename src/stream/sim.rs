@@ -430,6 +430,8 @@ fn canon_value(v: &AttrValue, out: &mut String) {
         AttrValue::Ss(s) => write!(out, "SS{s:?}"),
         AttrValue::Ns(n) => write!(out, "NS{n:?}"),
         AttrValue::Bs(b) => write!(out, "BS{b:?}"),
+        // A source table never holds one; kept distinct if it did.
+        AttrValue::Redacted(c) => write!(out, "R{c:?}"),
     };
 }
 
@@ -464,6 +466,7 @@ fn value_size(v: &AttrValue) -> i64 {
         AttrValue::Ss(s) => s.iter().map(|x| len(x.len())).sum(),
         AttrValue::Ns(n) => n.iter().map(|x| len(x.len()).div_euclid(2) + 1).sum(),
         AttrValue::Bs(b) => b.iter().map(|x| len(x.len())).sum(),
+        AttrValue::Redacted(c) => len(c.len()),
     }
 }
 

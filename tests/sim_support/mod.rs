@@ -25,6 +25,7 @@ pub fn settings() -> Settings {
         correlation_attribute: None,
         polling: Polling::default(),
         jitter_seed: Some(1),
+        ..Settings::default()
     }
 }
 

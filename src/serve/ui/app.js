@@ -137,7 +137,18 @@
   const TYPE_NAMES = {
     S: "string", N: "number", B: "binary", BOOL: "boolean", NULL: "null",
     M: "map", L: "list", SS: "string set", NS: "number set", BS: "binary set",
+    redacted: "redacted: only a keyed commitment is stored",
   };
+  const REDACTED = "\u2039redacted\u203a";
+
+  // A value [redaction] kept out of the trail, wherever it sits in a map or list.
+  function showRedacted(_, v) {
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      const keys = Object.keys(v);
+      if (keys.length === 1 && keys[0] === "redacted") return REDACTED;
+    }
+    return v;
+  }
 
   function valueText(type, v) {
     switch (type) {
@@ -146,7 +157,8 @@
       case "BOOL": return String(v);
       case "NULL": return "null";
       case "B": return v + " (base64)";
-      default: return JSON.stringify(v);
+      case "redacted": return REDACTED;
+      default: return JSON.stringify(v, showRedacted);
     }
   }
 
@@ -163,7 +175,7 @@
       "details",
       { class: "value long " + (cls || "") },
       el("summary", {}, typeTag, " ", el("code", { text: text.slice(0, 60) + "…" }), " ", el("span", { class: "help", text: "(" + text.length + " characters: show all)" })),
-      el("pre", { text: JSON.stringify(value[type], null, 2) })
+      el("pre", { text: JSON.stringify(value[type], showRedacted, 2) })
     );
   }
 
