@@ -17,6 +17,7 @@ use super::verify::{
     exit_status, verify_stream, Finding, Kind, Severity, StreamEvidence, VerifyOptions, VerifyState,
 };
 use crate::store::dynamo::DynamoStore;
+#[cfg(any(test, feature = "test-util"))]
 use crate::store::memory::MemoryStore;
 use crate::store::{StoreError, StoreResult};
 use crate::stream::cmp_sequence;
@@ -54,6 +55,7 @@ impl EvidenceStore for DynamoStore {
     }
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl EvidenceStore for MemoryStore {
     async fn proof_evidence(
         &self,
