@@ -53,6 +53,7 @@
 //! emf_interval_secs = 60
 //! [proof]
 //! signing_key_file = "digest-key.pem" # Ed25519 PKCS#8 PEM; unset: digests unsigned
+//! # kms_key_id = "alias/ddb-audit-digests" # or a KMS ECC_NIST_P256 key signs (not both)
 //! digest_interval_secs = 60           # a digest per stream this often, also when idle
 //!
 //! [retention]
@@ -140,6 +141,11 @@ pub struct Proof {
     /// ed25519`), that signs the digests. Unset: digests are written
     /// unsigned and `verify` says so.
     pub signing_key_file: Option<std::path::PathBuf>,
+    /// An AWS KMS asymmetric key (id, ARN, alias name or alias ARN) of spec
+    /// ECC_NIST_P256 and usage SIGN_VERIFY that signs the digests instead;
+    /// its private half never leaves KMS. Not together with
+    /// `signing_key_file`.
+    pub kms_key_id: Option<String>,
     /// Seconds between two digests of a stream, written also while nothing
     /// changes (a heartbeat), plus a final one on a graceful stop.
     pub digest_interval_secs: u64,
@@ -149,6 +155,7 @@ impl Default for Proof {
     fn default() -> Self {
         Proof {
             signing_key_file: None,
+            kms_key_id: None,
             digest_interval_secs: 60,
         }
     }
@@ -609,6 +616,22 @@ impl Config {
                 ));
             }
         }
+        if let Some(id) = &self.proof.kms_key_id {
+            if id.trim().is_empty() {
+                return Err(invalid(
+                    "proof.kms_key_id",
+                    "is empty: name a KMS key (id, ARN or alias/NAME), or leave the key out".into(),
+                ));
+            }
+            if self.proof.signing_key_file.is_some() {
+                return Err(invalid(
+                    "proof.kms_key_id",
+                    "is set together with `proof.signing_key_file`: digests have one signer; \
+                     keep one of the two keys"
+                        .into(),
+                ));
+            }
+        }
         in_range(
             "shutdown.grace_ms",
             self.shutdown.grace_ms,
@@ -875,6 +898,13 @@ mod tests {
         assert!(e.contains("observability.listen"), "{e}");
         let e = err("tables = [\"orders\"]\n[observability]\nemf_interval_secs = 0");
         assert!(e.contains("observability.emf_interval_secs"), "{e}");
+        let e = err("tables = [\"orders\"]\n[proof]\nsigning_key_file = \"k.pem\"\nkms_key_id = \"alias/d\"");
+        assert!(
+            e.contains("proof.kms_key_id") && e.contains("proof.signing_key_file"),
+            "{e}"
+        );
+        let e = err("tables = [\"orders\"]\n[proof]\nkms_key_id = \" \"");
+        assert!(e.contains("proof.kms_key_id") && e.contains("empty"), "{e}");
     }
 
     #[test]
