@@ -70,15 +70,22 @@ pub async fn public_key<K: KmsApi>(
     })
     .await
     .map_err(|e| key_error(key_id, e))?;
-    if found.key_spec != KEY_SPEC || found.key_usage != KEY_USAGE {
-        return Err(ProofError::Key(format!(
-            "`proof.kms_key_id` {key_id}: the key is {} for {}; digests need an asymmetric key \
-             of spec {KEY_SPEC} and usage {KEY_USAGE} (aws kms create-key --key-spec {KEY_SPEC} \
-             --key-usage {KEY_USAGE})",
-            found.key_spec, found.key_usage
-        )));
+    let wrong = |spec: &str| {
+        ProofError::Key(format!(
+            "`proof.kms_key_id` {key_id}: the key is {spec} for {}; digests need an asymmetric \
+             key of spec {KEY_SPEC} and usage {KEY_USAGE} (aws kms create-key --key-spec \
+             {KEY_SPEC} --key-usage {KEY_USAGE})",
+            found.key_usage
+        ))
+    };
+    if (!found.key_spec.is_empty() && found.key_spec != KEY_SPEC) || found.key_usage != KEY_USAGE {
+        return Err(wrong(&found.key_spec));
     }
-    PublicKey::from_spki_der(&found.der, &format!("`proof.kms_key_id` {key_id}"))
+    // The key itself says what it is, whatever the spec field said.
+    match PublicKey::from_spki_der(&found.der, &format!("`proof.kms_key_id` {key_id}"))? {
+        key @ PublicKey::EcdsaP256(_) => Ok(key),
+        other => Err(wrong(other.algorithm())),
+    }
 }
 
 /// Signs digests through KMS.
@@ -218,9 +225,15 @@ impl KmsApi for AwsKms {
                     .ok_or_else(|| missing("a public key"))?
                     .as_ref()
                     .to_vec(),
+                // Older services (and emulators) only fill the deprecated name.
                 key_spec: out
                     .key_spec()
                     .map(|s| s.as_str().to_string())
+                    .or_else(|| {
+                        #[allow(deprecated)]
+                        out.customer_master_key_spec()
+                            .map(|s| s.as_str().to_string())
+                    })
                     .unwrap_or_default(),
                 key_usage: out
                     .key_usage()
