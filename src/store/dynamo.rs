@@ -1724,9 +1724,19 @@ pub struct WriteCost {
 }
 
 pub fn write_cost(entry: &AuditEntry) -> StoreResult<WriteCost> {
+    write_cost_linked(entry, None)
+}
+
+/// [`write_cost`] of the entry as the daemon stores it with its chain link
+/// (`hash`, `prev_hash` inline in the same item): what the chain costs.
+pub fn write_cost_linked(
+    entry: &AuditEntry,
+    link: Option<&crate::proof::Link>,
+) -> StoreResult<WriteCost> {
     let json = encode_entry(entry)?;
     let canonical = canonical_key_json(&entry.key);
     let (_, _, mut head) = entry_head(entry, &canonical);
+    insert_link(&mut head, link);
     let keys: usize = ["pk", "sk"]
         .iter()
         .map(|k| head.get(*k).map_or(0, |v| k.len() + attr_size(v)))
