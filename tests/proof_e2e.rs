@@ -572,7 +572,9 @@ async fn snapshot_entries_are_chained_signed_and_verified() {
     env.init(&config).await;
     // Items that predate auditing: only a snapshot knows them.
     write_versions(&env, &table, 7, 1, "before").await;
-    env.cli(&[
+    // A slow run stopped by SIGTERM part way, then resumed: the interrupted
+    // run signs what it wrote, and the resumed one continues its chains.
+    let args = [
         "snapshot",
         "--config",
         path_str(&config),
@@ -581,11 +583,33 @@ async fn snapshot_entries_are_chained_signed_and_verified() {
         "--segments",
         "2",
         "--page-size",
-        "2",
-    ])
-    .await
-    .success();
-
+        "1",
+        "--read-units-per-sec",
+        "1",
+    ];
+    let mut first = env.command(&args);
+    first
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = first.spawn().expect("spawn snapshot");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().await.expect("snapshot exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("interrupted"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let partial = entry_items(&env, &audit, &table).await.len();
+    assert!(
+        (1..7).contains(&partial),
+        "{partial} entries after the interruption"
+    );
+    assert_intact(&env, &config, "an interrupted snapshot").await;
+    let out = env.cli(&args).await;
+    out.success();
+    assert!(out.stdout.contains("(resumed)"), "{}", out.stdout);
     let entries = entry_items(&env, &audit, &table).await;
     assert_eq!(entries.len(), 7);
     for e in &entries {
