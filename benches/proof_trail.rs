@@ -301,35 +301,32 @@ fn vm_hwm_mb(pid: u32) -> Option<f64> {
         .map(|kb| kb / 1024.0)
 }
 
-/// Peak RSS (MB, VmHWM sampled every 20 ms until exit), CPU seconds (user +
-/// system, from wait4) and exit status of a child.
-fn wait_measured(child: &std::process::Child) -> (f64, f64, i32) {
+/// Samples a child's VmHWM every 20 ms until it exits (start it before
+/// reading the child's output: a zombie has no VmHWM).
+fn sample_peak(pid: u32) -> std::thread::JoinHandle<f64> {
+    std::thread::spawn(move || {
+        let mut peak = 0.0f64;
+        // Gone (a zombie, then reaped): the last reading was the peak.
+        while let Some(mb) = vm_hwm_mb(pid) {
+            peak = peak.max(mb);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    })
+}
+
+/// CPU seconds (user + system, from wait4) and exit status of a child.
+fn wait_measured(child: &std::process::Child) -> (f64, i32) {
     let pid = child.id();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut peak = 0.0f64;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some(mb) = vm_hwm_mb(pid) {
-                    peak = peak.max(mb);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            peak
-        })
-    };
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value; wait4 fills it in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: the pid is our own unwaited child; the pointers are valid.
     let rc = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
     assert!(rc > 0, "wait4 failed");
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().expect("sampler");
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let cpu = secs(usage.ru_utime) + secs(usage.ru_stime);
-    (peak, cpu, libc::WEXITSTATUS(status))
+    (cpu, libc::WEXITSTATUS(status))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -452,10 +449,12 @@ async fn main() {
         .spawn()
         .expect("spawn verify");
     let mut child = child;
+    let sampler = sample_peak(child.id());
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut stdout)
         .expect("read");
-    let (rss_mb, cpu_secs, code) = wait_measured(&child);
+    let (cpu_secs, code) = wait_measured(&child);
+    let rss_mb = sampler.join().expect("sampler");
     let wall = started.elapsed().as_secs_f64();
     let summary: serde_json::Value = stdout
         .lines()
