@@ -114,7 +114,9 @@ demo: venv build
 
 # The benchmark suite behind BENCHMARKS.md (release build; criterion diff
 # bench; in-memory pipeline + RSS; end to end against moto, ddb-audit vs a
-# naive poller). Results in $(TARGET_DIR)/bench-results/. BENCH_QUICK=1: smoke.
+# naive poller; serve's API; the proof side: chain cost, digests per hour,
+# verify over 100,000 entries). Results in $(TARGET_DIR)/bench-results/.
+# BENCH_QUICK=1: smoke.
 # run.sh installs the virtualenv while the release build runs.
 bench:
 	CARGO="$(CARGO)" PY=$(VENV)/bin/python VENV_CMD="$(MAKE) --no-print-directory venv" benches/run.sh

@@ -54,6 +54,7 @@
 //! [proof]
 //! signing_key_file = "digest-key.pem" # Ed25519 PKCS#8 PEM; unset: digests unsigned
 //! # public_key_file = "digest-key.pub.pem" # checks digests without the private key (serve, verify)
+//! # kms_key_id = "alias/ddb-audit-digests" # or a KMS ECC_NIST_P256 key signs (not both)
 //! digest_interval_secs = 60           # a digest per stream this often, also when idle
 //!
 //! [retention]
@@ -170,6 +171,11 @@ pub struct Proof {
     /// the auditors' role, `verify` on an auditor's machine. Unset: the
     /// public half of `signing_key_file`, if that is set.
     pub public_key_file: Option<std::path::PathBuf>,
+    /// An AWS KMS asymmetric key (id, ARN, alias name or alias ARN) of spec
+    /// ECC_NIST_P256 and usage SIGN_VERIFY that signs the digests instead;
+    /// its private half never leaves KMS. Not together with
+    /// `signing_key_file`.
+    pub kms_key_id: Option<String>,
     /// Seconds between two digests of a stream, written also while nothing
     /// changes (a heartbeat), plus a final one on a graceful stop.
     pub digest_interval_secs: u64,
@@ -180,6 +186,7 @@ impl Default for Proof {
         Proof {
             signing_key_file: None,
             public_key_file: None,
+            kms_key_id: None,
             digest_interval_secs: 60,
         }
     }
@@ -643,6 +650,22 @@ impl Config {
                 ));
             }
         }
+        if let Some(id) = &self.proof.kms_key_id {
+            if id.trim().is_empty() {
+                return Err(invalid(
+                    "proof.kms_key_id",
+                    "is empty: name a KMS key (id, ARN or alias/NAME), or leave the key out".into(),
+                ));
+            }
+            if self.proof.signing_key_file.is_some() {
+                return Err(invalid(
+                    "proof.kms_key_id",
+                    "is set together with `proof.signing_key_file`: digests have one signer; \
+                     keep one of the two keys"
+                        .into(),
+                ));
+            }
+        }
         in_range(
             "shutdown.grace_ms",
             self.shutdown.grace_ms,
@@ -970,6 +993,13 @@ mod tests {
         assert!(e.contains("observability.listen"), "{e}");
         let e = err("tables = [\"orders\"]\n[observability]\nemf_interval_secs = 0");
         assert!(e.contains("observability.emf_interval_secs"), "{e}");
+        let e = err("tables = [\"orders\"]\n[proof]\nsigning_key_file = \"k.pem\"\nkms_key_id = \"alias/d\"");
+        assert!(
+            e.contains("proof.kms_key_id") && e.contains("proof.signing_key_file"),
+            "{e}"
+        );
+        let e = err("tables = [\"orders\"]\n[proof]\nkms_key_id = \" \"");
+        assert!(e.contains("proof.kms_key_id") && e.contains("empty"), "{e}");
     }
 
     #[test]

@@ -218,7 +218,8 @@ enum Command {
         #[arg(long)]
         since: Option<String>,
         /// Public key PEM (`openssl pkey -pubout`); default: `[proof]
-        /// public_key_file`, else derived from `[proof] signing_key_file`.
+        /// public_key_file`, else derived from `[proof] signing_key_file`, or
+        /// read from KMS for `kms_key_id`.
         #[arg(long)]
         public_key: Option<PathBuf>,
         /// Remember the newest digest proven intact in FILE; the next run
@@ -247,11 +248,19 @@ enum Command {
     /// redacted value equal to X? Needs no AWS access.
     #[command(subcommand)]
     Redaction(RedactionCommand),
+    /// Print the public key (PEM, as `openssl pkey -pubout` writes it) that
+    /// checks the digests: what `verify-bundle --public-key` takes offline.
+    PublicKey {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Check a bundle written by `export --proof`, with no AWS access at all.
     VerifyBundle {
         /// The bundle file.
         file: PathBuf,
-        /// Public key PEM (`openssl pkey -pubout`) of the digests' signer.
+        /// Public key PEM (`openssl pkey -pubout`, or `ddb-audit public-key`
+        /// for a KMS key) of the digests' signer; without it the digests'
+        /// signatures are not checked and the bundle is unverifiable.
         #[arg(long)]
         public_key: Option<PathBuf>,
         /// One JSON object per finding, then a summary object.
@@ -515,9 +524,12 @@ async fn dispatch(command: Command) -> Result<()> {
                     .for_table(&table)
                     .cloned(),
             };
-            let policy = Settings::from_config(&config).retry_policy();
             let stop = tokio_util::sync::CancellationToken::new();
-            let on_signal = stop.clone();
+            // Ends the retries of the digest an interrupted run writes last:
+            // a second signal, or the shutdown grace after the first.
+            let abort = tokio_util::sync::CancellationToken::new();
+            let (on_signal, on_abort) = (stop.clone(), abort.clone());
+            let grace = std::time::Duration::from_millis(config.shutdown.grace_ms);
             tokio::spawn(async move {
                 match wait_for_signal().await {
                     Ok(name) => {
@@ -526,17 +538,27 @@ async fn dispatch(command: Command) -> Result<()> {
                             "stopping the snapshot: run the same command again to resume"
                         );
                         on_signal.cancel();
+                        tokio::select! {
+                            _ = wait_for_signal() => {}
+                            _ = tokio::time::sleep(grace) => {}
+                        }
+                        on_abort.cancel();
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot listen for signals"),
                 }
             });
-            let store = store(&config).await;
+            let sdk = ddb_audit::aws::load_sdk_config().await;
+            let store =
+                DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
+                    .with_retention(config.retention.days);
+            let digests = digest_settings(&config, &sdk, &abort).await?;
             read::cli::snapshot(
                 &store,
                 &table,
                 &options,
-                policy,
+                &digests,
                 &stop,
+                &abort,
                 &mut std::io::stdout(),
             )
             .await?;
@@ -618,6 +640,15 @@ async fn dispatch(command: Command) -> Result<()> {
             public_key,
             json,
         } => verify_bundle(file, public_key, json),
+        Command::PublicKey { config } => match public_key(None, Some(&load(&config)?)).await? {
+            Some(key) => {
+                print!("{}", key.to_pem());
+                Ok(())
+            }
+            None => anyhow::bail!(
+                "no signing key configured: set `[proof] signing_key_file` or `kms_key_id`"
+            ),
+        },
     }
 }
 
@@ -712,11 +743,17 @@ async fn run_daemon(config: Config) -> Result<()> {
     ));
     let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
         .with_retention(config.retention.days);
-    let digests = Arc::new(digest_writer(&config, store.clone())?);
     let mut settings = Settings::from_config(&config);
     settings.redactions = ddb_audit::redact::Redactions::from_config(&config)?;
     check_redacted_keys(&store, &settings.redactions).await?;
     let shutdown = Shutdown::new();
+    // The final digest is signed after the stop, under the shutdown's abort.
+    let digests = Arc::new(ddb_audit::proof::writer::DigestWriter::new(
+        store.clone(),
+        store.clone(),
+        config.tables.clone(),
+        digest_settings(&config, &sdk, &shutdown.abort).await?,
+    ));
     let (audit, cloudtrail) =
         ddb_audit::attribution::start(&config, &sdk, &store, &settings, &shutdown);
     if let Some(reader) = &cloudtrail {
@@ -955,37 +992,52 @@ async fn status(config: Config, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn digest_writer(
+/// How digests are signed and written: with the configured Ed25519 key,
+/// the KMS key (its signing retries end with `abort`), or unsigned.
+async fn digest_settings(
     config: &Config,
-    store: DynamoStore,
-) -> Result<ddb_audit::proof::writer::DigestWriter<DynamoStore, DynamoStore>> {
+    sdk: &aws_config::SdkConfig,
+    abort: &tokio_util::sync::CancellationToken,
+) -> Result<ddb_audit::proof::writer::DigestSettings> {
+    use ddb_audit::proof::kms::{AwsKms, KmsSigner};
     use ddb_audit::proof::sign::{DigestSigner, Ed25519Signer};
-    let signer: Option<Arc<dyn DigestSigner>> = match &config.proof.signing_key_file {
-        Some(path) => Some(Arc::new(
-            Ed25519Signer::from_file(path).context("`proof.signing_key_file`")?,
-        )),
-        None => {
-            tracing::warn!("no [proof] signing_key_file: digests are written unsigned");
-            None
-        }
-    };
     let settings = Settings::from_config(config);
-    Ok(ddb_audit::proof::writer::DigestWriter::new(
-        store.clone(),
-        store,
-        config.tables.clone(),
-        ddb_audit::proof::writer::DigestSettings {
-            interval: std::time::Duration::from_secs(config.proof.digest_interval_secs),
-            retention_days: config.retention.days,
-            signer,
-            retry: settings.retry_policy(),
-        },
-    ))
+    let signer: Option<Arc<dyn DigestSigner>> =
+        match (&config.proof.signing_key_file, &config.proof.kms_key_id) {
+            (Some(path), _) => Some(Arc::new(
+                Ed25519Signer::from_file(path).context("`proof.signing_key_file`")?,
+            )),
+            (None, Some(key_id)) => {
+                let signer = KmsSigner::connect(
+                    AwsKms::new(sdk),
+                    key_id,
+                    settings.retry_policy(),
+                    abort.clone(),
+                )
+                .await?;
+                tracing::info!(key = %key_id, fingerprint = %signer.fingerprint(),
+                "digests are signed with KMS");
+                Some(Arc::new(signer))
+            }
+            (None, None) => {
+                tracing::warn!(
+                    "no [proof] signing_key_file or kms_key_id: digests are written unsigned"
+                );
+                None
+            }
+        };
+    Ok(ddb_audit::proof::writer::DigestSettings {
+        interval: std::time::Duration::from_secs(config.proof.digest_interval_secs),
+        retention_days: config.retention.days,
+        signer,
+        retry: settings.retry_policy(),
+    })
 }
 
 /// The key that checks digests: `--public-key`, else the config's
-/// (`[proof] public_key_file`, else the signing key's public half), else none.
-fn public_key(
+/// (`[proof] public_key_file`, else the signing key's public half, from the
+/// PEM file or from KMS GetPublicKey), else none.
+async fn public_key(
     given: Option<&std::path::Path>,
     config: Option<&Config>,
 ) -> Result<Option<ddb_audit::proof::sign::PublicKey>> {
@@ -993,10 +1045,26 @@ fn public_key(
     if let Some(path) = given {
         return Ok(Some(PublicKey::from_file(path).context("--public-key")?));
     }
-    match config {
-        Some(c) => Ok(PublicKey::from_config(&c.proof)?),
-        None => Ok(None),
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    if let Some(key) = PublicKey::from_config(&config.proof)? {
+        return Ok(Some(key));
     }
+    if let Some(key_id) = &config.proof.kms_key_id {
+        let sdk = ddb_audit::aws::load_sdk_config().await;
+        // Cancelled from outside (dispatch_until_signal) on a signal.
+        let never = tokio_util::sync::CancellationToken::new();
+        let key = ddb_audit::proof::kms::public_key(
+            &ddb_audit::proof::kms::AwsKms::new(&sdk),
+            key_id,
+            Settings::from_config(config).retry_policy(),
+            &never,
+        )
+        .await?;
+        return Ok(Some(key));
+    }
+    Ok(None)
 }
 
 async fn verify(
@@ -1008,10 +1076,12 @@ async fn verify(
     json: bool,
 ) -> Result<()> {
     use ddb_audit::proof::check::{finding_line, verify_trail, VerifyRequest};
-    let key = public_key(public_key_file.as_deref(), Some(&config)).map_err(|e| {
-        eprintln!("error: {e:#}");
-        ExitWith(2)
-    })?;
+    let key = public_key(public_key_file.as_deref(), Some(&config))
+        .await
+        .map_err(|e| {
+            eprintln!("error: {e:#}");
+            ExitWith(2)
+        })?;
     let request = VerifyRequest {
         tables: table.map(|t| vec![t]),
         since,
@@ -1068,7 +1138,9 @@ async fn verify(
 
 async fn export(config: Config, table: String, keys: Vec<String>, proof: PathBuf) -> Result<()> {
     let key = read::parse_key(&keys)?;
-    let fingerprint = public_key(None, Some(&config))?.map(|k| k.fingerprint());
+    let fingerprint = public_key(None, Some(&config))
+        .await?
+        .map(|k| k.fingerprint());
     let bundle =
         ddb_audit::proof::check::export_bundle(&store(&config).await, &table, &key, fingerprint)
             .await?;
@@ -1164,7 +1236,12 @@ fn verify_bundle(file: PathBuf, public_key_file: Option<PathBuf>, json: bool) ->
         .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?;
     let bundle: Bundle = serde_json::from_str(&text)
         .map_err(|e| fail(format!("{} is not a proof bundle: {e}", file.display())))?;
-    let key = public_key(public_key_file.as_deref(), None).map_err(|e| fail(format!("{e:#}")))?;
+    // Offline: only a key file, never KMS.
+    let key = public_key_file
+        .as_deref()
+        .map(ddb_audit::proof::sign::PublicKey::from_file)
+        .transpose()
+        .map_err(|e| fail(format!("--public-key: {e}")))?;
     let findings = verify_bundle(&bundle, key.as_ref());
     for f in &findings {
         if json {

@@ -419,3 +419,285 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("altered"));
 }
+
+/// A config for `table` with `proof` as its `[proof]` section.
+fn proof_config(env: &TestEnv, table: &str, proof: &str) -> std::path::PathBuf {
+    let base = std::fs::read_to_string(env.config(&[table])).unwrap();
+    env.write_file(
+        "proof.toml",
+        &format!("{base}\n[proof]\n{proof}\ndigest_interval_secs = 1\n"),
+    )
+}
+
+/// Digests signed by a KMS key (ECC_NIST_P256, on the emulator): the
+/// daemon signs through KMS, `verify` checks with the key's public half from
+/// KMS, a flipped signature bit is found, and the PEM that `public-key`
+/// prints lets `verify-bundle` check an export offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_signed_digests_verify_and_a_flipped_bit_is_found() {
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    let env = TestEnv::new("proofkms");
+    let kms = env.emu.kms();
+    let key = kms
+        .create_key()
+        .key_spec(KeySpec::EccNistP256)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .expect("CreateKey");
+    let key_id = key.key_metadata().unwrap().key_id().to_string();
+    let alias = format!("alias/{}-digests", env.prefix);
+    kms.create_alias()
+        .alias_name(&alias)
+        .target_key_id(&key_id)
+        .send()
+        .await
+        .expect("CreateAlias");
+    let table = env.name("orders");
+    env.create_stream_table(&table).await;
+    let audit = env.name("entries");
+    let config = proof_config(&env, &table, &format!("kms_key_id = \"{alias}\""));
+    env.init(&config).await;
+
+    let mut daemon = env.spawn_daemon(&config);
+    write_versions(&env, &table, 2, 3, "kms").await;
+    wait_entries(&env, &config, &table, 2, 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    daemon.stop_gracefully().await;
+    let log = daemon.log_text();
+    assert!(log.contains("digests are signed with KMS"), "{log}");
+
+    let digests = digest_items(&env, &audit).await;
+    assert!(digests.len() >= 2, "{digests:?}");
+    for d in &digests {
+        assert!(
+            s(d, "digest").contains("\"algorithm\":\"ecdsa-p256-sha256\""),
+            "{}",
+            s(d, "digest")
+        );
+        assert!(!s(d, "signature").is_empty());
+    }
+    let v = verify(&env, &config, &[]).await;
+    assert_eq!(v.code, Some(0), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("signatures checked with sha256:"),
+        "{}",
+        v.stdout
+    );
+
+    // A flipped bit in a KMS signature.
+    let middle = digests[digests.len() / 2].clone();
+    let mut sig = base64::engine::general_purpose::STANDARD
+        .decode(s(&middle, "signature"))
+        .unwrap();
+    let last = sig.len() - 1;
+    sig[last] ^= 0x01;
+    let mut flipped = middle.clone();
+    flipped.insert(
+        "signature".into(),
+        AttributeValue::S(base64::engine::general_purpose::STANDARD.encode(sig)),
+    );
+    put(&env, &audit, &flipped).await;
+    let number = s(&middle, "sk").trim_start_matches('0').to_string();
+    assert_tampered(
+        &env,
+        &config,
+        "a flipped bit in a KMS signature",
+        &["bad_signature", &format!("digest {number}")],
+    )
+    .await;
+    put(&env, &audit, &middle).await;
+    assert_intact(&env, &config, "restoring the KMS signature").await;
+
+    // Offline: the public key as PEM, then a bundle checked with no AWS.
+    let pem = env
+        .cli(&["public-key", "--config", path_str(&config)])
+        .await
+        .success()
+        .stdout
+        .clone();
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let public_file = env.write_file("kms.pub.pem", &pem);
+    let bundle = env.dir.path().join("u0.kms.proof.json");
+    env.cli(&[
+        "export",
+        "--config",
+        path_str(&config),
+        "--table",
+        &table,
+        "--key",
+        "pk=S:u0",
+        "--key",
+        "sk=N:1",
+        "--proof",
+        path_str(&bundle),
+    ])
+    .await
+    .success();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "verify-bundle",
+            path_str(&bundle),
+            "--public-key",
+            path_str(&public_file),
+        ])
+        .env_clear()
+        .output()
+        .expect("verify-bundle");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// SNAPSHOT entries are in the chain: a snapshot run chains each segment's
+/// entries and signs the run with its own digests, so `verify` proves them,
+/// and an altered or deleted SNAPSHOT entry makes it exit 1 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_entries_are_chained_signed_and_verified() {
+    let env = TestEnv::new("proofsnap");
+    let table = env.name("orders");
+    env.create_stream_table(&table).await;
+    let audit = env.name("entries");
+    let key_file = env.write_file("digest-key.pem", PRIVATE_PEM);
+    let public_file = env.write_file("digest-key.pub.pem", PUBLIC_PEM);
+    let config = proof_config(
+        &env,
+        &table,
+        &format!("signing_key_file = \"{}\"", key_file.display()),
+    );
+    env.init(&config).await;
+    // Items that predate auditing: only a snapshot knows them.
+    write_versions(&env, &table, 7, 1, "before").await;
+    // A slow run stopped by SIGTERM part way, then resumed: the interrupted
+    // run signs what it wrote, and the resumed one continues its chains.
+    let args = [
+        "snapshot",
+        "--config",
+        path_str(&config),
+        "--table",
+        &table,
+        "--segments",
+        "2",
+        "--page-size",
+        "1",
+        "--read-units-per-sec",
+        "1",
+    ];
+    let mut first = env.command(&args);
+    first
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = first.spawn().expect("spawn snapshot");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().await.expect("snapshot exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("interrupted"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let partial = entry_items(&env, &audit, &table).await.len();
+    assert!(
+        (1..7).contains(&partial),
+        "{partial} entries after the interruption"
+    );
+    assert_intact(&env, &config, "an interrupted snapshot").await;
+    let out = env.cli(&args).await;
+    out.success();
+    assert!(out.stdout.contains("(resumed)"), "{}", out.stdout);
+    let entries = entry_items(&env, &audit, &table).await;
+    assert_eq!(entries.len(), 7);
+    for e in &entries {
+        assert_eq!(s(e, "event"), "SNAPSHOT");
+        assert!(e.contains_key("hash"), "{e:?}");
+        assert!(s(e, "chain_shard").starts_with("segment-"), "{e:?}");
+    }
+    let digests = digest_items(&env, &audit).await;
+    assert!(
+        digests
+            .iter()
+            .any(|d| s(d, "digest").contains("\"final\":true")
+                && s(d, "stream_arn").starts_with("snapshot:")),
+        "a final digest of the run: {digests:?}"
+    );
+    let v = verify(&env, &config, &["--json"]).await;
+    assert_eq!(v.code, Some(0), "{}", v.stdout);
+    let summary = parse_json_lines(&v.json)
+        .into_iter()
+        .find(|l| l["summary"] == json!(true))
+        .expect("summary line");
+    assert_eq!(summary["entries"], json!(7), "{summary}");
+
+    // Alter a SNAPSHOT entry's value.
+    let target = entries
+        .iter()
+        .find(|e| s(e, "pk").contains("u3"))
+        .unwrap()
+        .clone();
+    let mut altered = target.clone();
+    let text = s(&target, "entry").replace("\"1000\"", "\"1\"");
+    assert_ne!(text, s(&target, "entry"), "the value to alter is there");
+    altered.insert("entry".into(), AttributeValue::S(text));
+    put(&env, &audit, &altered).await;
+    assert_tampered(
+        &env,
+        &config,
+        "an altered SNAPSHOT entry",
+        &["altered", "\"u3\"", &s(&target, "chain_shard")],
+    )
+    .await;
+    put(&env, &audit, &target).await;
+    assert_intact(&env, &config, "restoring the SNAPSHOT entry").await;
+
+    // Delete one.
+    delete(&env, &audit, &target).await;
+    let v = verify(&env, &config, &[]).await;
+    assert_eq!(v.code, Some(1), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("deleted") || v.stdout.contains("truncated"),
+        "{}",
+        v.stdout
+    );
+    put(&env, &audit, &target).await;
+    assert_intact(&env, &config, "restoring the deleted SNAPSHOT entry").await;
+
+    // An item known only by its SNAPSHOT entry is provable offline too.
+    let bundle = env.dir.path().join("u3.snapshot.proof.json");
+    env.cli(&[
+        "export",
+        "--config",
+        path_str(&config),
+        "--table",
+        &table,
+        "--key",
+        "pk=S:u3",
+        "--key",
+        "sk=N:1",
+        "--proof",
+        path_str(&bundle),
+    ])
+    .await
+    .success();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "verify-bundle",
+            path_str(&bundle),
+            "--public-key",
+            path_str(&public_file),
+        ])
+        .env_clear()
+        .output()
+        .expect("verify-bundle");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -6,8 +6,9 @@ two cannot drift:
 
 The template's policy documents are evaluated with placeholders for what a
 deployment fills in: REGION, ACCOUNT, AUDITED_TABLE (one table; repeat its two
-resources per audited table) and STACK (the stack name: the task role is
-STACK-task); the table names are the template's defaults. daemon-policy.json
+resources per audited table), STACK (the stack name: the task role is
+STACK-task), TRAIL_BUCKET/TRAIL_PREFIX (CloudTrail attribution) and
+DIGEST_KEY_ARN (a KMS digest key); the table names are the template's defaults. daemon-policy.json
 is the template's DaemonPolicy plus what `init` needs on the daemon's own
 tables (CreateTable; deletion protection, point-in-time recovery and TTL), for
 deployments that run `ddb-audit init` instead of using the stack.
@@ -41,6 +42,8 @@ class Evaluator:
         # The generated files show the CloudTrail statements, to fill in or drop.
         self.params["CloudTrailBucket"] = "TRAIL_BUCKET"
         self.params["CloudTrailPrefix"] = "TRAIL_PREFIX"
+        # ... and the KMS statements, for a digest key ([proof] kms_key_id).
+        self.params["DigestKmsKeyArn"] = "DIGEST_KEY_ARN"
 
     def ref(self, name):
         if name == "AWS::NoValue":
@@ -147,8 +150,15 @@ def generated():
     return {
         "daemon-policy.json": daemon,
         "auditor-policy.json": e.ev(res["AuditorPolicy"]["Properties"]["PolicyDocument"]),
+        "verifier-policy.json": e.ev(res["VerifierPolicy"]["Properties"]["PolicyDocument"]),
         "audit-table-resource-policy.json": e.ev(
             res["AuditTable"]["Properties"]["ResourcePolicy"]["PolicyDocument"]
+        ),
+        "streams-table-resource-policy.json": e.ev(
+            res["StreamsTable"]["Properties"]["ResourcePolicy"]["PolicyDocument"]
+        ),
+        "shards-table-resource-policy.json": e.ev(
+            res["ShardsTable"]["Properties"]["ResourcePolicy"]["PolicyDocument"]
         ),
     }
 

@@ -231,10 +231,13 @@ pub async fn export_bundle(
         String,
         Vec<(u64, super::digest::SignedDigest)>,
     > = std::collections::HashMap::new();
-    for (stream_arn, json, hash, prev) in rows {
-        let entry: serde_json::Value = serde_json::from_str(&json)
+    for row in rows {
+        let (stream_arn, hash, prev) = (row.stream_arn, row.hash, row.prev_hash);
+        let entry: serde_json::Value = serde_json::from_str(&row.json)
             .map_err(|e| CheckError::Export(format!("a stored entry is not JSON: {e}")))?;
-        let shard_id = entry["shard_id"].as_str().unwrap_or_default().to_string();
+        let shard_id = row
+            .chain_shard
+            .unwrap_or_else(|| entry["shard_id"].as_str().unwrap_or_default().to_string());
         let seq = entry["sequence_number"]
             .as_str()
             .unwrap_or_default()

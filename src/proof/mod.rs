@@ -9,7 +9,8 @@
 //! - `chain`     — an entry's (or gap's) leaf document and hash; a shard's chain state.
 //! - `check`     — `verify` and `export --proof` against the store (evidence, state file, bundles).
 //! - `digest`    — the per-stream digest document, its hash and signature.
-//! - `sign`      — the signer seam (Ed25519 PEM; KMS can be another) and public keys.
+//! - `kms`       — AWS KMS (ECC_NIST_P256) as the signer: the seam and its SDK adapter.
+//! - `sign`      — the signer seam, Ed25519 PEM keys, public keys (Ed25519, P-256).
 //! - `verify`    — the verifier's logic over one stream's evidence: findings, exit status.
 //! - `writer`    — the daemon's digest task: a digest per stream per interval, a final one on stop.
 
@@ -18,6 +19,7 @@ pub mod canonical;
 pub mod chain;
 pub mod check;
 pub mod digest;
+pub mod kms;
 pub mod merkle;
 pub mod sign;
 pub mod verify;

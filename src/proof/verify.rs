@@ -1281,6 +1281,22 @@ mod tests {
         );
     }
 
+    /// Two entries' places swapped (their sequence numbers exchanged, the
+    /// content left as it hashes): the chain reaches one out of order.
+    #[test]
+    fn swapped_entries_are_reordered() {
+        let mut ev = trail(10, 3);
+        let (a, b) = (
+            ev.leaves[3].sequence_number.clone(),
+            ev.leaves[6].sequence_number.clone(),
+        );
+        ev.leaves[3].sequence_number = b;
+        ev.leaves[6].sequence_number = a;
+        let t = tampers(&run(&ev));
+        assert!(t.iter().any(|(k, _, _)| *k == Kind::Reordered), "{t:?}");
+        assert_eq!(exit_status(&run(&ev).findings), 1);
+    }
+
     #[test]
     fn tail_truncation_is_found_even_without_the_digests() {
         let mut ev = trail(10, 3);

@@ -171,42 +171,25 @@ impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
             // A drained stream's trail ended, signed: nothing more to say.
             return Ok(false);
         }
-        let (doc, sealed) = next_digest(DigestInput {
-            table,
-            stream_arn,
-            previous: prev.map(|p| (p.number, &p.signed)),
-            shards: heads,
-            time: chrono::Utc::now(),
-            is_final,
-            interval_secs: self.settings.interval.as_secs(),
-            retention_days: self.settings.retention_days,
-            signer: self.settings.signer.as_deref(),
-        })
+        let previous = prev.map(|p| (p.number, p.signed.clone()));
+        let written = write_digest(
+            &self.proofs,
+            &self.settings,
+            NextDigest {
+                table,
+                stream_arn,
+                previous,
+                heads,
+                is_final,
+            },
+            abort,
+        )
         .await?;
-        let outcome = retry(policy, abort, "PutItem(digest)", || {
-            self.proofs
-                .put_digest(table, stream_arn, doc.number, &sealed)
-        })
-        .await
-        .map_err(into_store)?;
-        if outcome == PutOutcome::AlreadyPresent {
+        let Some((doc, sealed)) = written else {
             // Another process wrote this number: start from its digest next round.
-            warn!(table = %table, stream = %stream_arn, number = doc.number,
-                "another writer took this digest number; re-reading next round");
             last.remove(stream_arn);
             return Ok(false);
-        }
-        retry(policy, abort, "UpdateItem(stream digest)", || {
-            self.proofs
-                .record_newest_digest(table, stream_arn, doc.number, &sealed.hash)
-        })
-        .await
-        .map_err(into_store)?;
-        if is_final {
-            info!(table = %table, stream = %stream_arn, number = doc.number, "final digest written");
-        } else {
-            debug!(table = %table, stream = %stream_arn, number = doc.number, "digest written");
-        }
+        };
         let mut heads: HashMap<String, ShardHead> =
             prev.map(|p| p.heads.clone()).unwrap_or_default();
         for h in &doc.shards {
@@ -223,6 +206,68 @@ impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
         );
         Ok(true)
     }
+}
+
+/// What the next digest of one (stream or snapshot run) chain says.
+pub struct NextDigest<'a> {
+    pub table: &'a str,
+    pub stream_arn: &'a str,
+    /// The newest digest before it: (number, digest as stored).
+    pub previous: Option<(u64, SignedDigest)>,
+    pub heads: Vec<ShardHead>,
+    pub is_final: bool,
+}
+
+/// Seals, signs and writes (write-once) the digest after `next.previous`,
+/// then moves the stream's newest-digest pointer, both through the retry
+/// layer. `None`: another writer already took that number.
+pub async fn write_digest<P: ProofStore>(
+    proofs: &P,
+    settings: &DigestSettings,
+    next: NextDigest<'_>,
+    abort: &CancellationToken,
+) -> Result<Option<(super::digest::Digest, SignedDigest)>, DigestError> {
+    let NextDigest {
+        table,
+        stream_arn,
+        previous,
+        heads,
+        is_final,
+    } = next;
+    let policy = settings.retry;
+    let (doc, sealed) = next_digest(DigestInput {
+        table,
+        stream_arn,
+        previous: previous.as_ref().map(|(n, d)| (*n, d)),
+        shards: heads,
+        time: chrono::Utc::now(),
+        is_final,
+        interval_secs: settings.interval.as_secs(),
+        retention_days: settings.retention_days,
+        signer: settings.signer.as_deref(),
+    })
+    .await?;
+    let outcome = retry(policy, abort, "PutItem(digest)", || {
+        proofs.put_digest(table, stream_arn, doc.number, &sealed)
+    })
+    .await
+    .map_err(into_store)?;
+    if outcome == PutOutcome::AlreadyPresent {
+        warn!(table = %table, stream = %stream_arn, number = doc.number,
+            "another writer took this digest number; re-reading next round");
+        return Ok(None);
+    }
+    retry(policy, abort, "UpdateItem(stream digest)", || {
+        proofs.record_newest_digest(table, stream_arn, doc.number, &sealed.hash)
+    })
+    .await
+    .map_err(into_store)?;
+    if is_final {
+        info!(table = %table, stream = %stream_arn, number = doc.number, "final digest written");
+    } else {
+        debug!(table = %table, stream = %stream_arn, number = doc.number, "digest written");
+    }
+    Ok(Some((doc, sealed)))
 }
 
 fn into_store(e: Retried<StoreError>) -> StoreError {

@@ -446,12 +446,13 @@ pub fn order_arg(text: Option<&str>) -> Result<Order, ReadError> {
 
 /// `snapshot`: runs or resumes the table's snapshot; progress (items, rate,
 /// ETA) on stderr when it is a terminal, a summary on stdout.
-pub async fn snapshot<S: crate::store::SnapshotStore>(
+pub async fn snapshot<S: crate::store::SnapshotStore + crate::store::ProofStore>(
     store: &S,
     table: &str,
     options: &crate::read::snapshot::SnapshotOptions,
-    policy: crate::retry::RetryPolicy,
+    digests: &crate::proof::writer::DigestSettings,
     stop: &tokio_util::sync::CancellationToken,
+    abort: &tokio_util::sync::CancellationToken,
     out: &mut impl Write,
 ) -> Result<(), ReadError> {
     use std::io::IsTerminal as _;
@@ -475,7 +476,8 @@ pub async fn snapshot<S: crate::store::SnapshotStore>(
         }
     };
     let report =
-        crate::read::snapshot::snapshot(store, table, options, policy, stop, &progress).await?;
+        crate::read::snapshot::snapshot(store, table, options, digests, stop, abort, &progress)
+            .await?;
     if terminal {
         eprintln!();
     }

@@ -4,7 +4,15 @@
 //! and records after each page how far each segment has come, so that a run
 //! stopped (SIGTERM, a crash) resumes where it was. Entries are named by run
 //! and item and written once, so a page read again after a crash adds nothing.
+//!
+//! The run is proven like a stream (`docs/proof-format.md`, "Snapshot
+//! runs"): each segment is a hash chain of its entries, in the order they
+//! were written, saved with the segment's progress; the run's stand-in
+//! stream ARN names a digest chain covering every segment, written every
+//! `[proof] digest_interval_secs`, when it is interrupted, and a final one
+//! when it is done, so `verify` checks SNAPSHOT entries as it checks the rest.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,10 +22,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::diff::diff_images;
 use crate::entry::AuditEntry;
+use crate::proof::chain::hash_entry;
+use crate::proof::digest::{ShardHead, SignedDigest};
+use crate::proof::writer::{write_digest, DigestSettings, NextDigest};
+use crate::proof::{ChainState, Link};
 use crate::read::ReadError;
 use crate::retry::{retry, Retried, RetryPolicy};
 use crate::store::{
-    snapshot_stream_arn, PutOutcome, SegmentProgress, SnapshotRun, SnapshotStore, StoreError,
+    segment_chain_id, snapshot_stream_arn, ProofStore, PutOutcome, SegmentProgress, SnapshotRun,
+    SnapshotStore, StoreError,
 };
 use crate::value::Item;
 
@@ -142,15 +155,19 @@ pub fn snapshot_entry(
 }
 
 /// Runs (or resumes) the snapshot of `table` until it is done or `stop`
-/// fires; `progress` is told after every page.
-pub async fn snapshot<S: SnapshotStore>(
+/// fires; `progress` is told after every page. Digests are signed and
+/// written as `digests` says; the one written after `stop` (the run is
+/// interrupted) retries until `abort`.
+pub async fn snapshot<S: SnapshotStore + ProofStore>(
     store: &S,
     table: &str,
     options: &SnapshotOptions,
-    retry_policy: RetryPolicy,
+    digests: &DigestSettings,
     stop: &CancellationToken,
+    abort: &CancellationToken,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<SnapshotReport, ReadError> {
+    let retry_policy = digests.retry;
     if options.segments == 0 || options.segments > 1_000_000 {
         return Err(ReadError::BadArg {
             flag: "--segments".into(),
@@ -200,6 +217,19 @@ pub async fn snapshot<S: SnapshotStore>(
         }
     }
     segments.sort_by_key(|s| s.segment);
+    let run_digests = RunDigests {
+        table,
+        stream_arn: snapshot_stream_arn(table, &run.run_id),
+        heads: Mutex::new(
+            segments
+                .iter()
+                .map(|s| (s.segment, (s.chain.clone(), s.done)))
+                .collect(),
+        ),
+        last: tokio::sync::Mutex::new(None),
+        settings: digests,
+    };
+    run_digests.load_newest(store, stop).await?;
 
     let pace = Pace {
         started: Instant::now(),
@@ -228,6 +258,7 @@ pub async fn snapshot<S: SnapshotStore>(
     let workers = segments.into_iter().map(|seg| {
         let (run, pace, counters, report_progress) = (&run, &pace, &counters, &report_progress);
         let key_names = &source.key_names;
+        let run_digests = &run_digests;
         let policy = retry_policy;
         async move {
             segment_loop(
@@ -241,11 +272,26 @@ pub async fn snapshot<S: SnapshotStore>(
                 counters,
                 stop,
                 report_progress,
+                run_digests,
             )
             .await
         }
     });
-    let results = futures_util::future::join_all(workers).await;
+    let all = futures_util::future::join_all(workers);
+    tokio::pin!(all);
+    // A long run is signed as it goes, like a stream's heartbeats: a run
+    // that dies leaves at most an interval unsigned.
+    let results = loop {
+        tokio::select! {
+            results = &mut all => break results,
+            _ = tokio::time::sleep(digests.interval) => {
+                if let Err(e) = run_digests.write(store, false, stop).await {
+                    tracing::warn!(table = %table, run = %run.run_id, error = %e,
+                        "snapshot digest not written this interval");
+                }
+            }
+        }
+    };
     let mut interrupted = false;
     for r in results {
         match r {
@@ -260,14 +306,104 @@ pub async fn snapshot<S: SnapshotStore>(
         };
         store.save_snapshot_run(&done).await?;
     }
+    // Done: "the run ends here", signed. Interrupted: what was written so
+    // far, signed, so that the resumed run's chain continues under it.
+    run_digests.write(store, !interrupted, abort).await?;
     Ok(SnapshotReport {
-        run_id: run.run_id,
+        run_id: run.run_id.clone(),
         resumed,
         items: counters.items.load(Ordering::Relaxed),
         written: counters.written.load(Ordering::Relaxed),
         already_present: counters.present.load(Ordering::Relaxed),
         interrupted,
     })
+}
+
+/// The digest chain of one run: every segment's chain as its saved
+/// progress says (so a digest never covers an entry whose page is not
+/// durably recorded).
+struct RunDigests<'a> {
+    table: &'a str,
+    stream_arn: String,
+    /// Segment → (chain as saved, done).
+    heads: Mutex<BTreeMap<u32, (ChainState, bool)>>,
+    last: tokio::sync::Mutex<Option<(u64, SignedDigest)>>,
+    settings: &'a DigestSettings,
+}
+
+impl RunDigests<'_> {
+    async fn load_newest<S: ProofStore>(
+        &self,
+        store: &S,
+        cancel: &CancellationToken,
+    ) -> Result<(), ReadError> {
+        let found = retry(self.settings.retry, cancel, "Query(digest)", || {
+            store.newest_digest(&self.stream_arn)
+        })
+        .await;
+        match found {
+            Ok(found) => {
+                *self.last.lock().await = found;
+                Ok(())
+            }
+            Err(Retried::Failed(e)) => Err(e.into()),
+            Err(Retried::Cancelled) => Ok(()),
+        }
+    }
+
+    fn saved(&self, segment: u32, chain: &ChainState, done: bool) {
+        self.heads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(segment, (chain.clone(), done));
+    }
+
+    async fn write<S: ProofStore>(
+        &self,
+        store: &S,
+        is_final: bool,
+        cancel: &CancellationToken,
+    ) -> Result<(), ReadError> {
+        let heads: Vec<ShardHead> = self
+            .heads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(segment, (chain, done))| ShardHead {
+                shard_id: segment_chain_id(*segment),
+                parent_shard_id: None,
+                status: if *done { "closed" } else { "open" }.into(),
+                size: chain.tree.size,
+                root: hex::encode(chain.tree.root()),
+                last_hash: chain.last_hash.map(hex::encode),
+                last_sequence_number: (chain.tree.size > 0).then(|| chain.tree.size.to_string()),
+            })
+            .collect();
+        let mut last = self.last.lock().await;
+        let written = write_digest(
+            store,
+            self.settings,
+            NextDigest {
+                table: self.table,
+                stream_arn: &self.stream_arn,
+                previous: last.clone(),
+                heads,
+                is_final,
+            },
+            cancel,
+        )
+        .await
+        .map_err(|e| ReadError::Refused(format!("writing the run's digest: {e}")))?;
+        match written {
+            Some((doc, sealed)) => *last = Some((doc.number, sealed)),
+            // Another snapshot process of the same run took the number.
+            None => {
+                drop(last);
+                self.load_newest(store, cancel).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -297,6 +433,7 @@ async fn segment_loop<S: SnapshotStore>(
     counters: &Counters,
     stop: &CancellationToken,
     report_progress: &(dyn Fn() + Sync),
+    run_digests: &RunDigests<'_>,
 ) -> Result<bool, ReadError> {
     let table = run.table.as_str();
     while !seg.done {
@@ -326,6 +463,7 @@ async fn segment_loop<S: SnapshotStore>(
             Err(e) => return retried(e).map_or(Ok(false), Err),
         };
         pace.spend(page.read_units);
+        let mut chain = seg.chain.clone();
         let mut page = page;
         for item in &mut page.items {
             if let Some(redactor) = &options.redactor {
@@ -340,15 +478,45 @@ async fn segment_loop<S: SnapshotStore>(
                 &read_at,
                 options.correlation_attribute.as_deref(),
             );
+            let prev_hash = chain.last_hash;
+            let hash = hash_entry(&entry, prev_hash.as_ref()).map_err(|e| {
+                ReadError::Refused(format!("hashing a SNAPSHOT entry of {table}: {e}"))
+            })?;
+            let link = Link { prev_hash, hash };
+            let position = chain.tree.size + 1;
             // Stopping mid-page is safe: the progress is not saved yet, so
             // a resumed run reads the page again, and writes only what is missing.
             match retry(policy, stop, "snapshot entry write", || {
-                store.put_entry(&entry)
+                store.put_snapshot_entry(&entry, &link, seg.segment, position)
             })
             .await
             {
-                Ok(PutOutcome::Written) => counters.written.fetch_add(1, Ordering::Relaxed),
-                Ok(PutOutcome::AlreadyPresent) => counters.present.fetch_add(1, Ordering::Relaxed),
+                Ok(PutOutcome::Written) => {
+                    chain.append(hash);
+                    counters.written.fetch_add(1, Ordering::Relaxed)
+                }
+                Ok(PutOutcome::AlreadyPresent) => {
+                    // Written before an interruption, when the page was read
+                    // at another time: the chain goes on from the stored link.
+                    let stored = match retry(policy, stop, "snapshot entry link", || {
+                        store.snapshot_entry_link(&entry)
+                    })
+                    .await
+                    {
+                        Ok(stored) => stored,
+                        Err(e) => return retried(e).map_or(Ok(false), Err),
+                    };
+                    match stored {
+                        Some(stored) if stored.prev_hash == prev_hash => chain.append(stored.hash),
+                        _ => tracing::warn!(
+                            table = %table, run = %run.run_id, segment = seg.segment,
+                            "a SNAPSHOT entry written by the interrupted run does not follow the \
+                             segment's chain (the source changed in between): verify will list \
+                             it; `snapshot --restart` makes a clean run"
+                        ),
+                    }
+                    counters.present.fetch_add(1, Ordering::Relaxed)
+                }
                 Err(e) => return retried(e).map_or(Ok(false), Err),
             };
         }
@@ -358,6 +526,7 @@ async fn segment_loop<S: SnapshotStore>(
             .fetch_add(page.items.len() as u64, Ordering::Relaxed);
         seg.done = page.next.is_none();
         seg.last_key = page.next;
+        seg.chain = chain;
         if let Err(e) = retry(policy, stop, "snapshot progress", || {
             store.save_segment(run, &seg)
         })
@@ -365,6 +534,7 @@ async fn segment_loop<S: SnapshotStore>(
         {
             return retried(e).map_or(Ok(false), Err);
         }
+        run_digests.saved(seg.segment, &seg.chain, seg.done);
         report_progress();
     }
     Ok(true)

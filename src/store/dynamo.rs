@@ -24,6 +24,9 @@
 //!   `stream_arn`, `sequence_number` (S, for future indexes), `written_at` (S),
 //!   and `item_key` (S, the canonical key JSON) when the key was too long to
 //!   sit in `pk` itself.
+//!   Chained entries add `hash` and `prev_hash` (S, hex; `docs/proof-format.md`);
+//!   a SNAPSHOT entry adds its place in its run's segment chain:
+//!   `chain_shard` (S, `segment-00003`) and `chain_position` (S, 1, 2, …).
 //! - an entry too big for one item: parts first, each `sk` =
 //!   `<entry sk>#part#<16 hex digits of the JSON's FNV-1a>#<0001..>` with
 //!   `chunk` (S), `part` (N), `parts` (N); then the head (`sk` = the entry's
@@ -635,7 +638,7 @@ impl DynamoStore {
 
 impl AuditStore for DynamoStore {
     async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
-        self.put_entry_with(entry, None).await
+        self.put_entry_with(entry, None, Vec::new()).await
     }
 
     async fn put_linked_entry(
@@ -643,7 +646,7 @@ impl AuditStore for DynamoStore {
         entry: &AuditEntry,
         link: &crate::proof::Link,
     ) -> StoreResult<PutOutcome> {
-        self.put_entry_with(entry, Some(link)).await
+        self.put_entry_with(entry, Some(link), Vec::new()).await
     }
 
     async fn put_linked_gap(
@@ -706,11 +709,13 @@ impl DynamoStore {
         &self,
         entry: &AuditEntry,
         link: Option<&crate::proof::Link>,
+        extra: Vec<(&'static str, DAttr)>,
     ) -> StoreResult<PutOutcome> {
         let json = encode_entry(entry)?;
         let canonical = canonical_key_json(&entry.key);
         let (pk, sk, mut head) = entry_head(entry, &canonical);
         insert_link(&mut head, link);
+        head.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
         let expires = self.expires_at();
         if let Some(at) = &expires {
             head.insert("expires_at".into(), at.clone());
@@ -1245,7 +1250,7 @@ fn from_item(item: &Item) -> HashMap<String, DAttr> {
 
 /// The snapshot bookkeeping rows live in the shards table, under a
 /// partition no stream ARN can have.
-fn snapshot_partition(table: &str) -> String {
+pub(crate) fn snapshot_partition(table: &str) -> String {
     format!("snapshot:{table}")
 }
 
@@ -1350,6 +1355,18 @@ impl SnapshotStore for DynamoStore {
                 last_key,
                 done: matches!(row.get("done"), Some(DAttr::Bool(true))),
                 items: get_n(row, "items").unwrap_or(0) as u64,
+                // Absent on a run begun before snapshots were chained: its
+                // chain starts here, and `verify` says the entries before it
+                // are not provable.
+                chain: match get_s(row, "chain") {
+                    Some(text) => crate::proof::ChainState::decode(text).ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "snapshot progress of {table}: segment {segment} has a damaged chain \
+                             state; start a new run with --restart"
+                        ))
+                    })?,
+                    None => crate::proof::ChainState::default(),
+                },
             });
         }
         Ok(Some((run, segments)))
@@ -1380,12 +1397,13 @@ impl SnapshotStore for DynamoStore {
             .put_item()
             .table_name(table)
             .item("stream_arn", s(snapshot_partition(&run.table)))
-            .item("shard_id", s(format!("segment-{:05}", p.segment)))
+            .item("shard_id", s(crate::store::segment_chain_id(p.segment)))
             .item("table_name", s(&run.table))
             .item("run_id", s(&run.run_id))
             .item("segment", n(p.segment as usize))
             .item("done", DAttr::Bool(p.done))
             .item("items", n(p.items as usize))
+            .item("chain", s(p.chain.encode()))
             .item("updated_at", s(rfc3339(Utc::now())));
         if let Some(key) = &p.last_key {
             let json = serde_json::to_string(key)
@@ -1395,7 +1413,55 @@ impl SnapshotStore for DynamoStore {
         call.send().await.map_err(|e| sdk_store_error(&e, table))?;
         Ok(())
     }
+
+    async fn put_snapshot_entry(
+        &self,
+        entry: &AuditEntry,
+        link: &crate::proof::Link,
+        segment: u32,
+        position: u64,
+    ) -> StoreResult<PutOutcome> {
+        let place = vec![
+            (CHAIN_SHARD, s(crate::store::segment_chain_id(segment))),
+            (CHAIN_POSITION, s(position.to_string())),
+        ];
+        self.put_entry_with(entry, Some(link), place).await
+    }
+
+    async fn snapshot_entry_link(
+        &self,
+        entry: &AuditEntry,
+    ) -> StoreResult<Option<crate::proof::Link>> {
+        let table = &self.names.audit;
+        let canonical = canonical_key_json(&entry.key);
+        let (pk, sk, _) = entry_head(entry, &canonical);
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .projection_expression("#h, prev_hash")
+            .expression_attribute_names("#h", "hash")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let parse = |name: &str| get_s(item, name).and_then(crate::proof::chain::parse_hash);
+        Ok(parse("hash").map(|hash| crate::proof::Link {
+            prev_hash: parse("prev_hash"),
+            hash,
+        }))
+    }
 }
+
+/// A SNAPSHOT entry's segment chain and place in it (entries of a stream
+/// have theirs in `shard_id` and `sequence_number`).
+pub const CHAIN_SHARD: &str = "chain_shard";
+pub const CHAIN_POSITION: &str = "chain_position";
 
 impl CheckpointStore for DynamoStore {
     async fn load_shards(&self, stream_arn: &str) -> StoreResult<Vec<ShardCheckpoint>> {
@@ -1669,9 +1735,19 @@ pub struct WriteCost {
 }
 
 pub fn write_cost(entry: &AuditEntry) -> StoreResult<WriteCost> {
+    write_cost_linked(entry, None)
+}
+
+/// [`write_cost`] of the entry as the daemon stores it with its chain link
+/// (`hash`, `prev_hash` inline in the same item): what the chain costs.
+pub fn write_cost_linked(
+    entry: &AuditEntry,
+    link: Option<&crate::proof::Link>,
+) -> StoreResult<WriteCost> {
     let json = encode_entry(entry)?;
     let canonical = canonical_key_json(&entry.key);
     let (_, _, mut head) = entry_head(entry, &canonical);
+    insert_link(&mut head, link);
     let keys: usize = ["pk", "sk"]
         .iter()
         .map(|k| head.get(*k).map_or(0, |v| k.len() + attr_size(v)))

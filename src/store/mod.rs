@@ -568,6 +568,14 @@ pub struct SegmentProgress {
     pub last_key: Option<Item>,
     pub done: bool,
     pub items: u64,
+    /// The segment's hash chain over the entries of the pages written, saved
+    /// in the same write as `last_key` (as a shard's with its checkpoint).
+    pub chain: crate::proof::ChainState,
+}
+
+/// A snapshot run's segment is a chain of its own, named like a shard.
+pub fn segment_chain_id(segment: u32) -> String {
+    format!("segment-{segment:05}")
 }
 
 /// The source-table reads and the run bookkeeping `snapshot` needs.
@@ -593,6 +601,23 @@ pub trait SnapshotStore: AuditStore {
         run: &SnapshotRun,
         progress: &SegmentProgress,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A SNAPSHOT entry, write-once, with its chain link and its place in
+    /// its segment's chain (`position`: 1, 2, … within `segment`).
+    fn put_snapshot_entry(
+        &self,
+        entry: &AuditEntry,
+        link: &crate::proof::Link,
+        segment: u32,
+        position: u64,
+    ) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
+    /// The link stored with a SNAPSHOT entry already written (`None`: none,
+    /// or written before snapshots were chained). A resumed run re-reads a
+    /// page at another time, so its entries differ from the stored ones;
+    /// the chain continues from what is stored.
+    fn snapshot_entry_link(
+        &self,
+        entry: &AuditEntry,
+    ) -> impl Future<Output = StoreResult<Option<crate::proof::Link>>> + Send;
 }
 
 /// The stand-in stream ARN of a snapshot run's entries: its label sorts

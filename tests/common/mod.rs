@@ -179,6 +179,23 @@ impl Emulator {
             .build();
         aws_sdk_dynamodbstreams::Client::from_conf(conf)
     }
+
+    pub fn kms(&self) -> aws_sdk_kms::Client {
+        use aws_sdk_kms::config as c;
+        let conf = aws_sdk_kms::Config::builder()
+            .behavior_version(c::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(c::Region::new(self.region.clone()))
+            .credentials_provider(c::Credentials::new(
+                &self.access_key,
+                &self.secret_key,
+                None,
+                None,
+                "ddb-audit-e2e",
+            ))
+            .build();
+        aws_sdk_kms::Client::from_conf(conf)
+    }
 }
 
 impl Drop for Emulator {

@@ -13,7 +13,11 @@
 //!   `stream_arn`, `number` (N), `written_at`;
 //! - a stream row carries `digest_number` (N) and `digest_hash` (S): the
 //!   newest digest written, so deleting digests, or rolling the audit table
-//!   back, shows.
+//!   back, shows;
+//! - a snapshot run is a chain of its own (per Scan segment), named by its
+//!   stand-in stream ARN: its digests sit under `#digests|snapshot:…`, its
+//!   pointer on a streams row keyed `#snapshot:…` (skipped as a stream), and
+//!   each segment row (shards table, `snapshot:<table>`) carries `chain`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -102,7 +106,7 @@ impl ProofStore for DynamoStore {
             .update_item()
             .table_name(table)
             .key("table_name", s(table_name))
-            .key("stream_arn", s(stream_arn))
+            .key("stream_arn", s(digest_pointer_key(stream_arn)))
             .update_expression("SET #n = :n, #h = :h")
             .condition_expression("attribute_not_exists(#n) OR #n < :n")
             .expression_attribute_names("#n", "digest_number")
@@ -123,6 +127,32 @@ impl ProofStore for DynamoStore {
             }
         }
     }
+}
+
+/// The streams-table sort key that holds a chain's newest-digest pointer: a
+/// stream's own row; for a snapshot run (no stream) a row under the reserved
+/// `#` prefix, which every reader of stream rows skips, so the daemon never
+/// takes a run for a stream to read.
+fn digest_pointer_key(stream_arn: &str) -> String {
+    if stream_arn.starts_with(SNAPSHOT_ARN_PREFIX) {
+        format!("#{stream_arn}")
+    } else {
+        stream_arn.to_string()
+    }
+}
+
+/// How [`crate::store::snapshot_stream_arn`] begins.
+const SNAPSHOT_ARN_PREFIX: &str = "snapshot:";
+
+/// An entry as `export --proof` needs it.
+pub struct LinkedEntry {
+    pub stream_arn: String,
+    /// The stored JSON.
+    pub json: String,
+    pub hash: Option<String>,
+    pub prev_hash: Option<String>,
+    /// A SNAPSHOT entry's segment chain (other entries: their `shard_id`).
+    pub chain_shard: Option<String>,
 }
 
 /// An entry head still to be reassembled from its parts.
@@ -189,14 +219,36 @@ impl DynamoStore {
         // would look deleted.
         let rows = self.stream_rows_raw().await?;
         for row in rows {
-            // Rows under a reserved `#` key (a table's health) are no stream.
-            let Some(arn) = get_s(&row, "stream_arn").filter(|a| !a.starts_with('#')) else {
-                continue;
-            };
             let row_table = get_s(&row, "table_name").unwrap_or_default();
             if excluded(row_table) {
                 continue;
             }
+            let pointer = |row: &HashMap<String, DAttr>| match (
+                get_n(row, "digest_number"),
+                get_s(row, "digest_hash"),
+            ) {
+                (Some(n), Some(h)) => Some((n as u64, h.to_string())),
+                _ => None,
+            };
+            // A snapshot run's digest pointer.
+            if let Some(arn) = get_s(&row, "stream_arn")
+                .and_then(|a| a.strip_prefix('#'))
+                .filter(|a| a.starts_with(SNAPSHOT_ARN_PREFIX))
+            {
+                let ev = streams
+                    .entry(arn.to_string())
+                    .or_insert_with(|| StreamEvidence {
+                        table: row_table.to_string(),
+                        stream_arn: arn.to_string(),
+                        ..Default::default()
+                    });
+                ev.newest_digest = pointer(&row);
+                continue;
+            }
+            // Other rows under a reserved `#` key (a table's health) are no stream.
+            let Some(arn) = get_s(&row, "stream_arn").filter(|a| !a.starts_with('#')) else {
+                continue;
+            };
             let ev = streams
                 .entry(arn.to_string())
                 .or_insert_with(|| StreamEvidence {
@@ -204,8 +256,8 @@ impl DynamoStore {
                     stream_arn: arn.to_string(),
                     ..Default::default()
                 });
-            if let (Some(n), Some(h)) = (get_n(&row, "digest_number"), get_s(&row, "digest_hash")) {
-                ev.newest_digest = Some((n as u64, h.to_string()));
+            if let Some(p) = pointer(&row) {
+                ev.newest_digest = Some(p);
             }
             for cp in self.load_shards(arn).await? {
                 ev.checkpoints.push(CheckpointEvidence {
@@ -213,6 +265,34 @@ impl DynamoStore {
                     parent_shard_id: cp.parent_shard_id,
                     chain: cp.chain,
                     sequence_no: cp.sequence_no,
+                });
+            }
+        }
+        // A table's latest snapshot run keeps its segments' progress, with
+        // their chains, as a stream keeps its checkpoints (earlier runs have
+        // only their digests: each ends with a final one).
+        let snapshot_tables: Vec<String> = streams
+            .values()
+            .filter(|ev| ev.stream_arn.starts_with(SNAPSHOT_ARN_PREFIX))
+            .map(|ev| ev.table.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for table in snapshot_tables {
+            let Some((run, segments)) = self.load_snapshot(&table).await? else {
+                continue;
+            };
+            let arn = crate::store::snapshot_stream_arn(&table, &run.run_id);
+            let Some(ev) = streams.get_mut(&arn) else {
+                continue;
+            };
+            for seg in segments {
+                let size = seg.chain.tree.size;
+                ev.checkpoints.push(CheckpointEvidence {
+                    shard_id: crate::store::segment_chain_id(seg.segment),
+                    parent_shard_id: None,
+                    chain: Some(seg.chain),
+                    sequence_no: (size > 0).then(|| size.to_string()),
                 });
             }
         }
@@ -254,7 +334,10 @@ impl DynamoStore {
                 }
                 let stored_hash = get_s(item, "hash").and_then(parse_hash);
                 let prev_hash = get_s(item, "prev_hash").and_then(parse_hash);
-                let shard_id = get_s(item, "shard_id").unwrap_or_default().to_string();
+                let shard_id = get_s(item, CHAIN_SHARD)
+                    .or_else(|| get_s(item, "shard_id"))
+                    .unwrap_or_default()
+                    .to_string();
                 if pk == GAPS_PK {
                     let gap: Option<serde_json::Value> =
                         get_s(item, "gap").and_then(|g| serde_json::from_str(g).ok());
@@ -287,7 +370,8 @@ impl DynamoStore {
                 let leaf = Leaf {
                     is_gap: false,
                     shard_id,
-                    sequence_number: get_s(item, "sequence_number")
+                    sequence_number: get_s(item, CHAIN_POSITION)
+                        .or_else(|| get_s(item, "sequence_number"))
                         .unwrap_or_default()
                         .to_string(),
                     key: None,
@@ -379,11 +463,15 @@ impl DynamoStore {
             .scan()
             .table_name(table)
             .consistent_read(true)
-            .filter_expression("stream_arn = :a AND shard_id = :s AND attribute_exists(#h)")
+            .filter_expression(
+                "stream_arn = :a AND (shard_id = :s OR #cs = :s) AND attribute_exists(#h)",
+            )
             .expression_attribute_names("#h", "hash")
+            .expression_attribute_names("#cs", CHAIN_SHARD)
+            .expression_attribute_names("#cp", CHAIN_POSITION)
             .expression_attribute_values(":a", s(stream_arn))
             .expression_attribute_values(":s", s(shard_id))
-            .projection_expression("pk, sequence_number, #h, prev_hash, gap")
+            .projection_expression("pk, sequence_number, #h, prev_hash, gap, #cp")
             .into_paginator()
             .items()
             .send()
@@ -402,7 +490,8 @@ impl DynamoStore {
                         .and_then(|g| g["after_sequence_number"].as_str().map(str::to_string))
                         .unwrap_or_default()
                 } else {
-                    get_s(item, "sequence_number")
+                    get_s(item, CHAIN_POSITION)
+                        .or_else(|| get_s(item, "sequence_number"))
                         .unwrap_or_default()
                         .to_string()
                 };
@@ -412,11 +501,7 @@ impl DynamoStore {
     }
 
     /// One item's entries with their stored JSON and links, in stream order.
-    pub async fn history_linked(
-        &self,
-        table: &str,
-        key: &Item,
-    ) -> StoreResult<Vec<(String, String, Option<String>, Option<String>)>> {
+    pub async fn history_linked(&self, table: &str, key: &Item) -> StoreResult<Vec<LinkedEntry>> {
         let pk = item_partition_key(table, key);
         let items = self.query_partition(&pk).await?;
         let mut chunks: HashMap<&str, &str> = HashMap::new();
@@ -437,12 +522,13 @@ impl DynamoStore {
                     .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?,
                 (None, None) => continue,
             };
-            out.push((
-                get_s(item, "stream_arn").unwrap_or_default().to_string(),
+            out.push(LinkedEntry {
+                stream_arn: get_s(item, "stream_arn").unwrap_or_default().to_string(),
                 json,
-                get_s(item, "hash").map(str::to_string),
-                get_s(item, "prev_hash").map(str::to_string),
-            ));
+                hash: get_s(item, "hash").map(str::to_string),
+                prev_hash: get_s(item, "prev_hash").map(str::to_string),
+                chain_shard: get_s(item, CHAIN_SHARD).map(str::to_string),
+            });
         }
         Ok(out)
     }
