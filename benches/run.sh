@@ -3,7 +3,9 @@
 #   1. diff + entry encoding (criterion, one core),
 #   2. the in-memory pipeline and idle-shard RSS,
 #   3. end to end against moto: ddb-audit vs the naive poller,
-#   4. `serve`: API latency of history, query and as-of, and serve's RSS.
+#   4. `serve`: API latency of history, query and as-of, and serve's RSS,
+#   5. the read side on a 100,000-entry trail: Query calls and items read per
+#      question, snapshot items/s, write units per entry.
 # Results (text + JSON) in $TARGET_DIR/bench-results/. See BENCHMARKS.md.
 # BENCH_QUICK=1: smoke mode (every bench once, tiny workloads), for CI.
 set -euo pipefail
@@ -33,7 +35,7 @@ wait "$build"
 echo "emulator: moto $($PY -c 'from importlib.metadata import version as v; print(v("moto"), "under waitress", v("waitress"))')" \
   | tee -a "$OUT/machine.txt"
 
-stamp "1/4 diff + entry encoding (criterion)"
+stamp "1/5 diff + entry encoding (criterion)"
 if [[ -n $QUICK ]]; then
   $CARGO bench --locked --bench diff -- --test | tee "$OUT/diff.txt"
 else
@@ -41,15 +43,18 @@ else
   $PY benches/criterion_table.py "$TARGET_DIR" | tee "$OUT/diff.txt"
 fi
 
-stamp "2/4 pipeline (simulator, in-memory stores) and idle-shard RSS"
+stamp "2/5 pipeline (simulator, in-memory stores) and idle-shard RSS"
 $CARGO bench --locked --bench pipeline -- ${QUICK:+--quick} | tee "$OUT/pipeline.txt"
 
-stamp "3/4 end to end against moto: ddb-audit vs the naive poller"
+stamp "3/5 end to end against moto: ddb-audit vs the naive poller"
 $PY benches/e2e/run.py --bin "$TARGET_DIR/release/ddb-audit" --out "$OUT/e2e.json" ${QUICK:+--quick} \
   | tee "$OUT/e2e.txt"
 
-stamp "4/4 serve: API latency and RSS against moto"
+stamp "4/5 serve: API latency and RSS against moto"
 $PY benches/serve_api.py --bin "$TARGET_DIR/release/ddb-audit" --out "$OUT/serve.json" ${QUICK:+--quick} \
   | tee "$OUT/serve.txt"
+
+stamp "5/5 read side on a 100,000-entry trail, against moto"
+$CARGO bench --locked --bench read_trail -- ${QUICK:+--quick} | tee "$OUT/read_trail.txt"
 
 stamp "done; results in $OUT"

@@ -731,6 +731,58 @@ impl DynamoStore {
         self.put_once(items.head).await
     }
 
+    /// Loads entries into an audit table with BatchWriteItem, 25 a call:
+    /// the same items `put_linked_entry` writes, but unconditionally, so
+    /// NOT write-once. For filling a benchmark's or a test's empty table fast
+    /// (`benches/read_trail.rs`); the daemon never calls it, and the shipped
+    /// policies deny BatchWriteItem on the audit table to every role. Inline
+    /// entries only (an oversize one is refused).
+    #[doc(hidden)]
+    pub async fn bulk_load_unchecked(
+        &self,
+        entries: &[(AuditEntry, Option<crate::proof::Link>)],
+    ) -> StoreResult<()> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let table = &self.names.audit;
+        let expires = self.expires_at();
+        for batch in entries.chunks(25) {
+            let mut requests = Vec::with_capacity(batch.len());
+            for (entry, link) in batch {
+                let items = entry_items(entry, link.as_ref(), expires.as_ref())?;
+                if !items.parts.is_empty() {
+                    return Err(StoreError::Other(format!(
+                        "bulk load: the entry {} {} is oversize",
+                        entry.table, entry.sequence_number
+                    )));
+                }
+                let put = PutRequest::builder()
+                    .set_item(Some(items.head))
+                    .build()
+                    .map_err(|e| build_error(table, e))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut pending = Some(requests);
+            let mut attempt = 0u32;
+            while let Some(requests) = pending.take().filter(|r| !r.is_empty()) {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(table.clone(), requests)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_store_error(&e, table))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(table.as_str()));
+                if pending.as_ref().is_some_and(|p| !p.is_empty()) {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(50)))).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn history_items(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
         let canonical = canonical_key_json(key);
         let pk = partition_key_from(table, &canonical);
@@ -1810,6 +1862,11 @@ pub fn write_cost(
 
 /// DynamoDB's per-row overhead of a secondary index.
 const GSI_ROW_OVERHEAD: usize = 100;
+
+/// An item's size as DynamoDB bills it (names + values).
+pub fn stored_item_bytes(item: &HashMap<String, DAttr>) -> usize {
+    item_size(item)
+}
 
 fn item_size(item: &HashMap<String, DAttr>) -> usize {
     item.iter().map(|(k, v)| k.len() + attr_size(v)).sum()
