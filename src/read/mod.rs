@@ -440,8 +440,15 @@ pub async fn query<S: ReadStore>(
     };
     tracing::debug!(plan = %plan.describe(), "query plan");
     let mut out = Vec::new();
+    // Index rows read but not yet merged: kept across rounds, so a lane's
+    // rows are read once however the merge interleaves the lanes.
+    let mut buffers: Vec<Buffered> = vec![Buffered::default(); lanes.len()];
     for _ in 0..MAX_ROUNDS {
-        if out.len() >= page_size || lanes.iter().all(|l| *l == Lane::Done) {
+        let drained = lanes
+            .iter()
+            .zip(&buffers)
+            .all(|(l, b)| *l == Lane::Done && b.hits.is_empty());
+        if out.len() >= page_size || drained {
             break;
         }
         let want = page_size - out.len();
@@ -450,8 +457,16 @@ pub async fn query<S: ReadStore>(
                 item_round(store, filter, table, key, &mut lanes[0], want, &mut out).await?
             }
             Plan::Lanes(parts) => {
-                lanes_round(store, filter, parts, &mut lanes, want, &mut out).await?
+                lanes_round(store, filter, parts, &mut lanes, &mut buffers, want, &mut out)
+                    .await?
             }
+        }
+    }
+    // Rows read but not merged are read again from the cursor: a lane
+    // resumes after the last row it gave.
+    for (lane, buffer) in lanes.iter_mut().zip(buffers) {
+        if let Some(resume) = buffer.resume {
+            *lane = resume;
         }
     }
     let next = (!lanes.iter().all(|l| *l == Lane::Done)).then(|| {
@@ -513,95 +528,99 @@ async fn item_round<S: ReadStore>(
     Ok(())
 }
 
+/// One lane's index rows fetched and not yet merged.
+#[derive(Clone, Debug, Default)]
+struct Buffered {
+    hits: std::collections::VecDeque<IndexHit>,
+    /// Where the lane resumes if the buffer is dropped: its state before the
+    /// first row still buffered (`None`: the lane's own state holds).
+    resume: Option<Lane>,
+}
+
+/// One round of a sharded query: refill the lanes whose buffer ran dry, then
+/// merge the lanes' rows by time (a k-way merge: a row is taken only while
+/// every lane that may hold earlier rows has one buffered), fetch the
+/// entries of the rows that pass the index-level filters, and keep those
+/// that match. Each lane reads about its share of `want`, so a query reads
+/// about what it returns (plus up to one page a lane), not `want` a lane.
 async fn lanes_round<S: ReadStore>(
     store: &S,
     filter: &QueryFilter,
     parts: &[(Index, String)],
     lanes: &mut [Lane],
+    buffers: &mut [Buffered],
     want: usize,
     out: &mut Vec<AuditEntry>,
 ) -> Result<(), ReadError> {
     let desc = filter.order == Order::Desc;
     let range = filter.range();
+    let per_lane = (want.div_ceil(parts.len().max(1)) * 2 + 4).clamp(1, 1000);
     let reads = parts
         .iter()
         .zip(lanes.iter())
-        .map(|((index, partition), lane)| {
+        .zip(buffers.iter())
+        .map(|(((index, partition), lane), buffer)| {
             let range = &range;
             async move {
                 let after = match lane {
+                    _ if !buffer.hits.is_empty() => return Ok(None),
                     Lane::Done => return Ok(None),
                     Lane::Fresh => None,
                     Lane::After(p) => Some(p),
                 };
                 store
-                    .index_page(*index, partition, range, desc, after, want)
+                    .index_page(*index, partition, range, desc, after, per_lane)
                     .await
                     .map(Some)
             }
         });
     let pages = futures_util::future::try_join_all(reads).await?;
-
-    // Merge by time. A lane with more to read bounds what may be emitted:
-    // its unread rows come after its last fetched one.
-    let mut bound: Option<&str> = None;
-    let mut candidates: Vec<(&str, usize, usize)> = Vec::new();
-    for (lane_i, page) in pages.iter().enumerate() {
+    for ((page, lane), buffer) in pages.into_iter().zip(lanes.iter_mut()).zip(buffers.iter_mut()) {
         let Some(page) = page else { continue };
-        for (j, hit) in page.hits.iter().enumerate() {
-            candidates.push((hit.ts.as_str(), lane_i, j));
+        if !page.hits.is_empty() && buffer.resume.is_none() {
+            buffer.resume = Some(lane.clone());
         }
-        if page.next.is_some() {
-            if let Some(last) = page.hits.last() {
-                let ts = last.ts.as_str();
-                bound = Some(match bound {
-                    None => ts,
-                    Some(b) if desc => b.max(ts),
-                    Some(b) => b.min(ts),
-                });
-            }
-        }
-    }
-    candidates.sort_by(|a, b| {
-        let by_time = if desc { b.0.cmp(a.0) } else { a.0.cmp(b.0) };
-        by_time.then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
-    });
-    let mut emitted_per_lane = vec![0usize; lanes.len()];
-    let mut emitted: Vec<&IndexHit> = Vec::new();
-    for (ts, lane_i, j) in candidates {
-        if emitted.len() == want {
-            break;
-        }
-        let past_bound = bound.is_some_and(|b| if desc { ts < b } else { ts > b });
-        if past_bound {
-            break;
-        }
-        if let Some(page) = &pages[lane_i] {
-            emitted.push(&page.hits[j]);
-            emitted_per_lane[lane_i] = j + 1;
-        }
-    }
-    for (lane_i, page) in pages.iter().enumerate() {
-        let Some(page) = page else { continue };
-        let n = emitted_per_lane[lane_i];
-        lanes[lane_i] = if n == page.hits.len() {
-            match &page.next {
-                Some(p) => Lane::After(p.clone()),
-                None => Lane::Done,
-            }
-        } else if n > 0 {
-            Lane::After(page.hits[n - 1].position.clone())
-        } else {
-            lanes[lane_i].clone()
+        buffer.hits.extend(page.hits);
+        *lane = match page.next {
+            Some(p) => Lane::After(p),
+            None => Lane::Done,
         };
     }
 
-    let wanted: Vec<&IndexHit> = emitted
-        .into_iter()
-        .filter(|h| filter.hit_matches(h))
-        .collect();
-    let refs: Vec<(String, String)> = wanted
+    // Merge while no lane that may still hold an earlier row is empty.
+    let mut emitted: Vec<IndexHit> = Vec::new();
+    while emitted.len() < want {
+        let starved = lanes
+            .iter()
+            .zip(buffers.iter())
+            .any(|(l, b)| b.hits.is_empty() && *l != Lane::Done);
+        if starved {
+            break;
+        }
+        let next = buffers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.hits.front().map(|h| (i, h.ts.as_str())))
+            .reduce(|best, cur| {
+                let better = if desc { cur.1 > best.1 } else { cur.1 < best.1 };
+                if better {
+                    cur
+                } else {
+                    best
+                }
+            });
+        let Some((i, _)) = next else { break };
+        let Some(hit) = buffers[i].hits.pop_front() else {
+            break;
+        };
+        buffers[i].resume = (!buffers[i].hits.is_empty())
+            .then(|| Lane::After(hit.position.clone()));
+        emitted.push(hit);
+    }
+
+    let refs: Vec<(String, String)> = emitted
         .iter()
+        .filter(|h| filter.hit_matches(h))
         .map(|h| (h.pk.clone(), h.sk.clone()))
         .collect();
     if refs.is_empty() {
