@@ -89,7 +89,11 @@ fn trail_entry(i: usize, total: usize, start: DateTime<Utc>, stream_arn: &str) -
         let j = i - i / 10 - 1; // index among the non-hot entries
         (item_id(j % ((total * 9 / 10) / 10).max(1)), j)
     };
-    let first = if hot { i == 0 } else { nth < (total * 9 / 10) / 10 };
+    let first = if hot {
+        i == 0
+    } else {
+        nth < (total * 9 / 10) / 10
+    };
     let at = start + Duration::milliseconds((DAYS * 86_400_000) * i as i64 / total as i64);
     let actor = format!("actor-{:02}", i % ACTORS);
     let mut changes = vec![Change {
@@ -246,10 +250,7 @@ async fn main() {
         bytes.push(cost.item_bytes);
         batch.push((entry, Some(link)));
         if batch.len() == 500 || i + 1 == total {
-            store
-                .bulk_load_unchecked(&batch)
-                .await
-                .expect("bulk load");
+            store.bulk_load_unchecked(&batch).await.expect("bulk load");
             batch.clear();
         }
     }
@@ -277,10 +278,19 @@ async fn main() {
     let questions: Vec<(&str, Vec<String>)> = vec![
         (
             "history --last 1 (hot item)",
-            vec!["history", "--table", TABLE, "--key", "pk=S:order-hot", "--last", "1", "--json"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            vec![
+                "history",
+                "--table",
+                TABLE,
+                "--key",
+                "pk=S:order-hot",
+                "--last",
+                "1",
+                "--json",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
         ),
         (
             "query --actor over an hour",
@@ -339,9 +349,7 @@ async fn main() {
     ];
     let hot_entries = total / 10;
     println!("hot item: {hot_entries} entries; other items: 10 entries each; {ACTORS} actors; {DAYS} days");
-    println!(
-        "| question | lines out | Query calls | BatchGetItem calls | items read | wall ms |"
-    );
+    println!("| question | lines out | Query calls | BatchGetItem calls | items read | wall ms |");
     println!("|---|---|---|---|---|---|");
     for (name, args) in &questions {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -385,7 +393,12 @@ async fn main() {
                     ("note".to_string(), DAttr::S("x".repeat(200))),
                 ]);
                 WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(item)).build().expect("put"))
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .expect("put"),
+                    )
                     .build()
             })
             .collect::<Vec<_>>();
@@ -401,7 +414,14 @@ async fn main() {
     }
     let started = Instant::now();
     let out = Command::new(bin)
-        .args(["snapshot", "--table", SOURCE, "--read-units-per-sec", "100000", "--config"])
+        .args([
+            "snapshot",
+            "--table",
+            SOURCE,
+            "--read-units-per-sec",
+            "100000",
+            "--config",
+        ])
         .arg(&config)
         .env("AWS_ENDPOINT_URL", &endpoint)
         .output()

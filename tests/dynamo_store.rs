@@ -273,7 +273,9 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
         .expect("the entry after the big one");
     assert_eq!(
         dynamo::stored_item_bytes(stored),
-        dynamo::write_cost(&e3, None, false).expect("cost").item_bytes,
+        dynamo::write_cost(&e3, None, false)
+            .expect("cost")
+            .item_bytes,
         "{stored:?}"
     );
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use common::*;
-use serde_json::{json, Value};
 use ddb_audit::store::dynamo;
+use serde_json::{json, Value};
 
 type Item = HashMap<String, AttributeValue>;
 

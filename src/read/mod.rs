@@ -457,8 +457,16 @@ pub async fn query<S: ReadStore>(
                 item_round(store, filter, table, key, &mut lanes[0], want, &mut out).await?
             }
             Plan::Lanes(parts) => {
-                lanes_round(store, filter, parts, &mut lanes, &mut buffers, want, &mut out)
-                    .await?
+                lanes_round(
+                    store,
+                    filter,
+                    parts,
+                    &mut lanes,
+                    &mut buffers,
+                    want,
+                    &mut out,
+                )
+                .await?
             }
         }
     }
@@ -555,11 +563,8 @@ async fn lanes_round<S: ReadStore>(
     let desc = filter.order == Order::Desc;
     let range = filter.range();
     let per_lane = (want.div_ceil(parts.len().max(1)) * 2 + 4).clamp(1, 1000);
-    let reads = parts
-        .iter()
-        .zip(lanes.iter())
-        .zip(buffers.iter())
-        .map(|(((index, partition), lane), buffer)| {
+    let reads = parts.iter().zip(lanes.iter()).zip(buffers.iter()).map(
+        |(((index, partition), lane), buffer)| {
             let range = &range;
             async move {
                 let after = match lane {
@@ -573,9 +578,14 @@ async fn lanes_round<S: ReadStore>(
                     .await
                     .map(Some)
             }
-        });
+        },
+    );
     let pages = futures_util::future::try_join_all(reads).await?;
-    for ((page, lane), buffer) in pages.into_iter().zip(lanes.iter_mut()).zip(buffers.iter_mut()) {
+    for ((page, lane), buffer) in pages
+        .into_iter()
+        .zip(lanes.iter_mut())
+        .zip(buffers.iter_mut())
+    {
         let Some(page) = page else { continue };
         if !page.hits.is_empty() && buffer.resume.is_none() {
             buffer.resume = Some(lane.clone());
@@ -613,8 +623,8 @@ async fn lanes_round<S: ReadStore>(
         let Some(hit) = buffers[i].hits.pop_front() else {
             break;
         };
-        buffers[i].resume = (!buffers[i].hits.is_empty())
-            .then(|| Lane::After(hit.position.clone()));
+        buffers[i].resume =
+            (!buffers[i].hits.is_empty()).then(|| Lane::After(hit.position.clone()));
         emitted.push(hit);
     }
 

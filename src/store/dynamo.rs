@@ -776,7 +776,8 @@ impl DynamoStore {
                     .and_then(|mut u| u.remove(table.as_str()));
                 if pending.as_ref().is_some_and(|p| !p.is_empty()) {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(50)))).await;
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(50))))
+                        .await;
                 }
             }
         }
@@ -1688,9 +1689,10 @@ pub fn entry_body(json: &str) -> (&'static str, DAttr) {
     // Writing into a Vec cannot fail.
     let deflated = z.write_all(json.as_bytes()).and_then(|()| z.finish());
     match deflated {
-        Ok(bytes) if ENTRY_Z.len() + bytes.len() < "entry".len() + json.len() => {
-            (ENTRY_Z, DAttr::B(aws_sdk_dynamodb::primitives::Blob::new(bytes)))
-        }
+        Ok(bytes) if ENTRY_Z.len() + bytes.len() < "entry".len() + json.len() => (
+            ENTRY_Z,
+            DAttr::B(aws_sdk_dynamodb::primitives::Blob::new(bytes)),
+        ),
         _ => ("entry", s(json)),
     }
 }
@@ -1721,7 +1723,9 @@ pub fn inline_entry_json(
     flate2::read::DeflateDecoder::new(bytes.as_ref())
         .take(INLINE_ENTRY_LIMIT as u64 + 1)
         .read_to_string(&mut json)
-        .map_err(|e| StoreError::Corrupt(format!("{}: `{ENTRY_Z}` does not inflate: {e}", where_())))?;
+        .map_err(|e| {
+            StoreError::Corrupt(format!("{}: `{ENTRY_Z}` does not inflate: {e}", where_()))
+        })?;
     if json.len() > INLINE_ENTRY_LIMIT {
         return Err(StoreError::Corrupt(format!(
             "{}: `{ENTRY_Z}` inflates past {INLINE_ENTRY_LIMIT} bytes",
@@ -2499,23 +2503,50 @@ mod tests {
         let v = variant;
         let line = |i: u32| {
             AttrValue::M(BTreeMap::from([
-                ("sku".into(), AttrValue::S(format!("SKU-{:05}", 1000 + i + 17 * v))),
+                (
+                    "sku".into(),
+                    AttrValue::S(format!("SKU-{:05}", 1000 + i + 17 * v)),
+                ),
                 ("qty".into(), AttrValue::N(format!("{}", 1 + i + v))),
-                ("price".into(), AttrValue::N(format!("{}.{:02}", 10 + 3 * i + v, 25 + v))),
+                (
+                    "price".into(),
+                    AttrValue::N(format!("{}.{:02}", 10 + 3 * i + v, 25 + v)),
+                ),
             ]))
         };
         let mut item = key(&[
             ("pk", AttrValue::S("order-0001234".into())),
-            ("customer", AttrValue::S(format!("Customer {v} Example-Smith"))),
+            (
+                "customer",
+                AttrValue::S(format!("Customer {v} Example-Smith")),
+            ),
             ("email", AttrValue::S(format!("customer{v}@example.com"))),
             ("street", AttrValue::S(format!("{} Long Street", 10 + v))),
-            ("city", AttrValue::S(["Lisbon", "Porto", "Braga"][v as usize % 3].into())),
-            ("zip", AttrValue::S(format!("{:04}-{:03}", 1000 + v, 100 + v))),
-            ("status", AttrValue::S(["PENDING", "PAID", "SHIPPED"][v as usize % 3].into())),
+            (
+                "city",
+                AttrValue::S(["Lisbon", "Porto", "Braga"][v as usize % 3].into()),
+            ),
+            (
+                "zip",
+                AttrValue::S(format!("{:04}-{:03}", 1000 + v, 100 + v)),
+            ),
+            (
+                "status",
+                AttrValue::S(["PENDING", "PAID", "SHIPPED"][v as usize % 3].into()),
+            ),
             ("total", AttrValue::N(format!("{}.{:02}", 120 + v, 50 + v))),
-            ("currency", AttrValue::S(["EUR", "USD"][v as usize % 2].into())),
-            ("created_at", AttrValue::S(format!("2026-11-{:02}T10:00:00Z", 1 + v))),
-            ("updated_at", AttrValue::S(format!("2026-11-23T19:{:02}:00Z", v))),
+            (
+                "currency",
+                AttrValue::S(["EUR", "USD"][v as usize % 2].into()),
+            ),
+            (
+                "created_at",
+                AttrValue::S(format!("2026-11-{:02}T10:00:00Z", 1 + v)),
+            ),
+            (
+                "updated_at",
+                AttrValue::S(format!("2026-11-23T19:{:02}:00Z", v)),
+            ),
             ("updated_by", AttrValue::S(format!("user-{v}@example.com"))),
             ("request_id", AttrValue::S(format!("req-7f3a9c{v:02}-4b1d"))),
             ("lines", AttrValue::L((0..3).map(line).collect())),
@@ -2525,7 +2556,9 @@ mod tests {
         let mut h = fnv1a64(&v.to_le_bytes());
         while image_bytes(&item) < target {
             if words {
-                let w = ["deliver", "to", "the", "back", "door", "please", "ring", "twice"];
+                let w = [
+                    "deliver", "to", "the", "back", "door", "please", "ring", "twice",
+                ];
                 note.push_str(w[(note.len() + v as usize) % w.len()]);
                 note.push(' ');
             } else {
@@ -2562,13 +2595,8 @@ mod tests {
     /// The entry the daemon writes for `record` (`build_entry`, with the
     /// actor and correlation attributes configured or not).
     fn entry_of(r: &crate::stream::StreamRecord, actor: bool, correlation: bool) -> AuditEntry {
-        let mut e = crate::entry::build_entry(
-            "orders",
-            ARN,
-            SHARD,
-            r,
-            actor.then_some("updated_by"),
-        );
+        let mut e =
+            crate::entry::build_entry("orders", ARN, SHARD, r, actor.then_some("updated_by"));
         e.correlation = crate::entry::correlation_of(r, correlation.then_some("request_id"));
         e
     }
@@ -2587,10 +2615,19 @@ mod tests {
         let (old_half, new_half) = (order(512, 1, words), order(512, 2, words));
         let mut few = old_half.clone();
         few.insert("status".into(), AttrValue::S("PAID".into()));
-        few.insert("updated_at".into(), AttrValue::S("2026-11-23T19:05:00Z".into()));
-        few.insert("updated_by".into(), AttrValue::S("user-2@example.com".into()));
+        few.insert(
+            "updated_at".into(),
+            AttrValue::S("2026-11-23T19:05:00Z".into()),
+        );
+        few.insert(
+            "updated_by".into(),
+            AttrValue::S("user-2@example.com".into()),
+        );
         let cases = vec![
-            ("INSERT of a 1 KB item", record("INSERT", None, Some(new.clone()))),
+            (
+                "INSERT of a 1 KB item",
+                record("INSERT", None, Some(new.clone())),
+            ),
             ("REMOVE of a 1 KB item", record("REMOVE", Some(new), None)),
             (
                 "MODIFY 512 B -> 512 B, every attribute changed",
@@ -2615,7 +2652,13 @@ mod tests {
     #[test]
     fn item_sizes_follow_dynamodbs_rules() {
         assert_eq!(attr_size(&s("héllo")), 6);
-        assert_eq!(attr_size(&DAttr::B(aws_sdk_dynamodb::primitives::Blob::new(vec![0; 32]))), 32);
+        assert_eq!(
+            attr_size(&DAttr::B(aws_sdk_dynamodb::primitives::Blob::new(vec![
+                0;
+                32
+            ]))),
+            32
+        );
         assert_eq!(attr_size(&DAttr::N("12345".into())), 4);
         assert_eq!(attr_size(&DAttr::N("-0.00120".into())), 2);
         assert_eq!(attr_size(&DAttr::N("0".into())), 1);
@@ -2638,8 +2681,21 @@ mod tests {
         let items = entry_items(&e, Some(&link()), Some(&ttl)).unwrap();
         let cost = write_cost(&e, Some(&link()), true).unwrap();
         assert_eq!(cost.item_bytes, item_size(&items.head));
-        for name in ["hash", "prev_hash", "expires_at", ENTRY_Z, "ts", "ix_table", "ix_actor", "ix_corr"] {
-            assert!(items.head.contains_key(name), "{name} missing: {:?}", items.head.keys());
+        for name in [
+            "hash",
+            "prev_hash",
+            "expires_at",
+            ENTRY_Z,
+            "ts",
+            "ix_table",
+            "ix_actor",
+            "ix_corr",
+        ] {
+            assert!(
+                items.head.contains_key(name),
+                "{name} missing: {:?}",
+                items.head.keys()
+            );
         }
         // The chain's two hex hashes are counted: 4 + 64 and 9 + 64 bytes.
         let unchained = write_cost(&e, None, true).unwrap();
@@ -2653,7 +2709,12 @@ mod tests {
         let common = keys + 2 + 24 + "event".len() + e.event.len() + GSI_ROW_OVERHEAD;
         let expect: Vec<(Index, usize)> = Index::ALL
             .into_iter()
-            .map(|i| (i, common + i.attribute().len() + attr_size(&items.head[i.attribute()])))
+            .map(|i| {
+                (
+                    i,
+                    common + i.attribute().len() + attr_size(&items.head[i.attribute()]),
+                )
+            })
             .collect();
         assert_eq!(cost.index_rows, expect);
         assert_eq!(
@@ -2681,7 +2742,10 @@ mod tests {
                 let plain = cost(false, false);
                 assert_eq!(plain.index_rows.len(), 1, "{name}");
                 assert!(plain.index_rows.iter().all(|(_, b)| *b <= 1024), "{name}");
-                assert!(plain.item_bytes <= 2048, "{name} (text: {words}): {plain:?}");
+                assert!(
+                    plain.item_bytes <= 2048,
+                    "{name} (text: {words}): {plain:?}"
+                );
                 assert!(plain.write_units <= 3, "{name} (text: {words}): {plain:?}");
                 // Each optional index adds exactly its row.
                 // A REMOVE names no actor (the old image's is `last_writer`).
@@ -2731,7 +2795,11 @@ mod tests {
     /// An entry too big to be inline: its parts are billed as items.
     #[test]
     fn an_oversize_entry_is_billed_for_its_parts() {
-        let mut e = entry_of(&record("INSERT", None, Some(order(1024, 1, true))), false, false);
+        let mut e = entry_of(
+            &record("INSERT", None, Some(order(1024, 1, true))),
+            false,
+            false,
+        );
         e.changes[0].new = Some(AttrValue::S("x".repeat(INLINE_ENTRY_LIMIT + 10)));
         let cost = write_cost(&e, Some(&link()), false).unwrap();
         assert_eq!(cost.part_bytes.len(), 2);
