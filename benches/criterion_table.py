@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Prints the `diff` criterion results as a table: records/s (1 record per
-iteration) and µs per record, from <target>/criterion/diff_entry/*/new/estimates.json.
+iteration) and µs per record, from <target>/criterion/diff_entry/*/new/estimates.json
+(diff + entry JSON) and <target>/criterion/entry_item/ (deflating the JSON
+into the stored body: rows named `body …`).
 Usage: criterion_table.py TARGET_DIR"""
 import json
 import os
 import sys
 
-root = os.path.join(sys.argv[1], "criterion", "diff_entry")
 rows = []
-for dirpath, _, files in os.walk(root):
-    if dirpath.endswith(os.sep + "new") and "estimates.json" in files:
+for group, prefix in (("diff_entry", ""), ("entry_item", "body ")):
+    root = os.path.join(sys.argv[1], "criterion", group)
+    for dirpath, _, files in os.walk(root):
+        if not (dirpath.endswith(os.sep + "new") and "estimates.json" in files):
+            continue
         with open(os.path.join(dirpath, "benchmark.json")) as f:
             bench = json.load(f)
         with open(os.path.join(dirpath, "estimates.json")) as f:
@@ -17,9 +21,9 @@ for dirpath, _, files in os.walk(root):
         ns = est["mean"]["point_estimate"]
         lo = est["mean"]["confidence_interval"]["lower_bound"]
         hi = est["mean"]["confidence_interval"]["upper_bound"]
-        rows.append((bench.get("value_str") or bench["full_id"], ns, lo, hi))
+        rows.append((prefix + (bench.get("value_str") or bench["full_id"]), ns, lo, hi))
 order = {"flat": 0, "nested": 1, "1kb": 0, "10kb": 1, "350kb": 2, "1_changed": 0, "10_changed": 1, "all_changed": 2}
-rows.sort(key=lambda r: [order.get(p, 9) for p in r[0].split("/")])
+rows.sort(key=lambda r: [r[0].startswith("body ")] + [order.get(p.removeprefix("body "), 9) for p in r[0].split("/")])
 print(f"{'case (shape/size/changed)':<28} {'records/s':>12} {'us/record':>11} {'95% CI (us)':>18}")
 for name, ns, lo, hi in rows:
     print(f"{name:<28} {1e9 / ns:>12,.0f} {ns / 1e3:>11.2f} {lo / 1e3:>8.2f}-{hi / 1e3:<9.2f}")
