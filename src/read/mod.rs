@@ -443,6 +443,11 @@ pub async fn query<S: ReadStore>(
     // Index rows read but not yet merged: kept across rounds, so a lane's
     // rows are read once however the merge interleaves the lanes.
     let mut buffers: Vec<Buffered> = vec![Buffered::default(); lanes.len()];
+    // Index rows merged per round: starts at the page size and doubles while
+    // rounds yield less than half of that (filters on the entries, such as
+    // `--field`, decide only after the fetch), so a selective query makes
+    // few large rounds rather than many small ones.
+    let mut per_round = page_size;
     for _ in 0..MAX_ROUNDS {
         let drained = lanes
             .iter()
@@ -457,16 +462,24 @@ pub async fn query<S: ReadStore>(
                 item_round(store, filter, table, key, &mut lanes[0], want, &mut out).await?
             }
             Plan::Lanes(parts) => {
+                let before = out.len();
+                let round = Round {
+                    want,
+                    rows: per_round.max(want),
+                };
                 lanes_round(
                     store,
                     filter,
                     parts,
                     &mut lanes,
                     &mut buffers,
-                    want,
+                    round,
                     &mut out,
                 )
-                .await?
+                .await?;
+                if (out.len() - before) * 2 < round.rows {
+                    per_round = (per_round * 2).min(MAX_ROUND_ROWS);
+                }
             }
         }
     }
@@ -545,24 +558,37 @@ struct Buffered {
     resume: Option<Lane>,
 }
 
+/// Most index rows one round merges (and fetches the entries of).
+const MAX_ROUND_ROWS: usize = 1000;
+
+/// How much one round of a sharded query takes on.
+#[derive(Clone, Copy, Debug)]
+struct Round {
+    /// Entries still wanted for the page.
+    want: usize,
+    /// Index rows to merge (at least `want`).
+    rows: usize,
+}
+
 /// One round of a sharded query: refill the lanes whose buffer ran dry, then
 /// merge the lanes' rows by time (a k-way merge: a row is taken only while
 /// every lane that may hold earlier rows has one buffered), fetch the
 /// entries of the rows that pass the index-level filters, and keep those
-/// that match. Each lane reads about its share of `want`, so a query reads
-/// about what it returns (plus up to one page a lane), not `want` a lane.
+/// that match, up to `want`; rows merged past the last one kept go back to
+/// their lanes. Each lane reads about its share of the round, so a query
+/// reads about what it merges (plus up to one page a lane), not a round a lane.
 async fn lanes_round<S: ReadStore>(
     store: &S,
     filter: &QueryFilter,
     parts: &[(Index, String)],
     lanes: &mut [Lane],
     buffers: &mut [Buffered],
-    want: usize,
+    round: Round,
     out: &mut Vec<AuditEntry>,
 ) -> Result<(), ReadError> {
     let desc = filter.order == Order::Desc;
     let range = filter.range();
-    let per_lane = (want.div_ceil(parts.len().max(1)) * 2 + 4).clamp(1, 1000);
+    let per_lane = (round.rows.div_ceil(parts.len().max(1)) * 2 + 4).clamp(1, 1000);
     let reads = parts.iter().zip(lanes.iter()).zip(buffers.iter()).map(
         |(((index, partition), lane), buffer)| {
             let range = &range;
@@ -597,9 +623,10 @@ async fn lanes_round<S: ReadStore>(
         };
     }
 
-    // Merge while no lane that may still hold an earlier row is empty.
-    let mut emitted: Vec<IndexHit> = Vec::new();
-    while emitted.len() < want {
+    // Merge while no lane that may still hold an earlier row is empty. Each
+    // merged row remembers its lane's `resume` before it, to be put back.
+    let mut merged: Vec<(usize, IndexHit, Option<Lane>)> = Vec::new();
+    while merged.len() < round.rows {
         let starved = lanes
             .iter()
             .zip(buffers.iter())
@@ -623,23 +650,45 @@ async fn lanes_round<S: ReadStore>(
         let Some(hit) = buffers[i].hits.pop_front() else {
             break;
         };
+        let previous = buffers[i].resume.take();
         buffers[i].resume =
             (!buffers[i].hits.is_empty()).then(|| Lane::After(hit.position.clone()));
-        emitted.push(hit);
+        merged.push((i, hit, previous));
     }
 
-    let refs: Vec<(String, String)> = emitted
-        .iter()
-        .filter(|h| filter.hit_matches(h))
-        .map(|h| (h.pk.clone(), h.sk.clone()))
+    let wanted: Vec<usize> = (0..merged.len())
+        .filter(|&j| filter.hit_matches(&merged[j].1))
         .collect();
-    if refs.is_empty() {
-        return Ok(());
-    }
-    for entry in store.fetch_entries(&refs).await?.into_iter().flatten() {
+    let refs: Vec<(String, String)> = wanted
+        .iter()
+        .map(|&j| (merged[j].1.pk.clone(), merged[j].1.sk.clone()))
+        .collect();
+    let fetched = if refs.is_empty() {
+        Vec::new()
+    } else {
+        store.fetch_entries(&refs).await?
+    };
+    // The merged rows up to (and with) the `want`-th match are consumed.
+    let mut consumed = merged.len();
+    let mut kept = 0;
+    for (&j, entry) in wanted.iter().zip(fetched) {
+        let Some(entry) = entry else { continue };
         if filter.matches(&entry) {
             out.push(entry);
+            kept += 1;
+            if kept == round.want {
+                consumed = j + 1;
+                break;
+            }
         }
+    }
+    // Put the rest back, the last merged first, restoring each lane's resume.
+    while merged.len() > consumed {
+        let Some((i, hit, previous)) = merged.pop() else {
+            break;
+        };
+        buffers[i].hits.push_front(hit);
+        buffers[i].resume = previous;
     }
     Ok(())
 }
