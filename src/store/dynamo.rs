@@ -2764,8 +2764,15 @@ mod tests {
                     both.item_bytes.div_ceil(1024) + 2 + actor_row,
                     "{name}"
                 );
+                let json = encode_entry(&entry_of(&r, false, false)).unwrap();
+                let body = match entry_body(&json) {
+                    (_, DAttr::B(b)) => b.as_ref().len(),
+                    _ => json.len(),
+                };
                 eprintln!(
-                    "{name} (text: {words}): item {} B / {} B / {} B, units {} / {} / {}",
+                    "{name} (text: {words}): JSON {} B, body {body} B; \
+                     item {} B / {} B / {} B, units {} / {} / {}",
+                    json.len(),
                     plain.item_bytes,
                     with_actor.item_bytes,
                     both.item_bytes,
