@@ -195,6 +195,46 @@ fn bench_diff(c: &mut Criterion) {
         }
     }
     group.finish();
+
+    // What storing an entry adds for ~1 KB items: deflating its JSON into
+    // the `entry_z` body (src/store/dynamo.rs, `entry_body`).
+    let mut group = c.benchmark_group("entry_item");
+    group.throughput(Throughput::Elements(1));
+    for shape in [Shape::Flat, Shape::Nested] {
+        let leaves = leaves_for(shape, 1_000);
+        let cases: [(&str, Changed); 2] = [
+            ("1_changed", Box::new(move |i| i == leaves / 2)),
+            ("all_changed", Box::new(|_| true)),
+        ];
+        for (changed_name, changed) in cases {
+            let rec = record(
+                make_item(shape, leaves, &|_| false),
+                make_item(shape, leaves, &*changed),
+            );
+            let entry = build_entry(
+                "orders",
+                "arn:s/stream/L",
+                "shard-1",
+                &rec,
+                Some("updated_by"),
+            );
+            let json = serde_json::to_string(&entry).unwrap();
+            let (name, body) = ddb_audit::store::dynamo::entry_body(&json);
+            let stored = match &body {
+                aws_sdk_dynamodb::types::AttributeValue::B(b) => b.as_ref().len(),
+                _ => json.len(),
+            };
+            let id = format!("{shape:?}/1KB/{changed_name}").to_lowercase();
+            eprintln!(
+                "body {id}: JSON {} B stored as `{name}`, {stored} B",
+                json.len()
+            );
+            group.bench_with_input(BenchmarkId::from_parameter(&id), &json, |b, json| {
+                b.iter(|| black_box(ddb_audit::store::dynamo::entry_body(black_box(json))))
+            });
+        }
+    }
+    group.finish();
 }
 
 /// The same path with `[redaction]`: `redact_record` (both images, in place:

@@ -2,7 +2,7 @@
 //!
 //! 1. the chain's extra bytes and write units per entry (its `hash` and
 //!    `prev_hash` inline in the entry's item: no extra item), by DynamoDB's
-//!    sizing rules as the store computes them (`write_cost_linked`), over
+//!    sizing rules as the store computes them (`write_cost`), over
 //!    entries of many sizes;
 //! 2. digest writes per hour per stream: the daemon's digest writer left to
 //!    write heartbeats against the emulator, counted; and a digest's size and
@@ -36,7 +36,7 @@ use ddb_audit::proof::writer::{DigestSettings, DigestWriter};
 use ddb_audit::proof::{ChainState, Link};
 use ddb_audit::retry::RetryPolicy;
 use ddb_audit::store::dynamo::{
-    encode_entry, entry_sort_key, item_partition_key, write_cost_linked, DynamoStore,
+    encode_entry, entry_sort_key, item_partition_key, write_cost, DynamoStore,
 };
 use ddb_audit::store::{CheckpointStore, ShardCheckpoint, ShardStatus, StreamRow, TableNames};
 use ddb_audit::value::AttrValue;
@@ -98,8 +98,8 @@ fn chain_cost() -> serde_json::Value {
     let mut shapes = Vec::new();
     for (changes, width) in [(1, 10), (3, 40), (10, 40), (10, 80), (30, 80), (60, 120)] {
         let e = entry("orders", "arn:s", "shardId-1", 1, "100", changes, width);
-        let plain = write_cost_linked(&e, None).expect("cost");
-        let linked = write_cost_linked(&e, Some(&link)).expect("cost");
+        let plain = write_cost(&e, None, false).expect("cost");
+        let linked = write_cost(&e, Some(&link), false).expect("cost");
         let json = encode_entry(&e).expect("json").len();
         println!(
             "   {json:>10} {:>12} {:>+12} {:>9} {:>+9}",
@@ -120,8 +120,8 @@ fn chain_cost() -> serde_json::Value {
     for width in (4..400).step_by(3) {
         for changes in [1usize, 2, 5, 10] {
             let e = entry("orders", "arn:s", "shardId-1", 1, "100", changes, width);
-            let plain = write_cost_linked(&e, None).expect("cost");
-            let linked = write_cost_linked(&e, Some(&link)).expect("cost");
+            let plain = write_cost(&e, None, false).expect("cost");
+            let linked = write_cost(&e, Some(&link), false).expect("cost");
             n += 1;
             units += plain.write_units as u64;
             extra_units += (linked.write_units - plain.write_units) as u64;

@@ -38,10 +38,35 @@ impl Default for ClientTimeouts {
     }
 }
 
+/// Overrides [`ClientTimeouts::operation`] (whole seconds, 1–3600). For
+/// emulators, which answer a Query on an index by scanning the whole table:
+/// against moto, a 100,000-entry audit table makes such a call take longer
+/// than the default allows. Real DynamoDB needs no change.
+pub const OPERATION_TIMEOUT_ENV: &str = "DDB_AUDIT_OPERATION_TIMEOUT_SECS";
+
+impl ClientTimeouts {
+    /// The defaults, with [`OPERATION_TIMEOUT_ENV`] applied when it is set
+    /// (a value that is not 1–3600 is named in a warning and ignored).
+    pub fn from_env() -> Self {
+        let mut t = ClientTimeouts::default();
+        if let Ok(text) = std::env::var(OPERATION_TIMEOUT_ENV) {
+            match text.trim().parse::<u64>() {
+                Ok(secs @ 1..=3600) => t.operation = Duration::from_secs(secs),
+                _ => tracing::warn!(
+                    value = %text,
+                    "{OPERATION_TIMEOUT_ENV} must be whole seconds from 1 to 3600; using {} s",
+                    t.operation.as_secs()
+                ),
+            }
+        }
+        t
+    }
+}
+
 /// The SDK configuration from the standard environment, with SDK retries
-/// disabled and [`ClientTimeouts::default`].
+/// disabled and [`ClientTimeouts::from_env`].
 pub async fn load_sdk_config() -> SdkConfig {
-    load_sdk_config_with(ClientTimeouts::default()).await
+    load_sdk_config_with(ClientTimeouts::from_env()).await
 }
 
 /// As [`load_sdk_config`], with explicit timeouts.

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::Utc;
 use ddb_audit::entry::{AuditEntry, Change, Gap};
-use ddb_audit::store::dynamo::{item_partition_key, DynamoStore};
+use ddb_audit::store::dynamo::{self, item_partition_key, DynamoStore};
 use ddb_audit::store::{
     AuditStore, CheckpointStore, PutOutcome, ShardCheckpoint, ShardStatus, StoreError, StreamRow,
     TableNames,
@@ -257,12 +257,26 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
         .iter()
         .find(|i| i.contains_key("parts"))
         .expect("a head with parts");
-    assert!(!head.contains_key("entry"));
-    assert_eq!(
-        head.get("actor")
+    assert!(!head.contains_key("entry") && !head.contains_key(dynamo::ENTRY_Z));
+    // The head still carries the index keys, so queries find it.
+    assert!(
+        head.get("ix_actor")
             .and_then(|v| v.as_s().ok())
-            .map(String::as_str),
-        Some("alice")
+            .is_some_and(|a| a.starts_with("alice#")),
+        "{head:?}"
+    );
+    // An inline entry as stored is exactly what `write_cost` sized.
+    let sk3 = dynamo::entry_sort_key(arn2, "102");
+    let stored = items
+        .iter()
+        .find(|i| i.get("sk").and_then(|v| v.as_s().ok()) == Some(&sk3))
+        .expect("the entry after the big one");
+    assert_eq!(
+        dynamo::stored_item_bytes(stored),
+        dynamo::write_cost(&e3, None, false)
+            .expect("cost")
+            .item_bytes,
+        "{stored:?}"
     );
 
     // Gaps: write-once, deduplicated by position, not detection time.

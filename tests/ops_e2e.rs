@@ -622,6 +622,26 @@ async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_in
         ],
         "{text}"
     );
+    // `snapshot` runs with the task role: Scan on the audited table itself,
+    // and on nothing else of it (no stream, no index).
+    let scans: Vec<&serde_json::Value> = policies
+        .values()
+        .filter_map(|doc| doc["Statement"].as_array())
+        .flatten()
+        .filter(|st| {
+            st["Effect"] == "Allow"
+                && (st["Action"] == "dynamodb:Scan"
+                    || st["Action"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == "dynamodb:Scan")))
+        })
+        .flat_map(|st| match &st["Resource"] {
+            serde_json::Value::Array(a) => a.iter().collect::<Vec<_>>(),
+            one => vec![one],
+        })
+        .filter(|res| res.as_str().is_some_and(|r| r.contains(&table_arn)))
+        .collect();
+    assert_eq!(scans, vec![&serde_json::json!(table_arn)], "{text}");
     assert_eq!(r["log_group"][format!("/ecs/{}", env.prefix)], 365);
 
     // The task definition: read-only root, non-root user, a stop timeout

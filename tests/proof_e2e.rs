@@ -14,6 +14,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use common::*;
+use ddb_audit::store::dynamo;
 use serde_json::{json, Value};
 
 type Item = HashMap<String, AttributeValue>;
@@ -62,12 +63,33 @@ async fn delete(env: &TestEnv, table: &str, item: &Item) {
         .expect("delete");
 }
 
+/// An inline entry item's JSON, as stored (deflated or not).
+fn stored_json(item: &Item) -> String {
+    dynamo::inline_entry_json(item)
+        .expect("a readable body")
+        .expect("an inline entry")
+        .into_owned()
+}
+
+/// `item` with its body replaced by `json`, stored as the daemon stores it.
+fn with_json(item: &Item, json: &str) -> Item {
+    let mut out = item.clone();
+    out.remove("entry");
+    out.remove(dynamo::ENTRY_Z);
+    let (name, body) = dynamo::entry_body(json);
+    out.insert(name.into(), body);
+    out
+}
+
 /// The audit table's entry items of `table`, in (key, sequence) order.
 async fn entry_items(env: &TestEnv, audit: &str, table: &str) -> Vec<Item> {
     let mut items: Vec<Item> = scan(env, audit)
         .await
         .into_iter()
-        .filter(|i| s(i, "table_name") == table && i.contains_key("entry"))
+        .filter(|i| {
+            dynamo::entry_item_table(i) == Some(table)
+                && dynamo::inline_entry_json(i).ok().flatten().is_some()
+        })
         .collect();
     items.sort_by_key(|i| (s(i, "pk"), s(i, "sk")));
     items
@@ -261,14 +283,10 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
     let target_seq = s(&target, "sequence_number");
 
     // 1. Alter a value inside an entry.
-    let mut altered = target.clone();
-    let json_text = s(&target, "entry").replace("\"999\"", "\"1000000\"");
-    assert_ne!(
-        json_text,
-        s(&target, "entry"),
-        "the value to alter is there"
-    );
-    altered.insert("entry".into(), AttributeValue::S(json_text));
+    let target_json = stored_json(&target);
+    let json_text = target_json.replace("\"999\"", "\"1000000\"");
+    assert_ne!(json_text, target_json, "the value to alter is there");
+    let altered = with_json(&target, &json_text);
     put(&env, &audit, &altered).await;
     assert_tampered(&env, &config, "an altered value", &["altered", &target_seq]).await;
     put(&env, &audit, &target).await;
@@ -290,10 +308,7 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
         AttributeValue::S(format!("{label}#{new_seq:0>40}")),
     );
     forged.insert("sequence_number".into(), AttributeValue::S(new_seq.clone()));
-    forged.insert(
-        "entry".into(),
-        AttributeValue::S(s(&target, "entry").replace(&target_seq, &new_seq)),
-    );
+    let forged = with_json(&forged, &target_json.replace(&target_seq, &new_seq));
     put(&env, &audit, &forged).await;
     assert_tampered(&env, &config, "a forged copy", &["inserted", &new_seq]).await;
     delete(&env, &audit, &forged).await;

@@ -8,8 +8,8 @@
 //!   absent when ambiguous), `confidence`, `event_id`, `matched_at`; and,
 //!   naming a principal, the keys of the sparse `by-principal-time` index:
 //!   `ix_principal` (`<ARN>#<bucket>`) and `ts` (the entry's time). None of
-//!   an entry's attributes (`entry`, `table_name`, `event`, `event_time`,
-//!   `actor`), so indexes over entries do not pick these up. Written once
+//!   an entry's attributes (`entry`, `entry_z`, `event`, `ix_table`,
+//!   `ix_actor`, `ix_corr`), so indexes over entries do not pick these up. Written once
 //!   (`attribute_not_exists(pk)`), never updated: the entry stays as it was
 //!   written, and `history` merges the two.
 //! - The reader's position is a row of the shards table under a reserved
@@ -135,8 +135,9 @@ impl AttributionStore for DynamoStore {
                 .expression_attribute_names("#et", "event_time")
                 .expression_attribute_names("#at", "attribution")
                 .expression_attribute_names("#pa", "part")
+                .expression_attribute_names("#ts", TIME_ATTRIBUTE)
                 .expression_attribute_values(":pk", s(&pk))
-                .projection_expression("#sk, #ev, #et, #at, #pa")
+                .projection_expression("#sk, #ev, #et, #ts, #at, #pa")
                 .scan_index_forward(false)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
@@ -168,7 +169,11 @@ impl AttributionStore for DynamoStore {
                 let Some(sk) = get_s(item, "sk") else {
                     continue;
                 };
-                let time = get_s(item, "event_time").and_then(parse_time);
+                // Entries keep their time as `ts` (`event_time` on entries
+                // written by earlier versions).
+                let time = get_s(item, "event_time")
+                    .or_else(|| get_s(item, TIME_ATTRIBUTE))
+                    .and_then(parse_time);
                 if let Some(t) = time {
                     oldest = Some(oldest.map_or(t, |o: DateTime<Utc>| o.min(t)));
                 }

@@ -466,8 +466,20 @@ pub async fn query<S: ReadStore>(
     };
     tracing::debug!(plan = %plan.describe(), "query plan");
     let mut out = Vec::new();
+    // Index rows read but not yet merged: kept across rounds, so a lane's
+    // rows are read once however the merge interleaves the lanes.
+    let mut buffers: Vec<Buffered> = vec![Buffered::default(); lanes.len()];
+    // Index rows merged per round: starts at the page size and doubles while
+    // rounds yield less than half of that (filters on the entries, such as
+    // `--field`, decide only after the fetch), so a selective query makes
+    // few large rounds rather than many small ones.
+    let mut per_round = page_size;
     for _ in 0..MAX_ROUNDS {
-        if out.len() >= page_size || lanes.iter().all(|l| *l == Lane::Done) {
+        let drained = lanes
+            .iter()
+            .zip(&buffers)
+            .all(|(l, b)| *l == Lane::Done && b.hits.is_empty());
+        if out.len() >= page_size || drained {
             break;
         }
         let want = page_size - out.len();
@@ -476,8 +488,32 @@ pub async fn query<S: ReadStore>(
                 item_round(store, filter, table, key, &mut lanes[0], want, &mut out).await?
             }
             Plan::Lanes(parts) => {
-                lanes_round(store, filter, parts, &mut lanes, want, &mut out).await?
+                let before = out.len();
+                let round = Round {
+                    want,
+                    rows: per_round.max(want),
+                };
+                lanes_round(
+                    store,
+                    filter,
+                    parts,
+                    &mut lanes,
+                    &mut buffers,
+                    round,
+                    &mut out,
+                )
+                .await?;
+                if (out.len() - before) * 2 < round.rows {
+                    per_round = (per_round * 2).min(MAX_ROUND_ROWS);
+                }
             }
+        }
+    }
+    // Rows read but not merged are read again from the cursor: a lane
+    // resumes after the last row it gave.
+    for (lane, buffer) in lanes.iter_mut().zip(buffers) {
+        if let Some(resume) = buffer.resume {
+            *lane = resume;
         }
     }
     let next = (!lanes.iter().all(|l| *l == Lane::Done)).then(|| {
@@ -539,104 +575,146 @@ async fn item_round<S: ReadStore>(
     Ok(())
 }
 
+/// One lane's index rows fetched and not yet merged.
+#[derive(Clone, Debug, Default)]
+struct Buffered {
+    hits: std::collections::VecDeque<IndexHit>,
+    /// Where the lane resumes if the buffer is dropped: its state before the
+    /// first row still buffered (`None`: the lane's own state holds).
+    resume: Option<Lane>,
+}
+
+/// Most index rows one round merges (and fetches the entries of).
+const MAX_ROUND_ROWS: usize = 1000;
+
+/// How much one round of a sharded query takes on.
+#[derive(Clone, Copy, Debug)]
+struct Round {
+    /// Entries still wanted for the page.
+    want: usize,
+    /// Index rows to merge (at least `want`).
+    rows: usize,
+}
+
+/// One round of a sharded query: refill the lanes whose buffer ran dry, then
+/// merge the lanes' rows by time (a k-way merge: a row is taken only while
+/// every lane that may hold earlier rows has one buffered), fetch the
+/// entries of the rows that pass the index-level filters, and keep those
+/// that match, up to `want`; rows merged past the last one kept go back to
+/// their lanes. Each lane reads about its share of the round, so a query
+/// reads about what it merges (plus up to one page a lane), not a round a lane.
 async fn lanes_round<S: ReadStore>(
     store: &S,
     filter: &QueryFilter,
     parts: &[(Index, String)],
     lanes: &mut [Lane],
-    want: usize,
+    buffers: &mut [Buffered],
+    round: Round,
     out: &mut Vec<AuditEntry>,
 ) -> Result<(), ReadError> {
     let desc = filter.order == Order::Desc;
     let range = filter.range();
-    let reads = parts
-        .iter()
-        .zip(lanes.iter())
-        .map(|((index, partition), lane)| {
+    let per_lane = (round.rows.div_ceil(parts.len().max(1)) * 2 + 4).clamp(1, 1000);
+    let reads = parts.iter().zip(lanes.iter()).zip(buffers.iter()).map(
+        |(((index, partition), lane), buffer)| {
             let range = &range;
             async move {
                 let after = match lane {
+                    _ if !buffer.hits.is_empty() => return Ok(None),
                     Lane::Done => return Ok(None),
                     Lane::Fresh => None,
                     Lane::After(p) => Some(p),
                 };
                 store
-                    .index_page(*index, partition, range, desc, after, want)
+                    .index_page(*index, partition, range, desc, after, per_lane)
                     .await
                     .map(Some)
             }
-        });
+        },
+    );
     let pages = futures_util::future::try_join_all(reads).await?;
-
-    // Merge by time. A lane with more to read bounds what may be emitted:
-    // its unread rows come after its last fetched one.
-    let mut bound: Option<&str> = None;
-    let mut candidates: Vec<(&str, usize, usize)> = Vec::new();
-    for (lane_i, page) in pages.iter().enumerate() {
+    for ((page, lane), buffer) in pages
+        .into_iter()
+        .zip(lanes.iter_mut())
+        .zip(buffers.iter_mut())
+    {
         let Some(page) = page else { continue };
-        for (j, hit) in page.hits.iter().enumerate() {
-            candidates.push((hit.ts.as_str(), lane_i, j));
+        if !page.hits.is_empty() && buffer.resume.is_none() {
+            buffer.resume = Some(lane.clone());
         }
-        if page.next.is_some() {
-            if let Some(last) = page.hits.last() {
-                let ts = last.ts.as_str();
-                bound = Some(match bound {
-                    None => ts,
-                    Some(b) if desc => b.max(ts),
-                    Some(b) => b.min(ts),
-                });
-            }
-        }
-    }
-    candidates.sort_by(|a, b| {
-        let by_time = if desc { b.0.cmp(a.0) } else { a.0.cmp(b.0) };
-        by_time.then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
-    });
-    let mut emitted_per_lane = vec![0usize; lanes.len()];
-    let mut emitted: Vec<&IndexHit> = Vec::new();
-    for (ts, lane_i, j) in candidates {
-        if emitted.len() == want {
-            break;
-        }
-        let past_bound = bound.is_some_and(|b| if desc { ts < b } else { ts > b });
-        if past_bound {
-            break;
-        }
-        if let Some(page) = &pages[lane_i] {
-            emitted.push(&page.hits[j]);
-            emitted_per_lane[lane_i] = j + 1;
-        }
-    }
-    for (lane_i, page) in pages.iter().enumerate() {
-        let Some(page) = page else { continue };
-        let n = emitted_per_lane[lane_i];
-        lanes[lane_i] = if n == page.hits.len() {
-            match &page.next {
-                Some(p) => Lane::After(p.clone()),
-                None => Lane::Done,
-            }
-        } else if n > 0 {
-            Lane::After(page.hits[n - 1].position.clone())
-        } else {
-            lanes[lane_i].clone()
+        buffer.hits.extend(page.hits);
+        *lane = match page.next {
+            Some(p) => Lane::After(p),
+            None => Lane::Done,
         };
     }
 
-    let wanted: Vec<&IndexHit> = emitted
-        .into_iter()
-        .filter(|h| filter.hit_matches(h))
+    // Merge while no lane that may still hold an earlier row is empty. Each
+    // merged row remembers its lane's `resume` before it, to be put back.
+    let mut merged: Vec<(usize, IndexHit, Option<Lane>)> = Vec::new();
+    while merged.len() < round.rows {
+        let starved = lanes
+            .iter()
+            .zip(buffers.iter())
+            .any(|(l, b)| b.hits.is_empty() && *l != Lane::Done);
+        if starved {
+            break;
+        }
+        let next = buffers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| b.hits.front().map(|h| (i, h.ts.as_str())))
+            .reduce(|best, cur| {
+                let better = if desc { cur.1 > best.1 } else { cur.1 < best.1 };
+                if better {
+                    cur
+                } else {
+                    best
+                }
+            });
+        let Some((i, _)) = next else { break };
+        let Some(hit) = buffers[i].hits.pop_front() else {
+            break;
+        };
+        let previous = buffers[i].resume.take();
+        buffers[i].resume =
+            (!buffers[i].hits.is_empty()).then(|| Lane::After(hit.position.clone()));
+        merged.push((i, hit, previous));
+    }
+
+    let wanted: Vec<usize> = (0..merged.len())
+        .filter(|&j| filter.hit_matches(&merged[j].1))
         .collect();
     let refs: Vec<(String, String)> = wanted
         .iter()
-        .map(|h| (h.pk.clone(), h.sk.clone()))
+        .map(|&j| (merged[j].1.pk.clone(), merged[j].1.sk.clone()))
         .collect();
-    if refs.is_empty() {
-        return Ok(());
-    }
-    for entry in store.fetch_entries(&refs).await?.into_iter().flatten() {
+    let fetched = if refs.is_empty() {
+        Vec::new()
+    } else {
+        store.fetch_entries(&refs).await?
+    };
+    // The merged rows up to (and with) the `want`-th match are consumed.
+    let mut consumed = merged.len();
+    let mut kept = 0;
+    for (&j, entry) in wanted.iter().zip(fetched) {
+        let Some(entry) = entry else { continue };
         if filter.matches(&entry) {
             out.push(entry);
+            kept += 1;
+            if kept == round.want {
+                consumed = j + 1;
+                break;
+            }
         }
+    }
+    // Put the rest back, the last merged first, restoring each lane's resume.
+    while merged.len() > consumed {
+        let Some((i, hit, previous)) = merged.pop() else {
+            break;
+        };
+        buffers[i].hits.push_front(hit);
+        buffers[i].resume = previous;
     }
     Ok(())
 }

@@ -19,14 +19,17 @@
 //!
 //! **audit** (`TableNames::audit`) — `pk` (S, partition key), `sk` (S, sort key):
 //! - an entry: `pk` = [`item_partition_key`], `sk` = [`entry_sort_key`]
-//!   (`<stream label>#<sequence number, 40 digits>`), `entry` (S, the entry's
-//!   JSON), `table_name`, `event`, `actor`, `event_time`, `shard_id`,
-//!   `stream_arn`, `sequence_number` (S, for future indexes), `written_at` (S),
-//!   and `item_key` (S, the canonical key JSON) when the key was too long to
-//!   sit in `pk` itself.
-//!   Chained entries add `hash` and `prev_hash` (S, hex; `docs/proof-format.md`);
-//!   a SNAPSHOT entry adds its place in its run's segment chain:
+//!   (`<stream label>#<sequence number, 40 digits>`), the entry's JSON as
+//!   `entry_z` (B, raw deflate) or, when the item fits 1 KB as it is or
+//!   deflating saves nothing, `entry` (S);
+//!   `event`, `shard_id`, `stream_arn`, `sequence_number`, the index keys
+//!   (`ts`, `ix_table`, `ix_actor`, `ix_corr`), the chain link (`hash`,
+//!   `prev_hash`), `expires_at` with `[retention]`, and `item_key` (S, the
+//!   canonical key JSON) when the key was too long to sit in `pk` itself.
+//!   A SNAPSHOT entry adds its place in its run's segment chain:
 //!   `chain_shard` (S, `segment-00003`) and `chain_position` (S, 1, 2, …).
+//!   Entries written by earlier versions have `entry` (S) and also
+//!   `table_name`, `actor`, `event_time` and `written_at`.
 //! - an entry too big for one item: parts first, each `sk` =
 //!   `<entry sk>#part#<16 hex digits of the JSON's FNV-1a>#<0001..>` with
 //!   `chunk` (S), `part` (N), `parts` (N); then the head (`sk` = the entry's
@@ -91,8 +94,6 @@ pub const GAPS_PK: &str = "#gaps";
 /// (DynamoDB allows 2,048 bytes of partition key; a table's own key may be
 /// 2,048 + 1,024 bytes).
 const MAX_INLINE_KEY: usize = 1024;
-/// The `actor` index attribute is cut to this; the entry keeps it whole.
-const MAX_ACTOR_ATTR: usize = 1024;
 /// The streams-table row (sort key) where a table's state is kept; a stream
 /// ARN never starts with `#`.
 const HEALTH_SORT_KEY: &str = "#health";
@@ -711,53 +712,83 @@ impl DynamoStore {
         link: Option<&crate::proof::Link>,
         extra: Vec<(&'static str, DAttr)>,
     ) -> StoreResult<PutOutcome> {
-        let json = encode_entry(entry)?;
-        let canonical = canonical_key_json(&entry.key);
-        let (pk, sk, mut head) = entry_head(entry, &canonical);
-        insert_link(&mut head, link);
-        head.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
         let expires = self.expires_at();
-        if let Some(at) = &expires {
-            head.insert("expires_at".into(), at.clone());
+        let mut items = entry_items(entry, link, expires.as_ref())?;
+        items
+            .head
+            .extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+        if items.parts.is_empty() {
+            return self.put_once(items.head).await;
         }
-
-        if json.len() <= INLINE_ENTRY_LIMIT {
-            head.insert("entry".into(), s(&json));
-            return self.put_once(head).await;
-        }
-
         // Oversize: a re-delivery of a complete entry costs one read, not a
         // rewrite of every part.
-        if self.head_exists(&pk, &sk).await? {
+        if self.head_exists(&items.pk, &items.sk).await? {
             return Ok(PutOutcome::AlreadyPresent);
         }
-        let hash = format!("{:016x}", fnv1a64(json.as_bytes()));
-        let chunks = split_chunks(&json, INLINE_ENTRY_LIMIT);
-        let parts = chunks.len();
         tracing::info!(
             table = %entry.table, stream = %entry.stream_arn, shard = %entry.shard_id,
-            sequence = %entry.sequence_number, bytes = json.len(), parts,
+            sequence = %entry.sequence_number, bytes = items.json_bytes, parts = items.parts.len(),
             "storing an oversize entry in parts"
         );
-        for (i, chunk) in chunks.iter().enumerate() {
-            let mut part = HashMap::from([
-                ("pk".to_string(), s(&pk)),
-                ("sk".to_string(), s(part_sort_key(&sk, &hash, i + 1))),
-                ("chunk".to_string(), s(*chunk)),
-                ("part".to_string(), n(i + 1)),
-                ("parts".to_string(), n(parts)),
-            ]);
-            if let Some(at) = &expires {
-                part.insert("expires_at".into(), at.clone());
-            }
+        for part in items.parts {
             // A part already there is from an interrupted earlier attempt with
             // the same content (the hash is in its key): fine.
             self.put_once(part).await?;
         }
-        head.insert("parts".into(), n(parts));
-        head.insert("parts_hash".into(), s(&hash));
-        head.insert("entry_bytes".into(), n(json.len()));
-        self.put_once(head).await
+        self.put_once(items.head).await
+    }
+
+    /// Loads entries into an audit table with BatchWriteItem, 25 a call:
+    /// the same items `put_linked_entry` writes, but unconditionally, so
+    /// NOT write-once. For filling a benchmark's or a test's empty table fast
+    /// (`benches/read_trail.rs`); the daemon never calls it, and the shipped
+    /// policies deny BatchWriteItem on the audit table to every role. Inline
+    /// entries only (an oversize one is refused).
+    #[doc(hidden)]
+    pub async fn bulk_load_unchecked(
+        &self,
+        entries: &[(AuditEntry, Option<crate::proof::Link>)],
+    ) -> StoreResult<()> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let table = &self.names.audit;
+        let expires = self.expires_at();
+        for batch in entries.chunks(25) {
+            let mut requests = Vec::with_capacity(batch.len());
+            for (entry, link) in batch {
+                let items = entry_items(entry, link.as_ref(), expires.as_ref())?;
+                if !items.parts.is_empty() {
+                    return Err(StoreError::Other(format!(
+                        "bulk load: the entry {} {} is oversize",
+                        entry.table, entry.sequence_number
+                    )));
+                }
+                let put = PutRequest::builder()
+                    .set_item(Some(items.head))
+                    .build()
+                    .map_err(|e| build_error(table, e))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut pending = Some(requests);
+            let mut attempt = 0u32;
+            while let Some(requests) = pending.take().filter(|r| !r.is_empty()) {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(table.clone(), requests)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_store_error(&e, table))?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(table.as_str()));
+                if pending.as_ref().is_some_and(|p| !p.is_empty()) {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(50))))
+                        .await;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn history_items(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
@@ -799,8 +830,8 @@ impl DynamoStore {
             if hashed && get_s(item, "item_key") != Some(canonical.as_str()) {
                 continue;
             }
-            let json = match (get_s(item, "entry"), get_n(item, "parts")) {
-                (Some(json), _) => json.to_string(),
+            let json = match (inline_entry_json(item)?, get_n(item, "parts")) {
+                (Some(json), _) => json.into_owned(),
                 (None, Some(parts)) => reassemble(item, sk, parts, &chunks)
                     .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?,
                 (None, None) => {
@@ -892,8 +923,8 @@ impl DynamoStore {
     async fn decode_head(&self, item: &HashMap<String, DAttr>) -> StoreResult<AuditEntry> {
         let pk = get_s(item, "pk").unwrap_or_default();
         let sk = get_s(item, "sk").unwrap_or_default();
-        let json = match (get_s(item, "entry"), get_n(item, "parts")) {
-            (Some(json), _) => json.to_string(),
+        let json = match (inline_entry_json(item)?, get_n(item, "parts")) {
+            (Some(json), _) => json.into_owned(),
             (None, Some(parts)) => {
                 let owned = self.parts_of(pk, sk).await?;
                 let chunks: HashMap<&str, &str> = owned
@@ -1692,25 +1723,23 @@ impl CheckpointStore for DynamoStore {
 // ---------------------------------------------------------------- indexes
 
 /// An entry's key and head item, without the entry JSON (or its parts).
+/// Only what a reader needs without opening the body: the keys, what the
+/// index rows project (`event`), the chain's `stream_arn`, `shard_id` and
+/// `sequence_number` (verify and export select by them), and the index keys.
+/// The table, the actor and the event time are in the body and in `pk` /
+/// `ix_*` / `ts` already: repeating them would cost write units on every
+/// change (entries written before kept them; readers accept both).
 fn entry_head(entry: &AuditEntry, canonical: &str) -> (String, String, HashMap<String, DAttr>) {
     let pk = partition_key_from(&entry.table, canonical);
     let sk = entry_sort_key(&entry.stream_arn, &entry.sequence_number);
     let mut head = HashMap::from([
         ("pk".to_string(), s(&pk)),
         ("sk".to_string(), s(&sk)),
-        ("table_name".to_string(), s(&entry.table)),
         ("event".to_string(), s(&entry.event)),
         ("shard_id".to_string(), s(&entry.shard_id)),
         ("stream_arn".to_string(), s(&entry.stream_arn)),
         ("sequence_number".to_string(), s(&entry.sequence_number)),
-        ("written_at".to_string(), s(rfc3339(Utc::now()))),
     ]);
-    if let Some(actor) = entry.actor.as_deref().filter(|a| !a.is_empty()) {
-        head.insert("actor".into(), s(truncate(actor, MAX_ACTOR_ATTR)));
-    }
-    if let Some(t) = entry.event_time.as_deref().filter(|t| !t.is_empty()) {
-        head.insert("event_time".into(), s(t));
-    }
     if pk_is_hashed(&pk) {
         head.insert("item_key".into(), s(canonical));
     }
@@ -1722,68 +1751,228 @@ fn entry_head(entry: &AuditEntry, canonical: &str) -> (String, String, HashMap<S
     (pk, sk, head)
 }
 
-/// What writing one entry costs, by DynamoDB's published sizing rules
-/// (names + values; an index row is the table's and the index's keys, the
-/// projected `event` and 100 bytes of overhead; one write unit per KB or
-/// part of one, for the item and for each index row).
+/// The attribute holding an inline entry's JSON raw-deflated (B), written
+/// instead of `entry` (S) when the item would pass 1 KB as it is and
+/// deflating makes it smaller: DynamoDB bills the stored bytes per KB, and
+/// the JSON's repeated names and type tags (`{"path":…,"old":{"S":`) are much
+/// of an entry. Readers accept both (older entries have `entry`).
+pub const ENTRY_Z: &str = "entry_z";
+
+/// The body attribute of an inline entry: `entry_z` when deflating saves
+/// bytes, else `entry`.
+pub fn entry_body(json: &str) -> (&'static str, DAttr) {
+    match deflate(json.as_bytes()) {
+        Some(bytes) if ENTRY_Z.len() + bytes.len() < "entry".len() + json.len() => (
+            ENTRY_Z,
+            DAttr::B(aws_sdk_dynamodb::primitives::Blob::new(bytes)),
+        ),
+        _ => ("entry", s(json)),
+    }
+}
+
+/// Raw deflate (RFC 1951) at the default level (the fast one leaves ~10 %
+/// more: on a 1 KB INSERT, the difference between 3 write units and 4), with
+/// one compressor per thread, reset between entries: a fresh one allocates
+/// and zeroes some 300 KB of tables, more work than compressing a 2 KB entry.
+fn deflate(input: &[u8]) -> Option<Vec<u8>> {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Compress> =
+            std::cell::RefCell::new(Compress::new(Compression::default(), false));
+    }
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        c.reset();
+        // Deflate never grows data by more than a few bytes per 16 KB block.
+        let mut out = Vec::with_capacity(input.len() + input.len() / 1000 + 64);
+        let done = matches!(
+            c.compress_vec(input, &mut out, FlushCompress::Finish),
+            Ok(Status::StreamEnd)
+        );
+        done.then_some(out)
+    })
+}
+
+/// The JSON of an audit item stored inline (`entry`, or `entry_z`
+/// inflated); `None` when the item has neither (an oversize head, a part, a
+/// gap, an attribution record).
+pub fn inline_entry_json(
+    item: &HashMap<String, DAttr>,
+) -> StoreResult<Option<std::borrow::Cow<'_, str>>> {
+    use std::io::Read as _;
+    if let Some(json) = get_s(item, "entry") {
+        return Ok(Some(std::borrow::Cow::Borrowed(json)));
+    }
+    let Some(DAttr::B(bytes)) = item.get(ENTRY_Z) else {
+        return Ok(None);
+    };
+    let where_ = || {
+        format!(
+            "{} {}",
+            get_s(item, "pk").unwrap_or_default(),
+            get_s(item, "sk").unwrap_or_default()
+        )
+    };
+    // Bounded: an inline entry is at most INLINE_ENTRY_LIMIT bytes of JSON,
+    // so a damaged or forged body cannot inflate without limit.
+    let mut json = String::new();
+    flate2::read::DeflateDecoder::new(bytes.as_ref())
+        .take(INLINE_ENTRY_LIMIT as u64 + 1)
+        .read_to_string(&mut json)
+        .map_err(|e| {
+            StoreError::Corrupt(format!("{}: `{ENTRY_Z}` does not inflate: {e}", where_()))
+        })?;
+    if json.len() > INLINE_ENTRY_LIMIT {
+        return Err(StoreError::Corrupt(format!(
+            "{}: `{ENTRY_Z}` inflates past {INLINE_ENTRY_LIMIT} bytes",
+            where_()
+        )));
+    }
+    Ok(Some(std::borrow::Cow::Owned(json)))
+}
+
+/// Whether an audit item is an entry's head (inline or oversize).
+pub fn is_entry_item(item: &HashMap<String, DAttr>) -> bool {
+    item.contains_key("entry") || item.contains_key(ENTRY_Z) || item.contains_key("parts")
+}
+
+/// The audited table of an entry item: its `pk` prefix (`<table>|…`; table
+/// names cannot contain `|`), or `table_name` on entries written before.
+pub fn entry_item_table(item: &HashMap<String, DAttr>) -> Option<&str> {
+    get_s(item, "table_name").or_else(|| get_s(item, "pk")?.split_once('|').map(|(t, _)| t))
+}
+
+/// Every item that writing `entry` puts, head last, as `put_entry` writes
+/// them (so [`write_cost`] sizes exactly what is billed).
+fn entry_items(
+    entry: &AuditEntry,
+    link: Option<&crate::proof::Link>,
+    expires: Option<&DAttr>,
+) -> StoreResult<EntryItems> {
+    let json = encode_entry(entry)?;
+    let canonical = canonical_key_json(&entry.key);
+    let (pk, sk, mut head) = entry_head(entry, &canonical);
+    insert_link(&mut head, link);
+    if let Some(at) = expires {
+        head.insert("expires_at".into(), at.clone());
+    }
+    if json.len() <= INLINE_ENTRY_LIMIT {
+        // An item within 1 KB is one write unit however small: deflating it
+        // would save nothing billed and cost CPU on the daemon's hot path.
+        let plain = item_size(&head) + "entry".len() + json.len();
+        let (name, body) = if plain <= 1024 {
+            ("entry", s(&json))
+        } else {
+            entry_body(&json)
+        };
+        head.insert(name.into(), body);
+        return Ok(EntryItems {
+            pk,
+            sk,
+            parts: Vec::new(),
+            head,
+            json_bytes: json.len(),
+        });
+    }
+    let hash = format!("{:016x}", fnv1a64(json.as_bytes()));
+    let chunks = split_chunks(&json, INLINE_ENTRY_LIMIT);
+    let count = chunks.len();
+    let parts = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut part = HashMap::from([
+                ("pk".to_string(), s(&pk)),
+                ("sk".to_string(), s(part_sort_key(&sk, &hash, i + 1))),
+                ("chunk".to_string(), s(*chunk)),
+                ("part".to_string(), n(i + 1)),
+                ("parts".to_string(), n(count)),
+            ]);
+            if let Some(at) = expires {
+                part.insert("expires_at".into(), at.clone());
+            }
+            part
+        })
+        .collect();
+    head.insert("parts".into(), n(count));
+    head.insert("parts_hash".into(), s(&hash));
+    head.insert("entry_bytes".into(), n(json.len()));
+    Ok(EntryItems {
+        pk,
+        sk,
+        parts,
+        head,
+        json_bytes: json.len(),
+    })
+}
+
+struct EntryItems {
+    pk: String,
+    sk: String,
+    /// An oversize entry's parts (empty for an inline one).
+    parts: Vec<HashMap<String, DAttr>>,
+    head: HashMap<String, DAttr>,
+    json_bytes: usize,
+}
+
+/// What writing one entry costs, by DynamoDB's published sizing rules:
+/// an item's size is the sum of its attribute names and values (every
+/// attribute: keys, body, chain links, TTL, index keys); a global secondary
+/// index row is the table's key, the index's key, the projected attributes
+/// and 100 bytes of overhead; each item and each index row costs one write
+/// unit per KB or part of one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteCost {
-    /// The entry item (or, for an oversize entry, its head and parts).
+    /// The entry's head item (the whole entry, when it is inline).
     pub item_bytes: usize,
+    /// An oversize entry's parts, each its own item.
+    pub part_bytes: Vec<usize>,
     pub index_rows: Vec<(Index, usize)>,
     pub write_units: usize,
 }
 
-pub fn write_cost(entry: &AuditEntry) -> StoreResult<WriteCost> {
-    write_cost_linked(entry, None)
-}
-
-/// [`write_cost`] of the entry as the daemon stores it with its chain link
-/// (`hash`, `prev_hash` inline in the same item): what the chain costs.
-pub fn write_cost_linked(
+/// The cost of writing `entry` with `link` (the daemon always chains: pass
+/// the link it would write) and, with `[retention]`, a TTL attribute.
+pub fn write_cost(
     entry: &AuditEntry,
     link: Option<&crate::proof::Link>,
+    retention: bool,
 ) -> StoreResult<WriteCost> {
-    let json = encode_entry(entry)?;
-    let canonical = canonical_key_json(&entry.key);
-    let (_, _, mut head) = entry_head(entry, &canonical);
-    insert_link(&mut head, link);
-    let keys: usize = ["pk", "sk"]
-        .iter()
-        .map(|k| head.get(*k).map_or(0, |v| k.len() + attr_size(v)))
-        .sum();
-    let event = "event".len() + entry.event.len();
-    let ts = TIME_ATTRIBUTE.len() + head.get(TIME_ATTRIBUTE).map_or(0, attr_size);
+    // Epoch seconds of a date this century: the size of any real value.
+    let expires = retention.then(|| DAttr::N("1795000123".into()));
+    let items = entry_items(entry, link, expires.as_ref())?;
+    let head = &items.head;
+    let size_of = |name: &str| head.get(name).map_or(0, |v| name.len() + attr_size(v));
+    let table_key = size_of("pk") + size_of("sk");
+    let projected = INDEX_PROJECTION.iter().map(|a| size_of(a)).sum::<usize>();
     let index_rows: Vec<(Index, usize)> = Index::ALL
         .into_iter()
-        .filter_map(|i| {
-            let v = head.get(i.attribute())?;
-            Some((
-                i,
-                keys + event + ts + i.attribute().len() + attr_size(v) + 100,
-            ))
+        .filter(|i| head.contains_key(i.attribute()))
+        .map(|i| {
+            let index_key = size_of(i.attribute()) + size_of(TIME_ATTRIBUTE);
+            (i, table_key + index_key + projected + GSI_ROW_OVERHEAD)
         })
         .collect();
     let units = |bytes: usize| bytes.div_ceil(1024).max(1);
-    let (item_bytes, item_units) = if json.len() <= INLINE_ENTRY_LIMIT {
-        head.insert("entry".into(), s(&json));
-        let b = item_size(&head);
-        (b, units(b))
-    } else {
-        // Each part is its own item of at most INLINE_ENTRY_LIMIT bytes.
-        let b = item_size(&head) + json.len();
-        let parts = split_chunks(&json, INLINE_ENTRY_LIMIT);
-        (
-            b,
-            units(item_size(&head)) + parts.iter().map(|c| units(c.len() + 64)).sum::<usize>(),
-        )
-    };
-    let write_units = item_units + index_rows.iter().map(|(_, b)| units(*b)).sum::<usize>();
+    let item_bytes = item_size(head);
+    let part_bytes: Vec<usize> = items.parts.iter().map(item_size).collect();
+    let write_units = units(item_bytes)
+        + part_bytes.iter().map(|b| units(*b)).sum::<usize>()
+        + index_rows.iter().map(|(_, b)| units(*b)).sum::<usize>();
     Ok(WriteCost {
         item_bytes,
+        part_bytes,
         index_rows,
         write_units,
     })
+}
+
+/// DynamoDB's per-row overhead of a secondary index.
+const GSI_ROW_OVERHEAD: usize = 100;
+
+/// An item's size as DynamoDB bills it (names + values).
+pub fn stored_item_bytes(item: &HashMap<String, DAttr>) -> usize {
+    item_size(item)
 }
 
 fn item_size(item: &HashMap<String, DAttr>) -> usize {
@@ -1796,16 +1985,11 @@ fn item_size(item: &HashMap<String, DAttr>) -> usize {
 fn attr_size(v: &DAttr) -> usize {
     match v {
         DAttr::S(x) => x.len(),
-        DAttr::N(x) => {
-            x.trim_matches(|c: char| c == '0' || c == '-')
-                .len()
-                .div_ceil(2)
-                + 1
-        }
+        DAttr::N(x) => number_size(x),
         DAttr::B(x) => x.as_ref().len(),
         DAttr::Bool(_) | DAttr::Null(_) => 1,
         DAttr::Ss(x) => x.iter().map(String::len).sum(),
-        DAttr::Ns(x) => x.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        DAttr::Ns(x) => x.iter().map(|n| number_size(n)).sum(),
         DAttr::Bs(x) => x.iter().map(|b| b.as_ref().len()).sum(),
         DAttr::L(x) => 3 + x.iter().map(|e| attr_size(e) + 1).sum::<usize>(),
         DAttr::M(x) => {
@@ -1816,6 +2000,15 @@ fn attr_size(v: &DAttr) -> usize {
         }
         _ => 0,
     }
+}
+
+/// A number's size: 1 byte per two significant digits (leading and trailing
+/// zeros do not count) plus 1.
+fn number_size(x: &str) -> usize {
+    let mantissa = x.split(['e', 'E']).next().unwrap_or_default();
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0');
+    significant.len().div_ceil(2) + 1
 }
 
 fn build_error(table: &str, e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
@@ -1856,12 +2049,17 @@ fn index_key_schema(index: Index) -> StoreResult<Vec<KeySchemaElement>> {
     .collect()
 }
 
-/// Keys and the event only: an index row costs one write unit whatever the
-/// entry's size, and a query reads the entries it keeps (BatchGetItem).
+/// What the index rows carry besides the keys: the event (so `--event`
+/// filters before fetching). An index row then costs one write unit whatever
+/// the entry's size, and a query reads the entries it keeps (BatchGetItem).
+const INDEX_PROJECTION: [&str; 1] = ["event"];
+
 fn index_projection() -> Projection {
     Projection::builder()
         .projection_type(ProjectionType::Include)
-        .non_key_attributes("event")
+        .set_non_key_attributes(Some(
+            INDEX_PROJECTION.iter().map(|a| a.to_string()).collect(),
+        ))
         .build()
 }
 
@@ -2105,17 +2303,6 @@ fn reassemble(
     Ok(json)
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 // ---------------------------------------------------------------- rows
 
 fn shard_from_item(item: &HashMap<String, DAttr>) -> StoreResult<ShardCheckpoint> {
@@ -2278,6 +2465,7 @@ fn store_error(c: Classified, table: &str) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn schema_problems_name_the_table_the_key_and_the_fix() {
@@ -2414,85 +2602,330 @@ mod tests {
         assert!(gap_sort_key(&g).ends_with("#-"));
     }
 
-    fn change_entry(
-        changed_bytes: usize,
-        actor: Option<&str>,
-        correlation: Option<&str>,
-    ) -> AuditEntry {
-        let half = changed_bytes / 2;
-        AuditEntry {
-            table: "orders".into(),
-            key: key(&[("pk", AttrValue::S("order-0001234".into()))]),
-            event: "MODIFY".into(),
+    // ------------------------------------------------------------ write cost
+
+    /// DynamoDB's size of an image (attribute names + values).
+    fn image_bytes(item: &Item) -> usize {
+        item_size(&from_item(item))
+    }
+
+    /// An order as an application stores it, grown (by its note) to
+    /// `target` bytes of DynamoDB size. Every non-key value depends on
+    /// `variant`, so two variants differ in every attribute. `note` is text
+    /// (`words`) or, for the incompressible case, hex digits of a hash chain.
+    fn order(target: usize, variant: u32, words: bool) -> Item {
+        let v = variant;
+        let line = |i: u32| {
+            AttrValue::M(BTreeMap::from([
+                (
+                    "sku".into(),
+                    AttrValue::S(format!("SKU-{:05}", 1000 + i + 17 * v)),
+                ),
+                ("qty".into(), AttrValue::N(format!("{}", 1 + i + v))),
+                (
+                    "price".into(),
+                    AttrValue::N(format!("{}.{:02}", 10 + 3 * i + v, 25 + v)),
+                ),
+            ]))
+        };
+        let mut item = key(&[
+            ("pk", AttrValue::S("order-0001234".into())),
+            (
+                "customer",
+                AttrValue::S(format!("Customer {v} Example-Smith")),
+            ),
+            ("email", AttrValue::S(format!("customer{v}@example.com"))),
+            ("street", AttrValue::S(format!("{} Long Street", 10 + v))),
+            (
+                "city",
+                AttrValue::S(["Lisbon", "Porto", "Braga"][v as usize % 3].into()),
+            ),
+            (
+                "zip",
+                AttrValue::S(format!("{:04}-{:03}", 1000 + v, 100 + v)),
+            ),
+            (
+                "status",
+                AttrValue::S(["PENDING", "PAID", "SHIPPED"][v as usize % 3].into()),
+            ),
+            ("total", AttrValue::N(format!("{}.{:02}", 120 + v, 50 + v))),
+            (
+                "currency",
+                AttrValue::S(["EUR", "USD"][v as usize % 2].into()),
+            ),
+            (
+                "created_at",
+                AttrValue::S(format!("2026-11-{:02}T10:00:00Z", 1 + v)),
+            ),
+            (
+                "updated_at",
+                AttrValue::S(format!("2026-11-23T19:{:02}:00Z", v)),
+            ),
+            ("updated_by", AttrValue::S(format!("user-{v}@example.com"))),
+            ("request_id", AttrValue::S(format!("req-7f3a9c{v:02}-4b1d"))),
+            ("lines", AttrValue::L((0..3).map(line).collect())),
+            ("note", AttrValue::S(String::new())),
+        ]);
+        let mut note = String::new();
+        let mut h = fnv1a64(&v.to_le_bytes());
+        while image_bytes(&item) < target {
+            if words {
+                let w = [
+                    "deliver", "to", "the", "back", "door", "please", "ring", "twice",
+                ];
+                note.push_str(w[(note.len() + v as usize) % w.len()]);
+                note.push(' ');
+            } else {
+                h = fnv1a64(&h.to_le_bytes());
+                note.push_str(&format!("{:x}", h & 0xf));
+            }
+            item.insert("note".into(), AttrValue::S(note.clone()));
+        }
+        item
+    }
+
+    fn record(event: &str, old: Option<Item>, new: Option<Item>) -> crate::stream::StreamRecord {
+        crate::stream::StreamRecord {
+            event_id: "e1".into(),
+            event_name: event.into(),
+            keys: key(&[("pk", AttrValue::S("order-0001234".into()))]),
+            new_image: new,
+            old_image: old,
             sequence_number: "110000000001745442301".into(),
-            shard_id: "shardId-00000001700000000000-0123abcd".into(),
-            event_time: Some("2026-11-23T19:05:00Z".into()),
-            actor: actor.map(str::to_string),
-            actor_source: None,
-            last_writer: None,
-            principal: None,
-            item_actor: None,
-            changes: vec![crate::entry::Change {
-                path: "note".into(),
-                old: Some(AttrValue::S("o".repeat(half))),
-                new: Some(AttrValue::S("n".repeat(half))),
-                added: None,
-                removed: None,
-            }],
-            ttl_expiry: false,
-            error: None,
+            size_bytes: None,
+            approximate_creation: DateTime::parse_from_rfc3339("2026-11-23T19:05:00Z")
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+            user_identity: None,
+            problem: None,
             raw: None,
-            correlation: correlation.map(str::to_string),
-            snapshot_time: None,
-            stream_arn: "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-11-23T00:00:00.000".into(),
         }
     }
 
-    /// The contract's budget: a change with an actor whose entry item stays
-    /// within 1 KB costs at most 3 write units, its index rows included.
+    const ARN: &str =
+        "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-11-23T00:00:00.000";
+    const SHARD: &str = "shardId-00000001700000000000-0123abcd";
+
+    /// The entry the daemon writes for `record` (`build_entry`, with the
+    /// actor and correlation attributes configured or not).
+    fn entry_of(r: &crate::stream::StreamRecord, actor: bool, correlation: bool) -> AuditEntry {
+        let mut e =
+            crate::entry::build_entry("orders", ARN, SHARD, r, actor.then_some("updated_by"));
+        e.correlation = crate::entry::correlation_of(r, correlation.then_some("request_id"));
+        e
+    }
+
+    /// The daemon always chains: a link with a previous hash is the largest.
+    fn link() -> crate::proof::Link {
+        crate::proof::Link {
+            prev_hash: Some([7; 32]),
+            hash: [9; 32],
+        }
+    }
+
+    /// Changes whose stream record holds at most 1 KB of images.
+    fn one_kb_changes(words: bool) -> Vec<(&'static str, crate::stream::StreamRecord)> {
+        let new = order(1024, 1, words);
+        let (old_half, new_half) = (order(512, 1, words), order(512, 2, words));
+        let mut few = old_half.clone();
+        few.insert("status".into(), AttrValue::S("PAID".into()));
+        few.insert(
+            "updated_at".into(),
+            AttrValue::S("2026-11-23T19:05:00Z".into()),
+        );
+        few.insert(
+            "updated_by".into(),
+            AttrValue::S("user-2@example.com".into()),
+        );
+        let cases = vec![
+            (
+                "INSERT of a 1 KB item",
+                record("INSERT", None, Some(new.clone())),
+            ),
+            ("REMOVE of a 1 KB item", record("REMOVE", Some(new), None)),
+            (
+                "MODIFY 512 B -> 512 B, every attribute changed",
+                record("MODIFY", Some(old_half.clone()), Some(new_half)),
+            ),
+            (
+                "MODIFY 512 B -> 512 B, three attributes changed",
+                record("MODIFY", Some(old_half), Some(few)),
+            ),
+        ];
+        for (name, r) in &cases {
+            let images = r.old_image.as_ref().map_or(0, image_bytes)
+                + r.new_image.as_ref().map_or(0, image_bytes);
+            assert!(images <= 1024 + 40, "{name}: {images} B of images");
+        }
+        cases
+    }
+
+    /// DynamoDB's sizing rules, on the documented cases: strings and binary
+    /// by length (UTF-8 bytes), numbers by significant digits, documents 3
+    /// bytes plus their elements and 1 byte each, names counted too.
     #[test]
-    fn a_small_change_costs_three_write_units_with_its_indexes() {
-        let small = write_cost(&change_entry(200, Some("alice"), None)).unwrap();
+    fn item_sizes_follow_dynamodbs_rules() {
+        assert_eq!(attr_size(&s("héllo")), 6);
+        assert_eq!(
+            attr_size(&DAttr::B(aws_sdk_dynamodb::primitives::Blob::new(vec![
+                0;
+                32
+            ]))),
+            32
+        );
+        assert_eq!(attr_size(&DAttr::N("12345".into())), 4);
+        assert_eq!(attr_size(&DAttr::N("-0.00120".into())), 2);
+        assert_eq!(attr_size(&DAttr::N("0".into())), 1);
+        assert_eq!(attr_size(&DAttr::N("1795000123".into())), 6);
+        assert_eq!(attr_size(&DAttr::Bool(true)), 1);
+        assert_eq!(attr_size(&DAttr::L(vec![s("ab"), s("c")])), 3 + 3 + 2);
+        let m = DAttr::M(HashMap::from([("k".to_string(), s("vv"))]));
+        assert_eq!(attr_size(&m), 3 + 1 + 2 + 1);
+        let item = HashMap::from([("pk".to_string(), s("x")), ("n".to_string(), n(7))]);
+        assert_eq!(item_size(&item), 2 + 1 + 1 + 2);
+    }
+
+    /// What `write_cost` sizes is what `put_entry` writes: the same items,
+    /// every attribute counted (body, chain link, TTL, index keys).
+    #[test]
+    fn write_cost_counts_every_attribute_put_entry_writes() {
+        let (_, r) = one_kb_changes(true).remove(0);
+        let e = entry_of(&r, true, true);
+        let ttl = DAttr::N("1795000123".into());
+        let items = entry_items(&e, Some(&link()), Some(&ttl)).unwrap();
+        let cost = write_cost(&e, Some(&link()), true).unwrap();
+        assert_eq!(cost.item_bytes, item_size(&items.head));
+        for name in [
+            "hash",
+            "prev_hash",
+            "expires_at",
+            ENTRY_Z,
+            "ts",
+            "ix_table",
+            "ix_actor",
+            "ix_corr",
+        ] {
+            assert!(
+                items.head.contains_key(name),
+                "{name} missing: {:?}",
+                items.head.keys()
+            );
+        }
+        // The chain's two hex hashes are counted: 4 + 64 and 9 + 64 bytes.
+        let unchained = write_cost(&e, None, true).unwrap();
+        assert_eq!(cost.item_bytes - unchained.item_bytes, 4 + 64 + 9 + 64);
+        // TTL: 10 + 6 bytes.
+        let no_ttl = write_cost(&e, Some(&link()), false).unwrap();
+        assert_eq!(cost.item_bytes - no_ttl.item_bytes, "expires_at".len() + 6);
+        assert!(no_ttl.item_bytes > 0);
+        // Index rows: the table key, the index key, `ts`, `event`, 100.
+        let keys = 2 + attr_size(&items.head["pk"]) + 2 + attr_size(&items.head["sk"]);
+        let common = keys + 2 + 24 + "event".len() + e.event.len() + GSI_ROW_OVERHEAD;
+        let expect: Vec<(Index, usize)> = Index::ALL
+            .into_iter()
+            .map(|i| {
+                (
+                    i,
+                    common + i.attribute().len() + attr_size(&items.head[i.attribute()]),
+                )
+            })
+            .collect();
+        assert_eq!(cost.index_rows, expect);
+        assert_eq!(
+            cost.write_units,
+            cost.item_bytes.div_ceil(1024) + 3,
+            "{cost:?}"
+        );
+        // The body round-trips.
+        let json = inline_entry_json(&items.head).unwrap().unwrap();
+        assert_eq!(decode_entry(&json).unwrap().changes, e.changes);
+    }
+
+    /// The budget: a change whose stream record holds at most 1 KB of images
+    /// costs at most 3 write units with its index rows, chained, with TTL.
+    /// The table index costs one unit, the entry item two at most; the actor
+    /// and correlation indexes cost one unit each more (see README, "Write
+    /// cost"), and the item fits one unit for the smaller changes.
+    #[test]
+    fn a_change_of_one_kb_costs_at_most_three_write_units() {
+        for words in [true, false] {
+            for (name, r) in one_kb_changes(words) {
+                let cost = |actor, corr| {
+                    write_cost(&entry_of(&r, actor, corr), Some(&link()), true).unwrap()
+                };
+                let plain = cost(false, false);
+                assert_eq!(plain.index_rows.len(), 1, "{name}");
+                assert!(plain.index_rows.iter().all(|(_, b)| *b <= 1024), "{name}");
+                assert!(
+                    plain.item_bytes <= 2048,
+                    "{name} (text: {words}): {plain:?}"
+                );
+                assert!(plain.write_units <= 3, "{name} (text: {words}): {plain:?}");
+                // Each optional index adds exactly its row.
+                // A REMOVE names no actor (the old image's is `last_writer`).
+                let actor_row = usize::from(r.event_name != "REMOVE");
+                let with_actor = cost(true, false);
+                assert_eq!(with_actor.index_rows.len(), 1 + actor_row, "{name}");
+                assert_eq!(
+                    with_actor.write_units,
+                    with_actor.item_bytes.div_ceil(1024) + 1 + actor_row,
+                    "{name}"
+                );
+                let both = cost(true, true);
+                assert_eq!(both.index_rows.len(), 2 + actor_row, "{name}");
+                assert_eq!(
+                    both.write_units,
+                    both.item_bytes.div_ceil(1024) + 2 + actor_row,
+                    "{name}"
+                );
+                let json = encode_entry(&entry_of(&r, false, false)).unwrap();
+                let body = match entry_body(&json) {
+                    (_, DAttr::B(b)) => b.as_ref().len(),
+                    _ => json.len(),
+                };
+                eprintln!(
+                    "{name} (text: {words}): JSON {} B, body {body} B; \
+                     item {} B / {} B / {} B, units {} / {} / {}",
+                    json.len(),
+                    plain.item_bytes,
+                    with_actor.item_bytes,
+                    both.item_bytes,
+                    plain.write_units,
+                    with_actor.write_units,
+                    both.write_units
+                );
+            }
+        }
+        // A small change with an actor: the entry fits one unit, so its two
+        // index rows bring it to 3.
+        let mut old = order(400, 1, true);
+        let mut new = old.clone();
+        new.insert("status".into(), AttrValue::S("PAID".into()));
+        new.insert("updated_by".into(), AttrValue::S("alice".into()));
+        old.insert("updated_by".into(), AttrValue::S("bob".into()));
+        let small = write_cost(
+            &entry_of(&record("MODIFY", Some(old), Some(new)), true, false),
+            Some(&link()),
+            true,
+        )
+        .unwrap();
         assert!(small.item_bytes <= 1024, "{small:?}");
-        assert_eq!(
-            small.index_rows.len(),
-            2,
-            "table and actor indexes: {small:?}"
-        );
-        assert!(
-            small.index_rows.iter().all(|(_, b)| *b <= 1024),
-            "{small:?}"
-        );
         assert_eq!(small.write_units, 3, "{small:?}");
-        // No actor: the table index only.
-        assert_eq!(
-            write_cost(&change_entry(200, None, None))
-                .unwrap()
-                .write_units,
-            2
+    }
+
+    /// An entry too big to be inline: its parts are billed as items.
+    #[test]
+    fn an_oversize_entry_is_billed_for_its_parts() {
+        let mut e = entry_of(
+            &record("INSERT", None, Some(order(1024, 1, true))),
+            false,
+            false,
         );
-        // A correlation id adds its (sparse) index row.
-        assert_eq!(
-            write_cost(&change_entry(200, Some("alice"), Some("req-1")))
-                .unwrap()
-                .write_units,
-            4
-        );
-        // Index rows do not grow with the entry.
-        let big = write_cost(&change_entry(3000, Some("alice"), None)).unwrap();
-        assert_eq!(
-            big.index_rows,
-            small
-                .index_rows
-                .iter()
-                .map(|(i, b)| (*i, *b))
-                .collect::<Vec<_>>()
-        );
-        assert_eq!(
-            big.write_units,
-            big.item_bytes.div_ceil(1024) + 2,
-            "{big:?}"
-        );
+        e.changes[0].new = Some(AttrValue::S("x".repeat(INLINE_ENTRY_LIMIT + 10)));
+        let cost = write_cost(&e, Some(&link()), false).unwrap();
+        assert_eq!(cost.part_bytes.len(), 2);
+        let units: usize = cost.part_bytes.iter().map(|b| b.div_ceil(1024)).sum();
+        assert_eq!(cost.write_units, cost.item_bytes.div_ceil(1024) + units + 1);
     }
 
     #[test]

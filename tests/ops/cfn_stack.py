@@ -36,8 +36,10 @@ def main() -> None:
         "AlarmTopicArn": f"arn:aws:sns:us-east-1:123456789012:{prefix}-alarms",
         "ActorAttribute": "updated_by",
         # moto keeps AWS::NoValue in a list as a null, and a null Statement is
-        # a malformed policy: give the optional CloudTrail statements a bucket.
+        # a malformed policy: give the optional CloudTrail statements a bucket
+        # and the optional KMS statements a key.
         "CloudTrailBucket": f"{prefix}-trail",
+        "DigestKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000",
     }
     cfn.create_stack(
         StackName=stack,

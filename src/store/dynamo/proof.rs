@@ -312,7 +312,11 @@ impl DynamoStore {
                 if item.contains_key("chunk") {
                     continue;
                 }
-                let item_table = get_s(item, "table_name").unwrap_or_default();
+                let item_table = if pk == GAPS_PK || pk.starts_with(DIGESTS_PK_PREFIX) {
+                    get_s(item, "table_name").unwrap_or_default()
+                } else {
+                    super::entry_item_table(item).unwrap_or_default()
+                };
                 if excluded(item_table) {
                     continue;
                 }
@@ -362,7 +366,7 @@ impl DynamoStore {
                     });
                     continue;
                 }
-                if !item.contains_key("entry") && !item.contains_key("parts") {
+                if !super::is_entry_item(item) {
                     // Not an entry (a CloudTrail attribution record beside
                     // one, say): outside the chain by design.
                     continue;
@@ -381,11 +385,14 @@ impl DynamoStore {
                     expires: item.contains_key(EXPIRES_AT),
                     rejected: false,
                 };
-                match get_s(item, "entry") {
-                    Some(json) => {
-                        ev.leaves.push(entry_leaf(leaf, stream_arn, json));
+                match super::inline_entry_json(item) {
+                    Ok(Some(json)) => {
+                        ev.leaves.push(entry_leaf(leaf, stream_arn, &json));
                     }
-                    None => oversize.push(Oversize {
+                    // A body that does not inflate cannot hash right: the
+                    // leaf stays without content, as for damaged parts.
+                    Err(_) => ev.leaves.push(leaf),
+                    Ok(None) => oversize.push(Oversize {
                         pk: pk.to_string(),
                         sk: get_s(item, "sk").unwrap_or_default().to_string(),
                         stream_arn: stream_arn.to_string(),
@@ -516,8 +523,8 @@ impl DynamoStore {
                 continue;
             }
             let sk = get_s(item, "sk").unwrap_or_default();
-            let json = match (get_s(item, "entry"), get_n(item, "parts")) {
-                (Some(json), _) => json.to_string(),
+            let json = match (super::inline_entry_json(item)?, get_n(item, "parts")) {
+                (Some(json), _) => json.into_owned(),
                 (None, Some(parts)) => reassemble(item, sk, parts, &chunks)
                     .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?,
                 (None, None) => continue,
