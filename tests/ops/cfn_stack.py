@@ -21,6 +21,12 @@ def main() -> None:
     kw = dict(endpoint_url=endpoint, region_name="us-east-1",
               aws_access_key_id="testing", aws_secret_access_key="testing")
     cfn = boto3.client("cloudformation", **kw)
+    # The stack's config names a real digest-signing key (the daemon reads
+    # its public half at start), and moto needs the optional KMS statements
+    # filled in anyway (see below).
+    kms_key = boto3.client("kms", **kw).create_key(
+        KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY",
+        Description="ddb-audit stack test: digest signing")["KeyMetadata"]["Arn"]
     ec2 = boto3.client("ec2", **kw)
     vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
     subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"][0]["SubnetId"]
@@ -39,7 +45,7 @@ def main() -> None:
         # a malformed policy: give the optional CloudTrail statements a bucket
         # and the optional KMS statements a key.
         "CloudTrailBucket": f"{prefix}-trail",
-        "DigestKmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000",
+        "DigestKmsKeyArn": kms_key,
     }
     cfn.create_stack(
         StackName=stack,
