@@ -131,80 +131,87 @@ impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
         })
         .await
         .map_err(into_store)?;
-        let mut last = self.last.lock().await;
-        if !last.contains_key(stream_arn) {
-            let found = retry(policy, abort, "Query(digest)", || {
-                self.proofs.newest_digest(stream_arn)
-            })
-            .await
-            .map_err(into_store)?;
-            if let Some((number, signed)) = found {
-                let doc = signed.parse()?;
-                last.insert(
-                    stream_arn.to_string(),
-                    Last {
-                        number,
-                        heads: doc
-                            .shards
-                            .into_iter()
-                            .map(|h| (h.shard_id.clone(), h))
-                            .collect(),
-                        is_final: doc.is_final,
-                        signed,
-                    },
-                );
+        // A few times: each conflict means another digest was written, which
+        // the next attempt builds on.
+        for _ in 0..3 {
+            let mut last = self.last.lock().await;
+            if !last.contains_key(stream_arn) {
+                let found = retry(policy, abort, "Query(digest)", || {
+                    self.proofs.newest_digest(stream_arn)
+                })
+                .await
+                .map_err(into_store)?;
+                if let Some((number, signed)) = found {
+                    let doc = signed.parse()?;
+                    last.insert(
+                        stream_arn.to_string(),
+                        Last {
+                            number,
+                            heads: doc
+                                .shards
+                                .into_iter()
+                                .map(|h| (h.shard_id.clone(), h))
+                                .collect(),
+                            is_final: doc.is_final,
+                            signed,
+                        },
+                    );
+                }
             }
+            let prev = last.get(stream_arn);
+            // Open and closed shards always; a drained one while its head still
+            // changes (then once more): a digest stays small however many shards
+            // a stream has drained over the years.
+            let heads: Vec<ShardHead> = shards
+                .iter()
+                .map(|cp| shard_head(cp, &cp.chain.clone().unwrap_or_else(ChainState::default)))
+                .filter(|head| {
+                    head.status != ShardStatus::Drained.as_str()
+                        || prev.is_none_or(|p| p.heads.get(&head.shard_id) != Some(head))
+                })
+                .collect();
+            if stream_drained && heads.is_empty() && prev.is_some_and(|p| p.is_final) {
+                // A drained stream's trail ended, signed: nothing more to say.
+                return Ok(false);
+            }
+            let previous = prev.map(|p| (p.number, p.signed.clone()));
+            let written = write_digest(
+                &self.proofs,
+                &self.settings,
+                NextDigest {
+                    table,
+                    stream_arn,
+                    previous,
+                    heads,
+                    is_final,
+                },
+                abort,
+            )
+            .await?;
+            let Some((doc, sealed)) = written else {
+                // Another writer took this number (one of ours cut short by
+                // the shutdown, or another process): go on from its digest,
+                // now rather than next round, which a final digest never has.
+                last.remove(stream_arn);
+                continue;
+            };
+            let mut heads: HashMap<String, ShardHead> =
+                prev.map(|p| p.heads.clone()).unwrap_or_default();
+            for h in &doc.shards {
+                heads.insert(h.shard_id.clone(), h.clone());
+            }
+            last.insert(
+                stream_arn.to_string(),
+                Last {
+                    number: doc.number,
+                    signed: sealed,
+                    heads,
+                    is_final,
+                },
+            );
+            return Ok(true);
         }
-        let prev = last.get(stream_arn);
-        // Open and closed shards always; a drained one while its head still
-        // changes (then once more): a digest stays small however many shards
-        // a stream has drained over the years.
-        let heads: Vec<ShardHead> = shards
-            .iter()
-            .map(|cp| shard_head(cp, &cp.chain.clone().unwrap_or_else(ChainState::default)))
-            .filter(|head| {
-                head.status != ShardStatus::Drained.as_str()
-                    || prev.is_none_or(|p| p.heads.get(&head.shard_id) != Some(head))
-            })
-            .collect();
-        if stream_drained && heads.is_empty() && prev.is_some_and(|p| p.is_final) {
-            // A drained stream's trail ended, signed: nothing more to say.
-            return Ok(false);
-        }
-        let previous = prev.map(|p| (p.number, p.signed.clone()));
-        let written = write_digest(
-            &self.proofs,
-            &self.settings,
-            NextDigest {
-                table,
-                stream_arn,
-                previous,
-                heads,
-                is_final,
-            },
-            abort,
-        )
-        .await?;
-        let Some((doc, sealed)) = written else {
-            // Another process wrote this number: start from its digest next round.
-            last.remove(stream_arn);
-            return Ok(false);
-        };
-        let mut heads: HashMap<String, ShardHead> =
-            prev.map(|p| p.heads.clone()).unwrap_or_default();
-        for h in &doc.shards {
-            heads.insert(h.shard_id.clone(), h.clone());
-        }
-        last.insert(
-            stream_arn.to_string(),
-            Last {
-                number: doc.number,
-                signed: sealed,
-                heads,
-                is_final,
-            },
-        );
-        Ok(true)
+        Ok(false)
     }
 }
 
@@ -281,5 +288,60 @@ fn retried(e: &Retried<StoreError>) -> String {
     match e {
         Retried::Failed(e) => e.to_string(),
         Retried::Cancelled => "cancelled by shutdown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{CheckpointStore, StreamRow};
+
+    const ARN: &str = "arn:aws:dynamodb:us-east-1:1:table/t/stream/2026-01-01T00:00:00.000";
+
+    fn writer(store: &MemoryStore) -> DigestWriter<MemoryStore, MemoryStore> {
+        DigestWriter::new(
+            store.clone(),
+            store.clone(),
+            vec!["t".to_string()],
+            DigestSettings {
+                interval: Duration::from_secs(60),
+                retention_days: None,
+                signer: None,
+                retry: crate::retry::RetryPolicy::new(
+                    Duration::from_millis(1),
+                    Duration::from_millis(10),
+                ),
+            },
+        )
+    }
+
+    /// The digest number a final round wanted was taken meanwhile (by a
+    /// heartbeat of ours cut short by the shutdown after its put, or by
+    /// another process): the final digest must still be written, after it.
+    #[tokio::test]
+    async fn a_final_round_whose_number_was_taken_still_signs_the_end() {
+        let store = MemoryStore::new();
+        store
+            .save_stream(&StreamRow {
+                table_name: "t".into(),
+                stream_arn: ARN.into(),
+                is_enabled: true,
+                drained: false,
+                updated_at: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+        let token = CancellationToken::new();
+        let (ours, other) = (writer(&store), writer(&store));
+        assert_eq!(ours.round(false, &token, &token).await, 1);
+        // Number 2 goes to the other writer; ours still thinks 1 is newest.
+        assert_eq!(other.round(false, &token, &token).await, 1);
+        assert_eq!(ours.round(true, &token, &token).await, 1);
+        let (number, signed) = store.newest_digest(ARN).await.unwrap().unwrap();
+        assert_eq!(number, 3);
+        assert!(signed.parse().unwrap().is_final);
     }
 }
