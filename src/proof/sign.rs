@@ -73,19 +73,6 @@ impl Ed25519Signer {
         Ok(Self::from_key(key))
     }
 
-    /// The key the config names for checking: `[proof] public_key_file`,
-    /// else the public half of `[proof] signing_key_file`, else none.
-    pub fn from_config(proof: &crate::config::Proof) -> Result<Option<Self>, ProofError> {
-        let (key, path) = match (&proof.public_key_file, &proof.signing_key_file) {
-            (Some(p), _) => ("public_key_file", p),
-            (None, Some(p)) => ("signing_key_file", p),
-            (None, None) => return Ok(None),
-        };
-        Self::from_file(path)
-            .map(Some)
-            .map_err(|e| ProofError::Key(format!("[proof] {key}: {e}")))
-    }
-
     pub fn from_file(path: &Path) -> Result<Self, ProofError> {
         let origin = path.display().to_string();
         let pem = std::fs::read_to_string(path)
