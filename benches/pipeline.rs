@@ -31,7 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ddb_audit::engine::{Engine, Settings, Shutdown};
+use ddb_audit::entry::{AuditEntry, Gap};
 use ddb_audit::store::memory::MemoryStore;
+use ddb_audit::store::{AuditStore, PutOutcome, StoreResult};
 use ddb_audit::stream::sim::{SimConfig, SimStream, ViewType};
 use ddb_audit::supervisor;
 use ddb_audit::value::{AttrValue, Item};
@@ -47,10 +49,16 @@ fn main() {
         return;
     }
     if let Ok(spec) = std::env::var(WEEK_ENV) {
+        // SHARDSxDAYS, or SHARDSxDAYS:sim for the simulator alone.
+        let (spec, sim_only) = match spec.strip_suffix(":sim") {
+            Some(spec) => (spec, true),
+            None => (spec.as_str(), false),
+        };
         let (shards, days) = spec.split_once('x').expect("SHARDSxDAYS");
         week_child(
             shards.parse().expect("shard count"),
             days.parse().expect("days"),
+            !sim_only,
         );
         return;
     }
@@ -158,56 +166,91 @@ fn rss(quick: bool) {
     }
 }
 
-/// A week of rotations, in a child process (its RSS is its own).
+/// A week of rotations, in child processes (each RSS is its own): the
+/// simulator alone, then the simulator with the daemon, so that the daemon's
+/// share is the difference, as in the idle-shards RSS run.
 fn week(quick: bool) {
     let (shards, days) = if quick { (50, 2) } else { (1_000, 7) };
     println!();
     println!(
-        "a simulated week: {shards} shards rotating every 4 h, writes throughout, restart once a day (paused clock, child process)"
+        "a simulated week: {shards} shards rotating every 4 h, writes throughout, restart once a day (paused clock, child processes)"
     );
-    let exe = std::env::current_exe().expect("current_exe");
-    let out = std::process::Command::new(exe)
-        .env(WEEK_ENV, format!("{shards}x{days}"))
-        .output()
-        .expect("spawn week child");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("DAY ")).collect();
-    assert!(
-        rows.len() == days as usize,
-        "week child printed {} of {days} days: {}",
-        rows.len(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = |spec: String| -> Vec<Vec<String>> {
+        let exe = std::env::current_exe().expect("current_exe");
+        let out = std::process::Command::new(exe)
+            .env(WEEK_ENV, &spec)
+            .output()
+            .expect("spawn week child");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rows: Vec<Vec<String>> = text
+            .lines()
+            .filter(|l| l.starts_with("DAY "))
+            .map(|l| l.split_whitespace().skip(1).map(str::to_string).collect())
+            .collect();
+        assert!(
+            rows.len() == days as usize,
+            "week child {spec} printed {} of {days} days: {}",
+            rows.len(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rows
+    };
+    let sim_only = run(format!("{shards}x{days}:sim"));
+    let with_daemon = run(format!("{shards}x{days}"));
     println!(
-        "{:<5} {:>12} {:>10} {:>16} {:>14} {:>12} {:>14}",
+        "{:<4} {:>11} {:>13} {:>13} {:>11} {:>14} {:>13} {:>12} {:>9}",
         "day",
         "shards made",
-        "RSS (MB)",
+        "RSS sim (MB)",
+        "RSS all (MB)",
+        "daemon (MB)",
         "held in memory",
         "rows in store",
         "start-up (s)",
         "entries"
     );
-    for row in rows {
-        let f: Vec<&str> = row.split_whitespace().skip(1).collect();
+    for (alone, all) in sim_only.iter().zip(&with_daemon) {
+        let mb = |v: &str| v.parse::<f64>().unwrap_or(f64::NAN);
         println!(
-            "{:<5} {:>12} {:>10} {:>16} {:>14} {:>12} {:>14}",
-            f[0], f[1], f[2], f[3], f[4], f[5], f[6]
+            "{:<4} {:>11} {:>13} {:>13} {:>11.1} {:>14} {:>13} {:>12} {:>9}",
+            all[0],
+            all[1],
+            alone[2],
+            all[2],
+            mb(&all[2]) - mb(&alone[2]),
+            all[3],
+            all[4],
+            all[5],
+            all[6]
         );
     }
 }
 
-fn week_child(shards: u32, days: u32) {
+/// One week run. With `daemon` false, the simulator alone goes through the
+/// same writes, rotations and days (its RSS is the baseline).
+fn week_child(shards: u32, days: u32, daemon: bool) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let sim = sim(shards);
+        // The write log is the tests' oracle; a week of it would be most of
+        // the process's memory.
+        let sim = SimStream::new(SimConfig {
+            throttling: false,
+            initial_shards: shards,
+            keep_write_log: false,
+            ..SimConfig::with_seed(7)
+        });
+        sim.create_table(TABLE, &["pk"], Some(ViewType::NewAndOldImages))
+            .expect("create table");
         sim.set_auto_rotate(Some(Duration::from_secs(4 * 3600)));
         let arn = sim.stream_arn(TABLE).expect("stream");
+        // Checkpoints in memory, as the shards table; entries counted and
+        // dropped, as the audit table keeps them outside the daemon.
         let store = MemoryStore::new();
+        let entries = EntryCounter::new(store.clone());
         let mut settings = settings(true, shards as usize);
         settings.polling.describe_stream_per_sec = 1_000_000;
         // A week of 5 s idle polls of 1,000 shards is 120 million calls on
@@ -218,7 +261,7 @@ fn week_child(shards: u32, days: u32) {
             let engine = Arc::new(Engine::new(
                 sim.clone(),
                 store.clone(),
-                store.clone(),
+                entries.clone(),
                 settings,
             ));
             let shutdown = Shutdown::new();
@@ -230,6 +273,24 @@ fn week_child(shards: u32, days: u32) {
             (engine, shutdown, handle)
         };
         let mut written = 0usize;
+        if !daemon {
+            for day in 1..=days {
+                for _hour in 0..24 {
+                    for _ in 0..180 {
+                        written += 1;
+                        sim.put(TABLE, item(written % 5_000, written as u32))
+                            .expect("put");
+                    }
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                let made = sim.all_shards(&arn).map(|all| all.len()).unwrap_or(0);
+                println!(
+                    "DAY {day} {made} {:.1} - - - {written}",
+                    vm_kb("VmRSS:") as f64 / 1024.0
+                );
+            }
+            return;
+        }
         let mut daemon = start(settings.clone());
         for day in 1..=days {
             // A day: a write every 20 s on average, in hourly bursts.
@@ -264,13 +325,74 @@ fn week_child(shards: u32, days: u32) {
                 vm_kb("VmRSS:") as f64 / 1024.0,
                 daemon.0.health.tracked_shards(),
                 store.checkpoints(&arn).len(),
-                store.entry_count(),
+                entries.count(),
             );
         }
         let (_, shutdown, handle) = daemon;
         shutdown.begin(Duration::from_secs(5));
         let _ = handle.await;
     });
+}
+
+/// The week's audit table: the daemon writes to DynamoDB, not to its own
+/// memory, so entries are only counted. Write-once is kept (a redelivered
+/// record is reported as present) by remembering a 64-bit hash per entry:
+/// 8 bytes an entry, the one thing here that grows with the trail.
+#[derive(Clone)]
+struct EntryCounter {
+    seen: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+    gaps: MemoryStore,
+}
+
+impl EntryCounter {
+    fn new(gaps: MemoryStore) -> Self {
+        EntryCounter {
+            seen: Arc::default(),
+            gaps,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().map(|s| s.len()).unwrap_or(0)
+    }
+}
+
+impl AuditStore for EntryCounter {
+    async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&entry.stream_arn, &entry.shard_id, &entry.sequence_number).hash(&mut h);
+        let fresh = self.seen.lock().expect("lock").insert(h.finish());
+        Ok(if fresh {
+            PutOutcome::Written
+        } else {
+            PutOutcome::AlreadyPresent
+        })
+    }
+
+    async fn history(&self, _table: &str, _key: &Item) -> StoreResult<Vec<AuditEntry>> {
+        Ok(Vec::new())
+    }
+
+    async fn put_gap(&self, gap: &Gap) -> StoreResult<PutOutcome> {
+        self.gaps.put_gap(gap).await
+    }
+
+    async fn gaps(&self) -> StoreResult<Vec<Gap>> {
+        self.gaps.gaps().await
+    }
+
+    async fn gap_link(&self, gap: &Gap) -> StoreResult<Option<ddb_audit::proof::Link>> {
+        self.gaps.gap_link(gap).await
+    }
+
+    async fn put_linked_gap(
+        &self,
+        gap: &Gap,
+        link: &ddb_audit::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        self.gaps.put_linked_gap(gap, link).await
+    }
 }
 
 struct Run {

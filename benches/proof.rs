@@ -102,6 +102,7 @@ fn trail(n: u64, every: u64) -> StreamEvidence {
                 from_start: false,
                 updated_at: Utc::now(),
                 chain: None,
+                lineage_tail: None,
             };
             let (doc, sealed) = next_digest(DigestInput {
                 table: "orders",
@@ -161,6 +162,7 @@ fn chain_link(c: &mut Criterion) {
                 from_start: false,
                 updated_at: Utc::now(),
                 chain: None,
+                lineage_tail: None,
             };
             shard_head(&cp, &chain)
         })

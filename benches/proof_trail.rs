@@ -389,6 +389,7 @@ async fn main() {
                 from_start: false,
                 updated_at: chrono::Utc::now(),
                 chain: Some(chain.clone()),
+                lineage_tail: None,
             })
             .await
             .expect("checkpoint");

@@ -507,6 +507,7 @@ mod tests {
             from_start: false,
             updated_at: now,
             chain: None,
+            lineage_tail: None,
         };
         let lines = shard_lines(
             &[cp("a", ShardStatus::Open), cp("b", ShardStatus::Drained)],

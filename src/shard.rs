@@ -42,14 +42,7 @@ pub enum ShardOutcome {
     Vanished(String),
 }
 
-/// The last record handled in a shard's lineage before the shard itself: in
-/// its parent, or further up when the parents between were empty.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LineageTail {
-    pub shard_id: String,
-    pub sequence_no: String,
-    pub record_time: Option<DateTime<Utc>>,
-}
+pub use crate::store::LineageTail;
 
 /// How a shard (re)starts.
 #[derive(Clone, Debug, Default)]
@@ -136,7 +129,14 @@ where
         shutdown,
     );
     reader.continues_lineage = start.continues_lineage;
-    reader.lineage_tail = start.lineage_tail;
+    // What the supervisor knows, else what the row kept (its ancestors'
+    // rows may have expired since).
+    reader.lineage_tail = start
+        .lineage_tail
+        .or_else(|| reader.checkpoint.lineage_tail.clone());
+    if reader.checkpoint.sequence_no.is_none() {
+        reader.checkpoint.lineage_tail = reader.lineage_tail.clone();
+    }
     reader.pending_gap = start.gap;
     reader.run(fresh).instrument(span).await
 }
@@ -189,6 +189,7 @@ where
             from_start: false,
             updated_at: Utc::now(),
             chain: None,
+            lineage_tail: None,
         });
         ShardReader {
             engine,
@@ -258,18 +259,17 @@ where
         let mut start = None;
         if let (None, Some(parent)) = (&self.checkpoint.sequence_no, &self.shard.parent_shard_id) {
             let engine = &self.engine;
-            let rows = retry(
+            let row = retry(
                 engine.settings.retry_policy(),
                 &self.shutdown.stop,
-                "Query(shards)",
-                || engine.checkpoints.load_shards(&self.stream_arn),
+                "GetItem(shards)",
+                || engine.checkpoints.load_shard(&self.stream_arn, parent),
             )
             .await;
-            match rows {
-                Ok(rows) => {
-                    start = rows
-                        .iter()
-                        .find(|r| &r.shard_id == parent)
+            match row {
+                Ok(row) => {
+                    start = row
+                        .as_ref()
                         .and_then(|r| r.chain.as_ref())
                         .and_then(|c| c.last_hash);
                 }
@@ -285,6 +285,14 @@ where
         if let Err(outcome) = self.start_chain().await {
             return outcome;
         }
+        if let Some(gap) = self.pending_gap.take() {
+            // Found before reading: an ancestor that vanished unseen. Before
+            // the shard's first row, so that a shard with a row has had this
+            // settled (a restart then never records it again).
+            if let Err(outcome) = self.write_gap(gap).await {
+                return outcome;
+            }
+        }
         let mut first_iterator = None;
         if fresh {
             match self.readable_from_start().await {
@@ -298,12 +306,6 @@ where
                 self.checkpoint.status = ShardStatus::Closed;
             }
             if let Err(outcome) = self.save_checkpoint().await {
-                return outcome;
-            }
-        }
-        if let Some(gap) = self.pending_gap.take() {
-            // Found before reading: an ancestor that vanished unseen.
-            if let Err(outcome) = self.write_gap(gap).await {
                 return outcome;
             }
         }
@@ -773,6 +775,8 @@ pub fn lost_after(
     checkpoint: &ShardCheckpoint,
     lineage_tail: Option<&LineageTail>,
 ) -> Gap {
+    // The row's own record of the tail outlives its ancestors' rows.
+    let lineage_tail = lineage_tail.or(checkpoint.lineage_tail.as_ref());
     let (after_shard, after, after_time) = match (&checkpoint.sequence_no, lineage_tail) {
         (Some(seq), _) => (
             None,

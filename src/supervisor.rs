@@ -12,7 +12,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
-use tracing::{error, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::engine::{Engine, EngineError, Shutdown, TableState};
 use crate::entry::Gap;
@@ -647,10 +647,11 @@ where
                     || self.forgotten.contains_key(p)
             });
             // A parent nobody saw, on a stream we were reading: it came and
-            // went while we were away, and whatever it held is lost.
-            // Once the child has read something, that was recorded already.
-            let unread = checkpoint.as_ref().is_none_or(|c| c.sequence_no.is_none());
-            let unseen_parent = parent.filter(|_| !parent_known && self.read_before && unread);
+            // went while we were away, and whatever it held is lost. A child
+            // with a row settled that at its first start (the gap is written
+            // before the row); its parent's row may have expired since.
+            let unseen_parent =
+                parent.filter(|_| !parent_known && self.read_before && checkpoint.is_none());
             let gap = unseen_parent.map(|p| {
                 error!(shard = %shard.shard_id, parent = %p,
                     "a parent shard was trimmed away unseen while we were not reading: recording a gap");
@@ -716,6 +717,9 @@ where
                         sequence_no: seq.clone(),
                         record_time: cp.last_record_time,
                     });
+                }
+                if let Some(tail) = &cp.lineage_tail {
+                    return Some(tail.clone());
                 }
             }
             if let Some(tail) = self.inherited.get(&id) {
@@ -903,8 +907,18 @@ where
             }
         }
         let listed_ids: HashSet<String> = listed.iter().map(|s| s.shard_id.clone()).collect();
+        // A parent is needed by a listed child that has no row of its own
+        // yet (its start reads the parent's chain and tail, and must know
+        // the parent was seen); a child with a row keeps both itself.
+        let saved: HashSet<String> = self
+            .running
+            .values()
+            .filter(|(_, cell)| cell.lock().is_ok_and(|c| c.is_some()))
+            .map(|(id, _)| id.clone())
+            .collect();
         let parents: HashSet<String> = listed
             .iter()
+            .filter(|s| !self.checkpoints.contains_key(&s.shard_id) && !saved.contains(&s.shard_id))
             .filter_map(|s| s.parent_shard_id.clone())
             .collect();
         for shard in listed {
@@ -919,7 +933,15 @@ where
         // What the stream no longer lists, nor names as a parent, is needed
         // by nothing: bounded memory whatever the uptime.
         let needed = |id: &String| listed_ids.contains(id) || parents.contains(id);
-        self.forgotten.retain(|id, _| needed(id));
+        let unneeded: Vec<String> = self
+            .forgotten
+            .keys()
+            .filter(|id| !needed(id))
+            .cloned()
+            .collect();
+        for id in &unneeded {
+            self.forgotten.remove(id);
+        }
         let handing_on: Vec<(String, LineageTail)> = self
             .checkpoints
             .iter()
@@ -937,20 +959,53 @@ where
             })
             .map(|(id, _)| id.clone())
             .collect();
-        for id in stale {
+        for id in &stale {
             observe::ShardForgotten {
                 table: &self.table,
                 stream: &self.stream_arn,
-                shard: &id,
+                shard: id,
             }
             .emit();
-            self.checkpoints.remove(&id);
-            if self.lineage.state(&id) == Some(NodeState::Drained) {
-                self.lineage.remove(&id);
+            self.checkpoints.remove(id);
+            if self.lineage.state(id) == Some(NodeState::Drained) {
+                self.lineage.remove(id);
             }
         }
+        // Forgotten shards were drained too (they left memory once their
+        // children started).
+        self.release_rows(stale.into_iter().chain(unneeded).collect());
         self.forget_finished_parents();
         Listing::Listed(listed_ids)
+    }
+
+    /// Rows no listed shard needs any more expire a day from now instead of
+    /// a week after draining, so what a stream start loads follows what the
+    /// stream lists. In the background and best effort: a start after a long
+    /// time may release thousands, and a row not released still expires on
+    /// its own (`DRAINED_SHARD_ROW_TTL`).
+    fn release_rows(&self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let engine = self.engine.clone();
+        let arn = self.stream_arn.clone();
+        let table = self.table.clone();
+        tokio::spawn(async move {
+            let mut failed = 0usize;
+            for id in &ids {
+                if let Err(e) = engine
+                    .checkpoints
+                    .release_shard(&arn, id, crate::store::dynamo::RELEASED_SHARD_ROW_TTL)
+                    .await
+                {
+                    failed += 1;
+                    debug!(table = %table, stream = %arn, shard = %id, error = %e,
+                        "could not shorten a drained shard row's TTL; it expires on its own");
+                }
+            }
+            debug!(table = %table, stream = %arn, released = ids.len() - failed, failed,
+                "drained shard rows no listed shard needs set to expire in a day");
+        });
     }
 
     fn add_shard(&mut self, shard: Shard) {

@@ -367,6 +367,7 @@ async fn stale_checkpoint_is_kept_not_an_error() {
             from_start: false,
             updated_at: Utc::now(),
             chain: None,
+            lineage_tail: None,
         })
         .await;
     assert!(result.is_ok(), "{result:?}");

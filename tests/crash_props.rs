@@ -123,6 +123,8 @@ async fn case(seed: u64) -> Result<String, String> {
         ..Settings::default()
     };
 
+    let digests = digest_writer(&memory, &settings);
+    let never = tokio_util::sync::CancellationToken::new();
     let mut daemon: Option<Daemon> = Some(start_daemon(faults.clone(), &store, &settings));
     // Auditing begins once the daemon has recorded that it reads the
     // stream: what is trimmed before that was never audited, and is no gap
@@ -202,6 +204,9 @@ async fn case(seed: u64) -> Result<String, String> {
             restarts += 1;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..3000))).await;
+        // Digests go on beside the daemon, as in `run`: they, not the shard
+        // rows (which expire), keep the lineage for `verify`.
+        digests.round(false, &never, &never).await;
     }
     // Final run, faults off, until everything readable is read.
     if let Some((_, handle)) = daemon.take() {
@@ -253,7 +258,7 @@ async fn case(seed: u64) -> Result<String, String> {
             format!("{e}\n  checkpoints: {detail:?}\n  topology: {topo:?}")
         })?;
     let gaps = check_gaps(&sim, &memory, TABLE, trims > 0).await?;
-    let links = prove_chain(&memory, &settings).await?;
+    let links = prove_chain(&memory, &digests).await?;
     let injected = faults.counts();
     Ok(format!(
         "{n} entries ({links} chained), {gaps} gaps, {crashes} crashes, {restarts} restarts, {trims} trims, {topology} topology changes, {} duplicates recognised, {} panics, {} malformed deliveries",
@@ -267,10 +272,12 @@ async fn case(seed: u64) -> Result<String, String> {
 /// what the store holds must find nothing wrong — re-deliveries after
 /// crashes hashed the same, children continued their parents' chains, gaps
 /// are links like the rest.
-async fn prove_chain(memory: &MemoryStore, settings: &Settings) -> Result<u64, String> {
-    use ddb_audit::proof::verify::{verify_stream, Severity, VerifyOptions};
+fn digest_writer(
+    memory: &MemoryStore,
+    settings: &Settings,
+) -> ddb_audit::proof::writer::DigestWriter<MemoryStore, MemoryStore> {
     use ddb_audit::proof::writer::{DigestSettings, DigestWriter};
-    let writer = DigestWriter::new(
+    DigestWriter::new(
         memory.clone(),
         memory.clone(),
         vec![TABLE.to_string()],
@@ -280,7 +287,14 @@ async fn prove_chain(memory: &MemoryStore, settings: &Settings) -> Result<u64, S
             signer: None,
             retry: settings.retry_policy(),
         },
-    );
+    )
+}
+
+async fn prove_chain(
+    memory: &MemoryStore,
+    writer: &ddb_audit::proof::writer::DigestWriter<MemoryStore, MemoryStore>,
+) -> Result<u64, String> {
+    use ddb_audit::proof::verify::{verify_stream, Severity, VerifyOptions};
     let token = tokio_util::sync::CancellationToken::new();
     writer.round(true, &token, &token).await;
     let mut chained = 0;

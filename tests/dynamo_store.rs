@@ -323,6 +323,7 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
         from_start: false,
         updated_at: Utc::now(),
         chain: None,
+        lineage_tail: None,
     };
     let load = |store: &DynamoStore| {
         let store = store.clone();

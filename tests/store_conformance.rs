@@ -67,6 +67,7 @@ fn checkpoint(shard: &str, seq: Option<&str>, status: ShardStatus) -> ShardCheck
         caught_up: false,
         from_start: false,
         chain: None,
+        lineage_tail: None,
         updated_at: Utc::now(),
     }
 }
@@ -186,6 +187,68 @@ async fn checkpoints_move_forward_only_and_drained_is_final<T: CheckpointStore>(
         .any(|c| c.shard_id == "s4" && c.from_start && c.sequence_no.is_none()));
 }
 
+/// One row by its id (what a child reads of its parent) is exactly the row
+/// the stream's listing of rows holds.
+async fn one_shard_row_reads_as_in_the_listing<T: CheckpointStore>(store: &T) {
+    assert_eq!(store.load_shard(ARN2, "p").await.unwrap(), None);
+    let mut parent = checkpoint("p", Some("700"), ShardStatus::Drained);
+    parent.chain = Some(ddb_audit::proof::ChainState::continuing(None));
+    store.save_shard(&parent).await.unwrap();
+    // A child that has read nothing keeps its lineage's tail on its row.
+    let mut child = checkpoint("c", None, ShardStatus::Open);
+    child.lineage_tail = Some(ddb_audit::store::LineageTail {
+        shard_id: "p".into(),
+        sequence_no: "700".into(),
+        record_time: Some("2026-11-23T10:00:00.250Z".parse().unwrap()),
+    });
+    store.save_shard(&child).await.unwrap();
+    assert_eq!(
+        store
+            .load_shard(ARN2, "c")
+            .await
+            .unwrap()
+            .unwrap()
+            .lineage_tail,
+        child.lineage_tail
+    );
+    let listed = store.load_shards(ARN2).await.unwrap();
+    for id in ["p", "c"] {
+        let one = store.load_shard(ARN2, id).await.unwrap();
+        assert!(one.is_some(), "{id} not found by id");
+        assert_eq!(one.as_ref(), listed.iter().find(|r| r.shard_id == id));
+    }
+    assert_eq!(store.load_shard(ARN1, "p").await.unwrap(), None);
+}
+
+/// A released drained row expires (here at once); a row not drained is
+/// never released, whatever the daemon asks.
+async fn a_released_drained_row_is_gone_and_an_open_one_stays<T: CheckpointStore>(store: &T) {
+    store
+        .save_shard(&checkpoint("d", Some("5"), ShardStatus::Drained))
+        .await
+        .unwrap();
+    store
+        .save_shard(&checkpoint("o", Some("5"), ShardStatus::Open))
+        .await
+        .unwrap();
+    for id in ["d", "o", "never-saved"] {
+        store
+            .release_shard(ARN2, id, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.load_shard(ARN2, "d").await.unwrap(), None);
+    assert!(store.load_shard(ARN2, "o").await.unwrap().is_some());
+    let ids: Vec<String> = store
+        .load_shards(ARN2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.shard_id)
+        .collect();
+    assert_eq!(ids, ["o"]);
+}
+
 async fn a_drained_stream_stays_drained<T: CheckpointStore>(store: &T) {
     let row = |drained: bool| StreamRow {
         table_name: "orders".into(),
@@ -263,6 +326,10 @@ where
     an_oversize_entry_round_trips_whole(&s).await;
     let s = fresh("ckpt").await;
     checkpoints_move_forward_only_and_drained_is_final(&s).await;
+    let s = fresh("row").await;
+    one_shard_row_reads_as_in_the_listing(&s).await;
+    let s = fresh("release").await;
+    a_released_drained_row_is_gone_and_an_open_one_stays(&s).await;
     let s = fresh("streams").await;
     a_drained_stream_stays_drained(&s).await;
     let s = fresh("health").await;

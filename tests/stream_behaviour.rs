@@ -351,6 +351,60 @@ async fn a_shard_that_read_nothing_and_was_trimmed_while_down_becomes_a_gap() {
     assert_eq!(store.gaps().await.unwrap().len(), 1);
 }
 
+/// Bounded rows without losing the bracket. Once its child has a row, a
+/// drained parent that the stream no longer lists is released: its row
+/// expires a day later. The child, which has read nothing, keeps the
+/// lineage's tail on its own row, so a loss found in it afterwards is still
+/// bracketed after the parent's last record — and the parent's absence is
+/// no "unseen parent" gap.
+#[tokio::test(start_paused = true)]
+async fn a_loss_after_the_parents_row_expired_is_still_bracketed_from_the_childs_row() {
+    let sim = sim_with(SimConfig::with_seed(6));
+    let store = MemoryStore::new();
+    let arn = sim.stream_arn("T").unwrap();
+    let parent = sim.open_shards("T").unwrap().remove(0);
+    let read = write(&sim, "T", 3, 0..5);
+    let daemon = start(sim.clone(), &store, Polling::default(), &["T"]);
+    sleep(10 * SEC).await;
+    let child = sim.rotate_shard(&parent).unwrap();
+    // The parent leaves the listing 24 h after it closed; the next listing
+    // releases its row, which is gone a day after that.
+    sleep(2 * 24 * HOUR + HOUR).await;
+    daemon.stop().await;
+    assert_eq!(store.load_shard(&arn, &parent).await.unwrap(), None);
+    let row = store.load_shard(&arn, &child).await.unwrap().unwrap();
+    assert_eq!(row.sequence_no, None, "{row:?}");
+    let tail = row.lineage_tail.expect("the child's row keeps the tail");
+    assert_eq!(
+        (tail.shard_id.as_str(), tail.sequence_no.as_str()),
+        (parent.as_str(), read[4].sequence_number.as_str())
+    );
+
+    let lost = write(&sim, "T", 3, 5..10);
+    sleep(24 * HOUR + MIN).await;
+    let fresh = write(&sim, "T", 3, 10..15);
+    assert!(lost.iter().all(|r| sim.is_trimmed("T", &r.sequence_number)));
+    let daemon = start(sim.clone(), &store, Polling::default(), &["T"]);
+    sleep(10 * SEC).await;
+    daemon.stop().await;
+
+    let gaps = store.gaps().await.unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let gap = &gaps[0];
+    assert_eq!(gap.shard_id, child);
+    assert_eq!(gap.unseen_shard_id, None);
+    assert_eq!(gap.after_shard_id.as_deref(), Some(parent.as_str()));
+    assert_eq!(
+        gap.after_sequence_number.as_deref(),
+        Some(read[4].sequence_number.as_str())
+    );
+    assert_eq!(
+        gap.resumed_at_sequence_number.as_deref(),
+        Some(fresh[0].sequence_number.as_str())
+    );
+    assert_eq!(assert_audited(&sim, &store, "T"), seqs(&lost));
+}
+
 #[tokio::test(start_paused = true)]
 async fn records_trimmed_while_down_become_a_gap_and_the_rest_is_audited() {
     let sim = sim_with(SimConfig::with_seed(1));

@@ -136,6 +136,9 @@ struct TableObs {
     health: TableState,
     /// Keyed by (stream ARN, shard id).
     shards: HashMap<(String, String), ShardObs>,
+    /// Shards per state, kept with `shards`: a table tracks thousands of
+    /// shards and every state change publishes, so counting must not scan.
+    counts: HashMap<ShardState, i64>,
 }
 
 impl TableObs {
@@ -143,7 +146,68 @@ impl TableObs {
         TableObs {
             health: TableState::Starting,
             shards: HashMap::new(),
+            counts: HashMap::new(),
         }
+    }
+
+    /// The shard's observation, created in `state` if new (and counted).
+    fn shard_entry(&mut self, key: (String, String), state: ShardState) -> &mut ShardObs {
+        let counts = &mut self.counts;
+        self.shards.entry(key).or_insert_with(|| {
+            *counts.entry(state).or_default() += 1;
+            ShardObs {
+                state,
+                lag: None,
+                error: None,
+            }
+        })
+    }
+
+    fn set_state(&mut self, key: (String, String), state: ShardState) -> &mut ShardObs {
+        let counts = &mut self.counts;
+        match self.shards.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let obs = e.into_mut();
+                if obs.state != state {
+                    *counts.entry(obs.state).or_default() -= 1;
+                    *counts.entry(state).or_default() += 1;
+                    obs.state = state;
+                }
+                obs
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                *counts.entry(state).or_default() += 1;
+                e.insert(ShardObs {
+                    state,
+                    lag: None,
+                    error: None,
+                })
+            }
+        }
+    }
+
+    fn remove(&mut self, stream: &str, shard: Option<&str>) {
+        match shard {
+            Some(id) => {
+                if let Some(obs) = self.shards.remove(&(stream.to_string(), id.to_string())) {
+                    *self.counts.entry(obs.state).or_default() -= 1;
+                }
+            }
+            None => {
+                let counts = &mut self.counts;
+                self.shards.retain(|(s, _), obs| {
+                    let keep = s != stream;
+                    if !keep {
+                        *counts.entry(obs.state).or_default() -= 1;
+                    }
+                    keep
+                });
+            }
+        }
+    }
+
+    fn count(&self, state: ShardState) -> i64 {
+        self.counts.get(&state).copied().unwrap_or(0)
     }
 }
 
@@ -354,22 +418,19 @@ impl Observer {
         let Some(t) = st.tables.get(table) else {
             return;
         };
-        let mut counts: HashMap<ShardState, i64> = HashMap::new();
-        for s in t.shards.values() {
-            *counts.entry(s.state).or_default() += 1;
-        }
         for s in ShardState::ALL {
             self.metrics
                 .shards
                 .get_or_create(&shards_label(table, s))
-                .set(counts.get(&s).copied().unwrap_or(0));
+                .set(t.count(s));
         }
-        let failing = counts.get(&ShardState::Failing).copied().unwrap_or(0);
+        let failing = t.count(ShardState::Failing);
         self.metrics
             .failing_shards
             .get_or_create(&label(table))
             .set(failing);
-        let ready = table_readiness(table, t).ready;
+        // As `table_readiness` decides, without listing the failing shards.
+        let ready = t.health == TableState::Auditing && failing == 0;
         self.metrics
             .table_ready
             .get_or_create(&label(table))
@@ -403,12 +464,7 @@ impl Observer {
         if only_if_new && t.shards.contains_key(&key) {
             return;
         }
-        let obs = t.shards.entry(key).or_insert(ShardObs {
-            state,
-            lag: None,
-            error: None,
-        });
-        obs.state = state;
+        let obs = t.set_state(key, state);
         obs.error = error;
         match state {
             ShardState::Drained => obs.lag = None,
@@ -428,8 +484,7 @@ impl Observer {
     fn forget(&self, table: &str, stream: &str, shard: Option<&str>) {
         let mut st = self.lock();
         let t = self.table_mut(&mut st, table);
-        t.shards
-            .retain(|(s, id), _| s != stream || shard.is_some_and(|want| want != id));
+        t.remove(stream, shard);
         self.publish_table(&st, table);
     }
 
@@ -443,14 +498,7 @@ impl Observer {
     ) {
         let mut st = self.lock();
         let t = self.table_mut(&mut st, table);
-        let obs = t
-            .shards
-            .entry((stream.to_string(), shard.to_string()))
-            .or_insert(ShardObs {
-                state: ShardState::Reading,
-                lag: None,
-                error: None,
-            });
+        let obs = t.shard_entry((stream.to_string(), shard.to_string()), ShardState::Reading);
         let lag = obs.lag.get_or_insert(ShardLag {
             last_page: Utc::now(),
             caught_up: false,

@@ -1128,6 +1128,7 @@ mod tests {
             from_start: false,
             updated_at: Utc::now(),
             chain: None,
+            lineage_tail: None,
         };
         for i in 1..=n {
             let e = entry(i * 100, &format!("v{i}"));

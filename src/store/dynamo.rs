@@ -100,9 +100,19 @@ const HEALTH_SORT_KEY: &str = "#health";
 
 /// The shards table's TTL attribute (epoch seconds), set on drained rows.
 pub const SHARD_TTL_ATTRIBUTE: &str = "expires_at";
-/// How long a drained shard's row is kept: shards are listed for about 48 h
-/// at most (open up to ~24 h, then retained 24 h), so a week is ample.
+/// How long a drained shard's row is kept at most. A row must outlive its
+/// shard's listing and its children's (a restart would otherwise take a
+/// listed shard for new, or a child's parent for unseen). Shards are listed
+/// for about 48 h (open ~4–24 h, then retained 24 h), but nothing bounds how
+/// long a shard stays open, so this is only the backstop: the daemon
+/// shortens it to [`RELEASED_SHARD_ROW_TTL`] once no listed shard needs the
+/// row (`CheckpointStore::release_shard`).
 pub const DRAINED_SHARD_ROW_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a drained row is kept once the stream neither lists its shard
+/// nor names it as a parent: a day, against a listing that briefly omits a
+/// shard. What a stream start loads is then what the stream lists plus a
+/// day of rotations, whatever the table's age.
+pub const RELEASED_SHARD_ROW_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How long `init` waits for new indexes to be backfilled.
 const INDEX_ACTIVE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -1496,11 +1506,67 @@ pub const CHAIN_POSITION: &str = "chain_position";
 
 impl CheckpointStore for DynamoStore {
     async fn load_shards(&self, stream_arn: &str) -> StoreResult<Vec<ShardCheckpoint>> {
+        let now = Utc::now().timestamp();
         self.query_all(&self.names.shards, "stream_arn", stream_arn)
             .await?
             .iter()
+            .filter(|item| !row_expired(item, now))
             .map(shard_from_item)
             .collect()
+    }
+
+    async fn load_shard(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+    ) -> StoreResult<Option<ShardCheckpoint>> {
+        let table = &self.names.shards;
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key("stream_arn", s(stream_arn))
+            .key("shard_id", s(shard_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        out.item()
+            .filter(|item| !row_expired(item, Utc::now().timestamp()))
+            .map(shard_from_item)
+            .transpose()
+    }
+
+    async fn release_shard(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        after: Duration,
+    ) -> StoreResult<()> {
+        let table = &self.names.shards;
+        let expires = Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+        let result = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key("stream_arn", s(stream_arn))
+            .key("shard_id", s(shard_id))
+            .update_expression("SET #expires_at = :expires_at")
+            .condition_expression(
+                "#status = :drained AND (attribute_not_exists(#expires_at) OR #expires_at > :expires_at)",
+            )
+            .expression_attribute_names("#expires_at", SHARD_TTL_ATTRIBUTE)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":drained", s(ShardStatus::Drained.as_str()))
+            .expression_attribute_values(":expires_at", DAttr::N(expires.timestamp().to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Not drained, gone already, or expiring sooner: nothing to do.
+            Err(e) if classify(&e).kind == ErrorKind::ConditionFailed => Ok(()),
+            Err(e) => Err(sdk_store_error(&e, table)),
+        }
     }
 
     async fn save_shard(&self, cp: &ShardCheckpoint) -> StoreResult<()> {
@@ -1572,6 +1638,18 @@ impl CheckpointStore for DynamoStore {
             sets.push("#chain = :chain");
             names.insert("#chain".into(), "chain".into());
             values.insert(":chain".into(), s(chain.encode()));
+        }
+        if let Some(tail) = &cp.lineage_tail {
+            let mut m = HashMap::from([
+                ("shard_id".to_string(), s(&tail.shard_id)),
+                ("sequence_no".to_string(), s(&tail.sequence_no)),
+            ]);
+            if let Some(t) = tail.record_time {
+                m.insert("record_time".to_string(), s(rfc3339(t)));
+            }
+            sets.push("#lineage_tail = :lineage_tail");
+            names.insert("#lineage_tail".into(), "lineage_tail".into());
+            values.insert(":lineage_tail".into(), DAttr::M(m));
         }
         if let Some(t) = cp.last_record_time {
             sets.push("#last_record_time = :last_record_time");
@@ -2305,6 +2383,13 @@ fn reassemble(
 
 // ---------------------------------------------------------------- rows
 
+/// A row past its TTL: DynamoDB deletes such items only eventually (often
+/// days later), and until then they are still read. They are gone for us.
+fn row_expired(item: &HashMap<String, DAttr>, now_epoch_secs: i64) -> bool {
+    matches!(item.get(SHARD_TTL_ATTRIBUTE), Some(DAttr::N(n))
+        if n.parse::<i64>().is_ok_and(|at| at <= now_epoch_secs))
+}
+
 fn shard_from_item(item: &HashMap<String, DAttr>) -> StoreResult<ShardCheckpoint> {
     let req = |name: &str| {
         get_s(item, name)
@@ -2329,6 +2414,17 @@ fn shard_from_item(item: &HashMap<String, DAttr>) -> StoreResult<ShardCheckpoint
             .and_then(parse_time)
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
         chain: get_s(item, "chain").and_then(crate::proof::ChainState::decode),
+        lineage_tail: match item.get("lineage_tail") {
+            Some(DAttr::M(tail)) => match (get_s(tail, "shard_id"), get_s(tail, "sequence_no")) {
+                (Some(shard), Some(seq)) => Some(crate::store::LineageTail {
+                    shard_id: shard.to_string(),
+                    sequence_no: seq.to_string(),
+                    record_time: get_s(tail, "record_time").and_then(parse_time),
+                }),
+                _ => None,
+            },
+            _ => None,
+        },
     })
 }
 

@@ -190,6 +190,25 @@ impl<T: CheckpointStore + Clone> CheckpointStore for FaultStore<T> {
         self.inner.load_shards(stream_arn).await
     }
 
+    async fn load_shard(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+    ) -> StoreResult<Option<ShardCheckpoint>> {
+        self.fault(StoreOp::LoadShards, None).await?;
+        self.inner.load_shard(stream_arn, shard_id).await
+    }
+
+    async fn release_shard(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        after: std::time::Duration,
+    ) -> StoreResult<()> {
+        self.fault(StoreOp::SaveShard, None).await?;
+        self.inner.release_shard(stream_arn, shard_id, after).await
+    }
+
     async fn save_shard(&self, checkpoint: &ShardCheckpoint) -> StoreResult<()> {
         self.fault(StoreOp::SaveShard, checkpoint.sequence_no.as_deref())
             .await?;

@@ -20,10 +20,11 @@ struct State {
     entries: HashMap<(String, String), BTreeMap<(String, String), AuditEntry>>,
     gaps: BTreeMap<(String, String, String, String), Gap>,
     shards: HashMap<String, BTreeMap<String, ShardCheckpoint>>,
-    /// When each shard row was first saved drained (tokio's clock, so paused
-    /// tests see it age): as DynamoDB's TTL, such rows are gone
-    /// `DRAINED_SHARD_ROW_TTL` later.
-    drained_at: HashMap<(String, String), tokio::time::Instant>,
+    /// When each drained shard row expires (tokio's clock, so paused tests
+    /// see it age): `DRAINED_SHARD_ROW_TTL` after it was first saved
+    /// drained, or sooner once released. As with DynamoDB's TTL, it is gone
+    /// then.
+    expires_at: HashMap<(String, String), tokio::time::Instant>,
     streams: BTreeMap<(String, String), StreamRow>,
     health: BTreeMap<String, TableHealthRow>,
     entry_puts: u64,
@@ -87,16 +88,15 @@ impl MemoryStore {
         let mut guard = self.lock();
         let state = &mut *guard;
         let now = tokio::time::Instant::now();
-        let ttl = crate::store::dynamo::DRAINED_SHARD_ROW_TTL;
         let expired: Vec<String> = state
-            .drained_at
+            .expires_at
             .iter()
-            .filter(|((arn, _), at)| arn == stream_arn && now.duration_since(**at) >= ttl)
+            .filter(|((arn, _), at)| arn == stream_arn && now >= **at)
             .map(|((_, id), _)| id.clone())
             .collect();
         for id in expired {
             state
-                .drained_at
+                .expires_at
                 .remove(&(stream_arn.to_string(), id.clone()));
             if let Some(rows) = state.shards.get_mut(stream_arn) {
                 rows.remove(&id);
@@ -385,6 +385,27 @@ impl CheckpointStore for MemoryStore {
         Ok(self.checkpoints(stream_arn))
     }
 
+    async fn load_shard(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+    ) -> StoreResult<Option<ShardCheckpoint>> {
+        let state = self.lock();
+        let key = (stream_arn.to_string(), shard_id.to_string());
+        let expired = state
+            .expires_at
+            .get(&key)
+            .is_some_and(|at| tokio::time::Instant::now() >= *at);
+        if expired {
+            return Ok(None);
+        }
+        Ok(state
+            .shards
+            .get(stream_arn)
+            .and_then(|rows| rows.get(shard_id))
+            .cloned())
+    }
+
     async fn save_shard(&self, checkpoint: &ShardCheckpoint) -> StoreResult<()> {
         if let Some(seq) = &checkpoint.sequence_no {
             // As the DynamoDB store: no store could resume after it.
@@ -418,9 +439,29 @@ impl CheckpointStore for MemoryStore {
         shards.insert(checkpoint.shard_id.clone(), checkpoint.clone());
         if checkpoint.status == crate::store::ShardStatus::Drained {
             state
-                .drained_at
+                .expires_at
                 .entry((checkpoint.stream_arn.clone(), checkpoint.shard_id.clone()))
-                .or_insert_with(tokio::time::Instant::now);
+                .or_insert_with(|| {
+                    tokio::time::Instant::now() + crate::store::dynamo::DRAINED_SHARD_ROW_TTL
+                });
+        }
+        Ok(())
+    }
+
+    async fn release_shard(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        after: std::time::Duration,
+    ) -> StoreResult<()> {
+        let mut state = self.lock();
+        let at = tokio::time::Instant::now() + after;
+        // Only drained rows carry an expiry, so only they are released.
+        if let Some(expires) = state
+            .expires_at
+            .get_mut(&(stream_arn.to_string(), shard_id.to_string()))
+        {
+            *expires = (*expires).min(at);
         }
         Ok(())
     }
@@ -603,5 +644,92 @@ impl ReadStore for MemoryStore {
 
     fn read_cost(&self) -> ReadCost {
         self.lock().read_cost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::dynamo::{DRAINED_SHARD_ROW_TTL, RELEASED_SHARD_ROW_TTL};
+    use crate::store::ShardStatus;
+    use std::time::Duration;
+
+    fn row(shard: &str, status: ShardStatus) -> ShardCheckpoint {
+        ShardCheckpoint {
+            stream_arn: "arn:s".into(),
+            shard_id: shard.into(),
+            table: "orders".into(),
+            parent_shard_id: None,
+            sequence_no: Some("100".into()),
+            status,
+            updated_at: chrono::Utc::now(),
+            caught_up: false,
+            from_start: false,
+            chain: None,
+            lineage_tail: None,
+            last_record_time: None,
+        }
+    }
+
+    /// As DynamoDB's TTL: a drained row is gone, by id and from the listing,
+    /// once its TTL has passed; an open row stays.
+    #[tokio::test(start_paused = true)]
+    async fn drained_rows_expire_after_their_ttl_and_open_rows_stay() {
+        let store = MemoryStore::new();
+        store
+            .save_shard(&row("drained", ShardStatus::Drained))
+            .await
+            .unwrap();
+        store
+            .save_shard(&row("open", ShardStatus::Open))
+            .await
+            .unwrap();
+        tokio::time::advance(DRAINED_SHARD_ROW_TTL - Duration::from_secs(1)).await;
+        assert!(store
+            .load_shard("arn:s", "drained")
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(store.load_shards("arn:s").await.unwrap().len(), 2);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(store.load_shard("arn:s", "drained").await.unwrap(), None);
+        let left = store.load_shards("arn:s").await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].shard_id, "open");
+        assert!(store.load_shard("arn:s", "open").await.unwrap().is_some());
+    }
+
+    /// Releasing shortens a drained row's life, never lengthens it, and
+    /// leaves a row that is not drained alone.
+    #[tokio::test(start_paused = true)]
+    async fn a_released_drained_row_expires_a_day_later_and_an_open_one_never() {
+        let store = MemoryStore::new();
+        store
+            .save_shard(&row("d", ShardStatus::Drained))
+            .await
+            .unwrap();
+        store
+            .save_shard(&row("o", ShardStatus::Open))
+            .await
+            .unwrap();
+        store
+            .release_shard("arn:s", "d", RELEASED_SHARD_ROW_TTL)
+            .await
+            .unwrap();
+        store
+            .release_shard("arn:s", "o", RELEASED_SHARD_ROW_TTL)
+            .await
+            .unwrap();
+        // A longer release does not undo the shorter one.
+        store
+            .release_shard("arn:s", "d", DRAINED_SHARD_ROW_TTL)
+            .await
+            .unwrap();
+        tokio::time::advance(RELEASED_SHARD_ROW_TTL).await;
+        assert_eq!(store.load_shard("arn:s", "d").await.unwrap(), None);
+        tokio::time::advance(DRAINED_SHARD_ROW_TTL).await;
+        let left = store.load_shards("arn:s").await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].shard_id, "o");
     }
 }

@@ -48,6 +48,15 @@ impl ShardStatus {
     }
 }
 
+/// The last record handled in a shard's lineage before the shard itself: in
+/// its parent, or further up when the parents between were empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineageTail {
+    pub shard_id: String,
+    pub sequence_no: String,
+    pub record_time: Option<DateTime<Utc>>,
+}
+
 /// One row of `streams_shards`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardCheckpoint {
@@ -71,6 +80,10 @@ pub struct ShardCheckpoint {
     /// The shard's hash chain as far as `sequence_no` (saved in the same
     /// write). `None`: a row written before the chain existed.
     pub chain: Option<crate::proof::ChainState>,
+    /// While the shard has read nothing: the last record handled before it
+    /// in its lineage, kept on its own row so that a loss found in it later
+    /// is bracketed the same way once its ancestors' rows have expired.
+    pub lineage_tail: Option<LineageTail>,
 }
 
 /// One row of `streams`: a stream of an audited table.
@@ -136,6 +149,22 @@ pub trait CheckpointStore: Send + Sync + 'static {
         &self,
         stream_arn: &str,
     ) -> impl Future<Output = StoreResult<Vec<ShardCheckpoint>>> + Send;
+    /// One shard's row (`None`: never saved, or expired). What a new child
+    /// needs of its parent: a GetItem, not a Query of every row.
+    fn load_shard(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+    ) -> impl Future<Output = StoreResult<Option<ShardCheckpoint>>> + Send;
+    /// A drained shard's row is no longer needed (its shard is not listed
+    /// and is no listed shard's parent): let it expire `after` from now, if
+    /// that is sooner than it would. Rows not drained are left alone.
+    fn release_shard(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        after: std::time::Duration,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Upsert one shard's row.
     fn save_shard(
         &self,

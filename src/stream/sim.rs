@@ -38,8 +38,9 @@ pub const MAX_BYTES_PER_CALL: i64 = 1024 * 1024;
 /// DescribeStream returns at most this many shards per page.
 pub const MAX_SHARDS_PER_PAGE: usize = 100;
 
-/// How often expired shards are swept out of a stream's listing order. The
-/// listing skips them anyway; the sweep only bounds the work of skipping.
+/// How often listed shards are trimmed and expired ones swept out of the
+/// listing order. The listing skips them anyway; the sweep bounds memory and
+/// the work of skipping.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// First sequence number handed out: 21 digits, as the brief asks, so that
@@ -105,6 +106,10 @@ pub struct SimConfig {
     pub initial_shards: u32,
     /// GetRecords byte budget per call (by `SizeBytes`).
     pub max_bytes_per_call: i64,
+    /// Keep every record ever written in the write log (the tests' oracle:
+    /// `write_log`, `is_trimmed`). Off for long benchmark runs, whose
+    /// memory would otherwise be the log's.
+    pub keep_write_log: bool,
 }
 
 impl Default for SimConfig {
@@ -124,6 +129,7 @@ impl Default for SimConfig {
             auto_rotate: None,
             initial_shards: 1,
             max_bytes_per_call: MAX_BYTES_PER_CALL,
+            keep_write_log: true,
         }
     }
 }
@@ -289,7 +295,6 @@ struct StreamState {
     /// (order key, shard index), sorted when `order_dirty` is false.
     order: Vec<(u64, usize)>,
     order_dirty: bool,
-    next_prune: Instant,
     salt: u64,
     describe_calls: u64,
     describe_window: VecDeque<Instant>,
@@ -354,6 +359,7 @@ struct State {
     logs: HashMap<String, Vec<Logged>>,
     counts: Counters,
     next_auto_rotate: Option<Instant>,
+    next_prune: Instant,
 }
 
 /// `at` lies at least `age` before `now` (an overflowing `at + age` is never).
@@ -552,7 +558,32 @@ impl State {
         if self.next_auto_rotate.is_some_and(|due| due <= now) {
             self.auto_rotate(now);
         }
+        if now >= self.next_prune {
+            self.prune(now);
+            self.next_prune = now + PRUNE_EVERY;
+        }
         now
+    }
+
+    /// Trims every listed shard and drops the expired ones from the listing
+    /// order, so that memory and the cost of a call follow the shards the
+    /// service still holds, not every shard the stream ever had. (A closed
+    /// shard nobody reads would otherwise keep its records forever.)
+    fn prune(&mut self, now: Instant) {
+        let retention = self.cfg.retention;
+        for stream in &mut self.streams {
+            let StreamState { order, shards, .. } = stream;
+            order.retain(|&(_, i)| {
+                let sh = &mut shards[i];
+                sh.trim(now, retention);
+                let keep = !sh.expired(now, retention);
+                if !keep {
+                    sh.records = VecDeque::new();
+                    sh.get_records_window = VecDeque::new();
+                }
+                keep
+            });
+        }
     }
 
     fn auto_rotate(&mut self, now: Instant) {
@@ -712,7 +743,6 @@ impl State {
             open: BTreeMap::new(),
             order: Vec::new(),
             order_dirty: false,
-            next_prune: now,
             salt,
             describe_calls: 0,
             describe_window: VecDeque::new(),
@@ -810,20 +840,22 @@ impl State {
             size,
             record: record.clone(),
         });
-        let entry = LoggedRecord {
-            stream_arn: stream.arn.clone(),
-            shard_id: sh.id.clone(),
-            record: record.clone(),
-        };
-        self.logs
-            .entry(table.to_string())
-            .or_default()
-            .push(Logged {
-                key: canon,
-                seq,
-                at: now,
-                entry,
-            });
+        if self.cfg.keep_write_log {
+            let entry = LoggedRecord {
+                stream_arn: stream.arn.clone(),
+                shard_id: sh.id.clone(),
+                record: record.clone(),
+            };
+            self.logs
+                .entry(table.to_string())
+                .or_default()
+                .push(Logged {
+                    key: canon,
+                    seq,
+                    at: now,
+                    entry,
+                });
+        }
         Ok(Some(record))
     }
 
@@ -951,16 +983,6 @@ impl State {
             if stream.order_dirty {
                 stream.order.sort_unstable();
                 stream.order_dirty = false;
-            }
-            if now >= stream.next_prune {
-                let StreamState {
-                    order,
-                    shards: all,
-                    next_prune,
-                    ..
-                } = &mut *stream;
-                order.retain(|&(_, i)| !all[i].expired(now, retention));
-                *next_prune = now + PRUNE_EVERY;
             }
             // Resume right after the start shard's place in the (stable,
             // shuffled) order, even if that shard has since disappeared.
@@ -1168,6 +1190,7 @@ impl SimStream {
                 logs: HashMap::new(),
                 counts: Counters::default(),
                 next_auto_rotate: None,
+                next_prune: Instant::now() + PRUNE_EVERY,
             })),
         }
     }

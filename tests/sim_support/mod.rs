@@ -601,6 +601,23 @@ impl CheckpointStore for LaggyStore {
         self.lag().await;
         self.inner.load_shards(stream_arn).await
     }
+    async fn load_shard(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+    ) -> StoreResult<Option<ShardCheckpoint>> {
+        self.lag().await;
+        self.inner.load_shard(stream_arn, shard_id).await
+    }
+    async fn release_shard(
+        &self,
+        stream_arn: &str,
+        shard_id: &str,
+        after: Duration,
+    ) -> StoreResult<()> {
+        self.lag().await;
+        self.inner.release_shard(stream_arn, shard_id, after).await
+    }
     async fn save_shard(&self, checkpoint: &ShardCheckpoint) -> StoreResult<()> {
         self.lag().await;
         let r = self.inner.save_shard(checkpoint).await;
