@@ -382,16 +382,33 @@ pub fn verify_stream(ev: &StreamEvidence, opts: &VerifyOptions) -> StreamReport 
             }
         }
     } else if ev.leaves.iter().any(|l| l.stored_hash.is_some()) {
-        r.digest(
-            Severity::Tamper,
-            Kind::DigestMissing,
-            None,
-            format!(
-                "{} entries and no digest at all: every digest of this stream was deleted, or \
-                 the daemon never wrote one",
-                ev.leaves.len()
-            ),
-        );
+        if ev.newest_digest.is_none() {
+            // The stream row (outside the audit table) records every digest
+            // written; it records none: a fresh deployment, or `[proof]`
+            // just turned on, before the first digest.
+            r.digest(
+                Severity::Unverifiable,
+                Kind::DigestMissing,
+                None,
+                format!(
+                    "{} entries and no digest yet: the daemon writes this stream's first \
+                     digest within {}s of starting; verify again after it",
+                    ev.leaves.len(),
+                    opts.interval_secs
+                ),
+            );
+        } else {
+            r.digest(
+                Severity::Tamper,
+                Kind::DigestMissing,
+                None,
+                format!(
+                    "{} entries and no digest at all, while the stream row says digests \
+                     were written: every digest of this stream was deleted",
+                    ev.leaves.len()
+                ),
+            );
+        }
     }
 
     let tampered = r.out.iter().any(|f| f.severity == Severity::Tamper);
@@ -1008,11 +1025,28 @@ fn check_coverage(
     }
     if known > newest_size {
         let uncovered = known - newest_size;
-        let late = newest
-            .and_then(|d| d.time)
-            .is_none_or(|t| (opts.now - t).num_seconds() > (2 * opts.interval_secs + 60) as i64);
+        let grace = (2 * opts.interval_secs + 60) as i64;
+        let overdue =
+            |d: &CheckedDigest| d.time.is_none_or(|t| (opts.now - t).num_seconds() > grace);
         let Some(first) = at.get(&newest_size) else {
             return;
+        };
+        let stream_newest = digests.last();
+        let late = match (newest, stream_newest) {
+            // The stream's newest digest left out a shard it had covered
+            // before (a shard is only dropped once drained), or it is late.
+            (Some(d), Some(last)) => d.number != last.number || overdue(d),
+            // A shard that appeared after the newest digest: the next one
+            // covers it, unless that is overdue.
+            (None, Some(last)) => overdue(last),
+            (_, None) => {
+                if ev.newest_digest.is_none() {
+                    // Never digested: reported once for the stream.
+                    return;
+                }
+                // The stream row says digests were written, and none is left.
+                true
+            }
         };
         if late {
             r.leaf(
@@ -1209,6 +1243,49 @@ mod tests {
             .filter(|f| f.severity == Severity::Tamper)
             .map(|f| (f.kind, f.sequence_number.clone(), f.digest))
             .collect()
+    }
+
+    /// A fresh deployment, before its first digest: nothing to check the
+    /// entries against yet, and nothing that points at tampering.
+    #[test]
+    fn a_stream_never_digested_cannot_be_checked_yet_and_is_no_tampering() {
+        let mut ev = trail(5, 100);
+        ev.digests.clear();
+        ev.newest_digest = None;
+        let report = run(&ev);
+        assert_eq!(tampers(&report), vec![]);
+        assert_eq!(exit_status(&report.findings), 2, "{:#?}", report.findings);
+        // With the stream row saying digests were written, their absence is.
+        let mut ev = trail(5, 100);
+        ev.digests.clear();
+        assert_eq!(exit_status(&run(&ev).findings), 1);
+    }
+
+    /// A shard that opened after the newest digest (a rotation a minute
+    /// ago) is covered by the next one: no finding above Info.
+    #[test]
+    fn a_shard_newer_than_a_recent_digest_is_no_tampering() {
+        let mut ev = trail(10, 3);
+        let parent_last = ev.checkpoints[0].chain.as_ref().and_then(|c| c.last_hash);
+        let mut chain = ChainState::continuing(parent_last);
+        for seq in [2_000u64, 2_100] {
+            let mut e = entry(seq, "child");
+            e.shard_id = "shardId-2".into();
+            let link = chain.link_entry(&e).unwrap();
+            ev.leaves.push(leaf_of(&e, link.prev_hash, link.hash));
+        }
+        ev.checkpoints.push(CheckpointEvidence {
+            shard_id: "shardId-2".into(),
+            parent_shard_id: Some("shardId-1".into()),
+            chain: Some(chain),
+            sequence_no: Some("2100".into()),
+        });
+        let report = run(&ev);
+        assert_eq!(exit_status(&report.findings), 0, "{:#?}", report.findings);
+        assert!(report
+            .findings
+            .iter()
+            .any(|f| f.kind == Kind::Uncovered && f.shard_id.as_deref() == Some("shardId-2")));
     }
 
     #[test]

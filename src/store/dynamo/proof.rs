@@ -427,7 +427,14 @@ impl DynamoStore {
                 ev.leaves.push(leaf);
             }
         }
-
+        // A digest newer than the pointer read before the Scan was written
+        // while it ran: it may cover entries the Scan had passed already,
+        // which would then look deleted. The next `verify` checks it.
+        for ev in streams.values_mut() {
+            if let Some((pointer, _)) = ev.newest_digest {
+                ev.digests.retain(|d| d.number <= pointer);
+            }
+        }
         Ok(streams.into_values().collect())
     }
 
