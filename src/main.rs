@@ -836,7 +836,9 @@ async fn serve(config: Config) -> Result<()> {
             Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
         }
     };
-    ddb_audit::serve::serve(&config, store, env_tokens.as_deref(), stop).await?;
+    // As `verify` finds it, so `/api/verify` and the CLI agree, KMS included.
+    let key = public_key(None, Some(&config)).await?;
+    ddb_audit::serve::serve(&config, store, key, env_tokens.as_deref(), stop).await?;
     Ok(())
 }
 

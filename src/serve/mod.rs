@@ -218,10 +218,13 @@ async fn log_request(request: Request, next: Next) -> Response {
 }
 
 /// Serves until `shutdown` completes, then lets in-flight requests finish
-/// for at most `grace` and returns.
+/// for at most `grace` and returns. `public_key` checks the digests for
+/// `/api/verify`, found as `ddb-audit verify` finds it (the binary resolves
+/// it: a PEM file, or KMS GetPublicKey).
 pub async fn serve<S>(
     config: &Config,
     store: S,
+    public_key: Option<PublicKey>,
     env_tokens: Option<&str>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError>
@@ -233,10 +236,7 @@ where
         store,
         serve: config.serve.clone(),
         tables: config.tables.clone(),
-        verify: Verifier::new(
-            PublicKey::from_config(&config.proof)?,
-            config.proof.digest_interval_secs,
-        ),
+        verify: Verifier::new(public_key, config.proof.digest_interval_secs),
     });
     let router = router(app, tokens)?;
     let addr = config.serve.listen.clone();
