@@ -226,6 +226,18 @@ fn week(quick: bool) {
     }
 }
 
+/// A day of the week run: a write every 20 s on average, in hourly bursts.
+async fn simulate_day(sim: &SimStream, written: &mut usize) {
+    for _hour in 0..24 {
+        for _ in 0..180 {
+            *written += 1;
+            sim.put(TABLE, item(*written % 5_000, *written as u32))
+                .expect("put");
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
 /// One week run. With `daemon` false, the simulator alone goes through the
 /// same writes, rotations and days (its RSS is the baseline).
 fn week_child(shards: u32, days: u32, daemon: bool) {
@@ -275,14 +287,7 @@ fn week_child(shards: u32, days: u32, daemon: bool) {
         let mut written = 0usize;
         if !daemon {
             for day in 1..=days {
-                for _hour in 0..24 {
-                    for _ in 0..180 {
-                        written += 1;
-                        sim.put(TABLE, item(written % 5_000, written as u32))
-                            .expect("put");
-                    }
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                }
+                simulate_day(&sim, &mut written).await;
                 let made = sim.all_shards(&arn).map(|all| all.len()).unwrap_or(0);
                 println!(
                     "DAY {day} {made} {:.1} - - - {written}",
@@ -293,15 +298,7 @@ fn week_child(shards: u32, days: u32, daemon: bool) {
         }
         let mut daemon = start(settings.clone());
         for day in 1..=days {
-            // A day: a write every 20 s on average, in hourly bursts.
-            for _hour in 0..24 {
-                for _ in 0..180 {
-                    written += 1;
-                    sim.put(TABLE, item(written % 5_000, written as u32))
-                        .expect("put");
-                }
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            }
+            simulate_day(&sim, &mut written).await;
             let (_, shutdown, handle) = daemon;
             shutdown.begin(Duration::from_secs(5));
             let _ = handle.await;
