@@ -128,7 +128,12 @@ where
         saved,
         shutdown,
     );
-    reader.continues_lineage = start.continues_lineage;
+    // A shard that took its lineage's tail over when it started continued
+    // that lineage then, and still does once its parent's row has expired:
+    // if it has read nothing, its first record must still be there, or what
+    // was trimmed since is a gap (the same one, if it was trimmed then).
+    reader.continues_lineage =
+        start.continues_lineage || (!fresh && reader.checkpoint.lineage_tail.is_some());
     // What the supervisor knows, else what the row kept (its ancestors'
     // rows may have expired since).
     reader.lineage_tail = start
