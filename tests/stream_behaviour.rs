@@ -405,6 +405,65 @@ async fn a_loss_after_the_parents_row_expired_is_still_bracketed_from_the_childs
     assert_eq!(assert_audited(&sim, &store, "T"), seqs(&lost));
 }
 
+/// A shard that started as its lineage's continuation and read nothing, its
+/// start trimmed when it first started (so it read from TRIM_HORIZON then):
+/// restarted after its parent's row has expired, it still starts at its first
+/// record, so records trimmed meanwhile are a gap, not skipped in silence.
+#[tokio::test(start_paused = true)]
+async fn a_restart_of_an_unread_continuation_whose_parent_row_expired_still_finds_the_loss() {
+    let sim = sim_with(SimConfig::with_seed(8));
+    let store = MemoryStore::new();
+    let arn = sim.stream_arn("T").unwrap();
+    let shard = sim.open_shards("T").unwrap().remove(0);
+    // Its row, as the earlier run left it: nothing read, not from its start,
+    // and the tail it took over from a parent whose row is gone.
+    let tail = ddb_audit::store::LineageTail {
+        shard_id: "shardId-00000001795300000000-0000dead".into(),
+        sequence_no: "100000000000000000001".into(),
+        record_time: None,
+    };
+    store
+        .save_shard(&ddb_audit::store::ShardCheckpoint {
+            stream_arn: arn.clone(),
+            shard_id: shard.clone(),
+            table: "T".into(),
+            parent_shard_id: Some(tail.shard_id.clone()),
+            sequence_no: None,
+            status: ShardStatus::Open,
+            last_record_time: None,
+            caught_up: false,
+            from_start: false,
+            updated_at: chrono::Utc::now(),
+            chain: Some(ddb_audit::proof::ChainState::continuing(None)),
+            lineage_tail: Some(tail.clone()),
+        })
+        .await
+        .unwrap();
+    let lost = write(&sim, "T", 3, 0..5);
+    sleep(24 * HOUR + MIN).await;
+    let fresh = write(&sim, "T", 3, 5..10);
+    assert!(lost.iter().all(|r| sim.is_trimmed("T", &r.sequence_number)));
+
+    let daemon = start(sim.clone(), &store, Polling::default(), &["T"]);
+    sleep(10 * SEC).await;
+    daemon.stop().await;
+
+    let gaps = store.gaps().await.unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    let gap = &gaps[0];
+    assert_eq!(gap.shard_id, shard);
+    assert_eq!(gap.after_shard_id.as_deref(), Some(tail.shard_id.as_str()));
+    assert_eq!(
+        gap.after_sequence_number.as_deref(),
+        Some(tail.sequence_no.as_str())
+    );
+    assert_eq!(
+        gap.resumed_at_sequence_number.as_deref(),
+        Some(fresh[0].sequence_number.as_str())
+    );
+    assert_eq!(assert_audited(&sim, &store, "T"), seqs(&lost));
+}
+
 #[tokio::test(start_paused = true)]
 async fn records_trimmed_while_down_become_a_gap_and_the_rest_is_audited() {
     let sim = sim_with(SimConfig::with_seed(1));
