@@ -128,12 +128,7 @@ where
         saved,
         shutdown,
     );
-    // A shard that took its lineage's tail over when it started continued
-    // that lineage then, and still does once its parent's row has expired:
-    // if it has read nothing, its first record must still be there, or what
-    // was trimmed since is a gap (the same one, if it was trimmed then).
-    reader.continues_lineage =
-        start.continues_lineage || (!fresh && reader.checkpoint.lineage_tail.is_some());
+    reader.continues_lineage = start.continues_lineage;
     // What the supervisor knows, else what the row kept (its ancestors'
     // rows may have expired since).
     reader.lineage_tail = start
@@ -780,8 +775,6 @@ pub fn lost_after(
     checkpoint: &ShardCheckpoint,
     lineage_tail: Option<&LineageTail>,
 ) -> Gap {
-    // The row's own record of the tail outlives its ancestors' rows.
-    let lineage_tail = lineage_tail.or(checkpoint.lineage_tail.as_ref());
     let (after_shard, after, after_time) = match (&checkpoint.sequence_no, lineage_tail) {
         (Some(seq), _) => (
             None,

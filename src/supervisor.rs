@@ -675,12 +675,17 @@ where
             // We followed this lineage if we read the parent — or if the
             // parent came and went unseen while we were away from a stream we
             // had been reading: either way its start must be readable.
+            // A shard that took its lineage's tail over at an earlier start
+            // continued the lineage then, and still does once its parent's
+            // row has expired.
             let continues_lineage = parent.is_some_and(|p| {
                 self.checkpoints.contains_key(p)
                     || self.lineage.state(p) == Some(NodeState::Drained)
                     || self.forgotten.contains_key(p)
                     || unseen_parent.is_some()
-            });
+            }) || checkpoint
+                .as_ref()
+                .is_some_and(|c| c.lineage_tail.is_some());
             let start = ShardStart {
                 checkpoint,
                 continues_lineage,
@@ -930,8 +935,9 @@ where
             self.trimmed_checked = true;
             self.record_trimmed_shards(&listed_ids, None).await;
         }
-        // What the stream no longer lists, nor names as a parent, is needed
-        // by nothing: bounded memory whatever the uptime.
+        // What the stream no longer lists, nor names as the parent of a
+        // child without a row, is needed by nothing: bounded memory and
+        // rows whatever the uptime.
         let needed = |id: &String| listed_ids.contains(id) || parents.contains(id);
         let unneeded: Vec<String> = self
             .forgotten
@@ -1046,10 +1052,9 @@ where
             .cloned()
             .collect();
         for mut checkpoint in lost {
-            let tail = checkpoint
-                .parent_shard_id
-                .as_deref()
-                .and_then(|p| self.tail_of(p));
+            // Its own row's tail, if it read nothing (it outlives the
+            // ancestors' rows), else up the lineage.
+            let tail = self.tail_of(&checkpoint.shard_id);
             let gap = lost_after(
                 &self.table,
                 &self.stream_arn,
