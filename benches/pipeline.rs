@@ -30,12 +30,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ddb_audit::engine::{Engine, Settings, Shutdown};
+use ddb_audit::daemon::engine::{Engine, Settings, Shutdown};
+use ddb_audit::daemon::supervisor;
 use ddb_audit::entry::{AuditEntry, Gap};
 use ddb_audit::store::memory::MemoryStore;
 use ddb_audit::store::{AuditStore, PutOutcome, StoreResult};
 use ddb_audit::stream::sim::{SimConfig, SimStream, ViewType};
-use ddb_audit::supervisor;
 use ddb_audit::value::{AttrValue, Item};
 
 const TABLE: &str = "orders";

@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 
 use ddb_audit::entry::{AuditEntry, Change};
 use ddb_audit::proof::chain::{document_hash, entry_document, ChainState};
-use ddb_audit::proof::digest::{next_digest, shard_head, DigestInput};
+use ddb_audit::proof::digest::{next_digest, DigestInput};
 use ddb_audit::proof::sign::Ed25519Signer;
 use ddb_audit::proof::verify::{
     verify_stream, CheckpointEvidence, FoundDigest, Leaf, StreamEvidence, VerifyOptions,
@@ -108,7 +108,7 @@ fn trail(n: u64, every: u64) -> StreamEvidence {
                 table: "orders",
                 stream_arn: ARN,
                 previous: prev.as_ref().map(|(n, d)| (*n, d)),
-                shards: vec![shard_head(&cp, &chain)],
+                shards: vec![cp.digest_head(&chain)],
                 time: Utc.with_ymd_and_hms(2026, 11, 23, 19, 0, 0).unwrap(),
                 is_final: i == n,
                 interval_secs: 60,
@@ -164,7 +164,7 @@ fn chain_link(c: &mut Criterion) {
                 chain: None,
                 lineage_tail: None,
             };
-            shard_head(&cp, &chain)
+            cp.digest_head(&chain)
         })
         .collect();
     g.bench_function("seal_digest_64_shards_ed25519", |b| {

@@ -29,10 +29,10 @@ use futures_util::{stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use common::{TestEnv, BIN};
+use ddb_audit::daemon::digests::{DigestSettings, DigestWriter};
 use ddb_audit::entry::{AuditEntry, Change};
 use ddb_audit::proof::digest::{next_digest, DigestInput, ShardHead};
 use ddb_audit::proof::sign::Ed25519Signer;
-use ddb_audit::proof::writer::{DigestSettings, DigestWriter};
 use ddb_audit::proof::{ChainState, Link};
 use ddb_audit::retry::RetryPolicy;
 use ddb_audit::store::dynamo::{

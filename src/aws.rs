@@ -213,16 +213,6 @@ fn kind_of(code: &str, status: Option<u16>) -> ErrorKind {
     }
 }
 
-/// FNV-1a, 64 bit: a stable, dependency-free fingerprint (not security).
-pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,7 +75,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::store::TableNames;
+use std::sync::Arc;
+
+use crate::proof::sign::PublicKey;
+use crate::proof::ProofError;
+use crate::redact::{Pattern, RedactError, RedactionKey, Redactions, Redactor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -857,6 +861,81 @@ fn valid_table_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+// Constructors from the config of types that live in lower layers (redaction,
+// proof): the config knows them, they do not know the config.
+
+impl Redactions {
+    /// From `[redaction]`; reads the key file when any table has paths.
+    /// Empty when none does.
+    pub fn from_config(config: &Config) -> Result<Redactions, RedactError> {
+        let r = &config.redaction;
+        let patterns = |table: &str| -> Result<Vec<Pattern>, RedactError> {
+            let mut out = Vec::new();
+            for p in &r.paths {
+                out.push(Pattern::parse(p, "redaction.paths")?);
+            }
+            for p in r.tables.get(table).into_iter().flatten() {
+                out.push(Pattern::parse(p, &format!("redaction.tables.{table}"))?);
+            }
+            Ok(out)
+        };
+        let mut per_table = Vec::new();
+        for table in &config.tables {
+            let p = patterns(table)?;
+            if !p.is_empty() {
+                per_table.push((table.clone(), p));
+            }
+        }
+        if per_table.is_empty() {
+            return Ok(Redactions::default());
+        }
+        let key = Arc::new(RedactionKey::load(
+            r.key_file.as_deref().ok_or(RedactError::KeyMissing)?,
+        )?);
+        Ok(Redactions::new(
+            per_table
+                .into_iter()
+                .map(|(t, p)| (t, Redactor::new(key.clone(), p))),
+        ))
+    }
+}
+
+impl PublicKey {
+    /// The key the config names for checking: `[proof] public_key_file`,
+    /// else the public half of `[proof] signing_key_file`, else none.
+    pub fn from_config(proof: &Proof) -> Result<Option<Self>, ProofError> {
+        let (key, path) = match (&proof.public_key_file, &proof.signing_key_file) {
+            (Some(p), _) => ("public_key_file", p),
+            (None, Some(p)) => ("signing_key_file", p),
+            (None, None) => return Ok(None),
+        };
+        Self::from_file(path)
+            .map(Some)
+            .map_err(|e| ProofError::Key(format!("[proof] {key}: {e}")))
+    }
+}
+
+/// The names of the daemon's own DynamoDB tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableNames {
+    /// One row per (audited table, stream): the seed article's `streams`.
+    pub streams: String,
+    /// One row per (stream, shard): the seed article's `streams_shards`.
+    pub shards: String,
+    /// The audit entries and gaps.
+    pub audit: String,
+}
+
+impl Default for TableNames {
+    fn default() -> Self {
+        TableNames {
+            streams: "ddb-audit-streams".into(),
+            shards: "ddb-audit-shards".into(),
+            audit: "ddb-audit-entries".into(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,8 +32,28 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::entry::Change;
+use serde::{Deserialize, Serialize};
+
 use crate::value::{same_value, set_delta, AttrValue, Item};
+
+/// One field-level change. Applied in order to the old image with JSON Patch
+/// semantics: no `old` adds, no `new` removes, both replaces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// DynamoDB document path, e.g. `profile.name` or `rules[1].conditions[0].value`.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old: Option<AttrValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new: Option<AttrValue>,
+    /// For a set (SS/NS/BS) replaced as a whole: the elements it gained
+    /// (binary elements base64-encoded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<Vec<String>>,
+    /// For a set: the elements it lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<String>>,
+}
 
 /// One step of a document path.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -3,27 +3,54 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use crate::attribution::Principal;
+pub use crate::diff::Change;
 use crate::stream::{StreamRecord, UserIdentity, TTL_PRINCIPAL};
 use crate::value::{AttrValue, Item};
 
-/// One field-level change. Applied in order to the old image with JSON Patch
-/// semantics: no `old` adds, no `new` removes, both replaces.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    /// DynamoDB document path, e.g. `profile.name` or `rules[1].conditions[0].value`.
-    pub path: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old: Option<AttrValue>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new: Option<AttrValue>,
-    /// For a set (SS/NS/BS) replaced as a whole: the elements it gained
-    /// (binary elements base64-encoded).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub added: Option<Vec<String>>,
-    /// For a set: the elements it lost.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub removed: Option<Vec<String>>,
+/// How sure a match is (`principal.confidence` in the entry JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Confidence {
+    /// The only write of this kind to this key near this time, both ways.
+    High,
+    /// One of several writes of one key by one principal close together,
+    /// paired in order: the principal is certain, the request may be its
+    /// neighbour's.
+    Ordered,
+    /// Writes by different principals to one key within the same second:
+    /// which one made this change cannot be told, so no principal is named.
+    Ambiguous,
+}
+
+impl Confidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::High => "high",
+            Confidence::Ordered => "ordered",
+            Confidence::Ambiguous => "ambiguous",
+        }
+    }
+}
+
+/// The caller of a write, from its CloudTrail data event (`principal` in the
+/// entry JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// `userIdentity.arn` (for an AWS service without one: `invokedBy`);
+    /// `null` when ambiguous.
+    pub arn: Option<String>,
+    /// `userIdentity.type`: `AssumedRole`, `IAMUser`, `Root`, `AWSService`, …
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub event_id: Option<String>,
+    pub confidence: Confidence,
+    /// For an ambiguous match only: the principals that wrote the key in
+    /// that second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
 }
 
 /// One audit entry: one stream record, exactly once.

@@ -1,29 +1,36 @@
 //! ddb-audit: DynamoDB Streams → a permanent, write-once, field-level audit trail.
 //!
-//! Layout (one line per module):
-//! - `aws`     — AWS SDK configuration (standard environment, no SDK retries) and error reading.
-//! - `value`   — DynamoDB attribute values, SDK-neutral, and their DynamoDB JSON.
+//! Layout, by layer: a module uses only the layers below it (no import
+//! cycle; `tests/layering.rs` checks it). `docs/architecture.md` traces a
+//! record and a query through them.
+//!
+//! Core: pure domain logic, no I/O.
+//! - `value`   — DynamoDB attribute values, SDK-neutral; their DynamoDB JSON and canonical form.
 //! - `diff`    — field-level diffs of item images (the `changes` patch) and their inverse.
-//! - `entry`   — the audit entry (the `history --json` contract) and gaps.
-//! - `config`  — the TOML config: documented defaults, unknown keys rejected.
-//! - `stream`  — the stream seam: trait + domain types; `aws` adapter, `sim` simulator.
-//!   - `stream::sim`    — in-memory DynamoDB + Streams simulator (state, limits, call counts). (test-util)
-//!   - `stream::faults` — decorator injecting errors, latency, panics and bad records into any `StreamApi`. (test-util)
-//! - `store`   — checkpoint and audit stores: traits; `dynamo` and `memory` (test-util) versions.
-//!   - `store::faults`  — decorator injecting errors and latency into any store. (test-util)
-//! - `lineage` — pure shard graph: which shards may be read now.
-//! - `shard`   — one shard's loop: pace → GetRecords → entries → write → checkpoint.
-//! - `supervisor` — per table and stream: discovery, lineage, children, listings.
-//! - `engine`  — what the tasks share: seams, settings, pacer, table health, shutdown tokens.
-//! - `report`  — what history, gaps and status print (tables and JSON lines).
-//! - `read`    — questions to the trail: indexed paged queries, the item as of a time, diffs, revert plans.
-//! - `retry`   — the one retry layer: backoff with jitter on transient errors.
-//! - `pace`    — request pacing (governor) on tokio's clock.
-//! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
-//! - `observe` — events that log and count themselves; /metrics, /healthz, /readyz, EMF.
-//! - `attribution` — the IAM principal behind each entry, from CloudTrail data events.
-//! - `proof`   — hash chain, Merkle trees, signed digests, verify and offline bundles.
+//! - `entry`   — the audit entry (the `history --json` contract), gaps, the principal behind a change.
 //! - `redact`  — `[redaction]`: covered values replaced by keyed commitments before anything is stored.
+//! - `proof`   — hash chain, Merkle trees, digest documents, signatures, the verifier, offline bundles.
+//! - `lineage` — the shard graph: which shards may be read now.
+//! - `config`  — the TOML config: documented defaults, unknown keys rejected; what it builds.
+//!
+//! Seams and adapters: small traits in domain types, SDK types stop in the adapters.
+//! - `aws`     — AWS SDK configuration (standard environment, no SDK retries) and error reading.
+//! - `stream`  — the stream seam: trait + domain types; `aws` adapter; `sim` simulator and `faults` (test-util).
+//! - `store`   — the stores of the trail: traits; `dynamo` adapter; `memory` and `faults` (test-util).
+//! - `kms`     — AWS KMS (ECC_NIST_P256) as a digest signer.
+//! - `pace`    — request pacing (governor) on tokio's clock.
+//! - `observe` — events that log and count themselves; table health; /metrics, /healthz, /readyz, EMF.
+//! - `retry`   — the one retry layer: backoff with jitter on transient errors.
+//!
+//! Tasks: what `run` starts.
+//! - `daemon`  — the daemon: engine (what tasks share), supervisor, shard loops, digest task.
+//! - `attribution` — the CloudTrail reader: the IAM principal behind each entry.
+//!
+//! Faces: what users ask, in the terminal and over HTTP (the binary's
+//! `src/cli/` is the third face, over the same functions).
+//! - `read`    — questions to the trail: queries, the item as of a time, diffs, reverts, verify, snapshots.
+//! - `report`  — what history, gaps and status print (tables and JSON lines).
+//! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
 //!
 //! (test-util): only with the `test-util` feature, which the tests and
 //! benchmarks turn on and the shipped binary does not.
@@ -31,9 +38,10 @@
 pub mod attribution;
 pub mod aws;
 pub mod config;
+pub mod daemon;
 pub mod diff;
-pub mod engine;
 pub mod entry;
+pub mod kms;
 pub mod lineage;
 pub mod observe;
 pub mod pace;
@@ -43,8 +51,6 @@ pub mod redact;
 pub mod report;
 pub mod retry;
 pub mod serve;
-pub mod shard;
 pub mod store;
 pub mod stream;
-pub mod supervisor;
 pub mod value;

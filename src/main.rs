@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use ddb_audit::config::Config;
-use ddb_audit::engine::{Engine, Settings, Shutdown};
+use ddb_audit::daemon::engine::{Engine, Settings, Shutdown};
 use ddb_audit::observe;
 use ddb_audit::read;
 use ddb_audit::report;
@@ -748,7 +748,7 @@ async fn run_daemon(config: Config) -> Result<()> {
     check_redacted_keys(&store, &settings.redactions).await?;
     let shutdown = Shutdown::new();
     // The final digest is signed after the stop, under the shutdown's abort.
-    let digests = Arc::new(ddb_audit::proof::writer::DigestWriter::new(
+    let digests = Arc::new(ddb_audit::daemon::digests::DigestWriter::new(
         store.clone(),
         store.clone(),
         config.tables.clone(),
@@ -788,7 +788,8 @@ async fn run_daemon(config: Config) -> Result<()> {
         let (digests, stop) = (digests.clone(), heartbeat_stop.clone());
         tokio::spawn(async move { digests.heartbeats(stop).await })
     };
-    let result = ddb_audit::supervisor::run(engine, config.tables.clone(), shutdown.clone()).await;
+    let result =
+        ddb_audit::daemon::supervisor::run(engine, config.tables.clone(), shutdown.clone()).await;
     heartbeat_stop.cancel();
     let _ = heartbeats.await;
     if let Some(reader) = cloudtrail {
@@ -1000,8 +1001,8 @@ async fn digest_settings(
     config: &Config,
     sdk: &aws_config::SdkConfig,
     abort: &tokio_util::sync::CancellationToken,
-) -> Result<ddb_audit::proof::writer::DigestSettings> {
-    use ddb_audit::proof::kms::{AwsKms, KmsSigner};
+) -> Result<ddb_audit::daemon::digests::DigestSettings> {
+    use ddb_audit::kms::{AwsKms, KmsSigner};
     use ddb_audit::proof::sign::{DigestSigner, Ed25519Signer};
     let settings = Settings::from_config(config);
     let signer: Option<Arc<dyn DigestSigner>> =
@@ -1028,7 +1029,7 @@ async fn digest_settings(
                 None
             }
         };
-    Ok(ddb_audit::proof::writer::DigestSettings {
+    Ok(ddb_audit::daemon::digests::DigestSettings {
         interval: std::time::Duration::from_secs(config.proof.digest_interval_secs),
         retention_days: config.retention.days,
         signer,
@@ -1057,8 +1058,8 @@ async fn public_key(
         let sdk = ddb_audit::aws::load_sdk_config().await;
         // Cancelled from outside (dispatch_until_signal) on a signal.
         let never = tokio_util::sync::CancellationToken::new();
-        let key = ddb_audit::proof::kms::public_key(
-            &ddb_audit::proof::kms::AwsKms::new(&sdk),
+        let key = ddb_audit::kms::public_key(
+            &ddb_audit::kms::AwsKms::new(&sdk),
             key_id,
             Settings::from_config(config).retry_policy(),
             &never,
@@ -1077,7 +1078,7 @@ async fn verify(
     state: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
-    use ddb_audit::proof::check::{finding_line, verify_trail, VerifyRequest};
+    use ddb_audit::read::verify::{finding_line, verify_trail, VerifyRequest};
     let key = public_key(public_key_file.as_deref(), Some(&config))
         .await
         .map_err(|e| {
@@ -1144,7 +1145,7 @@ async fn export(config: Config, table: String, keys: Vec<String>, proof: PathBuf
         .await?
         .map(|k| k.fingerprint());
     let bundle =
-        ddb_audit::proof::check::export_bundle(&store(&config).await, &table, &key, fingerprint)
+        ddb_audit::read::verify::export_bundle(&store(&config).await, &table, &key, fingerprint)
             .await?;
     let text = serde_json::to_string_pretty(&bundle)?;
     std::fs::write(&proof, text + "\n").with_context(|| format!("--proof {}", proof.display()))?;
@@ -1228,8 +1229,8 @@ fn redaction(command: RedactionCommand) -> Result<()> {
 
 fn verify_bundle(file: PathBuf, public_key_file: Option<PathBuf>, json: bool) -> Result<()> {
     use ddb_audit::proof::bundle::{verify_bundle, Bundle};
-    use ddb_audit::proof::check::finding_line;
     use ddb_audit::proof::verify::exit_status;
+    use ddb_audit::read::verify::finding_line;
     let fail = |message: String| {
         eprintln!("error: {message}");
         anyhow::Error::from(ExitWith(2))

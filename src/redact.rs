@@ -40,12 +40,11 @@ use sha2::Sha256;
 use crate::diff::{parse_path, PathSegment};
 use crate::entry::AuditEntry;
 use crate::stream::StreamRecord;
-use crate::value::{AttrValue, Item};
+use crate::value::{canonical_value_json, AttrValue, Item};
+pub use crate::value::{is_commitment, SCHEME};
 
 /// What readable output shows for a redacted value.
 pub const MARK: &str = "‹redacted›";
-/// The commitment's scheme prefix.
-pub const SCHEME: &str = "hmac-sha256:";
 /// The shortest key accepted: HMAC-SHA256's own output size.
 pub const MIN_KEY_BYTES: usize = 32;
 
@@ -274,7 +273,7 @@ impl RedactionKey {
 
     /// The commitment of a value: `hmac-sha256:<hex>`.
     pub fn commit(&self, value: &AttrValue) -> String {
-        let canonical = crate::store::dynamo::canonical_value_json(value);
+        let canonical = canonical_value_json(value);
         let tag = self
             .mac(VALUE_DOMAIN, canonical.as_bytes())
             .finalize()
@@ -298,21 +297,11 @@ impl RedactionKey {
         else {
             return false;
         };
-        let canonical = crate::store::dynamo::canonical_value_json(value);
+        let canonical = canonical_value_json(value);
         self.mac(VALUE_DOMAIN, canonical.as_bytes())
             .verify_slice(&tag)
             .is_ok()
     }
-}
-
-/// Whether `s` has the form of a commitment (`hmac-sha256:` and 64
-/// lower-case hex digits).
-pub fn is_commitment(s: &str) -> bool {
-    s.strip_prefix(SCHEME).is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
 }
 
 /// The path of the first redacted value in `item` (depth first, in name
@@ -484,41 +473,6 @@ pub struct Redactions {
 }
 
 impl Redactions {
-    /// From `[redaction]`; reads the key file when any table has paths.
-    /// Empty when none does.
-    pub fn from_config(config: &crate::config::Config) -> Result<Redactions, RedactError> {
-        let r = &config.redaction;
-        let patterns = |table: &str| -> Result<Vec<Pattern>, RedactError> {
-            let mut out = Vec::new();
-            for p in &r.paths {
-                out.push(Pattern::parse(p, "redaction.paths")?);
-            }
-            for p in r.tables.get(table).into_iter().flatten() {
-                out.push(Pattern::parse(p, &format!("redaction.tables.{table}"))?);
-            }
-            Ok(out)
-        };
-        let mut per_table = Vec::new();
-        for table in &config.tables {
-            let p = patterns(table)?;
-            if !p.is_empty() {
-                per_table.push((table.clone(), p));
-            }
-        }
-        if per_table.is_empty() {
-            return Ok(Redactions::default());
-        }
-        let key = Arc::new(RedactionKey::load(
-            r.key_file.as_deref().ok_or(RedactError::KeyMissing)?,
-        )?);
-        Ok(Redactions {
-            tables: per_table
-                .into_iter()
-                .map(|(t, p)| (t, Redactor::new(key.clone(), p)))
-                .collect(),
-        })
-    }
-
     /// Redactors by table, as [`Redactions::from_config`] builds them.
     pub fn new(tables: impl IntoIterator<Item = (String, Redactor)>) -> Self {
         Redactions {

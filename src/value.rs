@@ -545,7 +545,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
             Tag::Bs => AttrValue::Bs(map.next_value_seed(Elements(Binary))?),
             Tag::Redacted => {
                 let c: String = map.next_value()?;
-                if !crate::redact::is_commitment(&c) {
+                if !is_commitment(&c) {
                     return Err(de::Error::custom(format_args!(
                         "{c:?} is not a redaction commitment (expected \"hmac-sha256:\" and 64 lower-case hex digits)"
                     )));
@@ -567,6 +567,125 @@ impl<'de> Deserialize<'de> for AttrValue {
         d.deserialize_map(ValueVisitor)
     }
 }
+
+/// Canonical DynamoDB JSON of a key (or any item): names sorted (an [`Item`]
+/// is a BTreeMap), numbers canonical, set elements sorted. Written by hand,
+/// not through serde, because stored partition keys depend on it byte for
+/// byte and must not change when the entry JSON format evolves.
+pub fn canonical_key_json(key: &Item) -> String {
+    let mut out = String::new();
+    write_map(&mut out, key);
+    out
+}
+
+/// Canonical DynamoDB JSON of one value, by the rules of
+/// [`canonical_key_json`]: what a redaction commitment is computed over.
+pub fn canonical_value_json(value: &AttrValue) -> String {
+    let mut out = String::new();
+    write_value(&mut out, value);
+    out
+}
+
+fn write_map(out: &mut String, map: &std::collections::BTreeMap<String, AttrValue>) {
+    out.push('{');
+    for (i, (name, value)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, name);
+        out.push(':');
+        write_value(out, value);
+    }
+    out.push('}');
+}
+
+fn write_value(out: &mut String, v: &AttrValue) {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut tagged = |tag: &str, f: &mut dyn FnMut(&mut String)| {
+        out.push_str("{\"");
+        out.push_str(tag);
+        out.push_str("\":");
+        f(out);
+        out.push('}');
+    };
+    match v {
+        AttrValue::S(x) => tagged("S", &mut |o| write_str(o, x)),
+        AttrValue::N(x) => tagged("N", &mut |o| write_str(o, &canonical_number(x))),
+        AttrValue::B(x) => tagged("B", &mut |o| write_str(o, &b64(x))),
+        AttrValue::Bool(x) => tagged("BOOL", &mut |o| {
+            o.push_str(if *x { "true" } else { "false" })
+        }),
+        AttrValue::Null => tagged("NULL", &mut |o| o.push_str("true")),
+        AttrValue::M(m) => tagged("M", &mut |o| write_map(o, m)),
+        AttrValue::L(l) => tagged("L", &mut |o| {
+            o.push('[');
+            for (i, x) in l.iter().enumerate() {
+                if i > 0 {
+                    o.push(',');
+                }
+                write_value(o, x);
+            }
+            o.push(']');
+        }),
+        AttrValue::Ss(x) => tagged("SS", &mut |o| write_strs(o, x.to_vec())),
+        AttrValue::Ns(x) => tagged("NS", &mut |o| {
+            write_strs(o, x.iter().map(|n| canonical_number(n)).collect())
+        }),
+        AttrValue::Bs(x) => tagged("BS", &mut |o| {
+            write_strs(o, x.iter().map(|b| b64(b)).collect())
+        }),
+        AttrValue::Redacted(c) => tagged("redacted", &mut |o| write_str(o, c)),
+    }
+}
+
+fn write_strs(out: &mut String, mut items: Vec<String>) {
+    items.sort();
+    out.push('[');
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, x);
+    }
+    out.push(']');
+}
+
+fn write_str(out: &mut String, s: &str) {
+    // serde_json's escaping, without a fallible call.
+    out.push_str(&serde_json::Value::String(s.to_string()).to_string());
+}
+
+/// A number as DynamoDB itself prints it (`1.50` → `1.5`, `1e2` → `100`), so a
+/// key typed by a user finds the partition the stream's key was written to.
+fn canonical_number(n: &str) -> String {
+    match bigdecimal::BigDecimal::from_str(n.trim()) {
+        Ok(d) => d.normalized().to_plain_string(),
+        Err(_) => n.to_string(),
+    }
+}
+
+/// FNV-1a, 64 bit: a stable, dependency-free fingerprint (not security).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Whether `s` has the form of a commitment (`hmac-sha256:` and 64
+/// lower-case hex digits).
+pub fn is_commitment(s: &str) -> bool {
+    s.strip_prefix(SCHEME).is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The commitment's scheme prefix.
+pub const SCHEME: &str = "hmac-sha256:";
 
 #[cfg(test)]
 mod tests {

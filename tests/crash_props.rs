@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ddb_audit::config::Polling;
-use ddb_audit::engine::{Engine, Settings, Shutdown};
+use ddb_audit::daemon::engine::{Engine, Settings, Shutdown};
 use ddb_audit::store::memory::MemoryStore;
 use ddb_audit::stream::faults::{FaultRule, FaultStream, Malformed, Op, When};
 use ddb_audit::stream::sim::{SimConfig, SimStream, ViewType};
@@ -47,7 +47,8 @@ fn start_daemon(
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
     let handle = tokio::spawn(async move {
-        if let Err(e) = ddb_audit::supervisor::run(engine, vec![TABLE.to_string()], s).await {
+        if let Err(e) = ddb_audit::daemon::supervisor::run(engine, vec![TABLE.to_string()], s).await
+        {
             panic!("daemon failed: {e}");
         }
     });
@@ -275,8 +276,8 @@ async fn case(seed: u64) -> Result<String, String> {
 fn digest_writer(
     memory: &MemoryStore,
     settings: &Settings,
-) -> ddb_audit::proof::writer::DigestWriter<MemoryStore, MemoryStore> {
-    use ddb_audit::proof::writer::{DigestSettings, DigestWriter};
+) -> ddb_audit::daemon::digests::DigestWriter<MemoryStore, MemoryStore> {
+    use ddb_audit::daemon::digests::{DigestSettings, DigestWriter};
     DigestWriter::new(
         memory.clone(),
         memory.clone(),
@@ -292,7 +293,7 @@ fn digest_writer(
 
 async fn prove_chain(
     memory: &MemoryStore,
-    writer: &ddb_audit::proof::writer::DigestWriter<MemoryStore, MemoryStore>,
+    writer: &ddb_audit::daemon::digests::DigestWriter<MemoryStore, MemoryStore>,
 ) -> Result<u64, String> {
     use ddb_audit::proof::verify::{verify_stream, Severity, VerifyOptions};
     let token = tokio_util::sync::CancellationToken::new();

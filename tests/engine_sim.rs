@@ -250,12 +250,16 @@ async fn a_table_deleted_while_down_is_drained_on_restart_and_others_keep_going(
     assert_eq!(verify(&sim, &store, "flags").await.unwrap(), 2);
 
     // A table we never audited that does not exist is still a config error.
-    let engine =
-        ddb_audit::engine::Engine::new(sim.clone(), store.clone(), store.clone(), settings());
-    let err = ddb_audit::supervisor::run(
+    let engine = ddb_audit::daemon::engine::Engine::new(
+        sim.clone(),
+        store.clone(),
+        store.clone(),
+        settings(),
+    );
+    let err = ddb_audit::daemon::supervisor::run(
         std::sync::Arc::new(engine),
         vec!["never-there".to_string()],
-        ddb_audit::engine::Shutdown::new(),
+        ddb_audit::daemon::engine::Shutdown::new(),
     )
     .await
     .unwrap_err();

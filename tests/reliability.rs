@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ddb_audit::engine::{Engine, EngineError, Shutdown, TableState};
+use ddb_audit::daemon::engine::{Engine, EngineError, Shutdown, TableState};
 use ddb_audit::store::faults::{FaultStore, StoreFault, StoreOp};
 use ddb_audit::store::memory::MemoryStore;
 use ddb_audit::store::{AuditStore, CheckpointStore, ShardStatus, StoreError};
@@ -69,7 +69,7 @@ where
         settings(),
     ));
     let shutdown = Shutdown::new();
-    let handle = tokio::spawn(ddb_audit::supervisor::run(
+    let handle = tokio::spawn(ddb_audit::daemon::supervisor::run(
         engine.clone(),
         tables.iter().map(|t| t.to_string()).collect(),
         shutdown.clone(),
@@ -505,7 +505,7 @@ async fn drained_shards_leave_memory_so_state_stays_flat_over_days_of_rotations(
         settings,
     ));
     let shutdown = Shutdown::new();
-    let handle = tokio::spawn(ddb_audit::supervisor::run(
+    let handle = tokio::spawn(ddb_audit::daemon::supervisor::run(
         engine.clone(),
         vec![TABLE.to_string()],
         shutdown.clone(),

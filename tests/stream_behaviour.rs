@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ddb_audit::config::Polling;
-use ddb_audit::engine::{Engine, EngineError, Settings, Shutdown};
+use ddb_audit::daemon::engine::{Engine, EngineError, Settings, Shutdown};
+use ddb_audit::daemon::supervisor;
 use ddb_audit::entry::Gap;
 use ddb_audit::store::faults::{FaultStore, StoreFault, StoreOp};
 use ddb_audit::store::memory::{canonical_key, MemoryStore};
@@ -20,7 +21,6 @@ use ddb_audit::stream::{
     cmp_sequence, DescribeStreamRequest, IteratorPosition, RecordsPage, StreamApi,
     StreamDescription, StreamError, StreamRecord, StreamResult, StreamSummary, TableStream,
 };
-use ddb_audit::supervisor;
 use ddb_audit::value::{AttrValue, Item};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};

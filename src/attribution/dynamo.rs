@@ -25,23 +25,18 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::matcher::Candidate;
 use super::reader::{
-    AttributionError, AttributionRecord, AttributionResult, AttributionStore, ItemEntries, KeyType,
-    Position,
+    AttributionError, AttributionResult, AttributionStore, ItemEntries, KeyType, Position,
 };
 use crate::aws::{classify, Classified, ErrorKind};
-use crate::store::dynamo::{canonical_key_json, item_partition_key, DynamoStore};
+use crate::store::attribution::AttributionRecord;
+use crate::store::dynamo::{item_partition_key, DynamoStore};
 use crate::store::{format_ts, principal_index_key, Index, PutOutcome, TIME_ATTRIBUTE};
+use crate::value::canonical_key_json;
 use crate::value::Item;
 
-/// `shards` table partition of the reader's position rows.
-pub const POSITION_STREAM_ARN: &str = "#cloudtrail";
-/// Suffix of an attribution record's sort key.
-pub const ATTRIBUTION_SUFFIX: &str = "#attribution";
-
-/// The sort key of the attribution record of the entry with sort key `entry_sk`.
-pub fn attribution_sort_key(entry_sk: &str) -> String {
-    format!("{entry_sk}{ATTRIBUTION_SUFFIX}")
-}
+pub use crate::store::attribution::{
+    attribution_sort_key, ATTRIBUTION_SUFFIX, POSITION_STREAM_ARN,
+};
 
 /// The audit-table sort key of an entry (as
 /// [`entry_sort_key`](crate::store::dynamo::entry_sort_key)).

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -23,9 +23,10 @@ use tracing::{error, info, warn};
 
 use super::cloudtrail::{parse_log, ItemWrite};
 use super::matcher::{match_item, Candidate};
-use super::{Confidence, Principal};
-use crate::entry::{ActorSource, AuditEntry};
+use super::Confidence;
+pub use crate::observe::attribution::{Stats, TableCounts};
 use crate::retry::{retry, Retried, RetryPolicy, Transient};
+pub use crate::store::attribution::{apply, AttributionRecord};
 use crate::store::{PutOutcome, StoreError};
 use crate::value::{AttrValue, Item};
 
@@ -90,24 +91,6 @@ pub struct ItemEntries {
     pub event_ids: HashSet<String>,
 }
 
-/// A write-once record beside an entry: who made it, per CloudTrail.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AttributionRecord {
-    /// The entry's sort key in the audit table.
-    pub entry_sk: String,
-    pub principal: Principal,
-    /// Every event id this decision used (several for an ambiguous one).
-    pub event_ids: Vec<String>,
-    /// The entry's `event_time` (what indexes the record by principal, in
-    /// time order with the entries).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entry_time: Option<DateTime<Utc>>,
-    /// The log file the event came from.
-    pub log_file: String,
-    /// RFC 3339: when the match was made.
-    pub matched_at: String,
-}
-
 /// The reader's own state in the daemon's tables.
 pub trait AttributionStore: Send + Sync + 'static {
     /// The audited table's key attributes and their types.
@@ -148,19 +131,6 @@ pub struct Position {
     pub pending: Vec<ItemWrite>,
 }
 
-/// Merges an attribution into its entry as `history` shows it: the
-/// principal, and (unless ambiguous) the principal's ARN as the actor.
-pub fn apply(entry: &mut AuditEntry, principal: &Principal) {
-    if principal.confidence != Confidence::Ambiguous {
-        if let Some(arn) = &principal.arn {
-            entry.item_actor = entry.actor.take();
-            entry.actor = Some(arn.clone());
-            entry.actor_source = Some(ActorSource::Cloudtrail);
-        }
-    }
-    entry.principal = Some(principal.clone());
-}
-
 /// An entry just written, told to the reader so that it can count entries
 /// whose event never came.
 #[derive(Clone, Debug, PartialEq)]
@@ -168,95 +138,6 @@ pub struct WrittenEntry {
     pub table: String,
     pub sk: String,
     pub event_time: Option<DateTime<Utc>>,
-}
-
-/// Counters of one table.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TableCounts {
-    /// Entries given a principal.
-    pub attributed: u64,
-    /// Entries marked ambiguous.
-    pub ambiguous: u64,
-    /// Entries written by this process whose event did not come within the
-    /// delivery window.
-    pub unmatched_entries: u64,
-    /// Writes in the trail whose entry was not found within the window.
-    pub unmatched_events: u64,
-    /// Writes that name no key we can use (PartiQL INSERT, an untyped key).
-    pub unkeyed: u64,
-}
-
-/// What the reader has done, for metrics (`observe`) and logs.
-#[derive(Debug)]
-pub struct Stats {
-    tables: Mutex<BTreeMap<String, TableCounts>>,
-    files_read: std::sync::atomic::AtomicU64,
-    bad_files: std::sync::atomic::AtomicU64,
-    /// When the reader last found nothing left to read.
-    caught_up_at: Mutex<Option<DateTime<Utc>>>,
-    /// Until the first catch-up the lag counts from here, so a reader that
-    /// never gets a listing through shows a growing lag, not none.
-    started_at: DateTime<Utc>,
-}
-
-impl Stats {
-    pub fn new(tables: &[String]) -> Self {
-        Stats::starting_at(tables, Utc::now())
-    }
-
-    pub fn starting_at(tables: &[String], started_at: DateTime<Utc>) -> Self {
-        Stats {
-            tables: Mutex::new(
-                tables
-                    .iter()
-                    .map(|t| (t.clone(), TableCounts::default()))
-                    .collect(),
-            ),
-            files_read: Default::default(),
-            bad_files: Default::default(),
-            caught_up_at: Mutex::new(None),
-            started_at,
-        }
-    }
-
-    pub(crate) fn count(&self, table: &str, f: impl FnOnce(&mut TableCounts)) {
-        if let Ok(mut t) = self.tables.lock() {
-            f(t.entry(table.to_string()).or_default());
-        }
-    }
-
-    /// Counters per table (every configured table, from the start).
-    pub fn tables(&self) -> BTreeMap<String, TableCounts> {
-        self.tables.lock().map(|t| t.clone()).unwrap_or_default()
-    }
-
-    pub fn files_read(&self) -> u64 {
-        self.files_read.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn bad_files(&self) -> u64 {
-        self.bad_files.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// The reader's lag: seconds since it last listed the bucket to its
-    /// end (before that: since it started). Up to `poll_interval_secs` when
-    /// all is well; it grows while listing or reading fails, or while the
-    /// reader works through a backlog.
-    pub fn lag_seconds(&self, now: DateTime<Utc>) -> i64 {
-        let since = self
-            .caught_up_at
-            .lock()
-            .ok()
-            .and_then(|t| *t)
-            .unwrap_or(self.started_at);
-        (now - since).num_seconds().max(0)
-    }
-
-    pub(crate) fn caught_up(&self, at: DateTime<Utc>) {
-        if let Ok(mut t) = self.caught_up_at.lock() {
-            *t = Some(at);
-        }
-    }
 }
 
 /// The reader's settings, from `[attribution.cloudtrail]`.
@@ -452,9 +333,7 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                     self.logs.get(&key)
                 })
                 .await?;
-                self.stats
-                    .files_read
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats.file_read();
                 match parse_log(&key, &bytes, &self.settings.tables) {
                     Ok(parsed) => {
                         info!(
@@ -467,9 +346,7 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                         add_pending(&mut position.pending, parsed.writes);
                     }
                     Err(e) => {
-                        self.stats
-                            .bad_files
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.stats.bad_file();
                         error!(source = %self.settings.source, error = %e, "skipping an unreadable CloudTrail log file");
                     }
                 }
@@ -690,7 +567,9 @@ pub fn typed_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::{ActorSource, AuditEntry, Principal};
     use serde_json::json;
+    use std::sync::Mutex;
 
     /// Log files in memory.
     #[derive(Default)]

@@ -3,17 +3,117 @@
 //! scrape, so there is one set of numbers, and nothing is exported until a
 //! reader runs (no trail configured: no attribution series at all).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
+use serde::Serialize;
 
 use super::TableLabel;
-use crate::attribution::reader::Stats;
+
+/// Counters of one table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TableCounts {
+    /// Entries given a principal.
+    pub attributed: u64,
+    /// Entries marked ambiguous.
+    pub ambiguous: u64,
+    /// Entries written by this process whose event did not come within the
+    /// delivery window.
+    pub unmatched_entries: u64,
+    /// Writes in the trail whose entry was not found within the window.
+    pub unmatched_events: u64,
+    /// Writes that name no key we can use (PartiQL INSERT, an untyped key).
+    pub unkeyed: u64,
+}
+
+/// What the reader has done, for metrics (`observe`) and logs.
+#[derive(Debug)]
+pub struct Stats {
+    tables: Mutex<BTreeMap<String, TableCounts>>,
+    files_read: std::sync::atomic::AtomicU64,
+    bad_files: std::sync::atomic::AtomicU64,
+    /// When the reader last found nothing left to read.
+    caught_up_at: Mutex<Option<DateTime<Utc>>>,
+    /// Until the first catch-up the lag counts from here, so a reader that
+    /// never gets a listing through shows a growing lag, not none.
+    started_at: DateTime<Utc>,
+}
+
+impl Stats {
+    pub fn new(tables: &[String]) -> Self {
+        Stats::starting_at(tables, Utc::now())
+    }
+
+    pub fn starting_at(tables: &[String], started_at: DateTime<Utc>) -> Self {
+        Stats {
+            tables: Mutex::new(
+                tables
+                    .iter()
+                    .map(|t| (t.clone(), TableCounts::default()))
+                    .collect(),
+            ),
+            files_read: Default::default(),
+            bad_files: Default::default(),
+            caught_up_at: Mutex::new(None),
+            started_at,
+        }
+    }
+
+    pub fn count(&self, table: &str, f: impl FnOnce(&mut TableCounts)) {
+        if let Ok(mut t) = self.tables.lock() {
+            f(t.entry(table.to_string()).or_default());
+        }
+    }
+
+    /// Counters per table (every configured table, from the start).
+    pub fn tables(&self) -> BTreeMap<String, TableCounts> {
+        self.tables.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    pub fn files_read(&self) -> u64 {
+        self.files_read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn file_read(&self) {
+        self.files_read
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn bad_file(&self) {
+        self.bad_files
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn bad_files(&self) -> u64 {
+        self.bad_files.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The reader's lag: seconds since it last listed the bucket to its
+    /// end (before that: since it started). Up to `poll_interval_secs` when
+    /// all is well; it grows while listing or reading fails, or while the
+    /// reader works through a backlog.
+    pub fn lag_seconds(&self, now: DateTime<Utc>) -> i64 {
+        let since = self
+            .caught_up_at
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .unwrap_or(self.started_at);
+        (now - since).num_seconds().max(0)
+    }
+
+    pub fn caught_up(&self, at: DateTime<Utc>) {
+        if let Ok(mut t) = self.caught_up_at.lock() {
+            *t = Some(at);
+        }
+    }
+}
 
 /// The outcomes an entry's attribution ends in (`outcome` label).
 pub const OUTCOMES: [&str; 3] = ["attributed", "ambiguous", "unmatched"];

@@ -163,7 +163,7 @@ mod tests {
         super::super::Event::emit_to(
             super::super::TableStateChanged {
                 table: "orders",
-                state: &crate::engine::TableState::Auditing,
+                state: &crate::observe::health::TableState::Auditing,
             },
             o,
         );

@@ -13,6 +13,7 @@
 
 pub mod attribution;
 pub mod emf;
+pub mod health;
 pub mod http;
 pub mod stream;
 
@@ -30,7 +31,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
-use crate::engine::TableState;
+use health::TableState;
 
 /// The states a shard is counted in (`ddb_audit_shards{table,state}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -352,7 +353,7 @@ impl Observer {
 
     /// Exports the CloudTrail reader's counts and lag from now on (once per
     /// process: one reader per daemon).
-    pub fn watch_attribution(&self, stats: std::sync::Arc<crate::attribution::reader::Stats>) {
+    pub fn watch_attribution(&self, stats: std::sync::Arc<attribution::Stats>) {
         if self.attribution.0.set(stats).is_err() {
             warn!("a second CloudTrail reader's counts are not exported; the first one's are");
         }

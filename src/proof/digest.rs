@@ -14,11 +14,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::canonical::canonical_json;
-use super::chain::ChainState;
 use super::merkle::Hash;
 use super::sign::DigestSigner;
 use super::ProofError;
-use crate::store::ShardCheckpoint;
 
 pub const DIGEST_TYPE: &str = "ddb-audit.digest.v1";
 
@@ -116,18 +114,6 @@ impl SignedDigest {
         self.signature
             .as_deref()
             .and_then(|s| BASE64.decode(s).ok())
-    }
-}
-
-pub fn shard_head(cp: &ShardCheckpoint, chain: &ChainState) -> ShardHead {
-    ShardHead {
-        shard_id: cp.shard_id.clone(),
-        parent_shard_id: cp.parent_shard_id.clone(),
-        status: cp.status.as_str().to_string(),
-        size: chain.tree.size,
-        root: hex::encode(chain.tree.root()),
-        last_hash: chain.last_hash.map(hex::encode),
-        last_sequence_number: cp.sequence_no.clone(),
     }
 }
 

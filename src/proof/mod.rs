@@ -1,29 +1,24 @@
 //! Proof that the trail is intact: canonical bytes, the per-shard hash
 //! chain, RFC 6962 Merkle trees, signed digests, the verifier and offline
-//! bundles. Pure, except where a module says it reads the store.
+//! bundles. Pure: the store reader (`read::verify`), the daemon's digest task
+//! (`daemon::digests`) and the KMS signer (`kms`) live with their kind.
 //! `docs/proof-format.md` specifies every byte for third-party verifiers.
 //!
 //! - `bundle`    — offline proof bundles (`export --proof`) and their verifier.
 //! - `canonical` — RFC 8785 canonical JSON: what is hashed.
 //! - `merkle`    — leaf/node hashes, roots, inclusion and consistency proofs, frontiers.
 //! - `chain`     — an entry's (or gap's) leaf document and hash; a shard's chain state.
-//! - `check`     — `verify` and `export --proof` against the store (evidence, state file, bundles).
 //! - `digest`    — the per-stream digest document, its hash and signature.
-//! - `kms`       — AWS KMS (ECC_NIST_P256) as the signer: the seam and its SDK adapter.
 //! - `sign`      — the signer seam, Ed25519 PEM keys, public keys (Ed25519, P-256).
 //! - `verify`    — the verifier's logic over one stream's evidence: findings, exit status.
-//! - `writer`    — the daemon's digest task: a digest per stream per interval, a final one on stop.
 
 pub mod bundle;
 pub mod canonical;
 pub mod chain;
-pub mod check;
 pub mod digest;
-pub mod kms;
 pub mod merkle;
 pub mod sign;
 pub mod verify;
-pub mod writer;
 
 pub use chain::{ChainState, Link};
 pub use merkle::Hash;

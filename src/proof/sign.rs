@@ -1,5 +1,5 @@
 //! Digest signatures: a [`DigestSigner`] seam (Ed25519 from a PKCS#8 PEM
-//! file here; an AWS KMS ECC_NIST_P256 key in `proof::kms`) and the
+//! file here; an AWS KMS ECC_NIST_P256 key in `kms`) and the
 //! [`PublicKey`] that checks them.
 //!
 //! A key is named by its fingerprint: `sha256:` and the hex SHA-256 of its
@@ -165,19 +165,6 @@ impl PublicKey {
              ECDSA P-256 (a KMS key of spec ECC_NIST_P256)",
             curve.map(|c| format!(" on curve {c}")).unwrap_or_default()
         )))
-    }
-
-    /// The key the config names for checking: `[proof] public_key_file`,
-    /// else the public half of `[proof] signing_key_file`, else none.
-    pub fn from_config(proof: &crate::config::Proof) -> Result<Option<Self>, ProofError> {
-        let (key, path) = match (&proof.public_key_file, &proof.signing_key_file) {
-            (Some(p), _) => ("public_key_file", p),
-            (None, Some(p)) => ("signing_key_file", p),
-            (None, None) => return Ok(None),
-        };
-        Self::from_file(path)
-            .map(Some)
-            .map_err(|e| ProofError::Key(format!("[proof] {key}: {e}")))
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ProofError> {

@@ -1093,7 +1093,7 @@ mod tests {
     use super::*;
     use crate::entry::AuditEntry;
     use crate::proof::chain::ChainState;
-    use crate::proof::digest::{next_digest, shard_head, DigestInput};
+    use crate::proof::digest::{next_digest, DigestInput};
     use crate::proof::sign::Ed25519Signer;
     use crate::store::{ShardCheckpoint, ShardStatus};
     use crate::value::AttrValue;
@@ -1173,7 +1173,7 @@ mod tests {
                     table: "orders",
                     stream_arn: ARN,
                     previous: prev.as_ref().map(|(n, d)| (*n, d)),
-                    shards: vec![shard_head(&cp(Some(i * 100)), &chain)],
+                    shards: vec![cp(Some(i * 100)).digest_head(&chain)],
                     time: Utc
                         .with_ymd_and_hms(2026, 11, 23, 19, 0, i as u32 % 60)
                         .unwrap(),

@@ -450,7 +450,7 @@ pub async fn snapshot<S: crate::store::SnapshotStore + crate::store::ProofStore>
     store: &S,
     table: &str,
     options: &crate::read::snapshot::SnapshotOptions,
-    digests: &crate::proof::writer::DigestSettings,
+    digests: &crate::daemon::digests::DigestSettings,
     stop: &tokio_util::sync::CancellationToken,
     abort: &tokio_util::sync::CancellationToken,
     out: &mut impl Write,

@@ -12,6 +12,7 @@
 pub mod asof;
 pub mod cli;
 pub mod snapshot;
+pub mod verify;
 
 use base64::Engine as _;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -391,7 +392,7 @@ fn query_id(filter: &QueryFilter) -> u64 {
         until: None,
         ..filter.clone()
     };
-    crate::aws::fnv1a64(format!("{timeless:?}").as_bytes())
+    crate::value::fnv1a64(format!("{timeless:?}").as_bytes())
 }
 
 /// Where the next page starts: opaque text (URL-safe base64), to be passed

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::daemon::digests::{write_digest, DigestSettings, NextDigest};
 use crate::diff::diff_images;
 use crate::entry::AuditEntry;
 use crate::proof::chain::hash_entry;
 use crate::proof::digest::{ShardHead, SignedDigest};
-use crate::proof::writer::{write_digest, DigestSettings, NextDigest};
 use crate::proof::{ChainState, Link};
 use crate::read::ReadError;
 use crate::retry::{retry, Retried, RetryPolicy};

@@ -446,7 +446,7 @@ fn revert_refuses_to_write_or_compare_a_redacted_value() {
 
 #[test]
 fn the_commitment_input_is_the_documented_canonical_json() {
-    let canon = |v: Value| crate::store::dynamo::canonical_value_json(&value(v));
+    let canon = |v: Value| crate::value::canonical_value_json(&value(v));
     for (n, want) in [
         ("1.50", "1.5"),
         ("1e2", "100"),

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::auth::Principal;
 use super::cursor;
 use super::App;
-use crate::proof::check::{verify_trail, CheckError, EvidenceStore, VerifyRequest};
+use crate::read::verify::{verify_trail, CheckError, EvidenceStore, VerifyRequest};
 use crate::read::{self, asof, Cursor, Order, QueryFilter, ReadError};
 use crate::report;
 use crate::store::{CheckpointStore, ReadStore, StoreError};

@@ -29,9 +29,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{Config, Serve};
-use crate::proof::check::EvidenceStore;
 use crate::proof::sign::PublicKey;
 use crate::proof::ProofError;
+use crate::read::verify::EvidenceStore;
 use crate::store::{CheckpointStore, ReadStore};
 
 pub use auth::{Principal, Tokens, TOKENS_ENV};

@@ -53,7 +53,6 @@
 //! and never updated or deleted.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,11 +65,9 @@ use aws_sdk_dynamodb::types::{
     Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
     TimeToLiveStatus,
 };
-use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::fnv1a64;
 use crate::aws::{classify, Classified, ErrorKind};
 use crate::entry::{AuditEntry, Gap};
 use crate::store::{
@@ -80,6 +77,7 @@ use crate::store::{
     TableNames, TsRange, TIME_ATTRIBUTE,
 };
 use crate::stream::stream_label;
+use crate::value::{canonical_key_json, fnv1a64};
 use crate::value::{AttrValue, Item};
 
 pub mod proof;
@@ -815,16 +813,16 @@ impl DynamoStore {
         }
         // Attribution records (CloudTrail) sort after their entries; merged
         // into them below.
-        let mut attributions: HashMap<&str, crate::attribution::Principal> = HashMap::new();
+        let mut attributions: HashMap<&str, crate::entry::Principal> = HashMap::new();
         for item in &items {
             let sk = get_s(item, "sk").unwrap_or_default();
             if let Some(json) = get_s(item, "attribution") {
-                let record: crate::attribution::reader::AttributionRecord =
+                let record: crate::store::attribution::AttributionRecord =
                     serde_json::from_str(json).map_err(|e| {
                         StoreError::Corrupt(format!("{pk} {sk}: attribution record: {e}"))
                     })?;
                 if let Some(entry_sk) =
-                    sk.strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)
+                    sk.strip_suffix(crate::store::attribution::ATTRIBUTION_SUFFIX)
                 {
                     attributions.insert(entry_sk, record.principal);
                 }
@@ -854,7 +852,7 @@ impl DynamoStore {
                 decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
             entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
             if let Some(principal) = attributions.get(sk) {
-                crate::attribution::reader::apply(&mut entry, principal);
+                crate::store::attribution::apply(&mut entry, principal);
             }
             entries.push(entry);
         }
@@ -970,7 +968,7 @@ impl DynamoStore {
             .key("pk", s(pk))
             .key(
                 "sk",
-                s(crate::attribution::dynamo::attribution_sort_key(head_sk)),
+                s(crate::store::attribution::attribution_sort_key(head_sk)),
             )
             .consistent_read(true)
             .send()
@@ -1060,7 +1058,7 @@ impl ReadStore for DynamoStore {
                 // its entry (which `fetch_entries` reads with the record).
                 let sk = match index {
                     Index::Principal => sk
-                        .strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)?
+                        .strip_suffix(crate::store::attribution::ATTRIBUTION_SUFFIX)?
                         .to_string(),
                     _ => sk,
                 };
@@ -1094,7 +1092,7 @@ impl ReadStore for DynamoStore {
                     (pk.clone(), sk.clone()),
                     (
                         pk.clone(),
-                        crate::attribution::dynamo::attribution_sort_key(sk),
+                        crate::store::attribution::attribution_sort_key(sk),
                     ),
                 ]
             })
@@ -1146,7 +1144,7 @@ impl ReadStore for DynamoStore {
                     let mut entry = self.decode_head(item).await?;
                     let key = (
                         r.0.clone(),
-                        crate::attribution::dynamo::attribution_sort_key(&r.1),
+                        crate::store::attribution::attribution_sort_key(&r.1),
                     );
                     if let Some(record) = found.get(&key) {
                         merge_attribution(&mut entry, record)?;
@@ -1197,7 +1195,7 @@ impl ReadStore for DynamoStore {
             .filter_map(|i| {
                 let sk = get_s(i, "sk")?;
                 Some((
-                    sk.strip_suffix(crate::attribution::dynamo::ATTRIBUTION_SUFFIX)?,
+                    sk.strip_suffix(crate::store::attribution::ATTRIBUTION_SUFFIX)?,
                     i,
                 ))
             })
@@ -2212,102 +2210,6 @@ fn sequence_key(seq: &str) -> Option<String> {
     Some(format!("{:0>40}", seq.trim_start_matches('0')))
 }
 
-/// Canonical DynamoDB JSON of a key (or any item): names sorted (an [`Item`]
-/// is a BTreeMap), numbers canonical, set elements sorted. Written by hand,
-/// not through serde, because stored partition keys depend on it byte for
-/// byte and must not change when the entry JSON format evolves.
-pub fn canonical_key_json(key: &Item) -> String {
-    let mut out = String::new();
-    write_map(&mut out, key);
-    out
-}
-
-/// Canonical DynamoDB JSON of one value, by the rules of
-/// [`canonical_key_json`]: what a redaction commitment is computed over.
-pub fn canonical_value_json(value: &AttrValue) -> String {
-    let mut out = String::new();
-    write_value(&mut out, value);
-    out
-}
-
-fn write_map(out: &mut String, map: &std::collections::BTreeMap<String, AttrValue>) {
-    out.push('{');
-    for (i, (name, value)) in map.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_str(out, name);
-        out.push(':');
-        write_value(out, value);
-    }
-    out.push('}');
-}
-
-fn write_value(out: &mut String, v: &AttrValue) {
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let mut tagged = |tag: &str, f: &mut dyn FnMut(&mut String)| {
-        out.push_str("{\"");
-        out.push_str(tag);
-        out.push_str("\":");
-        f(out);
-        out.push('}');
-    };
-    match v {
-        AttrValue::S(x) => tagged("S", &mut |o| write_str(o, x)),
-        AttrValue::N(x) => tagged("N", &mut |o| write_str(o, &canonical_number(x))),
-        AttrValue::B(x) => tagged("B", &mut |o| write_str(o, &b64(x))),
-        AttrValue::Bool(x) => tagged("BOOL", &mut |o| {
-            o.push_str(if *x { "true" } else { "false" })
-        }),
-        AttrValue::Null => tagged("NULL", &mut |o| o.push_str("true")),
-        AttrValue::M(m) => tagged("M", &mut |o| write_map(o, m)),
-        AttrValue::L(l) => tagged("L", &mut |o| {
-            o.push('[');
-            for (i, x) in l.iter().enumerate() {
-                if i > 0 {
-                    o.push(',');
-                }
-                write_value(o, x);
-            }
-            o.push(']');
-        }),
-        AttrValue::Ss(x) => tagged("SS", &mut |o| write_strs(o, x.to_vec())),
-        AttrValue::Ns(x) => tagged("NS", &mut |o| {
-            write_strs(o, x.iter().map(|n| canonical_number(n)).collect())
-        }),
-        AttrValue::Bs(x) => tagged("BS", &mut |o| {
-            write_strs(o, x.iter().map(|b| b64(b)).collect())
-        }),
-        AttrValue::Redacted(c) => tagged("redacted", &mut |o| write_str(o, c)),
-    }
-}
-
-fn write_strs(out: &mut String, mut items: Vec<String>) {
-    items.sort();
-    out.push('[');
-    for (i, x) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_str(out, x);
-    }
-    out.push(']');
-}
-
-fn write_str(out: &mut String, s: &str) {
-    // serde_json's escaping, without a fallible call.
-    out.push_str(&serde_json::Value::String(s.to_string()).to_string());
-}
-
-/// A number as DynamoDB itself prints it (`1.50` → `1.5`, `1e2` → `100`), so a
-/// key typed by a user finds the partition the stream's key was written to.
-fn canonical_number(n: &str) -> String {
-    match bigdecimal::BigDecimal::from_str(n.trim()) {
-        Ok(d) => d.normalized().to_plain_string(),
-        Err(_) => n.to_string(),
-    }
-}
-
 // ---------------------------------------------------------------- entries
 
 /// Merges an attribution record item into its entry.
@@ -2316,9 +2218,9 @@ fn merge_attribution(entry: &mut AuditEntry, record: &HashMap<String, DAttr>) ->
     let json = get_s(record, "attribution").ok_or_else(|| {
         StoreError::Corrupt(format!("{sk}: attribution item without `attribution`"))
     })?;
-    let record: crate::attribution::reader::AttributionRecord = serde_json::from_str(json)
+    let record: crate::store::attribution::AttributionRecord = serde_json::from_str(json)
         .map_err(|e| StoreError::Corrupt(format!("{sk}: attribution record: {e}")))?;
-    crate::attribution::reader::apply(entry, &record.principal);
+    crate::store::attribution::apply(entry, &record.principal);
     Ok(())
 }
 

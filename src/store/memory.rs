@@ -114,7 +114,7 @@ impl MemoryStore {
 pub fn canonical_key(key: &Item) -> String {
     // The DynamoDB store's form, so both stores agree that N:1.5 and N:1.50
     // are one key.
-    crate::store::dynamo::canonical_key_json(key)
+    crate::value::canonical_key_json(key)
 }
 
 fn entry_sort_key(entry: &AuditEntry) -> (String, String) {

@@ -3,6 +3,7 @@
 //! `dynamo` keeps them in DynamoDB tables; `memory` in memory, for tests and
 //! benchmarks (feature `test-util`, with the `faults` decorator).
 
+pub mod attribution;
 pub mod dynamo;
 
 use std::collections::BTreeMap;
@@ -84,6 +85,22 @@ pub struct ShardCheckpoint {
     /// in its lineage, kept on its own row so that a loss found in it later
     /// is bracketed the same way once its ancestors' rows have expired.
     pub lineage_tail: Option<LineageTail>,
+}
+
+impl ShardCheckpoint {
+    /// This shard as a digest states it, with its chain as `chain`.
+    pub fn digest_head(&self, chain: &crate::proof::ChainState) -> crate::proof::digest::ShardHead {
+        let cp = self;
+        crate::proof::digest::ShardHead {
+            shard_id: cp.shard_id.clone(),
+            parent_shard_id: cp.parent_shard_id.clone(),
+            status: cp.status.as_str().to_string(),
+            size: chain.tree.size,
+            root: hex::encode(chain.tree.root()),
+            last_hash: chain.last_hash.map(hex::encode),
+            last_sequence_number: cp.sequence_no.clone(),
+        }
+    }
 }
 
 /// One row of `streams`: a stream of an audited table.
@@ -308,26 +325,7 @@ where
     }
 }
 
-/// The names of the daemon's own DynamoDB tables.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TableNames {
-    /// One row per (audited table, stream): the seed article's `streams`.
-    pub streams: String,
-    /// One row per (stream, shard): the seed article's `streams_shards`.
-    pub shards: String,
-    /// The audit entries and gaps.
-    pub audit: String,
-}
-
-impl Default for TableNames {
-    fn default() -> Self {
-        TableNames {
-            streams: "ddb-audit-streams".into(),
-            shards: "ddb-audit-shards".into(),
-            audit: "ddb-audit-entries".into(),
-        }
-    }
-}
+pub use crate::config::TableNames;
 
 // ---------------------------------------------------------------- the read side
 
@@ -437,7 +435,7 @@ pub fn format_ts(t: DateTime<Utc>) -> String {
 
 /// Which bucket an item's entries go to in the sharded indexes.
 pub fn bucket_of(canonical_key: &str) -> u64 {
-    crate::aws::fnv1a64(canonical_key.as_bytes()) % INDEX_BUCKETS
+    crate::value::fnv1a64(canonical_key.as_bytes()) % INDEX_BUCKETS
 }
 
 pub fn index_attrs(entry: &AuditEntry, canonical_key: &str, now: DateTime<Utc>) -> IndexAttrs {

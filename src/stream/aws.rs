@@ -15,12 +15,13 @@ use aws_sdk_dynamodbstreams::types::{
 };
 use chrono::{DateTime, Utc};
 
-use crate::aws::{classify, fnv1a64, ErrorKind};
+use crate::aws::{classify, ErrorKind};
 use crate::stream::{
     DescribeStreamRequest, IteratorPosition, RecordsPage, Shard, StreamApi, StreamDescription,
     StreamError, StreamRecord, StreamResult, StreamStatus, StreamSummary, TableStream,
     UserIdentity,
 };
+use crate::value::fnv1a64;
 use crate::value::{AttrValue, Item};
 
 /// DynamoDB Streams through the AWS SDK.

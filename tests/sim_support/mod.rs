@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ddb_audit::config::Polling;
+use ddb_audit::daemon::engine::{Engine, Settings, Shutdown};
 use ddb_audit::diff::apply_changes;
-use ddb_audit::engine::{Engine, Settings, Shutdown};
 use ddb_audit::entry::AuditEntry;
 use ddb_audit::store::memory::MemoryStore;
 use ddb_audit::store::{AuditStore, CheckpointStore};
@@ -85,7 +85,7 @@ where
     let tables = tables.iter().map(|t| t.to_string()).collect();
     let s = shutdown.clone();
     let handle = tokio::spawn(async move {
-        if let Err(e) = ddb_audit::supervisor::run(engine, tables, s).await {
+        if let Err(e) = ddb_audit::daemon::supervisor::run(engine, tables, s).await {
             panic!("daemon failed: {e}");
         }
     });

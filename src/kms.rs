@@ -12,9 +12,9 @@
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::sign::{ecdsa_message, DigestSigner, PublicKey, ECDSA_P256_SHA256};
-use super::ProofError;
 use crate::aws::{classify, ErrorKind};
+use crate::proof::sign::{ecdsa_message, DigestSigner, PublicKey, ECDSA_P256_SHA256};
+use crate::proof::ProofError;
 use crate::retry::{retry, Retried, RetryPolicy, Transient};
 
 /// The KMS key spec and usage a digest key must have.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::engine::{Engine, Shutdown};
+use crate::daemon::engine::{Engine, Shutdown};
 use crate::entry::{build_entry, correlation_of, record_time_text, AuditEntry, Gap};
 use crate::observe::{self, Event};
 use crate::pace::Pacer;

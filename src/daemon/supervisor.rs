@@ -14,15 +14,15 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::engine::{Engine, EngineError, Shutdown, TableState};
+use crate::daemon::engine::{Engine, EngineError, Shutdown, TableState};
+use crate::daemon::shard::{
+    last_saved, lost_after, put_gap_in_chain, run_shard, saved_checkpoint, LineageTail,
+    SavedCheckpoint, ShardOutcome, ShardStart,
+};
 use crate::entry::Gap;
 use crate::lineage::{Lineage, NodeState};
 use crate::observe::{self, Event, ShardState};
 use crate::retry::{retry, Retried};
-use crate::shard::{
-    last_saved, lost_after, put_gap_in_chain, run_shard, saved_checkpoint, LineageTail,
-    SavedCheckpoint, ShardOutcome, ShardStart,
-};
 use crate::store::{
     AuditStore, CheckpointStore, ShardCheckpoint, ShardStatus, StreamRow, TableHealthRow,
 };

@@ -9,11 +9,11 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::bundle::{Bundle, BundleDigest, BundleEntry, BUNDLE_TYPE};
-use super::chain::parse_hash;
-use super::merkle::{inclusion_proof, Hash};
-use super::sign::PublicKey;
-use super::verify::{
+use crate::proof::bundle::{Bundle, BundleDigest, BundleEntry, BUNDLE_TYPE};
+use crate::proof::chain::parse_hash;
+use crate::proof::merkle::{inclusion_proof, Hash};
+use crate::proof::sign::PublicKey;
+use crate::proof::verify::{
     exit_status, verify_stream, Finding, Kind, Severity, StreamEvidence, VerifyOptions, VerifyState,
 };
 use crate::store::dynamo::DynamoStore;
@@ -203,7 +203,7 @@ pub async fn verify_trail<S: EvidenceStore>(
     })
 }
 
-fn digest_time(evidence: &[super::verify::StreamEvidence], f: &Finding) -> Option<String> {
+fn digest_time(evidence: &[crate::proof::verify::StreamEvidence], f: &Finding) -> Option<String> {
     let ev = evidence.iter().find(|e| e.stream_arn == f.stream_arn)?;
     let d = ev.digests.iter().find(|d| Some(d.number) == f.digest)?;
     d.signed.parse().ok().map(|doc| doc.time)
@@ -229,7 +229,7 @@ pub async fn export_bundle(
         std::collections::HashMap::new();
     let mut digest_cache: std::collections::HashMap<
         String,
-        Vec<(u64, super::digest::SignedDigest)>,
+        Vec<(u64, crate::proof::digest::SignedDigest)>,
     > = std::collections::HashMap::new();
     for row in rows {
         let (stream_arn, hash, prev) = (row.stream_arn, row.hash, row.prev_hash);

@@ -12,9 +12,9 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::chain::ChainState;
-use super::digest::{next_digest, shard_head, DigestInput, ShardHead, SignedDigest};
-use super::sign::DigestSigner;
+use crate::proof::chain::ChainState;
+use crate::proof::digest::{next_digest, DigestInput, ShardHead, SignedDigest};
+use crate::proof::sign::DigestSigner;
 use crate::retry::{retry, Retried, RetryPolicy};
 use crate::store::{CheckpointStore, ProofStore, PutOutcome, ShardStatus, StoreError};
 
@@ -47,7 +47,7 @@ pub enum DigestError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Proof(#[from] super::ProofError),
+    Proof(#[from] crate::proof::ProofError),
 }
 
 impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
@@ -164,7 +164,7 @@ impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
             // a stream has drained over the years.
             let heads: Vec<ShardHead> = shards
                 .iter()
-                .map(|cp| shard_head(cp, &cp.chain.clone().unwrap_or_else(ChainState::default)))
+                .map(|cp| cp.digest_head(&cp.chain.clone().unwrap_or_else(ChainState::default)))
                 .filter(|head| {
                     head.status != ShardStatus::Drained.as_str()
                         || prev.is_none_or(|p| p.heads.get(&head.shard_id) != Some(head))
@@ -233,7 +233,7 @@ pub async fn write_digest<P: ProofStore>(
     settings: &DigestSettings,
     next: NextDigest<'_>,
     abort: &CancellationToken,
-) -> Result<Option<(super::digest::Digest, SignedDigest)>, DigestError> {
+) -> Result<Option<(crate::proof::digest::Digest, SignedDigest)>, DigestError> {
     let NextDigest {
         table,
         stream_arn,
