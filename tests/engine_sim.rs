@@ -329,3 +329,65 @@ async fn redacted_paths_never_reach_the_store_and_a_key_path_writes_nothing() {
         .iter()
         .all(|c| c.sequence_no.is_none()));
 }
+
+/// The daemon as `run` composes it (observability, digests, the final
+/// digest), on the simulator and the memory store instead of AWS.
+#[tokio::test(start_paused = true)]
+async fn the_composed_daemon_audits_every_change_and_signs_where_the_trail_ends() {
+    use ddb_audit::daemon::engine::Shutdown;
+    use ddb_audit::daemon::{run, Seams};
+    use ddb_audit::proof::sign::{DigestSigner, Ed25519Signer};
+    use ddb_audit::store::ProofStore;
+    use std::sync::Arc;
+
+    let sim = sim();
+    let store = MemoryStore::new();
+    let config = ddb_audit::config::Config::parse(
+        "tables = [\"orders\"]\n\
+         [attribution]\nactor_attribute = \"updated_by\"\n\
+         [proof]\ndigest_interval_secs = 60\n",
+        "test",
+    )
+    .expect("config");
+    let key_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/proof/testdata/ed25519-private.pem");
+    let signer: Arc<dyn DigestSigner> =
+        Arc::new(Ed25519Signer::from_file(&key_file).expect("test signing key"));
+    let seams = Seams {
+        stream: sim.clone(),
+        store: store.clone(),
+        audit: store.clone(),
+        signer: Some(signer),
+        cloudtrail: None,
+    };
+    let shutdown = Shutdown::new();
+    let daemon = {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { run(&config, seams, shutdown).await })
+    };
+    for v in 0..3 {
+        for id in 0..10 {
+            sim.put(TABLE, item(id, v, "alice")).unwrap();
+        }
+    }
+    run_for(Duration::from_secs(150)).await;
+    shutdown.begin(Duration::from_secs(4));
+    daemon
+        .await
+        .expect("daemon task")
+        .expect("the daemon stops cleanly");
+
+    assert_eq!(verify(&sim, &store, TABLE).await.unwrap(), 30);
+    assert_eq!(store.duplicate_puts(), 0);
+    let arn = sim.stream_arn(TABLE).unwrap();
+    let (number, newest) = store
+        .newest_digest(&arn)
+        .await
+        .unwrap()
+        .expect("digests were written");
+    // Two heartbeats in 150 s, then the final one.
+    assert!(number >= 3, "only {number} digests");
+    assert!(newest.signature.is_some(), "the digest is signed");
+    let document: serde_json::Value = serde_json::from_str(&newest.digest).unwrap();
+    assert_eq!(document["final"], serde_json::json!(true));
+}

@@ -111,14 +111,13 @@ impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
 }
 
 /// Starts the CloudTrail reader when `[attribution.cloudtrail]` is set (as
-/// its own task, stopping with `shutdown.stop`), and gives the audit store
+/// its own task, stopping with its `stop` token), and gives the audit store
 /// the daemon writes through: it tells the reader of every entry written.
 pub fn start(
     config: &crate::config::Config,
     sdk: &aws_config::SdkConfig,
     store: &crate::store::dynamo::DynamoStore,
-    settings: &crate::daemon::engine::Settings,
-    shutdown: &crate::daemon::engine::Shutdown,
+    retry: crate::retry::RetryPolicy,
 ) -> (
     Watched<crate::store::dynamo::DynamoStore>,
     Option<CloudTrailTask>,
@@ -131,7 +130,7 @@ pub fn start(
         ct,
         &config.tables,
         sdk.region().map(|r| r.to_string()),
-        settings.retry_policy(),
+        retry,
     );
     let stats = std::sync::Arc::new(reader::Stats::new(&config.tables));
     let reader = reader::Reader::new(
@@ -140,10 +139,15 @@ pub fn start(
         reader_settings,
         stats.clone(),
     );
-    let handle = tokio::spawn(reader.run(shutdown.stop.clone(), Some(rx)));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(reader.run(stop.clone(), Some(rx)));
     (
         Watched::new(store.clone(), Some(tx)),
-        Some(CloudTrailTask { handle, stats }),
+        Some(CloudTrailTask {
+            handle,
+            stats,
+            stop,
+        }),
     )
 }
 
@@ -152,4 +156,6 @@ pub fn start(
 pub struct CloudTrailTask {
     pub handle: tokio::task::JoinHandle<()>,
     pub stats: std::sync::Arc<reader::Stats>,
+    /// Stops the reader; `daemon::run` cancels it when the daemon stops.
+    pub stop: tokio_util::sync::CancellationToken,
 }

@@ -26,6 +26,21 @@ pub struct DigestSettings {
     pub retry: RetryPolicy,
 }
 
+impl DigestSettings {
+    /// `[proof]` and `[retention]`, signed by `signer` (or unsigned).
+    pub fn from_config(
+        config: &crate::config::Config,
+        signer: Option<Arc<dyn DigestSigner>>,
+    ) -> Self {
+        DigestSettings {
+            interval: Duration::from_secs(config.proof.digest_interval_secs),
+            retention_days: config.retention.days,
+            signer,
+            retry: crate::daemon::engine::Settings::from_config(config).retry_policy(),
+        }
+    }
+}
+
 /// The newest digest this process knows of, per stream.
 struct Last {
     number: u64,

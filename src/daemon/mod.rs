@@ -9,3 +9,183 @@ pub mod digests;
 pub mod engine;
 pub mod shard;
 pub mod supervisor;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::attribution::CloudTrailTask;
+use crate::config::Config;
+use crate::observe;
+use crate::proof::sign::DigestSigner;
+use crate::redact::{RedactError, Redactions};
+use crate::retry::{retry, Retried};
+use crate::store::{AuditStore, CheckpointStore, ProofStore, StoreError};
+use crate::stream::StreamApi;
+use digests::{DigestSettings, DigestWriter};
+use engine::{Engine, EngineError, Settings, Shutdown};
+
+/// What the daemon reads and writes through, built by the caller: the AWS
+/// adapters in the binary, the simulator and the memory store in tests (as
+/// mini-redis is handed its listener).
+pub struct Seams<S, St, A> {
+    /// The tables' streams.
+    pub stream: S,
+    /// The daemon's own tables: checkpoints, stream rows, digests.
+    pub store: St,
+    /// Where entries and gaps are written: `store` itself, or a decorator of
+    /// it (the one that tells the CloudTrail reader of each entry).
+    pub audit: A,
+    /// Signs digests; `None` writes them unsigned (a warning at start).
+    pub signer: Option<Arc<dyn DigestSigner>>,
+    /// The CloudTrail reader, already started; stopped with the daemon.
+    pub cloudtrail: Option<CloudTrailTask>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Redaction(#[from] RedactError),
+    #[error(transparent)]
+    Listen(#[from] observe::http::HttpError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A shard with no page for this long counts as stalled in the lag: well
+/// beyond an idle shard's poll interval and a retry's longest wait.
+pub fn stale_after(config: &Config) -> Duration {
+    let p = &config.polling;
+    2 * (p.idle_max() + p.retry_max()) + Duration::from_secs(10)
+}
+
+/// `ddb-audit run`: audits the configured tables until `shutdown` stops it
+/// (then drains: in-flight pages are written and checkpointed, and a final
+/// digest says where the trail ends). Serves `/metrics` and the health
+/// endpoints meanwhile, when the config says so.
+pub async fn run<S, St, A>(
+    config: &Config,
+    seams: Seams<S, St, A>,
+    shutdown: Shutdown,
+) -> Result<(), DaemonError>
+where
+    S: StreamApi,
+    St: CheckpointStore + ProofStore + Clone,
+    A: AuditStore,
+{
+    let observer = observe::global();
+    observer.register_tables(&config.tables, stale_after(config));
+    observer.set_alive(true);
+    let stop_observing = CancellationToken::new();
+    let mut observing = Vec::new();
+    let mut result = Ok(());
+    if let Some(addr) = config.observability.listen_addr() {
+        match observe::http::bind(addr).await {
+            Ok(listener) => observing.push(observe::http::spawn(
+                listener,
+                observer,
+                stop_observing.clone(),
+            )),
+            Err(e) => result = Err(e.into()),
+        }
+    }
+    if result.is_ok() {
+        if config.observability.emf {
+            observing.push(observe::emf::spawn(
+                observer,
+                config.observability.emf_namespace.clone(),
+                Duration::from_secs(config.observability.emf_interval_secs),
+                stop_observing.clone(),
+            ));
+        }
+        result = audit(config, seams, shutdown).await;
+    }
+    observer.set_alive(false);
+    stop_observing.cancel();
+    for task in observing {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "an observability task ended abnormally");
+        }
+    }
+    result
+}
+
+async fn audit<S, St, A>(
+    config: &Config,
+    seams: Seams<S, St, A>,
+    shutdown: Shutdown,
+) -> Result<(), DaemonError>
+where
+    S: StreamApi,
+    St: CheckpointStore + ProofStore + Clone,
+    A: AuditStore,
+{
+    let Seams {
+        stream,
+        store,
+        audit,
+        signer,
+        cloudtrail,
+    } = seams;
+    let mut settings = Settings::from_config(config);
+    settings.redactions = Redactions::from_config(config)?;
+    // The final digest is signed after the stop, under the shutdown's abort.
+    let digests = Arc::new(DigestWriter::new(
+        store.clone(),
+        store.clone(),
+        config.tables.clone(),
+        DigestSettings::from_config(config, signer),
+    ));
+    if let Some(reader) = &cloudtrail {
+        observe::global().watch_attribution(reader.stats.clone());
+        let stop = reader.stop.clone();
+        let stopping = shutdown.stop.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            stop.cancel();
+        });
+    }
+    let engine = Arc::new(Engine::new(stream, store, audit, settings));
+    let grace = Duration::from_millis(config.shutdown.grace_ms);
+    // Without `init` (tables from the CloudFormation stack): say exactly
+    // what is wrong with ours before reading anything.
+    let checked = retry(
+        engine.settings.retry_policy(),
+        &shutdown.stop,
+        "DescribeTable(own tables)",
+        || engine.checkpoints.check_tables(),
+    )
+    .await;
+    match checked {
+        Ok(()) => {}
+        Err(Retried::Cancelled) => return Ok(()),
+        Err(Retried::Failed(e)) => return Err(e.into()),
+    }
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeats = {
+        let (digests, stop) = (digests.clone(), heartbeat_stop.clone());
+        tokio::spawn(async move { digests.heartbeats(stop).await })
+    };
+    let result = supervisor::run(engine, config.tables.clone(), shutdown.clone()).await;
+    heartbeat_stop.cancel();
+    if let Err(e) = heartbeats.await {
+        tracing::error!(error = %e, "the digest task ended abnormally");
+    }
+    if let Some(reader) = cloudtrail {
+        // It stops at the same signal; it has nothing that cannot be redone.
+        match tokio::time::timeout(grace, reader.handle).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "the CloudTrail reader ended abnormally"),
+            Err(_) => tracing::warn!("the CloudTrail reader did not stop within the grace period"),
+            Ok(Ok(())) => {}
+        }
+    }
+    result?;
+    // Stopped gracefully: every checkpoint is final, so "the trail ends
+    // here" can be signed.
+    let written = digests.round(true, &heartbeat_stop, &shutdown.abort).await;
+    tracing::info!(digests = written, "final digests written");
+    Ok(())
+}

@@ -1503,6 +1503,10 @@ pub const CHAIN_SHARD: &str = "chain_shard";
 pub const CHAIN_POSITION: &str = "chain_position";
 
 impl CheckpointStore for DynamoStore {
+    async fn check_tables(&self) -> StoreResult<()> {
+        DynamoStore::check_tables(self).await
+    }
+
     async fn load_shards(&self, stream_arn: &str) -> StoreResult<Vec<ShardCheckpoint>> {
         let now = Utc::now().timestamp();
         self.query_all(&self.names.shards, "stream_arn", stream_arn)

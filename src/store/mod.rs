@@ -162,6 +162,12 @@ impl StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 pub trait CheckpointStore: Send + Sync + 'static {
+    /// Before anything is read: whether the daemon's own tables are there
+    /// and shaped as it writes them, each problem named with its fix.
+    /// Stores that cannot be missing have nothing to check.
+    fn check_tables(&self) -> impl Future<Output = StoreResult<()>> + Send {
+        async { Ok(()) }
+    }
     fn load_shards(
         &self,
         stream_arn: &str,

@@ -1,0 +1,375 @@
+//! The command line: every command, its flags and their help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Turns DynamoDB Streams into a permanent, write-once, field-level audit
+/// trail: who changed which field, from what, to what, and when.
+///
+/// The endpoint, region and credentials come from the standard AWS
+/// environment (AWS_ENDPOINT_URL, AWS_REGION, the default credential chain).
+#[derive(Parser, Debug)]
+#[command(name = "ddb-audit", version, about, long_about, after_help = USAGE_NOTES)]
+pub(crate) struct Cli {
+    /// Log format on stderr. RUST_LOG filters (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "DDB_AUDIT_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Shown after the top-level help: what every command needs.
+pub(crate) const USAGE_NOTES: &str = "\
+Every command reads the TOML config file given by --config FILE (or DDB_AUDIT_CONFIG),
+or the whole TOML from the environment variable DDB_AUDIT_CONFIG_TOML.
+A --key is NAME=TYPE:VALUE, TYPE one of S, N, B (base64); repeat it for a sort key.
+TIME is RFC 3339 (2026-11-23T19:05:00Z) or an age before now (90s, 15m, 2h, 7d).
+
+Examples:
+  ddb-audit init    --config ddb-audit.toml
+  ddb-audit run     --config ddb-audit.toml
+  ddb-audit history --config ddb-audit.toml --table orders --key pk=S:123 --key sk=N:7 [--json]
+  ddb-audit history --config ddb-audit.toml --table orders --key pk=S:123 --last 1
+  ddb-audit query   --config ddb-audit.toml --actor alice --since 7d
+  ddb-audit query   --config ddb-audit.toml --principal arn:aws:sts::123456789012:assumed-role/cleanup/run-42
+  ddb-audit query   --config ddb-audit.toml --table orders --field status --from S:PENDING --to S:PAID
+  ddb-audit show    --config ddb-audit.toml --table orders --key pk=S:123 --at 2026-11-23T14:02:00Z
+  ddb-audit diff    --config ddb-audit.toml --table orders --key pk=S:123 --from 2h --to 1h
+  ddb-audit revert  --config ddb-audit.toml --table orders --key pk=S:123 --to-time 2h
+  ddb-audit gaps    --config ddb-audit.toml [--json]
+  ddb-audit status  --config ddb-audit.toml [--json]
+  DDB_AUDIT_API_TOKENS=$TOKEN ddb-audit serve --config ddb-audit.toml
+  ddb-audit healthcheck --config ddb-audit.toml   # exit 0 when /readyz answers 200
+  ddb-audit verify  --config ddb-audit.toml [--table orders] [--public-key pub.pem] [--state verify.state]
+  ddb-audit export  --config ddb-audit.toml --table orders --key pk=S:123 --proof u123.proof.json
+  ddb-audit verify-bundle u123.proof.json --public-key pub.pem
+  ddb-audit redaction check --config ddb-audit.toml --value S:123-45-6789 --commitment hmac-sha256:<hex>
+  ddb-audit query   --config ddb-audit.toml --table orders --field ssn --to redacted:$(ddb-audit redaction commit -c ddb-audit.toml --value S:123-45-6789)
+
+verify and verify-bundle exit 0 when the trail is intact, 1 when something was altered, removed,
+inserted or is missing, 2 when it could not be checked (no access, no key).
+Values at [redaction] paths are stored as keyed commitments and shown as ‹redacted›.";
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Create the daemon's own tables (streams, shards, audit entries); safe to repeat.
+    Init(ConfigArg),
+    /// Run the daemon: audit every configured table until SIGTERM or SIGINT.
+    Run(ConfigArg),
+    /// Print one item's audit history, oldest first.
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The audited table.
+        #[arg(long)]
+        table: String,
+        /// A key attribute as NAME=TYPE:VALUE, TYPE one of S, N, B (base64);
+        /// repeat for a sort key, e.g. --key pk=S:u1 --key sk=N:7.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// Only the newest N entries (still printed oldest first); reads
+        /// about N entries, not the whole history.
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+        /// Only entries at or after TIME: RFC 3339 (2026-11-23T19:05:00Z) or
+        /// an age before now (90s, 15m, 2h, 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only entries at or before TIME (RFC 3339 or an age).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// One JSON object per line (the stable format) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the audit trail: filters combine with AND; the index that fits
+    /// is chosen (correlation, actor, table, or one item's partition).
+    Query(QueryArgs),
+    /// Print an item as it was at a time, in DynamoDB JSON (as get-item prints it).
+    Show {
+        #[command(flatten)]
+        item: ItemArgs,
+        /// RFC 3339 or an age before now (90s, 15m, 2h, 7d).
+        #[arg(long, value_name = "TIME")]
+        at: String,
+        /// One JSON object: table, key, at, exists, item, complete.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the net changes to an item between two times (applied to the
+    /// item at --from they give the item at --to).
+    Diff {
+        #[command(flatten)]
+        item: ItemArgs,
+        /// RFC 3339 or an age before now.
+        #[arg(long, value_name = "TIME")]
+        from: String,
+        /// RFC 3339 or an age before now.
+        #[arg(long, value_name = "TIME")]
+        to: String,
+        /// One JSON object: table, key, from, to, changes.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the one DynamoDB call that returns an item (or only --field
+    /// paths) to its state at a time, conditioned on the item still holding
+    /// what the trail says it holds now. Writes nothing: apply it with
+    /// `aws dynamodb <update-item|put-item|delete-item> --cli-input-json`.
+    Revert {
+        #[command(flatten)]
+        item: ItemArgs,
+        /// RFC 3339 or an age before now.
+        #[arg(long, value_name = "TIME")]
+        to_time: String,
+        /// Revert only this document path (a.b[2].c); repeat for more.
+        #[arg(long = "field", value_name = "PATH")]
+        fields: Vec<String>,
+    },
+    /// Write a SNAPSHOT entry for every item the table holds: the baseline
+    /// of items that existed before auditing began. Paced against the
+    /// table's read capacity; SIGTERM/SIGINT stop it, and the same command
+    /// resumes the run (each item is written once per run).
+    Snapshot {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The audited table.
+        #[arg(long)]
+        table: String,
+        /// Parallel Scan segments.
+        #[arg(long, default_value_t = 4)]
+        segments: u32,
+        /// Read capacity units per second to spend on the table (strongly
+        /// consistent reads: 1 unit per 4 KB).
+        #[arg(long, default_value_t = 100.0)]
+        read_units_per_sec: f64,
+        /// Items per Scan page.
+        #[arg(long, default_value_t = 100)]
+        page_size: usize,
+        /// Start a new run even if the last one did not finish.
+        #[arg(long)]
+        restart: bool,
+    },
+    /// List the gaps: records trimmed from a stream before they could be read.
+    Gaps {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each table's shards: status, checkpoint, lag, parent.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON object per line (kind "table" or "shard").
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the read-only HTTP API and the web page on [serve] listen
+    /// (default 127.0.0.1:8080, plain HTTP: put TLS in front). Every /api/
+    /// request needs `Authorization: Bearer <token>`, a token whose SHA-256
+    /// hex digest is in [serve] token_sha256 or [[serve.tokens]], or one of
+    /// the comma-separated tokens in DDB_AUDIT_API_TOKENS. Needs only read
+    /// access to ddb-audit's tables. SIGTERM/SIGINT stop it gracefully.
+    Serve(ConfigArg),
+    /// Ask a running daemon whether it is ready (GET /readyz on the config's
+    /// [observability] listen): exit 0 when ready, 1 when not or unreachable.
+    /// For container health checks in images without curl.
+    Healthcheck {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The path to ask: /readyz (every table audited) or /healthz (alive).
+        #[arg(long, default_value = "/readyz", value_parser = ["/readyz", "/healthz"])]
+        path: String,
+    },
+    /// Prove the trail intact: every entry's hash and link, every digest's
+    /// signature, chain and coverage, the checkpoints against the digests.
+    /// Exit 0 intact, 1 altered/removed/inserted/missing, 2 not checkable.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this audited table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Report digest signature findings only from this time on (RFC 3339
+        /// or an age: 90s, 15m, 2h, 7d); entries are always all checked.
+        #[arg(long)]
+        since: Option<String>,
+        /// Public key PEM (`openssl pkey -pubout`); default: `[proof]
+        /// public_key_file`, else derived from `[proof] signing_key_file`, or
+        /// read from KMS for `kms_key_id`.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Remember the newest digest proven intact in FILE; the next run
+        /// proves the trail only grew from there.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// One JSON object per finding, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a self-contained, offline-checkable proof of one item's entries.
+    Export {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The audited table.
+        #[arg(long)]
+        table: String,
+        /// A key attribute as NAME=TYPE:VALUE; repeat for a sort key.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// The bundle file to write.
+        #[arg(long)]
+        proof: PathBuf,
+    },
+    /// Answer questions about `[redaction]` commitments with the key: is a
+    /// redacted value equal to X? Needs no AWS access.
+    #[command(subcommand)]
+    Redaction(RedactionCommand),
+    /// Print the public key (PEM, as `openssl pkey -pubout` writes it) that
+    /// checks the digests: what `verify-bundle --public-key` takes offline.
+    PublicKey {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Check a bundle written by `export --proof`, with no AWS access at all.
+    VerifyBundle {
+        /// The bundle file.
+        file: PathBuf,
+        /// Public key PEM (`openssl pkey -pubout`, or `ddb-audit public-key`
+        /// for a KMS key) of the digests' signer; without it the digests'
+        /// signatures are not checked and the bundle is unverifiable.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// One JSON object per finding, then a summary object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum RedactionCommand {
+    /// Is the value behind a commitment equal to --value? Prints `equal` and
+    /// exits 0, or `not equal` and exits 1; exits 2 when it cannot tell
+    /// (no key, a malformed value or commitment).
+    Check {
+        #[command(flatten)]
+        key: RedactionKeyArgs,
+        #[command(flatten)]
+        value: RedactionValueArgs,
+        /// The commitment as an entry shows it: `hmac-sha256:<hex>` or the
+        /// whole `{"redacted":"hmac-sha256:<hex>"}`.
+        #[arg(long)]
+        commitment: String,
+    },
+    /// Print the commitment a value gets (`hmac-sha256:<hex>`), to search
+    /// `query --json` output for it.
+    Commit {
+        #[command(flatten)]
+        key: RedactionKeyArgs,
+        #[command(flatten)]
+        value: RedactionValueArgs,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct RedactionKeyArgs {
+    /// The `[redaction] key_file` to use; default: the config's.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// The TOML config whose `[redaction] key_file` holds the key.
+    #[arg(long, short = 'c', env = "DDB_AUDIT_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub(crate) struct RedactionValueArgs {
+    /// The value as TYPE:VALUE (S:x, N:1.5, B:aGk=, BOOL:true, NULL:true).
+    #[arg(long, value_name = "TYPE:VALUE")]
+    pub(crate) value: Option<String>,
+    /// The value as DynamoDB JSON, for maps, lists and sets:
+    /// '{"M":{"n":{"S":"x"}}}'.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) value_json: Option<String>,
+}
+
+/// One item of one audited table.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ItemArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArg,
+    /// The audited table.
+    #[arg(long)]
+    pub(crate) table: String,
+    /// A key attribute as NAME=TYPE:VALUE, TYPE one of S, N, B (base64);
+    /// repeat for a sort key.
+    #[arg(long = "key", required = true)]
+    pub(crate) keys: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct QueryArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArg,
+    /// Only this audited table (default: every table in the config).
+    #[arg(long)]
+    pub(crate) table: Option<String>,
+    /// Only this item (needs --table): NAME=TYPE:VALUE, repeat for a sort key.
+    #[arg(long = "key")]
+    pub(crate) keys: Vec<String>,
+    /// Only changes by this actor.
+    #[arg(long)]
+    pub(crate) actor: Option<String>,
+    /// At or after TIME: RFC 3339 or an age before now (90s, 15m, 2h, 7d).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) since: Option<String>,
+    /// At or before TIME.
+    #[arg(long, value_name = "TIME")]
+    pub(crate) until: Option<String>,
+    /// Only entries with a change at this document path or below it.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) field: Option<String>,
+    /// ...whose old value is TYPE:VALUE (S:x, N:1, B:aGk=, BOOL:true, NULL:true).
+    #[arg(long, value_name = "TYPE:VALUE")]
+    pub(crate) from: Option<String>,
+    /// ...whose new value is TYPE:VALUE.
+    #[arg(long, value_name = "TYPE:VALUE")]
+    pub(crate) to: Option<String>,
+    /// INSERT, MODIFY, REMOVE or SNAPSHOT.
+    #[arg(long)]
+    pub(crate) event: Option<String>,
+    /// Only changes made under this correlation id ([attribution]
+    /// correlation_attribute), across every table.
+    #[arg(long, value_name = "ID")]
+    pub(crate) correlation: Option<String>,
+    /// Only changes CloudTrail attributes to this IAM principal
+    /// (`principal.arn`, e.g. arn:aws:sts::123456789012:assumed-role/NAME/SESSION),
+    /// across every table; needs [attribution.cloudtrail] in the daemon.
+    #[arg(long, value_name = "ARN")]
+    pub(crate) principal: Option<String>,
+    /// At most N entries.
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<usize>,
+    /// Time order: asc (oldest first, the default) or desc.
+    #[arg(long, value_name = "asc|desc")]
+    pub(crate) order: Option<String>,
+    /// One JSON object per line, exactly as `history --json`.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ConfigArg {
+    /// The TOML config file. Without it, the whole TOML may be given in the
+    /// environment variable DDB_AUDIT_CONFIG_TOML instead.
+    #[arg(long, short = 'c', env = "DDB_AUDIT_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}

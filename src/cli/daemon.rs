@@ -1,0 +1,181 @@
+//! `init`, `run`, `serve`, `healthcheck`: the daemon's own commands.
+
+use ddb_audit::stream::aws::AwsStream;
+
+use super::*;
+
+pub(crate) async fn init(config: Config) -> Result<()> {
+    // Cancelled from outside (dispatch_until_signal) on a signal.
+    let never = tokio_util::sync::CancellationToken::new();
+    let report = store(&config)
+        .await
+        .init(&never)
+        .await
+        .context("creating ddb-audit's tables")?
+        .context("stopped before the tables were ACTIVE")?;
+    for table in &report.created {
+        println!("created table {table}");
+    }
+    for table in &report.existed {
+        println!("table {table} already exists");
+    }
+    for index in &report.indexes_added {
+        println!("added index {index}");
+    }
+    for note in store(&config).await.protect_tables().await? {
+        println!("{note}");
+    }
+    if config.retention.days.is_some() {
+        let note = store(&config)
+            .await
+            .enable_retention()
+            .await
+            .context("enabling TTL for `retention.days`")?;
+        println!("{note}");
+    }
+    Ok(())
+}
+
+pub(crate) async fn run(config: Config) -> Result<()> {
+    let sdk = ddb_audit::aws::load_sdk_config().await;
+    let stream = observe::stream::Observed::new(AwsStream::new(
+        ddb_audit::aws::dynamodb_client(&sdk),
+        ddb_audit::aws::streams_client(&sdk),
+    ));
+    let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
+        .with_retention(config.retention.days);
+    check_redacted_keys(
+        &store,
+        &ddb_audit::redact::Redactions::from_config(&config)?,
+    )
+    .await?;
+    let shutdown = Shutdown::new();
+    let signer = signer(&config, &sdk, &shutdown.abort).await?;
+    let retry = Settings::from_config(&config).retry_policy();
+    let (audit, cloudtrail) = ddb_audit::attribution::start(&config, &sdk, &store, retry);
+    let grace = std::time::Duration::from_millis(config.shutdown.grace_ms);
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!(signal = name, "shutting down: finishing in-flight writes"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+        }
+        on_signal.begin(grace);
+    });
+    let seams = ddb_audit::daemon::Seams {
+        stream,
+        store,
+        audit,
+        signer,
+        cloudtrail,
+    };
+    ddb_audit::daemon::run(&config, seams, shutdown).await?;
+    Ok(())
+}
+
+/// Keys cannot be redacted: refuse to start when a path names a key
+/// attribute. A table that cannot be described now is left to the
+/// supervisor, which reports it (it is not audited until it can be).
+pub(crate) async fn check_redacted_keys(
+    store: &DynamoStore,
+    redactions: &ddb_audit::redact::Redactions,
+) -> Result<()> {
+    use ddb_audit::attribution::reader::AttributionStore as _;
+    for (table, redactor) in redactions.tables() {
+        match store.key_schema(table).await {
+            Ok(schema) => {
+                let names: Vec<String> = schema.into_iter().map(|(n, _)| n).collect();
+                redactor.check_keys(table, &names)?;
+            }
+            Err(e) => tracing::warn!(
+                table = %table,
+                error = %e,
+                "cannot read the key schema to check `[redaction]` paths against it"
+            ),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn serve(config: Config) -> Result<()> {
+    let store = store(&config).await;
+    let env_tokens = std::env::var(ddb_audit::serve::TOKENS_ENV).ok();
+    let stop = async {
+        match wait_for_signal().await {
+            Ok(name) => tracing::info!(signal = name, "shutting down: finishing requests"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+        }
+    };
+    // As `verify` finds it, so `/api/verify` and the CLI agree, KMS included.
+    let key = public_key(None, Some(&config)).await?;
+    ddb_audit::serve::serve(&config, store, key, env_tokens.as_deref(), stop).await?;
+    Ok(())
+}
+
+pub(crate) async fn healthcheck(config: Config, path: String) -> Result<()> {
+    let Some(listen) = config.observability.listen_addr() else {
+        anyhow::bail!(
+            "healthcheck needs `observability.listen` in the config (the address `run` listens on)"
+        );
+    };
+    let (code, body) =
+        observe::http::get_status(listen, &path, std::time::Duration::from_secs(5)).await?;
+    print!("{body}");
+    if !body.ends_with('\n') {
+        println!();
+    }
+    if code == 200 {
+        Ok(())
+    } else {
+        anyhow::bail!("{path} answered {code}: {}", body.trim())
+    }
+}
+
+/// How digests are signed: with the configured Ed25519 key, the KMS key
+/// (its signing retries end with `abort`), or not at all.
+async fn signer(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    abort: &tokio_util::sync::CancellationToken,
+) -> Result<Option<Arc<dyn ddb_audit::proof::sign::DigestSigner>>> {
+    use ddb_audit::kms::{AwsKms, KmsSigner};
+    use ddb_audit::proof::sign::{DigestSigner, Ed25519Signer};
+    let settings = Settings::from_config(config);
+    let signer: Option<Arc<dyn DigestSigner>> =
+        match (&config.proof.signing_key_file, &config.proof.kms_key_id) {
+            (Some(path), _) => Some(Arc::new(
+                Ed25519Signer::from_file(path).context("`proof.signing_key_file`")?,
+            )),
+            (None, Some(key_id)) => {
+                let signer = KmsSigner::connect(
+                    AwsKms::new(sdk),
+                    key_id,
+                    settings.retry_policy(),
+                    abort.clone(),
+                )
+                .await?;
+                tracing::info!(key = %key_id, fingerprint = %signer.fingerprint(),
+                "digests are signed with KMS");
+                Some(Arc::new(signer))
+            }
+            (None, None) => {
+                tracing::warn!(
+                    "no [proof] signing_key_file or kms_key_id: digests are written unsigned"
+                );
+                None
+            }
+        };
+    Ok(signer)
+}
+
+/// How digests are signed and written (see [`signer`]).
+pub(crate) async fn digest_settings(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    abort: &tokio_util::sync::CancellationToken,
+) -> Result<ddb_audit::daemon::digests::DigestSettings> {
+    let signer = signer(config, sdk, abort).await?;
+    Ok(ddb_audit::daemon::digests::DigestSettings::from_config(
+        config, signer,
+    ))
+}

@@ -1,0 +1,247 @@
+//! The commands: each parses its flags, calls the library and prints.
+//! One file per group: `daemon` (init, run, serve, healthcheck), `trail`
+//! (history, query, gaps, status), , `proof` (verify, export, verify-bundle,
+//! public-key), `admin` (redaction).
+
+mod admin;
+pub(crate) mod args;
+mod daemon;
+mod proof;
+mod trail;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use ddb_audit::config::Config;
+use ddb_audit::daemon::engine::{Settings, Shutdown};
+use ddb_audit::store::dynamo::DynamoStore;
+use ddb_audit::store::{AuditStore, CheckpointStore};
+use ddb_audit::value::Item;
+use ddb_audit::{observe, read, report};
+
+use admin::redaction;
+use args::{
+    Command, ConfigArg, ItemArgs, QueryArgs, RedactionCommand, RedactionKeyArgs, RedactionValueArgs,
+};
+use daemon::{digest_settings, healthcheck, init, run, serve};
+use proof::{export, public_key, verify, verify_bundle};
+use trail::{gaps, history, query, snapshot, status};
+
+/// An exit status other than 0/1 (already reported), carried through `anyhow`.
+#[derive(Debug)]
+pub(crate) struct ExitWith(pub(crate) u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+/// A one-shot command stopped by a signal before it finished.
+#[derive(Debug)]
+pub(crate) struct Interrupted(pub(crate) &'static str);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted by {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// `run` handles SIGTERM/SIGINT itself (a graceful drain), and so does
+/// `serve` (in-flight requests, exit 0); nearly every other
+/// command is a one-shot whose every wait and retry ends at once on a signal,
+/// since nothing it does needs finishing: `init` is idempotent, and the rest
+/// only read.
+pub(crate) async fn dispatch_until_signal(command: Command) -> Result<()> {
+    // `snapshot` too stops itself on a signal, at a point it can resume from.
+    if matches!(
+        command,
+        Command::Run(_) | Command::Serve(_) | Command::Snapshot { .. }
+    ) {
+        return dispatch(command).await;
+    }
+    let signal = async {
+        match wait_for_signal().await {
+            Ok(name) => name,
+            // Cannot listen for signals: the default handlers still apply.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = dispatch(command) => result,
+        name = signal => Err(Interrupted(name).into()),
+    }
+}
+
+pub(crate) async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Init(c) => init(load(&c)?).await,
+        Command::Run(c) => run(load(&c)?).await,
+        Command::History {
+            config,
+            table,
+            keys,
+            last,
+            since,
+            until,
+            json,
+        } => history(load(&config)?, table, keys, last, since, until, json).await,
+        Command::Query(args) => query(args).await,
+        Command::Snapshot {
+            config,
+            table,
+            segments,
+            read_units_per_sec,
+            page_size,
+            restart,
+        } => {
+            snapshot(
+                load(&config)?,
+                table,
+                segments,
+                read_units_per_sec,
+                page_size,
+                restart,
+            )
+            .await
+        }
+        Command::Show { item, at, json } => {
+            let (config, table, key) = item_args(&item)?;
+            let at = time_arg("--at", &at)?;
+            let store = store(&config).await;
+            read::cli::show(&store, &table, &key, at, json, &mut std::io::stdout()).await?;
+            Ok(())
+        }
+        Command::Diff {
+            item,
+            from,
+            to,
+            json,
+        } => {
+            let (config, table, key) = item_args(&item)?;
+            let (from, to) = (time_arg("--from", &from)?, time_arg("--to", &to)?);
+            let store = store(&config).await;
+            read::cli::diff(&store, &table, &key, from, to, json, &mut std::io::stdout()).await?;
+            Ok(())
+        }
+        Command::Revert {
+            item,
+            to_time,
+            fields,
+        } => {
+            let (config, table, key) = item_args(&item)?;
+            let to_time = time_arg("--to-time", &to_time)?;
+            let store = store(&config).await;
+            read::cli::revert(
+                &store,
+                &table,
+                &key,
+                to_time,
+                &fields,
+                &mut std::io::stdout(),
+            )
+            .await?;
+            Ok(())
+        }
+        Command::Gaps { config, json } => gaps(load(&config)?, json).await,
+        Command::Status { config, json } => status(load(&config)?, json).await,
+        Command::Serve(c) => serve(load(&c)?).await,
+        Command::Healthcheck { config, path } => healthcheck(load(&config)?, path).await,
+        Command::Verify {
+            config,
+            table,
+            since,
+            public_key,
+            state,
+            json,
+        } => {
+            let config = load(&config).map_err(|e| {
+                eprintln!("error: {e:#}");
+                ExitWith(2)
+            })?;
+            let since = since
+                .as_deref()
+                .map(|t| time_arg("--since", t))
+                .transpose()
+                .map_err(|e| {
+                    eprintln!("error: --since: {e}");
+                    ExitWith(2)
+                })?;
+            verify(config, table, since, public_key, state, json).await
+        }
+        Command::Export {
+            config,
+            table,
+            keys,
+            proof,
+        } => export(load(&config)?, table, keys, proof).await,
+        Command::Redaction(command) => redaction(command),
+        Command::VerifyBundle {
+            file,
+            public_key,
+            json,
+        } => verify_bundle(file, public_key, json),
+        Command::PublicKey { config } => match public_key(None, Some(&load(&config)?)).await? {
+            Some(key) => {
+                print!("{}", key.to_pem());
+                Ok(())
+            }
+            None => anyhow::bail!(
+                "no signing key configured: set `[proof] signing_key_file` or `kms_key_id`"
+            ),
+        },
+    }
+}
+
+pub(crate) fn load(arg: &ConfigArg) -> Result<Config> {
+    let env_toml = std::env::var(ddb_audit::config::CONFIG_TOML_ENV).ok();
+    Ok(Config::load_from(
+        arg.config.as_deref(),
+        env_toml.as_deref(),
+    )?)
+}
+
+pub(crate) async fn store(config: &Config) -> DynamoStore {
+    let sdk = ddb_audit::aws::load_sdk_config().await;
+    DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
+}
+
+pub(crate) async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+pub(crate) fn time_arg(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    Ok(read::parse_time(flag, text, chrono::Utc::now())?)
+}
+
+pub(crate) fn opt_time(
+    flag: &str,
+    text: Option<&String>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    text.map(|t| time_arg(flag, t)).transpose()
+}
+
+pub(crate) fn item_args(item: &ItemArgs) -> Result<(Config, String, Item)> {
+    let config = load(&item.config)?;
+    warn_unconfigured(&config, &item.table);
+    let key = read::parse_key(&item.keys)?;
+    Ok((config, item.table.clone(), key))
+}
+
+pub(crate) fn warn_unconfigured(config: &Config, table: &str) {
+    if !config.tables.iter().any(|t| t == table) {
+        tracing::warn!(table = %table, "table is not in the config's `tables`: showing what is stored anyway");
+    }
+}

@@ -1,0 +1,166 @@
+//! `history`, `query`, `gaps`, `status`: questions to the trail.
+
+use super::*;
+
+pub(crate) async fn history(
+    config: Config,
+    table: String,
+    keys: Vec<String>,
+    last: Option<usize>,
+    since: Option<String>,
+    until: Option<String>,
+    json: bool,
+) -> Result<()> {
+    warn_unconfigured(&config, &table);
+    let key = read::parse_key(&keys)?;
+    let since = opt_time("--since", since.as_ref())?;
+    let until = opt_time("--until", until.as_ref())?;
+    let store = store(&config).await;
+    read::cli::history(
+        &store,
+        &table,
+        &key,
+        last,
+        since,
+        until,
+        json,
+        &mut std::io::stdout(),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn query(args: QueryArgs) -> Result<()> {
+    let config = load(&args.config)?;
+    let typed = |flag: &str, v: &Option<String>| {
+        v.as_deref().map(|t| read::parse_value(flag, t)).transpose()
+    };
+    let filter = read::QueryFilter {
+        table: args.table.clone(),
+        key: (!args.keys.is_empty())
+            .then(|| read::parse_key(&args.keys))
+            .transpose()?,
+        actor: args.actor.clone(),
+        since: opt_time("--since", args.since.as_ref())?,
+        until: opt_time("--until", args.until.as_ref())?,
+        field: args.field.clone(),
+        from: typed("--from", &args.from)?,
+        to: typed("--to", &args.to)?,
+        event: args.event.clone(),
+        correlation: args.correlation.clone(),
+        principal: args.principal.clone(),
+        order: read::cli::order_arg(args.order.as_deref())?,
+        tables: config.tables.clone(),
+    };
+    let store = store(&config).await;
+    read::cli::query_command(
+        &store,
+        &filter,
+        args.limit,
+        args.json,
+        &mut std::io::stdout(),
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn gaps(config: Config, json: bool) -> Result<()> {
+    let gaps = store(&config).await.gaps().await?;
+    if json {
+        print!("{}", report::json_lines(&gaps)?);
+    } else {
+        print!("{}", report::gaps_table(&gaps));
+    }
+    Ok(())
+}
+
+pub(crate) async fn status(config: Config, json: bool) -> Result<()> {
+    let store = store(&config).await;
+    let now = chrono::Utc::now();
+    let mut tables = Vec::new();
+    for table in &config.tables {
+        let streams = store.load_streams(Some(table)).await?;
+        let mut shards = Vec::new();
+        for s in &streams {
+            shards.extend(report::shard_lines(
+                &store.load_shards(&s.stream_arn).await?,
+                now,
+            ));
+        }
+        let health = store.load_table_health(table).await?;
+        let summary = report::table_line(table, &streams, &shards, health.as_ref());
+        tables.push((summary, shards));
+    }
+    if json {
+        let mut out = String::new();
+        for (summary, shards) in &tables {
+            out.push_str(&report::json_lines(std::slice::from_ref(summary))?);
+            out.push_str(&report::json_lines(shards)?);
+        }
+        print!("{out}");
+    } else {
+        print!("{}", report::status_table(&tables));
+    }
+    Ok(())
+}
+
+/// `snapshot`: a baseline of every item (SNAPSHOT entries), resumable after
+/// a signal, with a digest over what it wrote.
+pub(crate) async fn snapshot(
+    config: Config,
+    table: String,
+    segments: u32,
+    read_units_per_sec: f64,
+    page_size: usize,
+    restart: bool,
+) -> Result<()> {
+    warn_unconfigured(&config, &table);
+    let options = read::snapshot::SnapshotOptions {
+        segments,
+        read_units_per_sec,
+        page_size,
+        restart,
+        correlation_attribute: config.attribution.correlation_attribute.clone(),
+        redactor: ddb_audit::redact::Redactions::from_config(&config)?
+            .for_table(&table)
+            .cloned(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Ends the retries of the digest an interrupted run writes last:
+    // a second signal, or the shutdown grace after the first.
+    let abort = tokio_util::sync::CancellationToken::new();
+    let (on_signal, on_abort) = (stop.clone(), abort.clone());
+    let grace = std::time::Duration::from_millis(config.shutdown.grace_ms);
+    tokio::spawn(async move {
+        match wait_for_signal().await {
+            Ok(name) => {
+                tracing::info!(
+                    signal = name,
+                    "stopping the snapshot: run the same command again to resume"
+                );
+                on_signal.cancel();
+                tokio::select! {
+                    _ = wait_for_signal() => {}
+                    _ = tokio::time::sleep(grace) => {}
+                }
+                on_abort.cancel();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for signals"),
+        }
+    });
+    let sdk = ddb_audit::aws::load_sdk_config().await;
+    let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
+        .with_retention(config.retention.days);
+    let digests = digest_settings(&config, &sdk, &abort).await?;
+    read::cli::snapshot(
+        &store,
+        &table,
+        &options,
+        &digests,
+        &stop,
+        &abort,
+        &mut std::io::stdout(),
+    )
+    .await?;
+    Ok(())
+}
