@@ -187,6 +187,42 @@ pub struct Gap {
     pub detected_at: String,
 }
 
+/// A time the daemon sets (a gap's detection, a digest, a match), RFC 3339
+/// UTC with milliseconds: the one format of the trail's own times.
+pub fn format_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Gap {
+    /// A gap in `shard_id`'s chain, detected now, with neither side known
+    /// yet: the caller says where it begins.
+    pub fn detected(table: &str, stream_arn: &str, shard_id: &str) -> Gap {
+        Gap {
+            table: table.to_string(),
+            stream_arn: stream_arn.to_string(),
+            shard_id: shard_id.to_string(),
+            after_sequence_number: None,
+            after_shard_id: None,
+            unseen_shard_id: None,
+            after_time: None,
+            resumed_at_sequence_number: None,
+            resumed_at_time: None,
+            detected_at: format_ts(Utc::now()),
+        }
+    }
+
+    /// A parent shard that came and went while nobody read the stream:
+    /// everything from its start is lost. The gap is `shard_id`'s (the child
+    /// read first after the loss), the first link of that shard's chain;
+    /// its task fills in where reading resumed.
+    pub fn unseen_parent(table: &str, stream_arn: &str, shard_id: &str, unseen: &str) -> Gap {
+        Gap {
+            unseen_shard_id: Some(unseen.to_string()),
+            ..Gap::detected(table, stream_arn, shard_id)
+        }
+    }
+}
+
 /// A stream record's creation time as entries and gaps print it, RFC 3339
 /// UTC. The service gives whole seconds (or milliseconds): never print more
 /// precision than it has, and print the same instant the same way wherever

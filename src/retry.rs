@@ -63,6 +63,15 @@ pub enum Retried<E> {
     Cancelled,
 }
 
+impl<E: Display> Display for Retried<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retried::Failed(e) => e.fmt(f),
+            Retried::Cancelled => f.write_str("stopped before it succeeded"),
+        }
+    }
+}
+
 /// Runs `op` until it succeeds, fails with a non-transient error, or `cancel`
 /// fires. Transient errors are logged at warn with `what` and the next delay.
 pub async fn retry<T, E, F, Fut>(

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
 use super::matcher::Candidate;
 use super::reader::{
@@ -207,10 +207,7 @@ impl AttributionStore for DynamoStore {
                 "confidence".to_string(),
                 s(record.principal.confidence.as_str()),
             ),
-            (
-                "matched_at".to_string(),
-                s(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
-            ),
+            ("matched_at".to_string(), s(format_ts(Utc::now()))),
         ]);
         if let Some(arn) = &record.principal.arn {
             item.insert("principal_arn".into(), s(arn));
@@ -296,10 +293,7 @@ impl AttributionStore for DynamoStore {
             .expression_attribute_names("#p", "pending")
             .expression_attribute_names("#u", "updated_at")
             .expression_attribute_values(":p", s(pending))
-            .expression_attribute_values(
-                ":u",
-                s(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
-            );
+            .expression_attribute_values(":u", s(format_ts(Utc::now())));
         call = match &position.last_key {
             Some(k) => call
                 .update_expression("SET #k = :k, #p = :p, #u = :u")

@@ -46,7 +46,7 @@ pub(crate) fn redaction(command: RedactionCommand) -> Result<()> {
     match command {
         RedactionCommand::Commit { key, value } => {
             let (redaction_key, value) = key_and_value(&key, &value)?;
-            println!("{}", redaction_key.commit(&value));
+            outln!("{}", redaction_key.commit(&value))?;
             Ok(())
         }
         RedactionCommand::Check {
@@ -61,10 +61,10 @@ pub(crate) fn redaction(command: RedactionCommand) -> Result<()> {
                 ))
             })?;
             if redaction_key.matches(&value, &commitment) {
-                println!("equal");
+                outln!("equal")?;
                 Ok(())
             } else {
-                println!("not equal");
+                outln!("not equal")?;
                 Err(ExitWith(1).into())
             }
         }

@@ -14,16 +14,16 @@ pub(crate) async fn init(config: Config) -> Result<()> {
         .context("creating ddb-audit's tables")?
         .context("stopped before the tables were ACTIVE")?;
     for table in &report.created {
-        println!("created table {table}");
+        outln!("created table {table}")?;
     }
     for table in &report.existed {
-        println!("table {table} already exists");
+        outln!("table {table} already exists")?;
     }
     for index in &report.indexes_added {
-        println!("added index {index}");
+        outln!("added index {index}")?;
     }
     for note in store(&config).await.protect_tables().await? {
-        println!("{note}");
+        outln!("{note}")?;
     }
     if config.retention.days.is_some() {
         let note = store(&config)
@@ -31,7 +31,7 @@ pub(crate) async fn init(config: Config) -> Result<()> {
             .enable_retention()
             .await
             .context("enabling TTL for `retention.days`")?;
-        println!("{note}");
+        outln!("{note}")?;
     }
     Ok(())
 }
@@ -120,9 +120,9 @@ pub(crate) async fn healthcheck(config: Config, path: String) -> Result<()> {
     };
     let (code, body) =
         observe::http::get_status(listen, &path, std::time::Duration::from_secs(5)).await?;
-    print!("{body}");
+    out!("{body}")?;
     if !body.ends_with('\n') {
-        println!();
+        outln!()?;
     }
     if code == 200 {
         Ok(())

@@ -3,6 +3,24 @@
 //! (history, query, gaps, status), , `proof` (verify, export, verify-bundle,
 //! public-key), `admin` (redaction).
 
+/// `print!` that ends quietly on a closed pipe (`| head`), as `history`
+/// does, instead of panicking; other write errors are errors.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::emit(&format!($($arg)*))
+    };
+}
+
+/// `println!` through [`out!`].
+macro_rules! outln {
+    () => {
+        $crate::cli::emit("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod admin;
 pub(crate) mod args;
 mod daemon;
@@ -189,7 +207,7 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
         } => verify_bundle(file, public_key, json),
         Command::PublicKey { config } => match public_key(None, Some(&load(&config)?)).await? {
             Some(key) => {
-                print!("{}", key.to_pem());
+                out!("{}", key.to_pem())?;
                 Ok(())
             }
             None => anyhow::bail!(
@@ -243,5 +261,20 @@ pub(crate) fn item_args(item: &ItemArgs) -> Result<(Config, String, Item)> {
 pub(crate) fn warn_unconfigured(config: &Config, table: &str) {
     if !config.tables.iter().any(|t| t == table) {
         tracing::warn!(table = %table, "table is not in the config's `tables`: showing what is stored anyway");
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`| head -1`) is not an
+/// error: what it wanted has been written, and the rest has no reader.
+pub(crate) fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("writing the output: {e}")),
     }
 }

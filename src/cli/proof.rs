@@ -75,16 +75,16 @@ pub(crate) async fn verify(
     }
     for f in &outcome.findings {
         if json {
-            println!("{}", serde_json::to_string(f)?);
+            outln!("{}", serde_json::to_string(f)?)?;
         } else {
-            println!("{}", finding_line(f));
+            outln!("{}", finding_line(f))?;
         }
     }
     let s = &outcome.summary;
     if json {
-        println!("{}", serde_json::to_string(s)?);
+        outln!("{}", serde_json::to_string(s)?)?;
     } else {
-        println!(
+        outln!(
             "{}: {} entries, {} digests in {} streams checked in {:.1} s ({:.0} entries/s){}",
             s.status,
             s.entries,
@@ -96,7 +96,7 @@ pub(crate) async fn verify(
                 .as_deref()
                 .map(|k| format!(", signatures checked with {k}"))
                 .unwrap_or_else(|| ", no public key".into())
-        );
+        )?;
     }
     match s.exit_status {
         0 => Ok(()),
@@ -119,12 +119,12 @@ pub(crate) async fn export(
             .await?;
     let text = serde_json::to_string_pretty(&bundle)?;
     std::fs::write(&proof, text + "\n").with_context(|| format!("--proof {}", proof.display()))?;
-    println!(
+    outln!(
         "wrote {} entries and {} digests to {}",
         bundle.entries.len(),
         bundle.digests.len(),
         proof.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -153,9 +153,9 @@ pub(crate) fn verify_bundle(
     let findings = verify_bundle(&bundle, key.as_ref());
     for f in &findings {
         if json {
-            println!("{}", serde_json::to_string(f)?);
+            outln!("{}", serde_json::to_string(f)?)?;
         } else {
-            println!("{}", finding_line(f));
+            outln!("{}", finding_line(f))?;
         }
     }
     let code = exit_status(&findings);
@@ -165,19 +165,19 @@ pub(crate) fn verify_bundle(
         _ => "unverifiable",
     };
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"summary": true, "status": status, "exit_status": code,
                 "entries": bundle.entries.len(), "digests": bundle.digests.len()})
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "{status}: {} entries of {} {} proven against {} digests",
             bundle.entries.len(),
             bundle.table,
             bundle.key,
             bundle.digests.len()
-        );
+        )?;
     }
     match code {
         0 => Ok(()),

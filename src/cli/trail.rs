@@ -67,9 +67,9 @@ pub(crate) async fn query(args: QueryArgs) -> Result<()> {
 pub(crate) async fn gaps(config: Config, json: bool) -> Result<()> {
     let gaps = store(&config).await.gaps().await?;
     if json {
-        print!("{}", report::json_lines(&gaps)?);
+        out!("{}", report::json_lines(&gaps)?)?;
     } else {
-        print!("{}", report::gaps_table(&gaps));
+        out!("{}", report::gaps_table(&gaps))?;
     }
     Ok(())
 }
@@ -97,9 +97,9 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<()> {
             out.push_str(&report::json_lines(std::slice::from_ref(summary))?);
             out.push_str(&report::json_lines(shards)?);
         }
-        print!("{out}");
+        out!("{out}")?;
     } else {
-        print!("{}", report::status_table(&tables));
+        out!("{}", report::status_table(&tables))?;
     }
     Ok(())
 }

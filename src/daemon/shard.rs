@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, error, info, warn, Instrument};
 
@@ -36,10 +36,37 @@ pub enum ShardOutcome {
     /// Shutdown: resume from the checkpoint next time.
     Stopped,
     /// A non-retryable error; the supervisor restarts the shard later.
-    Failed(String),
+    Failed(ShardFailure),
     /// The service says the shard does not exist (ResourceNotFound). Not yet
     /// a gap: the supervisor confirms with a listing first.
     Vanished(String),
+}
+
+/// Why a shard's task failed, typed so that the supervisor can tell a
+/// missing permission from a redaction key that does not match.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShardFailure {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Redaction(#[from] crate::redact::RedactError),
+    /// An entry that cannot be put in canonical form to be hashed.
+    #[error(transparent)]
+    Canonical(#[from] crate::proof::canonical::CanonicalError),
+    /// The task panicked or was cancelled by the runtime.
+    #[error("{0}")]
+    Task(String),
+}
+
+impl<E: Into<ShardFailure>> From<Retried<E>> for ShardOutcome {
+    fn from(e: Retried<E>) -> Self {
+        match e {
+            Retried::Cancelled => ShardOutcome::Stopped,
+            Retried::Failed(e) => ShardOutcome::Failed(e.into()),
+        }
+    }
 }
 
 pub use crate::store::LineageTail;
@@ -273,8 +300,7 @@ where
                         .and_then(|r| r.chain.as_ref())
                         .and_then(|c| c.last_hash);
                 }
-                Err(Retried::Cancelled) => return Err(ShardOutcome::Stopped),
-                Err(Retried::Failed(e)) => return Err(ShardOutcome::Failed(e.to_string())),
+                Err(e) => return Err(e.into()),
             }
         }
         self.checkpoint.chain = Some(crate::proof::ChainState::continuing(start));
@@ -436,7 +462,7 @@ where
                 );
                 Err(ShardOutcome::Vanished(message))
             }
-            Retried::Failed(e) => Err(ShardOutcome::Failed(e.to_string())),
+            e => Err(e.into()),
         }
     }
 
@@ -516,7 +542,7 @@ where
                 .unwrap_or_default();
             redactor
                 .check_keys(&self.table, &names)
-                .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
+                .map_err(|e| ShardOutcome::Failed(e.into()))?;
             // Before the diff, so no covered value reaches the entry, and
             // before the chain link: the entry is hashed as stored.
             for r in &mut records {
@@ -553,7 +579,7 @@ where
             .iter()
             .map(|e| chain.link_entry(e))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ShardOutcome::Failed(e.to_string()))?;
+            .map_err(|e| ShardOutcome::Failed(e.into()))?;
         self.write_entries(&entries, &created, &links).await?;
         // Saved with the checkpoint below, in the same write.
         self.checkpoint.chain = Some(chain);
@@ -640,7 +666,7 @@ where
             Err(Retried::Cancelled) => Err(ShardOutcome::Stopped),
             Err(Retried::Failed(e)) => {
                 error!(error = %e, "audit write failed; checkpoint not moved");
-                Err(ShardOutcome::Failed(e.to_string()))
+                Err(ShardOutcome::Failed(e.into()))
             }
         }
     }
@@ -660,8 +686,7 @@ where
                 .emit();
                 Ok(())
             }
-            Err(Retried::Cancelled) => Err(ShardOutcome::Stopped),
-            Err(Retried::Failed(e)) => Err(ShardOutcome::Failed(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -682,8 +707,7 @@ where
                     Some(self.checkpoint.clone());
                 Ok(())
             }
-            Err(Retried::Cancelled) => Err(ShardOutcome::Stopped),
-            Err(Retried::Failed(e)) => Err(ShardOutcome::Failed(e.to_string())),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -762,10 +786,6 @@ fn rejected_marker(entry: &AuditEntry, why: &str) -> AuditEntry {
     }
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// A gap starting after the last record handled in the shard — or, when
 /// nothing of it was read, after the last one handled in its lineage.
 pub fn lost_after(
@@ -789,16 +809,10 @@ pub fn lost_after(
         (None, None) => (None, None, None),
     };
     Gap {
-        table: table.to_string(),
-        stream_arn: stream_arn.to_string(),
-        shard_id: shard_id.to_string(),
         after_sequence_number: after,
         after_shard_id: after_shard,
-        unseen_shard_id: None,
         after_time,
-        resumed_at_sequence_number: None,
-        resumed_at_time: None,
-        detected_at: rfc3339(Utc::now()),
+        ..Gap::detected(table, stream_arn, shard_id)
     }
 }
 

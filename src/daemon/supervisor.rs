@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn, Instrument};
 use crate::daemon::engine::{Engine, EngineError, Shutdown, TableState};
 use crate::daemon::shard::{
     last_saved, lost_after, put_gap_in_chain, run_shard, saved_checkpoint, LineageTail,
-    SavedCheckpoint, ShardOutcome, ShardStart,
+    SavedCheckpoint, ShardFailure, ShardOutcome, ShardStart,
 };
 use crate::entry::Gap;
 use crate::lineage::{Lineage, NodeState};
@@ -323,7 +323,13 @@ pub async fn run_table<S, C, A>(
                     if finished {
                         info!(stream = %arn, "stream drained");
                         let row = StreamRow { table_name: table.clone(), stream_arn: arn, is_enabled: false, drained: true, updated_at: Utc::now() };
-                        let _ = retry(policy, &shutdown.abort, "PutItem(stream)", || engine.checkpoints.save_stream(&row)).await;
+                        let saved = retry(policy, &shutdown.abort, "PutItem(stream)", || engine.checkpoints.save_stream(&row)).await;
+                        if let Err(e) = saved {
+                            // Only the `drained` mark is lost: the stream is
+                            // listed and found drained again at the next start.
+                            error!(table = %table, stream = %row.stream_arn, error = %e,
+                                "cannot record that the stream is drained");
+                        }
                         // At once: a drained old stream may have been all
                         // that kept the table from counting as failing.
                         next_discovery = Instant::now();
@@ -655,22 +661,7 @@ where
             let gap = unseen_parent.map(|p| {
                 error!(shard = %shard.shard_id, parent = %p,
                     "a parent shard was trimmed away unseen while we were not reading: recording a gap");
-                Gap {
-                    table: self.table.clone(),
-                    stream_arn: self.stream_arn.clone(),
-                    // The child's: it is a link of the chain the child
-                    // starts, the first thing in it.
-                    shard_id: shard.shard_id.clone(),
-                    after_sequence_number: None,
-                    after_shard_id: None,
-                    unseen_shard_id: Some(p.to_string()),
-                    after_time: None,
-                    // Filled in by the child's task with the first record it
-                    // reads; left null if nothing is readable yet.
-                    resumed_at_sequence_number: None,
-                    resumed_at_time: None,
-                    detected_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                }
+                Gap::unseen_parent(&self.table, &self.stream_arn, &shard.shard_id, p)
             });
             // We followed this lineage if we read the parent — or if the
             // parent came and went unseen while we were away from a stream we
@@ -780,7 +771,7 @@ where
                 }
                 .emit();
             }
-            ShardOutcome::Failed(error) => self.cool_down(&shard_id, &error),
+            ShardOutcome::Failed(error) => self.cool_down(&shard_id, &error.to_string()),
             ShardOutcome::Vanished(message) => {
                 // NotFound is believed only when a listing agrees.
                 match self.full_listing().await {
@@ -1067,11 +1058,17 @@ where
             // The shard's chain ends with the gap, and its children's start
             // from there.
             let before = checkpoint.chain.clone().unwrap_or_default();
-            let Ok(chain) =
-                put_gap_in_chain(&self.engine, &self.shutdown.abort, &gap, before).await
-            else {
-                continue;
-            };
+            let chain =
+                match put_gap_in_chain(&self.engine, &self.shutdown.abort, &gap, before).await {
+                    Ok(chain) => chain,
+                    Err(e) => {
+                        // The row stays as it was, so the next listing finds the
+                        // same loss and tries again.
+                        error!(shard = %checkpoint.shard_id, error = %e,
+                        "cannot write the gap of a trimmed shard; retried at the next listing");
+                        continue;
+                    }
+                };
             checkpoint.chain = Some(chain);
             let policy = self.engine.settings.retry_policy();
             let engine = &self.engine;
@@ -1088,9 +1085,18 @@ where
                 engine.checkpoints.save_shard(&checkpoint)
             })
             .await;
-            if saved.is_ok() {
-                self.checkpoints
-                    .insert(checkpoint.shard_id.clone(), checkpoint);
+            match saved {
+                Ok(()) => {
+                    self.checkpoints
+                        .insert(checkpoint.shard_id.clone(), checkpoint);
+                }
+                // The gap is written and chained; the row still says the
+                // shard was being read, so the next listing finds the gap
+                // already present and links nothing twice.
+                Err(e) => {
+                    error!(shard = %checkpoint.shard_id, error = %e,
+                        "cannot save the checkpoint after the gap of a trimmed shard");
+                }
             }
         }
     }
@@ -1119,7 +1125,7 @@ fn split_join(
             } else {
                 format!("shard task ended: {e}")
             };
-            (e.id(), ShardOutcome::Failed(message))
+            (e.id(), ShardOutcome::Failed(ShardFailure::Task(message)))
         }
     }
 }

@@ -173,9 +173,7 @@ pub async fn next_digest(input: DigestInput<'_>) -> Result<(Digest, SignedDigest
         table: input.table.to_string(),
         stream_arn: input.stream_arn.to_string(),
         number: input.previous.map(|(n, _)| n + 1).unwrap_or(1),
-        time: input
-            .time
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        time: crate::entry::format_ts(input.time),
         previous: input.previous.map(|(n, d)| previous_of(d, n)),
         is_final: input.is_final,
         interval_secs: input.interval_secs,

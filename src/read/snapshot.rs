@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::digests::{write_digest, DigestSettings, NextDigest};
@@ -446,7 +446,7 @@ async fn segment_loop<S: SnapshotStore>(
         }
         // Taken before the read: every change made before it is in the
         // (strongly consistent) page, so the read side can place the entry.
-        let read_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let read_at = crate::entry::format_ts(Utc::now());
         let start = seg.last_key.clone();
         let page = match retry(policy, stop, "snapshot scan", || {
             store.scan_page(

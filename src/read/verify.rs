@@ -160,7 +160,7 @@ pub async fn verify_trail<S: EvidenceStore>(
     if let Some(since) = req.since {
         // Digest findings older than --since are dropped; entries are
         // always checked, since the chain runs through them all.
-        let since_text = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let since_text = crate::entry::format_ts(since);
         findings.retain(|f| {
             !(f.kind == Kind::BadSignature
                 && f.digest.is_some()

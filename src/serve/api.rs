@@ -85,6 +85,18 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// An answer as JSON; one that cannot be serialized is the server's fault
+/// (500), never a 200 with `null`.
+fn json_of(value: &impl serde::Serialize) -> Result<Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| {
+        tracing::error!(error = %e, "cannot serialize an API answer");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("cannot serialize the answer: {e}"),
+        }
+    })
+}
+
 /// Parameters of one request, each taken once; what is left over is an error.
 struct Taken<'a> {
     params: &'a Params,
@@ -338,7 +350,7 @@ pub async fn item<S: ReadStore + CheckpointStore>(
     let at = required_time(&mut p, "at")?;
     p.finish("table, key (repeatable), at")?;
     let shown = asof::show(&app.store, table, &key, at).await?;
-    Ok(Json(serde_json::to_value(shown).unwrap_or(Value::Null)))
+    Ok(Json(json_of(&shown)?))
 }
 
 /// `GET /api/diff?table=T&key=…&from=TIME&to=TIME` (`diff --json`).
@@ -353,7 +365,7 @@ pub async fn diff<S: ReadStore + CheckpointStore>(
     let to = required_time(&mut p, "to")?;
     p.finish("table, key (repeatable), from, to")?;
     let diffed = asof::diff(&app.store, table, &key, from, to).await?;
-    Ok(Json(serde_json::to_value(diffed).unwrap_or(Value::Null)))
+    Ok(Json(json_of(&diffed)?))
 }
 
 /// `GET /api/revert?table=T&key=…&to_time=TIME[&field=PATH…]`: the plan
@@ -369,7 +381,7 @@ pub async fn revert<S: ReadStore + CheckpointStore>(
     let fields: Vec<String> = p.all("field").into_iter().map(str::to_string).collect();
     p.finish("table, key (repeatable), to_time, field (repeatable)")?;
     let plan = asof::revert(&app.store, table, &key, to_time, &fields).await?;
-    Ok(Json(serde_json::to_value(plan).unwrap_or(Value::Null)))
+    Ok(Json(json_of(&plan)?))
 }
 
 /// `GET /api/gaps[?table=T]`: every gap of the tables the caller may read.
@@ -405,7 +417,7 @@ pub async fn status<S: ReadStore + CheckpointStore>(
     let mut tables = Vec::new();
     for table in app.tables.iter().filter(|t| principal.may_read(t)) {
         let (summary, shards) = report::table_status(&app.store, table, now).await?;
-        let mut line = serde_json::to_value(&summary).unwrap_or(Value::Null);
+        let mut line = json_of(&summary)?;
         if let Value::Object(m) = &mut line {
             m.insert("shards".into(), json!(shards));
         }

@@ -435,9 +435,7 @@ pub fn entry_ts(entry: &AuditEntry, fallback: DateTime<Utc>) -> String {
         .unwrap_or_else(|| format_ts(fallback))
 }
 
-pub fn format_ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use crate::entry::format_ts;
 
 /// Which bucket an item's entries go to in the sharded indexes.
 pub fn bucket_of(canonical_key: &str) -> u64 {
