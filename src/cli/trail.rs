@@ -79,17 +79,8 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<()> {
     let now = chrono::Utc::now();
     let mut tables = Vec::new();
     for table in &config.tables {
-        let streams = store.load_streams(Some(table)).await?;
-        let mut shards = Vec::new();
-        for s in &streams {
-            shards.extend(report::shard_lines(
-                &store.load_shards(&s.stream_arn).await?,
-                now,
-            ));
-        }
-        let health = store.load_table_health(table).await?;
-        let summary = report::table_line(table, &streams, &shards, health.as_ref());
-        tables.push((summary, shards));
+        // The same lines `/api/status` answers with.
+        tables.push(report::table_status(&store, table, now).await?);
     }
     if json {
         let mut out = String::new();
