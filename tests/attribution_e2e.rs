@@ -23,18 +23,7 @@ const ONBOARDING: &str = "arn:aws:sts::123456789012:assumed-role/onboarding/o-7"
 const MIGRATION: &str = "arn:aws:sts::123456789012:assumed-role/migration/m-1";
 
 fn s3(env: &TestEnv) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config as c;
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(c::BehaviorVersion::latest())
-        .endpoint_url(&env.emu.endpoint)
-        .region(c::Region::new(env.emu.region.clone()))
-        .credentials_provider(c::Credentials::new(
-            &env.emu.access_key,
-            &env.emu.secret_key,
-            None,
-            None,
-            "ddb-audit-e2e",
-        ))
+    let conf = aws_sdk_s3::config::Builder::from(&env.emu.sdk_config())
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(conf)

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 
 /// The endpoint the tests talk to. Started moto servers are killed on drop.
 pub struct Emulator {
@@ -118,54 +119,35 @@ impl Emulator {
         ]
     }
 
-    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        let conf = aws_sdk_dynamodb::Config::builder()
+    /// One SDK configuration for every client the tests use: this
+    /// endpoint, region and static credentials, nothing from the
+    /// developer's own AWS setup.
+    pub fn sdk_config(&self) -> SdkConfig {
+        let credentials = Credentials::new(
+            &self.access_key,
+            &self.secret_key,
+            None,
+            None,
+            "ddb-audit-e2e",
+        );
+        SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
             .region(Region::new(self.region.clone()))
-            .credentials_provider(Credentials::new(
-                &self.access_key,
-                &self.secret_key,
-                None,
-                None,
-                "ddb-audit-e2e",
-            ))
-            .build();
-        aws_sdk_dynamodb::Client::from_conf(conf)
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .build()
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config())
     }
 
     pub fn streams(&self) -> aws_sdk_dynamodbstreams::Client {
-        use aws_sdk_dynamodbstreams::config as c;
-        let conf = aws_sdk_dynamodbstreams::Config::builder()
-            .behavior_version(c::BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(c::Region::new(self.region.clone()))
-            .credentials_provider(c::Credentials::new(
-                &self.access_key,
-                &self.secret_key,
-                None,
-                None,
-                "ddb-audit-e2e",
-            ))
-            .build();
-        aws_sdk_dynamodbstreams::Client::from_conf(conf)
+        aws_sdk_dynamodbstreams::Client::new(&self.sdk_config())
     }
 
     pub fn kms(&self) -> aws_sdk_kms::Client {
-        use aws_sdk_kms::config as c;
-        let conf = aws_sdk_kms::Config::builder()
-            .behavior_version(c::BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(c::Region::new(self.region.clone()))
-            .credentials_provider(c::Credentials::new(
-                &self.access_key,
-                &self.secret_key,
-                None,
-                None,
-                "ddb-audit-e2e",
-            ))
-            .build();
-        aws_sdk_kms::Client::from_conf(conf)
+        aws_sdk_kms::Client::new(&self.sdk_config())
     }
 }
 
