@@ -655,7 +655,9 @@ async fn deletes_and_transaction_items_are_attributed_and_duplicates_change_noth
     };
     let second = deliver(&env, &bucket, t_put, "bbbb", &records).await;
     wait_log(&daemon, &second).await;
-    // Give a wrong match a chance to be written before comparing.
+    // Give a wrong match a chance to be written before comparing. A fixed
+    // wait on purpose: it is for something that must not happen, so there
+    // is no condition to poll for.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (pk, was) in ["u1", "u2", "u3", "u4", "u5"].iter().zip(&before) {
         assert_eq!(

@@ -345,6 +345,22 @@ impl Daemon {
         );
     }
 
+    /// Waits until a line of the log satisfies `found` (up to
+    /// [`AUDIT_DEADLINE`]); panics, showing the log, if the process exits
+    /// first or the time passes.
+    pub async fn wait_log(&mut self, what: &str, found: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + AUDIT_DEADLINE;
+        while !self.log_text().lines().any(&found) {
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "waited {AUDIT_DEADLINE:?} for {what} in the log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

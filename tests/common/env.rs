@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::Value;
 
-use super::{item_to_json, json_to_av, Emulator};
+use super::{item_to_json, json_to_av, Emulator, AUDIT_DEADLINE};
 
 /// One test's world: an emulator, a tempdir, unique names, SDK clients.
 pub struct TestEnv {
@@ -127,6 +127,65 @@ impl TestEnv {
             .send()
             .await
             .is_ok()
+    }
+
+    /// Every item of `table` (consistent scan), DynamoDB JSON.
+    pub async fn scan(&self, table: &str) -> Vec<Value> {
+        let items = self
+            .ddb
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .unwrap_or_else(|e| panic!("scan {table}: {e:?}"));
+        items.iter().map(item_to_json).collect()
+    }
+
+    // ---- the daemon's own tables, to wait on ----------------------------
+
+    /// Waits until the daemon has written a heartbeat digest of `table` (not
+    /// the final one a stop writes) whose shard chains hold at least
+    /// `entries` entries: what is audited so far is checkpointed and signed
+    /// while the daemon runs, before any stop.
+    pub async fn wait_heartbeat_digest(&self, table: &str, entries: u64) {
+        let deadline = Instant::now() + AUDIT_DEADLINE;
+        loop {
+            let covered = self
+                .scan(&self.name("entries"))
+                .await
+                .iter()
+                .filter(|item| {
+                    item["pk"]["S"]
+                        .as_str()
+                        .is_some_and(|pk| pk.starts_with("#digests|"))
+                        && item["table_name"]["S"] == table
+                })
+                .filter_map(|item| {
+                    serde_json::from_str::<Value>(item["digest"]["S"].as_str()?).ok()
+                })
+                .filter(|digest| digest["final"] == Value::Bool(false))
+                .map(|digest| {
+                    digest["shards"]
+                        .as_array()
+                        .map(|heads| heads.iter().filter_map(|h| h["size"].as_u64()).sum())
+                        .unwrap_or(0)
+                })
+                .max()
+                .unwrap_or(0);
+            if covered >= entries {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {AUDIT_DEADLINE:?} for a heartbeat digest of {table} covering \
+                 {entries} entries; the best covers {covered}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The item as the table holds it now (consistent read), DynamoDB JSON.
