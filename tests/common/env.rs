@@ -1,6 +1,7 @@
 //! One test's world: an emulator, a tempdir, unique table names, SDK
 //! clients, and the source tables the test writes to.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -146,6 +147,54 @@ impl TestEnv {
     }
 
     // ---- the daemon's own tables, to wait on ----------------------------
+
+    /// The daemon's checkpoint rows (its shards table) for `table`.
+    pub async fn checkpoints(&self, table: &str) -> Vec<Value> {
+        self.scan(&self.name("shards"))
+            .await
+            .into_iter()
+            .filter(|row| row["table_name"]["S"] == table)
+            .collect()
+    }
+
+    /// Waits until the daemon has checkpointed every record the stream of
+    /// `table` holds now: each shard's checkpoint row is at the shard's last
+    /// record. Every entry is then durably written, and a restart has
+    /// nothing to read again.
+    pub async fn wait_checkpointed(&self, table: &str) {
+        // Shard → its last record (read_stream gives each shard in order).
+        let last: BTreeMap<String, String> = self
+            .read_stream(table)
+            .await
+            .into_iter()
+            .map(|r| (r.shard_id, r.sequence_number))
+            .collect();
+        let deadline = Instant::now() + AUDIT_DEADLINE;
+        loop {
+            let rows = self.checkpoints(table).await;
+            let at = |shard: &str| {
+                rows.iter()
+                    .find(|row| row["shard_id"]["S"] == shard)
+                    .and_then(|row| row["sequence_no"]["S"].as_str())
+                    .map(str::to_string)
+            };
+            let behind: Vec<String> = last
+                .iter()
+                .filter(|(shard, seq)| at(shard).as_ref() != Some(*seq))
+                .map(|(shard, seq)| format!("{shard} at {:?}, last record {seq}", at(shard)))
+                .collect();
+            if behind.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {AUDIT_DEADLINE:?} for the checkpoints of {table} to reach the \
+                 stream's last records: {}",
+                behind.join("; ")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     /// Waits until the daemon has written a heartbeat digest of `table` (not
     /// the final one a stop writes) whose shard chains hold at least
