@@ -23,18 +23,7 @@ const ONBOARDING: &str = "arn:aws:sts::123456789012:assumed-role/onboarding/o-7"
 const MIGRATION: &str = "arn:aws:sts::123456789012:assumed-role/migration/m-1";
 
 fn s3(env: &TestEnv) -> aws_sdk_s3::Client {
-    use aws_sdk_s3::config as c;
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(c::BehaviorVersion::latest())
-        .endpoint_url(&env.emu.endpoint)
-        .region(c::Region::new(env.emu.region.clone()))
-        .credentials_provider(c::Credentials::new(
-            &env.emu.access_key,
-            &env.emu.secret_key,
-            None,
-            None,
-            "ddb-audit-e2e",
-        ))
+    let conf = aws_sdk_s3::config::Builder::from(&env.emu.sdk_config())
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(conf)
@@ -666,7 +655,9 @@ async fn deletes_and_transaction_items_are_attributed_and_duplicates_change_noth
     };
     let second = deliver(&env, &bucket, t_put, "bbbb", &records).await;
     wait_log(&daemon, &second).await;
-    // Give a wrong match a chance to be written before comparing.
+    // Give a wrong match a chance to be written before comparing. A fixed
+    // wait on purpose: it is for something that must not happen, so there
+    // is no condition to poll for.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (pk, was) in ["u1", "u2", "u3", "u4", "u5"].iter().zip(&before) {
         assert_eq!(

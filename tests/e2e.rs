@@ -623,10 +623,53 @@ async fn every_change_becomes_exactly_one_entry_that_rebuilds_the_item() {
         w.step(&env.ddb).await;
     }
     assert_audited(&env, &config, &table, N).await;
+    env.wait_checkpointed(&table).await;
     daemon.stop_gracefully().await;
-    // A restart on a fully checkpointed stream writes nothing twice.
-    let mut again = env.spawn_daemon(&config);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A restart on a fully checkpointed stream reads nothing again and puts
+    // no entry: every PutItem of an entry counts either as written or as a
+    // duplicate (the write-once key was there), and both stay at 0.
+    let listen = free_addr();
+    let text = std::fs::read_to_string(&config).expect("config");
+    let observed = env.write_file(
+        "observed.toml",
+        &format!("{text}\n[observability]\nlisten = \"{listen}\"\n"),
+    );
+    let mut again = env.spawn_daemon(&observed);
+    // Two GetRecords per shard read: the first page from the checkpoint on
+    // (where anything read again would be) is handled, and counted, before
+    // the second call.
+    let s = wait_for(
+        "the restarted daemon to read its shards twice",
+        AUDIT_DEADLINE,
+        || {
+            again.assert_running();
+            http_get(listen, "/metrics")?;
+            let s = scrape(listen);
+            let reading = s.get(
+                "ddb_audit_shards",
+                &[("table", &table), ("state", "reading")],
+            )?;
+            let calls = s.get(
+                "ddb_audit_stream_calls_total",
+                &[("operation", "GetRecords"), ("outcome", "ok")],
+            )?;
+            (reading >= 1.0 && calls >= 2.0 * reading).then_some(s)
+        },
+    )
+    .await;
+    for name in [
+        "ddb_audit_records_read_total",
+        "ddb_audit_entries_written_total",
+        "ddb_audit_duplicates_total",
+    ] {
+        assert_eq!(
+            s.table(name, &table),
+            0.0,
+            "{name} of a restart on a checkpointed stream:\n{}",
+            again.log_text()
+        );
+    }
     again.assert_running();
     assert_audited(&env, &config, &table, N).await;
     again.sigterm();

@@ -18,17 +18,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
 use serde_json::Value;
 
-async fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn put(env: &TestEnv, table: &str, pk: &str, sk: i64, balance: i64) {
     env.ddb
         .put_item()
@@ -141,7 +130,9 @@ async fn metrics_lag_readiness_and_healthcheck_follow_a_known_workload() {
             .then_some(s)
     })
     .await;
-    // Give a double count the time to show before checking exactness.
+    // Give a double count the time to show before checking exactness. A
+    // fixed wait on purpose: it is for something that must not happen, so
+    // there is no condition to poll for.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s2 = scrape(listen);
     for (t, n) in [(&a, 7.0), (&b, 3.0)] {

@@ -235,7 +235,7 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
     let mut daemon = env.spawn_daemon(&config);
     write_versions(&env, &table, 3, 4, "first").await;
     wait_entries(&env, &config, &table, 3, 4).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.wait_heartbeat_digest(&table, 12).await;
     daemon.stop_gracefully().await;
     assert!(
         daemon.log_text().contains("final digest written"),
@@ -363,7 +363,7 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
     let mut daemon = env.spawn_daemon(&config);
     write_versions(&env, &table, 3, 2, "second").await;
     wait_entries(&env, &config, &table, 3, 6).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.wait_heartbeat_digest(&table, 18).await;
     daemon.stop_gracefully().await;
     assert_intact(&env, &config, "more changes").await;
     let full = scan(&env, &audit).await;
@@ -477,7 +477,8 @@ async fn kms_signed_digests_verify_and_a_flipped_bit_is_found() {
     let mut daemon = env.spawn_daemon(&config);
     write_versions(&env, &table, 2, 3, "kms").await;
     wait_entries(&env, &config, &table, 2, 3).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A heartbeat digest before the final one: at least two to check.
+    env.wait_heartbeat_digest(&table, 6).await;
     daemon.stop_gracefully().await;
     let log = daemon.log_text();
     assert!(log.contains("digests are signed with KMS"), "{log}");
@@ -606,9 +607,21 @@ async fn snapshot_entries_are_chained_signed_and_verified() {
     first
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let child = first.spawn().expect("spawn snapshot");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let mut child = first.spawn().expect("spawn snapshot");
+    // SIGTERM once the run has written an entry (at one read unit a second
+    // it is far from done); if it ends first, the checks below show it.
+    let deadline = std::time::Instant::now() + AUDIT_DEADLINE;
+    while child.try_wait().expect("poll snapshot").is_none() {
+        if !entry_items(&env, &audit, &table).await.is_empty() {
+            unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot wrote no entry within {AUDIT_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let out = child.wait_with_output().await.expect("snapshot exits");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

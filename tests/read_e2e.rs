@@ -920,7 +920,11 @@ async fn snapshot_baselines_items_that_predate_the_stream() {
     let cfg = path_str(&config).to_string();
     env.init(&config).await;
     let mut daemon = env.spawn_daemon(&config);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    daemon
+        .wait_log("the table being audited", |l| {
+            l.contains("table is being audited")
+        })
+        .await;
 
     // The snapshot runs slowly (2 items a page, 2 read units a second) while
     // the items change; SIGTERM stops it, and the same command resumes it.

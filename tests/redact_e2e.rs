@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
 use serde_json::{json, Value};
@@ -154,7 +152,7 @@ async fn secrets_never_reach_the_trail_and_stay_checkable_with_the_key() {
     let entries = env
         .wait_history(&config, &table, &key, "4 entries", |e| e.len() >= 4)
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.wait_heartbeat_digest(&table, 4).await;
     daemon.stop_gracefully().await;
 
     let secrets = [SSN_1, SSN_2, CARD, PHONE];
