@@ -35,7 +35,7 @@ use anyhow::{Context, Result};
 use ddb_audit::config::Config;
 use ddb_audit::daemon::engine::{Settings, Shutdown};
 use ddb_audit::store::dynamo::DynamoStore;
-use ddb_audit::store::{AuditStore, CheckpointStore};
+use ddb_audit::store::AuditStore;
 use ddb_audit::value::Item;
 use ddb_audit::{observe, read, report};
 
