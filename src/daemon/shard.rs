@@ -204,19 +204,13 @@ where
         shutdown: Shutdown,
     ) -> Self {
         let pacer = Pacer::per_second(engine.settings.polling.get_records_per_shard_per_sec);
-        let checkpoint = checkpoint.unwrap_or_else(|| ShardCheckpoint {
-            stream_arn: stream_arn.clone(),
-            shard_id: shard.shard_id.clone(),
-            table: table.clone(),
-            parent_shard_id: shard.parent_shard_id.clone(),
-            sequence_no: None,
-            status: ShardStatus::Open,
-            last_record_time: None,
-            caught_up: false,
-            from_start: false,
-            updated_at: Utc::now(),
-            chain: None,
-            lineage_tail: None,
+        let checkpoint = checkpoint.unwrap_or_else(|| {
+            ShardCheckpoint::fresh(
+                &table,
+                &stream_arn,
+                &shard.shard_id,
+                shard.parent_shard_id.as_deref(),
+            )
         });
         ShardReader {
             engine,

@@ -637,14 +637,7 @@ where
                 }
                 draining += 1;
             }
-            self.lineage.set_state(&shard.shard_id, NodeState::Running);
-            observe::ShardStateChanged {
-                table: &self.table,
-                stream: &self.stream_arn,
-                shard: &shard.shard_id,
-                state: ShardState::Reading,
-            }
-            .emit();
+            self.mark(&shard.shard_id, NodeState::Running, ShardState::Reading);
             let checkpoint = self.checkpoints.get(&shard.shard_id).cloned();
             let parent = shard.parent_shard_id.as_deref();
             let parent_known = parent.is_some_and(|p| {
@@ -749,27 +742,13 @@ where
     async fn finished(&mut self, shard_id: String, outcome: ShardOutcome) {
         match outcome {
             ShardOutcome::Drained => {
-                self.lineage.set_state(&shard_id, NodeState::Drained);
-                observe::ShardStateChanged {
-                    table: &self.table,
-                    stream: &self.stream_arn,
-                    shard: &shard_id,
-                    state: ShardState::Drained,
-                }
-                .emit();
+                self.mark(&shard_id, NodeState::Drained, ShardState::Drained);
                 if self.lineage.children_of(&shard_id).is_empty() && self.stream_open {
                     self.find_children(&shard_id).await;
                 }
             }
             ShardOutcome::Stopped => {
-                self.lineage.set_state(&shard_id, NodeState::Waiting);
-                observe::ShardStateChanged {
-                    table: &self.table,
-                    stream: &self.stream_arn,
-                    shard: &shard_id,
-                    state: ShardState::Waiting,
-                }
-                .emit();
+                self.mark(&shard_id, NodeState::Waiting, ShardState::Waiting);
             }
             ShardOutcome::Failed(error) => self.cool_down(&shard_id, &error.to_string()),
             ShardOutcome::Vanished(message) => {
@@ -789,14 +768,7 @@ where
                             .get(&shard_id)
                             .is_some_and(|c| c.status == ShardStatus::Drained)
                         {
-                            self.lineage.set_state(&shard_id, NodeState::Drained);
-                            observe::ShardStateChanged {
-                                table: &self.table,
-                                stream: &self.stream_arn,
-                                shard: &shard_id,
-                                state: ShardState::Drained,
-                            }
-                            .emit();
+                            self.mark(&shard_id, NodeState::Drained, ShardState::Drained);
                             if self.stream_open {
                                 self.find_children(&shard_id).await;
                             }
@@ -812,6 +784,18 @@ where
                 }
             }
         }
+    }
+
+    /// A shard's new state, in the lineage and on `/metrics` at once.
+    fn mark(&mut self, shard_id: &str, node: NodeState, shown: ShardState) {
+        self.lineage.set_state(shard_id, node);
+        observe::ShardStateChanged {
+            table: &self.table,
+            stream: &self.stream_arn,
+            shard: shard_id,
+            state: shown,
+        }
+        .emit();
     }
 
     fn cool_down(&mut self, shard_id: &str, error: &str) {

@@ -88,6 +88,29 @@ pub struct ShardCheckpoint {
 }
 
 impl ShardCheckpoint {
+    /// The row of a shard nothing of which has been read yet.
+    pub fn fresh(
+        table: &str,
+        stream_arn: &str,
+        shard_id: &str,
+        parent_shard_id: Option<&str>,
+    ) -> Self {
+        ShardCheckpoint {
+            stream_arn: stream_arn.to_string(),
+            shard_id: shard_id.to_string(),
+            table: table.to_string(),
+            parent_shard_id: parent_shard_id.map(str::to_string),
+            sequence_no: None,
+            status: ShardStatus::Open,
+            last_record_time: None,
+            caught_up: false,
+            from_start: false,
+            updated_at: Utc::now(),
+            chain: None,
+            lineage_tail: None,
+        }
+    }
+
     /// This shard as a digest states it, with its chain as `chain`.
     pub fn digest_head(&self, chain: &crate::proof::ChainState) -> crate::proof::digest::ShardHead {
         let cp = self;
