@@ -1103,7 +1103,7 @@ mod tests {
     const ARN: &str = "arn:aws:dynamodb:us-east-1:1:table/orders/stream/L";
 
     fn signer() -> Ed25519Signer {
-        Ed25519Signer::from_pem(include_str!("testdata/ed25519-private.pem"), "t").unwrap()
+        Ed25519Signer::from_pem(include_str!("../testdata/ed25519-private.pem"), "t").unwrap()
     }
 
     fn entry(seq: u64, value: &str) -> AuditEntry {
