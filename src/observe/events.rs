@@ -1,0 +1,251 @@
+//! The events: each a small struct that logs (when worth a line) and counts
+//! itself into an [`Observer`]; business code only emits them.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, error, info};
+
+use super::health::TableState;
+use super::metrics::{label, CallLabel, OperationLabel};
+use super::state::ShardState;
+use super::{global, Observer};
+
+/// Something notable that happened: it logs and counts itself.
+pub trait Event {
+    fn emit_to(self, observer: &Observer);
+    fn emit(self)
+    where
+        Self: Sized,
+    {
+        self.emit_to(global())
+    }
+}
+
+/// The supervisor set a table's state (`Engine::health`, which logs it).
+pub struct TableStateChanged<'a> {
+    pub table: &'a str,
+    pub state: &'a TableState,
+}
+
+impl Event for TableStateChanged<'_> {
+    fn emit_to(self, o: &Observer) {
+        o.set_health(self.table, self.state.clone());
+    }
+}
+
+/// A shard left the supervisor's memory (drained and no longer needed):
+/// it is no longer counted.
+pub struct ShardForgotten<'a> {
+    pub table: &'a str,
+    pub stream: &'a str,
+    pub shard: &'a str,
+}
+
+impl Event for ShardForgotten<'_> {
+    fn emit_to(self, o: &Observer) {
+        o.forget(self.table, self.stream, Some(self.shard));
+    }
+}
+
+/// A stream is gone: none of its shards is counted any more.
+pub struct StreamForgotten<'a> {
+    pub table: &'a str,
+    pub stream: &'a str,
+}
+
+impl Event for StreamForgotten<'_> {
+    fn emit_to(self, o: &Observer) {
+        o.forget(self.table, self.stream, None);
+    }
+}
+
+/// A shard became known (listed). Counts it as waiting, or drained if its
+/// checkpoint says so; a shard already known keeps its state.
+pub struct ShardSeen<'a> {
+    pub table: &'a str,
+    pub stream: &'a str,
+    pub shard: &'a str,
+    pub drained: bool,
+}
+
+impl Event for ShardSeen<'_> {
+    fn emit_to(self, o: &Observer) {
+        let state = if self.drained {
+            ShardState::Drained
+        } else {
+            ShardState::Waiting
+        };
+        o.set_shard_state(self.table, self.stream, self.shard, state, None, true);
+    }
+}
+
+/// A shard moved to another state.
+pub struct ShardStateChanged<'a> {
+    pub table: &'a str,
+    pub stream: &'a str,
+    pub shard: &'a str,
+    pub state: ShardState,
+}
+
+impl Event for ShardStateChanged<'_> {
+    fn emit_to(self, o: &Observer) {
+        debug!(table = %self.table, stream = %self.stream, shard = %self.shard,
+            state = self.state.as_str(), "shard state");
+        o.set_shard_state(self.table, self.stream, self.shard, self.state, None, false);
+    }
+}
+
+/// A shard's reading failed with an error that retrying cannot fix.
+pub struct ShardFailed<'a> {
+    pub table: &'a str,
+    pub stream: &'a str,
+    pub shard: &'a str,
+    pub error: &'a str,
+}
+
+/// Counted only: the supervisor logs it with its cool-down.
+impl Event for ShardFailed<'_> {
+    fn emit_to(self, o: &Observer) {
+        o.set_shard_state(
+            self.table,
+            self.stream,
+            self.shard,
+            ShardState::Failing,
+            Some(self.error.to_string()),
+            false,
+        );
+    }
+}
+
+/// A GetRecords page was read and handled (its entries written and the
+/// checkpoint saved). An empty page means the shard is caught up.
+pub struct PageHandled<'a> {
+    pub table: &'a str,
+    pub stream: &'a str,
+    pub shard: &'a str,
+    pub records: usize,
+    /// Creation time of the newest record in the page.
+    pub newest_record: Option<DateTime<Utc>>,
+}
+
+impl Event for PageHandled<'_> {
+    fn emit_to(self, o: &Observer) {
+        if self.records > 0 {
+            o.metrics
+                .records_read
+                .get_or_create(&label(self.table))
+                .inc_by(self.records as u64);
+        }
+        o.page(
+            self.table,
+            self.stream,
+            self.shard,
+            self.newest_record,
+            self.records,
+        );
+    }
+}
+
+/// One page's entries were written durably.
+pub struct EntriesWritten<'a> {
+    pub table: &'a str,
+    /// New entries.
+    pub written: usize,
+    /// Re-delivered records whose entry was already there.
+    pub duplicates: usize,
+    /// How long the writes took, retries included.
+    pub elapsed: Duration,
+    /// The records' creation times (for the write → entry latency).
+    pub created: &'a [Option<DateTime<Utc>>],
+}
+
+impl Event for EntriesWritten<'_> {
+    fn emit_to(self, o: &Observer) {
+        let l = label(self.table);
+        let m = &o.metrics;
+        m.entries_written
+            .get_or_create(&l)
+            .inc_by(self.written as u64);
+        if self.duplicates > 0 {
+            info!(
+                table = %self.table,
+                duplicates = self.duplicates,
+                "records delivered again were already written; not written twice"
+            );
+            m.duplicates
+                .get_or_create(&l)
+                .inc_by(self.duplicates as u64);
+        }
+        debug!(table = %self.table, entries = self.written, "entries written");
+        m.write_seconds
+            .get_or_create(&l)
+            .observe(self.elapsed.as_secs_f64());
+        let now = Utc::now();
+        let latency = m.entry_latency_seconds.get_or_create(&l);
+        for t in self.created.iter().flatten() {
+            let ms = (now - *t).num_milliseconds().max(0);
+            latency.observe(ms as f64 / 1000.0);
+        }
+    }
+}
+
+/// A gap was recorded: records trimmed before they could be read.
+pub struct GapRecorded<'a> {
+    pub table: &'a str,
+    pub shard: &'a str,
+    pub after_sequence_number: Option<&'a str>,
+    pub resumed_at_sequence_number: Option<&'a str>,
+}
+
+impl Event for GapRecorded<'_> {
+    fn emit_to(self, o: &Observer) {
+        error!(
+            table = %self.table,
+            shard = %self.shard,
+            after_sequence_number = self.after_sequence_number.unwrap_or("none"),
+            resumed_at_sequence_number = self.resumed_at_sequence_number.unwrap_or("none"),
+            "gap recorded"
+        );
+        o.metrics.gaps.get_or_create(&label(self.table)).inc();
+    }
+}
+
+/// The retry layer waits before calling again (throttled, or a transient
+/// error). `operation` is one of the retry layer's fixed names. Counted only:
+/// the retry layer logs, the first failures and then at growing intervals.
+pub struct Retrying {
+    pub operation: &'static str,
+}
+
+impl Event for Retrying {
+    fn emit_to(self, o: &Observer) {
+        o.metrics
+            .retries
+            .get_or_create(&OperationLabel {
+                operation: self.operation.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// One call to DynamoDB Streams (or DescribeTable) and how it ended.
+pub struct StreamCall {
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+impl Event for StreamCall {
+    fn emit_to(self, o: &Observer) {
+        if self.outcome == "throttled" {
+            debug!(operation = self.operation, "throttled");
+        }
+        o.metrics
+            .stream_calls
+            .get_or_create(&CallLabel {
+                operation: self.operation.to_string(),
+                outcome: self.outcome.to_string(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,116 @@
+//! The service's limits (page sizes, calls per second) and the call counts
+//! tests and benchmarks assert cost with.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::state::older_than;
+use super::SimStream;
+
+/// GetRecords returns at most this many records per call.
+pub const MAX_RECORDS_PER_CALL: usize = 1000;
+/// GetRecords returns at most this many bytes (by `SizeBytes`) per call.
+pub const MAX_BYTES_PER_CALL: i64 = 1024 * 1024;
+/// DescribeStream returns at most this many shards per page.
+pub const MAX_SHARDS_PER_PAGE: usize = 100;
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) describe_table: u64,
+    pub(super) list_streams: u64,
+    pub(super) describe_stream: u64,
+    pub(super) describe_stream_full_pages: u64,
+    pub(super) describe_stream_children: u64,
+    pub(super) get_shard_iterator: u64,
+    pub(super) get_records: u64,
+    pub(super) get_records_empty: u64,
+    pub(super) records_returned: u64,
+    pub(super) throttled_get_records: u64,
+    pub(super) throttled_describe_stream: u64,
+}
+
+/// Calls made to the simulator, per operation. Every call is counted,
+/// including ones that failed or were throttled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    pub describe_table: u64,
+    pub list_streams: u64,
+    /// All DescribeStream calls: full-listing pages plus child-filter calls.
+    pub describe_stream: u64,
+    /// DescribeStream calls without a shard filter (one per listing page).
+    pub describe_stream_full_pages: u64,
+    /// DescribeStream calls with `ShardFilter{CHILD_SHARDS}`.
+    pub describe_stream_children: u64,
+    pub get_shard_iterator: u64,
+    pub get_records: u64,
+    /// Successful GetRecords calls that returned no records.
+    pub get_records_empty: u64,
+    /// Records returned by all GetRecords calls.
+    pub records_returned: u64,
+    /// All throttled calls (GetRecords + DescribeStream).
+    pub throttled: u64,
+    pub throttled_get_records: u64,
+    pub throttled_describe_stream: u64,
+    /// GetRecords calls per shard id (shards never read are absent).
+    pub get_records_per_shard: BTreeMap<String, u64>,
+}
+
+/// Sliding one-second window: admits the call (and remembers it) unless
+/// `limit` calls were admitted in the last second.
+pub(super) fn admit(window: &mut VecDeque<Instant>, now: Instant, limit: usize) -> bool {
+    while window
+        .front()
+        .is_some_and(|&t| older_than(t, Duration::from_secs(1), now))
+    {
+        window.pop_front();
+    }
+    if window.len() >= limit {
+        return false;
+    }
+    window.push_back(now);
+    true
+}
+
+impl SimStream {
+    /// Calls so far.
+    pub fn calls(&self) -> CallCounts {
+        let st = self.lock();
+        let c = &st.counts;
+        let mut per_shard = BTreeMap::new();
+        for stream in &st.streams {
+            for sh in &stream.shards {
+                if sh.get_records_calls > 0 {
+                    per_shard.insert(sh.id.clone(), sh.get_records_calls);
+                }
+            }
+        }
+        CallCounts {
+            describe_table: c.describe_table,
+            list_streams: c.list_streams,
+            describe_stream: c.describe_stream,
+            describe_stream_full_pages: c.describe_stream_full_pages,
+            describe_stream_children: c.describe_stream_children,
+            get_shard_iterator: c.get_shard_iterator,
+            get_records: c.get_records,
+            get_records_empty: c.get_records_empty,
+            records_returned: c.records_returned,
+            throttled: c.throttled_get_records + c.throttled_describe_stream,
+            throttled_get_records: c.throttled_get_records,
+            throttled_describe_stream: c.throttled_describe_stream,
+            get_records_per_shard: per_shard,
+        }
+    }
+
+    /// Zeroes the call counters (throttling windows are unaffected).
+    pub fn reset_calls(&self) {
+        let mut st = self.lock();
+        st.counts = Counters::default();
+        for stream in &mut st.streams {
+            for sh in &mut stream.shards {
+                sh.get_records_calls = 0;
+            }
+        }
+    }
+}
