@@ -1,10 +1,12 @@
 //! The daemon's own state, behind two small traits: where each shard was read
 //! to ([`CheckpointStore`]) and the audit trail itself ([`AuditStore`]).
-//! `dynamo` keeps them in DynamoDB tables; `memory` in memory, for tests and
-//! benchmarks (feature `test-util`, with the `faults` decorator).
+//! `dynamo` keeps them in DynamoDB tables (their layout: `layout`); `memory`
+//! in memory, for tests and benchmarks (feature `test-util`, with the
+//! `faults` decorator).
 
 pub mod attribution;
 pub mod dynamo;
+pub mod layout;
 
 use std::collections::BTreeMap;
 use std::future::Future;

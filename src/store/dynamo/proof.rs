@@ -1,8 +1,8 @@
 //! The proof side of the DynamoDB store: digests, the stream rows' pointer
-//! to their newest digest, the one-pass scan `verify` reads, and the
-//! protection `init` turns on.
+//! to their newest digest, the one-pass scan `verify` reads, and what
+//! `export --proof` reads.
 //!
-//! Layout (added to the tables `dynamo.rs` describes):
+//! Layout (added to the tables [`crate::store::layout`] describes):
 //! - an entry or gap item carries `hash` (S, hex) and `prev_hash` (S, hex;
 //!   absent at a chain's start) beside its JSON: no extra item per entry;
 //! - a shard row carries `chain` (S: `v1;<size>;<last hash>;<frontier>`, see
@@ -21,14 +21,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::{AttributeValue as DAttr, PointInTimeRecoverySpecification};
+use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::Utc;
 
-use super::*;
+use super::item::{entry_item_table, inline_entry_json, is_entry_item, reassemble};
+use super::{get_n, get_s, rfc3339, s, sdk_store_error, store_error, DynamoStore};
+use crate::aws::{classify, ErrorKind};
 use crate::proof::chain::{document_hash, entry_document, gap_document, parse_hash};
 use crate::proof::digest::SignedDigest;
 use crate::proof::verify::{CheckpointEvidence, FoundDigest, Leaf, StreamEvidence};
+use crate::store::layout::{item_partition_key, CHAIN_POSITION, CHAIN_SHARD, EXPIRES_AT, GAPS_PK};
 use crate::store::ProofStore;
+use crate::store::{CheckpointStore, PutOutcome, SnapshotStore, StoreError, StoreResult};
+use crate::value::Item;
 
 pub const DIGESTS_PK_PREFIX: &str = "#digests|";
 
@@ -163,44 +168,7 @@ struct Oversize {
     leaf: Leaf,
 }
 
-/// The TTL attribute of entries under `[retention] days`.
-pub const EXPIRES_AT: &str = "expires_at";
-
 impl DynamoStore {
-    /// `expires_at` for an entry written now (epoch seconds, as TTL wants).
-    pub(super) fn expires_at(&self) -> Option<DAttr> {
-        self.retention_days
-            .map(|days| DAttr::N((Utc::now().timestamp() + days as i64 * 86_400).to_string()))
-    }
-
-    /// Turns on TTL on `expires_at` for the audit table (idempotent).
-    pub async fn enable_retention(&self) -> StoreResult<String> {
-        let table = &self.names.audit;
-        let spec = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
-            .attribute_name(EXPIRES_AT)
-            .enabled(true)
-            .build()
-            .map_err(|e| StoreError::Other(e.to_string()))?;
-        match self
-            .client
-            .update_time_to_live()
-            .table_name(table)
-            .time_to_live_specification(spec)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(format!("TTL on `{EXPIRES_AT}` enabled for {table}")),
-            Err(e) => {
-                let c = classify(&e);
-                if c.message.to_ascii_lowercase().contains("already enabled") {
-                    Ok(format!("TTL on `{EXPIRES_AT}` already enabled for {table}"))
-                } else {
-                    Err(store_error(c, table))
-                }
-            }
-        }
-    }
-
     /// Everything `verify` needs, per stream, in one Scan of the audit table
     /// (each item read once) plus the streams and shards rows. `progress` is
     /// called with the count of items read so far.
@@ -217,7 +185,7 @@ impl DynamoStore {
         // name was written before the Scan starts, so the Scan sees it. Read
         // after it, a digest or entry the running daemon wrote meanwhile
         // would look deleted.
-        let rows = self.stream_rows_raw().await?;
+        let rows = self.scan_all(&self.names.streams).await?;
         for row in rows {
             let row_table = get_s(&row, "table_name").unwrap_or_default();
             if excluded(row_table) {
@@ -315,7 +283,7 @@ impl DynamoStore {
                 let item_table = if pk == GAPS_PK || pk.starts_with(DIGESTS_PK_PREFIX) {
                     get_s(item, "table_name").unwrap_or_default()
                 } else {
-                    super::entry_item_table(item).unwrap_or_default()
+                    entry_item_table(item).unwrap_or_default()
                 };
                 if excluded(item_table) {
                     continue;
@@ -366,7 +334,7 @@ impl DynamoStore {
                     });
                     continue;
                 }
-                if !super::is_entry_item(item) {
+                if !is_entry_item(item) {
                     // Not an entry (a CloudTrail attribution record beside
                     // one, say): outside the chain by design.
                     continue;
@@ -385,7 +353,7 @@ impl DynamoStore {
                     expires: item.contains_key(EXPIRES_AT),
                     rejected: false,
                 };
-                match super::inline_entry_json(item) {
+                match inline_entry_json(item) {
                     Ok(Some(json)) => {
                         ev.leaves.push(entry_leaf(leaf, stream_arn, &json));
                     }
@@ -436,20 +404,6 @@ impl DynamoStore {
             }
         }
         Ok(streams.into_values().collect())
-    }
-
-    async fn stream_rows_raw(&self) -> StoreResult<Vec<HashMap<String, DAttr>>> {
-        let table = &self.names.streams;
-        self.client
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| sdk_store_error(&e, table))
     }
 
     /// Every digest of a stream, oldest first.
@@ -530,7 +484,7 @@ impl DynamoStore {
                 continue;
             }
             let sk = get_s(item, "sk").unwrap_or_default();
-            let json = match (super::inline_entry_json(item)?, get_n(item, "parts")) {
+            let json = match (inline_entry_json(item)?, get_n(item, "parts")) {
                 (Some(json), _) => json.into_owned(),
                 (None, Some(parts)) => reassemble(item, sk, parts, &chunks)
                     .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?,
@@ -545,59 +499,6 @@ impl DynamoStore {
             });
         }
         Ok(out)
-    }
-
-    /// Deletion protection and point-in-time recovery on the daemon's own
-    /// tables: a table cannot be dropped by mistake, and a rollback can be
-    /// undone (and is then shown by `verify`).
-    pub async fn protect_tables(&self) -> StoreResult<Vec<String>> {
-        let mut notes = Vec::new();
-        for table in [&self.names.streams, &self.names.shards, &self.names.audit] {
-            match self
-                .client
-                .update_table()
-                .table_name(table)
-                .deletion_protection_enabled(true)
-                .send()
-                .await
-            {
-                Ok(_) => notes.push(format!("deletion protection on for {table}")),
-                Err(e) => {
-                    let c = classify(&e);
-                    // Already on, or a table still being created: not fatal.
-                    tracing::warn!(table = %table, error = %c.message, "cannot turn on deletion protection");
-                    notes.push(format!(
-                        "deletion protection NOT confirmed for {table}: {}",
-                        c.message
-                    ));
-                }
-            }
-            let spec = PointInTimeRecoverySpecification::builder()
-                .point_in_time_recovery_enabled(true)
-                .build();
-            let result = match spec {
-                Ok(spec) => self
-                    .client
-                    .update_continuous_backups()
-                    .table_name(table)
-                    .point_in_time_recovery_specification(spec)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| classify(&e).message),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
-                Ok(()) => notes.push(format!("point-in-time recovery on for {table}")),
-                Err(m) => {
-                    tracing::warn!(table = %table, error = %m, "cannot turn on point-in-time recovery");
-                    notes.push(format!(
-                        "point-in-time recovery NOT confirmed for {table}: {m}"
-                    ));
-                }
-            }
-        }
-        Ok(notes)
     }
 }
 

@@ -1,0 +1,289 @@
+//! The store traits in the daemon's own DynamoDB tables: the adapter (SDK
+//! types stop here). What the items look like, their keys and the write-cost
+//! rules are in [`crate::store::layout`]; this module holds [`DynamoStore`]
+//! and the primitives its parts share (write-once put, get, query, error
+//! mapping). One file per role:
+//! - `admin.rs`: creating and checking the tables (`init`, `check_tables`,
+//!   retention, protection);
+//! - `audit.rs`: [`crate::store::AuditStore`] (entries, oversize entries, gaps);
+//! - `read.rs`: [`crate::store::ReadStore`] (indexes, pages, batch reads);
+//! - `snapshot.rs`: [`crate::store::SnapshotStore`];
+//! - `checkpoint.rs`: [`crate::store::CheckpointStore`];
+//! - `item.rs`: the audit items in SDK terms (encoding, sizes, write cost);
+//! - `proof.rs`: digests and the evidence `verify` reads.
+//!
+//! Two more traits are implemented beside their own: `AttributionStore`
+//! (`attribution::dynamo`) and `EvidenceStore` (`read::verify`).
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue as DAttr;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::aws::{classify, Classified, ErrorKind};
+use crate::store::{PutOutcome, StoreError, StoreResult, TableNames};
+
+mod admin;
+mod audit;
+mod checkpoint;
+mod item;
+pub mod proof;
+mod read;
+mod snapshot;
+
+#[cfg(any(test, feature = "test-util"))]
+pub use crate::store::layout::WriteCost;
+pub use crate::store::layout::{
+    decode_entry, encode_entry, entry_sort_key, gap_sort_key, item_partition_key, CHAIN_POSITION,
+    CHAIN_SHARD, DRAINED_SHARD_ROW_TTL, ENTRY_Z, GAPS_PK, INLINE_ENTRY_LIMIT,
+    RELEASED_SHARD_ROW_TTL, SHARD_TTL_ATTRIBUTE,
+};
+pub use admin::InitReport;
+pub use item::{entry_body, entry_item_table, inline_entry_json, is_entry_item};
+#[cfg(any(test, feature = "test-util"))]
+pub use item::{stored_item_bytes, write_cost};
+
+/// Both stores in DynamoDB.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: aws_sdk_dynamodb::Client,
+    names: TableNames,
+    /// Shared by clones: what the read side's calls cost.
+    counters: Arc<ReadCounters>,
+    /// `[retention] days`: entries carry `expires_at` (TTL) when set.
+    retention_days: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct ReadCounters {
+    query_calls: AtomicU64,
+    batch_get_calls: AtomicU64,
+    items_read: AtomicU64,
+}
+
+impl DynamoStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, names: TableNames) -> Self {
+        DynamoStore {
+            client,
+            names,
+            counters: Arc::default(),
+            retention_days: None,
+        }
+    }
+
+    /// Entries written from now on expire `days` after they were written.
+    pub fn with_retention(mut self, days: Option<u64>) -> Self {
+        self.retention_days = days;
+        self
+    }
+
+    pub fn from_config(config: &SdkConfig, names: TableNames) -> Self {
+        DynamoStore::new(crate::aws::dynamodb_client(config), names)
+    }
+
+    pub fn names(&self) -> &TableNames {
+        &self.names
+    }
+
+    /// For adapters of the same tables in other modules (`attribution`).
+    pub fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
+    }
+
+    /// `expires_at` for an entry written now (epoch seconds, as TTL wants).
+    fn expires_at(&self) -> Option<DAttr> {
+        self.retention_days
+            .map(|days| DAttr::N((Utc::now().timestamp() + days as i64 * 86_400).to_string()))
+    }
+
+    /// A write-once PutItem: `AlreadyPresent` when the key is taken.
+    async fn put_once(&self, item: HashMap<String, DAttr>) -> StoreResult<PutOutcome> {
+        let table = &self.names.audit;
+        let result = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) => {
+                let c = classify(&e);
+                if c.kind == ErrorKind::ConditionFailed {
+                    Ok(PutOutcome::AlreadyPresent)
+                } else {
+                    Err(store_error(c, table))
+                }
+            }
+        }
+    }
+
+    /// One item of `table` by its whole key (`[(partition attribute, value),
+    /// (sort attribute, value)]`), strongly consistent. `projection` (with
+    /// the `names` it aliases, for reserved words) limits the attributes
+    /// returned; `None`: all of them.
+    async fn get_item(
+        &self,
+        table: &str,
+        key: [(&str, &str); 2],
+        projection: Option<&str>,
+        names: &[(&str, &str)],
+    ) -> StoreResult<Option<HashMap<String, DAttr>>> {
+        let mut call = self.client.get_item().table_name(table);
+        for (name, value) in key {
+            call = call.key(name, s(value));
+        }
+        if let Some(projection) = projection {
+            call = call.projection_expression(projection);
+        }
+        for (alias, name) in names {
+            call = call.expression_attribute_names(*alias, *name);
+        }
+        let out = call
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        Ok(out.item)
+    }
+
+    /// Whether the audit item (`pk`, `sk`) exists (reading only its key).
+    async fn head_exists(&self, pk: &str, sk: &str) -> StoreResult<bool> {
+        let table = &self.names.audit;
+        let key = [("pk", pk), ("sk", sk)];
+        Ok(self.get_item(table, key, Some("pk"), &[]).await?.is_some())
+    }
+
+    /// The chain link stored on the audit item (`pk`, `sk`) (an entry or a
+    /// gap); `None` when the item is absent or carries no link.
+    async fn get_link(&self, pk: &str, sk: &str) -> StoreResult<Option<crate::proof::Link>> {
+        let table = &self.names.audit;
+        let key = [("pk", pk), ("sk", sk)];
+        let item = self
+            .get_item(table, key, Some("#h, prev_hash"), &[("#h", "hash")])
+            .await?;
+        let Some(item) = item else {
+            return Ok(None);
+        };
+        let parse = |name: &str| get_s(&item, name).and_then(crate::proof::chain::parse_hash);
+        Ok(parse("hash").map(|hash| crate::proof::Link {
+            prev_hash: parse("prev_hash"),
+            hash,
+        }))
+    }
+
+    /// Every item of one partition (`key_name = value`), all pages,
+    /// ascending by sort key, strongly consistent.
+    async fn query_all(
+        &self,
+        table: &str,
+        key_name: &str,
+        value: &str,
+    ) -> StoreResult<Vec<HashMap<String, DAttr>>> {
+        self.client
+            .query()
+            .table_name(table)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", key_name)
+            .expression_attribute_values(":v", s(value))
+            .consistent_read(true)
+            .scan_index_forward(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))
+    }
+
+    /// Every item of one audit partition, ascending by `sk`.
+    async fn query_partition(&self, pk: &str) -> StoreResult<Vec<HashMap<String, DAttr>>> {
+        self.query_all(&self.names.audit, "pk", pk).await
+    }
+
+    /// Every item of `table`, all pages, strongly consistent.
+    async fn scan_all(&self, table: &str) -> StoreResult<Vec<HashMap<String, DAttr>>> {
+        self.client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn s(v: impl Into<String>) -> DAttr {
+    DAttr::S(v.into())
+}
+
+fn n(v: usize) -> DAttr {
+    DAttr::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a HashMap<String, DAttr>, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(DAttr::S(v)) => Some(v.as_str()),
+        _ => None,
+    }
+}
+
+fn get_n(item: &HashMap<String, DAttr>, name: &str) -> Option<usize> {
+    match item.get(name) {
+        Some(DAttr::N(v)) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+// ---------------------------------------------------------------- errors
+
+fn build_error(table: &str, e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Other(format!("building a request for {table}: {e}"))
+}
+
+fn sdk_store_error<E>(err: &SdkError<E>, table: &str) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    store_error(classify(err), table)
+}
+
+fn store_error(c: Classified, table: &str) -> StoreError {
+    match c.kind {
+        ErrorKind::Throttled | ErrorKind::Transient => {
+            StoreError::Transient(format!("{table}: {}", c.message))
+        }
+        ErrorKind::NotFound => StoreError::MissingTable {
+            table: table.to_string(),
+        },
+        ErrorKind::Validation if c.message.to_ascii_lowercase().contains("size") => {
+            StoreError::Rejected(format!(
+                "{table}: item too large for DynamoDB (400 KB per item): {}",
+                c.message
+            ))
+        }
+        ErrorKind::Validation => StoreError::Rejected(format!("{table}: {}", c.message)),
+        _ => StoreError::Other(format!("{table}: {}", c.message)),
+    }
+}

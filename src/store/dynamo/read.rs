@@ -1,0 +1,379 @@
+//! [`ReadStore`]: index pages, batch reads of entries and history pages,
+//! each entry merged with its CloudTrail attribution record, and what the
+//! reads cost.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue as DAttr, KeysAndAttributes};
+
+use super::item::{inline_entry_json, reassemble};
+use super::{build_error, get_n, get_s, s, sdk_store_error, DynamoStore};
+use crate::entry::AuditEntry;
+use crate::store::layout::{decode_entry, partition_key_from, pk_is_hashed};
+use crate::store::{
+    HistoryPage, Index, IndexHit, IndexPage, Position, ReadCost, ReadStore, StoreError,
+    StoreResult, TsRange, TIME_ATTRIBUTE,
+};
+use crate::value::{canonical_key_json, Item};
+
+impl DynamoStore {
+    /// The parts of an oversize entry, read with one Query on its sort-key prefix.
+    async fn parts_of(&self, pk: &str, head_sk: &str) -> StoreResult<HashMap<String, String>> {
+        let table = &self.names.audit;
+        let items: Vec<HashMap<String, DAttr>> = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(format!("{head_sk}#part#")))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        self.count(1, 0, items.len());
+        Ok(items
+            .iter()
+            .filter_map(|i| Some((get_s(i, "sk")?.to_string(), get_s(i, "chunk")?.to_string())))
+            .collect())
+    }
+
+    /// An audit head item as its entry (reassembling an oversize one).
+    async fn decode_head(&self, item: &HashMap<String, DAttr>) -> StoreResult<AuditEntry> {
+        let pk = get_s(item, "pk").unwrap_or_default();
+        let sk = get_s(item, "sk").unwrap_or_default();
+        let json = match (inline_entry_json(item)?, get_n(item, "parts")) {
+            (Some(json), _) => json.into_owned(),
+            (None, Some(parts)) => {
+                let owned = self.parts_of(pk, sk).await?;
+                let chunks: HashMap<&str, &str> = owned
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                reassemble(item, sk, parts, &chunks)
+                    .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?
+            }
+            (None, None) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{pk} {sk}: audit item has neither `entry` nor `parts`"
+                )))
+            }
+        };
+        let mut entry =
+            decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
+        entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
+        Ok(entry)
+    }
+
+    /// The CloudTrail attribution record of one entry, if any.
+    async fn attribution_of(
+        &self,
+        pk: &str,
+        head_sk: &str,
+    ) -> StoreResult<Option<HashMap<String, DAttr>>> {
+        let table = &self.names.audit;
+        let sk = crate::store::attribution::attribution_sort_key(head_sk);
+        let item = self
+            .get_item(table, [("pk", pk), ("sk", &sk)], None, &[])
+            .await?;
+        self.count(0, 0, usize::from(item.is_some()));
+        Ok(item)
+    }
+
+    fn count(&self, queries: u64, batch_gets: u64, items: usize) {
+        self.counters
+            .query_calls
+            .fetch_add(queries, Ordering::Relaxed);
+        self.counters
+            .batch_get_calls
+            .fetch_add(batch_gets, Ordering::Relaxed);
+        self.counters
+            .items_read
+            .fetch_add(items as u64, Ordering::Relaxed);
+    }
+}
+
+impl ReadStore for DynamoStore {
+    async fn index_page(
+        &self,
+        index: Index,
+        partition: &str,
+        range: &TsRange,
+        descending: bool,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> StoreResult<IndexPage> {
+        let table = &self.names.audit;
+        let mut condition = "#p = :p".to_string();
+        let mut call = self
+            .client
+            .query()
+            .table_name(table)
+            .index_name(index.name())
+            .expression_attribute_names("#p", index.attribute())
+            .expression_attribute_values(":p", s(partition))
+            .scan_index_forward(!descending)
+            .limit(limit.clamp(1, 1000) as i32);
+        match (&range.since, &range.until) {
+            (Some(a), Some(b)) => {
+                condition.push_str(" AND #t BETWEEN :a AND :b");
+                call = call
+                    .expression_attribute_values(":a", s(a))
+                    .expression_attribute_values(":b", s(b));
+            }
+            (Some(a), None) => {
+                condition.push_str(" AND #t >= :a");
+                call = call.expression_attribute_values(":a", s(a));
+            }
+            (None, Some(b)) => {
+                condition.push_str(" AND #t <= :b");
+                call = call.expression_attribute_values(":b", s(b));
+            }
+            (None, None) => {}
+        }
+        if range.since.is_some() || range.until.is_some() {
+            call = call.expression_attribute_names("#t", TIME_ATTRIBUTE);
+        }
+        if let Some(p) = after {
+            call = call.set_exclusive_start_key(Some(from_position(p)));
+        }
+        let out = call
+            .key_condition_expression(condition)
+            .send()
+            .await
+            .map_err(|e| sdk_store_error(&e, table))?;
+        let items = out.items();
+        self.count(1, 0, items.len());
+        let index_attr = index.attribute();
+        let hits = items
+            .iter()
+            .filter_map(|item| {
+                let pk = get_s(item, "pk")?.to_string();
+                let sk = get_s(item, "sk")?.to_string();
+                let ts = get_s(item, TIME_ATTRIBUTE)?.to_string();
+                let mut position = Position::new();
+                position.insert("pk".into(), pk.clone());
+                position.insert("sk".into(), sk.clone());
+                position.insert(TIME_ATTRIBUTE.into(), ts.clone());
+                position.insert(index_attr.into(), get_s(item, index_attr)?.to_string());
+                // A by-principal row is an attribution record: the hit is
+                // its entry (which `fetch_entries` reads with the record).
+                let sk = match index {
+                    Index::Principal => sk
+                        .strip_suffix(crate::store::attribution::ATTRIBUTION_SUFFIX)?
+                        .to_string(),
+                    _ => sk,
+                };
+                Some(IndexHit {
+                    pk,
+                    sk,
+                    ts,
+                    event: get_s(item, "event").map(str::to_string),
+                    position,
+                })
+            })
+            .collect();
+        Ok(IndexPage {
+            hits,
+            next: out.last_evaluated_key().map(to_position),
+        })
+    }
+
+    async fn fetch_entries(
+        &self,
+        refs: &[(String, String)],
+    ) -> StoreResult<Vec<Option<AuditEntry>>> {
+        let table = &self.names.audit;
+        let mut found: HashMap<(String, String), HashMap<String, DAttr>> = HashMap::new();
+        // Each entry's CloudTrail attribution record too (absent ones cost
+        // nothing but a key in the batch), merged below.
+        let wanted: Vec<(String, String)> = refs
+            .iter()
+            .flat_map(|(pk, sk)| {
+                [
+                    (pk.clone(), sk.clone()),
+                    (
+                        pk.clone(),
+                        crate::store::attribution::attribution_sort_key(sk),
+                    ),
+                ]
+            })
+            .collect();
+        for chunk in wanted.chunks(100) {
+            let mut keys: Vec<HashMap<String, DAttr>> = chunk
+                .iter()
+                .map(|(pk, sk)| {
+                    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+                })
+                .collect();
+            keys.dedup();
+            let mut delay = Duration::from_millis(50);
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| build_error(table, e))?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_store_error(&e, table))?;
+                let items = out.responses().and_then(|r| r.get(table.as_str()));
+                self.count(0, 1, items.map_or(0, Vec::len));
+                for item in items.into_iter().flatten() {
+                    if let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) {
+                        found.insert((pk.to_string(), sk.to_string()), item.clone());
+                    }
+                }
+                // Unprocessed keys are the service shedding load, not an
+                // error: ask again for just those, after a pause.
+                if let Some(rest) = out.unprocessed_keys().and_then(|u| u.get(table.as_str())) {
+                    keys = rest.keys().to_vec();
+                    if !keys.is_empty() {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(refs.len());
+        for r in refs {
+            out.push(match found.get(r) {
+                Some(item) => {
+                    let mut entry = self.decode_head(item).await?;
+                    let key = (
+                        r.0.clone(),
+                        crate::store::attribution::attribution_sort_key(&r.1),
+                    );
+                    if let Some(record) = found.get(&key) {
+                        merge_attribution(&mut entry, record)?;
+                    }
+                    Some(entry)
+                }
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn history_page(
+        &self,
+        table_name: &str,
+        key: &Item,
+        descending: bool,
+        after: Option<&Position>,
+        limit: usize,
+    ) -> StoreResult<HistoryPage> {
+        let table = &self.names.audit;
+        let canonical = canonical_key_json(key);
+        let pk = partition_key_from(table_name, &canonical);
+        let hashed = pk_is_hashed(&pk);
+        let mut call = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(&pk))
+            .consistent_read(true)
+            .scan_index_forward(!descending)
+            // Parts of an oversize entry sit between heads: a little slack
+            // keeps `--last 1` to one call in the common case.
+            .limit((limit + 2).clamp(1, 1000) as i32);
+        if let Some(p) = after {
+            call = call.set_exclusive_start_key(Some(from_position(p)));
+        }
+        let out = call.send().await.map_err(|e| sdk_store_error(&e, table))?;
+        let items = out.items();
+        self.count(1, 0, items.len());
+        let mut entries = Vec::new();
+        // CloudTrail attribution records sit right after their entries (in
+        // ascending order; right before them descending).
+        let attributions: HashMap<&str, &HashMap<String, DAttr>> = items
+            .iter()
+            .filter(|i| i.contains_key("attribution"))
+            .filter_map(|i| {
+                let sk = get_s(i, "sk")?;
+                Some((
+                    sk.strip_suffix(crate::store::attribution::ATTRIBUTION_SUFFIX)?,
+                    i,
+                ))
+            })
+            .collect();
+        for (n, item) in items.iter().enumerate() {
+            if item.contains_key("chunk") || item.contains_key("attribution") {
+                continue;
+            }
+            if hashed && get_s(item, "item_key") != Some(canonical.as_str()) {
+                continue;
+            }
+            let mut entry = self.decode_head(item).await?;
+            let head_sk = get_s(item, "sk").unwrap_or_default();
+            match attributions.get(head_sk) {
+                Some(record) => merge_attribution(&mut entry, record)?,
+                // The page may have ended between an entry and its record.
+                None if (!descending
+                    && n + 1 == items.len()
+                    && out.last_evaluated_key().is_some())
+                    || (descending && n == 0 && after.is_some()) =>
+                {
+                    if let Some(record) = self.attribution_of(&pk, head_sk).await? {
+                        merge_attribution(&mut entry, &record)?;
+                    }
+                }
+                None => {}
+            }
+            let mut position = Position::new();
+            position.insert("pk".into(), pk.clone());
+            position.insert(
+                "sk".into(),
+                get_s(item, "sk").unwrap_or_default().to_string(),
+            );
+            entries.push((entry, position));
+        }
+        Ok(HistoryPage {
+            entries,
+            next: out.last_evaluated_key().map(to_position),
+        })
+    }
+
+    fn read_cost(&self) -> ReadCost {
+        ReadCost {
+            query_calls: self.counters.query_calls.load(Ordering::Relaxed),
+            batch_get_calls: self.counters.batch_get_calls.load(Ordering::Relaxed),
+            items_read: self.counters.items_read.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn to_position(key: &HashMap<String, DAttr>) -> Position {
+    key.iter()
+        .filter_map(|(k, v)| match v {
+            DAttr::S(x) => Some((k.clone(), x.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn from_position(p: &Position) -> HashMap<String, DAttr> {
+    p.iter().map(|(k, v)| (k.clone(), s(v))).collect()
+}
+
+/// Merges an attribution record item into its entry.
+fn merge_attribution(entry: &mut AuditEntry, record: &HashMap<String, DAttr>) -> StoreResult<()> {
+    let sk = get_s(record, "sk").unwrap_or_default();
+    let json = get_s(record, "attribution").ok_or_else(|| {
+        StoreError::Corrupt(format!("{sk}: attribution item without `attribution`"))
+    })?;
+    let record: crate::store::attribution::AttributionRecord = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("{sk}: attribution record: {e}")))?;
+    crate::store::attribution::apply(entry, &record.principal);
+    Ok(())
+}
