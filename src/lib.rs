@@ -16,7 +16,7 @@
 //! Seams and adapters: small traits in domain types, SDK types stop in the adapters.
 //! - `aws`     — AWS SDK configuration (standard environment, no SDK retries) and error reading.
 //! - `stream`  — the stream seam: trait + domain types; `aws` adapter; `sim` simulator and `faults` (test-util).
-//! - `store`   — the stores of the trail: traits; `dynamo` adapter; `memory` and `faults` (test-util).
+//! - `store`   — the stores of the trail: traits; `layout` (keys, encoding, write cost: pure); `dynamo/` adapter by role; `memory`, `faults` (test-util).
 //! - `kms`     — AWS KMS (ECC_NIST_P256) as a digest signer.
 //! - `pace`    — request pacing (governor) on tokio's clock.
 //! - `observe` — events that log and count themselves; table health; /metrics, /healthz, /readyz, EMF.

@@ -4,7 +4,7 @@
 //! commitment, `{"redacted":"hmac-sha256:<hex>"}`, where the hex is
 //! HMAC-SHA256 under `[redaction] key_file` of
 //! `"ddb-audit.redaction.v1\n" ‖ canonical DynamoDB JSON of the value`
-//! (`crate::store::dynamo::canonical_value_json`: names sorted, numbers as
+//! (`crate::value::canonical_value_json`: names sorted, numbers as
 //! DynamoDB prints them, set elements sorted). Equal values therefore give
 //! equal commitments: a change to a redacted field still appears (its old
 //! and new commitments differ), an unchanged one does not, and whoever holds
