@@ -2,12 +2,14 @@
 //!
 //! - `engine`     — what the tasks share: seams, settings, pacer, shutdown tokens.
 //! - `supervisor` — per table and stream: discovery, lineage, children, listings.
+//! - `shards`     — what a stream's supervisor knows of each shard: row, cooldown, task, tail.
 //! - `shard`      — one shard's loop: pace → GetRecords → entries → write → checkpoint.
 //! - `digests`    — the digest task: a signed digest per stream per interval, a final one on stop.
 
 pub mod digests;
 pub mod engine;
 pub mod shard;
+mod shards;
 pub mod supervisor;
 
 use std::sync::Arc;

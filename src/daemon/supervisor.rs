@@ -16,9 +16,10 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::daemon::engine::{Engine, EngineError, Shutdown, TableState};
 use crate::daemon::shard::{
-    last_saved, lost_after, put_gap_in_chain, run_shard, saved_checkpoint, LineageTail,
-    SavedCheckpoint, ShardFailure, ShardOutcome, ShardStart,
+    lost_after, put_gap_in_chain, run_shard, saved_checkpoint, LineageTail, ShardFailure,
+    ShardOutcome, ShardStart,
 };
+use crate::daemon::shards::Shards;
 use crate::entry::Gap;
 use crate::lineage::{Lineage, NodeState};
 use crate::observe::{self, Event, ShardState};
@@ -477,11 +478,7 @@ where
         trimmed_checked: false,
         shutdown,
         lineage: Lineage::new(),
-        checkpoints: BTreeMap::new(),
-        cooldown: BTreeMap::new(),
-        running: HashMap::new(),
-        forgotten: HashMap::new(),
-        inherited: HashMap::new(),
+        shards: Shards::default(),
         read_before: false,
         stream_open: true,
     };
@@ -500,23 +497,10 @@ struct StreamSupervisor<S, C, A> {
     /// shards trimmed away while we were not reading them.
     trimmed_checked: bool,
     shutdown: Shutdown,
+    /// The shard graph: parents, children, which may start.
     lineage: Lineage,
-    /// Each known shard's last durably saved checkpoint. Running shards
-    /// publish theirs as they save it (`SavedCheckpoint`), and it is taken
-    /// back here however the task ends, so a restart never starts from a
-    /// stale position.
-    checkpoints: BTreeMap<String, ShardCheckpoint>,
-    /// Shards that failed, and when they may start again.
-    cooldown: BTreeMap<String, Instant>,
-    /// Running shard tasks: which shard, and where it publishes its checkpoint.
-    running: HashMap<tokio::task::Id, (String, SavedCheckpoint)>,
-    /// Drained shards dropped from the lineage once their children started,
-    /// with the lineage tail they hand on; pruned to what the stream lists.
-    forgotten: HashMap<String, Option<LineageTail>>,
-    /// Shards that read nothing yet hand on their ancestors' tail: kept here
-    /// when those ancestors' rows leave memory, so a later gap in the
-    /// lineage still starts after the last record handled in it.
-    inherited: HashMap<String, LineageTail>,
+    /// Everything else known of each shard: row, cooldown, task, tail.
+    shards: Shards,
     /// We had read this stream before this start (it had checkpoints).
     read_before: bool,
     /// False once the stream is disabled or gone: it gets no new shards.
@@ -547,7 +531,7 @@ where
         {
             Ok(rows) => {
                 self.read_before = !rows.is_empty();
-                self.checkpoints = rows.into_iter().map(|c| (c.shard_id.clone(), c)).collect();
+                self.shards.load_rows(rows);
             }
             Err(Retried::Cancelled) => return false,
             Err(Retried::Failed(e)) => {
@@ -567,17 +551,13 @@ where
                 break;
             }
             self.start_ready(&mut tasks, max_running);
-            self.engine.health.set_tracked(
-                &self.stream_arn,
-                self.lineage.len()
-                    + self.checkpoints.len()
-                    + self.forgotten.len()
-                    + self.inherited.len(),
-            );
+            self.engine
+                .health
+                .set_tracked(&self.stream_arn, self.lineage.len() + self.shards.held());
             if !self.stream_open && tasks.is_empty() && self.lineage.all_drained() {
                 return true;
             }
-            let next_cooldown = self.cooldown.values().min().copied();
+            let next_cooldown = self.shards.next_cooldown_end();
             tokio::select! {
                 biased;
                 _ = self.shutdown.stop.cancelled() => break,
@@ -589,17 +569,13 @@ where
                     next_listing = Instant::now() + interval;
                 }
                 _ = sleep_until_opt(next_cooldown) => {
-                    let now = Instant::now();
-                    self.cooldown.retain(|_, until| *until > now);
+                    self.shards.end_cooldowns(Instant::now());
                 }
             }
         }
         while let Some(done) = tasks.join_next_with_id().await {
             let (id, outcome) = split_join(done);
-            if let Some((shard_id, saved)) = self.running.remove(&id) {
-                if let Some(cp) = last_saved(&saved) {
-                    self.checkpoints.insert(shard_id.clone(), cp);
-                }
+            if let Some(shard_id) = self.shards.ended(id) {
                 if outcome == ShardOutcome::Drained {
                     self.lineage.set_state(&shard_id, NodeState::Drained);
                 }
@@ -612,12 +588,9 @@ where
     /// first, then its outcome decides what happens next.
     async fn joined(&mut self, done: Result<(tokio::task::Id, ShardOutcome), JoinError>) {
         let (id, outcome) = split_join(done);
-        let Some((shard_id, saved)) = self.running.remove(&id) else {
+        let Some(shard_id) = self.shards.ended(id) else {
             return;
         };
-        if let Some(cp) = last_saved(&saved) {
-            self.checkpoints.insert(shard_id.clone(), cp);
-        }
         self.finished(shard_id, outcome).await;
     }
 
@@ -628,7 +601,7 @@ where
     fn start_ready(&mut self, tasks: &mut ShardTasks, max_draining: usize) {
         let mut draining = self.lineage.running_closed();
         for shard in self.lineage.ready() {
-            if self.cooldown.contains_key(&shard.shard_id) {
+            if self.shards.is_cooling(&shard.shard_id) {
                 continue;
             }
             if self.lineage.is_closed(&shard.shard_id) {
@@ -638,12 +611,10 @@ where
                 draining += 1;
             }
             self.mark(&shard.shard_id, NodeState::Running, ShardState::Reading);
-            let checkpoint = self.checkpoints.get(&shard.shard_id).cloned();
+            let checkpoint = self.shards.row(&shard.shard_id).cloned();
             let parent = shard.parent_shard_id.as_deref();
             let parent_known = parent.is_some_and(|p| {
-                self.checkpoints.contains_key(p)
-                    || self.lineage.contains(p)
-                    || self.forgotten.contains_key(p)
+                self.shards.has_row(p) || self.lineage.contains(p) || self.shards.is_forgotten(p)
             });
             // A parent nobody saw, on a stream we were reading: it came and
             // went while we were away, and whatever it held is lost. A child
@@ -663,9 +634,9 @@ where
             // continued the lineage then, and still does once its parent's
             // row has expired.
             let continues_lineage = parent.is_some_and(|p| {
-                self.checkpoints.contains_key(p)
+                self.shards.has_row(p)
                     || self.lineage.state(p) == Some(NodeState::Drained)
-                    || self.forgotten.contains_key(p)
+                    || self.shards.is_forgotten(p)
                     || unseen_parent.is_some()
             }) || checkpoint
                 .as_ref()
@@ -684,42 +655,17 @@ where
             let id = shard.shard_id.clone();
             let cell = saved.clone();
             let task = tasks.spawn(run_shard(engine, table, arn, shard, start, cell, shutdown));
-            self.running.insert(task.id(), (id, saved));
+            self.shards.started(task.id(), &id, saved);
         }
         self.forget_finished_parents();
     }
 
-    /// The last record handled in the lineage ending at `shard_id`: its own
-    /// last record, or its nearest ancestor's.
+    /// The last record handled in the lineage ending at `shard_id`
+    /// (`Shards::tail_of`, the one place that knows it).
     fn tail_of(&self, shard_id: &str) -> Option<LineageTail> {
-        let mut id = shard_id.to_string();
-        // Bounded: a lineage is a chain, but stored data could loop.
-        for _ in 0..64 {
-            if let Some(tail) = self.forgotten.get(&id) {
-                return tail.clone();
-            }
-            let cp = self.checkpoints.get(&id);
-            if let Some(cp) = cp {
-                if let Some(seq) = &cp.sequence_no {
-                    return Some(LineageTail {
-                        shard_id: id,
-                        sequence_no: seq.clone(),
-                        record_time: cp.last_record_time,
-                    });
-                }
-                if let Some(tail) = &cp.lineage_tail {
-                    return Some(tail.clone());
-                }
-            }
-            if let Some(tail) = self.inherited.get(&id) {
-                return Some(tail.clone());
-            }
-            let parent = cp
-                .and_then(|c| c.parent_shard_id.clone())
-                .or_else(|| self.lineage.parent_of(&id).map(str::to_string))?;
-            id = parent;
-        }
-        None
+        self.shards.tail_of(shard_id, |id| {
+            self.lineage.parent_of(id).map(str::to_string)
+        })
     }
 
     /// Drained shards whose children have all started leave memory (the
@@ -734,8 +680,7 @@ where
             }
             .emit();
             self.lineage.remove(&id);
-            self.checkpoints.remove(&id);
-            self.forgotten.insert(id, tail);
+            self.shards.forget(&id, tail);
         }
     }
 
@@ -764,8 +709,8 @@ where
                         self.record_trimmed_shards(&HashSet::new(), Some(&shard_id))
                             .await;
                         if self
-                            .checkpoints
-                            .get(&shard_id)
+                            .shards
+                            .row(&shard_id)
                             .is_some_and(|c| c.status == ShardStatus::Drained)
                         {
                             self.mark(&shard_id, NodeState::Drained, ShardState::Drained);
@@ -809,8 +754,8 @@ where
             error,
         }
         .emit();
-        self.cooldown
-            .insert(shard_id.to_string(), Instant::now() + FAILED_SHARD_COOLDOWN);
+        self.shards
+            .cool(shard_id, Instant::now() + FAILED_SHARD_COOLDOWN);
     }
 
     /// DescribeStream with ShardFilter CHILD_SHARDS: one call finds a drained
@@ -890,15 +835,10 @@ where
         // A parent is needed by a listed child that has no row of its own
         // yet (its start reads the parent's chain and tail, and must know
         // the parent was seen); a child with a row keeps both itself.
-        let saved: HashSet<String> = self
-            .running
-            .values()
-            .filter(|(_, cell)| cell.lock().is_ok_and(|c| c.is_some()))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let saved: HashSet<String> = self.shards.running_with_a_row().cloned().collect();
         let parents: HashSet<String> = listed
             .iter()
-            .filter(|s| !self.checkpoints.contains_key(&s.shard_id) && !saved.contains(&s.shard_id))
+            .filter(|s| !self.shards.has_row(&s.shard_id) && !saved.contains(&s.shard_id))
             .filter_map(|s| s.parent_shard_id.clone())
             .collect();
         for shard in listed {
@@ -914,31 +854,26 @@ where
         // child without a row, is needed by nothing: bounded memory and
         // rows whatever the uptime.
         let needed = |id: &String| listed_ids.contains(id) || parents.contains(id);
-        let unneeded: Vec<String> = self
-            .forgotten
-            .keys()
-            .filter(|id| !needed(id))
-            .cloned()
-            .collect();
-        for id in &unneeded {
-            self.forgotten.remove(id);
-        }
+        let unneeded = self.shards.drop_forgotten(&needed);
         let handing_on: Vec<(String, LineageTail)> = self
-            .checkpoints
-            .iter()
-            .filter(|(id, c)| c.sequence_no.is_none() && needed(id))
-            .filter_map(|(id, _)| Some((id.clone(), self.tail_of(id)?)))
+            .shards
+            .rows()
+            .filter(|c| c.sequence_no.is_none() && needed(&c.shard_id))
+            .filter_map(|c| Some((c.shard_id.clone(), self.tail_of(&c.shard_id)?)))
             .collect();
-        self.inherited.extend(handing_on);
-        self.inherited.retain(|id, _| needed(id));
-        let running: HashSet<&String> = self.running.values().map(|(id, _)| id).collect();
+        for (id, tail) in handing_on {
+            self.shards.inherit(&id, tail);
+        }
+        self.shards.keep_inherited(&needed);
         let stale: Vec<String> = self
-            .checkpoints
-            .iter()
-            .filter(|(id, c)| {
-                c.status == ShardStatus::Drained && !needed(id) && !running.contains(id)
+            .shards
+            .rows()
+            .filter(|c| {
+                c.status == ShardStatus::Drained
+                    && !needed(&c.shard_id)
+                    && !self.shards.is_running(&c.shard_id)
             })
-            .map(|(id, _)| id.clone())
+            .map(|c| c.shard_id.clone())
             .collect();
         for id in &stale {
             observe::ShardForgotten {
@@ -947,7 +882,7 @@ where
                 shard: id,
             }
             .emit();
-            self.checkpoints.remove(id);
+            self.shards.drop_row(id);
             if self.lineage.state(id) == Some(NodeState::Drained) {
                 self.lineage.remove(id);
             }
@@ -990,12 +925,12 @@ where
     }
 
     fn add_shard(&mut self, shard: Shard) {
-        if self.forgotten.contains_key(&shard.shard_id) {
+        if self.shards.is_forgotten(&shard.shard_id) {
             return;
         }
         let drained = self
-            .checkpoints
-            .get(&shard.shard_id)
+            .shards
+            .row(&shard.shard_id)
             .is_some_and(|c| c.status == ShardStatus::Drained);
         observe::ShardSeen {
             table: &self.table,
@@ -1019,11 +954,11 @@ where
     /// `only`: just that shard (one that vanished while being read).
     async fn record_trimmed_shards(&mut self, listed: &HashSet<String>, only: Option<&str>) {
         let lost: Vec<ShardCheckpoint> = self
-            .checkpoints
-            .values()
+            .shards
+            .rows()
             .filter(|c| c.status != ShardStatus::Drained && !listed.contains(&c.shard_id))
             .filter(|c| only.is_none_or(|o| o == c.shard_id))
-            .filter(|c| only.is_some() || !self.running.values().any(|(id, _)| *id == c.shard_id))
+            .filter(|c| only.is_some() || !self.shards.is_running(&c.shard_id))
             .cloned()
             .collect();
         for mut checkpoint in lost {
@@ -1070,10 +1005,7 @@ where
             })
             .await;
             match saved {
-                Ok(()) => {
-                    self.checkpoints
-                        .insert(checkpoint.shard_id.clone(), checkpoint);
-                }
+                Ok(()) => self.shards.set_row(checkpoint),
                 // The gap is written and chained; the row still says the
                 // shard was being read, so the next listing finds the gap
                 // already present and links nothing twice.
