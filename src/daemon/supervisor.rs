@@ -854,7 +854,7 @@ where
         // child without a row, is needed by nothing: bounded memory and
         // rows whatever the uptime.
         let needed = |id: &String| listed_ids.contains(id) || parents.contains(id);
-        let unneeded = self.shards.drop_forgotten(&needed);
+        let unneeded = self.shards.drop_forgotten(needed);
         let handing_on: Vec<(String, LineageTail)> = self
             .shards
             .rows()
@@ -864,7 +864,7 @@ where
         for (id, tail) in handing_on {
             self.shards.inherit(&id, tail);
         }
-        self.shards.keep_inherited(&needed);
+        self.shards.keep_inherited(needed);
         let stale: Vec<String> = self
             .shards
             .rows()
