@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attribution::CloudTrailTask;
 use crate::config::Config;
-use crate::observe;
+use crate::observe::{self, Event as _};
 use crate::proof::sign::DigestSigner;
 use crate::redact::{RedactError, Redactions};
 use crate::retry::{retry, Retried};
@@ -109,7 +109,11 @@ where
     stop_observing.cancel();
     for task in observing {
         if let Err(e) = task.await {
-            tracing::error!(error = %e, "an observability task ended abnormally");
+            observe::TaskFailed {
+                task: "observability",
+                error: &e,
+            }
+            .emit();
         }
     }
     result
@@ -174,12 +178,20 @@ where
     let result = supervisor::run(engine, config.tables.clone(), shutdown.clone()).await;
     heartbeat_stop.cancel();
     if let Err(e) = heartbeats.await {
-        tracing::error!(error = %e, "the digest task ended abnormally");
+        observe::TaskFailed {
+            task: "digests",
+            error: &e,
+        }
+        .emit();
     }
     if let Some(reader) = cloudtrail {
         // It stops at the same signal; it has nothing that cannot be redone.
         match tokio::time::timeout(grace, reader.handle).await {
-            Ok(Err(e)) => tracing::error!(error = %e, "the CloudTrail reader ended abnormally"),
+            Ok(Err(e)) => observe::TaskFailed {
+                task: "cloudtrail",
+                error: &e,
+            }
+            .emit(),
             Err(_) => tracing::warn!("the CloudTrail reader did not stop within the grace period"),
             Ok(Ok(())) => {}
         }

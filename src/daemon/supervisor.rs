@@ -330,6 +330,7 @@ pub async fn run_table<S, C, A>(
                             // listed and found drained again at the next start.
                             error!(table = %table, stream = %row.stream_arn, error = %e,
                                 "cannot record that the stream is drained");
+                            observe::WriteUnfinished { table: &table, what: "stream_row" }.emit();
                         }
                         // At once: a drained old stream may have been all
                         // that kept the table from counting as failing.
@@ -985,6 +986,11 @@ where
                         // same loss and tries again.
                         error!(shard = %checkpoint.shard_id, error = %e,
                         "cannot write the gap of a trimmed shard; retried at the next listing");
+                        observe::WriteUnfinished {
+                            table: &self.table,
+                            what: "gap",
+                        }
+                        .emit();
                         continue;
                     }
                 };
@@ -1012,6 +1018,11 @@ where
                 Err(e) => {
                     error!(shard = %checkpoint.shard_id, error = %e,
                         "cannot save the checkpoint after the gap of a trimmed shard");
+                    observe::WriteUnfinished {
+                        table: &self.table,
+                        what: "checkpoint",
+                    }
+                    .emit();
                 }
             }
         }

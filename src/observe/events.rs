@@ -211,6 +211,43 @@ impl Event for GapRecorded<'_> {
     }
 }
 
+/// A write given up after its retries (`what`: gap, checkpoint,
+/// stream_row). The caller logs why, with what is tried again and when.
+pub struct WriteUnfinished<'a> {
+    pub table: &'a str,
+    pub what: &'static str,
+}
+
+impl Event for WriteUnfinished<'_> {
+    fn emit_to(self, o: &Observer) {
+        o.metrics
+            .unfinished_writes
+            .get_or_create(&super::metrics::UnfinishedLabel {
+                table: self.table.to_string(),
+                what: self.what.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// A background task that ended abnormally (panicked or was cancelled).
+pub struct TaskFailed<'a> {
+    pub task: &'static str,
+    pub error: &'a dyn std::fmt::Display,
+}
+
+impl Event for TaskFailed<'_> {
+    fn emit_to(self, o: &Observer) {
+        error!(task = self.task, error = %self.error, "a background task ended abnormally");
+        o.metrics
+            .task_failures
+            .get_or_create(&super::metrics::TaskLabel {
+                task: self.task.to_string(),
+            })
+            .inc();
+    }
+}
+
 /// The retry layer waits before calling again (throttled, or a transient
 /// error). `operation` is one of the retry layer's fixed names. Counted only:
 /// the retry layer logs, the first failures and then at growing intervals.

@@ -37,6 +37,17 @@ pub(super) struct CallLabel {
     pub(super) outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct UnfinishedLabel {
+    pub(super) table: String,
+    pub(super) what: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct TaskLabel {
+    pub(super) task: String,
+}
+
 type HistogramFamily = Family<TableLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -58,6 +69,8 @@ pub(super) struct Metrics {
     pub(super) retries: Family<OperationLabel, Counter>,
     pub(super) write_seconds: HistogramFamily,
     pub(super) entry_latency_seconds: HistogramFamily,
+    pub(super) unfinished_writes: Family<UnfinishedLabel, Counter>,
+    pub(super) task_failures: Family<TaskLabel, Counter>,
 }
 
 impl Metrics {
@@ -76,6 +89,8 @@ impl Metrics {
             retries: Family::default(),
             write_seconds: Family::new_with_constructor(latency_histogram),
             entry_latency_seconds: Family::new_with_constructor(latency_histogram),
+            unfinished_writes: Family::default(),
+            task_failures: Family::default(),
         };
         let m = &metrics;
         registry.register(
@@ -138,6 +153,17 @@ impl Metrics {
             "entry_latency_seconds",
             "From a record's creation in the stream (the item write) to its audit entry written",
             m.entry_latency_seconds.clone(),
+        );
+        registry.register(
+            "unfinished_writes",
+            "Writes given up after their retries, each logged and tried again later \
+             (what: gap, checkpoint, stream_row)",
+            m.unfinished_writes.clone(),
+        );
+        registry.register(
+            "task_failures",
+            "Background tasks (digests, CloudTrail reader, metrics endpoints) that panicked",
+            m.task_failures.clone(),
         );
         metrics
     }

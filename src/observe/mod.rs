@@ -37,7 +37,8 @@ use tracing::warn;
 
 pub use events::{
     EntriesWritten, Event, GapRecorded, PageHandled, Retrying, ShardFailed, ShardForgotten,
-    ShardSeen, ShardStateChanged, StreamCall, StreamForgotten, TableStateChanged,
+    ShardSeen, ShardStateChanged, StreamCall, StreamForgotten, TableStateChanged, TaskFailed,
+    WriteUnfinished,
 };
 use health::TableState;
 use metrics::{CallLabel, Metrics};
@@ -419,6 +420,31 @@ mod tests {
             sample(&o.render(), "ddb_audit_lag_seconds", "table=\"a\""),
             Some(0.0)
         );
+    }
+
+    #[test]
+    fn writes_given_up_and_failed_tasks_are_counted() {
+        let o = Observer::new();
+        for what in ["gap", "gap", "checkpoint"] {
+            WriteUnfinished {
+                table: "orders",
+                what,
+            }
+            .emit_to(&o);
+        }
+        TaskFailed {
+            task: "digests",
+            error: &"panicked",
+        }
+        .emit_to(&o);
+        let text = o.render();
+        for line in [
+            "ddb_audit_unfinished_writes_total{table=\"orders\",what=\"gap\"} 2",
+            "ddb_audit_unfinished_writes_total{table=\"orders\",what=\"checkpoint\"} 1",
+            "ddb_audit_task_failures_total{task=\"digests\"} 1",
+        ] {
+            assert!(text.contains(line), "no `{line}` in:\n{text}");
+        }
     }
 
     #[test]
