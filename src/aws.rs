@@ -71,7 +71,11 @@ pub async fn load_sdk_config() -> SdkConfig {
 
 /// As [`load_sdk_config`], with explicit timeouts.
 pub async fn load_sdk_config_with(timeouts: ClientTimeouts) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if off_instance() {
+        loader = loader.region(env_or_profile_region());
+    }
+    loader
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
@@ -82,6 +86,29 @@ pub async fn load_sdk_config_with(timeouts: ClientTimeouts) -> SdkConfig {
         )
         .load()
         .await
+}
+
+/// With an endpoint or static credentials given, this is not an EC2 or ECS
+/// host asking its metadata service for a region.
+fn off_instance() -> bool {
+    let configured = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    configured("AWS_ENDPOINT_URL") || configured("AWS_ACCESS_KEY_ID")
+}
+
+fn env_or_profile_region() -> aws_config::meta::region::RegionProviderChain {
+    aws_config::meta::region::RegionProviderChain::first_try(
+        aws_config::environment::region::EnvironmentVariableRegionProvider::new(),
+    )
+    .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+}
+
+/// Whether the region is known to be missing before anything is loaded:
+/// off an instance (an endpoint or static credentials given), the region can
+/// only come from the environment or the profile. Checked first so that the
+/// one error that says to set AWS_REGION is not preceded by lines of
+/// metadata-service warnings from the credential chain's own search.
+pub async fn region_missing_off_instance() -> bool {
+    off_instance() && env_or_profile_region().region().await.is_none()
 }
 
 /// A DynamoDB client (for DescribeTable and the daemon's own tables).

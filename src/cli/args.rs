@@ -60,10 +60,49 @@ pub(crate) enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Create the daemon's own tables (streams, shards, audit entries); safe to repeat.
-    Init(ConfigArg),
+    ///
+    /// Creates the three tables named in [storage] (on-demand capacity, with
+    /// the audit table's read-side indexes) and waits until they are ACTIVE;
+    /// tables that exist are checked and missing indexes added. Then it turns
+    /// on, for each of them, deletion protection (`aws dynamodb delete-table`
+    /// fails until it is turned off) and point-in-time recovery (35 days of
+    /// restorable history, billed per GB-month), because they hold the audit
+    /// trail; and, with [retention] days set, TTL on `expires_at`. For a
+    /// scratch account, --no-protection skips deletion protection and
+    /// point-in-time recovery.
+    #[command(after_help = "\
+Examples:
+  ddb-audit init --config ddb-audit.toml
+  ddb-audit init --config ddb-audit.toml --no-protection   # a scratch account: tables you can delete
+
+Exit status: 0 the tables are ready, 1 they could not be created or checked (the error names the table and the fix).")]
+    Init {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Do not turn on deletion protection and point-in-time recovery (a
+        /// scratch account whose tables you will delete); `init` without it
+        /// turns them on later.
+        #[arg(long)]
+        no_protection: bool,
+    },
     /// Run the daemon: audit every configured table until SIGTERM or SIGINT.
+    #[command(after_help = "\
+Examples:
+  ddb-audit run --config ddb-audit.toml
+  DDB_AUDIT_CONFIG_TOML=\"$(cat ddb-audit.toml)\" ddb-audit run --log-format json
+
+SIGTERM or SIGINT stop it gracefully: in-flight pages are written and checkpointed, and a final
+digest says where the trail ends. Exit status: 0 stopped gracefully, 1 it could not start or stop
+cleanly (the error names the table or setting and the fix).")]
     Run(ConfigArg),
     /// Print one item's audit history, oldest first.
+    #[command(after_help = "\
+Examples:
+  ddb-audit history --config ddb-audit.toml --table orders --key pk=S:o-1001
+  ddb-audit history --config ddb-audit.toml --table orders --key pk=S:o-1001 --key sk=N:7 --last 5
+  ddb-audit history --config ddb-audit.toml --table orders --key pk=S:o-1001 --since 2h --json
+
+Exit status: 0 printed (possibly nothing), 1 a bad argument or the trail could not be read.")]
     History {
         #[command(flatten)]
         config: ConfigArg,
@@ -75,8 +114,8 @@ pub(crate) enum Command {
         #[arg(long = "key", required = true)]
         keys: Vec<String>,
         /// Only the newest N entries (still printed oldest first); reads
-        /// about N entries, not the whole history.
-        #[arg(long, value_name = "N")]
+        /// about N entries, not the whole history. At least 1.
+        #[arg(long, value_name = "N", value_parser = at_least_one)]
         last: Option<usize>,
         /// Only entries at or after TIME: RFC 3339 (2026-11-23T19:05:00Z) or
         /// an age before now (90s, 15m, 2h, 7d).
@@ -91,8 +130,22 @@ pub(crate) enum Command {
     },
     /// Search the audit trail: filters combine with AND; the index that fits
     /// is chosen (correlation, actor, table, or one item's partition).
+    #[command(after_help = "\
+Examples:
+  ddb-audit query --config ddb-audit.toml --actor alice --since 7d
+  ddb-audit query --config ddb-audit.toml --table orders --field status --from S:PENDING --to S:PAID
+  ddb-audit query --config ddb-audit.toml --correlation req-42 --json
+  ddb-audit query --config ddb-audit.toml --table orders --event REMOVE --order desc --limit 20
+
+Exit status: 0 printed (possibly nothing), 1 a bad argument or the trail could not be read.")]
     Query(QueryArgs),
     /// Print an item as it was at a time, in DynamoDB JSON (as get-item prints it).
+    #[command(after_help = "\
+Examples:
+  ddb-audit show --config ddb-audit.toml --table orders --key pk=S:o-1001 --at 2026-11-23T14:02:00Z
+  ddb-audit show --config ddb-audit.toml --table orders --key pk=S:o-1001 --at 2h --json
+
+Exit status: 0 printed, 1 a bad argument or the trail could not be read.")]
     Show {
         #[command(flatten)]
         item: ItemArgs,
@@ -105,6 +158,12 @@ pub(crate) enum Command {
     },
     /// Print the net changes to an item between two times (applied to the
     /// item at --from they give the item at --to).
+    #[command(after_help = "\
+Examples:
+  ddb-audit diff --config ddb-audit.toml --table orders --key pk=S:o-1001 --from 2h --to 1h
+  ddb-audit diff --config ddb-audit.toml --table orders --key pk=S:o-1001 --from 2026-11-23T14:00:00Z --to 2026-11-23T15:00:00Z --json
+
+Exit status: 0 printed, 1 a bad argument or the trail could not be read.")]
     Diff {
         #[command(flatten)]
         item: ItemArgs,
@@ -122,6 +181,13 @@ pub(crate) enum Command {
     /// paths) to its state at a time, conditioned on the item still holding
     /// what the trail says it holds now. Writes nothing: apply it with
     /// `aws dynamodb <update-item|put-item|delete-item> --cli-input-json`.
+    #[command(after_help = "\
+Examples:
+  ddb-audit revert --config ddb-audit.toml --table orders --key pk=S:o-1001 --to-time 2h > plan.json
+  aws dynamodb \"$(jq -r '.operation | sub(\"Item\";\"-item\") | ascii_downcase' plan.json)\" --cli-input-json \"$(jq .input plan.json)\"
+  ddb-audit revert --config ddb-audit.toml --table orders --key pk=S:o-1001 --to-time 2h --field status
+
+Exit status: 0 a plan was printed, 1 a bad argument, nothing to revert to, or the trail could not be read.")]
     Revert {
         #[command(flatten)]
         item: ItemArgs,
@@ -136,6 +202,13 @@ pub(crate) enum Command {
     /// of items that existed before auditing began. Paced against the
     /// table's read capacity; SIGTERM/SIGINT stop it, and the same command
     /// resumes the run (each item is written once per run).
+    #[command(after_help = "\
+Examples:
+  ddb-audit snapshot --config ddb-audit.toml --table orders
+  ddb-audit snapshot --config ddb-audit.toml --table orders --read-units-per-sec 20 --segments 2
+
+Exit status: 0 the run finished (or stopped by a signal: run the same command to resume),
+1 it could not read the table or write the trail.")]
     Snapshot {
         #[command(flatten)]
         config: ConfigArg,
@@ -157,6 +230,12 @@ pub(crate) enum Command {
         restart: bool,
     },
     /// List the gaps: records trimmed from a stream before they could be read.
+    #[command(after_help = "\
+Examples:
+  ddb-audit gaps --config ddb-audit.toml
+  ddb-audit gaps --config ddb-audit.toml --json | jq .after_time
+
+Exit status: 0 listed (possibly none), 1 the trail could not be read.")]
     Gaps {
         #[command(flatten)]
         config: ConfigArg,
@@ -165,6 +244,12 @@ pub(crate) enum Command {
         json: bool,
     },
     /// Show each table's shards: status, checkpoint, lag, parent.
+    #[command(after_help = "\
+Examples:
+  ddb-audit status --config ddb-audit.toml
+  ddb-audit status --config ddb-audit.toml --json | jq 'select(.kind == \"table\")'
+
+Exit status: 0 printed, 1 the daemon's tables could not be read.")]
     Status {
         #[command(flatten)]
         config: ConfigArg,
@@ -178,10 +263,22 @@ pub(crate) enum Command {
     /// hex digest is in [serve] token_sha256 or [[serve.tokens]], or one of
     /// the comma-separated tokens in DDB_AUDIT_API_TOKENS. Needs only read
     /// access to ddb-audit's tables. SIGTERM/SIGINT stop it gracefully.
+    #[command(after_help = "\
+Examples:
+  DDB_AUDIT_API_TOKENS=$(openssl rand -hex 16) ddb-audit serve --config ddb-audit.toml
+  curl -H \"Authorization: Bearer $TOKEN\" 'http://127.0.0.1:8080/api/history?table=orders&key=pk=S:o-1001'
+
+Exit status: 0 stopped by SIGTERM/SIGINT, 1 it could not start (the error names the setting).")]
     Serve(ConfigArg),
     /// Ask a running daemon whether it is ready (GET /readyz on the config's
     /// [observability] listen): exit 0 when ready, 1 when not or unreachable.
     /// For container health checks in images without curl.
+    #[command(after_help = "\
+Examples:
+  ddb-audit healthcheck --config ddb-audit.toml
+  ddb-audit healthcheck --config ddb-audit.toml --path /healthz
+
+Exit status: 0 ready (alive for /healthz), 1 not ready or unreachable (the body says why).")]
     Healthcheck {
         #[command(flatten)]
         config: ConfigArg,
@@ -192,6 +289,14 @@ pub(crate) enum Command {
     /// Prove the trail intact: every entry's hash and link, every digest's
     /// signature, chain and coverage, the checkpoints against the digests.
     /// Exit 0 intact, 1 altered/removed/inserted/missing, 2 not checkable.
+    #[command(after_help = "\
+Examples:
+  ddb-audit verify --config ddb-audit.toml
+  ddb-audit verify --config ddb-audit.toml --table orders --public-key pub.pem --state verify.state
+  ddb-audit verify --config ddb-audit.toml --json | jq 'select(.severity == \"tamper\")'
+
+Exit status: 0 the trail is intact and complete, 1 something was altered, removed, inserted or is
+missing (each finding names the entry), 2 it could not be checked (no access, no key, nothing to check).")]
     Verify {
         #[command(flatten)]
         config: ConfigArg,
@@ -216,6 +321,12 @@ pub(crate) enum Command {
         json: bool,
     },
     /// Write a self-contained, offline-checkable proof of one item's entries.
+    #[command(after_help = "\
+Examples:
+  ddb-audit export --config ddb-audit.toml --table orders --key pk=S:o-1001 --proof o-1001.proof.json
+  ddb-audit verify-bundle o-1001.proof.json --public-key pub.pem
+
+Exit status: 0 the bundle was written, 1 a bad argument or the trail could not be read.")]
     Export {
         #[command(flatten)]
         config: ConfigArg,
@@ -231,15 +342,35 @@ pub(crate) enum Command {
     },
     /// Answer questions about `[redaction]` commitments with the key: is a
     /// redacted value equal to X? Needs no AWS access.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  ddb-audit redaction commit --config ddb-audit.toml --value S:123-45-6789
+  ddb-audit redaction check --config ddb-audit.toml --value S:123-45-6789 --commitment hmac-sha256:<hex>
+
+Exit status (check): 0 equal, 1 not equal, 2 cannot tell (no key, a malformed value or commitment)."
+    )]
     Redaction(RedactionCommand),
     /// Print the public key (PEM, as `openssl pkey -pubout` writes it) that
     /// checks the digests: what `verify-bundle --public-key` takes offline.
+    #[command(after_help = "\
+Examples:
+  ddb-audit public-key --config ddb-audit.toml > pub.pem
+
+Exit status: 0 printed, 1 no signing key configured or it could not be read.")]
     PublicKey {
         #[command(flatten)]
         config: ConfigArg,
     },
     /// Check a bundle written by `export --proof`, with no AWS access at all.
+    #[command(after_help = "\
+Examples:
+  ddb-audit verify-bundle o-1001.proof.json --public-key pub.pem
+  ddb-audit verify-bundle o-1001.proof.json --public-key pub.pem --json
+
+Exit status: 0 intact, 1 something in it was altered, removed or inserted, 2 it could not be checked
+(no public key, an unreadable file).")]
     VerifyBundle {
         /// The bundle file.
         file: PathBuf,
@@ -355,8 +486,8 @@ pub(crate) struct QueryArgs {
     /// across every table; needs [attribution.cloudtrail] in the daemon.
     #[arg(long, value_name = "ARN")]
     pub(crate) principal: Option<String>,
-    /// At most N entries.
-    #[arg(long, value_name = "N")]
+    /// At most N entries. At least 1.
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub(crate) limit: Option<usize>,
     /// Time order: asc (oldest first, the default) or desc.
     #[arg(long, value_name = "asc|desc")]
@@ -372,4 +503,14 @@ pub(crate) struct ConfigArg {
     /// environment variable DDB_AUDIT_CONFIG_TOML instead.
     #[arg(long, short = 'c', env = "DDB_AUDIT_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+}
+
+/// A count that must be at least 1: `--last 0` or `--limit 0` would print
+/// nothing and look like an empty trail.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (0 would print nothing)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?} is not a count: {e}")),
+    }
 }

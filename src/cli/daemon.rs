@@ -4,11 +4,12 @@ use ddb_audit::stream::aws::AwsStream;
 
 use super::*;
 
-pub(crate) async fn init(config: Config) -> Result<()> {
+/// `protect`: turn on deletion protection and point-in-time recovery.
+pub(crate) async fn init(config: Config, protect: bool) -> Result<()> {
     // Cancelled from outside (dispatch_until_signal) on a signal.
     let never = tokio_util::sync::CancellationToken::new();
-    let report = store(&config)
-        .await
+    let store = store(&config).await?;
+    let report = store
         .init(&never)
         .await
         .context("creating ddb-audit's tables")?
@@ -22,12 +23,17 @@ pub(crate) async fn init(config: Config) -> Result<()> {
     for index in &report.indexes_added {
         outln!("added index {index}")?;
     }
-    for note in store(&config).await.protect_tables().await? {
-        outln!("{note}")?;
+    if protect {
+        for note in store.protect_tables().await? {
+            outln!("{note}")?;
+        }
+    } else {
+        outln!(
+            "deletion protection and point-in-time recovery left as they are (--no-protection)"
+        )?;
     }
     if config.retention.days.is_some() {
-        let note = store(&config)
-            .await
+        let note = store
             .enable_retention()
             .await
             .context("enabling TTL for `retention.days`")?;
@@ -37,7 +43,7 @@ pub(crate) async fn init(config: Config) -> Result<()> {
 }
 
 pub(crate) async fn run(config: Config) -> Result<()> {
-    let sdk = ddb_audit::aws::load_sdk_config().await;
+    let sdk = sdk().await?;
     let stream = observe::stream::Observed::new(AwsStream::new(
         ddb_audit::aws::dynamodb_client(&sdk),
         ddb_audit::aws::streams_client(&sdk),
@@ -98,7 +104,7 @@ pub(crate) async fn check_redacted_keys(
 }
 
 pub(crate) async fn serve(config: Config) -> Result<()> {
-    let store = store(&config).await;
+    let store = store(&config).await?;
     let env_tokens = std::env::var(ddb_audit::serve::TOKENS_ENV).ok();
     let stop = async {
         match wait_for_signal().await {

@@ -35,7 +35,7 @@ use anyhow::{Context, Result};
 use ddb_audit::config::Config;
 use ddb_audit::daemon::engine::{Settings, Shutdown};
 use ddb_audit::store::dynamo::DynamoStore;
-use ddb_audit::store::AuditStore;
+use ddb_audit::store::{AuditStore, CheckpointStore};
 use ddb_audit::value::Item;
 use ddb_audit::{observe, read, report};
 
@@ -99,7 +99,10 @@ pub(crate) async fn dispatch_until_signal(command: Command) -> Result<()> {
 
 pub(crate) async fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Init(c) => init(load(&c)?).await,
+        Command::Init {
+            config,
+            no_protection,
+        } => init(load(&config)?, !no_protection).await,
         Command::Run(c) => run(load(&c)?).await,
         Command::History {
             config,
@@ -130,9 +133,9 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
             .await
         }
         Command::Show { item, at, json } => {
-            let (config, table, key) = item_args(&item)?;
+            let (config, table, key) = item_args(&item).await?;
             let at = time_arg("--at", &at)?;
-            let store = store(&config).await;
+            let store = store(&config).await?;
             read::cli::show(&store, &table, &key, at, json, &mut std::io::stdout()).await?;
             Ok(())
         }
@@ -142,9 +145,9 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
             to,
             json,
         } => {
-            let (config, table, key) = item_args(&item)?;
+            let (config, table, key) = item_args(&item).await?;
             let (from, to) = (time_arg("--from", &from)?, time_arg("--to", &to)?);
-            let store = store(&config).await;
+            let store = store(&config).await?;
             read::cli::diff(&store, &table, &key, from, to, json, &mut std::io::stdout()).await?;
             Ok(())
         }
@@ -153,9 +156,9 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
             to_time,
             fields,
         } => {
-            let (config, table, key) = item_args(&item)?;
+            let (config, table, key) = item_args(&item).await?;
             let to_time = time_arg("--to-time", &to_time)?;
-            let store = store(&config).await;
+            let store = store(&config).await?;
             read::cli::revert(
                 &store,
                 &table,
@@ -225,9 +228,31 @@ pub(crate) fn load(arg: &ConfigArg) -> Result<Config> {
     )?)
 }
 
-pub(crate) async fn store(config: &Config) -> DynamoStore {
-    let sdk = ddb_audit::aws::load_sdk_config().await;
-    DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
+pub(crate) async fn store(config: &Config) -> Result<DynamoStore> {
+    let sdk = sdk().await?;
+    Ok(DynamoStore::new(
+        ddb_audit::aws::dynamodb_client(&sdk),
+        config.table_names(),
+    ))
+}
+
+/// The AWS configuration from the standard environment, refused at once
+/// when it names no region: every call would fail with the SDK's "missing
+/// signing region" after retries that cannot help.
+pub(crate) async fn sdk() -> Result<aws_config::SdkConfig> {
+    let missing = ddb_audit::aws::region_missing_off_instance().await;
+    let sdk = if missing {
+        None
+    } else {
+        Some(ddb_audit::aws::load_sdk_config().await)
+    };
+    let Some(sdk) = sdk.filter(|sdk| sdk.region().is_some()) else {
+        anyhow::bail!(
+            "no AWS region: set AWS_REGION (for example `export AWS_REGION=eu-west-1`), or `region` \
+             in the profile AWS_PROFILE names; with a local emulator (AWS_ENDPOINT_URL) any region works"
+        );
+    };
+    Ok(sdk)
 }
 
 pub(crate) async fn wait_for_signal() -> std::io::Result<&'static str> {
@@ -251,17 +276,60 @@ pub(crate) fn opt_time(
     text.map(|t| time_arg(flag, t)).transpose()
 }
 
-pub(crate) fn item_args(item: &ItemArgs) -> Result<(Config, String, Item)> {
+pub(crate) async fn item_args(item: &ItemArgs) -> Result<(Config, String, Item)> {
     let config = load(&item.config)?;
-    warn_unconfigured(&config, &item.table);
     let key = read::parse_key(&item.keys)?;
+    known_table(&config, &store(&config).await?, &item.table).await?;
     Ok((config, item.table.clone(), key))
 }
 
-pub(crate) fn warn_unconfigured(config: &Config, table: &str) {
-    if !config.tables.iter().any(|t| t == table) {
-        tracing::warn!(table = %table, "table is not in the config's `tables`: showing what is stored anyway");
+/// Every table the trail has a stream row for: audited at some time.
+pub(crate) async fn tables_with_a_trail(store: &DynamoStore) -> Result<Vec<String>> {
+    let mut tables: Vec<String> = store
+        .load_streams(None)
+        .await?
+        .into_iter()
+        .map(|row| row.table_name)
+        .collect();
+    tables.sort();
+    tables.dedup();
+    Ok(tables)
+}
+
+/// What a user needs to fix a table name: which tables the config selects
+/// and which have a trail.
+pub(crate) fn table_choices(config: &Config, with_a_trail: &[String]) -> String {
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    format!(
+        "the config selects: {}; tables with a trail: {}",
+        list(&config.tables),
+        list(with_a_trail)
+    )
+}
+
+/// A table to read must be one the config selects or one with a trail (a
+/// table audited before and since removed from the config): a typo is an
+/// error naming the choices, never an empty answer that looks like "no
+/// changes".
+pub(crate) async fn known_table(config: &Config, store: &DynamoStore, table: &str) -> Result<()> {
+    if config.tables.iter().any(|t| t == table) {
+        return Ok(());
     }
+    let with_a_trail = tables_with_a_trail(store).await?;
+    if with_a_trail.iter().any(|t| t == table) {
+        tracing::warn!(table = %table, "table is not in the config's `tables`: showing what is stored anyway");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "--table {table}: no such table in the config and no audit trail for it ({}); check the name (it is case-sensitive)",
+        table_choices(config, &with_a_trail)
+    )
 }
 
 /// Writes `text` to stdout. A reader that went away (`| head -1`) is not an

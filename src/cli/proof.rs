@@ -20,7 +20,7 @@ pub(crate) async fn public_key(
         return Ok(Some(key));
     }
     if let Some(key_id) = &config.proof.kms_key_id {
-        let sdk = ddb_audit::aws::load_sdk_config().await;
+        let sdk = sdk().await?;
         // Cancelled from outside (dispatch_until_signal) on a signal.
         let never = tokio_util::sync::CancellationToken::new();
         let key = ddb_audit::kms::public_key(
@@ -50,6 +50,28 @@ pub(crate) async fn verify(
             eprintln!("error: {e:#}");
             ExitWith(2)
         })?;
+    let store = store(&config).await?;
+    // Nothing to check is not "intact": a typo'd table, or a trail not
+    // written yet, is exit 2 with what there is to check.
+    let with_a_trail = tables_with_a_trail(&store).await.map_err(|e| {
+        eprintln!("error: the trail could not be checked: {e:#}");
+        ExitWith(2)
+    })?;
+    let nothing = match &table {
+        Some(t) => !with_a_trail.contains(t),
+        None => with_a_trail.is_empty(),
+    };
+    if nothing {
+        let what = match &table {
+            Some(t) => format!("no audit trail for table `{t}`"),
+            None => "no audit trail yet (has `run` audited anything?)".to_string(),
+        };
+        eprintln!(
+            "error: nothing to check: {what} ({})",
+            table_choices(&config, &with_a_trail)
+        );
+        return Err(ExitWith(2).into());
+    }
     let request = VerifyRequest {
         tables: table.map(|t| vec![t]),
         since,
@@ -63,7 +85,7 @@ pub(crate) async fn verify(
             eprint!("\rverify: {n} items read");
         }
     };
-    let outcome = match verify_trail(&store(&config).await, &request, progress).await {
+    let outcome = match verify_trail(&store, &request, progress).await {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("error: the trail could not be checked: {e}");
@@ -111,12 +133,12 @@ pub(crate) async fn export(
     proof: PathBuf,
 ) -> Result<()> {
     let key = read::parse_key(&keys)?;
+    let store = store(&config).await?;
+    known_table(&config, &store, &table).await?;
     let fingerprint = public_key(None, Some(&config))
         .await?
         .map(|k| k.fingerprint());
-    let bundle =
-        ddb_audit::read::verify::export_bundle(&store(&config).await, &table, &key, fingerprint)
-            .await?;
+    let bundle = ddb_audit::read::verify::export_bundle(&store, &table, &key, fingerprint).await?;
     let text = serde_json::to_string_pretty(&bundle)?;
     std::fs::write(&proof, text + "\n").with_context(|| format!("--proof {}", proof.display()))?;
     outln!(

@@ -11,11 +11,11 @@ pub(crate) async fn history(
     until: Option<String>,
     json: bool,
 ) -> Result<()> {
-    warn_unconfigured(&config, &table);
     let key = read::parse_key(&keys)?;
     let since = opt_time("--since", since.as_ref())?;
     let until = opt_time("--until", until.as_ref())?;
-    let store = store(&config).await;
+    let store = store(&config).await?;
+    known_table(&config, &store, &table).await?;
     read::cli::history(
         &store,
         &table,
@@ -52,7 +52,7 @@ pub(crate) async fn query(args: QueryArgs) -> Result<()> {
         order: read::cli::order_arg(args.order.as_deref())?,
         tables: config.tables.clone(),
     };
-    let store = store(&config).await;
+    let store = store(&config).await?;
     read::cli::query_command(
         &store,
         &filter,
@@ -65,7 +65,7 @@ pub(crate) async fn query(args: QueryArgs) -> Result<()> {
 }
 
 pub(crate) async fn gaps(config: Config, json: bool) -> Result<()> {
-    let gaps = store(&config).await.gaps().await?;
+    let gaps = store(&config).await?.gaps().await?;
     if json {
         out!("{}", report::json_lines(&gaps)?)?;
     } else {
@@ -75,7 +75,7 @@ pub(crate) async fn gaps(config: Config, json: bool) -> Result<()> {
 }
 
 pub(crate) async fn status(config: Config, json: bool) -> Result<()> {
-    let store = store(&config).await;
+    let store = store(&config).await?;
     let now = chrono::Utc::now();
     let mut tables = Vec::new();
     for table in &config.tables {
@@ -105,7 +105,15 @@ pub(crate) async fn snapshot(
     page_size: usize,
     restart: bool,
 ) -> Result<()> {
-    warn_unconfigured(&config, &table);
+    // A snapshot writes: only into the trail of a table the daemon audits,
+    // or its baseline would sit beside no changes.
+    if !config.tables.iter().any(|t| *t == table) {
+        anyhow::bail!(
+            "snapshot --table {table}: the config does not select this table (tables = {:?}); \
+             add it to `tables` so its changes are audited too, then snapshot it",
+            config.tables
+        );
+    }
     let options = read::snapshot::SnapshotOptions {
         segments,
         read_units_per_sec,
@@ -139,7 +147,7 @@ pub(crate) async fn snapshot(
             Err(e) => tracing::warn!(error = %e, "cannot listen for signals"),
         }
     });
-    let sdk = ddb_audit::aws::load_sdk_config().await;
+    let sdk = sdk().await?;
     let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
         .with_retention(config.retention.days);
     let digests = digest_settings(&config, &sdk, &abort).await?;
