@@ -6,6 +6,7 @@
 
 pub mod attribution;
 pub mod dynamo;
+pub mod evidence;
 pub mod layout;
 
 use std::collections::BTreeMap;
@@ -681,7 +682,10 @@ pub trait SnapshotStore: AuditStore {
 /// partition the SNAPSHOT entries come first and the read side can place
 /// them by time.
 pub fn snapshot_stream_arn(table: &str, run_id: &str) -> String {
-    format!("snapshot:{table}/stream/{SNAPSHOT_LABEL_PREFIX}{run_id}")
+    format!("{SNAPSHOT_ARN_PREFIX}{table}/stream/{SNAPSHOT_LABEL_PREFIX}{run_id}")
 }
+
+/// How [`snapshot_stream_arn`] begins (a real stream ARN begins `arn:`).
+pub const SNAPSHOT_ARN_PREFIX: &str = "snapshot:";
 
 pub const SNAPSHOT_LABEL_PREFIX: &str = "0000-snapshot-";
