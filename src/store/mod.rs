@@ -1,8 +1,11 @@
-//! The daemon's own state, behind two small traits: where each shard was read
-//! to ([`CheckpointStore`]) and the audit trail itself ([`AuditStore`]).
-//! `dynamo` keeps them in DynamoDB tables (their layout: `layout`); `memory`
-//! in memory, for tests and benchmarks (feature `test-util`, with the
-//! `faults` decorator).
+//! The daemon's own state, behind small traits in domain types: where each
+//! shard was read to ([`CheckpointStore`]), the audit trail itself
+//! ([`AuditStore`]), its digests ([`ProofStore`]), the read side's paged
+//! reads ([`ReadStore`]) and snapshots ([`SnapshotStore`]); `evidence` holds
+//! the one assembler of what `verify` checks. `dynamo` keeps them in DynamoDB
+//! tables (their layout: `layout`); `memory` in memory, for tests and
+//! benchmarks (feature `test-util`, with the `faults` decorator); both run
+//! one conformance suite (`tests/store_conformance.rs`).
 
 pub mod attribution;
 pub mod dynamo;
