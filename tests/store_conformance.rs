@@ -9,11 +9,16 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use ddb_audit::entry::{AuditEntry, Change, Gap};
+use ddb_audit::proof::digest::SignedDigest;
+use ddb_audit::proof::verify::{verify_stream, Severity, StreamEvidence, VerifyOptions};
+use ddb_audit::proof::ChainState;
+use ddb_audit::read::verify::EvidenceStore;
 use ddb_audit::store::dynamo::DynamoStore;
 use ddb_audit::store::memory::MemoryStore;
 use ddb_audit::store::{
-    AuditStore, CheckpointStore, PutOutcome, ShardCheckpoint, ShardStatus, StreamRow,
-    TableHealthRow, TableNames,
+    snapshot_stream_arn, AuditStore, CheckpointStore, Index, Position, ProofStore, PutOutcome,
+    ReadStore, SegmentProgress, ShardCheckpoint, ShardStatus, SnapshotRun, SnapshotStore,
+    StreamRow, TableHealthRow, TableNames, TsRange,
 };
 use ddb_audit::value::{AttrValue, Item};
 
@@ -311,10 +316,535 @@ async fn gaps_are_write_once_by_position<T: AuditStore>(store: &T) {
     assert_eq!(store.gaps().await.unwrap(), vec![gap]);
 }
 
+/// An entry of item `pk` at `second` past 19:05 on one stream (`ARN2`).
+fn timed(pk: &str, seq: &str, second: u32, actor: &str) -> AuditEntry {
+    let mut e = entry(key(AttrValue::S(pk.into())), ARN2, seq, seq);
+    e.event_time = Some(format!("2026-11-23T19:05:{second:02}Z"));
+    e.actor = Some(actor.into());
+    e
+}
+
+/// Every hit of `index` for `value` within `range`, reading each partition
+/// one row a page.
+async fn index_hits<T: ReadStore>(
+    store: &T,
+    index: Index,
+    value: &str,
+    range: &TsRange,
+    descending: bool,
+) -> Vec<ddb_audit::store::IndexHit> {
+    let mut all = Vec::new();
+    for partition in index.partitions(value) {
+        let mut after: Option<Position> = None;
+        let mut hits = Vec::new();
+        loop {
+            let page = store
+                .index_page(index, &partition, range, descending, after.as_ref(), 1)
+                .await
+                .unwrap();
+            assert!(page.hits.len() <= 1, "{page:?}");
+            hits.extend(page.hits);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let times: Vec<&str> = hits.iter().map(|h| h.ts.as_str()).collect();
+        let mut sorted = times.clone();
+        sorted.sort();
+        if descending {
+            sorted.reverse();
+        }
+        assert_eq!(times, sorted, "{partition}: hits out of time order");
+        all.extend(hits);
+    }
+    all
+}
+
+/// The read side's paged reads: an item's history page by page in both
+/// orders, index partitions by time within a range, and the entries of
+/// index hits fetched back, in the order asked, with their read cost.
+async fn history_and_index_pages_read_every_entry_once<T: ReadStore>(store: &T) {
+    let written = [
+        timed("u1", "100", 1, "alice"),
+        timed("u1", "101", 2, "bob"),
+        timed("u1", "102", 3, "alice"),
+        timed("u1", "103", 4, "alice"),
+        timed("u2", "104", 5, "bob"),
+    ];
+    let mut correlated = timed("u2", "105", 6, "carol");
+    correlated.correlation = Some("req-7".into());
+    for e in written.iter().chain([&correlated]) {
+        assert_eq!(store.put_entry(e).await.unwrap(), PutOutcome::Written);
+    }
+    let cost_before = store.read_cost();
+
+    let u1 = key(AttrValue::S("u1".into()));
+    for descending in [false, true] {
+        let (mut after, mut seqs, mut pages) = (None::<Position>, Vec::new(), 0);
+        loop {
+            let page = store
+                .history_page("orders", &u1, descending, after.as_ref(), 1)
+                .await
+                .unwrap();
+            pages += 1;
+            seqs.extend(page.entries.iter().map(|(e, _)| e.sequence_number.clone()));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let mut expected = vec!["100", "101", "102", "103"];
+        if descending {
+            expected.reverse();
+        }
+        assert_eq!(seqs, expected, "descending: {descending}");
+        assert!(
+            pages > 1,
+            "four entries, one a page, came in {pages} page(s)"
+        );
+    }
+
+    let everything = TsRange::default();
+    let by_table = index_hits(store, Index::Table, "orders", &everything, false).await;
+    let mut seqs: Vec<String> = by_table
+        .iter()
+        .map(|h| {
+            h.sk.rsplit('#')
+                .next()
+                .unwrap()
+                .trim_start_matches('0')
+                .to_string()
+        })
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, ["100", "101", "102", "103", "104", "105"]);
+    assert!(by_table.iter().all(|h| h.table() == "orders"));
+    let newest_first = index_hits(store, Index::Table, "orders", &everything, true).await;
+    assert_eq!(newest_first.len(), 6);
+
+    let window = TsRange {
+        since: Some("2026-11-23T19:05:02.000Z".into()),
+        until: Some("2026-11-23T19:05:04.000Z".into()),
+    };
+    let alice = index_hits(store, Index::Actor, "alice", &window, false).await;
+    let times: Vec<&str> = alice.iter().map(|h| h.ts.as_str()).collect();
+    assert_eq!(
+        times,
+        ["2026-11-23T19:05:03.000Z", "2026-11-23T19:05:04.000Z"],
+        "alice's entries within the window"
+    );
+    let req = index_hits(store, Index::Correlation, "req-7", &everything, false).await;
+    assert_eq!(req.len(), 1);
+    assert_eq!(req[0].event.as_deref(), Some("MODIFY"));
+
+    let mut refs: Vec<(String, String)> = alice
+        .iter()
+        .chain(&req)
+        .map(|h| (h.pk.clone(), h.sk.clone()))
+        .collect();
+    refs.insert(1, (alice[0].pk.clone(), "no-such-entry".into()));
+    let fetched = store.fetch_entries(&refs).await.unwrap();
+    let got: Vec<Option<String>> = fetched
+        .iter()
+        .map(|e| e.as_ref().map(|e| e.sequence_number.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Some("102".to_string()),
+            None,
+            Some("103".to_string()),
+            Some("105".to_string())
+        ]
+    );
+    assert_eq!(fetched[3].as_ref(), Some(&correlated));
+
+    let cost = store.read_cost();
+    assert!(cost.query_calls > cost_before.query_calls, "{cost:?}");
+    assert!(
+        cost.batch_get_calls > cost_before.batch_get_calls,
+        "{cost:?}"
+    );
+    assert!(cost.items_read > cost_before.items_read, "{cost:?}");
+}
+
+fn signed(n: u64) -> SignedDigest {
+    SignedDigest {
+        digest: format!("{{\"number\":{n}}}"),
+        hash: format!("hash-{n}"),
+        signature: None,
+    }
+}
+
+/// The evidence of `stream_arn`, from the one assembler.
+async fn evidence_of<T: EvidenceStore>(store: &T, stream_arn: &str) -> StreamEvidence {
+    let mut read = 0;
+    let all = store.proof_evidence(None, |n| read = n).await.unwrap();
+    assert!(read > 0, "progress was never told");
+    all.into_iter()
+        .find(|ev| ev.stream_arn == stream_arn)
+        .unwrap_or_else(|| panic!("no evidence of {stream_arn}"))
+}
+
+/// Digests are write-once; the newest is the highest number; the pointer
+/// to the newest written never moves back; a digest written after its
+/// pointer is left for the next `verify`.
+async fn digests_are_write_once_and_the_pointer_never_moves_back<T>(store: &T)
+where
+    T: ProofStore + EvidenceStore,
+{
+    assert_eq!(store.newest_digest(ARN2).await.unwrap(), None);
+    for n in [1, 2] {
+        assert_eq!(
+            store
+                .put_digest("orders", ARN2, n, &signed(n))
+                .await
+                .unwrap(),
+            PutOutcome::Written
+        );
+    }
+    let other = SignedDigest {
+        hash: "other".into(),
+        ..signed(2)
+    };
+    assert_eq!(
+        store.put_digest("orders", ARN2, 2, &other).await.unwrap(),
+        PutOutcome::AlreadyPresent
+    );
+    assert_eq!(
+        store.newest_digest(ARN2).await.unwrap(),
+        Some((2, signed(2)))
+    );
+    assert_eq!(store.newest_digest(ARN1).await.unwrap(), None);
+
+    store
+        .record_newest_digest("orders", ARN2, 2, "hash-2")
+        .await
+        .unwrap();
+    store
+        .record_newest_digest("orders", ARN2, 1, "hash-1")
+        .await
+        .unwrap();
+    // Written, but not yet recorded on the pointer.
+    store
+        .put_digest("orders", ARN2, 3, &signed(3))
+        .await
+        .unwrap();
+    let ev = evidence_of(store, ARN2).await;
+    assert_eq!(ev.table, "orders");
+    assert_eq!(ev.newest_digest, Some((2, "hash-2".to_string())));
+    let mut numbers: Vec<u64> = ev.digests.iter().map(|d| d.number).collect();
+    numbers.sort();
+    assert_eq!(numbers, [1, 2]);
+    assert_eq!(
+        ev.digests.iter().find(|d| d.number == 2).unwrap().signed,
+        signed(2)
+    );
+}
+
+/// A small chained trail (three entries and a gap on one shard) reads back
+/// as leaves whose content hashes to what is stored, with the checkpoint's
+/// chain, and verifies without a tamper finding.
+async fn a_chained_trail_reads_back_as_intact_evidence<T>(store: &T)
+where
+    T: AuditStore + CheckpointStore + EvidenceStore,
+{
+    store
+        .save_stream(&StreamRow {
+            table_name: "orders".into(),
+            stream_arn: ARN2.into(),
+            is_enabled: true,
+            drained: false,
+            updated_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let mut chain = ChainState::continuing(None);
+    for (i, seq) in ["100", "200", "300"].into_iter().enumerate() {
+        let e = entry(key(AttrValue::S(format!("u{i}"))), ARN2, seq, seq);
+        let link = chain.link_entry(&e).unwrap();
+        assert_eq!(
+            store.put_linked_entry(&e, &link).await.unwrap(),
+            PutOutcome::Written
+        );
+    }
+    let gap = Gap {
+        table: "orders".into(),
+        stream_arn: ARN2.into(),
+        shard_id: "shardId-00000001".into(),
+        after_sequence_number: Some("300".into()),
+        after_shard_id: None,
+        unseen_shard_id: None,
+        after_time: None,
+        resumed_at_sequence_number: Some("900".into()),
+        resumed_at_time: None,
+        detected_at: "2026-11-23T20:00:00Z".into(),
+    };
+    let gap_link = chain.link_gap(&gap).unwrap();
+    store.put_linked_gap(&gap, &gap_link).await.unwrap();
+    assert_eq!(store.gap_link(&gap).await.unwrap(), Some(gap_link));
+    let mut cp = checkpoint("shardId-00000001", Some("300"), ShardStatus::Open);
+    cp.chain = Some(chain.clone());
+    store.save_shard(&cp).await.unwrap();
+
+    let ev = evidence_of(store, ARN2).await;
+    assert_eq!(ev.leaves.len(), 4, "{:?}", ev.leaves);
+    for leaf in &ev.leaves {
+        assert_eq!(leaf.shard_id, "shardId-00000001");
+        assert!(leaf.stored_hash.is_some(), "{leaf:?}");
+        assert_eq!(leaf.content_hash, leaf.stored_hash, "{leaf:?}");
+        assert_eq!(leaf.is_gap, leaf.key.is_none(), "{leaf:?}");
+    }
+    let mut seqs: Vec<(&str, bool)> = ev
+        .leaves
+        .iter()
+        .map(|l| (l.sequence_number.as_str(), l.is_gap))
+        .collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        [
+            ("100", false),
+            ("200", false),
+            ("300", false),
+            ("300", true)
+        ]
+    );
+    assert_eq!(ev.checkpoints.len(), 1);
+    assert_eq!(ev.checkpoints[0].chain.as_ref(), Some(&chain));
+    let report = verify_stream(
+        &ev,
+        &VerifyOptions {
+            public_key: None,
+            now: Utc::now(),
+            interval_secs: 3600,
+            remembered: None,
+        },
+    );
+    let tampered: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Tamper)
+        .collect();
+    assert!(tampered.is_empty(), "{tampered:?}");
+    assert_eq!(report.entries, 4, "every leaf checked");
+    // Another table's evidence only: none of this stream.
+    let only_other = store
+        .proof_evidence(Some(&["other".to_string()]), |_| {})
+        .await
+        .unwrap();
+    assert!(only_other.is_empty(), "{only_other:?}");
+}
+
+/// A store that can hold a source table for `snapshot` to read.
+trait SourceTables {
+    /// Creates a source table keyed `pk` (S) holding one item per `pk`
+    /// value, each with a `v` attribute; returns its name.
+    async fn make_source(&self, pks: &[&str]) -> String;
+}
+
+impl SourceTables for MemoryStore {
+    async fn make_source(&self, pks: &[&str]) -> String {
+        for pk in pks {
+            self.put_source_item("src", &["pk"], source_item(pk));
+        }
+        "src".into()
+    }
+}
+
+impl SourceTables for DynamoStore {
+    async fn make_source(&self, pks: &[&str]) -> String {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+            ScalarAttributeType,
+        };
+        let name = format!("{}-src", self.names().audit);
+        self.client()
+            .create_table()
+            .table_name(&name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("create the source table");
+        for pk in pks {
+            self.client()
+                .put_item()
+                .table_name(&name)
+                .item("pk", AttributeValue::S(pk.to_string()))
+                .item("v", AttributeValue::S(format!("value of {pk}")))
+                .send()
+                .await
+                .expect("put a source item");
+        }
+        name
+    }
+}
+
+fn source_item(pk: &str) -> Item {
+    BTreeMap::from([
+        ("pk".to_string(), AttrValue::S(pk.into())),
+        ("v".to_string(), AttrValue::S(format!("value of {pk}"))),
+    ])
+}
+
+/// A snapshot's reads and bookkeeping: a parallel Scan gives every item
+/// once; the latest run keeps only its own segments' rows, each as last
+/// saved; SNAPSHOT entries are write-once with their link; the run's chain
+/// shows in the evidence with its segments as checkpoints.
+async fn a_snapshot_run_reads_each_item_once_and_resumes_from_its_rows<T>(store: &T)
+where
+    T: SnapshotStore + ProofStore + EvidenceStore + SourceTables,
+{
+    let pks = ["a", "b", "c", "d", "e", "f", "g"];
+    let table = store.make_source(&pks).await;
+    let info = store.describe_source(&table).await.unwrap();
+    assert_eq!(info.key_names, ["pk"]);
+    assert!(store.describe_source("no-such-table").await.is_err());
+
+    let mut seen: Vec<Item> = Vec::new();
+    for segment in 0..2 {
+        let mut start: Option<Item> = None;
+        loop {
+            let page = store
+                .scan_page(&table, segment, 2, start.as_ref(), 2)
+                .await
+                .unwrap();
+            assert!(page.items.len() <= 2, "{page:?}");
+            assert!(page.read_units > 0.0, "{page:?}");
+            seen.extend(page.items);
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+    }
+    seen.sort_by(|a, b| format!("{:?}", a["pk"]).cmp(&format!("{:?}", b["pk"])));
+    let expected: Vec<Item> = pks.iter().map(|pk| source_item(pk)).collect();
+    assert_eq!(seen, expected, "every item once, over both segments");
+
+    assert_eq!(store.load_snapshot(&table).await.unwrap(), None);
+    let run = |id: &str| SnapshotRun {
+        table: table.clone(),
+        run_id: id.into(),
+        segments: 2,
+        done: false,
+    };
+    let mut chain = ChainState::default();
+    let first = ddb_audit::read::snapshot::snapshot_entry(
+        &table,
+        "r1",
+        &info.key_names,
+        &source_item("a"),
+        "2026-11-23T19:05:00.000Z",
+        None,
+    );
+    let link = chain.link_entry(&first).unwrap();
+    let progress = |items: u64, chain: &ChainState| SegmentProgress {
+        segment: 1,
+        last_key: Some(BTreeMap::from([(
+            "pk".to_string(),
+            AttrValue::S("a".into()),
+        )])),
+        done: false,
+        items,
+        chain: chain.clone(),
+    };
+    store.save_snapshot_run(&run("r1")).await.unwrap();
+    store
+        .save_segment(&run("r1"), &progress(0, &ChainState::default()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.put_snapshot_entry(&first, &link, 1, 1).await.unwrap(),
+        PutOutcome::Written
+    );
+    store
+        .save_segment(&run("r1"), &progress(1, &chain))
+        .await
+        .unwrap();
+    let (loaded, segments) = store.load_snapshot(&table).await.unwrap().unwrap();
+    assert_eq!(loaded, run("r1"));
+    assert_eq!(segments, [progress(1, &chain)], "the segment as last saved");
+
+    // Read again at another time (a resumed run): already there, and the
+    // chain goes on from the stored link.
+    let mut again = first.clone();
+    again.event_time = Some("2026-11-23T19:06:00.000Z".into());
+    again.snapshot_time = again.event_time.clone();
+    assert_eq!(
+        store.put_snapshot_entry(&again, &link, 1, 1).await.unwrap(),
+        PutOutcome::AlreadyPresent
+    );
+    assert_eq!(store.snapshot_entry_link(&again).await.unwrap(), Some(link));
+    let unwritten = ddb_audit::read::snapshot::snapshot_entry(
+        &table,
+        "r1",
+        &info.key_names,
+        &source_item("b"),
+        "2026-11-23T19:05:00.000Z",
+        None,
+    );
+    assert_eq!(store.snapshot_entry_link(&unwritten).await.unwrap(), None);
+
+    // Its chain in the evidence: the entry at its segment's place, the
+    // segment as the chain's checkpoint.
+    let arn = snapshot_stream_arn(&table, "r1");
+    store.put_digest(&table, &arn, 1, &signed(1)).await.unwrap();
+    store
+        .record_newest_digest(&table, &arn, 1, "hash-1")
+        .await
+        .unwrap();
+    let ev = evidence_of(store, &arn).await;
+    assert_eq!(ev.table, table);
+    assert_eq!(ev.newest_digest, Some((1, "hash-1".to_string())));
+    assert_eq!(ev.leaves.len(), 1, "{:?}", ev.leaves);
+    let leaf = &ev.leaves[0];
+    assert_eq!(
+        (leaf.shard_id.as_str(), leaf.sequence_number.as_str()),
+        ("segment-00001", "1")
+    );
+    assert_eq!(leaf.content_hash, Some(link.hash));
+    assert_eq!(ev.checkpoints.len(), 1, "{:?}", ev.checkpoints);
+    assert_eq!(ev.checkpoints[0].shard_id, "segment-00001");
+    assert_eq!(ev.checkpoints[0].chain.as_ref(), Some(&chain));
+    assert_eq!(ev.checkpoints[0].sequence_no.as_deref(), Some("1"));
+
+    // A new run: the old run's segment rows are not its own.
+    store.save_snapshot_run(&run("r2")).await.unwrap();
+    let (loaded, segments) = store.load_snapshot(&table).await.unwrap().unwrap();
+    assert_eq!(loaded.run_id, "r2");
+    assert!(segments.is_empty(), "{segments:?}");
+    let mut done = run("r2");
+    done.done = true;
+    store.save_snapshot_run(&done).await.unwrap();
+    let mut zero = progress(3, &ChainState::default());
+    zero.segment = 0;
+    zero.done = true;
+    store.save_segment(&done, &zero).await.unwrap();
+    let (loaded, segments) = store.load_snapshot(&table).await.unwrap().unwrap();
+    assert!(loaded.done);
+    assert_eq!(segments, [zero]);
+}
+
 /// Every body, each on a fresh store from `fresh`.
 async fn conformance<T, F, Fut>(fresh: F)
 where
-    T: AuditStore + CheckpointStore,
+    T: ReadStore + CheckpointStore + ProofStore + SnapshotStore + EvidenceStore + SourceTables,
     F: Fn(&'static str) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
@@ -336,6 +866,14 @@ where
     table_health_is_kept_apart_from_the_streams(&s).await;
     let s = fresh("gaps").await;
     gaps_are_write_once_by_position(&s).await;
+    let s = fresh("pages").await;
+    history_and_index_pages_read_every_entry_once(&s).await;
+    let s = fresh("digests").await;
+    digests_are_write_once_and_the_pointer_never_moves_back(&s).await;
+    let s = fresh("chain").await;
+    a_chained_trail_reads_back_as_intact_evidence(&s).await;
+    let s = fresh("snapshot").await;
+    a_snapshot_run_reads_each_item_once_and_resumes_from_its_rows(&s).await;
 }
 
 #[tokio::test]

@@ -17,8 +17,7 @@ use crate::proof::verify::{
     exit_status, verify_stream, Finding, Kind, Severity, StreamEvidence, VerifyOptions, VerifyState,
 };
 use crate::store::dynamo::DynamoStore;
-#[cfg(any(test, feature = "test-util"))]
-use crate::store::memory::MemoryStore;
+use crate::store::evidence::EvidenceReads;
 use crate::store::{StoreError, StoreResult};
 use crate::stream::cmp_sequence;
 use crate::value::Item;
@@ -33,8 +32,10 @@ pub enum CheckError {
     Export(String),
 }
 
-/// Where `verify` reads the trail's evidence from: the DynamoDB store (one
-/// Scan) or the memory store (the simulator and the API's tests).
+/// Where `verify` reads the trail's evidence from: any store that offers
+/// the raw reads of [`EvidenceReads`] (the DynamoDB store, one Scan; the
+/// memory store, for the simulator and the API's tests), assembled by the
+/// one [`crate::store::evidence::gather`].
 pub trait EvidenceStore: Send + Sync {
     /// Every stream's evidence, of `tables` only when given. `progress` is
     /// told how many stored items have been read so far.
@@ -45,27 +46,13 @@ pub trait EvidenceStore: Send + Sync {
     ) -> impl Future<Output = StoreResult<Vec<StreamEvidence>>> + Send;
 }
 
-impl EvidenceStore for DynamoStore {
+impl<S: EvidenceReads> EvidenceStore for S {
     fn proof_evidence(
         &self,
         tables: Option<&[String]>,
         progress: impl FnMut(u64) + Send,
     ) -> impl Future<Output = StoreResult<Vec<StreamEvidence>>> + Send {
-        self.scan_proof_evidence(tables, progress)
-    }
-}
-
-#[cfg(any(test, feature = "test-util"))]
-impl EvidenceStore for MemoryStore {
-    async fn proof_evidence(
-        &self,
-        tables: Option<&[String]>,
-        mut progress: impl FnMut(u64) + Send,
-    ) -> StoreResult<Vec<StreamEvidence>> {
-        let mut all = MemoryStore::proof_evidence(self);
-        all.retain(|ev| tables.is_none_or(|t| t.contains(&ev.table)));
-        progress(all.iter().map(|ev| ev.leaves.len() as u64).sum());
-        Ok(all)
+        crate::store::evidence::gather(self, tables, progress)
     }
 }
 

@@ -1,24 +1,59 @@
-//! In-memory checkpoint and audit stores with the same write-once semantics as
-//! the DynamoDB ones, for tests and benchmarks. State survives a "crash" of
-//! the daemon under test: drop the daemon, keep the store, start again.
+//! In-memory checkpoint, audit, proof and snapshot stores with the same
+//! write-once semantics as the DynamoDB ones, for tests and benchmarks.
+//! State survives a "crash" of the daemon under test: drop the daemon, keep
+//! the store, start again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::entry::{AuditEntry, Gap};
+use crate::proof::digest::SignedDigest;
+use crate::proof::Link;
+use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
+use crate::store::layout::{encode_entry, entry_sort_key};
 use crate::store::{
-    index_attrs, AuditStore, CheckpointStore, HistoryPage, Index, IndexHit, IndexPage, Position,
-    PutOutcome, ReadCost, ReadStore, ShardCheckpoint, StoreResult, StreamRow, TableHealthRow,
-    TsRange,
+    index_attrs, segment_chain_id, AuditStore, CheckpointStore, HistoryPage, Index, IndexHit,
+    IndexPage, Position, PutOutcome, ReadCost, ReadStore, ScanPage, SegmentProgress,
+    ShardCheckpoint, SnapshotRun, SnapshotStore, SourceInfo, StoreError, StoreResult, StreamRow,
+    TableHealthRow, TsRange,
 };
-use crate::stream::{cmp_sequence, stream_label};
+use crate::stream::cmp_sequence;
 use crate::value::Item;
+
+/// An entry as stored, with what the DynamoDB store keeps beside it.
+#[derive(Clone)]
+struct Stored {
+    entry: AuditEntry,
+    link: Option<Link>,
+    /// A SNAPSHOT entry's chain and place in it: (segment chain id, position).
+    place: Option<(String, u64)>,
+}
+
+/// A source table a snapshot reads: its key names and its items, by
+/// canonical key.
+#[derive(Default)]
+struct Source {
+    key_names: Vec<String>,
+    items: BTreeMap<String, Item>,
+}
+
+/// A table's snapshot bookkeeping: the latest run's row, and each segment's
+/// row with the run that saved it last (as the DynamoDB store's rows, keyed
+/// by segment alone).
+#[derive(Default)]
+struct Snapshots {
+    run: Option<SnapshotRun>,
+    segments: BTreeMap<u32, (String, SegmentProgress)>,
+}
 
 #[derive(Default)]
 struct State {
-    /// (table, canonical key) → (stream label, padded sequence) → entry.
-    entries: HashMap<(String, String), BTreeMap<(String, String), AuditEntry>>,
+    /// (table, canonical key) → the entry's sort key in the audit table
+    /// (`layout::entry_sort_key`) → entry.
+    entries: HashMap<(String, String), BTreeMap<String, Stored>>,
     gaps: BTreeMap<(String, String, String, String), Gap>,
+    /// Gap chain links as first written: (stream, shard, after sequence).
+    gap_links: HashMap<(String, String, String), Link>,
     shards: HashMap<String, BTreeMap<String, ShardCheckpoint>>,
     /// When each drained shard row expires (tokio's clock, so paused tests
     /// see it age): `DRAINED_SHARD_ROW_TTL` after it was first saved
@@ -32,14 +67,16 @@ struct State {
     /// (shard id, sequence number) of each entry written, in write order.
     write_order: Vec<(String, String)>,
     read_cost: ReadCost,
-    /// Chain links as first written: (stream, shard, sequence, is gap).
-    links: HashMap<(String, String, String, bool), crate::proof::Link>,
-    /// Digests: (stream, number) → digest; and the newest written per stream.
-    digests: BTreeMap<(String, u64), crate::proof::digest::SignedDigest>,
-    newest_digest: HashMap<String, (u64, String)>,
+    /// Digests: (stream, number) → (table, digest).
+    digests: BTreeMap<(String, u64), (String, SignedDigest)>,
+    /// The newest digest recorded per (table, stream): the DynamoDB store's
+    /// pointer on the stream's row.
+    newest_digest: BTreeMap<(String, String), (u64, String)>,
+    sources: HashMap<String, Source>,
+    snapshots: HashMap<String, Snapshots>,
 }
 
-/// Both stores in one, cheap to clone (clones share state).
+/// Every store in one, cheap to clone (clones share state).
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
@@ -62,7 +99,12 @@ impl MemoryStore {
         let mut keys: Vec<_> = state.entries.keys().cloned().collect();
         keys.sort();
         keys.iter()
-            .flat_map(|k| state.entries[k].values().cloned().collect::<Vec<_>>())
+            .flat_map(|k| {
+                state.entries[k]
+                    .values()
+                    .map(|s| s.entry.clone())
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
@@ -108,6 +150,62 @@ impl MemoryStore {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }
+
+    /// Adds `item` to the source table `table` (created with `key_names` on
+    /// first use), for `snapshot` to read.
+    pub fn put_source_item(&self, table: &str, key_names: &[&str], item: Item) {
+        let mut state = self.lock();
+        let source = state
+            .sources
+            .entry(table.to_string())
+            .or_insert_with(|| Source {
+                key_names: key_names.iter().map(|k| k.to_string()).collect(),
+                items: BTreeMap::new(),
+            });
+        let key = source_key(&source.key_names, &item);
+        source.items.insert(canonical_key(&key), item);
+    }
+
+    /// What `verify` would gather from this store, per stream: the one
+    /// assembler production runs, on this store's reads (which never wait).
+    pub fn proof_evidence(&self) -> Vec<crate::proof::verify::StreamEvidence> {
+        use futures_util::FutureExt;
+        crate::store::evidence::gather(self, None, |_| {})
+            .now_or_never()
+            .expect("the memory store's reads never wait")
+            .unwrap_or_default()
+    }
+
+    /// The write-once put of every entry: `link` and `place` are kept with
+    /// it as first written.
+    fn put_stored(
+        &self,
+        entry: &AuditEntry,
+        link: Option<&Link>,
+        place: Option<(String, u64)>,
+    ) -> PutOutcome {
+        let mut state = self.lock();
+        state.entry_puts += 1;
+        let item = (entry.table.clone(), canonical_key(&entry.key));
+        let sort = entry_sort_key(&entry.stream_arn, &entry.sequence_number);
+        let slot = state.entries.entry(item).or_default();
+        if slot.contains_key(&sort) {
+            state.duplicate_puts += 1;
+            return PutOutcome::AlreadyPresent;
+        }
+        slot.insert(
+            sort,
+            Stored {
+                entry: entry.clone(),
+                link: link.copied(),
+                place,
+            },
+        );
+        state
+            .write_order
+            .push((entry.shard_id.clone(), entry.sequence_number.clone()));
+        PutOutcome::Written
+    }
 }
 
 /// The canonical form of an item key: DynamoDB JSON with sorted names.
@@ -117,238 +215,164 @@ pub fn canonical_key(key: &Item) -> String {
     crate::value::canonical_key_json(key)
 }
 
-fn entry_sort_key(entry: &AuditEntry) -> (String, String) {
+/// The key attributes of a source item.
+fn source_key(key_names: &[String], item: &Item) -> Item {
+    item.iter()
+        .filter(|(k, _)| key_names.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn gap_link_key(gap: &Gap) -> (String, String, String) {
     (
-        stream_label(&entry.stream_arn).to_string(),
-        format!("{:0>40}", entry.sequence_number),
+        gap.stream_arn.clone(),
+        gap.shard_id.clone(),
+        gap.after_sequence_number.clone().unwrap_or_default(),
     )
 }
 
-impl MemoryStore {
-    /// What `verify` would gather from this store, per stream.
-    pub fn proof_evidence(&self) -> Vec<crate::proof::verify::StreamEvidence> {
-        use crate::proof::chain::{document_hash, entry_document, gap_document};
-        use crate::proof::verify::{CheckpointEvidence, FoundDigest, Leaf, StreamEvidence};
+/// The raw reads `verify` assembles its evidence from, as the DynamoDB
+/// store gives them: stream rows (and snapshot pointers), then every entry,
+/// gap and digest once.
+impl EvidenceReads for MemoryStore {
+    async fn chain_rows(&self) -> StoreResult<Vec<ChainRow>> {
         let state = self.lock();
-        let mut streams: BTreeMap<String, StreamEvidence> = BTreeMap::new();
-        let mut collected: Vec<(String, String, Leaf)> = Vec::new();
-        for entry in state.entries.values().flat_map(|m| m.values()) {
-            let link = state.links.get(&(
-                entry.stream_arn.clone(),
-                entry.shard_id.clone(),
-                entry.sequence_number.clone(),
-                false,
-            ));
-            let prev = link.and_then(|l| l.prev_hash);
-            let value = serde_json::to_value(entry).unwrap_or_default();
-            collected.push((
-                entry.table.clone(),
-                entry.stream_arn.clone(),
-                Leaf {
-                    is_gap: false,
-                    shard_id: entry.shard_id.clone(),
-                    sequence_number: entry.sequence_number.clone(),
-                    key: serde_json::to_string(&entry.key).ok(),
-                    stored_hash: link.map(|l| l.hash),
-                    prev_hash: prev,
-                    content_hash: document_hash(&entry_document(
-                        &entry.stream_arn,
-                        &value,
-                        prev.as_ref(),
-                    ))
-                    .ok(),
-                    expires: false,
-                    rejected: crate::proof::verify::is_rejected_marker(&value),
-                },
-            ));
+        // A stream's row exists once it is saved or its digest pointer is
+        // recorded (DynamoDB's UpdateItem creates the row).
+        let mut rows: BTreeMap<(String, String), Option<(u64, String)>> =
+            state.streams.keys().map(|id| (id.clone(), None)).collect();
+        for (id, pointer) in &state.newest_digest {
+            rows.insert(id.clone(), Some(pointer.clone()));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|((table, stream_arn), newest_digest)| ChainRow {
+                table,
+                stream_arn,
+                newest_digest,
+            })
+            .collect())
+    }
+
+    async fn scan_trail(
+        &self,
+        mut visit: impl FnMut(TrailRecord) + Send,
+        mut progress: impl FnMut(u64) + Send,
+    ) -> StoreResult<()> {
+        let state = self.lock();
+        let mut read = 0u64;
+        for stored in state.entries.values().flat_map(BTreeMap::values) {
+            read += 1;
+            let e = &stored.entry;
+            let (chain_shard, chain_position) = match &stored.place {
+                Some((segment, position)) => (segment.clone(), position.to_string()),
+                None => (e.shard_id.clone(), e.sequence_number.clone()),
+            };
+            visit(TrailRecord::Entry {
+                table: e.table.clone(),
+                stream_arn: e.stream_arn.clone(),
+                chain_shard,
+                chain_position,
+                json: encode_entry(e).ok(),
+                hash: stored.link.map(|l| l.hash),
+                prev_hash: stored.link.and_then(|l| l.prev_hash),
+                expires: false,
+            });
         }
         for gap in state.gaps.values() {
-            let after = gap.after_sequence_number.clone().unwrap_or_default();
-            let link = state.links.get(&(
-                gap.stream_arn.clone(),
-                gap.shard_id.clone(),
-                after.clone(),
-                true,
-            ));
-            let prev = link.and_then(|l| l.prev_hash);
-            let value = serde_json::to_value(gap).unwrap_or_default();
-            collected.push((
-                gap.table.clone(),
-                gap.stream_arn.clone(),
-                Leaf {
-                    is_gap: true,
-                    shard_id: gap.shard_id.clone(),
-                    sequence_number: after,
-                    key: None,
-                    stored_hash: link.map(|l| l.hash),
-                    prev_hash: prev,
-                    content_hash: document_hash(&gap_document(&value, prev.as_ref())).ok(),
-                    expires: false,
-                    rejected: crate::proof::verify::is_rejected_marker(&value),
-                },
-            ));
+            read += 1;
+            let link = state.gap_links.get(&gap_link_key(gap));
+            visit(TrailRecord::Gap {
+                table: gap.table.clone(),
+                stream_arn: gap.stream_arn.clone(),
+                chain_shard: gap.shard_id.clone(),
+                json: serde_json::to_string(gap).ok(),
+                hash: link.map(|l| l.hash),
+                prev_hash: link.and_then(|l| l.prev_hash),
+            });
         }
-        for (table, arn, leaf) in collected {
-            streams
-                .entry(arn.clone())
-                .or_insert_with(|| StreamEvidence {
-                    table: table.clone(),
-                    stream_arn: arn.clone(),
-                    ..Default::default()
-                })
-                .leaves
-                .push(leaf);
+        for ((stream_arn, number), (table, signed)) in &state.digests {
+            read += 1;
+            visit(TrailRecord::Digest {
+                table: table.clone(),
+                stream_arn: stream_arn.clone(),
+                number: *number,
+                signed: signed.clone(),
+            });
         }
-        for ((arn, number), signed) in &state.digests {
-            if let Some(e) = streams.get_mut(arn) {
-                e.digests.push(FoundDigest {
-                    number: *number,
-                    signed: signed.clone(),
-                });
-            }
-        }
-        for (arn, shards) in &state.shards {
-            let Some(first) = shards.values().next() else {
-                continue;
-            };
-            let e = streams
-                .entry(arn.clone())
-                .or_insert_with(|| StreamEvidence {
-                    table: first.table.clone(),
-                    stream_arn: arn.clone(),
-                    ..Default::default()
-                });
-            e.newest_digest = state.newest_digest.get(arn).cloned();
-            for cp in shards.values() {
-                e.checkpoints.push(CheckpointEvidence {
-                    shard_id: cp.shard_id.clone(),
-                    parent_shard_id: cp.parent_shard_id.clone(),
-                    chain: cp.chain.clone(),
-                    sequence_no: cp.sequence_no.clone(),
-                });
-            }
-        }
-        streams.into_values().collect()
+        progress(read);
+        Ok(())
     }
 }
 
 impl crate::store::ProofStore for MemoryStore {
-    async fn newest_digest(
-        &self,
-        stream_arn: &str,
-    ) -> StoreResult<Option<(u64, crate::proof::digest::SignedDigest)>> {
+    async fn newest_digest(&self, stream_arn: &str) -> StoreResult<Option<(u64, SignedDigest)>> {
         let state = self.lock();
         Ok(state
             .digests
             .range((stream_arn.to_string(), 0)..=(stream_arn.to_string(), u64::MAX))
             .next_back()
-            .map(|((_, n), d)| (*n, d.clone())))
+            .map(|((_, n), (_, d))| (*n, d.clone())))
     }
 
     async fn put_digest(
         &self,
-        _table: &str,
+        table: &str,
         stream_arn: &str,
         number: u64,
-        digest: &crate::proof::digest::SignedDigest,
+        digest: &SignedDigest,
     ) -> StoreResult<PutOutcome> {
         let mut state = self.lock();
         let id = (stream_arn.to_string(), number);
         if state.digests.contains_key(&id) {
             return Ok(PutOutcome::AlreadyPresent);
         }
-        state.digests.insert(id, digest.clone());
+        state
+            .digests
+            .insert(id, (table.to_string(), digest.clone()));
         Ok(PutOutcome::Written)
     }
 
     async fn record_newest_digest(
         &self,
-        _table: &str,
+        table: &str,
         stream_arn: &str,
         number: u64,
         hash: &str,
     ) -> StoreResult<()> {
         let mut state = self.lock();
-        let slot = state
+        let id = (table.to_string(), stream_arn.to_string());
+        // As the DynamoDB store's condition: set when absent or older.
+        if state
             .newest_digest
-            .entry(stream_arn.to_string())
-            .or_insert((0, String::new()));
-        if slot.0 < number {
-            *slot = (number, hash.to_string());
+            .get(&id)
+            .is_none_or(|(n, _)| *n < number)
+        {
+            state.newest_digest.insert(id, (number, hash.to_string()));
         }
         Ok(())
     }
 }
 
 impl AuditStore for MemoryStore {
-    async fn put_linked_entry(
-        &self,
-        entry: &AuditEntry,
-        link: &crate::proof::Link,
-    ) -> StoreResult<PutOutcome> {
-        let outcome = self.put_entry(entry).await?;
-        if outcome == PutOutcome::Written {
-            self.lock().links.insert(
-                (
-                    entry.stream_arn.clone(),
-                    entry.shard_id.clone(),
-                    entry.sequence_number.clone(),
-                    false,
-                ),
-                *link,
-            );
-        }
-        Ok(outcome)
+    async fn put_linked_entry(&self, entry: &AuditEntry, link: &Link) -> StoreResult<PutOutcome> {
+        Ok(self.put_stored(entry, Some(link), None))
     }
 
-    async fn gap_link(&self, gap: &Gap) -> StoreResult<Option<crate::proof::Link>> {
-        Ok(self
-            .lock()
-            .links
-            .get(&(
-                gap.stream_arn.clone(),
-                gap.shard_id.clone(),
-                gap.after_sequence_number.clone().unwrap_or_default(),
-                true,
-            ))
-            .copied())
+    async fn gap_link(&self, gap: &Gap) -> StoreResult<Option<Link>> {
+        Ok(self.lock().gap_links.get(&gap_link_key(gap)).copied())
     }
 
-    async fn put_linked_gap(
-        &self,
-        gap: &Gap,
-        link: &crate::proof::Link,
-    ) -> StoreResult<PutOutcome> {
+    async fn put_linked_gap(&self, gap: &Gap, link: &Link) -> StoreResult<PutOutcome> {
         let outcome = self.put_gap(gap).await?;
         if outcome == PutOutcome::Written {
-            self.lock().links.insert(
-                (
-                    gap.stream_arn.clone(),
-                    gap.shard_id.clone(),
-                    gap.after_sequence_number.clone().unwrap_or_default(),
-                    true,
-                ),
-                *link,
-            );
+            self.lock().gap_links.insert(gap_link_key(gap), *link);
         }
         Ok(outcome)
     }
 
     async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
-        let mut state = self.lock();
-        state.entry_puts += 1;
-        let item = (entry.table.clone(), canonical_key(&entry.key));
-        let sort = entry_sort_key(entry);
-        let slot = state.entries.entry(item).or_default();
-        if slot.contains_key(&sort) {
-            state.duplicate_puts += 1;
-            return Ok(PutOutcome::AlreadyPresent);
-        }
-        slot.insert(sort, entry.clone());
-        state
-            .write_order
-            .push((entry.shard_id.clone(), entry.sequence_number.clone()));
-        Ok(PutOutcome::Written)
+        Ok(self.put_stored(entry, None, None))
     }
 
     async fn history(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
@@ -356,7 +380,7 @@ impl AuditStore for MemoryStore {
         Ok(state
             .entries
             .get(&(table.to_string(), canonical_key(key)))
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.values().map(|s| s.entry.clone()).collect())
             .unwrap_or_default())
     }
 
@@ -377,6 +401,126 @@ impl AuditStore for MemoryStore {
 
     async fn gaps(&self) -> StoreResult<Vec<Gap>> {
         Ok(self.lock().gaps.values().cloned().collect())
+    }
+}
+
+/// The DynamoDB store's snapshot semantics over in-memory source tables
+/// ([`MemoryStore::put_source_item`]): a segment is the items whose key
+/// hashes to it, read in key order; run and segment rows are overwritten
+/// as saved; SNAPSHOT entries are write-once.
+impl SnapshotStore for MemoryStore {
+    async fn describe_source(&self, table: &str) -> StoreResult<SourceInfo> {
+        let state = self.lock();
+        let source = state.sources.get(table).ok_or_else(|| {
+            StoreError::Other(format!(
+                "table {table} does not exist: name an audited table with --table"
+            ))
+        })?;
+        Ok(SourceInfo {
+            key_names: source.key_names.clone(),
+            item_count: Some(source.items.len() as u64),
+        })
+    }
+
+    async fn scan_page(
+        &self,
+        table: &str,
+        segment: u32,
+        segments: u32,
+        start: Option<&Item>,
+        limit: usize,
+    ) -> StoreResult<ScanPage> {
+        let state = self.lock();
+        let source = state
+            .sources
+            .get(table)
+            .ok_or_else(|| StoreError::MissingTable {
+                table: table.to_string(),
+            })?;
+        let after = start.map(canonical_key);
+        let segments = u64::from(segments.max(1));
+        let mut rest = source
+            .items
+            .iter()
+            .filter(|(k, _)| crate::value::fnv1a64(k.as_bytes()) % segments == u64::from(segment))
+            .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a));
+        let items: Vec<Item> = rest
+            .by_ref()
+            .take(limit.clamp(1, 10_000))
+            .map(|(_, item)| item.clone())
+            .collect();
+        let more = rest.next().is_some();
+        // Strongly consistent: one unit per 4 KB read, rounded up per page.
+        let bytes: usize = items
+            .iter()
+            .map(|i| serde_json::to_string(i).map_or(0, |j| j.len()))
+            .sum();
+        Ok(ScanPage {
+            next: more
+                .then(|| items.last().map(|i| source_key(&source.key_names, i)))
+                .flatten(),
+            items,
+            read_units: (bytes.div_ceil(4096)).max(1) as f64,
+        })
+    }
+
+    async fn load_snapshot(
+        &self,
+        table: &str,
+    ) -> StoreResult<Option<(SnapshotRun, Vec<SegmentProgress>)>> {
+        let state = self.lock();
+        let Some(rows) = state.snapshots.get(table) else {
+            return Ok(None);
+        };
+        let Some(run) = rows.run.clone() else {
+            return Ok(None);
+        };
+        let segments = rows
+            .segments
+            .values()
+            .filter(|(run_id, _)| *run_id == run.run_id)
+            .map(|(_, p)| p.clone())
+            .collect();
+        Ok(Some((run, segments)))
+    }
+
+    async fn save_snapshot_run(&self, run: &SnapshotRun) -> StoreResult<()> {
+        self.lock()
+            .snapshots
+            .entry(run.table.clone())
+            .or_default()
+            .run = Some(run.clone());
+        Ok(())
+    }
+
+    async fn save_segment(&self, run: &SnapshotRun, progress: &SegmentProgress) -> StoreResult<()> {
+        self.lock()
+            .snapshots
+            .entry(run.table.clone())
+            .or_default()
+            .segments
+            .insert(progress.segment, (run.run_id.clone(), progress.clone()));
+        Ok(())
+    }
+
+    async fn put_snapshot_entry(
+        &self,
+        entry: &AuditEntry,
+        link: &Link,
+        segment: u32,
+        position: u64,
+    ) -> StoreResult<PutOutcome> {
+        let place = (segment_chain_id(segment), position);
+        Ok(self.put_stored(entry, Some(link), Some(place)))
+    }
+
+    async fn snapshot_entry_link(&self, entry: &AuditEntry) -> StoreResult<Option<Link>> {
+        let state = self.lock();
+        Ok(state
+            .entries
+            .get(&(entry.table.clone(), canonical_key(&entry.key)))
+            .and_then(|m| m.get(&entry_sort_key(&entry.stream_arn, &entry.sequence_number)))
+            .and_then(|s| s.link))
     }
 }
 
@@ -410,7 +554,7 @@ impl CheckpointStore for MemoryStore {
         if let Some(seq) = &checkpoint.sequence_no {
             // As the DynamoDB store: no store could resume after it.
             if !crate::stream::is_sequence_number(seq) {
-                return Err(crate::store::StoreError::Other(format!(
+                return Err(StoreError::Other(format!(
                     "shard {} of {}: {seq:?} is not a sequence number; refusing to checkpoint it",
                     checkpoint.shard_id, checkpoint.stream_arn
                 )));
@@ -499,10 +643,6 @@ impl CheckpointStore for MemoryStore {
     }
 }
 
-fn sort_key_text(sort: &(String, String)) -> String {
-    format!("{}#{}", sort.0, sort.1)
-}
-
 fn position(pairs: &[(&str, &str)]) -> Position {
     pairs
         .iter()
@@ -527,19 +667,15 @@ impl ReadStore for MemoryStore {
         let mut rows: Vec<(String, String, String, String)> = Vec::new();
         for ((table, key), entries) in &state.entries {
             let pk = format!("{table}|{key}");
-            for (sort, entry) in entries {
+            for (sort, stored) in entries {
+                let entry = &stored.entry;
                 let attrs = index_attrs(entry, key, chrono::DateTime::UNIX_EPOCH);
                 let listed = attrs
                     .keys
                     .iter()
                     .any(|(i, v)| *i == index && v == partition);
                 if listed && range.contains(&attrs.ts) {
-                    rows.push((
-                        attrs.ts,
-                        pk.clone(),
-                        sort_key_text(sort),
-                        entry.event.clone(),
-                    ));
+                    rows.push((attrs.ts, pk.clone(), sort.clone(), entry.event.clone()));
                 }
             }
         }
@@ -594,12 +730,11 @@ impl ReadStore for MemoryStore {
             .iter()
             .map(|(pk, sk)| {
                 let (table, key) = pk.split_once('|')?;
-                let (label, seq) = sk.rsplit_once('#')?;
                 state
                     .entries
                     .get(&(table.to_string(), key.to_string()))?
-                    .get(&(label.to_string(), seq.to_string()))
-                    .cloned()
+                    .get(sk)
+                    .map(|s| s.entry.clone())
             })
             .collect())
     }
@@ -619,7 +754,7 @@ impl ReadStore for MemoryStore {
             .get(&(table.to_string(), canonical_key(key)))
             .map(|m| {
                 m.iter()
-                    .map(|(s, e)| (sort_key_text(s), e.clone()))
+                    .map(|(sk, s)| (sk.clone(), s.entry.clone()))
                     .collect()
             })
             .unwrap_or_default();

@@ -1,11 +1,15 @@
-//! The daemon's own state, behind two small traits: where each shard was read
-//! to ([`CheckpointStore`]) and the audit trail itself ([`AuditStore`]).
-//! `dynamo` keeps them in DynamoDB tables (their layout: `layout`); `memory`
-//! in memory, for tests and benchmarks (feature `test-util`, with the
-//! `faults` decorator).
+//! The daemon's own state, behind small traits in domain types: where each
+//! shard was read to ([`CheckpointStore`]), the audit trail itself
+//! ([`AuditStore`]), its digests ([`ProofStore`]), the read side's paged
+//! reads ([`ReadStore`]) and snapshots ([`SnapshotStore`]); `evidence` holds
+//! the one assembler of what `verify` checks. `dynamo` keeps them in DynamoDB
+//! tables (their layout: `layout`); `memory` in memory, for tests and
+//! benchmarks (feature `test-util`, with the `faults` decorator); both run
+//! one conformance suite (`tests/store_conformance.rs`).
 
 pub mod attribution;
 pub mod dynamo;
+pub mod evidence;
 pub mod layout;
 
 use std::collections::BTreeMap;
@@ -681,7 +685,10 @@ pub trait SnapshotStore: AuditStore {
 /// partition the SNAPSHOT entries come first and the read side can place
 /// them by time.
 pub fn snapshot_stream_arn(table: &str, run_id: &str) -> String {
-    format!("snapshot:{table}/stream/{SNAPSHOT_LABEL_PREFIX}{run_id}")
+    format!("{SNAPSHOT_ARN_PREFIX}{table}/stream/{SNAPSHOT_LABEL_PREFIX}{run_id}")
 }
+
+/// How [`snapshot_stream_arn`] begins (a real stream ARN begins `arn:`).
+pub const SNAPSHOT_ARN_PREFIX: &str = "snapshot:";
 
 pub const SNAPSHOT_LABEL_PREFIX: &str = "0000-snapshot-";

@@ -10,10 +10,11 @@
 //! - `snapshot.rs`: [`crate::store::SnapshotStore`];
 //! - `checkpoint.rs`: [`crate::store::CheckpointStore`];
 //! - `item.rs`: the audit items in SDK terms (encoding, sizes, write cost);
-//! - `proof.rs`: digests and the evidence `verify` reads.
+//! - `proof.rs`: [`crate::store::ProofStore`] and the raw reads of
+//!   [`crate::store::evidence::EvidenceReads`], which `verify` assembles.
 //!
-//! Two more traits are implemented beside their own: `AttributionStore`
-//! (`attribution::dynamo`) and `EvidenceStore` (`read::verify`).
+//! One more trait is implemented beside its own: `AttributionStore`
+//! (`attribution::dynamo`).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

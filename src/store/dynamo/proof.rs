@@ -1,6 +1,7 @@
 //! The proof side of the DynamoDB store: digests, the stream rows' pointer
-//! to their newest digest, the one-pass scan `verify` reads, and what
-//! `export --proof` reads.
+//! to their newest digest, the raw reads `verify` assembles its evidence
+//! from (`store::evidence`: the streams rows and one pass over the audit
+//! table), and what `export --proof` reads.
 //!
 //! Layout (added to the tables [`crate::store::layout`] describes):
 //! - an entry or gap item carries `hash` (S, hex) and `prev_hash` (S, hex;
@@ -19,7 +20,7 @@
 //!   pointer on a streams row keyed `#snapshot:…` (skipped as a stream), and
 //!   each segment row (shards table, `snapshot:<table>`) carries `chain`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::Utc;
@@ -27,12 +28,12 @@ use chrono::Utc;
 use super::item::{entry_item_table, inline_entry_json, is_entry_item, reassemble};
 use super::{get_n, get_s, rfc3339, s, sdk_store_error, store_error, DynamoStore};
 use crate::aws::{classify, ErrorKind};
-use crate::proof::chain::{document_hash, entry_document, gap_document, parse_hash};
+use crate::proof::chain::parse_hash;
 use crate::proof::digest::SignedDigest;
-use crate::proof::verify::{CheckpointEvidence, FoundDigest, Leaf, StreamEvidence};
+use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
 use crate::store::layout::{item_partition_key, CHAIN_POSITION, CHAIN_SHARD, EXPIRES_AT, GAPS_PK};
 use crate::store::ProofStore;
-use crate::store::{CheckpointStore, PutOutcome, SnapshotStore, StoreError, StoreResult};
+use crate::store::{PutOutcome, StoreError, StoreResult, SNAPSHOT_ARN_PREFIX};
 use crate::value::Item;
 
 pub const DIGESTS_PK_PREFIX: &str = "#digests|";
@@ -146,9 +147,6 @@ fn digest_pointer_key(stream_arn: &str) -> String {
     }
 }
 
-/// How [`crate::store::snapshot_stream_arn`] begins.
-const SNAPSHOT_ARN_PREFIX: &str = "snapshot:";
-
 /// An entry as `export --proof` needs it.
 pub struct LinkedEntry {
     pub stream_arn: String,
@@ -164,106 +162,50 @@ pub struct LinkedEntry {
 struct Oversize {
     pk: String,
     sk: String,
-    stream_arn: String,
-    leaf: Leaf,
+    record: TrailRecord,
 }
 
-impl DynamoStore {
-    /// Everything `verify` needs, per stream, in one Scan of the audit table
-    /// (each item read once) plus the streams and shards rows. `progress` is
-    /// called with the count of items read so far.
-    pub async fn scan_proof_evidence(
+/// A chain's newest-digest pointer on a streams row: (number, hash).
+fn pointer(row: &HashMap<String, DAttr>) -> Option<(u64, String)> {
+    match (get_n(row, "digest_number"), get_s(row, "digest_hash")) {
+        (Some(n), Some(h)) => Some((n as u64, h.to_string())),
+        _ => None,
+    }
+}
+
+/// What `verify` reads: the streams rows, then one Scan of the audit table
+/// (each item read once); [`crate::store::evidence::gather`] assembles it.
+impl EvidenceReads for DynamoStore {
+    async fn chain_rows(&self) -> StoreResult<Vec<ChainRow>> {
+        let mut out = Vec::new();
+        for row in self.scan_all(&self.names.streams).await? {
+            let Some(key) = get_s(&row, "stream_arn") else {
+                continue;
+            };
+            let stream_arn = match key.strip_prefix('#') {
+                // A snapshot run's digest pointer.
+                Some(arn) if arn.starts_with(SNAPSHOT_ARN_PREFIX) => arn,
+                // Other rows under a reserved `#` key (a table's health)
+                // are no chain.
+                Some(_) => continue,
+                None => key,
+            };
+            out.push(ChainRow {
+                table: get_s(&row, "table_name").unwrap_or_default().to_string(),
+                stream_arn: stream_arn.to_string(),
+                newest_digest: pointer(&row),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn scan_trail(
         &self,
-        tables: Option<&[String]>,
+        mut visit: impl FnMut(TrailRecord) + Send,
         mut progress: impl FnMut(u64) + Send,
-    ) -> StoreResult<Vec<StreamEvidence>> {
-        let excluded = |t: &str| tables.is_some_and(|ts| !ts.iter().any(|x| x == t));
+    ) -> StoreResult<()> {
         let table = &self.names.audit;
-        let mut streams: BTreeMap<String, StreamEvidence> = BTreeMap::new();
         let mut oversize: Vec<Oversize> = Vec::new();
-        // Checkpoints and the stream rows' digest pointers first: what they
-        // name was written before the Scan starts, so the Scan sees it. Read
-        // after it, a digest or entry the running daemon wrote meanwhile
-        // would look deleted.
-        let rows = self.scan_all(&self.names.streams).await?;
-        for row in rows {
-            let row_table = get_s(&row, "table_name").unwrap_or_default();
-            if excluded(row_table) {
-                continue;
-            }
-            let pointer = |row: &HashMap<String, DAttr>| match (
-                get_n(row, "digest_number"),
-                get_s(row, "digest_hash"),
-            ) {
-                (Some(n), Some(h)) => Some((n as u64, h.to_string())),
-                _ => None,
-            };
-            // A snapshot run's digest pointer.
-            if let Some(arn) = get_s(&row, "stream_arn")
-                .and_then(|a| a.strip_prefix('#'))
-                .filter(|a| a.starts_with(SNAPSHOT_ARN_PREFIX))
-            {
-                let ev = streams
-                    .entry(arn.to_string())
-                    .or_insert_with(|| StreamEvidence {
-                        table: row_table.to_string(),
-                        stream_arn: arn.to_string(),
-                        ..Default::default()
-                    });
-                ev.newest_digest = pointer(&row);
-                continue;
-            }
-            // Other rows under a reserved `#` key (a table's health) are no stream.
-            let Some(arn) = get_s(&row, "stream_arn").filter(|a| !a.starts_with('#')) else {
-                continue;
-            };
-            let ev = streams
-                .entry(arn.to_string())
-                .or_insert_with(|| StreamEvidence {
-                    table: row_table.to_string(),
-                    stream_arn: arn.to_string(),
-                    ..Default::default()
-                });
-            if let Some(p) = pointer(&row) {
-                ev.newest_digest = Some(p);
-            }
-            for cp in self.load_shards(arn).await? {
-                ev.checkpoints.push(CheckpointEvidence {
-                    shard_id: cp.shard_id,
-                    parent_shard_id: cp.parent_shard_id,
-                    chain: cp.chain,
-                    sequence_no: cp.sequence_no,
-                });
-            }
-        }
-        // A table's latest snapshot run keeps its segments' progress, with
-        // their chains, as a stream keeps its checkpoints (earlier runs have
-        // only their digests: each ends with a final one).
-        let snapshot_tables: Vec<String> = streams
-            .values()
-            .filter(|ev| ev.stream_arn.starts_with(SNAPSHOT_ARN_PREFIX))
-            .map(|ev| ev.table.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        for table in snapshot_tables {
-            let Some((run, segments)) = self.load_snapshot(&table).await? else {
-                continue;
-            };
-            let arn = crate::store::snapshot_stream_arn(&table, &run.run_id);
-            let Some(ev) = streams.get_mut(&arn) else {
-                continue;
-            };
-            for seg in segments {
-                let size = seg.chain.tree.size;
-                ev.checkpoints.push(CheckpointEvidence {
-                    shard_id: crate::store::segment_chain_id(seg.segment),
-                    parent_shard_id: None,
-                    chain: Some(seg.chain),
-                    sequence_no: (size > 0).then(|| size.to_string()),
-                });
-            }
-        }
         let mut pages = self
             .client
             .scan()
@@ -285,52 +227,35 @@ impl DynamoStore {
                 } else {
                     entry_item_table(item).unwrap_or_default()
                 };
-                if excluded(item_table) {
-                    continue;
-                }
                 let Some(stream_arn) = get_s(item, "stream_arn") else {
                     continue;
                 };
-                let ev = streams
-                    .entry(stream_arn.to_string())
-                    .or_insert_with(|| StreamEvidence {
-                        table: item_table.to_string(),
-                        stream_arn: stream_arn.to_string(),
-                        ..Default::default()
-                    });
+                let (table, stream_arn) = (item_table.to_string(), stream_arn.to_string());
                 if pk.starts_with(DIGESTS_PK_PREFIX) {
                     if let Some((number, signed)) = signed_from_item(item) {
-                        ev.digests.push(FoundDigest { number, signed });
+                        visit(TrailRecord::Digest {
+                            table,
+                            stream_arn,
+                            number,
+                            signed,
+                        });
                     }
                     continue;
                 }
-                let stored_hash = get_s(item, "hash").and_then(parse_hash);
+                let hash = get_s(item, "hash").and_then(parse_hash);
                 let prev_hash = get_s(item, "prev_hash").and_then(parse_hash);
-                let shard_id = get_s(item, CHAIN_SHARD)
+                let chain_shard = get_s(item, CHAIN_SHARD)
                     .or_else(|| get_s(item, "shard_id"))
                     .unwrap_or_default()
                     .to_string();
                 if pk == GAPS_PK {
-                    let gap: Option<serde_json::Value> =
-                        get_s(item, "gap").and_then(|g| serde_json::from_str(g).ok());
-                    let after = gap
-                        .as_ref()
-                        .and_then(|g| g.get("after_sequence_number"))
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                        .to_string();
-                    ev.leaves.push(Leaf {
-                        is_gap: true,
-                        shard_id,
-                        sequence_number: after,
-                        key: None,
-                        stored_hash,
+                    visit(TrailRecord::Gap {
+                        table,
+                        stream_arn,
+                        chain_shard,
+                        json: get_s(item, "gap").map(str::to_string),
+                        hash,
                         prev_hash,
-                        content_hash: gap.and_then(|g| {
-                            document_hash(&gap_document(&g, prev_hash.as_ref())).ok()
-                        }),
-                        expires: false,
-                        rejected: false,
                     });
                     continue;
                 }
@@ -339,38 +264,39 @@ impl DynamoStore {
                     // one, say): outside the chain by design.
                     continue;
                 }
-                let leaf = Leaf {
-                    is_gap: false,
-                    shard_id,
-                    sequence_number: get_s(item, CHAIN_POSITION)
+                let mut record = TrailRecord::Entry {
+                    table,
+                    stream_arn,
+                    chain_shard,
+                    chain_position: get_s(item, CHAIN_POSITION)
                         .or_else(|| get_s(item, "sequence_number"))
                         .unwrap_or_default()
                         .to_string(),
-                    key: None,
-                    stored_hash,
+                    json: None,
+                    hash,
                     prev_hash,
-                    content_hash: None,
                     expires: item.contains_key(EXPIRES_AT),
-                    rejected: false,
                 };
                 match inline_entry_json(item) {
-                    Ok(Some(json)) => {
-                        ev.leaves.push(entry_leaf(leaf, stream_arn, &json));
+                    Ok(Some(text)) => {
+                        if let TrailRecord::Entry { json, .. } = &mut record {
+                            *json = Some(text.into_owned());
+                        }
+                        visit(record);
                     }
                     // A body that does not inflate cannot hash right: the
-                    // leaf stays without content, as for damaged parts.
-                    Err(_) => ev.leaves.push(leaf),
+                    // record goes without its JSON, as for damaged parts.
+                    Err(_) => visit(record),
                     Ok(None) => oversize.push(Oversize {
                         pk: pk.to_string(),
                         sk: get_s(item, "sk").unwrap_or_default().to_string(),
-                        stream_arn: stream_arn.to_string(),
-                        leaf,
+                        record,
                     }),
                 }
             }
             progress(read);
         }
-        for big in oversize {
+        for mut big in oversize {
             let items = self.query_partition(&big.pk).await?;
             let mut chunks: HashMap<&str, &str> = HashMap::new();
             let mut head = None;
@@ -383,29 +309,20 @@ impl DynamoStore {
                     _ => {}
                 }
             }
-            let json = head.and_then(|h| {
+            // Parts gone or damaged: the record goes without its JSON.
+            let whole = head.and_then(|h| {
                 get_n(h, "parts").and_then(|parts| reassemble(h, &big.sk, parts, &chunks).ok())
             });
-            let leaf = match json {
-                Some(json) => entry_leaf(big.leaf, &big.stream_arn, &json),
-                // Parts gone or damaged: the content cannot hash right.
-                None => big.leaf,
-            };
-            if let Some(ev) = streams.get_mut(&big.stream_arn) {
-                ev.leaves.push(leaf);
+            if let TrailRecord::Entry { json, .. } = &mut big.record {
+                *json = whole;
             }
+            visit(big.record);
         }
-        // A digest newer than the pointer read before the Scan was written
-        // while it ran: it may cover entries the Scan had passed already,
-        // which would then look deleted. The next `verify` checks it.
-        for ev in streams.values_mut() {
-            if let Some((pointer, _)) = ev.newest_digest {
-                ev.digests.retain(|d| d.number <= pointer);
-            }
-        }
-        Ok(streams.into_values().collect())
+        Ok(())
     }
+}
 
+impl DynamoStore {
     /// Every digest of a stream, oldest first.
     pub async fn digests(&self, stream_arn: &str) -> StoreResult<Vec<(u64, SignedDigest)>> {
         Ok(self
@@ -500,14 +417,4 @@ impl DynamoStore {
         }
         Ok(out)
     }
-}
-
-fn entry_leaf(mut leaf: Leaf, stream_arn: &str, json: &str) -> Leaf {
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(json) {
-        leaf.key = value.get("key").map(|k| k.to_string());
-        leaf.rejected = crate::proof::verify::is_rejected_marker(&value);
-        leaf.content_hash =
-            document_hash(&entry_document(stream_arn, &value, leaf.prev_hash.as_ref())).ok();
-    }
-    leaf
 }
