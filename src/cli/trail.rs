@@ -107,7 +107,7 @@ pub(crate) async fn snapshot(
 ) -> Result<()> {
     // A snapshot writes: only into the trail of a table the daemon audits,
     // or its baseline would sit beside no changes.
-    if !config.tables.iter().any(|t| *t == table) {
+    if !config.tables.contains(&table) {
         anyhow::bail!(
             "snapshot --table {table}: the config does not select this table (tables = {:?}); \
              add it to `tables` so its changes are audited too, then snapshot it",
