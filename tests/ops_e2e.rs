@@ -730,11 +730,16 @@ async fn a_table_that_cannot_be_audited_is_named_in_readyz_while_the_others_run(
             daemon.assert_running();
             let (code, body) = http_get(listen, "/readyz")?;
             let v: Value = serde_json::from_str(&body).ok()?;
-            let good_ready = v["tables"]
-                .as_array()?
+            let tables = v["tables"].as_array()?;
+            let good_ready = tables
                 .iter()
                 .any(|t| t["table"] == good.as_str() && t["ready"] == true);
-            (code == 503 && good_ready).then_some(v)
+            // Its first check may still be under way ("starting") on a
+            // loaded machine: wait for its verdict, not only the good one's.
+            let bad_judged = tables
+                .iter()
+                .any(|t| t["table"] == bad.as_str() && t["state"] != "starting");
+            (code == 503 && good_ready && bad_judged).then_some(v)
         },
     )
     .await;
@@ -763,4 +768,93 @@ async fn a_table_that_cannot_be_audited_is_named_in_readyz_while_the_others_run(
     })
     .await;
     daemon.stop_gracefully().await;
+}
+
+/// A new user's typos and zero counts are errors that name the fix, never
+/// an empty answer that reads as "no changes" or "intact".
+#[tokio::test]
+async fn a_table_name_typo_or_an_empty_trail_is_an_error_never_an_empty_answer() {
+    let env = TestEnv::new("ops-typo");
+    let (table, config) = env.audited_table("orders").await;
+    let cfg = path_str(&config);
+    let typo = format!("{table}x");
+
+    // Reading a table neither selected nor audited.
+    for args in [
+        vec![
+            "history", "--config", cfg, "--table", &typo, "--key", "pk=S:o1",
+        ],
+        vec![
+            "show", "--config", cfg, "--table", &typo, "--key", "pk=S:o1", "--at", "1h",
+        ],
+        vec![
+            "export",
+            "--config",
+            cfg,
+            "--table",
+            &typo,
+            "--key",
+            "pk=S:o1",
+            "--proof",
+            "/dev/null",
+        ],
+    ] {
+        env.cli(&args).await.fails_naming(&[
+            &format!("--table {typo}"),
+            &format!("the config selects: {table}"),
+            "tables with a trail: none",
+        ]);
+    }
+
+    // verify: nothing to check is exit 2, with or without --table.
+    let out = env
+        .cli(&["verify", "--config", cfg, "--table", &typo])
+        .await;
+    out.fails_naming(&[
+        "nothing to check",
+        &format!("no audit trail for table `{typo}`"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    let out = env.cli(&["verify", "--config", cfg]).await;
+    out.fails_naming(&["nothing to check", &format!("the config selects: {table}")]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(!out.stdout.contains("intact"), "{}", out.stdout);
+
+    // snapshot writes: only for a selected table.
+    env.cli(&["snapshot", "--config", cfg, "--table", &typo])
+        .await
+        .fails_naming(&[
+            "the config does not select this table",
+            "add it to `tables`",
+        ]);
+
+    // Zero counts would print nothing.
+    let out = env
+        .cli(&[
+            "history", "--config", cfg, "--table", &table, "--key", "pk=S:o1", "--last", "0",
+        ])
+        .await;
+    out.fails_naming(&["--last", "at least 1"]);
+    let out = env.cli(&["query", "--config", cfg, "--limit", "0"]).await;
+    out.fails_naming(&["--limit", "at least 1"]);
+}
+
+/// Without a region the one error says to set AWS_REGION, before any
+/// call and without metadata-service noise.
+#[tokio::test]
+async fn a_missing_region_is_one_error_naming_aws_region() {
+    let env = TestEnv::new("ops-region");
+    let config = env.config(&[&env.name("orders")]);
+    let mut cmd = env.command(&["gaps", "--config", path_str(&config)]);
+    cmd.env_remove("AWS_REGION");
+    cmd.env_remove("AWS_EC2_METADATA_DISABLED");
+    let out = cmd.output().await.expect("run ddb-audit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("set AWS_REGION"), "{stderr}");
+    assert!(
+        !stderr.contains("IMDS"),
+        "metadata-service noise:\n{stderr}"
+    );
+    assert!(!stderr.contains("transient"), "{stderr}");
 }
