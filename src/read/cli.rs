@@ -439,11 +439,6 @@ pub async fn revert<S: ReadStore>(
     Ok(())
 }
 
-/// `--order` as the CLI gives it.
-pub fn order_arg(text: Option<&str>) -> Result<Order, ReadError> {
-    text.map_or(Ok(Order::Asc), Order::parse)
-}
-
 /// `snapshot`: runs or resumes the table's snapshot; progress (items, rate,
 /// ETA) on stderr when it is a terminal, a summary on stdout.
 pub async fn snapshot<S: crate::store::SnapshotStore + crate::store::ProofStore>(
