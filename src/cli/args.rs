@@ -355,7 +355,7 @@ pub(crate) struct QueryArgs {
     /// across every table; needs [attribution.cloudtrail] in the daemon.
     #[arg(long, value_name = "ARN")]
     pub(crate) principal: Option<String>,
-    /// At most N entries.
+    /// At most N entries in all (the HTTP API's `limit` is a page size instead).
     #[arg(long, value_name = "N")]
     pub(crate) limit: Option<usize>,
     /// Time order: asc (oldest first, the default) or desc.
