@@ -428,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_last_writer_is_never_shown_as_the_actor() {
-        use crate::attribution::{Confidence, Principal};
+        use crate::attribution::Principal;
         use crate::entry::ActorSource;
         let mut removed = entry(vec![]);
         removed.event = "REMOVE".into();
@@ -451,16 +451,7 @@ mod tests {
             "arn:aws:sts::1:assumed-role/cleanup/x"
         );
         let mut ambiguous = removed;
-        ambiguous.principal = Some(Principal {
-            arn: None,
-            kind: None,
-            source_ip: None,
-            user_agent: None,
-            request_id: None,
-            event_id: None,
-            confidence: Confidence::Ambiguous,
-            candidates: vec!["arn:a".into(), "arn:b".into()],
-        });
+        ambiguous.principal = Some(Principal::ambiguous(vec!["arn:a".into(), "arn:b".into()]));
         let cell = actor_cell(&ambiguous);
         assert!(
             cell.starts_with("unknown (last writer: onboarding-service)")
