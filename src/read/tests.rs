@@ -471,17 +471,12 @@ fn field_paths_match_at_or_below() {
     assert!(!at_or_below("profile", "profile.name"));
 }
 
-fn entry_at(
-    event: &str,
-    seq: &str,
-    stamp: &str,
-    old: Option<&Item>,
-    new: Option<&Item>,
-) -> AuditEntry {
+/// A MODIFY of item 1 from `version(from)` to `version(to)`.
+fn modify(seq: &str, stamp: &str, from: u32, to: u32) -> AuditEntry {
     AuditEntry {
         table: "t".into(),
         key: key(1),
-        event: event.into(),
+        event: "MODIFY".into(),
         sequence_number: seq.into(),
         shard_id: "s".into(),
         event_time: Some(stamp.into()),
@@ -490,7 +485,7 @@ fn entry_at(
         last_writer: None,
         principal: None,
         item_actor: None,
-        changes: diff_images(old, new),
+        changes: diff_images(Some(&version(from)), Some(&version(to))),
         ttl_expiry: false,
         error: None,
         raw: None,
@@ -524,52 +519,22 @@ async fn a_snapshot_is_placed_among_changes_stamped_in_whole_seconds() {
         // The change came after the read (same second): applied on top.
         (
             version(0),
-            vec![entry_at(
-                "MODIFY",
-                "10",
-                "2026-11-23T12:00:05Z",
-                Some(&version(0)),
-                Some(&version(1)),
-            )],
+            vec![modify("10", "2026-11-23T12:00:05Z", 0, 1)],
             version(1),
         ),
         // It came before the read: already in the snapshot.
         (
             version(1),
-            vec![entry_at(
-                "MODIFY",
-                "10",
-                "2026-11-23T12:00:05Z",
-                Some(&version(0)),
-                Some(&version(1)),
-            )],
+            vec![modify("10", "2026-11-23T12:00:05Z", 0, 1)],
             version(1),
         ),
         // Two before the read, one after.
         (
             version(2),
             vec![
-                entry_at(
-                    "MODIFY",
-                    "10",
-                    "2026-11-23T12:00:05Z",
-                    Some(&version(0)),
-                    Some(&version(1)),
-                ),
-                entry_at(
-                    "MODIFY",
-                    "11",
-                    "2026-11-23T12:00:05Z",
-                    Some(&version(1)),
-                    Some(&version(2)),
-                ),
-                entry_at(
-                    "MODIFY",
-                    "12",
-                    "2026-11-23T12:00:06Z",
-                    Some(&version(2)),
-                    Some(&version(3)),
-                ),
+                modify("10", "2026-11-23T12:00:05Z", 0, 1),
+                modify("11", "2026-11-23T12:00:05Z", 1, 2),
+                modify("12", "2026-11-23T12:00:06Z", 2, 3),
             ],
             version(3),
         ),
@@ -577,20 +542,8 @@ async fn a_snapshot_is_placed_among_changes_stamped_in_whole_seconds() {
         (
             version(1),
             vec![
-                entry_at(
-                    "MODIFY",
-                    "10",
-                    "2026-11-23T12:00:01Z",
-                    Some(&version(0)),
-                    Some(&version(1)),
-                ),
-                entry_at(
-                    "MODIFY",
-                    "11",
-                    "2026-11-23T12:00:08Z",
-                    Some(&version(1)),
-                    Some(&version(4)),
-                ),
+                modify("10", "2026-11-23T12:00:01Z", 0, 1),
+                modify("11", "2026-11-23T12:00:08Z", 1, 4),
             ],
             version(4),
         ),
