@@ -53,6 +53,23 @@ pub struct Principal {
     pub candidates: Vec<String>,
 }
 
+impl Principal {
+    /// An ambiguous match: several principals wrote the key in that second,
+    /// and none of them is named.
+    pub fn ambiguous(candidates: Vec<String>) -> Principal {
+        Principal {
+            arn: None,
+            kind: None,
+            source_ip: None,
+            user_agent: None,
+            request_id: None,
+            event_id: None,
+            confidence: Confidence::Ambiguous,
+            candidates,
+        }
+    }
+}
+
 /// One audit entry: one stream record, exactly once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {

@@ -52,14 +52,7 @@ pub fn history_table(entries: &[AuditEntry]) -> String {
             continue;
         }
         for (i, change) in entry.changes.iter().enumerate() {
-            let what = match (&change.old, &change.new) {
-                (Some(old), Some(new)) => {
-                    format!("{} → {}", display_value(old), display_value(new))
-                }
-                (None, Some(new)) => format!("+ {}", display_value(new)),
-                (Some(old), None) => format!("- {}", display_value(old)),
-                (None, None) => String::new(),
-            };
+            let what = change_text(change.old.as_ref(), change.new.as_ref());
             let (t, e, a) = if i == 0 {
                 (time.clone(), event.clone(), actor.clone())
             } else {
@@ -72,6 +65,16 @@ pub fn history_table(entries: &[AuditEntry]) -> String {
         return "no audit entries for this item\n".into();
     }
     render(&["TIME", "EVENT", "ACTOR", "PATH", "CHANGE"], &rows)
+}
+
+/// One change as a cell: `old → new`, `+ new` or `- old`.
+pub fn change_text(old: Option<&AttrValue>, new: Option<&AttrValue>) -> String {
+    match (old, new) {
+        (Some(o), Some(n)) => format!("{} → {}", display_value(o), display_value(n)),
+        (None, Some(n)) => format!("+ {}", display_value(n)),
+        (Some(o), None) => format!("- {}", display_value(o)),
+        (None, None) => String::new(),
+    }
 }
 
 /// Who made the change, as far as it is known, and never a last writer
@@ -330,7 +333,9 @@ fn truncate(text: String, width: usize) -> String {
     cut
 }
 
-fn render<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+/// Columns padded to their widest cell, two spaces apart, the last one
+/// unpadded; the header first.
+pub fn render<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -423,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_last_writer_is_never_shown_as_the_actor() {
-        use crate::attribution::{Confidence, Principal};
+        use crate::attribution::Principal;
         use crate::entry::ActorSource;
         let mut removed = entry(vec![]);
         removed.event = "REMOVE".into();
@@ -446,16 +451,7 @@ mod tests {
             "arn:aws:sts::1:assumed-role/cleanup/x"
         );
         let mut ambiguous = removed;
-        ambiguous.principal = Some(Principal {
-            arn: None,
-            kind: None,
-            source_ip: None,
-            user_agent: None,
-            request_id: None,
-            event_id: None,
-            confidence: Confidence::Ambiguous,
-            candidates: vec!["arn:a".into(), "arn:b".into()],
-        });
+        ambiguous.principal = Some(Principal::ambiguous(vec!["arn:a".into(), "arn:b".into()]));
         let cell = actor_cell(&ambiguous);
         assert!(
             cell.starts_with("unknown (last writer: onboarding-service)")

@@ -94,16 +94,7 @@ pub fn match_item(writes: &[ItemWrite], entries: &[Candidate], tolerance: Durati
                         taken[j] = true;
                         out.decisions.push(Decision {
                             sk: free[j].sk.clone(),
-                            principal: Principal {
-                                arn: None,
-                                kind: None,
-                                source_ip: None,
-                                user_agent: None,
-                                request_id: None,
-                                event_id: None,
-                                confidence: Confidence::Ambiguous,
-                                candidates: candidates.clone(),
-                            },
+                            principal: Principal::ambiguous(candidates.clone()),
                             writes: group.clone(),
                         });
                     }

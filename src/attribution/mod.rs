@@ -31,14 +31,10 @@ impl<A> Watched<A> {
     pub fn new(inner: A, tx: Option<tokio::sync::mpsc::Sender<reader::WrittenEntry>>) -> Self {
         Watched { inner, tx }
     }
-}
 
-impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
-    async fn put_entry(
-        &self,
-        entry: &crate::entry::AuditEntry,
-    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
-        let outcome = self.inner.put_entry(entry).await?;
+    /// Tells the reader of an entry this write stored (not of one already
+    /// there).
+    fn tell(&self, entry: &crate::entry::AuditEntry, outcome: crate::store::PutOutcome) {
         if let (Some(tx), crate::store::PutOutcome::Written) = (&self.tx, outcome) {
             // Counting is best effort: a full channel must never slow the
             // audit path down.
@@ -52,6 +48,16 @@ impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
                 }),
             });
         }
+    }
+}
+
+impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
+    async fn put_entry(
+        &self,
+        entry: &crate::entry::AuditEntry,
+    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
+        let outcome = self.inner.put_entry(entry).await?;
+        self.tell(entry, outcome);
         Ok(outcome)
     }
 
@@ -61,17 +67,7 @@ impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
         link: &crate::proof::Link,
     ) -> crate::store::StoreResult<crate::store::PutOutcome> {
         let outcome = self.inner.put_linked_entry(entry, link).await?;
-        if let (Some(tx), crate::store::PutOutcome::Written) = (&self.tx, outcome) {
-            let _ = tx.try_send(reader::WrittenEntry {
-                table: entry.table.clone(),
-                sk: dynamo::sort_key_of(&entry.stream_arn, &entry.sequence_number),
-                event_time: entry.event_time.as_deref().and_then(|t| {
-                    chrono::DateTime::parse_from_rfc3339(t)
-                        .ok()
-                        .map(|t| t.with_timezone(&chrono::Utc))
-                }),
-            });
-        }
+        self.tell(entry, outcome);
         Ok(outcome)
     }
 

@@ -486,7 +486,8 @@ pub(crate) struct QueryArgs {
     /// across every table; needs [attribution.cloudtrail] in the daemon.
     #[arg(long, value_name = "ARN")]
     pub(crate) principal: Option<String>,
-    /// At most N entries. At least 1.
+    /// At most N entries in all, at least 1 (the HTTP API's `limit` is a
+    /// page size instead).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub(crate) limit: Option<usize>,
     /// Time order: asc (oldest first, the default) or desc.

@@ -32,25 +32,23 @@ pub(crate) async fn history(
 
 pub(crate) async fn query(args: QueryArgs) -> Result<()> {
     let config = load(&args.config)?;
-    let typed = |flag: &str, v: &Option<String>| {
-        v.as_deref().map(|t| read::parse_value(flag, t)).transpose()
+    let given = read::QueryText {
+        table: args.table.as_deref(),
+        keys: args.keys.iter().map(String::as_str).collect(),
+        actor: args.actor.as_deref(),
+        since: args.since.as_deref(),
+        until: args.until.as_deref(),
+        field: args.field.as_deref(),
+        from: args.from.as_deref(),
+        to: args.to.as_deref(),
+        event: args.event.as_deref(),
+        correlation: args.correlation.as_deref(),
+        principal: args.principal.as_deref(),
+        order: args.order.as_deref(),
     };
     let filter = read::QueryFilter {
-        table: args.table.clone(),
-        key: (!args.keys.is_empty())
-            .then(|| read::parse_key(&args.keys))
-            .transpose()?,
-        actor: args.actor.clone(),
-        since: opt_time("--since", args.since.as_ref())?,
-        until: opt_time("--until", args.until.as_ref())?,
-        field: args.field.clone(),
-        from: typed("--from", &args.from)?,
-        to: typed("--to", &args.to)?,
-        event: args.event.clone(),
-        correlation: args.correlation.clone(),
-        principal: args.principal.clone(),
-        order: read::cli::order_arg(args.order.as_deref())?,
         tables: config.tables.clone(),
+        ..given.parse(read::ArgNames::Flags, chrono::Utc::now())?
     };
     let store = store(&config).await?;
     read::cli::query_command(

@@ -232,6 +232,17 @@ pub fn global() -> &'static Observer {
 mod tests {
     use super::*;
 
+    /// Each `(name, labels, value)` is a sample of `text`.
+    fn assert_samples(text: &str, want: &[(&str, &str, f64)]) {
+        for (name, labels, value) in want {
+            assert_eq!(
+                sample(text, name, labels),
+                Some(*value),
+                "{name}{{{labels}}}"
+            );
+        }
+    }
+
     fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
         let want = format!("{name}{{{labels}}} ");
         text.lines()
@@ -318,24 +329,17 @@ mod tests {
         }
         .emit_to(&o);
         let text = o.render();
-        assert_eq!(
-            sample(&text, "ddb_audit_records_read_total", "table=\"a\""),
-            Some(3.0)
-        );
-        assert_eq!(
-            sample(&text, "ddb_audit_entries_written_total", "table=\"a\""),
-            Some(2.0)
-        );
-        assert_eq!(
-            sample(&text, "ddb_audit_duplicates_total", "table=\"a\""),
-            Some(1.0)
+        assert_samples(
+            &text,
+            &[
+                ("ddb_audit_records_read_total", "table=\"a\"", 3.0),
+                ("ddb_audit_entries_written_total", "table=\"a\"", 2.0),
+                ("ddb_audit_duplicates_total", "table=\"a\"", 1.0),
+                ("ddb_audit_shards", "table=\"a\",state=\"reading\"", 1.0),
+            ],
         );
         let lag = sample(&text, "ddb_audit_lag_seconds", "table=\"a\"").unwrap();
         assert!((99.0..120.0).contains(&lag), "{lag}");
-        assert_eq!(
-            sample(&text, "ddb_audit_shards", "table=\"a\",state=\"reading\""),
-            Some(1.0)
-        );
 
         // An empty page: caught up, lag 0.
         PageHandled {
@@ -369,14 +373,12 @@ mod tests {
                     .contains("y failing: AccessDenied")
         );
         assert!(r.tables.iter().find(|t| t.table == "a").unwrap().ready);
-        let text = o.render();
-        assert_eq!(
-            sample(&text, "ddb_audit_failing_shards", "table=\"b\""),
-            Some(1.0)
-        );
-        assert_eq!(
-            sample(&text, "ddb_audit_table_ready", "table=\"b\""),
-            Some(0.0)
+        assert_samples(
+            &o.render(),
+            &[
+                ("ddb_audit_failing_shards", "table=\"b\"", 1.0),
+                ("ddb_audit_table_ready", "table=\"b\"", 0.0),
+            ],
         );
         ShardStateChanged {
             table: "b",

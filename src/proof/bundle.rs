@@ -79,12 +79,13 @@ pub fn verify_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> Vec<Finding> {
     }
     let mut unsigned = false;
     for d in &bundle.digests {
+        // A finding about this digest.
+        let of_digest =
+            |severity, kind, message| finding(severity, kind, None, Some(d.number), message);
         if d.signed.computed_hash() != d.signed.hash || !d.signed.is_canonical() {
-            out.push(finding(
+            out.push(of_digest(
                 Severity::Tamper,
                 Kind::DigestAltered,
-                None,
-                Some(d.number),
                 format!(
                     "digest {} of {}: its bytes do not match its hash",
                     d.number, d.stream_arn
@@ -94,11 +95,9 @@ pub fn verify_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> Vec<Finding> {
         match (&d.signed.signature_bytes(), key) {
             (Some(sig), Some(key)) => {
                 if !key.verify(d.signed.digest.as_bytes(), sig) {
-                    out.push(finding(
+                    out.push(of_digest(
                         Severity::Tamper,
                         Kind::BadSignature,
-                        None,
-                        Some(d.number),
                         format!(
                             "digest {} of {}: the signature does not verify with {}",
                             d.number,
@@ -109,11 +108,9 @@ pub fn verify_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> Vec<Finding> {
                 }
             }
             (Some(_), None) => {
-                out.push(finding(
+                out.push(of_digest(
                     Severity::Unverifiable,
                     Kind::NotCheckable,
-                    None,
-                    Some(d.number),
                     format!(
                     "digest {} is signed by {}, but no public key was given (--public-key FILE)",
                     d.number,
@@ -121,11 +118,9 @@ pub fn verify_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> Vec<Finding> {
                 ),
                 ))
             }
-            (None, Some(key)) => out.push(finding(
+            (None, Some(key)) => out.push(of_digest(
                 Severity::Tamper,
                 Kind::BadSignature,
-                None,
-                Some(d.number),
                 format!(
                     "digest {} carries no signature, but {} was expected",
                     d.number,
@@ -136,11 +131,9 @@ pub fn verify_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> Vec<Finding> {
         }
         if let Ok(doc) = d.signed.parse() {
             if doc.number != d.number || doc.stream_arn != d.stream_arn {
-                out.push(finding(
+                out.push(of_digest(
                     Severity::Tamper,
                     Kind::DigestAltered,
-                    None,
-                    Some(d.number),
                     format!(
                         "digest {} says it is number {} of {}",
                         d.number, doc.number, doc.stream_arn

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::entry::AuditEntry;
 use crate::read::asof::{self, Diffed, Shown};
 use crate::read::{last_entries, query, Cursor, Order, QueryFilter, ReadError};
-use crate::report::{display_value, history_table};
+use crate::report::{change_text, display_value, history_table, render};
 use crate::store::ReadStore;
 use crate::value::{AttrValue, Item};
 
@@ -43,6 +43,10 @@ fn json_line(entry: &impl serde::Serialize) -> Result<String, ReadError> {
     Ok(line)
 }
 
+fn json_lines(entries: &[AuditEntry]) -> Result<String, ReadError> {
+    entries.iter().map(json_line).collect()
+}
+
 /// `history`: every entry of one item, oldest first, or with `last` the
 /// newest `last` (printed oldest first), within `since`..`until`.
 #[allow(clippy::too_many_arguments)]
@@ -62,10 +66,7 @@ pub async fn history<S: ReadStore>(
             check_key_schema(store, table, key).await?;
         }
         let text = if json {
-            entries
-                .iter()
-                .map(json_line)
-                .collect::<Result<String, _>>()?
+            json_lines(&entries)?
         } else {
             history_table(&entries)
         };
@@ -80,43 +81,71 @@ pub async fn history<S: ReadStore>(
         until,
         ..QueryFilter::default()
     };
+    let listed = print_pages(store, &filter, None, json, history_table, out).await?;
+    // Nothing at all: maybe a key of the wrong type, else say it is empty.
+    if !listed.printed && !listed.closed && !json {
+        check_key_schema(store, table, key).await?;
+        emit(out, &history_table(&[]))?;
+    }
+    log_cost(store, "history");
+    Ok(())
+}
+
+/// How a paged listing ended.
+struct Listed {
+    /// At least one entry was printed.
+    printed: bool,
+    /// The reader went away (`| head`).
+    closed: bool,
+}
+
+/// Pages through `filter`'s answer, at most `limit` entries in all, and
+/// prints each page as it comes: JSON lines, or the rows of `table` (its
+/// header once, above the first entry).
+async fn print_pages<S: ReadStore>(
+    store: &S,
+    filter: &QueryFilter,
+    limit: Option<usize>,
+    json: bool,
+    table: fn(&[AuditEntry]) -> String,
+    out: &mut impl Write,
+) -> Result<Listed, ReadError> {
     let mut cursor: Option<Cursor> = None;
-    let mut first = true;
+    let mut printed = 0usize;
     loop {
-        let page = query(store, &filter, cursor.as_ref(), PAGE_SIZE).await?;
+        let want = limit.map_or(PAGE_SIZE, |l| (l - printed).min(PAGE_SIZE));
+        if want == 0 {
+            break;
+        }
+        let page = query(store, filter, cursor.as_ref(), want).await?;
         let text = if json {
-            page.entries
-                .iter()
-                .map(json_line)
-                .collect::<Result<String, _>>()?
+            json_lines(&page.entries)?
         } else if page.entries.is_empty() {
-            if first && page.next.is_none() {
-                check_key_schema(store, table, key).await?;
-                history_table(&[])
-            } else {
-                String::new()
-            }
+            String::new()
         } else {
-            let table = history_table(&page.entries);
-            if first {
-                table
+            let t = table(&page.entries);
+            if printed == 0 {
+                t
             } else {
-                without_header(&table)
+                without_header(&t)
             }
         };
-        if !page.entries.is_empty() {
-            first = false;
-        }
+        printed += page.entries.len();
         if !emit(out, &text)? {
-            break;
+            return Ok(Listed {
+                printed: printed > 0,
+                closed: true,
+            });
         }
         match page.next {
             Some(c) => cursor = Some(c),
             None => break,
         }
     }
-    log_cost(store, "history");
-    Ok(())
+    Ok(Listed {
+        printed: printed > 0,
+        closed: false,
+    })
 }
 
 /// An item with no history may be a key of the wrong type or name (`N:42`
@@ -187,43 +216,8 @@ pub async fn query_command<S: ReadStore>(
     out: &mut impl Write,
 ) -> Result<(), ReadError> {
     filter.validate()?;
-    let mut cursor: Option<Cursor> = None;
-    let mut printed = 0usize;
-    let mut first = true;
-    loop {
-        let want = limit.map_or(PAGE_SIZE, |l| (l - printed).min(PAGE_SIZE));
-        if want == 0 {
-            break;
-        }
-        let page = query(store, filter, cursor.as_ref(), want).await?;
-        printed += page.entries.len();
-        let text = if json {
-            page.entries
-                .iter()
-                .map(json_line)
-                .collect::<Result<String, _>>()?
-        } else if page.entries.is_empty() {
-            String::new()
-        } else {
-            let t = query_table(&page.entries);
-            if first {
-                t
-            } else {
-                without_header(&t)
-            }
-        };
-        if !page.entries.is_empty() {
-            first = false;
-        }
-        if !emit(out, &text)? {
-            break;
-        }
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    if first && !json && !emit(out, "no audit entries match\n")? {
+    let listed = print_pages(store, filter, limit, json, query_table, out).await?;
+    if !listed.printed && !json && !emit(out, "no audit entries match\n")? {
         return Ok(());
     }
     log_cost(store, "query");
@@ -292,42 +286,6 @@ pub fn query_table(entries: &[AuditEntry]) -> String {
     )
 }
 
-fn change_text(old: Option<&AttrValue>, new: Option<&AttrValue>) -> String {
-    match (old, new) {
-        (Some(o), Some(n)) => format!("{} → {}", display_value(o), display_value(n)),
-        (None, Some(n)) => format!("+ {}", display_value(n)),
-        (Some(o), None) => format!("- {}", display_value(o)),
-        (None, None) => String::new(),
-    }
-}
-
-fn render<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                l.push_str(cell);
-            } else {
-                l.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    out
-}
-
 /// `show`: the item as it was at `at`.
 pub async fn show<S: ReadStore>(
     store: &S,
@@ -338,13 +296,25 @@ pub async fn show<S: ReadStore>(
     out: &mut impl Write,
 ) -> Result<(), ReadError> {
     let shown = asof::show(store, table, key, at).await?;
+    print_answer(store, "show", &shown, json, show_text, out)
+}
+
+/// Prints one answer, as a JSON line or as its readable `text`.
+fn print_answer<S: ReadStore, T: serde::Serialize>(
+    store: &S,
+    command: &str,
+    answer: &T,
+    json: bool,
+    text: fn(&T) -> String,
+    out: &mut impl Write,
+) -> Result<(), ReadError> {
     let text = if json {
-        json_line(&shown)?
+        json_line(answer)?
     } else {
-        show_text(&shown)
+        text(answer)
     };
     emit(out, &text)?;
-    log_cost(store, "show");
+    log_cost(store, command);
     Ok(())
 }
 
@@ -386,14 +356,7 @@ pub async fn diff<S: ReadStore>(
     out: &mut impl Write,
 ) -> Result<(), ReadError> {
     let diffed = asof::diff(store, table, key, from, to).await?;
-    let text = if json {
-        json_line(&diffed)?
-    } else {
-        diff_text(&diffed)
-    };
-    emit(out, &text)?;
-    log_cost(store, "diff");
-    Ok(())
+    print_answer(store, "diff", &diffed, json, diff_text, out)
 }
 
 pub fn diff_text(d: &Diffed) -> String {
@@ -437,11 +400,6 @@ pub async fn revert<S: ReadStore>(
     emit(out, &format!("{text}\n"))?;
     log_cost(store, "revert");
     Ok(())
-}
-
-/// `--order` as the CLI gives it.
-pub fn order_arg(text: Option<&str>) -> Result<Order, ReadError> {
-    text.map_or(Ok(Order::Asc), Order::parse)
 }
 
 /// `snapshot`: runs or resumes the table's snapshot; progress (items, rate,

@@ -14,6 +14,8 @@ pub mod cli;
 pub mod snapshot;
 pub mod verify;
 
+use std::collections::BTreeSet;
+
 use base64::Engine as _;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,10 @@ pub enum ReadError {
     BadCursor(String),
     #[error("{0}")]
     Refused(String),
+    /// A bad argument, in words that already name it as the caller does
+    /// (the API's `` `order=up` must be … ``).
+    #[error("{0}")]
+    BadParam(String),
 }
 
 fn bad(flag: &str, message: impl Into<String>) -> ReadError {
@@ -103,12 +109,46 @@ pub fn parse_value(flag: &str, text: &str) -> Result<AttrValue, ReadError> {
     }
 }
 
+/// How a caller names its arguments in error messages: the CLI's flags
+/// (`--key pk=S:x`, `--order`) or the HTTP API's parameters (`key=pk=S:x`,
+/// `order`). The parsers below are shared; only the wording follows this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgNames {
+    Flags,
+    Params,
+}
+
+impl ArgNames {
+    /// The argument `name` as the caller spells it: `--since` or `since`.
+    pub fn name(self, name: &str) -> String {
+        match self {
+            ArgNames::Flags => format!("--{name}"),
+            ArgNames::Params => name.to_string(),
+        }
+    }
+
+    /// The argument with the value given: `--key pk=X` or `key=pk=X`.
+    fn given(self, name: &str, value: &str) -> String {
+        match self {
+            ArgNames::Flags => format!("--{name} {value}"),
+            ArgNames::Params => format!("{name}={value}"),
+        }
+    }
+}
+
 /// `--key NAME=TYPE:VALUE`, repeated for a sort key.
 pub fn parse_key(args: &[String]) -> Result<Item, ReadError> {
+    parse_key_as(ArgNames::Flags, args)
+}
+
+/// A key as NAME=TYPE:VALUE arguments (repeated for a sort key), errors
+/// naming the argument as the caller does.
+pub fn parse_key_as(names: ArgNames, args: &[impl AsRef<str>]) -> Result<Item, ReadError> {
     let mut key = Item::new();
     for arg in args {
+        let arg = arg.as_ref();
         let (name, value) = crate::value::parse_key_arg(arg)
-            .map_err(|e| bad(&format!("--key {arg}"), e.to_string()))?;
+            .map_err(|e| bad(&names.given("key", arg), e.to_string()))?;
         key.insert(name, value);
     }
     Ok(key)
@@ -123,11 +163,17 @@ pub enum Order {
 }
 
 impl Order {
-    pub fn parse(text: &str) -> Result<Order, ReadError> {
+    /// `--order` / `order`: asc (also when not given) or desc.
+    pub fn parse_as(names: ArgNames, text: Option<&str>) -> Result<Order, ReadError> {
         match text {
-            "asc" => Ok(Order::Asc),
-            "desc" => Ok(Order::Desc),
-            other => Err(bad("--order", format!("{other:?}: expected asc or desc"))),
+            None | Some("asc") => Ok(Order::Asc),
+            Some("desc") => Ok(Order::Desc),
+            Some(other) => Err(match names {
+                ArgNames::Flags => bad("--order", format!("{other:?}: expected asc or desc")),
+                ArgNames::Params => ReadError::BadParam(format!(
+                    "`order={other}` must be asc (oldest first) or desc (newest first)"
+                )),
+            }),
         }
     }
 }
@@ -137,7 +183,7 @@ pub const EVENTS: [&str; 4] = ["INSERT", "MODIFY", "REMOVE", "SNAPSHOT"];
 // ---------------------------------------------------------------- filters
 
 /// The `query` filters (product.md); they combine with AND.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct QueryFilter {
     pub table: Option<String>,
     /// Needs `table`.
@@ -158,6 +204,92 @@ pub struct QueryFilter {
     pub order: Order,
     /// Searched when `table` is not given: the configured tables.
     pub tables: Vec<String>,
+    /// Only entries of these tables (an API token's scope); `None`: any.
+    /// Applied to the index rows, before paging, so a page is never short
+    /// for rows the caller may not see.
+    pub readable: Option<BTreeSet<String>>,
+}
+
+/// The Debug form names the query in its cursors ([`query_id`]). `readable`
+/// is left out when `None`, so the form (and so every cursor) is what it
+/// was before the field existed; a position is valid whatever the scope.
+impl std::fmt::Debug for QueryFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("QueryFilter");
+        d.field("table", &self.table)
+            .field("key", &self.key)
+            .field("actor", &self.actor)
+            .field("since", &self.since)
+            .field("until", &self.until)
+            .field("field", &self.field)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("event", &self.event)
+            .field("correlation", &self.correlation)
+            .field("principal", &self.principal)
+            .field("order", &self.order)
+            .field("tables", &self.tables);
+        if let Some(readable) = &self.readable {
+            d.field("readable", readable);
+        }
+        d.finish()
+    }
+}
+
+/// The `query` filters as given, before parsing: the CLI's flags or the
+/// API's parameters. [`QueryText::parse`] is the one place either becomes a
+/// [`QueryFilter`]; the caller adds `tables` (and `readable`).
+#[derive(Clone, Debug, Default)]
+pub struct QueryText<'a> {
+    pub table: Option<&'a str>,
+    /// NAME=TYPE:VALUE, repeated for a sort key; none: no key.
+    pub keys: Vec<&'a str>,
+    pub actor: Option<&'a str>,
+    /// TIME ([`parse_time`]).
+    pub since: Option<&'a str>,
+    pub until: Option<&'a str>,
+    pub field: Option<&'a str>,
+    /// TYPE:VALUE ([`parse_value`]).
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub event: Option<&'a str>,
+    pub correlation: Option<&'a str>,
+    pub principal: Option<&'a str>,
+    /// asc or desc; none: asc.
+    pub order: Option<&'a str>,
+}
+
+impl QueryText<'_> {
+    /// Parses each argument, in the order of the fields; an error names the
+    /// argument as `names` says. Ages are taken before `now`.
+    pub fn parse(&self, names: ArgNames, now: DateTime<Utc>) -> Result<QueryFilter, ReadError> {
+        let time = |name: &str, raw: Option<&str>| {
+            raw.map(|t| parse_time(&names.name(name), t, now))
+                .transpose()
+        };
+        let typed = |name: &str, raw: Option<&str>| {
+            raw.map(|v| parse_value(&names.name(name), v)).transpose()
+        };
+        let text = |raw: Option<&str>| raw.map(str::to_string);
+        Ok(QueryFilter {
+            table: text(self.table),
+            key: (!self.keys.is_empty())
+                .then(|| parse_key_as(names, &self.keys))
+                .transpose()?,
+            actor: text(self.actor),
+            since: time("since", self.since)?,
+            until: time("until", self.until)?,
+            field: text(self.field),
+            from: typed("from", self.from)?,
+            to: typed("to", self.to)?,
+            event: text(self.event),
+            correlation: text(self.correlation),
+            principal: text(self.principal),
+            order: Order::parse_as(names, self.order)?,
+            tables: Vec::new(),
+            readable: None,
+        })
+    }
 }
 
 impl QueryFilter {
@@ -229,10 +361,15 @@ impl QueryFilter {
         }
     }
 
+    fn may_read(&self, table: &str) -> bool {
+        self.readable.as_ref().is_none_or(|r| r.contains(table))
+    }
+
     /// Whether an entry passes every filter (the index already applied some).
     pub fn matches(&self, entry: &AuditEntry) -> bool {
         let ts = entry_ts(entry, DateTime::UNIX_EPOCH);
         self.table.as_ref().is_none_or(|t| &entry.table == t)
+            && self.may_read(&entry.table)
             && self.key.as_ref().is_none_or(|k| same_key(k, &entry.key))
             && self
                 .actor
@@ -275,6 +412,7 @@ impl QueryFilter {
     /// The cheapest filters, on what the index row carries.
     fn hit_matches(&self, hit: &IndexHit) -> bool {
         self.table.as_ref().is_none_or(|t| hit.table() == t)
+            && self.may_read(hit.table())
             && self
                 .event
                 .as_ref()
@@ -385,11 +523,13 @@ struct CursorState {
 
 /// The identity of a query, for its cursors. Not its time range: an age
 /// such as `2h` moves with the clock between one page and the next, and a
-/// position stays valid in another range of the same lanes.
+/// position stays valid in another range of the same lanes. Not the
+/// caller's scope (`readable`) either: it does not choose the lanes.
 fn query_id(filter: &QueryFilter) -> u64 {
     let timeless = QueryFilter {
         since: None,
         until: None,
+        readable: None,
         ..filter.clone()
     };
     crate::value::fnv1a64(format!("{timeless:?}").as_bytes())

@@ -471,17 +471,12 @@ fn field_paths_match_at_or_below() {
     assert!(!at_or_below("profile", "profile.name"));
 }
 
-fn entry_at(
-    event: &str,
-    seq: &str,
-    stamp: &str,
-    old: Option<&Item>,
-    new: Option<&Item>,
-) -> AuditEntry {
+/// A MODIFY of item 1 from `version(from)` to `version(to)`.
+fn modify(seq: &str, stamp: &str, from: u32, to: u32) -> AuditEntry {
     AuditEntry {
         table: "t".into(),
         key: key(1),
-        event: event.into(),
+        event: "MODIFY".into(),
         sequence_number: seq.into(),
         shard_id: "s".into(),
         event_time: Some(stamp.into()),
@@ -490,7 +485,7 @@ fn entry_at(
         last_writer: None,
         principal: None,
         item_actor: None,
-        changes: diff_images(old, new),
+        changes: diff_images(Some(&version(from)), Some(&version(to))),
         ttl_expiry: false,
         error: None,
         raw: None,
@@ -524,52 +519,22 @@ async fn a_snapshot_is_placed_among_changes_stamped_in_whole_seconds() {
         // The change came after the read (same second): applied on top.
         (
             version(0),
-            vec![entry_at(
-                "MODIFY",
-                "10",
-                "2026-11-23T12:00:05Z",
-                Some(&version(0)),
-                Some(&version(1)),
-            )],
+            vec![modify("10", "2026-11-23T12:00:05Z", 0, 1)],
             version(1),
         ),
         // It came before the read: already in the snapshot.
         (
             version(1),
-            vec![entry_at(
-                "MODIFY",
-                "10",
-                "2026-11-23T12:00:05Z",
-                Some(&version(0)),
-                Some(&version(1)),
-            )],
+            vec![modify("10", "2026-11-23T12:00:05Z", 0, 1)],
             version(1),
         ),
         // Two before the read, one after.
         (
             version(2),
             vec![
-                entry_at(
-                    "MODIFY",
-                    "10",
-                    "2026-11-23T12:00:05Z",
-                    Some(&version(0)),
-                    Some(&version(1)),
-                ),
-                entry_at(
-                    "MODIFY",
-                    "11",
-                    "2026-11-23T12:00:05Z",
-                    Some(&version(1)),
-                    Some(&version(2)),
-                ),
-                entry_at(
-                    "MODIFY",
-                    "12",
-                    "2026-11-23T12:00:06Z",
-                    Some(&version(2)),
-                    Some(&version(3)),
-                ),
+                modify("10", "2026-11-23T12:00:05Z", 0, 1),
+                modify("11", "2026-11-23T12:00:05Z", 1, 2),
+                modify("12", "2026-11-23T12:00:06Z", 2, 3),
             ],
             version(3),
         ),
@@ -577,20 +542,8 @@ async fn a_snapshot_is_placed_among_changes_stamped_in_whole_seconds() {
         (
             version(1),
             vec![
-                entry_at(
-                    "MODIFY",
-                    "10",
-                    "2026-11-23T12:00:01Z",
-                    Some(&version(0)),
-                    Some(&version(1)),
-                ),
-                entry_at(
-                    "MODIFY",
-                    "11",
-                    "2026-11-23T12:00:08Z",
-                    Some(&version(1)),
-                    Some(&version(4)),
-                ),
+                modify("10", "2026-11-23T12:00:01Z", 0, 1),
+                modify("11", "2026-11-23T12:00:08Z", 1, 4),
             ],
             version(4),
         ),
@@ -726,4 +679,120 @@ fn query_output_never_shows_a_last_writer_as_the_actor() {
     let text = cli::query_table(&[e]);
     let row = text.lines().nth(1).unwrap_or_default();
     assert!(row.contains("unknown (last writer: alice)"), "{text}");
+}
+
+#[test]
+fn the_cli_and_the_api_parse_alike_and_each_names_its_own_arguments() {
+    let now = t0();
+    let given = QueryText {
+        table: Some("orders"),
+        keys: vec!["pk=S:u1", "sk=N:7"],
+        actor: Some("alice"),
+        since: Some("2h"),
+        field: Some("status"),
+        to: Some("S:PAID"),
+        order: Some("desc"),
+        ..QueryText::default()
+    };
+    let filter = given.parse(ArgNames::Flags, now).unwrap();
+    assert_eq!(filter, given.parse(ArgNames::Params, now).unwrap());
+    assert_eq!(filter.key.as_ref().map(Item::len), Some(2));
+    assert_eq!(filter.since, Some(now - Duration::hours(2)));
+    assert_eq!(filter.to, Some(AttrValue::S("PAID".into())));
+    assert_eq!(filter.order, Order::Desc);
+    assert_eq!(
+        QueryText::default()
+            .parse(ArgNames::Flags, now)
+            .unwrap()
+            .key,
+        None
+    );
+
+    let error = |names, given: QueryText<'_>| given.parse(names, now).unwrap_err().to_string();
+    let bad_key = QueryText {
+        keys: vec!["pk=X:1"],
+        ..QueryText::default()
+    };
+    assert!(error(ArgNames::Flags, bad_key.clone()).starts_with("--key pk=X:1: "));
+    assert!(error(ArgNames::Params, bad_key).starts_with("key=pk=X:1: "));
+    let bad_order = QueryText {
+        order: Some("up"),
+        ..QueryText::default()
+    };
+    assert_eq!(
+        error(ArgNames::Flags, bad_order.clone()),
+        "--order: \"up\": expected asc or desc"
+    );
+    assert_eq!(
+        error(ArgNames::Params, bad_order),
+        "`order=up` must be asc (oldest first) or desc (newest first)"
+    );
+    let bad_time = QueryText {
+        until: Some("soon"),
+        ..QueryText::default()
+    };
+    assert!(error(ArgNames::Flags, bad_time.clone()).starts_with("--until: "));
+    assert!(error(ArgNames::Params, bad_time).starts_with("until: "));
+    assert_eq!(parse_key(&["pk=S:u1".to_string()]).unwrap(), key_of("u1"));
+}
+
+fn key_of(pk: &str) -> Item {
+    [("pk".to_string(), AttrValue::S(pk.into()))].into()
+}
+
+/// A filter's Debug form names its query in cursors: it is the derived form
+/// it always was (so cursors stay valid), `readable` left out unless set.
+#[test]
+fn a_filters_debug_form_is_the_one_its_cursors_were_made_with() {
+    assert_eq!(
+        format!("{:?}", QueryFilter::default()),
+        "QueryFilter { table: None, key: None, actor: None, since: None, until: None, \
+         field: None, from: None, to: None, event: None, correlation: None, principal: None, \
+         order: Asc, tables: [] }"
+    );
+    let scoped = QueryFilter {
+        readable: Some(["flags".to_string()].into()),
+        ..QueryFilter::default()
+    };
+    assert!(format!("{scoped:?}").ends_with("tables: [], readable: {\"flags\"} }"));
+    assert_eq!(query_id(&scoped), query_id(&QueryFilter::default()));
+}
+
+/// A scoped caller's pages are full: rows of tables it may not read are
+/// skipped before paging, not dropped from a page after it.
+#[tokio::test]
+async fn a_scoped_query_skips_other_tables_before_paging() {
+    let (store, written) = random_trail(7, &["orders", "flags"], 6, 200).await;
+    let all = QueryFilter {
+        actor: Some("alice".into()),
+        tables: vec!["flags".into()],
+        ..QueryFilter::default()
+    };
+    let scoped = QueryFilter {
+        readable: Some(["flags".to_string()].into()),
+        ..all.clone()
+    };
+    let expected: Vec<AuditEntry> = written
+        .iter()
+        .map(|w| w.entry.clone())
+        .filter(|e| all.matches(e) && e.table == "flags")
+        .collect();
+    assert!(expected.len() > 8, "the workload has alice's flags");
+    assert!(written
+        .iter()
+        .any(|w| all.matches(&w.entry) && w.entry.table == "orders"));
+    let mut got = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = query(&store, &scoped, cursor.as_ref(), 4).await.unwrap();
+        got.extend(page.entries.iter().cloned());
+        match page.next {
+            Some(c) => {
+                assert_eq!(page.entries.len(), 4, "only the last page is short");
+                cursor = Some(c);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(ids(&got), ids(&expected));
 }

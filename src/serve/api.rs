@@ -14,10 +14,10 @@ use super::auth::Principal;
 use super::cursor;
 use super::App;
 use crate::read::verify::{verify_trail, CheckError, EvidenceStore, VerifyRequest};
-use crate::read::{self, asof, Cursor, Order, QueryFilter, ReadError};
+use crate::read::{self, asof, ArgNames, Cursor, Order, QueryFilter, ReadError};
 use crate::report;
 use crate::store::{CheckpointStore, ReadStore, StoreError};
-use crate::value::{parse_key_arg, Item};
+use crate::value::Item;
 
 /// A request's parameters as sent: repeatable, in order.
 pub type Params = Vec<(String, String)>;
@@ -63,6 +63,7 @@ impl From<ReadError> for ApiError {
             ReadError::BadCursor(_) => ApiError::bad_request(
                 "`cursor` is not valid here; pass back the `next` value unchanged",
             ),
+            ReadError::BadParam(message) => ApiError::bad_request(message),
             ReadError::Refused(message) => ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 message,
@@ -178,19 +179,14 @@ fn scoped(principal: &Principal, table: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The `key` parameters (required: they name the item).
 fn parse_key(args: &[&str]) -> Result<Item, ApiError> {
     if args.is_empty() {
         return Err(ApiError::bad_request(
             "`key` is required, as NAME=TYPE:VALUE (e.g. key=pk=S:u1); repeat it for a sort key",
         ));
     }
-    let mut key = Item::new();
-    for arg in args {
-        let (name, value) =
-            parse_key_arg(arg).map_err(|e| ApiError::bad_request(format!("`key={arg}`: {e}")))?;
-        key.insert(name, value);
-    }
-    Ok(key)
+    Ok(read::parse_key_as(ArgNames::Params, args)?)
 }
 
 fn parse_limit<S>(app: &App<S>, raw: Option<&str>) -> Result<usize, ApiError> {
@@ -203,16 +199,6 @@ fn parse_limit<S>(app: &App<S>, raw: Option<&str>) -> Result<usize, ApiError> {
                 "`limit={v}` must be a whole number in 1..={max}"
             ))),
         },
-    }
-}
-
-fn parse_order(raw: Option<&str>) -> Result<Order, ApiError> {
-    match raw {
-        None | Some("asc") => Ok(Order::Asc),
-        Some("desc") => Ok(Order::Desc),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "`order={other}` must be asc (oldest first) or desc (newest first)"
-        ))),
     }
 }
 
@@ -235,7 +221,6 @@ async fn query_page<S: ReadStore>(
     params: &Params,
     raw_cursor: Option<&str>,
     limit: usize,
-    principal: &Principal,
 ) -> ApiResult {
     let fp = cursor::fingerprint(params);
     let inner = raw_cursor
@@ -243,16 +228,11 @@ async fn query_page<S: ReadStore>(
         .transpose()?
         .map(|c| Cursor::parse(&c))
         .transpose()?;
+    // A scoped token asking by actor, principal or correlation (no table
+    // named) sees only its tables' entries: `filter.readable` says which.
     let page = read::query(store, filter, inner.as_ref(), limit).await?;
-    // A scoped token asking by actor, principal or correlation (no table named) sees
-    // only its tables' entries; the page may then be short, never wrong.
-    let entries: Vec<_> = page
-        .entries
-        .into_iter()
-        .filter(|e| principal.may_read(&e.table))
-        .collect();
     let next = page.next.map(|c| cursor::encode(&fp, c.as_str()));
-    Ok(Json(json!({ "entries": entries, "next": next })))
+    Ok(Json(json!({ "entries": page.entries, "next": next })))
 }
 
 /// `GET /api/history?table=T&key=NAME=TYPE:VALUE[&key=…][&since][&until][&order][&limit][&cursor]`
@@ -267,7 +247,7 @@ pub async fn history<S: ReadStore + CheckpointStore>(
     let since = parse_time("since", p.one("since")?)?;
     let until = parse_time("until", p.one("until")?)?;
     let limit = parse_limit(&app, p.one("limit")?)?;
-    let order = parse_order(p.one("order")?)?;
+    let order = Order::parse_as(ArgNames::Params, p.one("order")?)?;
     let raw_cursor = p.one("cursor")?;
     p.finish("table, key (repeatable), since, until, order, limit, cursor")?;
     scoped(&principal, table)?;
@@ -279,7 +259,7 @@ pub async fn history<S: ReadStore + CheckpointStore>(
         order,
         ..QueryFilter::default()
     };
-    query_page(&app.store, &filter, &params, raw_cursor, limit, &principal).await
+    query_page(&app.store, &filter, &params, raw_cursor, limit).await
 }
 
 /// `GET /api/query?…`: the `query` command's filters as parameters; `limit`
@@ -290,34 +270,34 @@ pub async fn query<S: ReadStore + CheckpointStore>(
     Query(params): Query<Params>,
 ) -> ApiResult {
     let mut p = Taken::new(&params);
-    let table = p.one("table")?.filter(|t| !t.is_empty());
-    let keys = p.all("key");
-    let key = (!keys.is_empty()).then(|| parse_key(&keys)).transpose()?;
-    let typed = |name: &str, raw: Option<&str>| {
-        raw.map(|v| read::parse_value(name, v))
-            .transpose()
-            .map_err(ApiError::from)
-    };
-    let text = |raw: Option<&str>| raw.filter(|v| !v.is_empty()).map(str::to_string);
-    let filter = QueryFilter {
-        table: table.map(str::to_string),
-        key,
+    // A form sends empty fields: an empty name is no filter (values and
+    // times are parsed, so an empty one is refused).
+    fn text(raw: Option<&str>) -> Option<&str> {
+        raw.filter(|v| !v.is_empty())
+    }
+    let given = read::QueryText {
+        table: text(p.one("table")?),
+        keys: p.all("key"),
         actor: text(p.one("actor")?),
-        since: parse_time("since", p.one("since")?)?,
-        until: parse_time("until", p.one("until")?)?,
+        since: p.one("since")?,
+        until: p.one("until")?,
         field: text(p.one("field")?),
-        from: typed("from", p.one("from")?)?,
-        to: typed("to", p.one("to")?)?,
+        from: p.one("from")?,
+        to: p.one("to")?,
         event: text(p.one("event")?),
         correlation: text(p.one("correlation")?),
         principal: text(p.one("principal")?),
-        order: parse_order(p.one("order")?)?,
+        order: p.one("order")?,
+    };
+    let filter = QueryFilter {
         tables: app
             .tables
             .iter()
             .filter(|t| principal.may_read(t))
             .cloned()
             .collect(),
+        readable: principal.tables.clone(),
+        ..given.parse(ArgNames::Params, Utc::now())?
     };
     let limit = parse_limit(&app, p.one("limit")?)?;
     let raw_cursor = p.one("cursor")?;
@@ -325,10 +305,10 @@ pub async fn query<S: ReadStore + CheckpointStore>(
         "table, key (repeatable), actor, since, until, field, from, to, event, correlation, \
          principal, order, limit, cursor",
     )?;
-    if let Some(t) = table {
+    if let Some(t) = given.table {
         scoped(&principal, t)?;
     }
-    query_page(&app.store, &filter, &params, raw_cursor, limit, &principal).await
+    query_page(&app.store, &filter, &params, raw_cursor, limit).await
 }
 
 /// The `table` and `key` parameters naming one item the caller may read.

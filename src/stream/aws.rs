@@ -388,14 +388,7 @@ fn unknown_value_path(image: &HashMap<String, SAttr>) -> Option<String> {
                 .iter()
                 .enumerate()
                 .find_map(|(i, v)| walk(v, format!("{path}[{i}]"))),
-            SAttr::S(_)
-            | SAttr::N(_)
-            | SAttr::B(_)
-            | SAttr::Bool(_)
-            | SAttr::Null(_)
-            | SAttr::Ss(_)
-            | SAttr::Ns(_)
-            | SAttr::Bs(_) => None,
+            v if is_known_scalar(v) => None,
             _ => Some(path),
         }
     }
@@ -424,16 +417,25 @@ fn convert_value(value: SAttr) -> Option<AttrValue> {
         SAttr::L(l) => Some(AttrValue::L(
             l.into_iter().filter_map(convert_value).collect(),
         )),
-        v @ (SAttr::S(_)
-        | SAttr::N(_)
-        | SAttr::B(_)
-        | SAttr::Bool(_)
-        | SAttr::Null(_)
-        | SAttr::Ss(_)
-        | SAttr::Ns(_)
-        | SAttr::Bs(_)) => Some(serde_dynamo::AttributeValue::from(v).into()),
+        v if is_known_scalar(&v) => Some(serde_dynamo::AttributeValue::from(v).into()),
         _ => None,
     }
+}
+
+/// A value of a type other than a map or a list that this SDK knows (and
+/// serde_dynamo converts without panicking).
+fn is_known_scalar(v: &SAttr) -> bool {
+    matches!(
+        v,
+        SAttr::S(_)
+            | SAttr::N(_)
+            | SAttr::B(_)
+            | SAttr::Bool(_)
+            | SAttr::Null(_)
+            | SAttr::Ss(_)
+            | SAttr::Ns(_)
+            | SAttr::Bs(_)
+    )
 }
 
 #[cfg(test)]

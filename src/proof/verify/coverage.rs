@@ -35,11 +35,14 @@ pub(super) fn check_coverage(
         .max()
         .map(|p| p + 1)
         .unwrap_or(0);
-    let seq_of = |n: u64| {
-        n.checked_sub(1)
-            .and_then(|i| at.get(&i))
-            .map(|l| l.sequence_number.clone())
-    };
+    // Where the chain ends, for the truncation findings.
+    let reach = format!(
+        "the table's chain reaches {known} and {}",
+        known.checked_sub(1).and_then(|i| at.get(&i)).map_or_else(
+            || "holds none".to_string(),
+            |l| format!("ends at sequence {}", l.sequence_number)
+        )
+    );
     let mut tree = Frontier::default();
     let mut fed = 0usize;
     let mut truncation_reported = false;
@@ -69,17 +72,14 @@ pub(super) fn check_coverage(
         if head.size > known {
             if !truncation_reported {
                 truncation_reported = true;
-                let ends = seq_of(known)
-                    .map(|s| format!("ends at sequence {s}"))
-                    .unwrap_or_else(|| "holds none".into());
                 r.shard(
                     Severity::Tamper,
                     Kind::Truncated,
                     shard,
                     Some(d.number),
                     format!(
-                        "digest {} covers {} entries of shard {shard} (to sequence {}); the \
-                         table's chain reaches {known} and {ends}: the newest {} were deleted",
+                        "digest {} covers {} entries of shard {shard} (to sequence {}); \
+                         {reach}: the newest {} were deleted",
                         d.number,
                         head.size,
                         head.last_sequence_number.as_deref().unwrap_or("?"),
@@ -130,9 +130,6 @@ pub(super) fn check_coverage(
     if let Some(cp) = ev.checkpoints.iter().find(|c| c.shard_id == shard) {
         if let Some(state) = &cp.chain {
             if state.tree.size > known && !truncation_reported {
-                let ends = seq_of(known)
-                    .map(|s| format!("ends at sequence {s}"))
-                    .unwrap_or_else(|| "holds none".into());
                 r.shard(
                     Severity::Tamper,
                     Kind::Truncated,
@@ -140,7 +137,7 @@ pub(super) fn check_coverage(
                     None,
                     format!(
                         "the checkpoint of shard {shard} says {} entries were written (to \
-                         sequence {}); the table's chain reaches {known} and {ends}: entries \
+                         sequence {}); {reach}: entries \
                          were deleted or the table rolled back",
                         state.tree.size,
                         cp.sequence_no.as_deref().unwrap_or("?"),
