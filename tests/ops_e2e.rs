@@ -828,6 +828,13 @@ async fn a_table_name_typo_or_an_empty_trail_is_an_error_never_an_empty_answer()
             "add it to `tables`",
         ]);
 
+    // One item at a time: a repeated key attribute would silently win.
+    env.cli(&[
+        "history", "--config", cfg, "--table", &table, "--key", "pk=S:o1", "--key", "pk=S:o2",
+    ])
+    .await
+    .fails_naming(&["--key pk=S:o2", "`pk` is given twice"]);
+
     // Zero counts would print nothing.
     let out = env
         .cli(&[

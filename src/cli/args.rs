@@ -183,7 +183,7 @@ Exit status: 0 printed, 1 a bad argument or the trail could not be read.")]
     /// `aws dynamodb <update-item|put-item|delete-item> --cli-input-json`.
     #[command(after_help = "\
 Examples:
-  ddb-audit revert --config ddb-audit.toml --table orders --key pk=S:o-1001 --to-time 2h > plan.json
+  ddb-audit revert --config ddb-audit.toml --table orders --key pk=S:o-1001 --to-time 2h --actor alice > plan.json
   aws dynamodb \"$(jq -r '.operation | sub(\"Item\";\"-item\") | ascii_downcase' plan.json)\" --cli-input-json \"$(jq .input plan.json)\"
   ddb-audit revert --config ddb-audit.toml --table orders --key pk=S:o-1001 --to-time 2h --field status
 
@@ -194,9 +194,17 @@ Exit status: 0 a plan was printed, 1 a bad argument, nothing to revert to, or th
         /// RFC 3339 or an age before now.
         #[arg(long, value_name = "TIME")]
         to_time: String,
-        /// Revert only this document path (a.b[2].c); repeat for more.
+        /// Revert only this document path (a.b[2].c); repeat for more. A
+        /// field the item has neither at --to-time nor now is an error.
         #[arg(long = "field", value_name = "PATH")]
         fields: Vec<String>,
+        /// Who applies the revert: written into `[attribution]
+        /// actor_attribute`, so the audit entry the revert causes names them.
+        /// The plan never sets that attribute back to an old writer; without
+        /// --actor it leaves it as it is (the entry then says
+        /// `item-unchanged`).
+        #[arg(long, value_name = "NAME")]
+        actor: Option<String>,
     },
     /// Write a SNAPSHOT entry for every item the table holds: the baseline
     /// of items that existed before auditing began. Paced against the

@@ -155,16 +155,22 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
             item,
             to_time,
             fields,
+            actor,
         } => {
             let (config, table, key) = item_args(&item).await?;
             let to_time = time_arg("--to-time", &to_time)?;
             let store = store(&config).await?;
+            let actor = read::asof::RevertActor {
+                attribute: config.attribution.actor_attribute.as_deref(),
+                name: actor.as_deref(),
+            };
             read::cli::revert(
                 &store,
                 &table,
                 &key,
                 to_time,
                 &fields,
+                actor,
                 &mut std::io::stdout(),
             )
             .await?;

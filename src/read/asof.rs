@@ -109,7 +109,7 @@ fn shift_ts(ts: &str) -> Option<String> {
 
 /// Where a snapshot goes among stream entries: before every entry stamped
 /// from a second before its read (whole seconds) on.
-fn snapshot_fold_point(entry: &AuditEntry) -> String {
+pub(crate) fn snapshot_fold_point(entry: &AuditEntry) -> String {
     let t = entry
         .snapshot_time
         .as_deref()
@@ -354,6 +354,18 @@ fn to_json(v: &impl Serialize) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
+/// Who a revert is attributed to. A plan never sets the actor attribute
+/// back to an old value (applying it would credit the revert to the writer
+/// it undoes): with `name` it writes that name, without it the attribute is
+/// left as it is (and the entry the revert causes says `item-unchanged`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevertActor<'a> {
+    /// `[attribution] actor_attribute`: the attribute naming the writer.
+    pub attribute: Option<&'a str>,
+    /// `--actor NAME` (`actor=NAME` in the API): written into it.
+    pub name: Option<&'a str>,
+}
+
 /// The plan that returns the item (or only `fields`) to its state at
 /// `to_time`, conditioned on the item holding what the trail says it holds
 /// now, so that it fails after a concurrent change instead of overwriting it.
@@ -363,13 +375,14 @@ pub async fn revert<S: ReadStore>(
     key: &Item,
     to_time: DateTime<Utc>,
     fields: &[String],
+    actor: RevertActor<'_>,
 ) -> Result<RevertPlan, ReadError> {
     // Later than any entry, and still a four-digit year, so it compares as text.
     let far = DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let states = states_at(store, table, key, &[to_time, far]).await?;
-    plan_revert(table, key, &states[0], &states[1], fields, to_time)
+    plan_revert(table, key, &states[0], &states[1], fields, to_time, actor)
 }
 
 /// The pure part of [`revert`]: `then` is the state at `to_time`, `now` the
@@ -381,8 +394,18 @@ pub fn plan_revert(
     now: &State,
     fields: &[String],
     to_time: DateTime<Utc>,
+    actor: RevertActor<'_>,
 ) -> Result<RevertPlan, ReadError> {
     let at = format_ts(to_time);
+    if actor.name.is_some() && actor.attribute.is_none() {
+        return Err(ReadError::BadArg {
+            flag: "--actor".into(),
+            message: "the config names no `[attribution] actor_attribute` to write it into".into(),
+        });
+    }
+    let is_actor = |name: &str| actor.attribute == Some(name);
+    // The actor, written as a string beside what the plan sets.
+    let actor_value = actor.name.map(|n| AttrValue::S(n.to_string()));
     if now.entries == 0 {
         return Err(ReadError::Refused(format!(
             "no audit entries for this item of {table}: nothing to revert"
@@ -412,6 +435,37 @@ pub fn plan_revert(
         let mut removes = Vec::new();
         let mut conditions = Vec::new();
         for field in fields {
+            if is_actor(field) {
+                return Err(ReadError::BadArg {
+                    flag: "--field".into(),
+                    message: format!(
+                        "{field:?} is the actor attribute: a revert never sets it back to an old \
+                         writer; use --actor NAME to name who applies the revert"
+                    ),
+                });
+            }
+            if value_at(current, field).is_none()
+                && then
+                    .item
+                    .as_ref()
+                    .and_then(|i| value_at(i, field))
+                    .is_none()
+            {
+                let mut names: Vec<&str> = current.keys().map(String::as_str).collect();
+                if let Some(t) = &then.item {
+                    names.extend(t.keys().map(String::as_str));
+                }
+                names.sort_unstable();
+                names.dedup();
+                return Err(ReadError::BadArg {
+                    flag: "--field".into(),
+                    message: format!(
+                        "{field:?}: the item has no such field, neither at {at} nor now (its \
+                         attributes: {})",
+                        names.join(", ")
+                    ),
+                });
+            }
             let path = expr.path(field)?;
             for item in [Some(current), then.item.as_ref()].into_iter().flatten() {
                 let mut at_path = parse_path(field).unwrap_or_default();
@@ -441,6 +495,11 @@ pub fn plan_revert(
                 }
                 None => removes.push(path),
             }
+        }
+        if let (Some(attr), Some(v)) = (actor.attribute, &actor_value) {
+            let n = expr.name(attr);
+            let v = expr.value(v);
+            sets.push(format!("{n} = {v}"));
         }
         let first_key = key_names.first().map(|k| expr.name(k)).unwrap_or_default();
         conditions.insert(0, format!("attribute_exists({first_key})"));
@@ -481,7 +540,15 @@ pub fn plan_revert(
         ))),
         (Some(target), None) => {
             let first_key = key_names.first().map(|k| expr.name(k)).unwrap_or_default();
-            input.insert("Item".into(), to_json(target));
+            let mut target = target.clone();
+            if let Some(attr) = actor.attribute {
+                // Re-created by whoever applies it, not by its old writer.
+                match &actor_value {
+                    Some(v) => target.insert(attr.to_string(), v.clone()),
+                    None => target.remove(attr),
+                };
+            }
+            input.insert("Item".into(), to_json(&target));
             input.insert(
                 "ConditionExpression".into(),
                 json!(format!("attribute_not_exists({first_key})")),
@@ -509,7 +576,7 @@ pub fn plan_revert(
             let mut removes = Vec::new();
             let mut absent = Vec::new();
             for (name, value) in target {
-                if key.contains_key(name) {
+                if key.contains_key(name) || is_actor(name) {
                     continue;
                 }
                 match current.get(name) {
@@ -525,9 +592,19 @@ pub fn plan_revert(
                 }
             }
             for name in current.keys() {
-                if !target.contains_key(name) && !key.contains_key(name) {
+                if !target.contains_key(name) && !key.contains_key(name) && !is_actor(name) {
                     removes.push(expr.name(name));
                 }
+            }
+            // Only beside a change: the actor alone is no revert.
+            if let (Some(attr), Some(v), false) = (
+                actor.attribute,
+                &actor_value,
+                sets.is_empty() && removes.is_empty(),
+            ) {
+                let n = expr.name(attr);
+                let v = expr.value(v);
+                sets.push(format!("{n} = {v}"));
             }
             let mut condition = holds(&mut expr, current);
             for a in absent {
@@ -573,4 +650,175 @@ fn update_expression(sets: &[String], removes: &[String]) -> String {
         parts.push(format!("REMOVE {}", removes.join(", ")));
     }
     parts.join(" ")
+}
+
+#[cfg(test)]
+mod revert_tests {
+    use super::*;
+
+    fn item(pairs: &[(&str, &str)]) -> Item {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), AttrValue::S(v.to_string())))
+            .collect()
+    }
+
+    fn state(i: Option<Item>) -> State {
+        State {
+            item: i,
+            complete: true,
+            entries: 2,
+        }
+    }
+
+    const ACTOR: RevertActor<'static> = RevertActor {
+        attribute: Some("updated_by"),
+        name: None,
+    };
+
+    fn plan(then: Option<Item>, now: Option<Item>, fields: &[&str], actor: RevertActor) -> Value {
+        let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+        let key = item(&[("pk", "o1")]);
+        let p = plan_revert(
+            "orders",
+            &key,
+            &state(then),
+            &state(now),
+            &fields,
+            Utc::now(),
+            actor,
+        )
+        .unwrap();
+        json!({"operation": p.operation, "input": p.input})
+    }
+
+    /// The values an update expression writes, by attribute name.
+    fn written(plan: &Value) -> BTreeMap<String, Value> {
+        let input = &plan["input"];
+        let names = input["ExpressionAttributeNames"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let values = input["ExpressionAttributeValues"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let expr = input["UpdateExpression"].as_str().unwrap_or("");
+        let set = expr
+            .strip_prefix("SET ")
+            .unwrap_or("")
+            .split(" REMOVE ")
+            .next()
+            .unwrap_or("");
+        set.split(", ")
+            .filter_map(|a| a.split_once(" = "))
+            .map(|(n, v)| {
+                let name = names[n].as_str().unwrap_or_default().to_string();
+                (name, values[v].clone())
+            })
+            .collect()
+    }
+
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_whole_item_revert_never_restores_the_old_writer() {
+        let then = item(&[("pk", "o1"), ("status", "PENDING"), ("updated_by", "alice")]);
+        let now = item(&[("pk", "o1"), ("status", "PAID"), ("updated_by", "bob")]);
+        let without = plan(Some(then.clone()), Some(now.clone()), &[], ACTOR);
+        let w = written(&without);
+        assert_eq!(w.get("status"), Some(&json!({"S": "PENDING"})), "{without}");
+        assert!(
+            !w.contains_key("updated_by"),
+            "restored the old writer: {without}"
+        );
+        let with = plan(
+            Some(then),
+            Some(now),
+            &[],
+            RevertActor {
+                name: Some("carol"),
+                ..ACTOR
+            },
+        );
+        assert_eq!(
+            written(&with).get("updated_by"),
+            Some(&json!({"S": "carol"})),
+            "{with}"
+        );
+    }
+
+    #[test]
+    fn a_recreated_item_is_written_by_whoever_applies_the_plan() {
+        let then = item(&[("pk", "o1"), ("status", "PENDING"), ("updated_by", "alice")]);
+        let without = plan(Some(then.clone()), None, &[], ACTOR);
+        assert_eq!(without["operation"], "PutItem");
+        assert!(
+            without["input"]["Item"].get("updated_by").is_none(),
+            "{without}"
+        );
+        let with = plan(
+            Some(then),
+            None,
+            &[],
+            RevertActor {
+                name: Some("carol"),
+                ..ACTOR
+            },
+        );
+        assert_eq!(with["input"]["Item"]["updated_by"], json!({"S": "carol"}));
+    }
+
+    #[test]
+    fn a_field_revert_names_the_actor_and_refuses_unknown_fields() {
+        let then = item(&[("pk", "o1"), ("status", "PENDING"), ("updated_by", "alice")]);
+        let now = item(&[("pk", "o1"), ("status", "PAID"), ("updated_by", "bob")]);
+        let with = plan(
+            Some(then.clone()),
+            Some(now.clone()),
+            &["status"],
+            RevertActor {
+                name: Some("carol"),
+                ..ACTOR
+            },
+        );
+        let w = written(&with);
+        assert_eq!(w.get("status"), Some(&json!({"S": "PENDING"})));
+        assert_eq!(w.get("updated_by"), Some(&json!({"S": "carol"})));
+
+        let key = item(&[("pk", "o1")]);
+        let err = |fields: &[&str], actor: RevertActor| {
+            let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            plan_revert(
+                "orders",
+                &key,
+                &state(Some(then.clone())),
+                &state(Some(now.clone())),
+                &fields,
+                Utc::now(),
+                actor,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let e = err(&["nosuch"], ACTOR);
+        assert!(
+            e.contains("\"nosuch\"") && e.contains("no such field"),
+            "{e}"
+        );
+        assert!(e.contains("status") && e.contains("updated_by"), "{e}");
+        let e = err(&["updated_by"], ACTOR);
+        assert!(
+            e.contains("actor attribute") && e.contains("--actor"),
+            "{e}"
+        );
+        let e = err(
+            &["status"],
+            RevertActor {
+                attribute: None,
+                name: Some("carol"),
+            },
+        );
+        assert!(e.contains("actor_attribute"), "{e}");
+    }
 }

@@ -81,7 +81,17 @@ pub async fn history<S: ReadStore>(
         until,
         ..QueryFilter::default()
     };
-    let listed = print_pages(store, &filter, None, json, history_table, out).await?;
+    let mut placer = SnapshotPlacer::default();
+    let listed = print_pages(
+        store,
+        &filter,
+        None,
+        json,
+        history_table,
+        Some(&mut placer),
+        out,
+    )
+    .await?;
     // Nothing at all: maybe a key of the wrong type, else say it is empty.
     if !listed.printed && !listed.closed && !json {
         check_key_schema(store, table, key).await?;
@@ -99,45 +109,97 @@ struct Listed {
     closed: bool,
 }
 
+/// `history` lists an item in the order its state is folded (as `show` and
+/// `diff` place a snapshot): a SNAPSHOT entry goes among the stream entries
+/// by its read time. Snapshot entries sort first in an item's partition (a
+/// snapshot run's label sorts before every stream's), so they arrive first
+/// and are held until the first stream entry that comes after them.
+#[derive(Default)]
+struct SnapshotPlacer {
+    held: Vec<AuditEntry>,
+}
+
+impl SnapshotPlacer {
+    fn place(&mut self, entries: Vec<AuditEntry>) -> Vec<AuditEntry> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            if e.event == "SNAPSHOT" {
+                self.held.push(e);
+                self.held.sort_by_key(asof::snapshot_fold_point);
+                continue;
+            }
+            let ts = crate::store::entry_ts(&e, DateTime::UNIX_EPOCH);
+            let due = self
+                .held
+                .iter()
+                .take_while(|s| asof::snapshot_fold_point(s) <= ts)
+                .count();
+            out.extend(self.held.drain(..due));
+            out.push(e);
+        }
+        out
+    }
+
+    /// What no stream entry came after.
+    fn rest(&mut self) -> Vec<AuditEntry> {
+        std::mem::take(&mut self.held)
+    }
+}
+
 /// Pages through `filter`'s answer, at most `limit` entries in all, and
 /// prints each page as it comes: JSON lines, or the rows of `table` (its
-/// header once, above the first entry).
+/// header once, above the first entry); with a `placer`, in its order.
 async fn print_pages<S: ReadStore>(
     store: &S,
     filter: &QueryFilter,
     limit: Option<usize>,
     json: bool,
     table: fn(&[AuditEntry]) -> String,
+    mut placer: Option<&mut SnapshotPlacer>,
     out: &mut impl Write,
 ) -> Result<Listed, ReadError> {
     let mut cursor: Option<Cursor> = None;
+    let mut fetched = 0usize;
     let mut printed = 0usize;
     loop {
-        let want = limit.map_or(PAGE_SIZE, |l| (l - printed).min(PAGE_SIZE));
-        if want == 0 {
-            break;
+        let want = limit.map_or(PAGE_SIZE, |l| (l - fetched).min(PAGE_SIZE));
+        let (entries, next) = if want == 0 {
+            (Vec::new(), None)
+        } else {
+            let page = query(store, filter, cursor.as_ref(), want).await?;
+            fetched += page.entries.len();
+            (page.entries, page.next)
+        };
+        let last = next.is_none();
+        let mut entries = match placer.as_deref_mut() {
+            Some(p) => p.place(entries),
+            None => entries,
+        };
+        if last {
+            if let Some(p) = placer.as_deref_mut() {
+                entries.extend(p.rest());
+            }
         }
-        let page = query(store, filter, cursor.as_ref(), want).await?;
         let text = if json {
-            json_lines(&page.entries)?
-        } else if page.entries.is_empty() {
+            json_lines(&entries)?
+        } else if entries.is_empty() {
             String::new()
         } else {
-            let t = table(&page.entries);
+            let t = table(&entries);
             if printed == 0 {
                 t
             } else {
                 without_header(&t)
             }
         };
-        printed += page.entries.len();
+        printed += entries.len();
         if !emit(out, &text)? {
             return Ok(Listed {
                 printed: printed > 0,
                 closed: true,
             });
         }
-        match page.next {
+        match next {
             Some(c) => cursor = Some(c),
             None => break,
         }
@@ -216,7 +278,7 @@ pub async fn query_command<S: ReadStore>(
     out: &mut impl Write,
 ) -> Result<(), ReadError> {
     filter.validate()?;
-    let listed = print_pages(store, filter, limit, json, query_table, out).await?;
+    let listed = print_pages(store, filter, limit, json, query_table, None, out).await?;
     if !listed.printed && !json && !emit(out, "no audit entries match\n")? {
         return Ok(());
     }
@@ -386,9 +448,10 @@ pub async fn revert<S: ReadStore>(
     key: &Item,
     to_time: DateTime<Utc>,
     fields: &[String],
+    actor: asof::RevertActor<'_>,
     out: &mut impl Write,
 ) -> Result<(), ReadError> {
-    let plan = asof::revert(store, table, key, to_time, fields).await?;
+    let plan = asof::revert(store, table, key, to_time, fields, actor).await?;
     if plan.operation == "UpdateItem" && plan.input.get("UpdateExpression").is_none() {
         eprintln!(
             "note: the item already holds its state at {}: this plan only checks it",
@@ -454,4 +517,49 @@ pub async fn snapshot<S: crate::store::SnapshotStore + crate::store::ProofStore>
     );
     emit(out, &text)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod placing_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(event: &str, seq: Option<&str>, time: &str) -> AuditEntry {
+        let snapshot = event == "SNAPSHOT";
+        serde_json::from_value(json!({
+            "table": "orders", "key": {"pk": {"S": "o1"}}, "event": event,
+            "sequence_number": seq, "shard_id": if snapshot { None } else { Some("s") },
+            "event_time": if snapshot { None } else { Some(time) },
+            "snapshot_time": if snapshot { Some(time) } else { None },
+            "actor": null, "actor_source": null, "last_writer": null, "changes": []
+        }))
+        .expect("an entry")
+    }
+
+    #[test]
+    fn history_places_a_snapshot_by_its_read_time_across_pages() {
+        // As the partition holds them: the snapshot first, then the stream.
+        let snapshot = entry("SNAPSHOT", None, "2026-11-23T14:15:00.500Z");
+        let before = entry("MODIFY", Some("1"), "2026-11-23T14:13:00Z");
+        let after = entry("MODIFY", Some("2"), "2026-11-23T14:20:00Z");
+        let mut placer = SnapshotPlacer::default();
+        let first = placer.place(vec![snapshot, before]);
+        let second = placer.place(vec![after]);
+        let order: Vec<&str> = first
+            .iter()
+            .chain(&second)
+            .map(|e| e.event.as_str())
+            .collect();
+        assert_eq!(order, ["MODIFY", "SNAPSHOT", "MODIFY"]);
+        assert!(placer.rest().is_empty());
+
+        // A snapshot newer than every change comes last.
+        let mut placer = SnapshotPlacer::default();
+        let page = placer.place(vec![
+            entry("SNAPSHOT", None, "2026-11-23T15:00:00Z"),
+            entry("INSERT", Some("1"), "2026-11-23T14:13:00Z"),
+        ]);
+        assert_eq!(page.len(), 1);
+        assert_eq!(placer.rest()[0].event, "SNAPSHOT");
+    }
 }

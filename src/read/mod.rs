@@ -149,6 +149,16 @@ pub fn parse_key_as(names: ArgNames, args: &[impl AsRef<str>]) -> Result<Item, R
         let arg = arg.as_ref();
         let (name, value) = crate::value::parse_key_arg(arg)
             .map_err(|e| bad(&names.given("key", arg), e.to_string()))?;
+        // A key has each attribute once: a second value would silently win.
+        if key.contains_key(&name) {
+            return Err(bad(
+                &names.given("key", arg),
+                format!(
+                    "`{name}` is given twice; give each key attribute once (a partition key, \
+                     then a sort key), and ask about one item at a time"
+                ),
+            ));
+        }
         key.insert(name, value);
     }
     Ok(key)

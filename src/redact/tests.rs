@@ -416,7 +416,16 @@ fn revert_refuses_to_write_or_compare_a_redacted_value() {
     };
     let key = item(json!({"pk": {"S": "u1"}}));
     let at = chrono::Utc::now();
-    let e = plan_revert("orders", &key, &state(&then), &state(&now), &[], at).unwrap_err();
+    let e = plan_revert(
+        "orders",
+        &key,
+        &state(&then),
+        &state(&now),
+        &[],
+        at,
+        Default::default(),
+    )
+    .unwrap_err();
     assert!(
         e.to_string().contains("ssn is redacted") && e.to_string().contains("--field"),
         "{e}"
@@ -428,6 +437,7 @@ fn revert_refuses_to_write_or_compare_a_redacted_value() {
         &state(&now),
         &["ssn".into()],
         at,
+        Default::default(),
     )
     .unwrap_err();
     assert!(e.to_string().contains("ssn is redacted"), "{e}");
@@ -439,6 +449,7 @@ fn revert_refuses_to_write_or_compare_a_redacted_value() {
         &state(&now),
         &["n".into()],
         at,
+        Default::default(),
     )
     .unwrap();
     assert_eq!(plan.operation, "UpdateItem");

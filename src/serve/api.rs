@@ -348,8 +348,9 @@ pub async fn diff<S: ReadStore + CheckpointStore>(
     Ok(Json(json_of(&diffed)?))
 }
 
-/// `GET /api/revert?table=T&key=…&to_time=TIME[&field=PATH…]`: the plan
-/// `revert` prints. Nothing is written: it is for a person to review and apply.
+/// `GET /api/revert?table=T&key=…&to_time=TIME[&field=PATH…][&actor=NAME]`:
+/// the plan `revert` prints. Nothing is written: it is for a person to
+/// review and apply.
 pub async fn revert<S: ReadStore + CheckpointStore>(
     State(app): State<Arc<App<S>>>,
     Extension(principal): Extension<Principal>,
@@ -359,8 +360,13 @@ pub async fn revert<S: ReadStore + CheckpointStore>(
     let (table, key) = item_params(&mut p, &principal)?;
     let to_time = required_time(&mut p, "to_time")?;
     let fields: Vec<String> = p.all("field").into_iter().map(str::to_string).collect();
-    p.finish("table, key (repeatable), to_time, field (repeatable)")?;
-    let plan = asof::revert(&app.store, table, &key, to_time, &fields).await?;
+    let name = p.one("actor")?;
+    p.finish("table, key (repeatable), to_time, field (repeatable), actor")?;
+    let actor = asof::RevertActor {
+        attribute: app.actor_attribute.as_deref(),
+        name,
+    };
+    let plan = asof::revert(&app.store, table, &key, to_time, &fields, actor).await?;
     Ok(Json(json_of(&plan)?))
 }
 

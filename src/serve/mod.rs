@@ -52,6 +52,8 @@ pub struct App<S> {
     pub serve: Serve,
     /// The configured (audited) tables, for status and the page's table list.
     pub tables: Vec<String>,
+    /// `[attribution] actor_attribute`: what a revert plan's `actor` writes.
+    pub actor_attribute: Option<String>,
     pub verify: Verifier,
 }
 
@@ -236,6 +238,7 @@ where
         store,
         serve: config.serve.clone(),
         tables: config.tables.clone(),
+        actor_attribute: config.attribution.actor_attribute.clone(),
         verify: Verifier::new(public_key, config.proof.digest_interval_secs),
     });
     let router = router(app, tokens)?;

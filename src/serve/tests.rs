@@ -73,6 +73,7 @@ fn app_over(store: MemoryStore) -> Router {
         store,
         serve,
         tables: vec!["orders".into(), "flags".into()],
+        actor_attribute: Some("updated_by".into()),
         verify: Verifier::default(),
     });
     router(app, tokens).unwrap()
@@ -398,6 +399,7 @@ async fn cors_answers_only_configured_origins() {
         store: MemoryStore::new(),
         serve,
         tables: vec!["orders".into()],
+        actor_attribute: None,
         verify: Verifier::default(),
     });
     let r = router(app, tokens).unwrap();
