@@ -289,14 +289,24 @@ pub(crate) async fn item_args(item: &ItemArgs) -> Result<(Config, String, Item)>
     Ok((config, item.table.clone(), key))
 }
 
-/// Every table the trail has a stream row for: audited at some time.
-pub(crate) async fn tables_with_a_trail(store: &DynamoStore) -> Result<Vec<String>> {
+/// Every table the trail holds something of: a stream row (audited at
+/// some time), or, for the tables the config selects, a snapshot run.
+pub(crate) async fn tables_with_a_trail(
+    config: &Config,
+    store: &DynamoStore,
+) -> Result<Vec<String>> {
+    use ddb_audit::store::SnapshotStore as _;
     let mut tables: Vec<String> = store
         .load_streams(None)
         .await?
         .into_iter()
         .map(|row| row.table_name)
         .collect();
+    for table in &config.tables {
+        if !tables.contains(table) && store.load_snapshot(table).await?.is_some() {
+            tables.push(table.clone());
+        }
+    }
     tables.sort();
     tables.dedup();
     Ok(tables)
@@ -327,7 +337,7 @@ pub(crate) async fn known_table(config: &Config, store: &DynamoStore, table: &st
     if config.tables.iter().any(|t| t == table) {
         return Ok(());
     }
-    let with_a_trail = tables_with_a_trail(store).await?;
+    let with_a_trail = tables_with_a_trail(config, store).await?;
     if with_a_trail.iter().any(|t| t == table) {
         tracing::warn!(table = %table, "table is not in the config's `tables`: showing what is stored anyway");
         return Ok(());

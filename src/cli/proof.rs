@@ -53,7 +53,7 @@ pub(crate) async fn verify(
     let store = store(&config).await?;
     // Nothing to check is not "intact": a typo'd table, or a trail not
     // written yet, is exit 2 with what there is to check.
-    let with_a_trail = tables_with_a_trail(&store).await.map_err(|e| {
+    let with_a_trail = tables_with_a_trail(&config, &store).await.map_err(|e| {
         eprintln!("error: the trail could not be checked: {e:#}");
         ExitWith(2)
     })?;
