@@ -1107,4 +1107,27 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn the_example_config_at_the_repository_root_is_accepted_as_it_is() {
+        let c = Config::parse(
+            include_str!("../ddb-audit.example.toml"),
+            "ddb-audit.example.toml",
+        )
+        .unwrap_or_else(|e| panic!("ddb-audit.example.toml must stay valid: {e}"));
+        assert_eq!(c.tables, vec!["orders"]);
+        assert_eq!(c.attribution.actor_attribute.as_deref(), Some("updated_by"));
+        assert_eq!(c.table_names(), TableNames::default());
+        // The health check needs a listener; the documented defaults hold.
+        assert_eq!(
+            c.observability.listen_addr(),
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert_eq!(c.shutdown, Shutdown::default());
+        assert_eq!(c.proof, Proof::default());
+        assert_eq!(c.polling, Polling::default());
+        assert_eq!(c.serve, Serve::default());
+        assert_eq!(c.retention.days, None);
+        assert!(c.redaction.paths.is_empty());
+    }
 }
