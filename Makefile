@@ -6,7 +6,7 @@
 #   make image   the container image (infra/Dockerfile; docker, else buildah)
 #   make build | bench | lint | fmt | clean
 #
-# Set AWS_ENDPOINT_URL (e.g. LocalStack, see README) to run the end-to-end
+# Set AWS_ENDPOINT_URL (e.g. LocalStack, see docs/deployment.md) to run the end-to-end
 # tests against that endpoint instead of a moto server started per test.
 
 SHELL   := bash

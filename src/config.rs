@@ -135,7 +135,7 @@ pub struct Config {
     pub redaction: Redaction,
 }
 
-/// Values the trail must never hold (`crate::redact`, README *Redaction*).
+/// Values the trail must never hold (`crate::redact`, docs/redaction.md).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Redaction {

@@ -510,7 +510,7 @@ mod tests {
     /// The budget: a change whose stream record holds at most 1 KB of images
     /// costs at most 3 write units with its index rows, chained, with TTL.
     /// The table index costs one unit, the entry item two at most; the actor
-    /// and correlation indexes cost one unit each more (see README, "Write
+    /// and correlation indexes cost one unit each more (see docs/design.md, "Write
     /// cost"), and the item fits one unit for the smaller changes.
     #[test]
     fn a_change_of_one_kb_costs_at_most_three_write_units() {
