@@ -186,20 +186,40 @@ where
                 (true, false) => format!("HTTP {status}: {text}"),
                 (true, true) => format!("HTTP {status}: {}", DisplayErrorContext(err)),
             };
+            let message = match setup_hint(code) {
+                Some(hint) => format!("{message} ({hint})"),
+                None => message,
+            };
             (kind_of(code, Some(status)), message)
         }
         SdkError::TimeoutError(_) => (ErrorKind::Transient, "timed out".to_string()),
         // Connection refused/reset, DNS, TLS, timeouts: the service may be
         // back in a moment. A "user" error (say, a malformed endpoint URL)
         // will fail the same way every time, so it is not retried.
-        SdkError::DispatchFailure(f) => (
-            if f.is_user() {
-                ErrorKind::Other
+        SdkError::DispatchFailure(f) => {
+            if let Some(why) = missing_credentials(err) {
+                // Retrying cannot make credentials appear.
+                (ErrorKind::Other, why)
+            } else if f.is_io() {
+                (
+                    ErrorKind::Transient,
+                    format!(
+                        "cannot connect to {}: {}",
+                        endpoint_in_use(),
+                        root_cause(err)
+                    ),
+                )
             } else {
-                ErrorKind::Transient
-            },
-            format!("request failed: {}", DisplayErrorContext(err)),
-        ),
+                (
+                    if f.is_user() {
+                        ErrorKind::Other
+                    } else {
+                        ErrorKind::Transient
+                    },
+                    format!("request failed: {}", DisplayErrorContext(err)),
+                )
+            }
+        }
         // An answer we could not parse: a 5xx page from a proxy is worth a
         // retry, anything else is reported as is.
         SdkError::ResponseError(ctx) => {
@@ -220,6 +240,77 @@ where
         _ => (ErrorKind::Other, DisplayErrorContext(err).to_string()),
     };
     Classified { kind, message }
+}
+
+/// What to do about an error that is the caller's setup, not the service's
+/// state: none of these goes away by retrying.
+fn setup_hint(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "AccessDeniedException" | "AccessDenied" => {
+            "the credentials in use lack this permission: grant it to their role or user; \
+             infra/daemon-policy.json, auditor-policy.json and verifier-policy.json list what \
+             each role needs (docs/deployment.md)"
+        }
+        "UnrecognizedClientException" | "InvalidClientTokenId" => {
+            "the access key is not known here: check AWS_ACCESS_KEY_ID or AWS_PROFILE, and that \
+             AWS_ENDPOINT_URL and AWS_REGION point where that key lives"
+        }
+        "ExpiredTokenException" | "ExpiredToken" | "RequestExpired" => {
+            "the session credentials have expired: refresh them (for example `aws sso login`, or \
+             a new AWS_SESSION_TOKEN)"
+        }
+        "InvalidSignatureException" | "SignatureDoesNotMatch" => {
+            "the signature does not match: check AWS_SECRET_ACCESS_KEY for this access key, and \
+             the machine's clock"
+        }
+        "MissingAuthenticationTokenException" | "MissingAuthenticationToken" => {
+            "the request carried no credentials: set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+        }
+        _ => return None,
+    })
+}
+
+/// The innermost cause's own words ("Connection refused (os error 111)"),
+/// not the whole chain of wrappers.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = err;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e.to_string()
+}
+
+/// Where requests go, for a message about a connection that failed.
+fn endpoint_in_use() -> String {
+    match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(url) if !url.is_empty() => {
+            format!("AWS_ENDPOINT_URL={url} (is it running? unset AWS_ENDPOINT_URL for AWS itself)")
+        }
+        _ => "the AWS endpoint (check the network, a proxy, and AWS_REGION)".to_string(),
+    }
+}
+
+/// "No credentials were found", with what to set, when that is why the
+/// request could not be sent.
+fn missing_credentials(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            let what = match c {
+                CredentialsError::CredentialsNotLoaded(_) => "no AWS credentials found",
+                _ => "the AWS credentials could not be loaded",
+            };
+            return Some(format!(
+                "{what}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run \
+                 where a role provides them (an ECS task role, an EC2 instance profile); with a \
+                 local emulator any values work"
+            ));
+        }
+        source = e.source();
+    }
+    None
 }
 
 fn kind_of(code: &str, status: Option<u16>) -> ErrorKind {
@@ -243,6 +334,22 @@ fn kind_of(code: &str, status: Option<u16>) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setup_errors_say_what_to_fix_and_are_not_retried() {
+        for (code, names) in [
+            ("AccessDeniedException", "daemon-policy.json"),
+            ("UnrecognizedClientException", "AWS_ACCESS_KEY_ID"),
+            ("ExpiredTokenException", "AWS_SESSION_TOKEN"),
+            ("InvalidSignatureException", "AWS_SECRET_ACCESS_KEY"),
+            ("MissingAuthenticationTokenException", "AWS_PROFILE"),
+        ] {
+            let hint = setup_hint(code).unwrap_or_default();
+            assert!(hint.contains(names), "{code}: {hint}");
+            assert_eq!(kind_of(code, Some(400)), ErrorKind::Other, "{code}");
+        }
+        assert_eq!(setup_hint("ValidationException"), None);
+    }
 
     #[test]
     fn codes_map_to_kinds() {

@@ -846,10 +846,11 @@ async fn a_table_name_typo_or_an_empty_trail_is_an_error_never_an_empty_answer()
     out.fails_naming(&["--limit", "at least 1"]);
 }
 
-/// Without a region the one error says to set AWS_REGION, before any
-/// call and without metadata-service noise.
+/// AWS setup errors teach: a missing region, missing credentials and a
+/// wrong endpoint are each one error naming what to set or check, without
+/// metadata-service noise.
 #[tokio::test]
-async fn a_missing_region_is_one_error_naming_aws_region() {
+async fn aws_setup_errors_are_one_line_naming_the_fix() {
     let env = TestEnv::new("ops-region");
     let config = env.config(&[&env.name("orders")]);
     let mut cmd = env.command(&["gaps", "--config", path_str(&config)]);
@@ -864,4 +865,30 @@ async fn a_missing_region_is_one_error_naming_aws_region() {
         "metadata-service noise:\n{stderr}"
     );
     assert!(!stderr.contains("transient"), "{stderr}");
+
+    // No credentials anywhere: what to set, at once, not "transient".
+    let mut cmd = env.command(&["gaps", "--config", path_str(&config)]);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let out = cmd.output().await.expect("run ddb-audit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no AWS credentials found"), "{stderr}");
+    assert!(stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+    assert!(!stderr.contains("transient"), "{stderr}");
+
+    // A wrong endpoint: named, with what to check.
+    let mut cmd = env.command(&["gaps", "--config", path_str(&config)]);
+    cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:1");
+    let out = cmd.output().await.expect("run ddb-audit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to AWS_ENDPOINT_URL=http://127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().filter(|l| l.starts_with("error")).count() == 1,
+        "{stderr}"
+    );
 }
