@@ -34,7 +34,7 @@ BIN     := $(TARGET_DIR)/debug/ddb-audit
 # - clippy checks (metadata only) and `cargo test` builds: two passes in all.
 CARGO_BUILD_FLAGS := --locked --bins --tests
 
-.PHONY: all venv venv-iac browser build test lint lint-infra fmt demo bench image clean
+.PHONY: all venv venv-iac browser promtool build test lint lint-infra fmt demo bench image clean
 
 all: build
 
@@ -83,10 +83,27 @@ lint: lint-infra
 	@if $(CARGO) tree --locked -e normal,build --prefix none | grep -E '^rand v'; then \
 	  echo "error: rand is a production dependency again (cargo tree -e normal -i rand)" >&2; exit 1; fi
 
+# The Prometheus alert rules (infra/prometheus/) are checked and unit-tested
+# with promtool, from Debian's `prometheus` package: installed here when it is
+# missing and we are root; otherwise this stops with the command to run.
+PROMTOOL := /usr/bin/promtool
+promtool:
+	@if [ ! -x $(PROMTOOL) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing promtool for the alert rule tests (apt-get install -y prometheus)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	  else \
+	    echo "error: the alert rule tests need promtool at $(PROMTOOL); run:  sudo apt-get install -y prometheus" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
 # The Dockerfile (hadolint), the CloudFormation template (cfn-lint, checkov;
 # each exception is justified inline in the template), and the IAM JSON files
 # in infra/ against the template (they are generated from it).
-lint-infra: venv-iac
+lint-infra: venv-iac promtool
+	$(PROMTOOL) check rules infra/prometheus/ddb-audit.rules.yml
+	$(PROMTOOL) test rules infra/prometheus/ddb-audit.rules.test.yml
 	$(IAC_VENV)/bin/hadolint infra/Dockerfile
 	$(IAC_VENV)/bin/cfn-lint $(CFN)
 	$(IAC_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation dockerfile \
