@@ -614,21 +614,38 @@ async fn every_question_against_a_random_workload() {
             .is_some_and(|l| l["changes"].to_string().contains("12345"))
     })
     .await;
-    let p = plan(&[]).await;
+    // Applied under a name: the plan never sets the actor attribute back
+    // to the old writer, it names whoever applies it.
+    let p = plan(&["--actor", "e2e-reverter"]).await;
     apply_plan(&env, &p).await.expect("the plan applies");
     let restored = env.get_item(&table, &key).await;
     match (&restored, &target) {
-        (Some(x), Some(y)) => assert!(
-            dyn_eq(&json!({"M": x}), &json!({"M": y})),
-            "{p}\n{x} vs {y}"
-        ),
+        (Some(x), Some(y)) => {
+            let mut want = json!(y);
+            want["updated_by"] = json!({"S": "e2e-reverter"});
+            assert!(
+                dyn_eq(&json!({"M": x}), &json!({"M": want})),
+                "{p}\n{x} vs {want}"
+            )
+        }
         (x, y) => assert_eq!(x.is_none(), y.is_none(), "{p}"),
     }
+    // Its audit entry credits whoever applied it, not the writer it undid.
+    env.wait_history(&config, &table, &args, "the revert's entry", |e| {
+        e.last()
+            .is_some_and(|l| l["actor"] == json!("e2e-reverter"))
+    })
+    .await;
     // One field only.
     put(&env, &table, &changed).await;
+    // The change that sets 12345 (the revert's entry only had it as old).
     env.wait_history(&config, &table, &args, "the second change", |e| {
-        e.last()
-            .is_some_and(|l| l["changes"].to_string().contains("12345"))
+        e.last().is_some_and(|l| {
+            l["changes"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["path"] == json!("balance") && c["new"] == json!({"N": "12345"}))
+            })
+        })
     })
     .await;
     let p = plan(&["--field", "balance"]).await;
@@ -663,16 +680,17 @@ async fn every_question_against_a_random_workload() {
             &args[1],
             "--to-time",
             &rfc(t_before),
+            "--actor",
+            "e2e-reverter",
         ])
         .await;
     let p: Value = serde_json::from_str(&out.success().stdout).expect("plan JSON");
     assert_eq!(p["operation"], json!("PutItem"), "{p}");
     apply_plan(&env, &p).await.expect("the put applies");
     let back = env.get_item(&table, &key).await.expect("item is back");
-    assert!(
-        dyn_eq(&json!({"M": back}), &json!({"M": before_delete})),
-        "{p}"
-    );
+    let mut want = json!(before_delete);
+    want["updated_by"] = json!({"S": "e2e-reverter"});
+    assert!(dyn_eq(&json!({"M": back}), &json!({"M": want})), "{p}");
     // Applied twice, the put's condition fails: the item exists again.
     assert!(apply_plan(&env, &p).await.is_err(), "{p}");
     // An item that did not exist yet becomes a conditional DeleteItem.
