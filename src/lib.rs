@@ -25,10 +25,11 @@
 //! Tasks: what `run` starts.
 //! - `daemon`  — the daemon: engine (what tasks share), supervisor, shard loops, digest task.
 //! - `attribution` — the CloudTrail reader: the IAM principal behind each entry.
+//! - `snapshot` — `ddb-audit snapshot`: a SNAPSHOT entry for every item a table holds, paced, resumable.
 //!
 //! Faces: what users ask, in the terminal and over HTTP (the binary's
 //! `src/cli/` is the third face, over the same functions).
-//! - `read`    — questions to the trail: queries, the item as of a time, diffs, reverts, verify, snapshots.
+//! - `read`    — questions to the trail: queries, the item as of a time, diffs, reverts, verify.
 //! - `report`  — what history, gaps and status print (tables and JSON lines).
 //! - `serve`   — `ddb-audit serve`: token-checked read-only HTTP API and the embedded web page.
 //!
@@ -51,6 +52,7 @@ pub mod redact;
 pub mod report;
 pub mod retry;
 pub mod serve;
+pub mod snapshot;
 pub mod store;
 pub mod stream;
 pub mod value;

@@ -745,7 +745,7 @@ where
         done: false,
     };
     let mut chain = ChainState::default();
-    let first = ddb_audit::read::snapshot::snapshot_entry(
+    let first = ddb_audit::snapshot::snapshot_entry(
         &table,
         "r1",
         &info.key_names,
@@ -791,7 +791,7 @@ where
         PutOutcome::AlreadyPresent
     );
     assert_eq!(store.snapshot_entry_link(&again).await.unwrap(), Some(link));
-    let unwritten = ddb_audit::read::snapshot::snapshot_entry(
+    let unwritten = ddb_audit::snapshot::snapshot_entry(
         &table,
         "r1",
         &info.key_names,

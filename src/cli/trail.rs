@@ -112,7 +112,7 @@ pub(crate) async fn snapshot(
             config.tables
         );
     }
-    let options = read::snapshot::SnapshotOptions {
+    let options = ddb_audit::snapshot::SnapshotOptions {
         segments,
         read_units_per_sec,
         page_size,

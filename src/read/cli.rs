@@ -470,7 +470,7 @@ pub async fn revert<S: ReadStore>(
 pub async fn snapshot<S: crate::store::SnapshotStore + crate::store::ProofStore>(
     store: &S,
     table: &str,
-    options: &crate::read::snapshot::SnapshotOptions,
+    options: &crate::snapshot::SnapshotOptions,
     digests: &crate::daemon::digests::DigestSettings,
     stop: &tokio_util::sync::CancellationToken,
     abort: &tokio_util::sync::CancellationToken,
@@ -478,7 +478,7 @@ pub async fn snapshot<S: crate::store::SnapshotStore + crate::store::ProofStore>
 ) -> Result<(), ReadError> {
     use std::io::IsTerminal as _;
     let terminal = std::io::stderr().is_terminal();
-    let progress = move |p: crate::read::snapshot::Progress| {
+    let progress = move |p: crate::snapshot::Progress| {
         let eta = p
             .eta_secs
             .map_or_else(|| "-".to_string(), |s| format!("{s:.0}s"));
@@ -497,8 +497,7 @@ pub async fn snapshot<S: crate::store::SnapshotStore + crate::store::ProofStore>
         }
     };
     let report =
-        crate::read::snapshot::snapshot(store, table, options, digests, stop, abort, &progress)
-            .await?;
+        crate::snapshot::snapshot(store, table, options, digests, stop, abort, &progress).await?;
     if terminal {
         eprintln!();
     }

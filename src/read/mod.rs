@@ -11,7 +11,6 @@
 
 pub mod asof;
 pub mod cli;
-pub mod snapshot;
 pub mod verify;
 
 use std::collections::BTreeSet;

@@ -511,7 +511,7 @@ fn version(n: u32) -> Item {
 #[tokio::test]
 async fn a_snapshot_is_placed_among_changes_stamped_in_whole_seconds() {
     let snapshot = |read_at: &str, item: &Item| {
-        crate::read::snapshot::snapshot_entry("t", "run1", &["pk".to_string()], item, read_at, None)
+        crate::snapshot::snapshot_entry("t", "run1", &["pk".to_string()], item, read_at, None)
     };
     let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
     // (snapshot holds, changes) → the state at 12:00:09.
