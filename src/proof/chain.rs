@@ -160,13 +160,6 @@ mod tests {
 
     fn entry(seq: &str) -> AuditEntry {
         AuditEntry {
-            table: "orders".into(),
-            key: [("pk".to_string(), AttrValue::S("u1".into()))].into(),
-            event: "MODIFY".into(),
-            sequence_number: seq.into(),
-            shard_id: "shardId-1".into(),
-            event_time: Some("2026-11-23T19:05:00Z".into()),
-            actor: Some("alice".into()),
             changes: vec![crate::entry::Change {
                 path: "balance".into(),
                 old: Some(AttrValue::N("1000".into())),
@@ -174,16 +167,11 @@ mod tests {
                 added: None,
                 removed: None,
             }],
-            ttl_expiry: false,
-            error: None,
-            raw: None,
-            actor_source: None,
-            last_writer: None,
-            principal: None,
-            item_actor: None,
-            correlation: None,
-            snapshot_time: None,
-            stream_arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/L".into(),
+            ..AuditEntry::fixture(
+                "orders",
+                [("pk".to_string(), AttrValue::S("u1".into()))].into(),
+                seq,
+            )
         }
     }
 
