@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::aws::{classify, Classified, ErrorKind};
+use crate::aws::{classify, written, Classified, ErrorKind};
 use crate::store::{PutOutcome, StoreError, StoreResult, TableNames};
 
 mod admin;
@@ -112,16 +112,10 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(PutOutcome::Written),
-            Err(e) => {
-                let c = classify(&e);
-                if c.kind == ErrorKind::ConditionFailed {
-                    Ok(PutOutcome::AlreadyPresent)
-                } else {
-                    Err(store_error(c, table))
-                }
-            }
+        match written(result) {
+            Ok(true) => Ok(PutOutcome::Written),
+            Ok(false) => Ok(PutOutcome::AlreadyPresent),
+            Err(c) => Err(store_error(c, table)),
         }
     }
 
