@@ -230,19 +230,9 @@ impl AttributionStore for DynamoStore {
         if let Ok(json) = serde_json::to_string(key) {
             item.insert("attr_item_key".into(), s(json));
         }
-        let result = self
-            .client()
-            .put_item()
-            .table_name(audit)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match written(result) {
-            Ok(true) => Ok(PutOutcome::Written),
-            Ok(false) => Ok(PutOutcome::AlreadyPresent),
-            Err(c) => Err(error(c, &format!("PutItem {audit}"))),
-        }
+        self.put_audit_item_once(item)
+            .await
+            .map_err(|c| error(c, &format!("PutItem {audit}")))
     }
 
     async fn load_position(&self, source: &str) -> AttributionResult<Option<Position>> {
