@@ -204,16 +204,10 @@ mod tests {
     #[test]
     fn a_gap_hashes_without_its_detection_time() {
         let gap = |at: &str| Gap {
-            table: "orders".into(),
-            stream_arn: "arn/s".into(),
-            shard_id: "shardId-1".into(),
             after_sequence_number: Some("100".into()),
-            after_shard_id: None,
-            unseen_shard_id: None,
-            after_time: None,
             resumed_at_sequence_number: Some("300".into()),
-            resumed_at_time: None,
             detected_at: at.into(),
+            ..Gap::detected("orders", "arn/s", "shardId-1")
         };
         assert_eq!(
             hash_gap(&gap("2026-01-01T00:00:00Z"), None).unwrap(),
