@@ -19,7 +19,7 @@ use ddb_audit::proof::sign::Ed25519Signer;
 use ddb_audit::proof::verify::{
     verify_stream, CheckpointEvidence, FoundDigest, Leaf, StreamEvidence, VerifyOptions,
 };
-use ddb_audit::store::{ShardCheckpoint, ShardStatus};
+use ddb_audit::store::ShardCheckpoint;
 use ddb_audit::value::AttrValue;
 
 const ARN: &str = "arn:aws:dynamodb:us-east-1:1:table/orders/stream/L";
@@ -27,17 +27,7 @@ const ARN: &str = "arn:aws:dynamodb:us-east-1:1:table/orders/stream/L";
 /// A ~1 KB MODIFY entry: ten changed attributes of ~40 bytes.
 fn entry(seq: u64) -> AuditEntry {
     AuditEntry {
-        table: "orders".into(),
-        key: [(
-            "pk".to_string(),
-            AttrValue::S(format!("user-{}", seq % 1000)),
-        )]
-        .into(),
-        event: "MODIFY".into(),
-        sequence_number: format!("{:021}", seq),
         shard_id: "shardId-00000001".into(),
-        event_time: Some("2026-11-23T19:05:00Z".into()),
-        actor: Some("alice".into()),
         changes: (0..10)
             .map(|i| Change {
                 path: format!("profile.field_{i}"),
@@ -47,16 +37,15 @@ fn entry(seq: u64) -> AuditEntry {
                 removed: None,
             })
             .collect(),
-        ttl_expiry: false,
-        error: None,
-        raw: None,
-        actor_source: None,
-        last_writer: None,
-        principal: None,
-        item_actor: None,
-        correlation: None,
-        snapshot_time: None,
-        stream_arn: ARN.into(),
+        ..AuditEntry::fixture(
+            "orders",
+            [(
+                "pk".to_string(),
+                AttrValue::S(format!("user-{}", seq % 1000)),
+            )]
+            .into(),
+            &format!("{:021}", seq),
+        )
     }
 }
 
@@ -91,18 +80,8 @@ fn trail(n: u64, every: u64) -> StreamEvidence {
         });
         if i % every == 0 || i == n {
             let cp = ShardCheckpoint {
-                stream_arn: ARN.into(),
-                shard_id: "shardId-00000001".into(),
-                table: "orders".into(),
-                parent_shard_id: None,
                 sequence_no: Some(e.sequence_number.clone()),
-                status: ShardStatus::Open,
-                last_record_time: None,
-                caught_up: false,
-                from_start: false,
-                updated_at: Utc::now(),
-                chain: None,
-                lineage_tail: None,
+                ..ShardCheckpoint::fresh("orders", ARN, "shardId-00000001", None)
             };
             let (doc, sealed) = next_digest(DigestInput {
                 table: "orders",
@@ -151,18 +130,8 @@ fn chain_link(c: &mut Criterion) {
     let heads: Vec<_> = (0..64)
         .map(|i| {
             let cp = ShardCheckpoint {
-                stream_arn: ARN.into(),
-                shard_id: format!("shardId-{i:08}"),
-                table: "orders".into(),
-                parent_shard_id: None,
                 sequence_no: Some("100".into()),
-                status: ShardStatus::Open,
-                last_record_time: None,
-                caught_up: false,
-                from_start: false,
-                updated_at: Utc::now(),
-                chain: None,
-                lineage_tail: None,
+                ..ShardCheckpoint::fresh("orders", ARN, &format!("shardId-{i:08}"), None)
             };
             cp.digest_head(&chain)
         })

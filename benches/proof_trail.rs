@@ -38,7 +38,7 @@ use ddb_audit::retry::RetryPolicy;
 use ddb_audit::store::dynamo::{
     encode_entry, entry_sort_key, item_partition_key, write_cost, DynamoStore,
 };
-use ddb_audit::store::{CheckpointStore, ShardCheckpoint, ShardStatus, StreamRow, TableNames};
+use ddb_audit::store::{CheckpointStore, ShardCheckpoint, StreamRow, TableNames};
 use ddb_audit::value::AttrValue;
 
 const PRIVATE_PEM: &str = include_str!("../src/proof/testdata/ed25519-private.pem");
@@ -53,13 +53,7 @@ fn entry(
     width: usize,
 ) -> AuditEntry {
     AuditEntry {
-        table: table.into(),
-        key: [("pk".to_string(), AttrValue::S(format!("user-{key}")))].into(),
-        event: "MODIFY".into(),
-        sequence_number: seq.into(),
         shard_id: shard.into(),
-        event_time: Some("2026-11-23T19:05:00Z".into()),
-        actor: Some("alice".into()),
         changes: (0..changes)
             .map(|i| Change {
                 path: format!("profile.field_{i}"),
@@ -69,16 +63,13 @@ fn entry(
                 removed: None,
             })
             .collect(),
-        ttl_expiry: false,
-        error: None,
-        raw: None,
         actor_source: Some(ddb_audit::entry::ActorSource::Item),
-        last_writer: None,
-        principal: None,
-        item_actor: None,
-        correlation: None,
-        snapshot_time: None,
         stream_arn: arn.into(),
+        ..AuditEntry::fixture(
+            table,
+            [("pk".to_string(), AttrValue::S(format!("user-{key}")))].into(),
+            seq,
+        )
     }
 }
 
@@ -378,18 +369,10 @@ async fn main() {
     for (shard_id, chain, last) in &heads {
         store
             .save_shard(&ShardCheckpoint {
-                stream_arn: arn.clone(),
-                shard_id: shard_id.clone(),
-                table: table.clone(),
-                parent_shard_id: None,
                 sequence_no: Some(last.clone()),
-                status: ShardStatus::Open,
-                last_record_time: None,
                 caught_up: true,
-                from_start: false,
-                updated_at: chrono::Utc::now(),
                 chain: Some(chain.clone()),
-                lineage_tail: None,
+                ..ShardCheckpoint::fresh(&table, &arn, shard_id, None)
             })
             .await
             .expect("checkpoint");

@@ -113,24 +113,18 @@ fn trail_entry(i: usize, total: usize, start: DateTime<Utc>, stream_arn: &str) -
         });
     }
     AuditEntry {
-        table: TABLE.into(),
-        key: key(&id),
         event: if first { "INSERT" } else { "MODIFY" }.into(),
-        sequence_number: format!("{}", 100_000_000_000_000_000_000u128 + i as u128),
         shard_id: format!("shardId-00000001700000000000-{:08x}", i % 4),
         event_time: Some(at.to_rfc3339_opts(SecondsFormat::Millis, true)),
         actor: Some(actor),
         actor_source: Some(ddb_audit::entry::ActorSource::Item),
-        last_writer: None,
-        principal: None,
-        item_actor: None,
         changes,
-        ttl_expiry: false,
-        error: None,
-        raw: None,
-        correlation: None,
-        snapshot_time: None,
         stream_arn: stream_arn.into(),
+        ..AuditEntry::fixture(
+            TABLE,
+            key(&id),
+            &format!("{}", 100_000_000_000_000_000_000u128 + i as u128),
+        )
     }
 }
 

@@ -313,6 +313,24 @@ fn missing_credentials(err: &(dyn std::error::Error + 'static)) -> Option<String
     None
 }
 
+/// The result of a conditional write: `Ok(true)` when it was written,
+/// `Ok(false)` when its condition did not hold (nothing was written), else
+/// the error, classified.
+pub(crate) fn written<O, E>(
+    result: Result<O, SdkError<E, HttpResponse>>,
+) -> Result<bool, Classified>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => match classify(&e) {
+            c if c.kind == ErrorKind::ConditionFailed => Ok(false),
+            c => Err(c),
+        },
+    }
+}
+
 fn kind_of(code: &str, status: Option<u16>) -> ErrorKind {
     match code {
         "TrimmedDataAccessException" => ErrorKind::Trimmed,

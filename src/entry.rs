@@ -125,6 +125,36 @@ pub struct AuditEntry {
     pub stream_arn: String,
 }
 
+#[cfg(any(test, feature = "test-util"))]
+impl AuditEntry {
+    /// A test entry: a MODIFY of `key` in `table` at `sequence_number`, on
+    /// shard `shardId-1` of the stream `arn:aws:dynamodb:us-east-1:1:table/{table}/stream/L`,
+    /// at 2026-11-23T19:05:00Z by `alice`, with no changes and nothing else.
+    /// Tests change what they need with `AuditEntry { .., ..fixture(..) }`.
+    pub fn fixture(table: &str, key: Item, sequence_number: &str) -> AuditEntry {
+        AuditEntry {
+            table: table.to_string(),
+            key,
+            event: "MODIFY".into(),
+            sequence_number: sequence_number.to_string(),
+            shard_id: "shardId-1".into(),
+            event_time: Some("2026-11-23T19:05:00Z".into()),
+            actor: Some("alice".into()),
+            actor_source: None,
+            last_writer: None,
+            principal: None,
+            item_actor: None,
+            changes: Vec::new(),
+            ttl_expiry: false,
+            error: None,
+            raw: None,
+            correlation: None,
+            snapshot_time: None,
+            stream_arn: format!("arn:aws:dynamodb:us-east-1:1:table/{table}/stream/L"),
+        }
+    }
+}
+
 /// Where an entry's `actor` came from (`actor_source` in the JSON).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -341,16 +341,14 @@ mod tests {
         }
     }
 
+    /// A signer of the key `alias/d` of `kms`, with quick retries.
+    async fn connect(kms: FakeKms) -> Result<KmsSigner<FakeKms>, ProofError> {
+        KmsSigner::connect(kms, "alias/d", policy(), CancellationToken::new()).await
+    }
+
     #[tokio::test]
     async fn kms_signatures_round_trip_through_the_public_key() {
-        let signer = KmsSigner::connect(
-            FakeKms::new(2),
-            "alias/d",
-            policy(),
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let signer = connect(FakeKms::new(2)).await.unwrap();
         assert_eq!(signer.algorithm(), ECDSA_P256_SHA256);
         assert_eq!(signer.fingerprint(), signer.public_key().fingerprint());
         let digest = br#"{"type":"ddb-audit.digest.v1"}"#;
@@ -373,10 +371,7 @@ mod tests {
     async fn a_key_of_the_wrong_spec_is_refused_with_the_fix() {
         let mut kms = FakeKms::new(0);
         kms.spec = "RSA_2048";
-        let err = KmsSigner::connect(kms, "alias/d", policy(), CancellationToken::new())
-            .await
-            .unwrap_err()
-            .to_string();
+        let err = connect(kms).await.unwrap_err().to_string();
         assert!(
             err.contains("proof.kms_key_id") && err.contains("RSA_2048") && err.contains(KEY_SPEC),
             "{err}"
@@ -385,14 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_signature_from_another_key_is_not_passed_on() {
-        let mut signer = KmsSigner::connect(
-            FakeKms::new(0),
-            "alias/d",
-            policy(),
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let mut signer = connect(FakeKms::new(0)).await.unwrap();
         // The alias now points at another key.
         signer.api = FakeKms::new(0);
         let err = signer.sign(b"digest").await.unwrap_err().to_string();

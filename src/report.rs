@@ -369,24 +369,14 @@ mod tests {
 
     fn entry(changes: Vec<Change>) -> AuditEntry {
         AuditEntry {
-            table: "orders".into(),
-            key: [("pk".to_string(), AttrValue::S("u1".into()))].into(),
-            event: "MODIFY".into(),
-            sequence_number: "100".into(),
-            shard_id: "shardId-1".into(),
-            event_time: Some("2026-11-23T19:05:00Z".into()),
-            actor: Some("alice".into()),
             actor_source: Some(crate::entry::ActorSource::Item),
-            last_writer: None,
-            principal: None,
-            item_actor: None,
             changes,
-            ttl_expiry: false,
-            error: None,
-            raw: None,
-            correlation: None,
-            snapshot_time: None,
             stream_arn: "arn".into(),
+            ..AuditEntry::fixture(
+                "orders",
+                [("pk".to_string(), AttrValue::S("u1".into()))].into(),
+                "100",
+            )
         }
     }
 
@@ -492,18 +482,11 @@ mod tests {
     fn status_reports_lag_for_undrained_shards_only() {
         let now = Utc::now();
         let cp = |id: &str, status| ShardCheckpoint {
-            stream_arn: "arn".into(),
-            shard_id: id.into(),
-            table: "orders".into(),
-            parent_shard_id: None,
             sequence_no: Some("5".into()),
             status,
             last_record_time: Some(now - chrono::Duration::seconds(30)),
-            caught_up: false,
-            from_start: false,
             updated_at: now,
-            chain: None,
-            lineage_tail: None,
+            ..ShardCheckpoint::fresh("orders", "arn", id, None)
         };
         let lines = shard_lines(
             &[cp("a", ShardStatus::Open), cp("b", ShardStatus::Drained)],

@@ -617,16 +617,7 @@ fn write_value(out: &mut String, v: &AttrValue) {
         }),
         AttrValue::Null => tagged("NULL", &mut |o| o.push_str("true")),
         AttrValue::M(m) => tagged("M", &mut |o| write_map(o, m)),
-        AttrValue::L(l) => tagged("L", &mut |o| {
-            o.push('[');
-            for (i, x) in l.iter().enumerate() {
-                if i > 0 {
-                    o.push(',');
-                }
-                write_value(o, x);
-            }
-            o.push(']');
-        }),
+        AttrValue::L(l) => tagged("L", &mut |o| write_seq(o, l, write_value)),
         AttrValue::Ss(x) => tagged("SS", &mut |o| write_strs(o, x.to_vec())),
         AttrValue::Ns(x) => tagged("NS", &mut |o| {
             write_strs(o, x.iter().map(|n| canonical_number(n)).collect())
@@ -640,12 +631,17 @@ fn write_value(out: &mut String, v: &AttrValue) {
 
 fn write_strs(out: &mut String, mut items: Vec<String>) {
     items.sort();
+    write_seq(out, &items, |o, x| write_str(o, x));
+}
+
+/// `[a,b,…]`, each item written by `write`.
+fn write_seq<T>(out: &mut String, items: &[T], mut write: impl FnMut(&mut String, &T)) {
     out.push('[');
     for (i, x) in items.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        write_str(out, x);
+        write(out, x);
     }
     out.push(']');
 }

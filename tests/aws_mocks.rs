@@ -9,11 +9,10 @@ use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, Rule, RuleMode};
-use chrono::Utc;
 use ddb_audit::entry::AuditEntry;
 use ddb_audit::store::dynamo::DynamoStore;
 use ddb_audit::store::{
-    AuditStore, CheckpointStore, PutOutcome, ShardCheckpoint, ShardStatus, StoreError, TableNames,
+    AuditStore, CheckpointStore, PutOutcome, ShardCheckpoint, StoreError, TableNames,
 };
 use ddb_audit::stream::aws::AwsStream;
 use ddb_audit::stream::{DescribeStreamRequest, StreamApi, StreamError};
@@ -237,25 +236,14 @@ async fn list_streams_follows_pages() {
 
 fn entry() -> AuditEntry {
     AuditEntry {
-        table: "orders".into(),
-        key: BTreeMap::from([("pk".to_string(), AttrValue::S("u1".into()))]),
         event: "INSERT".into(),
-        sequence_number: "100".into(),
-        shard_id: "shardId-1".into(),
-        event_time: Some("2026-11-23T19:05:00Z".into()),
-        actor: Some("alice".into()),
-        actor_source: None,
-        last_writer: None,
-        principal: None,
-        item_actor: None,
-        changes: vec![],
-        ttl_expiry: false,
-        error: None,
-        raw: None,
-        correlation: None,
-        snapshot_time: None,
         stream_arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/2026-11-23T00:00:00.000"
             .into(),
+        ..AuditEntry::fixture(
+            "orders",
+            BTreeMap::from([("pk".to_string(), AttrValue::S("u1".into()))]),
+            "100",
+        )
     }
 }
 
@@ -356,18 +344,8 @@ async fn stale_checkpoint_is_kept_not_an_error() {
     let store = DynamoStore::new(dynamodb(&[&rule]), TableNames::default());
     let result = store
         .save_shard(&ShardCheckpoint {
-            stream_arn: "arn:s".into(),
-            shard_id: "s1".into(),
-            table: "orders".into(),
-            parent_shard_id: None,
             sequence_no: Some("100".into()),
-            status: ShardStatus::Open,
-            last_record_time: None,
-            caught_up: false,
-            from_start: false,
-            updated_at: Utc::now(),
-            chain: None,
-            lineage_tail: None,
+            ..ShardCheckpoint::fresh("orders", "arn:s", "s1", None)
         })
         .await;
     assert!(result.is_ok(), "{result:?}");

@@ -102,24 +102,10 @@ fn key(pk: &str) -> Item {
 
 fn entry(table: &str, stream_arn: &str, seq: &str, changes: Vec<Change>) -> AuditEntry {
     AuditEntry {
-        table: table.into(),
-        key: key("u1"),
-        event: "MODIFY".into(),
-        sequence_number: seq.into(),
         shard_id: "shardId-00000001".into(),
-        event_time: Some("2026-11-23T19:05:00Z".into()),
-        actor: Some("alice".into()),
-        actor_source: None,
-        last_writer: None,
-        principal: None,
-        item_actor: None,
         changes,
-        ttl_expiry: false,
-        error: None,
-        raw: None,
-        correlation: None,
-        snapshot_time: None,
         stream_arn: stream_arn.into(),
+        ..AuditEntry::fixture(table, key("u1"), seq)
     }
 }
 
@@ -312,18 +298,10 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
 
     // Checkpoints move forward only; drained is final.
     let cp = |seq: Option<&str>, status: ShardStatus| ShardCheckpoint {
-        stream_arn: arn2.into(),
-        shard_id: "shardId-00000001".into(),
-        table: "orders".into(),
-        parent_shard_id: Some("shardId-00000000".into()),
         sequence_no: seq.map(str::to_string),
         status,
         last_record_time: Some(Utc::now()),
-        caught_up: false,
-        from_start: false,
-        updated_at: Utc::now(),
-        chain: None,
-        lineage_tail: None,
+        ..ShardCheckpoint::fresh("orders", arn2, "shardId-00000001", Some("shardId-00000000"))
     };
     let load = |store: &DynamoStore| {
         let store = store.clone();

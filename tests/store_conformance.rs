@@ -33,17 +33,7 @@ fn key(pk: AttrValue) -> Item {
 
 fn entry(key: Item, stream_arn: &str, seq: &str, value: &str) -> AuditEntry {
     AuditEntry {
-        table: "orders".into(),
-        key,
-        event: "MODIFY".into(),
-        sequence_number: seq.into(),
         shard_id: "shardId-00000001".into(),
-        event_time: Some("2026-11-23T19:05:00Z".into()),
-        actor: Some("alice".into()),
-        actor_source: None,
-        last_writer: None,
-        principal: None,
-        item_actor: None,
         changes: vec![Change {
             path: "v".into(),
             old: None,
@@ -51,29 +41,16 @@ fn entry(key: Item, stream_arn: &str, seq: &str, value: &str) -> AuditEntry {
             added: None,
             removed: None,
         }],
-        ttl_expiry: false,
-        error: None,
-        raw: None,
-        correlation: None,
-        snapshot_time: None,
         stream_arn: stream_arn.into(),
+        ..AuditEntry::fixture("orders", key, seq)
     }
 }
 
 fn checkpoint(shard: &str, seq: Option<&str>, status: ShardStatus) -> ShardCheckpoint {
     ShardCheckpoint {
-        stream_arn: ARN2.into(),
-        shard_id: shard.into(),
-        table: "orders".into(),
-        parent_shard_id: None,
         sequence_no: seq.map(str::to_string),
         status,
-        last_record_time: None,
-        caught_up: false,
-        from_start: false,
-        chain: None,
-        lineage_tail: None,
-        updated_at: Utc::now(),
+        ..ShardCheckpoint::fresh("orders", ARN2, shard, None)
     }
 }
 

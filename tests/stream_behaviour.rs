@@ -424,18 +424,9 @@ async fn a_restart_of_an_unread_continuation_whose_parent_row_expired_still_find
     };
     store
         .save_shard(&ddb_audit::store::ShardCheckpoint {
-            stream_arn: arn.clone(),
-            shard_id: shard.clone(),
-            table: "T".into(),
-            parent_shard_id: Some(tail.shard_id.clone()),
-            sequence_no: None,
-            status: ShardStatus::Open,
-            last_record_time: None,
-            caught_up: false,
-            from_start: false,
-            updated_at: chrono::Utc::now(),
             chain: Some(ddb_audit::proof::ChainState::continuing(None)),
             lineage_tail: Some(tail.clone()),
+            ..ddb_audit::store::ShardCheckpoint::fresh("T", &arn, &shard, Some(&tail.shard_id))
         })
         .await
         .unwrap();

@@ -27,7 +27,7 @@ use super::matcher::Candidate;
 use super::reader::{
     AttributionError, AttributionResult, AttributionStore, ItemEntries, KeyType, Position,
 };
-use crate::aws::{classify, Classified, ErrorKind};
+use crate::aws::{classify, written, Classified, ErrorKind};
 use crate::store::attribution::AttributionRecord;
 use crate::store::dynamo::{item_partition_key, DynamoStore};
 use crate::store::{format_ts, principal_index_key, Index, PutOutcome, TIME_ATTRIBUTE};
@@ -230,25 +230,9 @@ impl AttributionStore for DynamoStore {
         if let Ok(json) = serde_json::to_string(key) {
             item.insert("attr_item_key".into(), s(json));
         }
-        match self
-            .client()
-            .put_item()
-            .table_name(audit)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
+        self.put_audit_item_once(item)
             .await
-        {
-            Ok(_) => Ok(PutOutcome::Written),
-            Err(e) => {
-                let c = classify(&e);
-                if c.kind == ErrorKind::ConditionFailed {
-                    Ok(PutOutcome::AlreadyPresent)
-                } else {
-                    Err(error(c, &format!("PutItem {audit}")))
-                }
-            }
-        }
+            .map_err(|c| error(c, &format!("PutItem {audit}")))
     }
 
     async fn load_position(&self, source: &str) -> AttributionResult<Option<Position>> {
@@ -302,17 +286,9 @@ impl AttributionStore for DynamoStore {
                 .condition_expression("attribute_not_exists(#k) OR #k <= :k"),
             None => call.update_expression("SET #p = :p, #u = :u"),
         };
-        match call.send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let c = classify(&e);
-                if c.kind == ErrorKind::ConditionFailed {
-                    tracing::warn!(source = %source, "stored CloudTrail position is already further; kept it");
-                    Ok(())
-                } else {
-                    Err(error(c, &format!("UpdateItem {shards}")))
-                }
-            }
+        if !written(call.send().await).map_err(|c| error(c, &format!("UpdateItem {shards}")))? {
+            tracing::warn!(source = %source, "stored CloudTrail position is already further; kept it");
         }
+        Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! `history`, `query`, `gaps`, `status`: questions to the trail.
 
+use ddb_audit::store::{ProofStore, SnapshotStore};
+
 use super::*;
 
 pub(crate) async fn history(
@@ -149,15 +151,57 @@ pub(crate) async fn snapshot(
     let store = DynamoStore::new(ddb_audit::aws::dynamodb_client(&sdk), config.table_names())
         .with_retention(config.retention.days);
     let digests = digest_settings(&config, &sdk, &abort).await?;
-    read::cli::snapshot(
-        &store,
-        &table,
-        &options,
-        &digests,
-        &stop,
-        &abort,
-        &mut std::io::stdout(),
-    )
-    .await?;
-    Ok(())
+    print_snapshot(&store, &table, &options, &digests, &stop, &abort).await
+}
+
+/// Runs or resumes the table's snapshot; progress (items, rate,
+/// ETA) on stderr when it is a terminal, a summary on stdout.
+pub(crate) async fn print_snapshot<S: SnapshotStore + ProofStore>(
+    store: &S,
+    table: &str,
+    options: &ddb_audit::snapshot::SnapshotOptions,
+    digests: &ddb_audit::daemon::digests::DigestSettings,
+    stop: &tokio_util::sync::CancellationToken,
+    abort: &tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stderr().is_terminal();
+    let progress = move |p: ddb_audit::snapshot::Progress| {
+        let eta = p
+            .eta_secs
+            .map_or_else(|| "-".to_string(), |s| format!("{s:.0}s"));
+        let total = p.total.map_or_else(|| "?".to_string(), |t| format!("~{t}"));
+        if terminal {
+            eprint!(
+                "\r{} of {total} items, {:.0} items/s, ETA {eta}   ",
+                p.items, p.items_per_sec
+            );
+        } else {
+            tracing::debug!(
+                items = p.items,
+                items_per_sec = p.items_per_sec,
+                "snapshot progress"
+            );
+        }
+    };
+    let report =
+        ddb_audit::snapshot::snapshot(store, table, options, digests, stop, abort, &progress)
+            .await?;
+    if terminal {
+        eprintln!();
+    }
+    let text = format!(
+        "snapshot {} of {table}: {} items{}; {} entries written, {} already there{}\n",
+        report.run_id,
+        report.items,
+        if report.resumed { " (resumed)" } else { "" },
+        report.written,
+        report.already_present,
+        if report.interrupted {
+            "; interrupted: run the same command again to resume"
+        } else {
+            "; done"
+        }
+    );
+    out!("{text}")
 }

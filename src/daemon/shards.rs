@@ -180,17 +180,7 @@ impl Shards {
 
     /// Forgotten shards that `needed` does not keep are dropped; returns them.
     pub(crate) fn drop_forgotten(&mut self, needed: impl Fn(&String) -> bool) -> Vec<String> {
-        let unneeded: Vec<String> = self
-            .by_id
-            .iter()
-            .filter(|(id, k)| k.forgotten.is_some() && !needed(id))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &unneeded {
-            self.known(id).forgotten = None;
-            self.prune(id);
-        }
-        unneeded
+        self.release(needed, |k| &mut k.forgotten)
     }
 
     pub(crate) fn inherited_tail(&self, id: &str) -> Option<&LineageTail> {
@@ -203,16 +193,26 @@ impl Shards {
 
     /// Keeps only the inherited tails that `needed` names.
     pub(crate) fn keep_inherited(&mut self, needed: impl Fn(&String) -> bool) {
+        self.release(needed, |k| &mut k.inherited);
+    }
+
+    /// Clears the `held` slot of every shard that has it set and that
+    /// `needed` does not keep; returns those shards.
+    fn release<T>(
+        &mut self,
+        needed: impl Fn(&String) -> bool,
+        held: impl Fn(&mut Known) -> &mut Option<T>,
+    ) -> Vec<String> {
         let unneeded: Vec<String> = self
             .by_id
-            .iter()
-            .filter(|(id, k)| k.inherited.is_some() && !needed(id))
-            .map(|(id, _)| id.clone())
+            .iter_mut()
+            .filter_map(|(id, k)| (held(k).is_some() && !needed(id)).then(|| id.clone()))
             .collect();
-        for id in unneeded {
-            self.known(&id).inherited = None;
-            self.prune(&id);
+        for id in &unneeded {
+            *held(self.known(id)) = None;
+            self.prune(id);
         }
+        unneeded
     }
 
     /// The last record handled in the lineage ending at `shard_id`: its own

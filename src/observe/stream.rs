@@ -5,10 +5,7 @@
 use std::future::Future;
 
 use super::{Event, StreamCall};
-use crate::stream::{
-    DescribeStreamRequest, IteratorPosition, RecordsPage, StreamApi, StreamDescription,
-    StreamError, StreamResult, StreamSummary, TableStream,
-};
+use crate::stream::{wrap_stream_api, StreamApi, StreamError, StreamResult};
 
 /// `inner`, with each call counted.
 #[derive(Clone, Debug)]
@@ -69,43 +66,7 @@ async fn counted<T>(
 }
 
 impl<S: StreamApi> StreamApi for Observed<S> {
-    fn describe_table(
-        &self,
-        table: &str,
-    ) -> impl Future<Output = StreamResult<TableStream>> + Send {
-        counted("DescribeTable", self.inner.describe_table(table))
-    }
-    fn list_streams(
-        &self,
-        table: &str,
-    ) -> impl Future<Output = StreamResult<Vec<StreamSummary>>> + Send {
-        counted("ListStreams", self.inner.list_streams(table))
-    }
-    fn describe_stream(
-        &self,
-        request: &DescribeStreamRequest,
-    ) -> impl Future<Output = StreamResult<StreamDescription>> + Send {
-        counted("DescribeStream", self.inner.describe_stream(request))
-    }
-    fn get_shard_iterator(
-        &self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
-    ) -> impl Future<Output = StreamResult<String>> + Send {
-        counted(
-            "GetShardIterator",
-            self.inner
-                .get_shard_iterator(stream_arn, shard_id, position),
-        )
-    }
-    fn get_records(
-        &self,
-        iterator: &str,
-        limit: Option<i32>,
-    ) -> impl Future<Output = StreamResult<RecordsPage>> + Send {
-        counted("GetRecords", self.inner.get_records(iterator, limit))
-    }
+    wrap_stream_api!(|observed| observed.inner, counted);
 }
 
 #[cfg(test)]

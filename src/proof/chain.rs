@@ -160,13 +160,6 @@ mod tests {
 
     fn entry(seq: &str) -> AuditEntry {
         AuditEntry {
-            table: "orders".into(),
-            key: [("pk".to_string(), AttrValue::S("u1".into()))].into(),
-            event: "MODIFY".into(),
-            sequence_number: seq.into(),
-            shard_id: "shardId-1".into(),
-            event_time: Some("2026-11-23T19:05:00Z".into()),
-            actor: Some("alice".into()),
             changes: vec![crate::entry::Change {
                 path: "balance".into(),
                 old: Some(AttrValue::N("1000".into())),
@@ -174,16 +167,11 @@ mod tests {
                 added: None,
                 removed: None,
             }],
-            ttl_expiry: false,
-            error: None,
-            raw: None,
-            actor_source: None,
-            last_writer: None,
-            principal: None,
-            item_actor: None,
-            correlation: None,
-            snapshot_time: None,
-            stream_arn: "arn:aws:dynamodb:us-east-1:1:table/orders/stream/L".into(),
+            ..AuditEntry::fixture(
+                "orders",
+                [("pk".to_string(), AttrValue::S("u1".into()))].into(),
+                seq,
+            )
         }
     }
 
@@ -216,16 +204,10 @@ mod tests {
     #[test]
     fn a_gap_hashes_without_its_detection_time() {
         let gap = |at: &str| Gap {
-            table: "orders".into(),
-            stream_arn: "arn/s".into(),
-            shard_id: "shardId-1".into(),
             after_sequence_number: Some("100".into()),
-            after_shard_id: None,
-            unseen_shard_id: None,
-            after_time: None,
             resumed_at_sequence_number: Some("300".into()),
-            resumed_at_time: None,
             detected_at: at.into(),
+            ..Gap::detected("orders", "arn/s", "shardId-1")
         };
         assert_eq!(
             hash_gap(&gap("2026-01-01T00:00:00Z"), None).unwrap(),

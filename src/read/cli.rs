@@ -465,59 +465,6 @@ pub async fn revert<S: ReadStore>(
     Ok(())
 }
 
-/// `snapshot`: runs or resumes the table's snapshot; progress (items, rate,
-/// ETA) on stderr when it is a terminal, a summary on stdout.
-pub async fn snapshot<S: crate::store::SnapshotStore + crate::store::ProofStore>(
-    store: &S,
-    table: &str,
-    options: &crate::snapshot::SnapshotOptions,
-    digests: &crate::daemon::digests::DigestSettings,
-    stop: &tokio_util::sync::CancellationToken,
-    abort: &tokio_util::sync::CancellationToken,
-    out: &mut impl Write,
-) -> Result<(), ReadError> {
-    use std::io::IsTerminal as _;
-    let terminal = std::io::stderr().is_terminal();
-    let progress = move |p: crate::snapshot::Progress| {
-        let eta = p
-            .eta_secs
-            .map_or_else(|| "-".to_string(), |s| format!("{s:.0}s"));
-        let total = p.total.map_or_else(|| "?".to_string(), |t| format!("~{t}"));
-        if terminal {
-            eprint!(
-                "\r{} of {total} items, {:.0} items/s, ETA {eta}   ",
-                p.items, p.items_per_sec
-            );
-        } else {
-            tracing::debug!(
-                items = p.items,
-                items_per_sec = p.items_per_sec,
-                "snapshot progress"
-            );
-        }
-    };
-    let report =
-        crate::snapshot::snapshot(store, table, options, digests, stop, abort, &progress).await?;
-    if terminal {
-        eprintln!();
-    }
-    let text = format!(
-        "snapshot {} of {table}: {} items{}; {} entries written, {} already there{}\n",
-        report.run_id,
-        report.items,
-        if report.resumed { " (resumed)" } else { "" },
-        report.written,
-        report.already_present,
-        if report.interrupted {
-            "; interrupted: run the same command again to resume"
-        } else {
-            "; done"
-        }
-    );
-    emit(out, &text)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod placing_tests {
     use super::*;

@@ -15,6 +15,17 @@ use crate::store::{AuditStore, ReadStore};
 
 const ARN: &str = "arn:aws:dynamodb:us-east-1:1:table/t/stream/2026-01-01T00:00:00.000";
 
+/// A MODIFY on shard `s` of `ARN`, with no time, actor or changes.
+fn fixture(table: &str, key: Item, seq: &str) -> AuditEntry {
+    AuditEntry {
+        shard_id: "s".into(),
+        event_time: None,
+        actor: None,
+        stream_arn: ARN.into(),
+        ..AuditEntry::fixture(table, key, seq)
+    }
+}
+
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
 }
@@ -87,24 +98,12 @@ async fn random_trail(
         };
         let time = t0() + Duration::seconds(step as i64 * 10);
         let entry = AuditEntry {
-            table: table.into(),
-            key: k.clone(),
             event: event.into(),
-            sequence_number: format!("{}", 1000 + step),
-            shard_id: "s".into(),
             event_time: Some(time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             actor: after.as_ref().map(|_| actor.to_string()),
-            actor_source: None,
-            last_writer: None,
-            principal: None,
-            item_actor: None,
             changes: diff_images(before.as_ref(), after.as_ref()),
-            ttl_expiry: false,
-            error: None,
-            raw: None,
             correlation: (step % 7 == 0).then(|| format!("req-{}", step / 21)),
-            snapshot_time: None,
-            stream_arn: ARN.into(),
+            ..fixture(table, k.clone(), &format!("{}", 1000 + step))
         };
         store.put_entry(&entry).await.unwrap();
         current.insert((table.to_string(), i), after.clone());
@@ -177,24 +176,8 @@ fn a_trail_without_a_baseline_is_incomplete_but_shows_what_it_knows() {
     ]
     .into();
     let entry = AuditEntry {
-        table: "t".into(),
-        key: k,
-        event: "MODIFY".into(),
-        sequence_number: "1".into(),
-        shard_id: "s".into(),
-        event_time: None,
-        actor: None,
-        actor_source: None,
-        last_writer: None,
-        principal: None,
-        item_actor: None,
         changes: diff_images(Some(&old), Some(&new)),
-        ttl_expiry: false,
-        error: None,
-        raw: None,
-        correlation: None,
-        snapshot_time: None,
-        stream_arn: ARN.into(),
+        ..fixture("t", k, "1")
     };
     f.apply(&entry);
     let s = f.state();
@@ -474,24 +457,9 @@ fn field_paths_match_at_or_below() {
 /// A MODIFY of item 1 from `version(from)` to `version(to)`.
 fn modify(seq: &str, stamp: &str, from: u32, to: u32) -> AuditEntry {
     AuditEntry {
-        table: "t".into(),
-        key: key(1),
-        event: "MODIFY".into(),
-        sequence_number: seq.into(),
-        shard_id: "s".into(),
         event_time: Some(stamp.into()),
-        actor: None,
-        actor_source: None,
-        last_writer: None,
-        principal: None,
-        item_actor: None,
         changes: diff_images(Some(&version(from)), Some(&version(to))),
-        ttl_expiry: false,
-        error: None,
-        raw: None,
-        correlation: None,
-        snapshot_time: None,
-        stream_arn: ARN.into(),
+        ..fixture("t", key(1), seq)
     }
 }
 

@@ -416,42 +416,26 @@ fn revert_refuses_to_write_or_compare_a_redacted_value() {
     };
     let key = item(json!({"pk": {"S": "u1"}}));
     let at = chrono::Utc::now();
-    let e = plan_revert(
-        "orders",
-        &key,
-        &state(&then),
-        &state(&now),
-        &[],
-        at,
-        Default::default(),
-    )
-    .unwrap_err();
+    let revert = |fields: &[String]| {
+        plan_revert(
+            "orders",
+            &key,
+            &state(&then),
+            &state(&now),
+            fields,
+            at,
+            Default::default(),
+        )
+    };
+    let e = revert(&[]).unwrap_err();
     assert!(
         e.to_string().contains("ssn is redacted") && e.to_string().contains("--field"),
         "{e}"
     );
-    let e = plan_revert(
-        "orders",
-        &key,
-        &state(&then),
-        &state(&now),
-        &["ssn".into()],
-        at,
-        Default::default(),
-    )
-    .unwrap_err();
+    let e = revert(&["ssn".into()]).unwrap_err();
     assert!(e.to_string().contains("ssn is redacted"), "{e}");
     // The other fields still revert.
-    let plan = plan_revert(
-        "orders",
-        &key,
-        &state(&then),
-        &state(&now),
-        &["n".into()],
-        at,
-        Default::default(),
-    )
-    .unwrap();
+    let plan = revert(&["n".into()]).unwrap();
     assert_eq!(plan.operation, "UpdateItem");
 }
 

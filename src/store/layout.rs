@@ -474,16 +474,10 @@ mod tests {
     #[test]
     fn gap_keys_ignore_detection_time() {
         let mut g = Gap {
-            table: "t".into(),
-            stream_arn: "arn/stream/L".into(),
-            shard_id: "s1".into(),
             after_sequence_number: Some("42".into()),
-            after_shard_id: None,
-            unseen_shard_id: None,
-            after_time: None,
             resumed_at_sequence_number: Some("50".into()),
-            resumed_at_time: None,
             detected_at: "2026-01-01T00:00:00Z".into(),
+            ..Gap::detected("t", "arn/stream/L", "s1")
         };
         let k1 = gap_sort_key(&g);
         g.detected_at = "2026-01-02T00:00:00Z".into();

@@ -791,18 +791,9 @@ mod tests {
 
     fn row(shard: &str, status: ShardStatus) -> ShardCheckpoint {
         ShardCheckpoint {
-            stream_arn: "arn:s".into(),
-            shard_id: shard.into(),
-            table: "orders".into(),
-            parent_shard_id: None,
             sequence_no: Some("100".into()),
             status,
-            updated_at: chrono::Utc::now(),
-            caught_up: false,
-            from_start: false,
-            chain: None,
-            lineage_tail: None,
-            last_record_time: None,
+            ..ShardCheckpoint::fresh("orders", "arn:s", shard, None)
         }
     }
 

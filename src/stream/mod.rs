@@ -209,38 +209,65 @@ pub fn cmp_sequence(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
+/// The five [`StreamApi`] methods of a type that wraps another stream:
+/// each call goes to `$inner` (an expression of the wrapper, `$this`), and
+/// its future through `$wrap(operation, future)`, `operation` being the
+/// API's name of the call (`"GetRecords"`).
+macro_rules! wrap_stream_api {
+    (|$this:ident| $inner:expr, $wrap:expr) => {
+        fn describe_table(
+            &self,
+            table: &str,
+        ) -> impl std::future::Future<
+            Output = $crate::stream::StreamResult<$crate::stream::TableStream>,
+        > + Send {
+            let $this = self;
+            $wrap("DescribeTable", $inner.describe_table(table))
+        }
+        fn list_streams(
+            &self,
+            table: &str,
+        ) -> impl std::future::Future<
+            Output = $crate::stream::StreamResult<Vec<$crate::stream::StreamSummary>>,
+        > + Send {
+            let $this = self;
+            $wrap("ListStreams", $inner.list_streams(table))
+        }
+        fn describe_stream(
+            &self,
+            request: &$crate::stream::DescribeStreamRequest,
+        ) -> impl std::future::Future<
+            Output = $crate::stream::StreamResult<$crate::stream::StreamDescription>,
+        > + Send {
+            let $this = self;
+            $wrap("DescribeStream", $inner.describe_stream(request))
+        }
+        fn get_shard_iterator(
+            &self,
+            stream_arn: &str,
+            shard_id: &str,
+            position: &$crate::stream::IteratorPosition,
+        ) -> impl std::future::Future<Output = $crate::stream::StreamResult<String>> + Send {
+            let $this = self;
+            $wrap(
+                "GetShardIterator",
+                $inner.get_shard_iterator(stream_arn, shard_id, position),
+            )
+        }
+        fn get_records(
+            &self,
+            iterator: &str,
+            limit: Option<i32>,
+        ) -> impl std::future::Future<
+            Output = $crate::stream::StreamResult<$crate::stream::RecordsPage>,
+        > + Send {
+            let $this = self;
+            $wrap("GetRecords", $inner.get_records(iterator, limit))
+        }
+    };
+}
+pub(crate) use wrap_stream_api;
+
 impl<T: StreamApi> StreamApi for std::sync::Arc<T> {
-    fn describe_table(
-        &self,
-        table: &str,
-    ) -> impl Future<Output = StreamResult<TableStream>> + Send {
-        (**self).describe_table(table)
-    }
-    fn list_streams(
-        &self,
-        table: &str,
-    ) -> impl Future<Output = StreamResult<Vec<StreamSummary>>> + Send {
-        (**self).list_streams(table)
-    }
-    fn describe_stream(
-        &self,
-        request: &DescribeStreamRequest,
-    ) -> impl Future<Output = StreamResult<StreamDescription>> + Send {
-        (**self).describe_stream(request)
-    }
-    fn get_shard_iterator(
-        &self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
-    ) -> impl Future<Output = StreamResult<String>> + Send {
-        (**self).get_shard_iterator(stream_arn, shard_id, position)
-    }
-    fn get_records(
-        &self,
-        iterator: &str,
-        limit: Option<i32>,
-    ) -> impl Future<Output = StreamResult<RecordsPage>> + Send {
-        (**self).get_records(iterator, limit)
-    }
+    wrap_stream_api!(|arc| **arc, |_, call| call);
 }

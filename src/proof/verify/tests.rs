@@ -3,7 +3,7 @@ use crate::entry::AuditEntry;
 use crate::proof::chain::ChainState;
 use crate::proof::digest::{next_digest, DigestInput};
 use crate::proof::sign::Ed25519Signer;
-use crate::store::{ShardCheckpoint, ShardStatus};
+use crate::store::ShardCheckpoint;
 use crate::value::AttrValue;
 use chrono::{TimeZone, Utc};
 use futures_util::FutureExt;
@@ -16,12 +16,6 @@ fn signer() -> Ed25519Signer {
 
 fn entry(seq: u64, value: &str) -> AuditEntry {
     AuditEntry {
-        table: "orders".into(),
-        key: [("pk".to_string(), AttrValue::S(format!("u{}", seq % 3)))].into(),
-        event: "MODIFY".into(),
-        sequence_number: seq.to_string(),
-        shard_id: "shardId-1".into(),
-        event_time: Some("2026-11-23T19:05:00Z".into()),
         actor: None,
         changes: vec![crate::entry::Change {
             path: "v".into(),
@@ -30,16 +24,11 @@ fn entry(seq: u64, value: &str) -> AuditEntry {
             added: None,
             removed: None,
         }],
-        ttl_expiry: false,
-        error: None,
-        raw: None,
-        actor_source: None,
-        last_writer: None,
-        principal: None,
-        item_actor: None,
-        correlation: None,
-        snapshot_time: None,
-        stream_arn: ARN.into(),
+        ..AuditEntry::fixture(
+            "orders",
+            [("pk".to_string(), AttrValue::S(format!("u{}", seq % 3)))].into(),
+            &seq.to_string(),
+        )
     }
 }
 
@@ -59,18 +48,8 @@ fn trail_with(n: u64, every: u64, retention_days: Option<u64>) -> StreamEvidence
     };
     let mut prev: Option<(u64, crate::proof::digest::SignedDigest)> = None;
     let cp = |seq: Option<u64>| ShardCheckpoint {
-        stream_arn: ARN.into(),
-        shard_id: "shardId-1".into(),
-        table: "orders".into(),
-        parent_shard_id: None,
         sequence_no: seq.map(|s| s.to_string()),
-        status: ShardStatus::Open,
-        last_record_time: None,
-        caught_up: false,
-        from_start: false,
-        updated_at: Utc::now(),
-        chain: None,
-        lineage_tail: None,
+        ..ShardCheckpoint::fresh("orders", ARN, "shardId-1", None)
     };
     for i in 1..=n {
         let e = entry(i * 100, &format!("v{i}"));

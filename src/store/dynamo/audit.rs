@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 
-use super::item::{entry_items, inline_entry_json, insert_link, reassemble};
-use super::{get_n, get_s, s, DynamoStore};
+use super::item::{decode_head_item, entry_items, insert_link};
+use super::{get_s, s, DynamoStore};
 use crate::entry::{AuditEntry, Gap};
-use crate::store::layout::{decode_entry, gap_sort_key, partition_key_from, pk_is_hashed, GAPS_PK};
+use crate::store::layout::{gap_sort_key, partition_key_from, pk_is_hashed, GAPS_PK};
 use crate::store::{AuditStore, PutOutcome, StoreError, StoreResult};
 use crate::value::{canonical_key_json, Item};
 
@@ -180,19 +180,7 @@ impl DynamoStore {
             if hashed && get_s(item, "item_key") != Some(canonical.as_str()) {
                 continue;
             }
-            let json = match (inline_entry_json(item)?, get_n(item, "parts")) {
-                (Some(json), _) => json.into_owned(),
-                (None, Some(parts)) => reassemble(item, sk, parts, &chunks)
-                    .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?,
-                (None, None) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "{pk} {sk}: audit item has neither `entry` nor `parts`"
-                    )))
-                }
-            };
-            let mut entry =
-                decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
-            entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
+            let mut entry = decode_head_item(item, &chunks)?;
             if let Some(principal) = attributions.get(sk) {
                 crate::store::attribution::apply(&mut entry, principal);
             }

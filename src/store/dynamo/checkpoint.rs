@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::{DateTime, Utc};
 
 use super::{get_s, parse_time, rfc3339, s, sdk_store_error, store_error, DynamoStore};
-use crate::aws::{classify, ErrorKind};
+use crate::aws::written;
 use crate::store::layout::{
     sequence_key, DRAINED_SHARD_ROW_TTL, HEALTH_SORT_KEY, SHARD_TTL_ATTRIBUTE,
 };
@@ -72,12 +72,9 @@ impl CheckpointStore for DynamoStore {
             .expression_attribute_values(":expires_at", DAttr::N(expires.timestamp().to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Not drained, gone already, or expiring sooner: nothing to do.
-            Err(e) if classify(&e).kind == ErrorKind::ConditionFailed => Ok(()),
-            Err(e) => Err(sdk_store_error(&e, table)),
-        }
+        // Not drained, gone already, or expiring sooner: nothing to do.
+        written(result).map_err(|c| store_error(c, table))?;
+        Ok(())
     }
 
     async fn save_shard(&self, cp: &ShardCheckpoint) -> StoreResult<()> {
@@ -183,22 +180,14 @@ impl CheckpointStore for DynamoStore {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let c = classify(&e);
-                if c.kind == ErrorKind::ConditionFailed {
-                    tracing::warn!(
-                        table = %cp.table, stream = %cp.stream_arn, shard = %cp.shard_id,
-                        sequence = ?cp.sequence_no, status = cp.status.as_str(),
-                        "stored checkpoint is already newer; kept it"
-                    );
-                    Ok(())
-                } else {
-                    Err(store_error(c, table))
-                }
-            }
+        if !written(result).map_err(|c| store_error(c, table))? {
+            tracing::warn!(
+                table = %cp.table, stream = %cp.stream_arn, shard = %cp.shard_id,
+                sequence = ?cp.sequence_no, status = cp.status.as_str(),
+                "stored checkpoint is already newer; kept it"
+            );
         }
+        Ok(())
     }
 
     async fn save_stream(&self, row: &StreamRow) -> StoreResult<()> {
@@ -220,21 +209,13 @@ impl CheckpointStore for DynamoStore {
             // A drained stream stays drained.
             call = call.condition_expression("attribute_not_exists(#dr) OR #dr = :dr")
         }
-        match call.send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let c = classify(&e);
-                if c.kind == ErrorKind::ConditionFailed {
-                    tracing::warn!(
-                        table = %row.table_name, stream = %row.stream_arn,
-                        "stream is already recorded as drained; kept it"
-                    );
-                    Ok(())
-                } else {
-                    Err(store_error(c, table))
-                }
-            }
+        if !written(call.send().await).map_err(|c| store_error(c, table))? {
+            tracing::warn!(
+                table = %row.table_name, stream = %row.stream_arn,
+                "stream is already recorded as drained; kept it"
+            );
         }
+        Ok(())
     }
 
     async fn save_table_health(&self, row: &TableHealthRow) -> StoreResult<()> {

@@ -11,8 +11,9 @@ use chrono::Utc;
 use super::{get_n, get_s, n, s};
 use crate::entry::AuditEntry;
 use crate::store::layout::{
-    deflated_body, encode_entry, entry_keys, inflate_body, number_size, part_sort_key, parts_hash,
-    pk_is_hashed, reassemble_parts, split_chunks, ENTRY_Z, EXPIRES_AT, INLINE_ENTRY_LIMIT,
+    decode_entry, deflated_body, encode_entry, entry_keys, inflate_body, number_size,
+    part_sort_key, parts_hash, pk_is_hashed, reassemble_parts, split_chunks, ENTRY_Z, EXPIRES_AT,
+    INLINE_ENTRY_LIMIT,
 };
 #[cfg(any(test, feature = "test-util"))]
 use crate::store::layout::{WriteCost, GSI_ROW_OVERHEAD, INDEX_PROJECTION};
@@ -81,6 +82,36 @@ pub fn inline_entry_json(
         ))
     })?;
     Ok(Some(std::borrow::Cow::Owned(json)))
+}
+
+/// Whether an audit head item holds its entry itself (not in parts).
+pub fn has_inline_entry(item: &HashMap<String, DAttr>) -> bool {
+    get_s(item, "entry").is_some() || matches!(item.get(ENTRY_Z), Some(DAttr::B(_)))
+}
+
+/// An audit head item as its entry: its inline JSON or, for an oversize
+/// one, the JSON reassembled from `chunks` (its parts' chunks by sort key);
+/// with the stream ARN stored beside it.
+pub(super) fn decode_head_item(
+    item: &HashMap<String, DAttr>,
+    chunks: &HashMap<&str, &str>,
+) -> StoreResult<AuditEntry> {
+    let pk = get_s(item, "pk").unwrap_or_default();
+    let sk = get_s(item, "sk").unwrap_or_default();
+    let json = match (inline_entry_json(item)?, get_n(item, "parts")) {
+        (Some(json), _) => json.into_owned(),
+        (None, Some(parts)) => reassemble(item, sk, parts, chunks)
+            .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?,
+        (None, None) => {
+            return Err(StoreError::Corrupt(format!(
+                "{pk} {sk}: audit item has neither `entry` nor `parts`"
+            )))
+        }
+    };
+    let mut entry =
+        decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
+    entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
+    Ok(entry)
 }
 
 /// Whether an audit item is an entry's head (inline or oversize).

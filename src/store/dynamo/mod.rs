@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::aws::{classify, Classified, ErrorKind};
+use crate::aws::{classify, written, Classified, ErrorKind};
 use crate::store::{PutOutcome, StoreError, StoreResult, TableNames};
 
 mod admin;
@@ -103,26 +103,30 @@ impl DynamoStore {
 
     /// A write-once PutItem: `AlreadyPresent` when the key is taken.
     async fn put_once(&self, item: HashMap<String, DAttr>) -> StoreResult<PutOutcome> {
-        let table = &self.names.audit;
+        self.put_audit_item_once(item)
+            .await
+            .map_err(|c| store_error(c, &self.names.audit))
+    }
+
+    /// [`Self::put_once`] with the error as the SDK's, classified: for
+    /// adapters of the audit table in other modules (`attribution`).
+    pub(crate) async fn put_audit_item_once(
+        &self,
+        item: HashMap<String, DAttr>,
+    ) -> Result<PutOutcome, Classified> {
         let result = self
             .client
             .put_item()
-            .table_name(table)
+            .table_name(&self.names.audit)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(PutOutcome::Written),
-            Err(e) => {
-                let c = classify(&e);
-                if c.kind == ErrorKind::ConditionFailed {
-                    Ok(PutOutcome::AlreadyPresent)
-                } else {
-                    Err(store_error(c, table))
-                }
-            }
-        }
+        Ok(if written(result)? {
+            PutOutcome::Written
+        } else {
+            PutOutcome::AlreadyPresent
+        })
     }
 
     /// One item of `table` by its whole key (`[(partition attribute, value),

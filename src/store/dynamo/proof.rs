@@ -27,7 +27,7 @@ use chrono::Utc;
 
 use super::item::{entry_item_table, inline_entry_json, is_entry_item, reassemble};
 use super::{get_n, get_s, rfc3339, s, sdk_store_error, store_error, DynamoStore};
-use crate::aws::{classify, ErrorKind};
+use crate::aws::written;
 use crate::proof::chain::parse_hash;
 use crate::proof::digest::SignedDigest;
 use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
@@ -121,17 +121,9 @@ impl ProofStore for DynamoStore {
             .expression_attribute_values(":h", s(hash))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let c = classify(&e);
-                if c.kind == ErrorKind::ConditionFailed {
-                    Ok(())
-                } else {
-                    Err(store_error(c, table))
-                }
-            }
-        }
+        // Not newer than the stored pointer: kept as it is.
+        written(result).map_err(|c| store_error(c, table))?;
+        Ok(())
     }
 }
 

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue as DAttr, KeysAndAttributes};
 
-use super::item::{inline_entry_json, reassemble};
+use super::item::{decode_head_item, has_inline_entry};
 use super::{build_error, get_n, get_s, s, sdk_store_error, DynamoStore};
 use crate::entry::AuditEntry;
-use crate::store::layout::{decode_entry, partition_key_from, pk_is_hashed};
+use crate::store::layout::{partition_key_from, pk_is_hashed};
 use crate::store::{
     HistoryPage, Index, IndexHit, IndexPage, Position, ReadCost, ReadStore, StoreError,
     StoreResult, TsRange, TIME_ATTRIBUTE,
@@ -45,29 +45,19 @@ impl DynamoStore {
 
     /// An audit head item as its entry (reassembling an oversize one).
     async fn decode_head(&self, item: &HashMap<String, DAttr>) -> StoreResult<AuditEntry> {
-        let pk = get_s(item, "pk").unwrap_or_default();
-        let sk = get_s(item, "sk").unwrap_or_default();
-        let json = match (inline_entry_json(item)?, get_n(item, "parts")) {
-            (Some(json), _) => json.into_owned(),
-            (None, Some(parts)) => {
-                let owned = self.parts_of(pk, sk).await?;
-                let chunks: HashMap<&str, &str> = owned
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                reassemble(item, sk, parts, &chunks)
-                    .map_err(|m| StoreError::Corrupt(format!("{pk} {sk}: {m}")))?
-            }
-            (None, None) => {
-                return Err(StoreError::Corrupt(format!(
-                    "{pk} {sk}: audit item has neither `entry` nor `parts`"
-                )))
-            }
+        // An oversize entry's parts are read only for one.
+        let owned = if !has_inline_entry(item) && get_n(item, "parts").is_some() {
+            let pk = get_s(item, "pk").unwrap_or_default();
+            let sk = get_s(item, "sk").unwrap_or_default();
+            self.parts_of(pk, sk).await?
+        } else {
+            HashMap::new()
         };
-        let mut entry =
-            decode_entry(&json).map_err(|e| StoreError::Corrupt(format!("{pk} {sk}: {e}")))?;
-        entry.stream_arn = get_s(item, "stream_arn").unwrap_or_default().to_string();
-        Ok(entry)
+        let chunks: HashMap<&str, &str> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        decode_head_item(item, &chunks)
     }
 
     /// The CloudTrail attribution record of one entry, if any.

@@ -34,10 +34,7 @@ impl State {
     fn api_describe_table(&mut self, table: &str) -> StreamResult<TableStream> {
         self.tick();
         self.counts.describe_table += 1;
-        let t = self
-            .tables
-            .get(table)
-            .ok_or_else(|| not_found(format!("table {table}")))?;
+        let t = self.table(table)?;
         let stream = t.current_stream.map(|s| &self.streams[s]);
         let enabled = stream.is_some_and(|s| s.enabled);
         Ok(TableStream {

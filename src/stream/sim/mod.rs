@@ -273,10 +273,7 @@ impl SimStream {
     pub fn put(&self, table: &str, item: Item) -> StreamResult<Option<StreamRecord>> {
         let mut st = self.lock();
         let now = st.tick();
-        let t = st
-            .tables
-            .get_mut(table)
-            .ok_or_else(|| not_found(format!("table {table}")))?;
+        let t = st.table_mut(table)?;
         let keys = key_of(&t.key_attrs, &item)?;
         let canon = canon_key(&keys);
         let old = t.items.insert(canon.clone(), item.clone());
@@ -298,10 +295,7 @@ impl SimStream {
     ) -> StreamResult<Option<StreamRecord>> {
         let (key_attrs, keys, mut item) = {
             let st = self.lock();
-            let t = st
-                .tables
-                .get(table)
-                .ok_or_else(|| not_found(format!("table {table}")))?;
+            let t = st.table(table)?;
             let keys = key_of(&t.key_attrs, key)?;
             let item = t
                 .items
@@ -468,12 +462,7 @@ impl SimStream {
     pub fn shard_for_key(&self, table: &str, key: &Item) -> StreamResult<Option<String>> {
         let mut st = self.lock();
         st.tick();
-        let key_attrs = st
-            .tables
-            .get(table)
-            .ok_or_else(|| not_found(format!("table {table}")))?
-            .key_attrs
-            .clone();
+        let key_attrs = st.table(table)?.key_attrs.clone();
         let hash = key_hash(&canon_key(&key_of(&key_attrs, key)?));
         let Some(s) = st.enabled_stream(table)? else {
             return Ok(None);

@@ -76,6 +76,19 @@ pub(super) fn invalid(what: impl fmt::Display) -> StreamError {
 }
 
 impl State {
+    /// The table `name`, or the service's not-found error.
+    pub(super) fn table(&self, name: &str) -> StreamResult<&Table> {
+        self.tables
+            .get(name)
+            .ok_or_else(|| not_found(format!("table {name}")))
+    }
+
+    pub(super) fn table_mut(&mut self, name: &str) -> StreamResult<&mut Table> {
+        self.tables
+            .get_mut(name)
+            .ok_or_else(|| not_found(format!("table {name}")))
+    }
+
     pub(super) fn elapsed(&self, at: Instant) -> Duration {
         at.saturating_duration_since(self.epoch)
     }
@@ -112,10 +125,7 @@ impl State {
 
     /// The enabled stream of a table, if any.
     pub(super) fn enabled_stream(&self, table: &str) -> StreamResult<Option<usize>> {
-        let t = self
-            .tables
-            .get(table)
-            .ok_or_else(|| not_found(format!("table {table}")))?;
+        let t = self.table(table)?;
         Ok(t.current_stream.filter(|&s| self.streams[s].enabled))
     }
 
@@ -201,10 +211,7 @@ impl State {
         identity: Option<UserIdentity>,
     ) -> StreamResult<Option<StreamRecord>> {
         let now = self.tick();
-        let t = self
-            .tables
-            .get_mut(table)
-            .ok_or_else(|| not_found(format!("table {table}")))?;
+        let t = self.table_mut(table)?;
         let keys = key_of(&t.key_attrs, key)?;
         let canon = canon_key(&keys);
         let Some(old) = t.items.remove(&canon) else {
