@@ -1,6 +1,8 @@
 # ddb-audit — developer entry points. Needs only Rust (cargo) and Python 3.
 #
-#   make demo    emulator + sample tables + daemon through realistic changes
+#   make demo    emulator + sample tables + daemon through realistic changes, then
+#                query, show, diff, revert, verify and the web page; KEEP=1 leaves
+#                them running to explore (make demo-stop stops them)
 #   make test    fmt check, clippy, unit + simulator + end-to-end + browser tests
 #   make venv    the emulator (moto's server, pinned) in ./.venv
 #   make image   the container image (infra/Dockerfile; docker, else buildah)
@@ -34,7 +36,7 @@ BIN     := $(TARGET_DIR)/debug/ddb-audit
 # - clippy checks (metadata only) and `cargo test` builds: two passes in all.
 CARGO_BUILD_FLAGS := --locked --bins --tests
 
-.PHONY: all venv venv-iac browser build test lint lint-infra fmt demo bench image clean
+.PHONY: all venv venv-iac browser build test lint lint-infra fmt demo demo-stop bench image clean
 
 all: build
 
@@ -109,8 +111,17 @@ fmt:
 test: venv browser lint
 	$(CARGO) test --locked
 
+# KEEP=1: the emulator, the daemon and serve stay up; the demo prints the
+# environment to explore them with (also in .demo/env.sh) and their PIDs.
+DEMO_STATE := .demo
 demo: venv build
-	$(VENV)/bin/python scripts/demo.py --bin $(BIN)
+	$(VENV)/bin/python scripts/demo.py --bin $(BIN) --state-dir $(DEMO_STATE) $(if $(filter 1 yes true,$(KEEP)),--keep)
+
+# Stops what `make demo KEEP=1` left running (SIGTERM to serve and the
+# daemon, then the emulator) and removes .demo/.
+demo-stop:
+	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python scripts/demo.py --stop --state-dir $(DEMO_STATE); \
+	else $(PYTHON) scripts/demo.py --stop --state-dir $(DEMO_STATE); fi
 
 # The benchmark suite behind BENCHMARKS.md (release build; criterion diff
 # bench; in-memory pipeline + RSS; end to end against moto, ddb-audit vs a
