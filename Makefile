@@ -95,12 +95,14 @@ lint-infra: venv-iac
 		-f $(CFN) -f infra/Dockerfile
 	$(IAC_VENV)/bin/python infra/cloudformation/policies.py --check
 
-# docker where an engine runs, else buildah (rootless, no daemon).
+# docker where an engine runs, else buildah (rootless, no daemon). buildah
+# builds in docker's format: an OCI image has no HEALTHCHECK (buildah warns
+# and drops it).
 image:
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
 		docker build -f infra/Dockerfile -t $(IMAGE) . ; \
 	elif command -v buildah >/dev/null 2>&1; then \
-		buildah bud --layers -f infra/Dockerfile -t $(IMAGE) . ; \
+		buildah bud --format docker --layers -f infra/Dockerfile -t $(IMAGE) . ; \
 	else \
 		echo "make image needs docker (with a running engine) or buildah" >&2; exit 1; \
 	fi
