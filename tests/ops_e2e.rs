@@ -544,6 +544,9 @@ async fn container_contract_pid1_nonroot_no_home_env_config_ecs_credentials() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let daemon_pid = child_of(child.id().expect("unshare pid")).expect("the daemon under unshare");
+    // setpriv's uid change clears unshare's --kill-child (PR_SET_PDEATHSIG),
+    // so a failed assertion would leave the daemon running: kill it then.
+    let mut guard = KillOnDrop(Some(daemon_pid));
     let status = std::fs::read_to_string(format!("/proc/{daemon_pid}/status")).expect("status");
     let uid_line = status
         .lines()
@@ -638,8 +641,21 @@ async fn container_contract_pid1_nonroot_no_home_env_config_ecs_credentials() {
     let status = exited
         .unwrap_or_else(|_| panic!("not stopped within 5 s:\n{}", show(&log)))
         .expect("wait");
+    guard.0 = None;
     assert!(status.success(), "{status}:\n{}", show(&log));
     assert!(show(&log).contains("shutting down"), "{}", show(&log));
+}
+
+/// SIGKILL to a process when dropped (a test that panics), unless disarmed.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) on a process the test started and has not reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 #[tokio::test]
