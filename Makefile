@@ -1,6 +1,8 @@
 # ddb-audit — developer entry points. Needs only Rust (cargo) and Python 3.
 #
-#   make demo    emulator + sample tables + daemon through realistic changes
+#   make demo    emulator + sample tables + daemon through realistic changes, then
+#                query, show, diff, revert, verify and the web page; KEEP=1 leaves
+#                them running to explore (make demo-stop stops them)
 #   make test    fmt check, clippy, unit + simulator + end-to-end + browser tests
 #   make venv    the emulator (moto's server, pinned) in ./.venv
 #   make image   the container image (infra/Dockerfile; docker, else buildah)
@@ -34,7 +36,7 @@ BIN     := $(TARGET_DIR)/debug/ddb-audit
 # - clippy checks (metadata only) and `cargo test` builds: two passes in all.
 CARGO_BUILD_FLAGS := --locked --bins --tests
 
-.PHONY: all venv venv-iac browser promtool build test lint lint-infra fmt demo bench image clean
+.PHONY: all venv venv-iac browser promtool build test lint lint-infra fmt demo demo-stop bench image clean
 
 all: build
 
@@ -110,12 +112,14 @@ lint-infra: venv-iac promtool
 		-f $(CFN) -f infra/Dockerfile
 	$(IAC_VENV)/bin/python infra/cloudformation/policies.py --check
 
-# docker where an engine runs, else buildah (rootless, no daemon).
+# docker where an engine runs, else buildah (rootless, no daemon). buildah
+# builds in docker's format: an OCI image has no HEALTHCHECK (buildah warns
+# and drops it).
 image:
 	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
 		docker build -f infra/Dockerfile -t $(IMAGE) . ; \
 	elif command -v buildah >/dev/null 2>&1; then \
-		buildah bud --layers -f infra/Dockerfile -t $(IMAGE) . ; \
+		buildah bud --format docker --layers -f infra/Dockerfile -t $(IMAGE) . ; \
 	else \
 		echo "make image needs docker (with a running engine) or buildah" >&2; exit 1; \
 	fi
@@ -126,8 +130,17 @@ fmt:
 test: venv browser lint
 	$(CARGO) test --locked
 
+# KEEP=1: the emulator, the daemon and serve stay up; the demo prints the
+# environment to explore them with (also in .demo/env.sh) and their PIDs.
+DEMO_STATE := .demo
 demo: venv build
-	$(VENV)/bin/python scripts/demo.py --bin $(BIN)
+	$(VENV)/bin/python scripts/demo.py --bin $(BIN) --state-dir $(DEMO_STATE) $(if $(filter 1 yes true,$(KEEP)),--keep)
+
+# Stops what `make demo KEEP=1` left running (SIGTERM to serve and the
+# daemon, then the emulator) and removes .demo/.
+demo-stop:
+	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python scripts/demo.py --stop --state-dir $(DEMO_STATE); \
+	else $(PYTHON) scripts/demo.py --stop --state-dir $(DEMO_STATE); fi
 
 # The benchmark suite behind BENCHMARKS.md (release build; criterion diff
 # bench; in-memory pipeline + RSS; end to end against moto, ddb-audit vs a

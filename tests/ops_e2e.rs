@@ -1,8 +1,9 @@
 //! Running ddb-audit as a service, end to end against the emulator: the
 //! metrics (parsed by Prometheus' own Python parser), readiness and the
 //! `healthcheck` exit codes, EMF lines, and the container contract on the
-//! binary itself (PID 1, a non-root uid with nothing writable and no HOME,
-//! the config in the environment, credentials from the ECS endpoint).
+//! binary itself (PID 1, a non-root uid on a read-only root with no HOME,
+//! the config in the environment, the health check as the engine runs it,
+//! credentials from the ECS endpoint, SIGTERM).
 
 mod common;
 
@@ -271,9 +272,133 @@ async fn metrics_lag_readiness_and_healthcheck_follow_a_known_workload() {
 async fn healthcheck_needs_a_listen_address() {
     let env = TestEnv::new("ops-hc");
     let config = env.write_file("c.toml", "tables = [\"orders\"]\n");
+    // The error says what to set, and where: the config `run` is given.
     env.cli(&["healthcheck", "--config", path_str(&config)])
         .await
-        .fails_naming(&["observability.listen"]);
+        .fails_naming(&[
+            "[observability] listen",
+            "listen = \"0.0.0.0:9090\"",
+            "DDB_AUDIT_CONFIG_TOML",
+        ]);
+}
+
+/// A stand-in for a ready daemon's listener: every request gets 200 and
+/// `{"ready":true}`; the request lines are kept.
+fn ready_listener() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            seen.lock()
+                .unwrap()
+                .push(request.lines().next().unwrap_or("").to_string());
+            let body = "{\"ready\":true}";
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (addr, asked)
+}
+
+/// The image's HEALTHCHECK runs `ddb-audit healthcheck` with no arguments in
+/// the container's environment: it must find the config however `run` is
+/// given it there (a mounted file named by DDB_AUDIT_CONFIG, or the whole
+/// TOML in DDB_AUDIT_CONFIG_TOML, as the stack's task definition does), and
+/// with `listen = "0.0.0.0:PORT"` (what a container sets) ask loopback.
+#[tokio::test]
+async fn healthcheck_finds_the_config_however_the_container_gives_it() {
+    let env = TestEnv::new("ops-hc-config");
+    let (addr, asked) = ready_listener();
+    let toml = format!(
+        "tables = [\"orders\"]\n[observability]\nlisten = \"0.0.0.0:{}\"\n",
+        addr.port()
+    );
+    let file = env.write_file("mounted.toml", &toml);
+    let file = path_str(&file).to_string();
+    let hc = |args: &[&str], var: Option<(&str, &str)>| {
+        let mut cmd = env.command(args);
+        cmd.env_remove("DDB_AUDIT_CONFIG")
+            .env_remove("DDB_AUDIT_CONFIG_TOML");
+        if let Some((k, v)) = var {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        async move { cmd.output().await.expect("run healthcheck") }
+    };
+    for (how, args, var) in [
+        (
+            "--config FILE",
+            vec!["healthcheck", "--config", file.as_str()],
+            None,
+        ),
+        (
+            "DDB_AUDIT_CONFIG",
+            vec!["healthcheck"],
+            Some(("DDB_AUDIT_CONFIG", file.as_str())),
+        ),
+        (
+            "DDB_AUDIT_CONFIG_TOML",
+            vec!["healthcheck"],
+            Some(("DDB_AUDIT_CONFIG_TOML", toml.as_str())),
+        ),
+        (
+            "DDB_AUDIT_CONFIG_TOML, --path /healthz",
+            vec!["healthcheck", "--path", "/healthz"],
+            Some(("DDB_AUDIT_CONFIG_TOML", toml.as_str())),
+        ),
+    ] {
+        let out = hc(&args, var).await;
+        assert!(
+            out.status.success(),
+            "healthcheck with the config in {how}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("\"ready\":true"),
+            "healthcheck prints the answer ({how})"
+        );
+    }
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [
+            "GET /readyz HTTP/1.1",
+            "GET /readyz HTTP/1.1",
+            "GET /readyz HTTP/1.1",
+            "GET /healthz HTTP/1.1"
+        ],
+        "each asked the listener of the config it found"
+    );
+
+    // No config at all: the error names every way to give one.
+    let out = hc(&["healthcheck"], None).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for needle in ["--config", "DDB_AUDIT_CONFIG ", "DDB_AUDIT_CONFIG_TOML"] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+    // A config from the environment without a listener: what to set.
+    let out = hc(
+        &["healthcheck"],
+        Some(("DDB_AUDIT_CONFIG_TOML", "tables = [\"orders\"]\n")),
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("[observability] listen") && err.contains("0.0.0.0:9090"),
+        "{err}"
+    );
 }
 
 /// A stand-in for the ECS container credentials endpoint: answers every
@@ -357,32 +482,51 @@ async fn container_contract_pid1_nonroot_no_home_env_config_ecs_credentials() {
 
     let log = env.dir.path().join("container.log");
     let file = std::fs::File::create(&log).expect("log");
-    // distroless' nonroot user: 65532. No HOME, cwd "/", nothing writable.
+    // distroless' nonroot user: 65532. No HOME, cwd "/", nothing writable:
+    // in its own mount namespace every filesystem but /proc, /sys and /dev
+    // is remounted read-only (`docker run --read-only`, the task
+    // definition's ReadonlyRootFilesystem), then the shell execs setpriv,
+    // which execs the daemon: PID 1.
+    let read_only_root = "\
+        while read -r _ _ _ _ mp _; do \
+          case \"$mp\" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) ;; \
+            *) mount -o remount,bind,ro \"$mp\" 2>/dev/null ;; esac; \
+        done < /proc/self/mountinfo; \
+        exec setpriv --reuid=65532 --regid=65532 --clear-groups -- \"$@\"";
+    // The container's environment: what `run` and the health check see.
+    let container_env = [
+        ("PATH", "/usr/bin:/bin".to_string()),
+        ("AWS_ENDPOINT_URL", env.emu.endpoint.clone()),
+        ("AWS_REGION", env.emu.region.clone()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{creds}/v2/credentials/abc"),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "ecs-token-123".to_string(),
+        ),
+        ("DDB_AUDIT_CONFIG_TOML", toml.clone()),
+        ("RUST_LOG", "info".to_string()),
+    ];
     let mut cmd = tokio::process::Command::new("unshare");
     cmd.args([
         "--pid",
         "--fork",
         "--kill-child",
-        "setpriv",
-        "--reuid=65532",
-        "--regid=65532",
-        "--clear-groups",
-        "--",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        read_only_root,
+        "sh",
     ])
     .arg(&bin)
     .arg("run")
     .env_clear()
-    .env("PATH", "/usr/bin:/bin")
-    .env("AWS_ENDPOINT_URL", &env.emu.endpoint)
-    .env("AWS_REGION", &env.emu.region)
-    .env("AWS_EC2_METADATA_DISABLED", "true")
-    .env(
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        format!("http://{creds}/v2/credentials/abc"),
-    )
-    .env("AWS_CONTAINER_AUTHORIZATION_TOKEN", "ecs-token-123")
-    .env("DDB_AUDIT_CONFIG_TOML", &toml)
-    .env("RUST_LOG", "info")
+    .envs(container_env.iter().map(|(k, v)| (k, v)))
     .current_dir("/")
     .stdin(Stdio::null())
     .stdout(file.try_clone().expect("dup"))
@@ -400,6 +544,9 @@ async fn container_contract_pid1_nonroot_no_home_env_config_ecs_credentials() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let daemon_pid = child_of(child.id().expect("unshare pid")).expect("the daemon under unshare");
+    // setpriv's uid change clears unshare's --kill-child (PR_SET_PDEATHSIG),
+    // so a failed assertion would leave the daemon running: kill it then.
+    let mut guard = KillOnDrop(Some(daemon_pid));
     let status = std::fs::read_to_string(format!("/proc/{daemon_pid}/status")).expect("status");
     let uid_line = status
         .lines()
@@ -420,6 +567,54 @@ async fn container_contract_pid1_nonroot_no_home_env_config_ecs_credentials() {
         Some("1"),
         "PID 1 in its namespace: {nspid}"
     );
+
+    // Its root is read-only (as every other filesystem it could write).
+    let mounts =
+        std::fs::read_to_string(format!("/proc/{daemon_pid}/mountinfo")).expect("mountinfo");
+    let root = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(4) == Some(&"/"))
+        .expect("the root mount");
+    assert!(
+        root[5].split(',').any(|o| o == "ro"),
+        "root mounted read-only: {root:?}"
+    );
+
+    // The image's HEALTHCHECK, as the engine runs it: in the container's
+    // namespaces, as its user, with its environment and no arguments (the
+    // config from DDB_AUDIT_CONFIG_TOML); and the task definition's.
+    for path in [None, Some("/healthz")] {
+        let mut hc = tokio::process::Command::new("nsenter");
+        hc.args(["--target", &daemon_pid.to_string(), "--mount", "--pid"])
+            .args([
+                "setpriv",
+                "--reuid=65532",
+                "--regid=65532",
+                "--clear-groups",
+                "--",
+            ])
+            .arg(&bin)
+            .arg("healthcheck");
+        if let Some(p) = path {
+            hc.args(["--path", p]);
+        }
+        let out = hc
+            .env_clear()
+            .envs(container_env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("nsenter");
+        assert!(
+            out.status.success(),
+            "healthcheck {path:?} in the container: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     put(&env, &table, "c1", 1, 42).await;
     wait_for("the change audited", AUDIT_DEADLINE, || {
@@ -446,8 +641,21 @@ async fn container_contract_pid1_nonroot_no_home_env_config_ecs_credentials() {
     let status = exited
         .unwrap_or_else(|_| panic!("not stopped within 5 s:\n{}", show(&log)))
         .expect("wait");
+    guard.0 = None;
     assert!(status.success(), "{status}:\n{}", show(&log));
     assert!(show(&log).contains("shutting down"), "{}", show(&log));
+}
+
+/// SIGKILL to a process when dropped (a test that panics), unless disarmed.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) on a process the test started and has not reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 #[tokio::test]
@@ -664,6 +872,10 @@ async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_in
     let toml = td["env"]["DDB_AUDIT_CONFIG_TOML"]
         .as_str()
         .expect("config in env");
+    assert!(
+        toml.contains("[observability]\nlisten = \"0.0.0.0:9090\"\n"),
+        "the task definition's config sets the listener its health check asks:\n{toml}"
+    );
     let listen = free_addr();
     let toml = toml.replace("0.0.0.0:9090", &listen.to_string());
     let log = env.dir.path().join("stack-daemon.log");
@@ -677,6 +889,27 @@ async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_in
         assert!(Instant::now() < deadline, "not ready in 60 s:\n{}", show());
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The task definition's health check command, with its environment.
+    let hc: Vec<&str> = td["health_check"]
+        .as_array()
+        .expect("health check")
+        .iter()
+        .skip(2) // CMD, the binary
+        .map(|a| a.as_str().expect("argument"))
+        .collect();
+    let mut cmd = env.command(&hc);
+    let out = cmd
+        .env_remove("DDB_AUDIT_CONFIG")
+        .env("DDB_AUDIT_CONFIG_TOML", &toml)
+        .output()
+        .await
+        .expect("healthcheck");
+    assert!(
+        out.status.success(),
+        "the task definition's health check {hc:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     put(&env, &table, "s1", 1, 7).await;
     let config = env.config(&[&table]);
     let hist = env

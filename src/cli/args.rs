@@ -281,12 +281,22 @@ Exit status: 0 stopped by SIGTERM/SIGINT, 1 it could not start (the error names 
     /// Ask a running daemon whether it is ready (GET /readyz on the config's
     /// [observability] listen): exit 0 when ready, 1 when not or unreachable.
     /// For container health checks in images without curl.
+    ///
+    /// It finds the config as `run` does: --config FILE, DDB_AUDIT_CONFIG (a
+    /// file's path) or the whole TOML in DDB_AUDIT_CONFIG_TOML. The image's
+    /// HEALTHCHECK runs it with no arguments in the container's environment,
+    /// so give the container its config through one of those variables (a
+    /// `run --config FILE` argument is not seen by the health check). The
+    /// config must set [observability] listen; in a container
+    /// "0.0.0.0:9090", which the health check asks on loopback.
     #[command(after_help = "\
 Examples:
   ddb-audit healthcheck --config ddb-audit.toml
   ddb-audit healthcheck --config ddb-audit.toml --path /healthz
+  DDB_AUDIT_CONFIG_TOML=\"$(cat ddb-audit.toml)\" ddb-audit healthcheck   # as the image's HEALTHCHECK runs it
 
-Exit status: 0 ready (alive for /healthz), 1 not ready or unreachable (the body says why).")]
+Exit status: 0 ready (alive for /healthz), 1 not ready or unreachable (the body says why), or no
+config or no [observability] listen (the error says what to set).")]
     Healthcheck {
         #[command(flatten)]
         config: ConfigArg,

@@ -118,10 +118,17 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// The config comes as `run` takes it (`load`: --config FILE,
+/// DDB_AUDIT_CONFIG, or the whole TOML in DDB_AUDIT_CONFIG_TOML), so a
+/// container's HEALTHCHECK, which runs with the container's environment and
+/// no arguments, sees the config `run` got from that environment.
 pub(crate) async fn healthcheck(config: Config, path: String) -> Result<()> {
     let Some(listen) = config.observability.listen_addr() else {
         anyhow::bail!(
-            "healthcheck needs `observability.listen` in the config (the address `run` listens on)"
+            "the config sets no `[observability] listen`, so `run` serves no {path} to ask: add \
+             `listen = \"0.0.0.0:9090\"` under `[observability]` (in a container; \
+             \"127.0.0.1:9090\" on a host) to the config `run` is given, and give the health check \
+             the same one (--config FILE, DDB_AUDIT_CONFIG or DDB_AUDIT_CONFIG_TOML)"
         );
     };
     let (code, body) =
