@@ -9,7 +9,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::proof::bundle::{Bundle, BundleDigest, BundleEntry, BUNDLE_TYPE};
+use crate::proof::bundle::{Bundle, BundleDigest, BundleEntry, BundleSpan, BUNDLE_TYPE};
 use crate::proof::chain::parse_hash;
 use crate::proof::merkle::{inclusion_proof, Hash};
 use crate::proof::sign::PublicKey;
@@ -298,6 +298,7 @@ pub async fn export_bundle(
         key: serde_json::to_value(key).unwrap_or(serde_json::Value::Null),
         created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         public_key_fingerprint: fingerprint,
+        span: BundleSpan::of(&entries),
         entries,
         digests,
     })
