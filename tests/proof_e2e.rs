@@ -421,9 +421,17 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "proves: the 6 entries of {table} pk=S:u0 sk=N:1 from entry 1, "
+        )) && stdout.contains("no later entry is proven absent"),
+        "{stdout}"
+    );
     let text = std::fs::read_to_string(&bundle).unwrap();
     let b: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(b["entries"].as_array().map(Vec::len), Some(6), "{b}");
+    assert_eq!(b["span"]["entries"], json!(6), "{b}");
     let tampered = env.write_file("u0.altered.json", &text.replacen("\"999\"", "\"1\"", 1));
     let out = offline(&tampered);
     assert_eq!(

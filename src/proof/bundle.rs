@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::chain::{document_hash, entry_document, parse_hash};
+use super::chain::{document_hash, entry_document, gap_document, parse_hash};
 use super::digest::{Digest, SignedDigest};
 use super::merkle::verify_inclusion;
 use super::sign::PublicKey;
@@ -32,6 +32,25 @@ pub struct Bundle {
     /// before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub span: Option<BundleSpan>,
+    /// The gaps that touch the item's shard lineage within the span, each
+    /// proven like an entry (absent from older bundles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<BundleGap>,
+}
+
+/// A gap leaf with its inclusion proof, as [`BundleEntry`] for an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleGap {
+    pub stream_arn: String,
+    pub shard_id: String,
+    /// The gap as stored (`gaps --json`), `detected_at` included.
+    pub gap: serde_json::Value,
+    pub prev_hash: Option<String>,
+    pub hash: String,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub digest_number: u64,
+    pub inclusion_proof: Vec<String>,
 }
 
 /// The header's claim about the entries it holds.
@@ -101,6 +120,41 @@ pub struct BundleVerdict {
     pub findings: Vec<Finding>,
     /// The entries proven, first to last (`None`: none proven).
     pub span: Option<ProvenSpan>,
+    /// The gaps the bundle carries that were proven, in its order.
+    pub gaps: Vec<ProvenGap>,
+}
+
+/// A known loss in the item's lineage, proven in the signed trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProvenGap {
+    pub stream_arn: String,
+    pub shard_id: String,
+    pub after_sequence_number: Option<String>,
+    pub after_time: Option<String>,
+    pub resumed_at_sequence_number: Option<String>,
+    pub resumed_at_time: Option<String>,
+    pub digest_number: u64,
+}
+
+impl ProvenGap {
+    /// One line for people.
+    pub fn statement(&self) -> String {
+        let after = match (&self.after_sequence_number, &self.after_time) {
+            (Some(s), Some(t)) => format!("after sequence {s} ({t})"),
+            (Some(s), None) => format!("after sequence {s}"),
+            _ => "from the start of the shard".to_string(),
+        };
+        let resumed = match (&self.resumed_at_sequence_number, &self.resumed_at_time) {
+            (Some(s), Some(t)) => format!("reading resumed at sequence {s} ({t})"),
+            (Some(s), None) => format!("reading resumed at sequence {s}"),
+            _ => "where reading resumed is not recorded".to_string(),
+        };
+        format!(
+            "gap in shard {}: records {after} were trimmed before they could be read; \
+             {resumed} (proven by digest {})",
+            self.shard_id, self.digest_number
+        )
+    }
 }
 
 /// The span a bundle proves, for people and for `--json`.
@@ -114,6 +168,24 @@ pub struct ProvenSpan {
     pub last_time: Option<String>,
     pub first_sequence_number: Option<String>,
     pub last_sequence_number: Option<String>,
+}
+
+impl ProvenSpan {
+    /// What the bundle proves, said plainly.
+    pub fn statement(&self) -> String {
+        let at = |t: &Option<String>| t.clone().unwrap_or_else(|| "no time".into());
+        format!(
+            "the {} entries of {} {} from entry 1, {}, to entry {}, {}, each as the signed \
+             trail holds it, in history order; that no entry of the item is missing between \
+             them is not proven by this bundle, and no later entry is proven absent",
+            self.entries,
+            self.table,
+            self.key,
+            at(&self.first_time),
+            self.entries,
+            at(&self.last_time)
+        )
+    }
 }
 
 /// Checks a bundle (see [`check_bundle`]) and returns its findings.
@@ -244,7 +316,7 @@ pub fn check_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> BundleVerdict {
         );
         return BundleVerdict {
             findings: r.out,
-            span: None,
+            ..BundleVerdict::default()
         };
     }
     let header_key = canonical_key(&bundle.key);
@@ -325,10 +397,95 @@ pub fn check_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> BundleVerdict {
     }
     check_span(bundle, &mut r);
     let span = proven_span(bundle, &proven);
+    let gaps = bundle
+        .gaps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| check_gap(bundle, i, g, &digests, &mut r))
+        .collect();
     BundleVerdict {
         findings: r.out,
         span,
+        gaps,
     }
+}
+
+/// One gap: of the bundle's table, hashing to its hash, included in the
+/// tree its digest signs.
+fn check_gap(
+    bundle: &Bundle,
+    i: usize,
+    g: &BundleGap,
+    digests: &HashMap<(&str, u64), Digest>,
+    r: &mut Report,
+) -> Option<ProvenGap> {
+    let text = |name: &str| g.gap[name].as_str().map(str::to_string);
+    let mut wrong = Vec::new();
+    if text("table").as_deref() != Some(bundle.table.as_str()) {
+        wrong.push(format!(
+            "it is of table {}, not of {}",
+            g.gap["table"], bundle.table
+        ));
+    }
+    if text("stream_arn").as_deref() != Some(g.stream_arn.as_str())
+        || text("shard_id").as_deref() != Some(g.shard_id.as_str())
+    {
+        wrong.push("it is filed under another stream or shard than it names".into());
+    }
+    let prev = g.prev_hash.as_deref().and_then(parse_hash);
+    let stated = parse_hash(&g.hash);
+    let computed = document_hash(&gap_document(&g.gap, prev.as_ref())).ok();
+    if computed.is_none() || computed != stated {
+        wrong.push("its content does not hash to its hash: altered".into());
+    }
+    let digest = digests.get(&(g.stream_arn.as_str(), g.digest_number));
+    let head = digest.and_then(|d| d.shards.iter().find(|h| h.shard_id == g.shard_id));
+    let root = head.and_then(|h| parse_hash(&h.root));
+    let path: Option<Vec<_>> = g.inclusion_proof.iter().map(|h| parse_hash(h)).collect();
+    let included = match (head, root, path, stated) {
+        (Some(h), Some(root), Some(path), Some(leaf)) => {
+            h.size == g.tree_size
+                && verify_inclusion(&leaf, g.leaf_index, g.tree_size, &path, &root)
+        }
+        _ => false,
+    };
+    if digest.is_none() {
+        wrong.push(format!(
+            "digest {} of {}, which proves it, is not in the bundle",
+            g.digest_number, g.stream_arn
+        ));
+    } else if !included {
+        wrong.push(format!(
+            "its inclusion proof does not lead to the root digest {} signed for shard {}",
+            g.digest_number, g.shard_id
+        ));
+    }
+    if !wrong.is_empty() {
+        let mut f = r.finding(
+            Severity::Tamper,
+            Kind::Gap,
+            &g.stream_arn,
+            format!(
+                "bundle gap {} (shard {}): {}",
+                i + 1,
+                g.shard_id,
+                wrong.join("; ")
+            ),
+        );
+        f.shard_id = Some(g.shard_id.clone());
+        f.digest = Some(g.digest_number);
+        r.out.push(f);
+        return None;
+    }
+    Some(ProvenGap {
+        stream_arn: g.stream_arn.clone(),
+        shard_id: g.shard_id.clone(),
+        after_sequence_number: text("after_sequence_number"),
+        after_time: text("after_time"),
+        resumed_at_sequence_number: text("resumed_at_sequence_number"),
+        resumed_at_time: text("resumed_at_time"),
+        digest_number: g.digest_number,
+    })
 }
 
 /// The digests on their own; returns the parsed ones by (stream, number).

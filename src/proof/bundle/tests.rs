@@ -2,7 +2,7 @@
 //! one way at a time: each doctoring is a tamper finding naming the entry.
 
 use super::*;
-use crate::entry::AuditEntry;
+use crate::entry::{AuditEntry, Gap};
 use crate::proof::chain::ChainState;
 use crate::proof::digest::{next_digest, DigestInput, ShardHead};
 use crate::proof::merkle::{inclusion_proof, Hash};
@@ -48,8 +48,13 @@ fn entry(item: &str, seq: u64, shard: &str, n: u64) -> AuditEntry {
     }
 }
 
-/// A leaf as written: the entry, its hash and its `prev_hash`.
-pub(crate) type Written = (AuditEntry, Hash, Option<Hash>);
+/// A leaf as written: the entry or gap, its hash and its `prev_hash`.
+pub(crate) struct Written {
+    pub entry: Option<AuditEntry>,
+    pub gap: Option<Gap>,
+    pub hash: Hash,
+    pub prev: Option<Hash>,
+}
 
 /// A stream's trail: its leaves per shard and digests.
 pub(crate) struct Trail {
@@ -61,6 +66,11 @@ pub(crate) struct Trail {
 /// closes; its child shardId-2 holds 3 more changes of each: k1's history
 /// crosses a shard rotation. A digest after each shard.
 pub(crate) fn trail() -> Trail {
+    trail_with(false)
+}
+
+/// [`trail`], with `gap`: a loss in shardId-2 after its second record.
+pub(crate) fn trail_with(gap: bool) -> Trail {
     let s = signer();
     let mut chain = ChainState::default();
     let mut shards = Vec::new();
@@ -77,7 +87,28 @@ pub(crate) fn trail() -> Trail {
             version[item] += 1;
             seq += 100;
             let link = chain.link_entry(&e).unwrap();
-            leaves.push((e, link.hash, link.prev_hash));
+            leaves.push(Written {
+                entry: Some(e),
+                gap: None,
+                hash: link.hash,
+                prev: link.prev_hash,
+            });
+            if gap && shard == "shardId-2" && round == 1 {
+                let g = Gap {
+                    after_sequence_number: Some((seq - 100).to_string()),
+                    after_time: Some("2026-11-23T19:08:00Z".into()),
+                    resumed_at_sequence_number: Some(seq.to_string()),
+                    resumed_at_time: Some("2026-11-23T19:09:00Z".into()),
+                    ..Gap::detected("orders", ARN, shard)
+                };
+                let link = chain.link_gap(&g).unwrap();
+                leaves.push(Written {
+                    entry: None,
+                    gap: Some(g),
+                    hash: link.hash,
+                    prev: link.prev_hash,
+                });
+            }
         }
         heads.retain(|h| h.shard_id != shard);
         for h in heads.iter_mut() {
@@ -124,11 +155,16 @@ impl Trail {
     /// first digest that covers it.
     pub(crate) fn bundle(&self, item: &str) -> Bundle {
         let mut entries = Vec::new();
+        let mut gaps = Vec::new();
         let mut digests: Vec<BundleDigest> = Vec::new();
         for (shard, leaves) in &self.shards {
-            let hashes: Vec<Hash> = leaves.iter().map(|l| l.1).collect();
-            for (index, (e, hash, prev)) in leaves.iter().enumerate() {
-                if e.key["pk"] != AttrValue::S(item.into()) {
+            let hashes: Vec<Hash> = leaves.iter().map(|l| l.hash).collect();
+            for (index, w) in leaves.iter().enumerate() {
+                let mine = w
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| e.key["pk"] == AttrValue::S(item.into()));
+                if !mine && w.gap.is_none() {
                     continue;
                 }
                 let (d, size) = self
@@ -143,20 +179,35 @@ impl Trail {
                 if !digests.iter().any(|x| x.number == d.number) {
                     digests.push(d.clone());
                 }
+                let proof: Vec<String> = inclusion_proof(&hashes[..size], index)
+                    .unwrap()
+                    .iter()
+                    .map(hex::encode)
+                    .collect();
+                if let Some(g) = &w.gap {
+                    gaps.push(BundleGap {
+                        stream_arn: ARN.into(),
+                        shard_id: shard.clone(),
+                        gap: serde_json::to_value(g).unwrap(),
+                        prev_hash: w.prev.map(hex::encode),
+                        hash: hex::encode(w.hash),
+                        leaf_index: index as u64,
+                        tree_size: size as u64,
+                        digest_number: d.number,
+                        inclusion_proof: proof,
+                    });
+                    continue;
+                }
                 entries.push(BundleEntry {
                     stream_arn: ARN.into(),
                     shard_id: shard.clone(),
-                    entry: serde_json::to_value(e).unwrap(),
-                    prev_hash: prev.map(hex::encode),
-                    hash: hex::encode(hash),
+                    entry: serde_json::to_value(w.entry.as_ref().unwrap()).unwrap(),
+                    prev_hash: w.prev.map(hex::encode),
+                    hash: hex::encode(w.hash),
                     leaf_index: index as u64,
                     tree_size: size as u64,
                     digest_number: d.number,
-                    inclusion_proof: inclusion_proof(&hashes[..size], index)
-                        .unwrap()
-                        .iter()
-                        .map(hex::encode)
-                        .collect(),
+                    inclusion_proof: proof,
                 });
             }
         }
@@ -169,6 +220,7 @@ impl Trail {
             span: BundleSpan::of(&entries),
             entries,
             digests,
+            gaps,
         }
     }
 }
@@ -344,4 +396,35 @@ fn a_bundle_without_a_span_is_checked_from_its_entries() {
         .findings
         .iter()
         .any(|f| f.kind == Kind::BundleHeader && f.severity == Severity::Info));
+}
+
+#[test]
+fn the_span_and_the_gaps_in_it_are_stated() {
+    let t = trail_with(true);
+    let b = t.bundle("k1");
+    assert_eq!(b.gaps.len(), 1);
+    let v = check(&b);
+    assert_eq!(exit_status(&v.findings), 0, "{:#?}", v.findings);
+    let span = v.span.unwrap().statement();
+    assert!(
+        span.contains("orders pk=S:k1 from entry 1, 2026-11-23T19:01:00Z, to entry 6"),
+        "{span}"
+    );
+    assert!(span.contains("no later entry is proven absent"), "{span}");
+    assert_eq!(v.gaps.len(), 1);
+    let gap = v.gaps[0].statement();
+    assert!(
+        gap.contains("shard shardId-2")
+            && gap.contains("after sequence 800")
+            && gap.contains("resumed at sequence 900"),
+        "{gap}"
+    );
+    // A gap altered, or of another table, is found and not stated.
+    let mut b = t.bundle("k1");
+    b.gaps[0].gap["resumed_at_sequence_number"] = serde_json::json!("1000");
+    let v = assert_tampered(&b, Kind::Gap, &["bundle gap 1", "altered"]);
+    assert!(v.gaps.is_empty());
+    let mut b = t.bundle("k1");
+    b.gaps[0].gap["table"] = serde_json::json!("payments");
+    assert_tampered(&b, Kind::Gap, &["not of orders"]);
 }
