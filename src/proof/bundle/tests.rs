@@ -99,6 +99,7 @@ pub(crate) fn trail_with(gap: bool) -> Trail {
                     after_time: Some("2026-11-23T19:08:00Z".into()),
                     resumed_at_sequence_number: Some(seq.to_string()),
                     resumed_at_time: Some("2026-11-23T19:09:00Z".into()),
+                    detected_at: "2026-11-23T20:00:30.000Z".into(),
                     ..Gap::detected("orders", ARN, shard)
                 };
                 let link = chain.link_gap(&g).unwrap();
@@ -427,4 +428,110 @@ fn the_span_and_the_gaps_in_it_are_stated() {
     let mut b = t.bundle("k1");
     b.gaps[0].gap["table"] = serde_json::json!("payments");
     assert_tampered(&b, Kind::Gap, &["not of orders"]);
+}
+
+/// The published bundle vectors (`testdata/bundles.json`): an intact bundle
+/// and one of each doctoring, with the verdict a verifier must reach.
+/// `DDB_AUDIT_WRITE_VECTORS=1 cargo test --lib bundle_vectors` rewrites the
+/// file; otherwise it must be what this code makes and concludes.
+#[test]
+fn bundle_vectors() {
+    let t = trail_with(true);
+    let other = t.bundle("k2");
+    let mut cases: Vec<(&str, Bundle)> = vec![("intact", t.bundle("k1"))];
+    let mut doctor = |name: &'static str, change: &dyn Fn(&mut Bundle)| {
+        let mut b = t.bundle("k1");
+        change(&mut b);
+        cases.push((name, b));
+    };
+    doctor("foreign-entry", &|b| {
+        b.entries.insert(1, other.entries[0].clone());
+        b.span = BundleSpan::of(&b.entries);
+    });
+    doctor("duplicate", &|b| {
+        b.entries.insert(2, b.entries[1].clone());
+        b.span = BundleSpan::of(&b.entries);
+    });
+    doctor("swapped", &|b| {
+        b.entries.swap(2, 3);
+        b.span = BundleSpan::of(&b.entries);
+    });
+    doctor("altered-entry", &|b| {
+        b.entries[1].entry["changes"][0]["new"] = serde_json::json!({"N": "99"});
+    });
+    doctor("altered-header-key", &|b| {
+        b.key = serde_json::json!({"pk": {"S": "k2"}});
+    });
+    doctor("altered-header-span", &|b| {
+        b.span.as_mut().unwrap().last.event_time = Some("2027-01-01T00:00:00Z".into());
+    });
+    doctor("truncated", &|b| {
+        b.entries.pop();
+    });
+    doctor("truncated-with-digest", &|b| {
+        b.entries.truncate(3);
+        b.digests.retain(|d| d.number == 1);
+        b.gaps.clear();
+    });
+    doctor("digest-missing", &|b| {
+        b.digests.retain(|d| d.number != 2);
+    });
+    doctor("altered-gap", &|b| {
+        b.gaps[0].gap["after_sequence_number"] = serde_json::json!("700");
+    });
+    let vectors: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(name, b)| {
+            let v = check(b);
+            let mut kinds: Vec<String> = v
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Tamper)
+                .map(|f| {
+                    serde_json::to_value(f.kind)
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            kinds.sort();
+            kinds.dedup();
+            serde_json::json!({
+                "name": name,
+                "expected": {"exit_status": exit_status(&v.findings), "tamper_kinds": kinds},
+                "bundle": b,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "about": "verify-bundle vectors (docs/proof-format.md section 7): check each bundle \
+                  with public_key; a verifier must reach exit_status, and report at least \
+                  one finding of each of tamper_kinds",
+        "public_key": include_str!("../testdata/ed25519-public.pem"),
+        "cases": vectors,
+    });
+    let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/proof/testdata/bundles.json"
+    );
+    if std::env::var_os("DDB_AUDIT_WRITE_VECTORS").is_some() {
+        std::fs::write(path, &text).unwrap();
+    }
+    let stored = std::fs::read_to_string(path).expect("testdata/bundles.json");
+    assert_eq!(
+        stored, text,
+        "the bundle vectors changed: rewrite them on purpose"
+    );
+    // Every doctoring is tampering; the intact bundle is intact.
+    for v in &doc["cases"].as_array().unwrap()[..] {
+        let intact = v["name"] == "intact";
+        assert_eq!(
+            v["expected"]["exit_status"],
+            if intact { 0 } else { 1 },
+            "{}",
+            v["name"]
+        );
+    }
 }
