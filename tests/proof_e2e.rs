@@ -421,9 +421,17 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "proves: the 6 entries of {table} pk=S:u0 sk=N:1 from entry 1, "
+        )) && stdout.contains("no later entry is proven absent"),
+        "{stdout}"
+    );
     let text = std::fs::read_to_string(&bundle).unwrap();
     let b: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(b["entries"].as_array().map(Vec::len), Some(6), "{b}");
+    assert_eq!(b["span"]["entries"], json!(6), "{b}");
     let tampered = env.write_file("u0.altered.json", &text.replacen("\"999\"", "\"1\"", 1));
     let out = offline(&tampered);
     assert_eq!(
@@ -433,6 +441,128 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("altered"));
+
+    // Doctored bundles, each checked offline: exit 1 naming what is wrong.
+    let other = env.dir.path().join("u1.proof.json");
+    env.cli(&[
+        "export",
+        "--config",
+        path_str(&config),
+        "--table",
+        &table,
+        "--key",
+        "pk=S:u1",
+        "--key",
+        "sk=N:1",
+        "--proof",
+        path_str(&other),
+    ])
+    .await
+    .success();
+    let other: Value = serde_json::from_str(&std::fs::read_to_string(&other).unwrap()).unwrap();
+    let doctor = |name: &str, change: &dyn Fn(&mut Value), needles: &[&str]| {
+        let mut doctored = b.clone();
+        change(&mut doctored);
+        let file = env.write_file(name, &serde_json::to_string_pretty(&doctored).unwrap());
+        let out = offline(&file);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(out.status.code(), Some(1), "{name}: {stdout}");
+        for n in needles {
+            assert!(stdout.contains(n), "{name} should name {n:?}: {stdout}");
+        }
+    };
+    let entries = |b: &mut Value| -> Vec<Value> { b["entries"].as_array().unwrap().clone() };
+    doctor(
+        "foreign.json",
+        &|b| {
+            let mut list = entries(b);
+            list.insert(1, other["entries"][1].clone());
+            b["entries"] = json!(list);
+        },
+        &["foreign", "bundle entry 2", "another item"],
+    );
+    doctor(
+        "duplicate.json",
+        &|b| {
+            let mut list = entries(b);
+            list.insert(3, list[2].clone());
+            b["entries"] = json!(list);
+        },
+        &["duplicated", "bundle entry 4"],
+    );
+    doctor(
+        "swapped.json",
+        &|b| {
+            let mut list = entries(b);
+            list.swap(1, 2);
+            b["entries"] = json!(list);
+        },
+        &["reordered", "bundle entry 3"],
+    );
+    doctor(
+        "header.json",
+        &|b| b["key"] = json!({"pk": {"S": "u2"}, "sk": {"N": "1"}}),
+        &["foreign", "bundle entry 1"],
+    );
+    doctor(
+        "truncated.json",
+        &|b| {
+            let mut list = entries(b);
+            list.pop();
+            b["entries"] = json!(list);
+        },
+        &["bundle_header", "holds 5 entries"],
+    );
+    doctor(
+        "truncated-digest.json",
+        &|b| {
+            let mut list = entries(b);
+            let last = list.pop().unwrap();
+            b["entries"] = json!(list);
+            let kept: Vec<Value> = b["digests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| {
+                    d["number"] != last["digest_number"]
+                        || list.iter().any(|e| e["digest_number"] == d["number"])
+                })
+                .cloned()
+                .collect();
+            b["digests"] = json!(kept);
+        },
+        &["bundle_header", "holds 5 entries"],
+    );
+    // A flipped signature bit names its stream in --json.
+    let mut flipped = b.clone();
+    let sig = flipped["digests"][0]["signature"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut bytes = base64::engine::general_purpose::STANDARD
+        .decode(sig)
+        .unwrap();
+    bytes[7] ^= 0x10;
+    flipped["digests"][0]["signature"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+    let file = env.write_file("flipped.json", &flipped.to_string());
+    let out = std::process::Command::new(BIN)
+        .args(["verify-bundle", path_str(&file), "--json", "--public-key"])
+        .arg(&public_file)
+        .env_clear()
+        .output()
+        .expect("verify-bundle --json");
+    assert_eq!(out.status.code(), Some(1));
+    let lines = parse_json_lines(&String::from_utf8_lossy(&out.stdout));
+    let bad = lines
+        .iter()
+        .find(|l| l["kind"] == json!("bad_signature"))
+        .expect("a bad_signature finding");
+    assert_eq!(
+        bad["stream_arn"], flipped["digests"][0]["stream_arn"],
+        "{bad}"
+    );
+    assert!(!bad["stream_arn"].as_str().unwrap().is_empty());
 }
 
 /// A config for `table` with `proof` as its `[proof]` section.

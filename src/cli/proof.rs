@@ -155,7 +155,7 @@ pub(crate) fn verify_bundle(
     public_key_file: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
-    use ddb_audit::proof::bundle::{verify_bundle, Bundle};
+    use ddb_audit::proof::bundle::{check_bundle, Bundle};
     use ddb_audit::proof::verify::exit_status;
     use ddb_audit::read::verify::finding_line;
     let fail = |message: String| {
@@ -172,27 +172,38 @@ pub(crate) fn verify_bundle(
         .map(ddb_audit::proof::sign::PublicKey::from_file)
         .transpose()
         .map_err(|e| fail(format!("--public-key: {e}")))?;
-    let findings = verify_bundle(&bundle, key.as_ref());
-    for f in &findings {
+    let verdict = check_bundle(&bundle, key.as_ref());
+    let findings = &verdict.findings;
+    for f in findings {
         if json {
             outln!("{}", serde_json::to_string(f)?)?;
         } else {
             outln!("{}", finding_line(f))?;
         }
     }
-    let code = exit_status(&findings);
+    let code = exit_status(findings);
     let status = match code {
         0 => "intact",
         1 => "tampered",
         _ => "unverifiable",
     };
+    // What is proven is said only of a bundle that is not tampered with.
+    let span = verdict.span.as_ref().filter(|_| code != 1);
+    let gaps: &[_] = if code == 1 { &[] } else { &verdict.gaps };
     if json {
         outln!(
             "{}",
             serde_json::json!({"summary": true, "status": status, "exit_status": code,
-                "entries": bundle.entries.len(), "digests": bundle.digests.len()})
+                "entries": bundle.entries.len(), "digests": bundle.digests.len(),
+                "span": span, "proves": span.map(|s| s.statement()), "gaps": gaps})
         )?;
     } else {
+        if let Some(span) = span {
+            outln!("proves: {}", span.statement())?;
+        }
+        for gap in gaps {
+            outln!("known loss: {}", gap.statement())?;
+        }
         outln!(
             "{status}: {} entries of {} {} proven against {} digests",
             bundle.entries.len(),

@@ -2,13 +2,16 @@
 //! into a shard's Merkle tree as a signed digest states it, and those
 //! digests. [`verify_bundle`] needs nothing but the file and a public key.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
-use super::chain::{document_hash, entry_document, parse_hash};
-use super::digest::SignedDigest;
+use super::chain::{document_hash, entry_document, gap_document, parse_hash};
+use super::digest::{Digest, SignedDigest};
 use super::merkle::verify_inclusion;
 use super::sign::PublicKey;
 use super::verify::{Finding, Kind, Severity};
+use crate::value::{canonical_key_json, AttrValue, Item};
 
 pub const BUNDLE_TYPE: &str = "ddb-audit.bundle.v1";
 
@@ -24,6 +27,67 @@ pub struct Bundle {
     pub public_key_fingerprint: Option<String>,
     pub entries: Vec<BundleEntry>,
     pub digests: Vec<BundleDigest>,
+    /// What the bundle claims to span: its entry count, first and last
+    /// entry. Checked against the entries; absent from bundles exported
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<BundleSpan>,
+    /// The gaps that touch the item's shard lineage within the span, each
+    /// proven like an entry (absent from older bundles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<BundleGap>,
+}
+
+/// A gap leaf with its inclusion proof, as [`BundleEntry`] for an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleGap {
+    pub stream_arn: String,
+    pub shard_id: String,
+    /// The gap as stored (`gaps --json`), `detected_at` included.
+    pub gap: serde_json::Value,
+    pub prev_hash: Option<String>,
+    pub hash: String,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub digest_number: u64,
+    pub inclusion_proof: Vec<String>,
+}
+
+/// The header's claim about the entries it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleSpan {
+    pub entries: u64,
+    pub first: SpanEnd,
+    pub last: SpanEnd,
+}
+
+/// One end of a span: the entry's leaf hash, sequence number and time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanEnd {
+    pub hash: String,
+    pub sequence_number: Option<String>,
+    pub event_time: Option<String>,
+}
+
+impl SpanEnd {
+    pub fn of(e: &BundleEntry) -> SpanEnd {
+        SpanEnd {
+            hash: e.hash.clone(),
+            sequence_number: e.entry["sequence_number"].as_str().map(str::to_string),
+            event_time: e.entry["event_time"].as_str().map(str::to_string),
+        }
+    }
+}
+
+impl BundleSpan {
+    /// The span of `entries` as they are (`None`: no entry).
+    pub fn of(entries: &[BundleEntry]) -> Option<BundleSpan> {
+        Some(BundleSpan {
+            entries: entries.len() as u64,
+            first: SpanEnd::of(entries.first()?),
+            last: SpanEnd::of(entries.last()?),
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,162 +114,680 @@ pub struct BundleDigest {
     pub signed: SignedDigest,
 }
 
-/// Checks a bundle: every entry's hash from its content, its inclusion in
-/// the tree its digest signs, every digest's hash and signature.
+/// What `verify-bundle` found: the findings, and what the bundle proves.
+#[derive(Clone, Debug, Default)]
+pub struct BundleVerdict {
+    pub findings: Vec<Finding>,
+    /// The entries proven, first to last (`None`: none proven).
+    pub span: Option<ProvenSpan>,
+    /// The gaps the bundle carries that were proven, in its order.
+    pub gaps: Vec<ProvenGap>,
+}
+
+/// A known loss in the item's lineage, proven in the signed trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProvenGap {
+    pub stream_arn: String,
+    pub shard_id: String,
+    pub after_sequence_number: Option<String>,
+    pub after_time: Option<String>,
+    pub resumed_at_sequence_number: Option<String>,
+    pub resumed_at_time: Option<String>,
+    pub digest_number: u64,
+}
+
+impl ProvenGap {
+    /// One line for people.
+    pub fn statement(&self) -> String {
+        let after = match (&self.after_sequence_number, &self.after_time) {
+            (Some(s), Some(t)) => format!("after sequence {s} ({t})"),
+            (Some(s), None) => format!("after sequence {s}"),
+            _ => "from the start of the shard".to_string(),
+        };
+        let resumed = match (&self.resumed_at_sequence_number, &self.resumed_at_time) {
+            (Some(s), Some(t)) => format!("reading resumed at sequence {s} ({t})"),
+            (Some(s), None) => format!("reading resumed at sequence {s}"),
+            _ => "where reading resumed is not recorded".to_string(),
+        };
+        format!(
+            "gap in shard {}: records {after} were trimmed before they could be read; \
+             {resumed} (proven by digest {})",
+            self.shard_id, self.digest_number
+        )
+    }
+}
+
+/// The span a bundle proves, for people and for `--json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProvenSpan {
+    pub table: String,
+    /// The key as `--key` takes it (`pk=S:k1 sk=N:7`).
+    pub key: String,
+    pub entries: u64,
+    pub first_time: Option<String>,
+    pub last_time: Option<String>,
+    pub first_sequence_number: Option<String>,
+    pub last_sequence_number: Option<String>,
+}
+
+impl ProvenSpan {
+    /// What the bundle proves, said plainly.
+    pub fn statement(&self) -> String {
+        let at = |t: &Option<String>| t.clone().unwrap_or_else(|| "no time".into());
+        format!(
+            "the {} entries of {} {} from entry 1, {}, to entry {}, {}, each as the signed \
+             trail holds it, in history order; that no entry of the item is missing between \
+             them is not proven by this bundle, and no later entry is proven absent",
+            self.entries,
+            self.table,
+            self.key,
+            at(&self.first_time),
+            self.entries,
+            at(&self.last_time)
+        )
+    }
+}
+
+/// Checks a bundle (see [`check_bundle`]) and returns its findings.
 pub fn verify_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let finding =
-        |severity, kind, e: Option<&BundleEntry>, digest: Option<u64>, message: String| Finding {
+    check_bundle(bundle, key).findings
+}
+
+/// Findings about a bundle, each naming the entry or digest it is about.
+struct Report<'a> {
+    bundle: &'a Bundle,
+    out: Vec<Finding>,
+}
+
+impl Report<'_> {
+    fn finding(
+        &self,
+        severity: Severity,
+        kind: Kind,
+        stream_arn: &str,
+        message: String,
+    ) -> Finding {
+        Finding {
             severity,
             kind,
-            table: bundle.table.clone(),
-            stream_arn: e.map(|e| e.stream_arn.clone()).unwrap_or_default(),
-            shard_id: e.map(|e| e.shard_id.clone()),
-            key: Some(bundle.key.clone()),
-            sequence_number: e
-                .and_then(|e| e.entry["sequence_number"].as_str().map(str::to_string)),
-            digest,
+            table: self.bundle.table.clone(),
+            stream_arn: stream_arn.to_string(),
+            shard_id: None,
+            key: Some(self.bundle.key.clone()),
+            sequence_number: None,
+            digest: None,
             message,
-        };
+        }
+    }
+
+    /// A finding about entry `i` (0-based) of the bundle.
+    fn entry(&mut self, severity: Severity, kind: Kind, i: usize, digest: Option<u64>, what: &str) {
+        let e = &self.bundle.entries[i];
+        let message = format!("bundle entry {} ({}): {what}", i + 1, describe(e));
+        let mut f = self.finding(severity, kind, &e.stream_arn, message);
+        f.shard_id = Some(e.shard_id.clone());
+        f.sequence_number = e.entry["sequence_number"].as_str().map(str::to_string);
+        f.digest = digest;
+        self.out.push(f);
+    }
+
+    fn digest(&mut self, severity: Severity, kind: Kind, d: &BundleDigest, message: String) {
+        let mut f = self.finding(severity, kind, &d.stream_arn, message);
+        f.digest = Some(d.number);
+        self.out.push(f);
+    }
+
+    fn header(&mut self, severity: Severity, kind: Kind, message: String) {
+        let f = self.finding(severity, kind, "", message);
+        self.out.push(f);
+    }
+}
+
+/// An entry as a person finds it in the bundle: event, place, time.
+fn describe(e: &BundleEntry) -> String {
+    let event = e.entry["event"].as_str().unwrap_or("?");
+    let place = match e.entry["sequence_number"].as_str() {
+        Some(seq) => format!("sequence {seq}"),
+        None => format!("leaf {} of {}", e.leaf_index, e.shard_id),
+    };
+    match e.entry["event_time"].as_str() {
+        Some(t) => format!("{event} at {place}, {t}"),
+        None => format!("{event} at {place}"),
+    }
+}
+
+/// Where an entry sits in its item's history, as the audit table orders
+/// one item's entries: by stream (its label, a creation time; a snapshot
+/// run's `0000-snapshot-…` first), then by sequence number (a SNAPSHOT
+/// entry has none and sorts first within its run).
+pub fn history_position(stream_arn: &str, entry: &serde_json::Value) -> (String, String) {
+    let label = crate::stream::stream_label(stream_arn).to_string();
+    let seq = match entry["sequence_number"].as_str() {
+        Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{:0>40}", s.trim_start_matches('0'))
+        }
+        Some(s) => s.to_string(),
+        None => String::new(),
+    };
+    (label, seq)
+}
+
+/// `pk=S:k1 sk=N:7`: a key as `--key` takes it.
+pub fn key_text(key: &Item) -> String {
+    key.iter()
+        .map(|(name, v)| match v {
+            AttrValue::S(s) => format!("{name}=S:{s}"),
+            AttrValue::N(n) => format!("{name}=N:{n}"),
+            other => format!(
+                "{name}={}",
+                serde_json::to_string(other).unwrap_or_default()
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The canonical DynamoDB JSON of a key given as JSON (`None`: not a key).
+fn canonical_key(value: &serde_json::Value) -> Option<String> {
+    let key: Item = serde_json::from_value(value.clone()).ok()?;
+    (!key.is_empty()).then(|| canonical_key_json(&key))
+}
+
+/// Checks a bundle, with no access to anything but the bundle and the key:
+///
+/// - every digest hashes to its hash, is signed by `key`, is the digest of
+///   the stream and number it is filed under, and of the bundle's table;
+/// - every entry hashes to its hash, is of the bundle's table and key, and
+///   is included, at its `leaf_index`, in the tree its digest signs;
+/// - no leaf is there twice; the entries are in the item's history order
+///   (stream, then sequence number; within a shard, leaf index);
+/// - the header (table, key, key fingerprint, span) says what the entries
+///   and digests say.
+pub fn check_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> BundleVerdict {
+    let mut r = Report {
+        bundle,
+        out: Vec::new(),
+    };
     if bundle.kind != BUNDLE_TYPE {
-        out.push(finding(
+        r.header(
             Severity::Unverifiable,
             Kind::NotCheckable,
-            None,
-            None,
             format!("not a {BUNDLE_TYPE} file (type {:?})", bundle.kind),
-        ));
-        return out;
+        );
+        return BundleVerdict {
+            findings: r.out,
+            ..BundleVerdict::default()
+        };
     }
+    let header_key = canonical_key(&bundle.key);
+    if header_key.is_none() {
+        r.header(
+            Severity::Tamper,
+            Kind::BundleHeader,
+            format!("the header's key {} is not a DynamoDB key", bundle.key),
+        );
+    }
+    let digests = check_digests(bundle, key, &mut r);
+    if bundle.entries.is_empty() {
+        r.header(
+            Severity::Unverifiable,
+            Kind::NotCheckable,
+            "the bundle holds no entry: it proves nothing".into(),
+        );
+    }
+    let mut proven = vec![false; bundle.entries.len()];
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    // The previous entry in history order, and per (stream, shard) the
+    // previous leaf index.
+    let mut previous: Option<(usize, (String, String))> = None;
+    let mut shard_index: HashMap<(&str, &str), (usize, u64)> = HashMap::new();
+    for (i, e) in bundle.entries.iter().enumerate() {
+        if let Some(first) = seen.get(e.hash.as_str()) {
+            r.entry(
+                Severity::Tamper,
+                Kind::Duplicated,
+                i,
+                None,
+                &format!("the same leaf as bundle entry {}: duplicated", first + 1),
+            );
+            continue;
+        }
+        seen.insert(&e.hash, i);
+        proven[i] = check_entry(bundle, i, &digests, header_key.as_deref(), &mut r);
+        // History order.
+        let position = history_position(&e.stream_arn, &e.entry);
+        if let Some((p, before)) = &previous {
+            if position <= *before {
+                r.entry(
+                    Severity::Tamper,
+                    Kind::Reordered,
+                    i,
+                    None,
+                    &format!(
+                        "out of order: the item's history puts it before bundle entry {} ({})",
+                        p + 1,
+                        describe(&bundle.entries[*p])
+                    ),
+                );
+            }
+        }
+        if let Some((p, index)) = shard_index.get(&(e.stream_arn.as_str(), e.shard_id.as_str())) {
+            if e.leaf_index <= *index {
+                r.entry(
+                    Severity::Tamper,
+                    Kind::Reordered,
+                    i,
+                    None,
+                    &format!(
+                        "out of order: it is leaf {} of shard {}, bundle entry {} is leaf {index}",
+                        e.leaf_index,
+                        e.shard_id,
+                        p + 1
+                    ),
+                );
+            }
+        }
+        shard_index.insert((&e.stream_arn, &e.shard_id), (i, e.leaf_index));
+        if previous
+            .as_ref()
+            .is_none_or(|(_, before)| position > *before)
+        {
+            previous = Some((i, position));
+        }
+    }
+    check_span(bundle, &mut r);
+    let span = proven_span(bundle, &proven);
+    let gaps = bundle
+        .gaps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| check_gap(bundle, i, g, &digests, &mut r))
+        .collect();
+    BundleVerdict {
+        findings: r.out,
+        span,
+        gaps,
+    }
+}
+
+/// One gap: of the bundle's table, hashing to its hash, included in the
+/// tree its digest signs.
+fn check_gap(
+    bundle: &Bundle,
+    i: usize,
+    g: &BundleGap,
+    digests: &HashMap<(&str, u64), Digest>,
+    r: &mut Report,
+) -> Option<ProvenGap> {
+    let text = |name: &str| g.gap[name].as_str().map(str::to_string);
+    let mut wrong = Vec::new();
+    if text("table").as_deref() != Some(bundle.table.as_str()) {
+        wrong.push(format!(
+            "it is of table {}, not of {}",
+            g.gap["table"], bundle.table
+        ));
+    }
+    if text("stream_arn").as_deref() != Some(g.stream_arn.as_str())
+        || text("shard_id").as_deref() != Some(g.shard_id.as_str())
+    {
+        wrong.push("it is filed under another stream or shard than it names".into());
+    }
+    let prev = g.prev_hash.as_deref().and_then(parse_hash);
+    let stated = parse_hash(&g.hash);
+    let computed = document_hash(&gap_document(&g.gap, prev.as_ref())).ok();
+    if computed.is_none() || computed != stated {
+        wrong.push("its content does not hash to its hash: altered".into());
+    }
+    let digest = digests.get(&(g.stream_arn.as_str(), g.digest_number));
+    let head = digest.and_then(|d| d.shards.iter().find(|h| h.shard_id == g.shard_id));
+    let root = head.and_then(|h| parse_hash(&h.root));
+    let path: Option<Vec<_>> = g.inclusion_proof.iter().map(|h| parse_hash(h)).collect();
+    let included = match (head, root, path, stated) {
+        (Some(h), Some(root), Some(path), Some(leaf)) => {
+            h.size == g.tree_size
+                && verify_inclusion(&leaf, g.leaf_index, g.tree_size, &path, &root)
+        }
+        _ => false,
+    };
+    if digest.is_none() {
+        wrong.push(format!(
+            "digest {} of {}, which proves it, is not in the bundle",
+            g.digest_number, g.stream_arn
+        ));
+    } else if !included {
+        wrong.push(format!(
+            "its inclusion proof does not lead to the root digest {} signed for shard {}",
+            g.digest_number, g.shard_id
+        ));
+    }
+    if !wrong.is_empty() {
+        let mut f = r.finding(
+            Severity::Tamper,
+            Kind::Gap,
+            &g.stream_arn,
+            format!(
+                "bundle gap {} (shard {}): {}",
+                i + 1,
+                g.shard_id,
+                wrong.join("; ")
+            ),
+        );
+        f.shard_id = Some(g.shard_id.clone());
+        f.digest = Some(g.digest_number);
+        r.out.push(f);
+        return None;
+    }
+    Some(ProvenGap {
+        stream_arn: g.stream_arn.clone(),
+        shard_id: g.shard_id.clone(),
+        after_sequence_number: text("after_sequence_number"),
+        after_time: text("after_time"),
+        resumed_at_sequence_number: text("resumed_at_sequence_number"),
+        resumed_at_time: text("resumed_at_time"),
+        digest_number: g.digest_number,
+    })
+}
+
+/// The digests on their own; returns the parsed ones by (stream, number).
+fn check_digests<'b>(
+    bundle: &'b Bundle,
+    key: Option<&PublicKey>,
+    r: &mut Report,
+) -> HashMap<(&'b str, u64), Digest> {
+    let mut parsed = HashMap::new();
     let mut unsigned = false;
+    let mut fingerprints: HashSet<String> = HashSet::new();
     for d in &bundle.digests {
-        // A finding about this digest.
-        let of_digest =
-            |severity, kind, message| finding(severity, kind, None, Some(d.number), message);
+        let n = d.number;
+        let arn = &d.stream_arn;
         if d.signed.computed_hash() != d.signed.hash || !d.signed.is_canonical() {
-            out.push(of_digest(
+            r.digest(
                 Severity::Tamper,
                 Kind::DigestAltered,
-                format!(
-                    "digest {} of {}: its bytes do not match its hash",
-                    d.number, d.stream_arn
-                ),
-            ));
+                d,
+                format!("digest {n} of {arn}: its bytes do not match its hash"),
+            );
         }
+        let doc = d.signed.parse().ok();
         match (&d.signed.signature_bytes(), key) {
             (Some(sig), Some(key)) => {
-                if !key.verify(d.signed.digest.as_bytes(), sig) {
-                    out.push(of_digest(
+                let named = doc
+                    .as_ref()
+                    .and_then(|doc| doc.key.as_ref())
+                    .map(|k| k.fingerprint.clone());
+                if named.as_deref().is_some_and(|f| f != key.fingerprint()) {
+                    r.digest(
                         Severity::Tamper,
                         Kind::BadSignature,
+                        d,
                         format!(
-                            "digest {} of {}: the signature does not verify with {}",
-                            d.number,
-                            d.stream_arn,
+                            "digest {n} of {arn} names signing key {}, not the given key {}",
+                            named.unwrap_or_default(),
                             key.fingerprint()
                         ),
-                    ));
+                    );
+                } else if !key.verify(d.signed.digest.as_bytes(), sig) {
+                    r.digest(
+                        Severity::Tamper,
+                        Kind::BadSignature,
+                        d,
+                        format!(
+                            "digest {n} of {arn}: the signature does not verify with {}",
+                            key.fingerprint()
+                        ),
+                    );
                 }
             }
-            (Some(_), None) => {
-                out.push(of_digest(
-                    Severity::Unverifiable,
-                    Kind::NotCheckable,
-                    format!(
-                    "digest {} is signed by {}, but no public key was given (--public-key FILE)",
-                    d.number,
-                    bundle.public_key_fingerprint.as_deref().unwrap_or("an unnamed key")
+            (Some(_), None) => r.digest(
+                Severity::Unverifiable,
+                Kind::NotCheckable,
+                d,
+                format!(
+                    "digest {n} of {arn} is signed by {}, but no public key was given \
+                     (--public-key FILE)",
+                    bundle
+                        .public_key_fingerprint
+                        .as_deref()
+                        .unwrap_or("an unnamed key")
                 ),
-                ))
-            }
-            (None, Some(key)) => out.push(of_digest(
+            ),
+            (None, Some(key)) => r.digest(
                 Severity::Tamper,
                 Kind::BadSignature,
+                d,
                 format!(
-                    "digest {} carries no signature, but {} was expected",
-                    d.number,
+                    "digest {n} of {arn} carries no signature, but {} was expected",
                     key.fingerprint()
                 ),
-            )),
+            ),
             (None, None) => unsigned = true,
         }
-        if let Ok(doc) = d.signed.parse() {
-            if doc.number != d.number || doc.stream_arn != d.stream_arn {
-                out.push(of_digest(
-                    Severity::Tamper,
-                    Kind::DigestAltered,
-                    format!(
-                        "digest {} says it is number {} of {}",
-                        d.number, doc.number, doc.stream_arn
-                    ),
-                ));
-            }
+        let Some(doc) = doc else {
+            r.digest(
+                Severity::Tamper,
+                Kind::DigestAltered,
+                d,
+                format!("digest {n} of {arn} is not a digest document"),
+            );
+            continue;
+        };
+        if doc.number != n || doc.stream_arn != *arn {
+            r.digest(
+                Severity::Tamper,
+                Kind::DigestAltered,
+                d,
+                format!(
+                    "digest {n} of {arn} says it is number {} of {}",
+                    doc.number, doc.stream_arn
+                ),
+            );
+        }
+        if doc.table != bundle.table {
+            r.digest(
+                Severity::Tamper,
+                Kind::Foreign,
+                d,
+                format!(
+                    "digest {n} of {arn} is of table {}, the header says {}",
+                    doc.table, bundle.table
+                ),
+            );
+        }
+        if let Some(k) = &doc.key {
+            fingerprints.insert(k.fingerprint.clone());
+        }
+        if parsed.insert((arn.as_str(), n), doc).is_some() {
+            r.digest(
+                Severity::Tamper,
+                Kind::Duplicated,
+                d,
+                format!("digest {n} of {arn} is in the bundle twice"),
+            );
+        }
+    }
+    if let Some(f) = &bundle.public_key_fingerprint {
+        for named in fingerprints.iter().filter(|named| *named != f) {
+            r.header(
+                Severity::Tamper,
+                Kind::BundleHeader,
+                format!("the header names signing key {f}, the digests name {named}"),
+            );
         }
     }
     if unsigned {
-        out.push(finding(
+        r.header(
             Severity::Info,
             Kind::Unsigned,
-            None,
-            None,
             "the digests are unsigned: the bundle shows consistency, not who wrote it".into(),
-        ));
+        );
     }
-    for e in &bundle.entries {
-        let prev = e.prev_hash.as_deref().and_then(parse_hash);
-        let computed = document_hash(&entry_document(&e.stream_arn, &e.entry, prev.as_ref())).ok();
-        let stated = parse_hash(&e.hash);
-        if computed.is_none() || computed != stated {
-            out.push(finding(
-                Severity::Tamper,
-                Kind::Altered,
-                Some(e),
-                None,
-                "the entry's content does not hash to its hash: altered".into(),
-            ));
-            continue;
-        }
-        let digest = bundle
-            .digests
-            .iter()
-            .find(|d| d.stream_arn == e.stream_arn && d.number == e.digest_number)
-            .and_then(|d| d.signed.parse().ok());
-        let Some(digest) = digest else {
-            out.push(finding(
-                Severity::Tamper,
-                Kind::DigestMissing,
-                Some(e),
-                Some(e.digest_number),
-                format!(
-                    "digest {} that proves this entry is not in the bundle",
-                    e.digest_number
-                ),
-            ));
-            continue;
-        };
-        let head = digest.shards.iter().find(|h| h.shard_id == e.shard_id);
-        let root = head.and_then(|h| parse_hash(&h.root));
-        let path: Option<Vec<_>> = e.inclusion_proof.iter().map(|h| parse_hash(h)).collect();
-        let proven = match (head, root, path, stated) {
-            (Some(h), Some(root), Some(path), Some(leaf)) => {
-                h.size == e.tree_size
-                    && verify_inclusion(&leaf, e.leaf_index, e.tree_size, &path, &root)
-            }
-            _ => false,
-        };
-        if !proven {
-            out.push(finding(
-                Severity::Tamper,
-                Kind::Inserted,
-                Some(e),
-                Some(e.digest_number),
-                format!(
-                    "the inclusion proof does not lead to the Merkle root digest {} signed for shard {}: \
-                     the entry is not the one the trail holds",
-                    e.digest_number, e.shard_id
-                ),
-            ));
-        }
-    }
-    out
+    parsed
 }
+
+/// One entry: of the bundle's table and key, hashing to its hash, included
+/// in the tree its digest signs. Returns whether it is proven.
+fn check_entry(
+    bundle: &Bundle,
+    i: usize,
+    digests: &HashMap<(&str, u64), Digest>,
+    header_key: Option<&str>,
+    r: &mut Report,
+) -> bool {
+    let e = &bundle.entries[i];
+    let mut ok = true;
+    let table = e.entry["table"].as_str().unwrap_or_default();
+    if table != bundle.table {
+        r.entry(
+            Severity::Tamper,
+            Kind::Foreign,
+            i,
+            None,
+            &format!(
+                "an entry of table {table:?}, not of {}: not this item's",
+                bundle.table
+            ),
+        );
+        ok = false;
+    }
+    let key = canonical_key(&e.entry["key"]);
+    if header_key.is_some() && key.as_deref() != header_key {
+        r.entry(
+            Severity::Tamper,
+            Kind::Foreign,
+            i,
+            None,
+            &format!(
+                "an entry of key {}, not of {}: another item's",
+                e.entry["key"], bundle.key
+            ),
+        );
+        ok = false;
+    }
+    let own_shard = e.entry["shard_id"].as_str();
+    if own_shard.is_some_and(|s| s != e.shard_id) {
+        r.entry(
+            Severity::Tamper,
+            Kind::Altered,
+            i,
+            None,
+            &format!(
+                "filed under shard {}, but the entry says shard {}",
+                e.shard_id,
+                own_shard.unwrap_or_default()
+            ),
+        );
+        ok = false;
+    }
+    let prev = e.prev_hash.as_deref().and_then(parse_hash);
+    let computed = document_hash(&entry_document(&e.stream_arn, &e.entry, prev.as_ref())).ok();
+    let stated = parse_hash(&e.hash);
+    if computed.is_none() || computed != stated {
+        r.entry(
+            Severity::Tamper,
+            Kind::Altered,
+            i,
+            None,
+            "its content does not hash to its hash: altered",
+        );
+        return false;
+    }
+    let Some(digest) = digests.get(&(e.stream_arn.as_str(), e.digest_number)) else {
+        r.entry(
+            Severity::Tamper,
+            Kind::DigestMissing,
+            i,
+            Some(e.digest_number),
+            &format!(
+                "digest {} of {}, which proves it, is not in the bundle",
+                e.digest_number, e.stream_arn
+            ),
+        );
+        return false;
+    };
+    let head = digest.shards.iter().find(|h| h.shard_id == e.shard_id);
+    let root = head.and_then(|h| parse_hash(&h.root));
+    let path: Option<Vec<_>> = e.inclusion_proof.iter().map(|h| parse_hash(h)).collect();
+    let included = match (head, root, path, stated) {
+        (Some(h), Some(root), Some(path), Some(leaf)) => {
+            h.size == e.tree_size
+                && verify_inclusion(&leaf, e.leaf_index, e.tree_size, &path, &root)
+        }
+        _ => false,
+    };
+    if !included {
+        r.entry(
+            Severity::Tamper,
+            Kind::Inserted,
+            i,
+            Some(e.digest_number),
+            &format!(
+                "its inclusion proof does not lead to the Merkle root digest {} signed for \
+                 shard {}: not the entry the trail holds there",
+                e.digest_number, e.shard_id
+            ),
+        );
+        return false;
+    }
+    ok
+}
+
+/// The header's span against the entries.
+fn check_span(bundle: &Bundle, r: &mut Report) {
+    let actual = BundleSpan::of(&bundle.entries);
+    match (&bundle.span, actual) {
+        (None, Some(_)) => r.header(
+            Severity::Info,
+            Kind::BundleHeader,
+            "the header states no span (a bundle exported before spans were stated): \
+             the span is read from the entries"
+                .into(),
+        ),
+        (Some(claimed), actual) if Some(claimed) != actual.as_ref() => {
+            let said = |s: &BundleSpan| {
+                format!(
+                    "{} entries, the last at {} ({})",
+                    s.entries,
+                    s.last.sequence_number.as_deref().unwrap_or("a snapshot"),
+                    s.last.event_time.as_deref().unwrap_or("no time"),
+                )
+            };
+            r.header(
+                Severity::Tamper,
+                Kind::BundleHeader,
+                format!(
+                    "the header says the bundle holds {}; it holds {}: entries were cut off or \
+                     added, or the header altered",
+                    said(claimed),
+                    actual
+                        .as_ref()
+                        .map(said)
+                        .unwrap_or_else(|| "no entry".into())
+                ),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The span the entries prove, when every one of them is proven.
+fn proven_span(bundle: &Bundle, proven: &[bool]) -> Option<ProvenSpan> {
+    if proven.is_empty() || proven.iter().any(|p| !p) {
+        return None;
+    }
+    let key: Item = serde_json::from_value(bundle.key.clone()).ok()?;
+    let (first, last) = (bundle.entries.first()?, bundle.entries.last()?);
+    let time = |e: &BundleEntry| e.entry["event_time"].as_str().map(str::to_string);
+    let seq = |e: &BundleEntry| e.entry["sequence_number"].as_str().map(str::to_string);
+    Some(ProvenSpan {
+        table: bundle.table.clone(),
+        key: key_text(&key),
+        entries: bundle.entries.len() as u64,
+        first_time: time(first),
+        last_time: time(last),
+        first_sequence_number: seq(first),
+        last_sequence_number: seq(last),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::proof::bundle::{Bundle, BundleDigest, BundleEntry, BUNDLE_TYPE};
+use crate::proof::bundle::{Bundle, BundleDigest, BundleEntry, BundleGap, BundleSpan, BUNDLE_TYPE};
 use crate::proof::chain::parse_hash;
 use crate::proof::merkle::{inclusion_proof, Hash};
 use crate::proof::sign::PublicKey;
@@ -196,7 +196,108 @@ fn digest_time(evidence: &[crate::proof::verify::StreamEvidence], f: &Finding) -
     d.signed.parse().ok().map(|doc| doc.time)
 }
 
-/// A self-contained proof of one item's entries.
+/// Where a leaf is proven: its place in its shard's tree and the digest
+/// whose tree holds it.
+struct Proven {
+    leaf_index: u64,
+    tree_size: u64,
+    digest_number: u64,
+    inclusion_proof: Vec<String>,
+}
+
+/// The shards' leaves and the streams' digests an export has read.
+#[derive(Default)]
+struct ExportReads {
+    shards: std::collections::HashMap<(String, String), Vec<Hash>>,
+    digests: std::collections::HashMap<String, Vec<(u64, crate::proof::digest::SignedDigest)>>,
+    /// The digests the bundle carries, in the order first needed.
+    used: Vec<BundleDigest>,
+}
+
+impl ExportReads {
+    /// Proves the leaf `hash` of (stream, shard) by the first digest whose
+    /// tree for that shard holds it; `what` names it in errors.
+    async fn prove(
+        &mut self,
+        store: &DynamoStore,
+        stream_arn: &str,
+        shard_id: &str,
+        hash: Hash,
+        what: &str,
+    ) -> Result<Proven, CheckError> {
+        let cache_key = (stream_arn.to_string(), shard_id.to_string());
+        if !self.shards.contains_key(&cache_key) {
+            let mut leaves = store.shard_leaves(stream_arn, shard_id).await?;
+            leaves.sort_by(|a, b| cmp_sequence(&a.0, &b.0).then(a.1.cmp(&b.1)));
+            self.shards
+                .insert(cache_key.clone(), leaves.into_iter().map(|l| l.2).collect());
+        }
+        let leaves = &self.shards[&cache_key];
+        let Some(index) = leaves.iter().position(|h| *h == hash) else {
+            return Err(CheckError::Export(format!(
+                "{what} is not in its shard's chain: run `ddb-audit verify`"
+            )));
+        };
+        if !self.digests.contains_key(stream_arn) {
+            self.digests
+                .insert(stream_arn.to_string(), store.digests(stream_arn).await?);
+        }
+        let covering = self.digests[stream_arn].iter().find_map(|(n, signed)| {
+            let doc = signed.parse().ok()?;
+            let head = doc.shards.iter().find(|h| h.shard_id == shard_id)?;
+            (head.size as usize > index).then(|| (*n, signed.clone(), head.size as usize))
+        });
+        let Some((number, signed, size)) = covering else {
+            return Err(CheckError::Export(format!(
+                "{what} is not covered by a digest yet: export again after the next digest \
+                 (every [proof] digest_interval_secs)"
+            )));
+        };
+        if size > leaves.len() {
+            return Err(CheckError::Export(format!(
+                "digest {number} covers {size} entries of shard {shard_id}, the table holds {}: \
+                 run `ddb-audit verify`",
+                leaves.len()
+            )));
+        }
+        let path = inclusion_proof(&leaves[..size], index).unwrap_or_default();
+        if !self
+            .used
+            .iter()
+            .any(|d| d.stream_arn == stream_arn && d.number == number)
+        {
+            self.used.push(BundleDigest {
+                stream_arn: stream_arn.to_string(),
+                number,
+                signed,
+            });
+        }
+        Ok(Proven {
+            leaf_index: index as u64,
+            tree_size: size as u64,
+            digest_number: number,
+            inclusion_proof: path.iter().map(hex::encode).collect(),
+        })
+    }
+
+    /// Each shard's parent, as the digests read so far state it.
+    fn parents(&self, stream_arn: &str) -> std::collections::HashMap<String, String> {
+        let mut out = std::collections::HashMap::new();
+        for (_, signed) in self.digests.get(stream_arn).into_iter().flatten() {
+            if let Ok(doc) = signed.parse() {
+                for h in doc.shards {
+                    if let Some(p) = h.parent_shard_id {
+                        out.insert(h.shard_id, p);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A self-contained proof of one item's entries, and of the gaps that
+/// touch its shard lineage between its first and last entry.
 pub async fn export_bundle(
     store: &DynamoStore,
     table: &str,
@@ -209,15 +310,8 @@ pub async fn export_bundle(
             "no entries for that key in table {table}: check --table and --key"
         )));
     }
+    let mut reads = ExportReads::default();
     let mut entries = Vec::new();
-    let mut digests: Vec<BundleDigest> = Vec::new();
-    // Per (stream, shard): the shard's leaves in chain order and the digests.
-    let mut shard_cache: std::collections::HashMap<(String, String), Vec<Hash>> =
-        std::collections::HashMap::new();
-    let mut digest_cache: std::collections::HashMap<
-        String,
-        Vec<(u64, crate::proof::digest::SignedDigest)>,
-    > = std::collections::HashMap::new();
     for row in rows {
         let (stream_arn, hash, prev) = (row.stream_arn, row.hash, row.prev_hash);
         let entry: serde_json::Value = serde_json::from_str(&row.json)
@@ -235,72 +329,152 @@ pub async fn export_bundle(
                  it cannot be proven"
             )));
         };
-        let cache_key = (stream_arn.clone(), shard_id.clone());
-        if !shard_cache.contains_key(&cache_key) {
-            let mut leaves = store.shard_leaves(&stream_arn, &shard_id).await?;
-            leaves.sort_by(|a, b| cmp_sequence(&a.0, &b.0).then(a.1.cmp(&b.1)));
-            shard_cache.insert(cache_key.clone(), leaves.into_iter().map(|l| l.2).collect());
-        }
-        let leaves = &shard_cache[&cache_key];
-        let Some(index) = leaves.iter().position(|h| *h == hash) else {
-            return Err(CheckError::Export(format!(
-                "the entry at sequence {seq} is not in its shard's chain: run `ddb-audit verify`"
-            )));
-        };
-        if !digest_cache.contains_key(&stream_arn) {
-            digest_cache.insert(stream_arn.clone(), store.digests(&stream_arn).await?);
-        }
-        // The first digest whose tree for this shard contains the entry.
-        let covering = digest_cache[&stream_arn].iter().find_map(|(n, signed)| {
-            let doc = signed.parse().ok()?;
-            let head = doc.shards.iter().find(|h| h.shard_id == shard_id)?;
-            (head.size as usize > index).then(|| (*n, signed.clone(), head.size as usize))
-        });
-        let Some((number, signed, size)) = covering else {
-            return Err(CheckError::Export(format!(
-                "the entry at sequence {seq} is not covered by a digest yet: export again after \
-                 the next digest (every [proof] digest_interval_secs)"
-            )));
-        };
-        if size > leaves.len() {
-            return Err(CheckError::Export(format!(
-                "digest {number} covers {size} entries of shard {shard_id}, the table holds {}: \
-                 run `ddb-audit verify`",
-                leaves.len()
-            )));
-        }
-        let path = inclusion_proof(&leaves[..size], index).unwrap_or_default();
-        if !digests
-            .iter()
-            .any(|d| d.stream_arn == stream_arn && d.number == number)
-        {
-            digests.push(BundleDigest {
-                stream_arn: stream_arn.clone(),
-                number,
-                signed,
-            });
-        }
+        let what = format!("the entry at sequence {seq}");
+        let p = reads
+            .prove(store, &stream_arn, &shard_id, hash, &what)
+            .await?;
         entries.push(BundleEntry {
             stream_arn,
             shard_id,
             entry,
             prev_hash: prev,
             hash: hex::encode(hash),
-            leaf_index: index as u64,
-            tree_size: size as u64,
-            digest_number: number,
-            inclusion_proof: path.iter().map(hex::encode).collect(),
+            leaf_index: p.leaf_index,
+            tree_size: p.tree_size,
+            digest_number: p.digest_number,
+            inclusion_proof: p.inclusion_proof,
         });
     }
+    let gaps = lineage_gaps(store, table, &entries, &mut reads).await?;
     Ok(Bundle {
         kind: BUNDLE_TYPE.into(),
         table: table.to_string(),
         key: serde_json::to_value(key).unwrap_or(serde_json::Value::Null),
         created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         public_key_fingerprint: fingerprint,
+        span: BundleSpan::of(&entries),
         entries,
-        digests,
+        digests: reads.used,
+        gaps,
     })
+}
+
+/// The gaps that touch the item's lineage between its first and last
+/// entry: in a stream between theirs, any gap; in the stream of the first
+/// or last entry, a gap in a shard on the lineage from the first entry's
+/// shard to the last one's, after the first entry and before the last.
+async fn lineage_gaps(
+    store: &DynamoStore,
+    table: &str,
+    entries: &[BundleEntry],
+    reads: &mut ExportReads,
+) -> Result<Vec<BundleGap>, CheckError> {
+    use crate::store::AuditStore as _;
+    use crate::stream::stream_label;
+    let streamed: Vec<&BundleEntry> = entries
+        .iter()
+        .filter(|e| e.entry["sequence_number"].is_string())
+        .collect();
+    let (Some(first), Some(last)) = (streamed.first(), streamed.last()) else {
+        return Ok(Vec::new());
+    };
+    let seq = |e: &BundleEntry| {
+        e.entry["sequence_number"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (first_label, last_label) = (
+        stream_label(&first.stream_arn),
+        stream_label(&last.stream_arn),
+    );
+    let mut out = Vec::new();
+    for gap in store.gaps().await? {
+        if gap.table != table {
+            continue;
+        }
+        let label = stream_label(&gap.stream_arn);
+        if label < first_label || label > last_label {
+            continue;
+        }
+        let after = gap.after_sequence_number.as_deref();
+        let within = |lineage: &[String], from: Option<&BundleEntry>, to: Option<&BundleEntry>| {
+            if !lineage.contains(&gap.shard_id) {
+                return false;
+            }
+            let after_first = from.is_none_or(|f| {
+                f.shard_id != gap.shard_id
+                    || after.is_some_and(|a| cmp_sequence(a, &seq(f)).is_ge())
+            });
+            let before_last = to.is_none_or(|l| {
+                l.shard_id != gap.shard_id || after.is_none_or(|a| cmp_sequence(a, &seq(l)).is_lt())
+            });
+            after_first && before_last
+        };
+        let in_span = if gap.stream_arn == last.stream_arn || gap.stream_arn == first.stream_arn {
+            // The lineage of this stream's part of the span: up from the
+            // last entry of the item in this stream to its first.
+            let mine: Vec<&&BundleEntry> = streamed
+                .iter()
+                .filter(|e| e.stream_arn == gap.stream_arn)
+                .collect();
+            let (Some(from), Some(to)) = (mine.first(), mine.last()) else {
+                continue;
+            };
+            // The digests of the stream are read once the entries are proven.
+            let parents = reads.parents(&gap.stream_arn);
+            // In the first entry's stream the lineage starts at its shard;
+            // in a later stream, at the stream's first shard.
+            let stop = (gap.stream_arn == first.stream_arn).then_some(&from.shard_id);
+            let mut lineage = vec![to.shard_id.clone()];
+            while let Some(p) = parents.get(lineage.last().unwrap()) {
+                if stop == lineage.last() || lineage.contains(p) {
+                    break;
+                }
+                lineage.push(p.clone());
+            }
+            let from = (gap.stream_arn == first.stream_arn).then_some(**from);
+            let to = (gap.stream_arn == last.stream_arn).then_some(**to);
+            within(&lineage, from, to)
+        } else {
+            true
+        };
+        if !in_span {
+            continue;
+        }
+        let what = format!("the gap in shard {} after {:?}", gap.shard_id, after);
+        let Some(link) = store.gap_link(&gap).await? else {
+            continue;
+        };
+        let value = serde_json::to_value(&gap)
+            .map_err(|e| CheckError::Export(format!("encoding {what}: {e}")))?;
+        let prev = link.prev_hash;
+        let rehashed = crate::proof::chain::document_hash(&crate::proof::chain::gap_document(
+            &value,
+            prev.as_ref(),
+        ))
+        .ok();
+        if rehashed != Some(link.hash) {
+            return Err(CheckError::Export(format!(
+                "{what} does not hash to its stored hash: run `ddb-audit verify`"
+            )));
+        }
+        let p = reads
+            .prove(store, &gap.stream_arn, &gap.shard_id, link.hash, &what)
+            .await?;
+        out.push(BundleGap {
+            stream_arn: gap.stream_arn.clone(),
+            shard_id: gap.shard_id.clone(),
+            gap: value,
+            prev_hash: prev.map(hex::encode),
+            hash: hex::encode(link.hash),
+            leaf_index: p.leaf_index,
+            tree_size: p.tree_size,
+            digest_number: p.digest_number,
+            inclusion_proof: p.inclusion_proof,
+        });
+    }
+    Ok(out)
 }
 
 /// One line per finding, for people.

@@ -60,6 +60,14 @@ pub enum Kind {
     /// Entries gone because `[retention] days` let them expire.
     Expired,
     NotCheckable,
+    /// A bundle's entry (or digest) of another table or item than the
+    /// bundle's header names.
+    Foreign,
+    /// A bundle holds the same leaf twice.
+    Duplicated,
+    /// A bundle's header (table, key, span, key fingerprint) says what its
+    /// entries and digests do not.
+    BundleHeader,
 }
 
 /// One finding: which entry or digest, and what is wrong with it.

@@ -1,0 +1,537 @@
+//! Bundles built in memory, as `export --proof` builds them, then doctored
+//! one way at a time: each doctoring is a tamper finding naming the entry.
+
+use super::*;
+use crate::entry::{AuditEntry, Gap};
+use crate::proof::chain::ChainState;
+use crate::proof::digest::{next_digest, DigestInput, ShardHead};
+use crate::proof::merkle::{inclusion_proof, Hash};
+use crate::proof::sign::{DigestSigner, Ed25519Signer};
+use crate::proof::verify::exit_status;
+use crate::value::AttrValue;
+use chrono::{TimeZone, Utc};
+use futures_util::FutureExt;
+
+pub(crate) const ARN: &str =
+    "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-11-23T19:00:00.000";
+
+pub(crate) fn signer() -> Ed25519Signer {
+    Ed25519Signer::from_pem(include_str!("../testdata/ed25519-private.pem"), "t").unwrap()
+}
+
+fn entry(item: &str, seq: u64, shard: &str, n: u64) -> AuditEntry {
+    AuditEntry {
+        table: "orders".into(),
+        key: [("pk".to_string(), AttrValue::S(item.into()))].into(),
+        event: if n == 0 { "INSERT" } else { "MODIFY" }.into(),
+        sequence_number: seq.to_string(),
+        shard_id: shard.into(),
+        event_time: Some(format!("2026-11-23T19:{:02}:00Z", seq / 100 % 60)),
+        actor: None,
+        changes: vec![crate::entry::Change {
+            path: "n".into(),
+            old: (n > 0).then(|| AttrValue::N((n - 1).to_string())),
+            new: Some(AttrValue::N(n.to_string())),
+            added: None,
+            removed: None,
+        }],
+        ttl_expiry: false,
+        error: None,
+        raw: None,
+        actor_source: None,
+        last_writer: None,
+        principal: None,
+        item_actor: None,
+        correlation: None,
+        snapshot_time: None,
+        stream_arn: ARN.into(),
+    }
+}
+
+/// A leaf as written: the entry or gap, its hash and its `prev_hash`.
+pub(crate) struct Written {
+    pub entry: Option<AuditEntry>,
+    pub gap: Option<Gap>,
+    pub hash: Hash,
+    pub prev: Option<Hash>,
+}
+
+/// A stream's trail: its leaves per shard and digests.
+pub(crate) struct Trail {
+    pub shards: Vec<(String, Vec<Written>)>,
+    pub digests: Vec<BundleDigest>,
+}
+
+/// Items k1 and k2 change in turn, 3 times each in shardId-1, which then
+/// closes; its child shardId-2 holds 3 more changes of each: k1's history
+/// crosses a shard rotation. A digest after each shard.
+pub(crate) fn trail() -> Trail {
+    trail_with(false)
+}
+
+/// [`trail`], with `gap`: a loss in shardId-2 after its second record.
+pub(crate) fn trail_with(gap: bool) -> Trail {
+    let s = signer();
+    let mut chain = ChainState::default();
+    let mut shards = Vec::new();
+    let mut digests: Vec<BundleDigest> = Vec::new();
+    let mut heads: Vec<ShardHead> = Vec::new();
+    let mut seq = 100;
+    let mut version = [0u64; 2];
+    for (shard, parent) in [("shardId-1", None), ("shardId-2", Some("shardId-1"))] {
+        chain = ChainState::continuing(chain.last_hash);
+        let mut leaves = Vec::new();
+        for round in 0..6 {
+            let item = round % 2;
+            let e = entry(&format!("k{}", item + 1), seq, shard, version[item]);
+            version[item] += 1;
+            seq += 100;
+            let link = chain.link_entry(&e).unwrap();
+            leaves.push(Written {
+                entry: Some(e),
+                gap: None,
+                hash: link.hash,
+                prev: link.prev_hash,
+            });
+            if gap && shard == "shardId-2" && round == 1 {
+                let g = Gap {
+                    after_sequence_number: Some((seq - 100).to_string()),
+                    after_time: Some("2026-11-23T19:08:00Z".into()),
+                    resumed_at_sequence_number: Some(seq.to_string()),
+                    resumed_at_time: Some("2026-11-23T19:09:00Z".into()),
+                    detected_at: "2026-11-23T20:00:30.000Z".into(),
+                    ..Gap::detected("orders", ARN, shard)
+                };
+                let link = chain.link_gap(&g).unwrap();
+                leaves.push(Written {
+                    entry: None,
+                    gap: Some(g),
+                    hash: link.hash,
+                    prev: link.prev_hash,
+                });
+            }
+        }
+        heads.retain(|h| h.shard_id != shard);
+        for h in heads.iter_mut() {
+            h.status = "closed".into();
+        }
+        heads.push(ShardHead {
+            shard_id: shard.into(),
+            parent_shard_id: parent.map(str::to_string),
+            status: "open".into(),
+            size: chain.tree.size,
+            root: hex::encode(chain.tree.root()),
+            last_hash: chain.last_hash.map(hex::encode),
+            last_sequence_number: Some((seq - 100).to_string()),
+        });
+        let previous = digests.last().map(|d| (d.number, &d.signed));
+        let (doc, signed) = next_digest(DigestInput {
+            table: "orders",
+            stream_arn: ARN,
+            previous,
+            shards: heads.clone(),
+            time: Utc
+                .with_ymd_and_hms(2026, 11, 23, 20, digests.len() as u32, 0)
+                .unwrap(),
+            is_final: false,
+            interval_secs: 60,
+            retention_days: None,
+            signer: Some(&s),
+        })
+        .now_or_never()
+        .unwrap()
+        .unwrap();
+        digests.push(BundleDigest {
+            stream_arn: ARN.into(),
+            number: doc.number,
+            signed,
+        });
+        shards.push((shard.to_string(), leaves));
+    }
+    Trail { shards, digests }
+}
+
+impl Trail {
+    /// The bundle `export --proof` makes of `item`, each entry proven by the
+    /// first digest that covers it.
+    pub(crate) fn bundle(&self, item: &str) -> Bundle {
+        let mut entries = Vec::new();
+        let mut gaps = Vec::new();
+        let mut digests: Vec<BundleDigest> = Vec::new();
+        for (shard, leaves) in &self.shards {
+            let hashes: Vec<Hash> = leaves.iter().map(|l| l.hash).collect();
+            for (index, w) in leaves.iter().enumerate() {
+                let mine = w
+                    .entry
+                    .as_ref()
+                    .is_some_and(|e| e.key["pk"] == AttrValue::S(item.into()));
+                if !mine && w.gap.is_none() {
+                    continue;
+                }
+                let (d, size) = self
+                    .digests
+                    .iter()
+                    .find_map(|d| {
+                        let doc = d.signed.parse().unwrap();
+                        let head = doc.shards.into_iter().find(|h| &h.shard_id == shard)?;
+                        (head.size as usize > index).then_some((d, head.size as usize))
+                    })
+                    .unwrap();
+                if !digests.iter().any(|x| x.number == d.number) {
+                    digests.push(d.clone());
+                }
+                let proof: Vec<String> = inclusion_proof(&hashes[..size], index)
+                    .unwrap()
+                    .iter()
+                    .map(hex::encode)
+                    .collect();
+                if let Some(g) = &w.gap {
+                    gaps.push(BundleGap {
+                        stream_arn: ARN.into(),
+                        shard_id: shard.clone(),
+                        gap: serde_json::to_value(g).unwrap(),
+                        prev_hash: w.prev.map(hex::encode),
+                        hash: hex::encode(w.hash),
+                        leaf_index: index as u64,
+                        tree_size: size as u64,
+                        digest_number: d.number,
+                        inclusion_proof: proof,
+                    });
+                    continue;
+                }
+                entries.push(BundleEntry {
+                    stream_arn: ARN.into(),
+                    shard_id: shard.clone(),
+                    entry: serde_json::to_value(w.entry.as_ref().unwrap()).unwrap(),
+                    prev_hash: w.prev.map(hex::encode),
+                    hash: hex::encode(w.hash),
+                    leaf_index: index as u64,
+                    tree_size: size as u64,
+                    digest_number: d.number,
+                    inclusion_proof: proof,
+                });
+            }
+        }
+        Bundle {
+            kind: BUNDLE_TYPE.into(),
+            table: "orders".into(),
+            key: serde_json::json!({"pk": {"S": item}}),
+            created_at: "2026-11-23T21:00:00Z".into(),
+            public_key_fingerprint: Some(signer().fingerprint().to_string()),
+            span: BundleSpan::of(&entries),
+            entries,
+            digests,
+            gaps,
+        }
+    }
+}
+
+pub(crate) fn check(bundle: &Bundle) -> BundleVerdict {
+    check_bundle(bundle, Some(&signer().public_key()))
+}
+
+/// The verdict is tampered, with a finding of `kind` whose message holds
+/// every needle.
+fn assert_tampered(bundle: &Bundle, kind: Kind, needles: &[&str]) -> BundleVerdict {
+    let v = check(bundle);
+    assert_eq!(exit_status(&v.findings), 1, "{:#?}", v.findings);
+    assert!(
+        v.findings.iter().any(|f| f.kind == kind
+            && f.severity == Severity::Tamper
+            && needles.iter().all(|n| f.message.contains(n))),
+        "no {kind:?} finding naming {needles:?}: {:#?}",
+        v.findings
+    );
+    v
+}
+
+#[test]
+fn an_intact_bundle_proves_its_span_across_a_rotation() {
+    let t = trail();
+    let b = t.bundle("k1");
+    assert_eq!(b.entries.len(), 6);
+    assert_eq!(b.entries[2].shard_id, "shardId-1");
+    assert_eq!(b.entries[3].shard_id, "shardId-2");
+    let v = check(&b);
+    assert_eq!(exit_status(&v.findings), 0, "{:#?}", v.findings);
+    let span = v.span.expect("a proven span");
+    assert_eq!(span.key, "pk=S:k1");
+    assert_eq!(span.entries, 6);
+    assert_eq!(span.first_sequence_number.as_deref(), Some("100"));
+    assert_eq!(span.last_sequence_number.as_deref(), Some("1100"));
+}
+
+#[test]
+fn another_items_entry_is_foreign() {
+    let t = trail();
+    let mut b = t.bundle("k1");
+    let other = t.bundle("k2");
+    // k2's genuine entry at sequence 200, with its own proof, in k1's place.
+    b.entries.insert(1, other.entries[0].clone());
+    b.span = BundleSpan::of(&b.entries);
+    assert_tampered(
+        &b,
+        Kind::Foreign,
+        &["bundle entry 2", "sequence 200", "another item"],
+    );
+}
+
+#[test]
+fn an_entry_of_another_table_is_foreign() {
+    let t = trail();
+    let mut b = t.bundle("k1");
+    b.table = "payments".into();
+    let v = assert_tampered(&b, Kind::Foreign, &["bundle entry 1", "not of payments"]);
+    // The digests are of orders too.
+    assert!(v
+        .findings
+        .iter()
+        .any(|f| f.kind == Kind::Foreign && f.digest.is_some()));
+}
+
+#[test]
+fn a_duplicate_is_found() {
+    let t = trail();
+    let mut b = t.bundle("k1");
+    b.entries.insert(2, b.entries[1].clone());
+    b.span = BundleSpan::of(&b.entries);
+    assert_tampered(&b, Kind::Duplicated, &["bundle entry 3", "bundle entry 2"]);
+}
+
+#[test]
+fn swapped_entries_are_reordered_within_a_shard_and_across_the_rotation() {
+    let t = trail();
+    let mut b = t.bundle("k1");
+    b.entries.swap(0, 1);
+    b.span = BundleSpan::of(&b.entries);
+    assert_tampered(&b, Kind::Reordered, &["bundle entry 2", "sequence 100"]);
+    let mut b = t.bundle("k1");
+    b.entries.swap(2, 3);
+    b.span = BundleSpan::of(&b.entries);
+    assert_tampered(&b, Kind::Reordered, &["bundle entry 4", "sequence 500"]);
+}
+
+#[test]
+fn an_altered_header_is_found() {
+    let t = trail();
+    // The key: every entry is then another item's.
+    let mut b = t.bundle("k1");
+    b.key = serde_json::json!({"pk": {"S": "k9"}});
+    assert_tampered(&b, Kind::Foreign, &["bundle entry 6"]);
+    // The span.
+    let mut b = t.bundle("k1");
+    b.span.as_mut().unwrap().last.event_time = Some("2027-01-01T00:00:00Z".into());
+    assert_tampered(&b, Kind::BundleHeader, &["header says"]);
+    let mut b = t.bundle("k1");
+    b.span.as_mut().unwrap().entries = 9;
+    assert_tampered(&b, Kind::BundleHeader, &["9 entries"]);
+    // The key fingerprint.
+    let mut b = t.bundle("k1");
+    b.public_key_fingerprint = Some("sha256:00".into());
+    assert_tampered(&b, Kind::BundleHeader, &["sha256:00"]);
+}
+
+#[test]
+fn a_truncated_bundle_is_found_with_or_without_its_digest() {
+    let t = trail();
+    // The last entry cut off, its digest kept.
+    let mut b = t.bundle("k1");
+    b.entries.pop();
+    assert_tampered(&b, Kind::BundleHeader, &["6 entries", "holds 5 entries"]);
+    // The entries of the child shard cut off, with the digest only they need.
+    let mut b = t.bundle("k1");
+    b.entries.truncate(3);
+    b.digests.retain(|d| d.number == 1);
+    assert_tampered(&b, Kind::BundleHeader, &["holds 3 entries"]);
+    // A truncated bundle whose header is rewritten to match is an honest
+    // earlier export's twin: it proves the shorter span, and says so.
+    b.span = BundleSpan::of(&b.entries);
+    let v = check(&b);
+    assert_eq!(exit_status(&v.findings), 0, "{:#?}", v.findings);
+    assert_eq!(v.span.unwrap().entries, 3);
+}
+
+#[test]
+fn a_bad_signature_names_its_stream() {
+    let t = trail();
+    let mut b = t.bundle("k1");
+    let sig = b.digests[0].signed.signature.clone().unwrap();
+    let mut bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, sig).unwrap();
+    bytes[3] ^= 1;
+    b.digests[0].signed.signature = Some(base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        bytes,
+    ));
+    let v = assert_tampered(&b, Kind::BadSignature, &["digest 1"]);
+    let f = v
+        .findings
+        .iter()
+        .find(|f| f.kind == Kind::BadSignature)
+        .unwrap();
+    assert_eq!(f.stream_arn, ARN);
+    assert_eq!(f.digest, Some(1));
+}
+
+#[test]
+fn a_missing_digest_and_an_altered_entry_name_the_entry() {
+    let t = trail();
+    let mut b = t.bundle("k1");
+    b.digests.retain(|d| d.number != 2);
+    assert_tampered(&b, Kind::DigestMissing, &["bundle entry 4", "digest 2"]);
+    let mut b = t.bundle("k1");
+    b.entries[4].entry["changes"][0]["new"] = serde_json::json!({"N": "99"});
+    assert_tampered(&b, Kind::Altered, &["bundle entry 5", "altered"]);
+}
+
+#[test]
+fn a_bundle_without_a_span_is_checked_from_its_entries() {
+    let t = trail();
+    let mut b = t.bundle("k1");
+    b.span = None;
+    let text = serde_json::to_string(&b).unwrap();
+    assert!(!text.contains("\"span\""));
+    let v = check(&serde_json::from_str(&text).unwrap());
+    assert_eq!(exit_status(&v.findings), 0, "{:#?}", v.findings);
+    assert!(v
+        .findings
+        .iter()
+        .any(|f| f.kind == Kind::BundleHeader && f.severity == Severity::Info));
+}
+
+#[test]
+fn the_span_and_the_gaps_in_it_are_stated() {
+    let t = trail_with(true);
+    let b = t.bundle("k1");
+    assert_eq!(b.gaps.len(), 1);
+    let v = check(&b);
+    assert_eq!(exit_status(&v.findings), 0, "{:#?}", v.findings);
+    let span = v.span.unwrap().statement();
+    assert!(
+        span.contains("orders pk=S:k1 from entry 1, 2026-11-23T19:01:00Z, to entry 6"),
+        "{span}"
+    );
+    assert!(span.contains("no later entry is proven absent"), "{span}");
+    assert_eq!(v.gaps.len(), 1);
+    let gap = v.gaps[0].statement();
+    assert!(
+        gap.contains("shard shardId-2")
+            && gap.contains("after sequence 800")
+            && gap.contains("resumed at sequence 900"),
+        "{gap}"
+    );
+    // A gap altered, or of another table, is found and not stated.
+    let mut b = t.bundle("k1");
+    b.gaps[0].gap["resumed_at_sequence_number"] = serde_json::json!("1000");
+    let v = assert_tampered(&b, Kind::Gap, &["bundle gap 1", "altered"]);
+    assert!(v.gaps.is_empty());
+    let mut b = t.bundle("k1");
+    b.gaps[0].gap["table"] = serde_json::json!("payments");
+    assert_tampered(&b, Kind::Gap, &["not of orders"]);
+}
+
+/// The published bundle vectors (`testdata/bundles.json`): an intact bundle
+/// and one of each doctoring, with the verdict a verifier must reach.
+/// `DDB_AUDIT_WRITE_VECTORS=1 cargo test --lib bundle_vectors` rewrites the
+/// file; otherwise it must be what this code makes and concludes.
+#[test]
+fn bundle_vectors() {
+    let t = trail_with(true);
+    let other = t.bundle("k2");
+    let mut cases: Vec<(&str, Bundle)> = vec![("intact", t.bundle("k1"))];
+    let mut doctor = |name: &'static str, change: &dyn Fn(&mut Bundle)| {
+        let mut b = t.bundle("k1");
+        change(&mut b);
+        cases.push((name, b));
+    };
+    doctor("foreign-entry", &|b| {
+        b.entries.insert(1, other.entries[0].clone());
+        b.span = BundleSpan::of(&b.entries);
+    });
+    doctor("duplicate", &|b| {
+        b.entries.insert(2, b.entries[1].clone());
+        b.span = BundleSpan::of(&b.entries);
+    });
+    doctor("swapped", &|b| {
+        b.entries.swap(2, 3);
+        b.span = BundleSpan::of(&b.entries);
+    });
+    doctor("altered-entry", &|b| {
+        b.entries[1].entry["changes"][0]["new"] = serde_json::json!({"N": "99"});
+    });
+    doctor("altered-header-key", &|b| {
+        b.key = serde_json::json!({"pk": {"S": "k2"}});
+    });
+    doctor("altered-header-span", &|b| {
+        b.span.as_mut().unwrap().last.event_time = Some("2027-01-01T00:00:00Z".into());
+    });
+    doctor("truncated", &|b| {
+        b.entries.pop();
+    });
+    doctor("truncated-with-digest", &|b| {
+        b.entries.truncate(3);
+        b.digests.retain(|d| d.number == 1);
+        b.gaps.clear();
+    });
+    doctor("digest-missing", &|b| {
+        b.digests.retain(|d| d.number != 2);
+    });
+    doctor("altered-gap", &|b| {
+        b.gaps[0].gap["after_sequence_number"] = serde_json::json!("700");
+    });
+    let vectors: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(name, b)| {
+            let v = check(b);
+            let mut kinds: Vec<String> = v
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Tamper)
+                .map(|f| {
+                    serde_json::to_value(f.kind)
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            kinds.sort();
+            kinds.dedup();
+            serde_json::json!({
+                "name": name,
+                "expected": {"exit_status": exit_status(&v.findings), "tamper_kinds": kinds},
+                "bundle": b,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "about": "verify-bundle vectors (docs/proof-format.md section 7): check each bundle \
+                  with public_key; a verifier must reach exit_status, and report at least \
+                  one finding of each of tamper_kinds",
+        "public_key": include_str!("../testdata/ed25519-public.pem"),
+        "cases": vectors,
+    });
+    let text = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/proof/testdata/bundles.json"
+    );
+    if std::env::var_os("DDB_AUDIT_WRITE_VECTORS").is_some() {
+        std::fs::write(path, &text).unwrap();
+    }
+    let stored = std::fs::read_to_string(path).expect("testdata/bundles.json");
+    assert_eq!(
+        stored, text,
+        "the bundle vectors changed: rewrite them on purpose"
+    );
+    // Every doctoring is tampering; the intact bundle is intact.
+    for v in &doc["cases"].as_array().unwrap()[..] {
+        let intact = v["name"] == "intact";
+        assert_eq!(
+            v["expected"]["exit_status"],
+            if intact { 0 } else { 1 },
+            "{}",
+            v["name"]
+        );
+    }
+}
