@@ -1125,3 +1125,49 @@ async fn aws_setup_errors_are_one_line_naming_the_fix() {
         "{stderr}"
     );
 }
+
+/// `ddb-audit.example.toml`, as shipped, is a config `init` and `run`
+/// accept: it audits its table, answers its health check on its listen
+/// address, and stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_config_runs_as_it_is() {
+    let env = TestEnv::new("ops-example");
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/ddb-audit.example.toml"
+    ))
+    .expect("ddb-audit.example.toml");
+    let config = env.write_file("ddb-audit.toml", &shipped);
+    let cfg = path_str(&config);
+    // The table it names, with the stream it asks for. An emulator shared
+    // between runs (AWS_ENDPOINT_URL) may have it already.
+    if !env.table_exists("orders").await {
+        env.create_stream_table("orders").await;
+    }
+    env.init(&config).await;
+    let listen: std::net::SocketAddr = "127.0.0.1:9090".parse().unwrap();
+    assert!(
+        std::net::TcpListener::bind(listen).is_ok(),
+        "port 9090 (the example's [observability] listen) is taken on this machine"
+    );
+    let mut daemon = env.spawn_daemon(&config);
+    wait_for(
+        "/readyz 200 on the example's listen address",
+        Duration::from_secs(60),
+        || {
+            daemon.assert_running();
+            let (code, _) = http_get(listen, "/readyz")?;
+            (code == 200).then_some(())
+        },
+    )
+    .await;
+    env.cli(&["healthcheck", "--config", cfg]).await.success();
+    let pk = format!("example-{}", std::process::id());
+    put(&env, "orders", &pk, 1, 10).await;
+    let args = vec![format!("pk=S:{pk}"), "sk=N:1".to_string()];
+    env.wait_history(&config, "orders", &args, "the change audited", |e| {
+        e.last().is_some_and(|l| l["actor"] == "ops-test")
+    })
+    .await;
+    daemon.stop_gracefully().await;
+}
