@@ -105,14 +105,7 @@ Examples:
 Exit status: 0 printed (possibly nothing), 1 a bad argument or the trail could not be read.")]
     History {
         #[command(flatten)]
-        config: ConfigArg,
-        /// The audited table.
-        #[arg(long)]
-        table: String,
-        /// A key attribute as NAME=TYPE:VALUE, TYPE one of S, N, B (base64);
-        /// repeat for a sort key, e.g. --key pk=S:u1 --key sk=N:7.
-        #[arg(long = "key", required = true)]
-        keys: Vec<String>,
+        item: ItemArgs,
         /// Only the newest N entries (still printed oldest first); reads
         /// about N entries, not the whole history. At least 1.
         #[arg(long, value_name = "N", value_parser = at_least_one)]
@@ -347,13 +340,7 @@ Examples:
 Exit status: 0 the bundle was written, 1 a bad argument or the trail could not be read.")]
     Export {
         #[command(flatten)]
-        config: ConfigArg,
-        /// The audited table.
-        #[arg(long)]
-        table: String,
-        /// A key attribute as NAME=TYPE:VALUE; repeat for a sort key.
-        #[arg(long = "key", required = true)]
-        keys: Vec<String>,
+        item: ItemArgs,
         /// The bundle file to write.
         #[arg(long)]
         proof: PathBuf,
@@ -459,7 +446,7 @@ pub(crate) struct ItemArgs {
     #[arg(long)]
     pub(crate) table: String,
     /// A key attribute as NAME=TYPE:VALUE, TYPE one of S, N, B (base64);
-    /// repeat for a sort key.
+    /// repeat for a sort key, e.g. --key pk=S:u1 --key sk=N:7.
     #[arg(long = "key", required = true)]
     pub(crate) keys: Vec<String>,
 }

@@ -105,14 +105,12 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
         } => init(load(&config)?, !no_protection).await,
         Command::Run(c) => run(load(&c)?).await,
         Command::History {
-            config,
-            table,
-            keys,
+            item,
             last,
             since,
             until,
             json,
-        } => history(load(&config)?, table, keys, last, since, until, json).await,
+        } => history(item, last, since, until, json).await,
         Command::Query(args) => query(args).await,
         Command::Snapshot {
             config,
@@ -133,9 +131,8 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
             .await
         }
         Command::Show { item, at, json } => {
-            let (config, table, key) = item_args(&item).await?;
             let at = time_arg("--at", &at)?;
-            let store = store(&config).await?;
+            let (_, table, key, store) = item_args(&item).await?;
             read::cli::show(&store, &table, &key, at, json, &mut std::io::stdout()).await?;
             Ok(())
         }
@@ -145,9 +142,8 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
             to,
             json,
         } => {
-            let (config, table, key) = item_args(&item).await?;
             let (from, to) = (time_arg("--from", &from)?, time_arg("--to", &to)?);
-            let store = store(&config).await?;
+            let (_, table, key, store) = item_args(&item).await?;
             read::cli::diff(&store, &table, &key, from, to, json, &mut std::io::stdout()).await?;
             Ok(())
         }
@@ -157,9 +153,8 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
             fields,
             actor,
         } => {
-            let (config, table, key) = item_args(&item).await?;
             let to_time = time_arg("--to-time", &to_time)?;
-            let store = store(&config).await?;
+            let (config, table, key, store) = item_args(&item).await?;
             let actor = read::asof::RevertActor {
                 attribute: config.attribution.actor_attribute.as_deref(),
                 name: actor.as_deref(),
@@ -202,12 +197,7 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
                 })?;
             verify(config, table, since, public_key, state, json).await
         }
-        Command::Export {
-            config,
-            table,
-            keys,
-            proof,
-        } => export(load(&config)?, table, keys, proof).await,
+        Command::Export { item, proof } => export(item, proof).await,
         Command::Redaction(command) => redaction(command),
         Command::VerifyBundle {
             file,
@@ -282,11 +272,14 @@ pub(crate) fn opt_time(
     text.map(|t| time_arg(flag, t)).transpose()
 }
 
-pub(crate) async fn item_args(item: &ItemArgs) -> Result<(Config, String, Item)> {
+/// One item of one table: the config, the table (one the config selects or
+/// the trail holds), its key, and the store to ask.
+pub(crate) async fn item_args(item: &ItemArgs) -> Result<(Config, String, Item, DynamoStore)> {
     let config = load(&item.config)?;
     let key = read::parse_key(&item.keys)?;
-    known_table(&config, &store(&config).await?, &item.table).await?;
-    Ok((config, item.table.clone(), key))
+    let store = store(&config).await?;
+    known_table(&config, &store, &item.table).await?;
+    Ok((config, item.table.clone(), key, store))
 }
 
 /// Every table the trail holds something of: a stream row (audited at

@@ -126,15 +126,8 @@ pub(crate) async fn verify(
     }
 }
 
-pub(crate) async fn export(
-    config: Config,
-    table: String,
-    keys: Vec<String>,
-    proof: PathBuf,
-) -> Result<()> {
-    let key = read::parse_key(&keys)?;
-    let store = store(&config).await?;
-    known_table(&config, &store, &table).await?;
+pub(crate) async fn export(item: ItemArgs, proof: PathBuf) -> Result<()> {
+    let (config, table, key, store) = item_args(&item).await?;
     let fingerprint = public_key(None, Some(&config))
         .await?
         .map(|k| k.fingerprint());

@@ -5,19 +5,15 @@ use ddb_audit::store::{ProofStore, SnapshotStore};
 use super::*;
 
 pub(crate) async fn history(
-    config: Config,
-    table: String,
-    keys: Vec<String>,
+    item: ItemArgs,
     last: Option<usize>,
     since: Option<String>,
     until: Option<String>,
     json: bool,
 ) -> Result<()> {
-    let key = read::parse_key(&keys)?;
     let since = opt_time("--since", since.as_ref())?;
     let until = opt_time("--until", until.as_ref())?;
-    let store = store(&config).await?;
-    known_table(&config, &store, &table).await?;
+    let (_, table, key, store) = item_args(&item).await?;
     read::cli::history(
         &store,
         &table,

@@ -64,6 +64,50 @@ pub fn stale_after(config: &Config) -> Duration {
     2 * (p.idle_max() + p.retry_max()) + Duration::from_secs(10)
 }
 
+/// `/metrics`, the health endpoints and EMF lines, for as long as `run`
+/// runs: started before anything is read, stopped after the final digest.
+struct Observing {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Observing {
+    async fn start(config: &Config) -> Result<Observing, DaemonError> {
+        let observer = observe::global();
+        observer.register_tables(&config.tables, stale_after(config));
+        observer.set_alive(true);
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        if let Some(addr) = config.observability.listen_addr() {
+            let listener = observe::http::bind(addr).await?;
+            tasks.push(observe::http::spawn(listener, observer, stop.clone()));
+        }
+        if config.observability.emf {
+            tasks.push(observe::emf::spawn(
+                observer,
+                config.observability.emf_namespace.clone(),
+                Duration::from_secs(config.observability.emf_interval_secs),
+                stop.clone(),
+            ));
+        }
+        Ok(Observing { stop, tasks })
+    }
+
+    async fn stop(self) {
+        observe::global().set_alive(false);
+        self.stop.cancel();
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                observe::TaskFailed {
+                    task: "observability",
+                    error: &e,
+                }
+                .emit();
+            }
+        }
+    }
+}
+
 /// `ddb-audit run`: audits the configured tables until `shutdown` stops it
 /// (then drains: in-flight pages are written and checkpointed, and a final
 /// digest says where the trail ends). Serves `/metrics` and the health
@@ -78,57 +122,25 @@ where
     St: CheckpointStore + ProofStore + Clone,
     A: AuditStore,
 {
-    let observer = observe::global();
-    observer.register_tables(&config.tables, stale_after(config));
-    observer.set_alive(true);
-    let stop_observing = CancellationToken::new();
-    let mut observing = Vec::new();
-    let mut result = Ok(());
-    if let Some(addr) = config.observability.listen_addr() {
-        match observe::http::bind(addr).await {
-            Ok(listener) => observing.push(observe::http::spawn(
-                listener,
-                observer,
-                stop_observing.clone(),
-            )),
-            Err(e) => result = Err(e.into()),
+    let observing = match Observing::start(config).await {
+        Ok(observing) => observing,
+        Err(e) => {
+            observe::global().set_alive(false);
+            return Err(e);
         }
-    }
-    if result.is_ok() {
-        if config.observability.emf {
-            observing.push(observe::emf::spawn(
-                observer,
-                config.observability.emf_namespace.clone(),
-                Duration::from_secs(config.observability.emf_interval_secs),
-                stop_observing.clone(),
-            ));
-        }
-        result = audit(config, seams, shutdown).await;
-    }
-    observer.set_alive(false);
-    stop_observing.cancel();
-    for task in observing {
-        if let Err(e) = task.await {
-            observe::TaskFailed {
-                task: "observability",
-                error: &e,
-            }
-            .emit();
-        }
-    }
+    };
+    let result = audit(config, seams, shutdown).await;
+    observing.stop().await;
     result
 }
 
-async fn audit<S, St, A>(
+/// The daemon's tasks, from the first check of its tables to the final
+/// digest.
+async fn audit<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditStore>(
     config: &Config,
     seams: Seams<S, St, A>,
     shutdown: Shutdown,
-) -> Result<(), DaemonError>
-where
-    S: StreamApi,
-    St: CheckpointStore + ProofStore + Clone,
-    A: AuditStore,
-{
+) -> Result<(), DaemonError> {
     let Seams {
         stream,
         store,
