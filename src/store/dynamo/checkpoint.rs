@@ -7,8 +7,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::{DateTime, Utc};
 
-use super::{get_s, parse_time, rfc3339, s, sdk_store_error, store_error, DynamoStore};
+use super::{get_s, parse_time, s, sdk_store_error, store_error, DynamoStore};
 use crate::aws::written;
+use crate::entry::format_ts;
 use crate::store::layout::{
     sequence_key, DRAINED_SHARD_ROW_TTL, HEALTH_SORT_KEY, SHARD_TTL_ATTRIBUTE,
 };
@@ -92,7 +93,7 @@ impl CheckpointStore for DynamoStore {
         let mut values = HashMap::from([
             (":table_name".to_string(), s(&cp.table)),
             (":status".to_string(), s(cp.status.as_str())),
-            (":updated_at".to_string(), s(rfc3339(cp.updated_at))),
+            (":updated_at".to_string(), s(format_ts(cp.updated_at))),
             (":caught_up".to_string(), DAttr::Bool(cp.caught_up)),
             (":from_start".to_string(), DAttr::Bool(cp.from_start)),
         ]);
@@ -153,7 +154,7 @@ impl CheckpointStore for DynamoStore {
                 ("sequence_no".to_string(), s(&tail.sequence_no)),
             ]);
             if let Some(t) = tail.record_time {
-                m.insert("record_time".to_string(), s(rfc3339(t)));
+                m.insert("record_time".to_string(), s(format_ts(t)));
             }
             sets.push("#lineage_tail = :lineage_tail");
             names.insert("#lineage_tail".into(), "lineage_tail".into());
@@ -162,7 +163,7 @@ impl CheckpointStore for DynamoStore {
         if let Some(t) = cp.last_record_time {
             sets.push("#last_record_time = :last_record_time");
             names.insert("#last_record_time".into(), "last_record_time".into());
-            values.insert(":last_record_time".into(), s(rfc3339(t)));
+            values.insert(":last_record_time".into(), s(format_ts(t)));
         }
         if cp.status != ShardStatus::Drained {
             conditions.push("(attribute_not_exists(#status) OR #status <> :drained)");
@@ -204,7 +205,7 @@ impl CheckpointStore for DynamoStore {
             .expression_attribute_names("#up", "updated_at")
             .expression_attribute_values(":en", DAttr::Bool(row.is_enabled))
             .expression_attribute_values(":dr", DAttr::Bool(row.drained))
-            .expression_attribute_values(":up", s(rfc3339(row.updated_at)));
+            .expression_attribute_values(":up", s(format_ts(row.updated_at)));
         if !row.drained {
             // A drained stream stays drained.
             call = call.condition_expression("attribute_not_exists(#dr) OR #dr = :dr")
@@ -224,7 +225,7 @@ impl CheckpointStore for DynamoStore {
             ("table_name".to_string(), s(&row.table_name)),
             ("stream_arn".to_string(), s(HEALTH_SORT_KEY)),
             ("state".to_string(), s(&row.state)),
-            ("updated_at".to_string(), s(rfc3339(row.updated_at))),
+            ("updated_at".to_string(), s(format_ts(row.updated_at))),
         ]);
         if let Some(reason) = &row.reason {
             item.insert("reason".into(), s(reason));

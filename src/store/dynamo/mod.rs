@@ -23,7 +23,7 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::aws::{classify, written, Classified, ErrorKind};
 use crate::store::{PutOutcome, StoreError, StoreResult, TableNames};
@@ -249,10 +249,6 @@ fn get_n(item: &HashMap<String, DAttr>, name: &str) -> Option<usize> {
         Some(DAttr::N(v)) => v.parse().ok(),
         _ => None,
     }
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {

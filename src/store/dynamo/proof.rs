@@ -26,8 +26,9 @@ use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::Utc;
 
 use super::item::{entry_item_table, inline_entry_json, is_entry_item, reassemble};
-use super::{get_n, get_s, rfc3339, s, sdk_store_error, store_error, DynamoStore};
+use super::{get_n, get_s, s, sdk_store_error, store_error, DynamoStore};
 use crate::aws::written;
+use crate::entry::format_ts;
 use crate::proof::chain::parse_hash;
 use crate::proof::digest::SignedDigest;
 use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
@@ -91,7 +92,7 @@ impl ProofStore for DynamoStore {
             ("table_name".to_string(), s(table_name)),
             ("stream_arn".to_string(), s(stream_arn)),
             ("number".to_string(), DAttr::N(number.to_string())),
-            ("written_at".to_string(), s(rfc3339(Utc::now()))),
+            ("written_at".to_string(), s(format_ts(Utc::now()))),
         ]);
         if let Some(sig) = &digest.signature {
             item.insert("signature".into(), s(sig));

@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::Utc;
 
-use super::{get_n, get_s, n, rfc3339, s, sdk_store_error, store_error, DynamoStore};
+use super::{get_n, get_s, n, s, sdk_store_error, store_error, DynamoStore};
 use crate::aws::{classify, ErrorKind};
+use crate::entry::format_ts;
 use crate::entry::AuditEntry;
 use crate::store::layout::{entry_keys, snapshot_partition, CHAIN_POSITION, CHAIN_SHARD};
 use crate::store::{
@@ -187,7 +188,7 @@ impl SnapshotStore for DynamoStore {
             .item("run_id", s(&run.run_id))
             .item("segments", n(run.segments as usize))
             .item("done", DAttr::Bool(run.done))
-            .item("updated_at", s(rfc3339(Utc::now())))
+            .item("updated_at", s(format_ts(Utc::now())))
             .send()
             .await
             .map_err(|e| sdk_store_error(&e, table))?;
@@ -208,7 +209,7 @@ impl SnapshotStore for DynamoStore {
             .item("done", DAttr::Bool(p.done))
             .item("items", n(p.items as usize))
             .item("chain", s(p.chain.encode()))
-            .item("updated_at", s(rfc3339(Utc::now())));
+            .item("updated_at", s(format_ts(Utc::now())));
         if let Some(key) = &p.last_key {
             let json = serde_json::to_string(key)
                 .map_err(|e| StoreError::Other(format!("encoding a scan position: {e}")))?;
