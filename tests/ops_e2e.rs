@@ -1420,11 +1420,13 @@ async fn every_call_each_command_makes_is_allowed_by_its_roles_policy_and_no_rol
     let role = |name: &str| format!("arn:aws:iam::{}:role/{name}", iam::ACCOUNT);
     // (role, its policy, the proxies its commands went through).
     let roles: Vec<(&str, Policy, Vec<&Recorder>)> = vec![
+        // `init` runs before any resource policy is attached (the stack
+        // makes its tables itself and never runs it).
         (
-            "init (daemon-policy.json)",
+            "init (init-policy.json)",
             Policy {
-                principal: role(&format!("{stack}-task")),
-                identity: vec![load("daemon-policy.json")],
+                principal: role(&format!("{stack}-init")),
+                identity: vec![load("init-policy.json")],
                 resource: vec![],
             },
             vec![&init_rec],
