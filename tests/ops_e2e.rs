@@ -1462,10 +1462,16 @@ async fn every_call_each_command_makes_is_allowed_by_its_roles_policy_and_no_rol
 
     let mut problems = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for (name, policy, recorders) in &roles {
+    for (name, _, recorders) in &roles {
         let calls: Vec<iam::Call> = recorders.iter().flat_map(|r| r.calls()).collect();
         assert!(!calls.is_empty(), "{name}: no request was recorded");
         for c in &calls {
+            if c.status >= 500 || c.status == 0 {
+                problems.push(format!(
+                    "{name}: {} {:?}: the emulator answered {}",
+                    c.action, c.resources, c.status
+                ));
+            }
             for r in &c.resources {
                 seen.insert((name.to_string(), c.action.clone(), r.clone()));
             }

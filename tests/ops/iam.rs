@@ -400,10 +400,8 @@ impl Policy {
                 // Only Deny conditions are evaluated; an Allow with a
                 // condition (S3's prefix) allows nothing here.
                 match effect {
-                    "Deny" => {
-                        if self.condition_holds(file, &sid, &st["Condition"]) {
-                            return Decision::Denied(sid);
-                        }
+                    "Deny" if self.condition_holds(file, &sid, &st["Condition"]) => {
+                        return Decision::Denied(sid);
                     }
                     "Allow" if st.get("Condition").is_none() => {
                         allowed.get_or_insert(sid);
