@@ -248,7 +248,8 @@ fn setup_hint(code: &str) -> Option<&'static str> {
     Some(match code {
         "AccessDeniedException" | "AccessDenied" => {
             "the credentials in use lack this permission: grant it to their role or user; \
-             infra/daemon-policy.json, auditor-policy.json and verifier-policy.json list what \
+             infra/init-policy.json, daemon-policy.json, auditor-policy.json and \
+             verifier-policy.json list what \
              each role needs (docs/deployment.md)"
         }
         "UnrecognizedClientException" | "InvalidClientTokenId" => {

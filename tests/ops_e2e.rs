@@ -6,6 +6,8 @@
 //! credentials from the ECS endpoint, SIGTERM).
 
 mod common;
+#[path = "ops/iam.rs"]
+mod iam;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener};
@@ -1170,4 +1172,446 @@ async fn the_example_config_runs_as_it_is() {
     })
     .await;
     daemon.stop_gracefully().await;
+}
+
+// ------------------------------------------------------------------ IAM
+
+/// `ddb-audit args…` through `endpoint` (a recording proxy), to completion.
+async fn cli_via(env: &TestEnv, endpoint: &str, args: &[&str], vars: &[(&str, &str)]) -> CliOutput {
+    let mut cmd = env.command(args);
+    cmd.env("AWS_ENDPOINT_URL", endpoint);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(CLI_TIMEOUT, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("`ddb-audit {}` did not finish", args.join(" ")))
+        .expect("ddb-audit");
+    CliOutput {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// An item write carrying an actor and a correlation id.
+async fn put_as(env: &TestEnv, table: &str, pk: &str, balance: i64, actor: &str, request: &str) {
+    env.ddb
+        .put_item()
+        .table_name(table)
+        .item("pk", AttributeValue::S(pk.into()))
+        .item("sk", AttributeValue::N("1".into()))
+        .item("balance", AttributeValue::N(balance.to_string()))
+        .item("updated_by", AttributeValue::S(actor.into()))
+        .item("request_id", AttributeValue::S(request.into()))
+        .send()
+        .await
+        .expect("put_item");
+}
+
+/// What IAM would say to every call each command makes: the commands of
+/// each role run through the real binary, each role's requests through its
+/// own recording proxy in front of moto (which checks no DynamoDB resource
+/// itself), and every (action, resource) is evaluated against the shipped
+/// policy files in `infra/`, placeholders filled in with this test's names.
+/// Also: no role's policy lets it change an entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_each_command_makes_is_allowed_by_its_roles_policy_and_no_role_changes_an_entry()
+{
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    use iam::{Decision, Policy, Recorder};
+
+    let env = TestEnv::new("ops-iam");
+    assert!(
+        env.emu.is_moto(),
+        "the policies are filled in with moto's account and region; unset AWS_ENDPOINT_URL"
+    );
+    let table = env.name("orders");
+    env.create_stream_table(&table).await;
+    let audit = env.name("entries");
+    // An audit table made by an older version, without the read side's
+    // indexes: `init` adds them (UpdateTable on the audit table).
+    let def = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    env.ddb
+        .create_table()
+        .table_name(&audit)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(def("pk"))
+        .attribute_definitions(def("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .send()
+        .await
+        .expect("create the old audit table");
+    env.wait_table_active(&audit).await;
+    let kms_key = env
+        .emu
+        .kms()
+        .create_key()
+        .key_spec(KeySpec::EccNistP256)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .expect("CreateKey")
+        .key_metadata()
+        .expect("key")
+        .arn()
+        .expect("arn")
+        .to_string();
+    let serve_addr = free_addr();
+    let config = env.write_file(
+        "iam.toml",
+        &format!(
+            "tables = [\"{table}\"]\n\n[attribution]\nactor_attribute = \"updated_by\"\n\
+             correlation_attribute = \"request_id\"\n\n{}\n\
+             [polling]\nidle_poll_max_ms = 500\nfull_listing_interval_secs = 2\n\n\
+             [retention]\ndays = 30\n\n\
+             [proof]\nkms_key_id = \"{kms_key}\"\ndigest_interval_secs = 1\n\n\
+             [serve]\nlisten = \"{serve_addr}\"\n",
+            env.storage_section()
+        ),
+    );
+    let cfg = path_str(&config);
+
+    // One recording proxy per role.
+    let init_rec = Recorder::start(&env.emu.endpoint).await;
+    let daemon_rec = Recorder::start(&env.emu.endpoint).await;
+    let auditor_rec = Recorder::start(&env.emu.endpoint).await;
+    let verifier_rec = Recorder::start(&env.emu.endpoint).await;
+    let mut ran: Vec<(String, CliOutput)> = Vec::new();
+
+    // `init`.
+    ran.push((
+        "init".into(),
+        cli_via(&env, &init_rec.endpoint, &["init", "--config", cfg], &[]).await,
+    ));
+    ran.last().unwrap().1.success();
+
+    // The daemon: `run` through a few changes, then SIGTERM; `snapshot`.
+    let mut daemon = env.spawn_daemon_with_env(
+        &config,
+        &[("AWS_ENDPOINT_URL", daemon_rec.endpoint.clone())],
+    );
+    put_as(&env, &table, "o1", 10, "alice", "req-1").await;
+    put_as(&env, &table, "o2", 20, "bob", "req-2").await;
+    let o1 = key_args(&serde_json::json!({"pk": {"S": "o1"}, "sk": {"N": "1"}}));
+    env.wait_history(&config, &table, &o1, "o1's insert", |h| h.len() == 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    put_as(&env, &table, "o1", 11, "carol", "req-3").await;
+    delete(&env, &table, "o2", 1).await;
+    env.wait_history(&config, &table, &o1, "o1's update", |h| h.len() == 2)
+        .await;
+    env.wait_checkpointed(&table).await;
+    env.wait_heartbeat_digest(&table, 4).await;
+    daemon.stop_gracefully().await;
+    ran.push((
+        "snapshot".into(),
+        cli_via(
+            &env,
+            &daemon_rec.endpoint,
+            &["snapshot", "--config", cfg, "--table", &table],
+            &[],
+        )
+        .await,
+    ));
+
+    // The auditor's commands, and serve's API.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let proof = env.dir.path().join("o1.proof.json");
+    let proof = path_str(&proof).to_string();
+    let item = [
+        "--config", cfg, "--table", &table, "--key", &o1[0], "--key", &o1[1],
+    ];
+    let auditor: Vec<Vec<&str>> = vec![
+        [&["history"][..], &item[..]].concat(),
+        vec!["query", "--config", cfg, "--table", &table],
+        vec!["query", "--config", cfg, "--actor", "alice"],
+        vec!["query", "--config", cfg, "--correlation", "req-3"],
+        vec![
+            "query", "--config", cfg, "--table", &table, "--event", "REMOVE", "--order", "desc",
+        ],
+        [&["show"][..], &item[..], &["--at", &now][..]].concat(),
+        [
+            &["diff"][..],
+            &item[..],
+            &["--from", &between, "--to", &now][..],
+        ]
+        .concat(),
+        [
+            &["revert"][..],
+            &item[..],
+            &["--to-time", &between, "--actor", "dana"][..],
+        ]
+        .concat(),
+        vec!["gaps", "--config", cfg],
+        vec!["status", "--config", cfg],
+        vec![
+            "export", "--config", cfg, "--table", &table, "--key", &o1[0], "--key", &o1[1],
+            "--proof", &proof,
+        ],
+    ];
+    for args in &auditor {
+        let out = cli_via(&env, &auditor_rec.endpoint, args, &[]).await;
+        ran.push((format!("auditor: {}", args[0]), out));
+    }
+    let token = "iam-test-token";
+    let mut serve = env.spawn_command(
+        &["serve", "--config", cfg],
+        &[
+            ("AWS_ENDPOINT_URL", &auditor_rec.endpoint),
+            ("DDB_AUDIT_API_TOKENS", token),
+        ],
+    );
+    let auth = format!("Bearer {token}");
+    let q = |k: &str| k.replace('=', "%3D").replace(':', "%3A");
+    let key_q = format!("table={table}&key={}&key={}", q(&o1[0]), q(&o1[1]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(serve_addr, "/").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not listen:\n{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for path in [
+        format!("/api/history?{key_q}"),
+        format!("/api/query?table={table}"),
+        "/api/query?actor=alice".to_string(),
+        format!("/api/item?{key_q}&at={}", q(&now)),
+        format!("/api/diff?{key_q}&from={}&to={}", q(&between), q(&now)),
+        format!("/api/revert?{key_q}&to_time={}", q(&between)),
+        "/api/gaps".to_string(),
+        "/api/status".to_string(),
+        "/api/verify".to_string(),
+        "/api/whoami".to_string(),
+    ] {
+        let got = tokio::task::spawn_blocking({
+            let auth = auth.clone();
+            let path = path.clone();
+            move || http_get_with(serve_addr, &path, &[("Authorization", &auth)])
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            got.as_ref().map(|g| g.0),
+            Some(200),
+            "serve {path}: {got:?}\n{}",
+            serve.log_text()
+        );
+    }
+    serve.stop_gracefully().await;
+
+    // The verifier's.
+    for args in [
+        vec!["verify", "--config", cfg],
+        vec![
+            "export", "--config", cfg, "--table", &table, "--key", &o1[0], "--key", &o1[1],
+            "--proof", &proof,
+        ],
+        vec!["public-key", "--config", cfg],
+    ] {
+        let out = cli_via(&env, &verifier_rec.endpoint, &args, &[]).await;
+        ran.push((format!("verifier: {}", args[0]), out));
+    }
+    for (_, out) in &ran {
+        out.success();
+    }
+
+    // The policies, filled in as a deployment would.
+    let stack = env.prefix.clone();
+    let fill: Vec<(String, String)> = vec![
+        ("DIGEST_KEY_ARN".into(), kms_key.clone()),
+        ("REGION".into(), iam::REGION.into()),
+        ("ACCOUNT".into(), iam::ACCOUNT.into()),
+        ("STACK".into(), stack.clone()),
+        ("AUDITED_TABLE".into(), table.clone()),
+        (
+            "table/ddb-audit-streams".into(),
+            format!("table/{}", env.name("streams")),
+        ),
+        (
+            "table/ddb-audit-shards".into(),
+            format!("table/{}", env.name("shards")),
+        ),
+        ("table/ddb-audit-entries".into(), format!("table/{audit}")),
+    ];
+    let fill: Vec<(&str, &str)> = fill.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let load = |n: &str| iam::load(n, &fill);
+    let resource_policies = vec![
+        load("audit-table-resource-policy.json"),
+        load("streams-table-resource-policy.json"),
+        load("shards-table-resource-policy.json"),
+    ];
+    let role = |name: &str| format!("arn:aws:iam::{}:role/{name}", iam::ACCOUNT);
+    // (role, its policy, the proxies its commands went through).
+    let roles: Vec<(&str, Policy, Vec<&Recorder>)> = vec![
+        // `init` runs before any resource policy is attached (the stack
+        // makes its tables itself and never runs it).
+        (
+            "init (init-policy.json)",
+            Policy {
+                principal: role(&format!("{stack}-init")),
+                identity: vec![load("init-policy.json")],
+                resource: vec![],
+            },
+            vec![&init_rec],
+        ),
+        (
+            "daemon: run, snapshot (daemon-policy.json = the stack's task role)",
+            Policy {
+                principal: role(&format!("{stack}-task")),
+                identity: vec![load("daemon-policy.json")],
+                resource: resource_policies.clone(),
+            },
+            vec![&daemon_rec],
+        ),
+        (
+            "auditor (auditor-policy.json)",
+            Policy {
+                principal: role("auditor"),
+                identity: vec![load("auditor-policy.json")],
+                resource: resource_policies.clone(),
+            },
+            vec![&auditor_rec],
+        ),
+        (
+            "verifier (verifier-policy.json)",
+            Policy {
+                principal: role("verifier"),
+                identity: vec![load("verifier-policy.json")],
+                resource: resource_policies.clone(),
+            },
+            vec![&verifier_rec],
+        ),
+    ];
+
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _, recorders) in &roles {
+        let calls: Vec<iam::Call> = recorders.iter().flat_map(|r| r.calls()).collect();
+        assert!(!calls.is_empty(), "{name}: no request was recorded");
+        for c in &calls {
+            if c.status >= 500 || c.status == 0 {
+                problems.push(format!(
+                    "{name}: {} {:?}: the emulator answered {}",
+                    c.action, c.resources, c.status
+                ));
+            }
+            for r in &c.resources {
+                seen.insert((name.to_string(), c.action.clone(), r.clone()));
+            }
+            if c.resources.is_empty() {
+                problems.push(format!(
+                    "{name}: {} with no resource this test knows",
+                    c.action
+                ));
+            }
+        }
+    }
+    for (name, action, resource) in &seen {
+        let (_, policy, _) = roles.iter().find(|r| r.0 == name).unwrap();
+        match policy.decide(action, resource) {
+            Decision::Allowed(_) => {}
+            other => problems.push(format!("{name}: {action} on {resource}: {other:?}")),
+        }
+    }
+    // The calls that show the recording works.
+    let audit_arn = format!(
+        "arn:aws:dynamodb:{}:{}:table/{audit}",
+        iam::REGION,
+        iam::ACCOUNT
+    );
+    let saw = |role: &str, action: &str, res: &str| {
+        seen.iter()
+            .any(|(n, a, r)| n.starts_with(role) && a == action && r.starts_with(res))
+    };
+    assert!(saw("init", "dynamodb:UpdateTable", &audit_arn), "{seen:#?}");
+    assert!(
+        saw("init", "dynamodb:CreateTable", "arn:aws:dynamodb"),
+        "{seen:#?}"
+    );
+    assert!(
+        saw(
+            "daemon",
+            "dynamodb:GetRecords",
+            &format!(
+                "arn:aws:dynamodb:{}:{}:table/{table}/stream/",
+                iam::REGION,
+                iam::ACCOUNT
+            )
+        ),
+        "{seen:#?}"
+    );
+    assert!(saw("daemon", "dynamodb:PutItem", &audit_arn), "{seen:#?}");
+    assert!(saw("daemon", "kms:Sign", &kms_key), "{seen:#?}");
+    assert!(
+        saw("auditor", "dynamodb:Query", &format!("{audit_arn}/index/")),
+        "{seen:#?}"
+    );
+    assert!(saw("verifier", "dynamodb:Scan", &audit_arn), "{seen:#?}");
+
+    // No role's own policy lets it change an entry (whatever else is
+    // attached to the role: an explicit Deny), nor the running daemon
+    // change the audit table's settings.
+    let never = [
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:PartiQLUpdate",
+        "dynamodb:PartiQLDelete",
+        "dynamodb:DeleteTable",
+        "dynamodb:RestoreTableFromBackup",
+        "dynamodb:ImportTable",
+    ];
+    for (name, policy, _) in &roles {
+        let own = Policy {
+            principal: policy.principal.clone(),
+            identity: policy.identity.clone(),
+            resource: vec![],
+        };
+        let mut denied: Vec<&str> = never.to_vec();
+        if name.starts_with("daemon") {
+            denied.extend(["dynamodb:UpdateTable", "dynamodb:UpdateTimeToLive"]);
+        } else {
+            denied.extend(["dynamodb:PutItem", "dynamodb:PartiQLInsert"]);
+        }
+        for action in denied {
+            match own.decide(action, &audit_arn) {
+                Decision::Denied(_) => {}
+                other => problems.push(format!(
+                    "{name}: {action} on the audit table is {other:?}, not explicitly denied"
+                )),
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the shipped policies and the calls the commands make disagree:\n  {}\n\nevery call:\n{}",
+        problems.join("\n  "),
+        seen.iter()
+            .map(|(n, a, r)| format!("  {n}: {a} {r}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

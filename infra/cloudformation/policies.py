@@ -8,10 +8,12 @@ The template's policy documents are evaluated with placeholders for what a
 deployment fills in: REGION, ACCOUNT, AUDITED_TABLE (one table; repeat its two
 resources per audited table), STACK (the stack name: the task role is
 STACK-task), TRAIL_BUCKET/TRAIL_PREFIX (CloudTrail attribution) and
-DIGEST_KEY_ARN (a KMS digest key); the table names are the template's defaults. daemon-policy.json
-is the template's DaemonPolicy plus what `init` needs on the daemon's own
-tables (CreateTable; deletion protection, point-in-time recovery and TTL), for
-deployments that run `ddb-audit init` instead of using the stack.
+DIGEST_KEY_ARN (a KMS digest key); the table names are the template's
+defaults. daemon-policy.json is the template's DaemonPolicy (the task role:
+`run` and `snapshot`); init-policy.json is what `ddb-audit init` needs on the
+daemon's own tables (CreateTable; indexes, deletion protection, point-in-time
+recovery and TTL), for deployments that run `init` instead of using the
+stack, with credentials other than the daemon's.
 
 Runs with the infra linters' virtualenv (cfn-lint reads the YAML).
 """
@@ -120,35 +122,54 @@ def generated():
     res = template["Resources"]
     daemon = e.ev(res["DaemonPolicy"]["Properties"]["PolicyDocument"])
     own = [e.get_att(t, "Arn") for t in ("StreamsTable", "ShardsTable", "AuditTable")]
-    daemon["Statement"].insert(
-        2,
-        {
-            "Sid": "InitCreatesOwnTables",
-            "Effect": "Allow",
-            "Action": ["dynamodb:CreateTable", "dynamodb:DescribeTable"],
-            "Resource": own,
-        },
-    )
-    # What `init` does to the tables it made, which the stack sets itself:
-    # deletion protection, point-in-time recovery, TTL (drained shard rows;
-    # entries under `[retention]`).
-    daemon["Statement"].insert(
-        3,
-        {
-            "Sid": "InitProtectsOwnTables",
-            "Effect": "Allow",
-            "Action": [
-                "dynamodb:UpdateContinuousBackups",
-                "dynamodb:DescribeContinuousBackups",
-                "dynamodb:UpdateTable",
-                "dynamodb:UpdateTimeToLive",
-                "dynamodb:DescribeTimeToLive",
-            ],
-            "Resource": own,
-        },
-    )
+    audit = e.get_att("AuditTable", "Arn")
+    # `ddb-audit init`, for deployments without the stack: run once (and
+    # again when an upgrade adds an index) with credentials other than the
+    # daemon's. It creates the three tables, adds the read side's indexes to
+    # an audit table that lacks them, and turns on deletion protection
+    # (UpdateTable), point-in-time recovery and TTL (drained shard rows;
+    # entries under `[retention]`). It never reads or writes an item, and
+    # denies itself every change to an entry. The daemon's own policy denies
+    # it UpdateTable and UpdateTimeToLive on the audit table, which is why
+    # this is a policy of its own (see DaemonPolicy in the template).
+    init = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "InitCreatesAndProtectsOwnTables",
+                "Effect": "Allow",
+                "Action": [
+                    "dynamodb:CreateTable",
+                    "dynamodb:DescribeTable",
+                    "dynamodb:UpdateTable",
+                    "dynamodb:UpdateContinuousBackups",
+                    "dynamodb:DescribeTimeToLive",
+                    "dynamodb:UpdateTimeToLive",
+                ],
+                "Resource": own,
+            },
+            {
+                "Sid": "AuditEntriesNeverChange",
+                "Effect": "Deny",
+                "Action": [
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:PartiQLInsert",
+                    "dynamodb:PartiQLUpdate",
+                    "dynamodb:PartiQLDelete",
+                    "dynamodb:DeleteTable",
+                    "dynamodb:RestoreTableFromBackup",
+                    "dynamodb:ImportTable",
+                ],
+                "Resource": audit,
+            },
+        ],
+    }
     return {
         "daemon-policy.json": daemon,
+        "init-policy.json": init,
         "auditor-policy.json": e.ev(res["AuditorPolicy"]["Properties"]["PolicyDocument"]),
         "verifier-policy.json": e.ev(res["VerifierPolicy"]["Properties"]["PolicyDocument"]),
         "audit-table-resource-policy.json": e.ev(
