@@ -10,24 +10,9 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::StoreError;
-use crate::stream::StreamError;
-
 /// An error that says whether trying again can help.
 pub trait Transient: Display {
     fn is_transient(&self) -> bool;
-}
-
-impl Transient for StreamError {
-    fn is_transient(&self) -> bool {
-        self.is_retryable()
-    }
-}
-
-impl Transient for StoreError {
-    fn is_transient(&self) -> bool {
-        self.is_retryable()
-    }
 }
 
 /// Retries logged one by one before the log thins out.
@@ -130,6 +115,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::StreamError;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn policy() -> RetryPolicy {

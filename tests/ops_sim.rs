@@ -98,7 +98,7 @@ async fn a_failing_shard_shows_in_metrics_and_readiness_and_recovers() {
         sim.put("denied", item(id, 0, "bob")).unwrap();
     }
     let deny = Arc::new(AtomicBool::new(true));
-    let stream = observe::stream::Observed::new(DenyTable {
+    let stream = ddb_audit::stream::observed::Observed::new(DenyTable {
         inner: sim.clone(),
         table: "denied".into(),
         deny: deny.clone(),

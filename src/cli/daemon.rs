@@ -44,7 +44,7 @@ pub(crate) async fn init(config: Config, protect: bool) -> Result<()> {
 
 pub(crate) async fn run(config: Config) -> Result<()> {
     let sdk = sdk().await?;
-    let stream = observe::stream::Observed::new(AwsStream::new(
+    let stream = ddb_audit::stream::observed::Observed::new(AwsStream::new(
         ddb_audit::aws::dynamodb_client(&sdk),
         ddb_audit::aws::streams_client(&sdk),
     ));

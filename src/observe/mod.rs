@@ -14,14 +14,12 @@
 //! - `http`   — the listener on `[observability] listen`: /metrics, /healthz, /readyz;
 //!   and the `healthcheck` client.
 //! - `emf`    — CloudWatch Embedded Metric Format lines on stdout.
-//! - `stream` — a `StreamApi` decorator counting every stream call by outcome.
 //! - `attribution` — the CloudTrail reader's counts and lag, read at each scrape.
 
 pub mod attribution;
 pub mod emf;
 pub mod health;
 pub mod http;
-pub mod stream;
 
 mod events;
 mod metrics;
@@ -47,6 +45,26 @@ use metrics::TableLabel;
 pub(crate) use metrics::TableSnapshot;
 use state::{table_readiness, ShardLag, State, TableObs, DEFAULT_STALE_AFTER};
 pub use state::{Readiness, ShardState, TableReadiness};
+
+/// The operations counted (`operation` label).
+pub const OPERATIONS: [&str; 5] = [
+    "DescribeTable",
+    "ListStreams",
+    "DescribeStream",
+    "GetShardIterator",
+    "GetRecords",
+];
+
+/// Every `outcome` label [`outcome`] gives.
+pub const OUTCOMES: [&str; 7] = [
+    "ok",
+    "throttled",
+    "transient",
+    "trimmed",
+    "expired_iterator",
+    "not_found",
+    "error",
+];
 
 /// The process's metrics, table health, shard states and lags.
 pub struct Observer {
@@ -107,8 +125,8 @@ impl Observer {
             self.publish_table(&st, table);
         }
         // Not per table, but alertable from the start too.
-        for operation in stream::OPERATIONS {
-            for outcome in stream::OUTCOMES {
+        for operation in OPERATIONS {
+            for outcome in OUTCOMES {
                 let _ = self.metrics.stream_calls.get_or_create(&CallLabel {
                     operation: operation.to_string(),
                     outcome: outcome.to_string(),

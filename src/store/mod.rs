@@ -182,6 +182,12 @@ pub enum StoreError {
     Other(String),
 }
 
+impl crate::retry::Transient for StoreError {
+    fn is_transient(&self) -> bool {
+        self.is_retryable()
+    }
+}
+
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Transient(_))

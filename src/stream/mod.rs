@@ -4,6 +4,7 @@
 //! `test-util`, with the `faults` decorator: neither ships).
 
 pub mod aws;
+pub mod observed;
 
 use std::future::Future;
 
@@ -150,6 +151,12 @@ pub enum StreamError {
     /// Anything else (validation, access denied): not retried.
     #[error("{0}")]
     Other(String),
+}
+
+impl crate::retry::Transient for StreamError {
+    fn is_transient(&self) -> bool {
+        self.is_retryable()
+    }
 }
 
 impl StreamError {

@@ -4,7 +4,9 @@
 
 use std::future::Future;
 
-use super::{Event, StreamCall};
+#[cfg(test)]
+use crate::observe::OUTCOMES;
+use crate::observe::{Event, StreamCall};
 use crate::stream::{wrap_stream_api, StreamApi, StreamError, StreamResult};
 
 /// `inner`, with each call counted.
@@ -18,26 +20,6 @@ impl<S> Observed<S> {
         Observed { inner }
     }
 }
-
-/// The operations counted (`operation` label).
-pub const OPERATIONS: [&str; 5] = [
-    "DescribeTable",
-    "ListStreams",
-    "DescribeStream",
-    "GetShardIterator",
-    "GetRecords",
-];
-
-/// Every `outcome` label [`outcome`] gives.
-pub const OUTCOMES: [&str; 7] = [
-    "ok",
-    "throttled",
-    "transient",
-    "trimmed",
-    "expired_iterator",
-    "not_found",
-    "error",
-];
 
 /// The `outcome` label of a call's result.
 pub fn outcome<T>(result: &StreamResult<T>) -> &'static str {
