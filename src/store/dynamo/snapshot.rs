@@ -61,10 +61,7 @@ pub(super) fn from_item(item: &Item) -> HashMap<String, DAttr> {
 impl SnapshotStore for DynamoStore {
     async fn describe_source(&self, table: &str) -> StoreResult<SourceInfo> {
         let out = self
-            .client
-            .describe_table()
-            .table_name(table)
-            .send()
+            .describe_table(table)
             .await
             .map_err(|e| match classify(&e) {
                 c if c.kind == ErrorKind::NotFound => StoreError::Other(format!(
