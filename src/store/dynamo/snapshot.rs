@@ -12,8 +12,8 @@ use crate::aws::{classify, ErrorKind};
 use crate::entry::AuditEntry;
 use crate::store::layout::{entry_keys, snapshot_partition, CHAIN_POSITION, CHAIN_SHARD};
 use crate::store::{
-    PutOutcome, ScanPage, SegmentProgress, SnapshotRun, SnapshotStore, SourceInfo, StoreError,
-    StoreResult,
+    PutOutcome, ScanPage, ScanRequest, SegmentProgress, SnapshotRun, SnapshotStore, SourceInfo,
+    StoreError, StoreResult,
 };
 use crate::value::{canonical_key_json, AttrValue, Item};
 
@@ -83,23 +83,17 @@ impl SnapshotStore for DynamoStore {
         })
     }
 
-    async fn scan_page(
-        &self,
-        table: &str,
-        segment: u32,
-        segments: u32,
-        start: Option<&Item>,
-        limit: usize,
-    ) -> StoreResult<ScanPage> {
+    async fn scan_page(&self, request: ScanRequest<'_>) -> StoreResult<ScanPage> {
+        let table = request.table;
         let out = self
             .client
             .scan()
             .table_name(table)
-            .segment(segment as i32)
-            .total_segments(segments as i32)
+            .segment(request.segment as i32)
+            .total_segments(request.segments as i32)
             .consistent_read(true)
-            .limit(limit.clamp(1, 10_000) as i32)
-            .set_exclusive_start_key(start.map(from_item))
+            .limit(request.limit.clamp(1, 10_000) as i32)
+            .set_exclusive_start_key(request.start.map(from_item))
             .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             .send()
             .await
