@@ -29,8 +29,8 @@ use crate::proof::{ChainState, Link};
 use crate::read::ReadError;
 use crate::retry::{retry, Retried, RetryPolicy};
 use crate::store::{
-    segment_chain_id, snapshot_stream_arn, ProofStore, PutOutcome, SegmentProgress, SnapshotRun,
-    SnapshotStore, StoreError,
+    segment_chain_id, snapshot_stream_arn, ProofStore, PutOutcome, ScanRequest, SegmentProgress,
+    SnapshotRun, SnapshotStore, StoreError,
 };
 use crate::value::Item;
 
@@ -449,13 +449,13 @@ async fn segment_loop<S: SnapshotStore>(
         let read_at = crate::entry::format_ts(Utc::now());
         let start = seg.last_key.clone();
         let page = match retry(policy, stop, "snapshot scan", || {
-            store.scan_page(
+            store.scan_page(ScanRequest {
                 table,
-                seg.segment,
-                run.segments,
-                start.as_ref(),
-                options.page_size,
-            )
+                segment: seg.segment,
+                segments: run.segments,
+                start: start.as_ref(),
+                limit: options.page_size,
+            })
         })
         .await
         {

@@ -568,6 +568,21 @@ impl<'de> Deserialize<'de> for AttrValue {
     }
 }
 
+/// A key as `--key` arguments take it: `pk=S:u1 sk=N:7`.
+pub fn key_text(key: &Item) -> String {
+    key.iter()
+        .map(|(name, v)| match v {
+            AttrValue::S(s) => format!("{name}=S:{s}"),
+            AttrValue::N(n) => format!("{name}=N:{n}"),
+            other => format!(
+                "{name}={}",
+                serde_json::to_string(other).unwrap_or_default()
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Canonical DynamoDB JSON of a key (or any item): names sorted (an [`Item`]
 /// is a BTreeMap), numbers canonical, set elements sorted. Written by hand,
 /// not through serde, because stored partition keys depend on it byte for

@@ -17,8 +17,8 @@ use ddb_audit::store::dynamo::DynamoStore;
 use ddb_audit::store::memory::MemoryStore;
 use ddb_audit::store::{
     snapshot_stream_arn, AuditStore, CheckpointStore, Index, Position, ProofStore, PutOutcome,
-    ReadStore, SegmentProgress, ShardCheckpoint, ShardStatus, SnapshotRun, SnapshotStore,
-    StreamRow, TableHealthRow, TableNames, TsRange,
+    ReadStore, ScanRequest, SegmentProgress, ShardCheckpoint, ShardStatus, SnapshotRun,
+    SnapshotStore, StreamRow, TableHealthRow, TableNames, TsRange,
 };
 use ddb_audit::value::{AttrValue, Item};
 
@@ -698,7 +698,13 @@ where
         let mut start: Option<Item> = None;
         loop {
             let page = store
-                .scan_page(&table, segment, 2, start.as_ref(), 2)
+                .scan_page(ScanRequest {
+                    table: &table,
+                    segment,
+                    segments: 2,
+                    start: start.as_ref(),
+                    limit: 2,
+                })
                 .await
                 .unwrap();
             assert!(page.items.len() <= 2, "{page:?}");

@@ -11,7 +11,7 @@ use super::digest::{Digest, SignedDigest};
 use super::merkle::verify_inclusion;
 use super::sign::PublicKey;
 use super::verify::{Finding, Kind, Severity};
-use crate::value::{canonical_key_json, AttrValue, Item};
+use crate::value::{canonical_key_json, key_text, Item};
 
 pub const BUNDLE_TYPE: &str = "ddb-audit.bundle.v1";
 
@@ -270,21 +270,6 @@ pub fn history_position(stream_arn: &str, entry: &serde_json::Value) -> (String,
         None => String::new(),
     };
     (label, seq)
-}
-
-/// `pk=S:k1 sk=N:7`: a key as `--key` takes it.
-pub fn key_text(key: &Item) -> String {
-    key.iter()
-        .map(|(name, v)| match v {
-            AttrValue::S(s) => format!("{name}=S:{s}"),
-            AttrValue::N(n) => format!("{name}=N:{n}"),
-            other => format!(
-                "{name}={}",
-                serde_json::to_string(other).unwrap_or_default()
-            ),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The canonical DynamoDB JSON of a key given as JSON (`None`: not a key).

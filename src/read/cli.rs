@@ -10,7 +10,7 @@ use crate::read::asof::{self, Diffed, Shown};
 use crate::read::{last_entries, query, Cursor, Order, QueryFilter, ReadError};
 use crate::report::{change_text, display_value, history_table, render};
 use crate::store::ReadStore;
-use crate::value::{AttrValue, Item};
+use crate::value::{key_text, Item};
 
 /// Entries per page read and printed.
 pub const PAGE_SIZE: usize = 100;
@@ -284,21 +284,6 @@ pub async fn query_command<S: ReadStore>(
     }
     log_cost(store, "query");
     Ok(())
-}
-
-/// A key as `--key` arguments take it: `pk=S:u1 sk=N:7`.
-pub fn key_text(key: &Item) -> String {
-    key.iter()
-        .map(|(name, v)| match v {
-            AttrValue::S(s) => format!("{name}=S:{s}"),
-            AttrValue::N(n) => format!("{name}=N:{n}"),
-            other => format!(
-                "{name}={}",
-                serde_json::to_string(other).unwrap_or_default()
-            ),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The readable form of query results: one row per change, with the table

@@ -402,11 +402,13 @@ impl WriteCost {
 pub(crate) const GSI_ROW_OVERHEAD: usize = 100;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::value::AttrValue;
 
-    fn key(pairs: &[(&str, AttrValue)]) -> Item {
+    /// An item of these attributes (a key, mostly); the dynamo adapter's
+    /// tests build theirs with it too.
+    pub(crate) fn key(pairs: &[(&str, AttrValue)]) -> Item {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))

@@ -13,7 +13,7 @@ use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
 use crate::store::layout::{encode_entry, entry_sort_key};
 use crate::store::{
     index_attrs, segment_chain_id, AuditStore, CheckpointStore, HistoryPage, Index, IndexHit,
-    IndexPage, Position, PutOutcome, ReadCost, ReadStore, ScanPage, SegmentProgress,
+    IndexPage, Position, PutOutcome, ReadCost, ReadStore, ScanPage, ScanRequest, SegmentProgress,
     ShardCheckpoint, SnapshotRun, SnapshotStore, SourceInfo, StoreError, StoreResult, StreamRow,
     TableHealthRow, TsRange,
 };
@@ -422,14 +422,14 @@ impl SnapshotStore for MemoryStore {
         })
     }
 
-    async fn scan_page(
-        &self,
-        table: &str,
-        segment: u32,
-        segments: u32,
-        start: Option<&Item>,
-        limit: usize,
-    ) -> StoreResult<ScanPage> {
+    async fn scan_page(&self, request: ScanRequest<'_>) -> StoreResult<ScanPage> {
+        let ScanRequest {
+            table,
+            segment,
+            segments,
+            start,
+            limit,
+        } = request;
         let state = self.lock();
         let source = state
             .sources

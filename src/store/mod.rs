@@ -597,6 +597,18 @@ pub struct ReadCost {
 
 // ---------------------------------------------------------------- snapshots
 
+/// Which page of a parallel Scan of a source table to read: segment
+/// `segment` of `segments`, from `start` (none: the segment's first page),
+/// at most `limit` items.
+#[derive(Clone, Copy, Debug)]
+pub struct ScanRequest<'a> {
+    pub table: &'a str,
+    pub segment: u32,
+    pub segments: u32,
+    pub start: Option<&'a Item>,
+    pub limit: usize,
+}
+
 /// One page of one segment of a parallel Scan of a source table.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScanPage {
@@ -647,14 +659,10 @@ pub fn segment_chain_id(segment: u32) -> String {
 /// The source-table reads and the run bookkeeping `snapshot` needs.
 pub trait SnapshotStore: AuditStore {
     fn describe_source(&self, table: &str) -> impl Future<Output = StoreResult<SourceInfo>> + Send;
-    /// A strongly consistent Scan page of `segment` of `segments`.
+    /// A strongly consistent Scan page of one segment.
     fn scan_page(
         &self,
-        table: &str,
-        segment: u32,
-        segments: u32,
-        start: Option<&Item>,
-        limit: usize,
+        request: ScanRequest<'_>,
     ) -> impl Future<Output = StoreResult<ScanPage>> + Send;
     /// The table's latest run and its segments, if it has one.
     fn load_snapshot(

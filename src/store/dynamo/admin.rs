@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::error::{BuildError, SdkError};
+use aws_sdk_dynamodb::operation::describe_table::{DescribeTableError, DescribeTableOutput};
+use aws_sdk_dynamodb::types::TableDescription;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, GlobalSecondaryIndexUpdate,
     IndexStatus, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, Projection,
@@ -35,6 +38,14 @@ pub struct InitReport {
 }
 
 impl DynamoStore {
+    /// DescribeTable, its error left to each caller to map.
+    pub(super) async fn describe_table(
+        &self,
+        table: &str,
+    ) -> Result<DescribeTableOutput, SdkError<DescribeTableError>> {
+        self.client.describe_table().table_name(table).send().await
+    }
+
     /// The three tables: name, partition and sort key attributes, and the
     /// setting that names the table.
     fn table_specs(&self) -> [(&String, &'static str, &'static str, &'static str); 3] {
@@ -191,10 +202,7 @@ impl DynamoStore {
     async fn index_statuses(&self) -> StoreResult<Vec<(String, Option<IndexStatus>)>> {
         let table = &self.names.audit;
         let out = self
-            .client
-            .describe_table()
-            .table_name(table)
-            .send()
+            .describe_table(table)
             .await
             .map_err(|e| sdk_store_error(&e, table))?;
         Ok(out
@@ -243,7 +251,7 @@ impl DynamoStore {
     pub async fn check_tables(&self) -> StoreResult<()> {
         let mut problems = Vec::new();
         for (table, hash, range, key) in self.table_specs() {
-            match self.client.describe_table().table_name(table).send().await {
+            match self.describe_table(table).await {
                 Ok(out) => {
                     let Some(t) = out.table() else {
                         problems.push(format!(
@@ -251,25 +259,11 @@ impl DynamoStore {
                         ));
                         continue;
                     };
-                    let keys: Vec<(String, String)> = t
-                        .key_schema()
-                        .iter()
-                        .map(|k| {
-                            (
-                                k.attribute_name().to_string(),
-                                k.key_type().as_str().to_string(),
-                            )
-                        })
-                        .collect();
+                    let keys = key_schema_of(t);
                     let types: Vec<(String, String)> = t
                         .attribute_definitions()
                         .iter()
-                        .map(|d| {
-                            (
-                                d.attribute_name().to_string(),
-                                d.attribute_type().as_str().to_string(),
-                            )
-                        })
+                        .map(|d| named_as(d.attribute_name(), d.attribute_type().as_str()))
                         .collect();
                     let status = t.table_status().map(|s| s.as_str().to_string());
                     if table == &self.names.audit {
@@ -323,22 +317,9 @@ impl DynamoStore {
 
     /// True when this call created the table.
     async fn ensure_table(&self, table: &str, hash: &str, range: &str) -> StoreResult<bool> {
-        match self.client.describe_table().table_name(table).send().await {
+        match self.describe_table(table).await {
             Ok(out) => {
-                let schema: Vec<(String, String)> = out
-                    .table()
-                    .map(|t| {
-                        t.key_schema()
-                            .iter()
-                            .map(|k| {
-                                (
-                                    k.attribute_name().to_string(),
-                                    k.key_type().as_str().to_string(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let schema = out.table().map(key_schema_of).unwrap_or_default();
                 let named = |kind: &str| {
                     schema
                         .iter()
@@ -365,22 +346,10 @@ impl DynamoStore {
         }
         let built = (|| {
             Ok::<_, aws_sdk_dynamodb::error::BuildError>((
-                AttributeDefinition::builder()
-                    .attribute_name(hash)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
-                AttributeDefinition::builder()
-                    .attribute_name(range)
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()?,
-                KeySchemaElement::builder()
-                    .attribute_name(hash)
-                    .key_type(KeyType::Hash)
-                    .build()?,
-                KeySchemaElement::builder()
-                    .attribute_name(range)
-                    .key_type(KeyType::Range)
-                    .build()?,
+                string_attribute(hash)?,
+                string_attribute(range)?,
+                key_element(hash, KeyType::Hash)?,
+                key_element(range, KeyType::Range)?,
             ))
         })()
         .map_err(|e| StoreError::Other(format!("building CreateTable for {table}: {e}")))?;
@@ -429,10 +398,7 @@ impl DynamoStore {
         let what = format!("waiting for table {table} to become ACTIVE");
         crate::store::wait_until_ready(&what, ACTIVE_TIMEOUT, cancel, || async {
             let out = self
-                .client
-                .describe_table()
-                .table_name(table)
-                .send()
+                .describe_table(table)
                 .await
                 .map_err(|e| sdk_store_error(&e, table))?;
             let status = out.table().and_then(|t| t.table_status());
@@ -524,17 +490,38 @@ impl DynamoStore {
     }
 }
 
+/// A string attribute's definition (every key attribute ddb-audit defines is one).
+fn string_attribute(name: &str) -> Result<AttributeDefinition, BuildError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+}
+
+fn key_element(name: &str, kind: KeyType) -> Result<KeySchemaElement, BuildError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+}
+
+/// A table's key schema as (attribute, `HASH` or `RANGE`) pairs.
+fn key_schema_of(t: &TableDescription) -> Vec<(String, String)> {
+    t.key_schema()
+        .iter()
+        .map(|k| named_as(k.attribute_name(), k.key_type().as_str()))
+        .collect()
+}
+
+fn named_as(name: &str, what: &str) -> (String, String) {
+    (name.to_string(), what.to_string())
+}
+
 /// The attribute definitions of the audit table's keys and of `indexes`'
 /// (see [`audit_key_attributes`]).
 fn audit_attribute_definitions(indexes: &[Index]) -> StoreResult<Vec<AttributeDefinition>> {
     audit_key_attributes(indexes)
-        .map(|name| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(|e| build_error("the audit table", e))
-        })
+        .map(|name| string_attribute(name).map_err(|e| build_error("the audit table", e)))
         .collect()
 }
 
@@ -542,13 +529,7 @@ fn index_key_schema(index: Index) -> StoreResult<Vec<KeySchemaElement>> {
     let (hash, range) = index_key(index);
     [(hash, KeyType::Hash), (range, KeyType::Range)]
         .into_iter()
-        .map(|(name, kind)| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-                .map_err(|e| build_error(index.name(), e))
-        })
+        .map(|(name, kind)| key_element(name, kind).map_err(|e| build_error(index.name(), e)))
         .collect()
 }
 
@@ -624,25 +605,21 @@ mod tests {
             ]
         };
         let s = |n: &str| (n.to_string(), "S".to_string());
-        let ok = schema_problems(
-            "t",
-            "storage.audit_table",
-            "pk",
-            "sk",
-            &keys("pk", "sk"),
-            &[s("pk"), s("sk")],
-            Some("ACTIVE"),
-        );
+        // The audit table (`pk`, `sk`) as DescribeTable shows it.
+        let problems = |keys: &[(String, String)], types: &[(String, String)], status| {
+            schema_problems(
+                "t",
+                "storage.audit_table",
+                "pk",
+                "sk",
+                keys,
+                types,
+                Some(status),
+            )
+        };
+        let ok = problems(&keys("pk", "sk"), &[s("pk"), s("sk")], "ACTIVE");
         assert!(ok.is_empty(), "{ok:?}");
-        let bad = schema_problems(
-            "t",
-            "storage.audit_table",
-            "pk",
-            "sk",
-            &keys("id", "sk"),
-            &[s("id"), s("sk")],
-            Some("ACTIVE"),
-        );
+        let bad = problems(&keys("id", "sk"), &[s("id"), s("sk")], "ACTIVE");
         assert_eq!(bad.len(), 1);
         assert!(
             bad[0].contains("table t")
@@ -650,14 +627,10 @@ mod tests {
                 && bad[0].contains("pk (HASH)"),
             "{bad:?}"
         );
-        let bad = schema_problems(
-            "t",
-            "storage.audit_table",
-            "pk",
-            "sk",
+        let bad = problems(
             &keys("pk", "sk"),
             &[s("pk"), ("sk".into(), "N".into())],
-            Some("CREATING"),
+            "CREATING",
         );
         assert_eq!(bad.len(), 2, "{bad:?}");
         assert!(bad[0].contains("sk has type N"), "{bad:?}");

@@ -286,16 +286,10 @@ mod tests {
     use super::*;
     use crate::store::dynamo::snapshot::from_item;
     use crate::store::layout::decode_entry;
+    use crate::store::layout::tests::key;
     use crate::value::{fnv1a64, AttrValue, Item};
     use chrono::DateTime;
     use std::collections::BTreeMap;
-
-    fn key(pairs: &[(&str, AttrValue)]) -> Item {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    }
 
     // ------------------------------------------------------------ write cost
 

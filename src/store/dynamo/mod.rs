@@ -199,12 +199,8 @@ impl DynamoStore {
             .expression_attribute_values(":v", s(value))
             .consistent_read(true)
             .scan_index_forward(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
+            .all_pages(table)
             .await
-            .map_err(|e| sdk_store_error(&e, table))
     }
 
     /// Every item of one audit partition, ascending by `sk`.
@@ -218,14 +214,35 @@ impl DynamoStore {
             .scan()
             .table_name(table)
             .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
+            .all_pages(table)
             .await
-            .map_err(|e| sdk_store_error(&e, table))
     }
 }
+
+/// A Query or a Scan read to its last page: every item, or the first error
+/// (as `table`'s).
+trait AllPages {
+    async fn all_pages(self, table: &str) -> StoreResult<Vec<HashMap<String, DAttr>>>;
+}
+
+macro_rules! all_pages {
+    ($($request:ty),*) => {$(
+        impl AllPages for $request {
+            async fn all_pages(self, table: &str) -> StoreResult<Vec<HashMap<String, DAttr>>> {
+                self.into_paginator()
+                    .items()
+                    .send()
+                    .try_collect()
+                    .await
+                    .map_err(|e| sdk_store_error(&e, table))
+            }
+        }
+    )*};
+}
+all_pages!(
+    aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder
+);
 
 // ---------------------------------------------------------------- helpers
 

@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::Utc;
 
 use super::item::{entry_item_table, inline_entry_json, is_entry_item, reassemble};
-use super::{get_n, get_s, s, sdk_store_error, store_error, DynamoStore};
+use super::{get_n, get_s, s, sdk_store_error, store_error, AllPages, DynamoStore};
 use crate::aws::written;
 use crate::entry::format_ts;
 use crate::proof::chain::parse_hash;
@@ -350,12 +350,8 @@ impl DynamoStore {
             .expression_attribute_values(":a", s(stream_arn))
             .expression_attribute_values(":s", s(shard_id))
             .projection_expression("pk, sequence_number, #h, prev_hash, gap, #cp")
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| sdk_store_error(&e, table))?;
+            .all_pages(table)
+            .await?;
         Ok(items
             .iter()
             .filter_map(|item| {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue as DAttr, KeysAndAttributes};
 
 use super::item::{decode_head_item, has_inline_entry};
-use super::{build_error, get_n, get_s, s, sdk_store_error, DynamoStore};
+use super::{build_error, get_n, get_s, s, sdk_store_error, AllPages, DynamoStore};
 use crate::entry::AuditEntry;
 use crate::store::layout::{partition_key_from, pk_is_hashed};
 use crate::store::{
@@ -30,12 +30,8 @@ impl DynamoStore {
             .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":prefix", s(format!("{head_sk}#part#")))
             .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| sdk_store_error(&e, table))?;
+            .all_pages(table)
+            .await?;
         self.count(1, 0, items.len());
         Ok(items
             .iter()

@@ -13,8 +13,8 @@ use crate::entry::format_ts;
 use crate::entry::AuditEntry;
 use crate::store::layout::{entry_keys, snapshot_partition, CHAIN_POSITION, CHAIN_SHARD};
 use crate::store::{
-    PutOutcome, ScanPage, SegmentProgress, SnapshotRun, SnapshotStore, SourceInfo, StoreError,
-    StoreResult,
+    PutOutcome, ScanPage, ScanRequest, SegmentProgress, SnapshotRun, SnapshotStore, SourceInfo,
+    StoreError, StoreResult,
 };
 use crate::value::{canonical_key_json, AttrValue, Item};
 
@@ -62,10 +62,7 @@ pub(super) fn from_item(item: &Item) -> HashMap<String, DAttr> {
 impl SnapshotStore for DynamoStore {
     async fn describe_source(&self, table: &str) -> StoreResult<SourceInfo> {
         let out = self
-            .client
-            .describe_table()
-            .table_name(table)
-            .send()
+            .describe_table(table)
             .await
             .map_err(|e| match classify(&e) {
                 c if c.kind == ErrorKind::NotFound => StoreError::Other(format!(
@@ -87,23 +84,17 @@ impl SnapshotStore for DynamoStore {
         })
     }
 
-    async fn scan_page(
-        &self,
-        table: &str,
-        segment: u32,
-        segments: u32,
-        start: Option<&Item>,
-        limit: usize,
-    ) -> StoreResult<ScanPage> {
+    async fn scan_page(&self, request: ScanRequest<'_>) -> StoreResult<ScanPage> {
+        let table = request.table;
         let out = self
             .client
             .scan()
             .table_name(table)
-            .segment(segment as i32)
-            .total_segments(segments as i32)
+            .segment(request.segment as i32)
+            .total_segments(request.segments as i32)
             .consistent_read(true)
-            .limit(limit.clamp(1, 10_000) as i32)
-            .set_exclusive_start_key(start.map(from_item))
+            .limit(request.limit.clamp(1, 10_000) as i32)
+            .set_exclusive_start_key(request.start.map(from_item))
             .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             .send()
             .await
