@@ -351,3 +351,37 @@ async fn stale_checkpoint_is_kept_not_an_error() {
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(rule.num_calls(), 1);
 }
+
+/// Keys BatchGetItem leaves unprocessed, and a throttle of the whole call,
+/// go through the one retry layer: asked again for just those keys until
+/// they are read, never reported as an error.
+#[tokio::test(start_paused = true)]
+async fn batch_get_asks_again_for_unprocessed_keys_and_after_a_throttle() {
+    use ddb_audit::store::ReadStore;
+    let unprocessed = r#"{"Responses":{"ddb-audit-entries":[]},"UnprocessedKeys":{"ddb-audit-entries":{"Keys":[{"pk":{"S":"p"},"sk":{"S":"s2"}}],"ConsistentRead":true}}}"#;
+    let done = r#"{"Responses":{"ddb-audit-entries":[]},"UnprocessedKeys":{}}"#;
+    let rule = mock!(aws_sdk_dynamodb::Client::batch_get_item)
+        .sequence()
+        .http_status(200, Some(unprocessed.into()))
+        .http_status(
+            400,
+            error_body("ProvisionedThroughputExceededException", "slow down"),
+        )
+        .http_status(200, Some(done.into()))
+        .build();
+    let store = DynamoStore::new(dynamodb(&[&rule]), TableNames::default());
+    let refs = vec![
+        ("p".to_string(), "s1".to_string()),
+        ("p".to_string(), "s2".to_string()),
+    ];
+    let found = store
+        .fetch_entries(&refs)
+        .await
+        .expect("no error reaches the caller");
+    assert_eq!(found, vec![None, None]);
+    assert_eq!(
+        rule.num_calls(),
+        3,
+        "one call, one for the unprocessed key, one after the throttle"
+    );
+}

@@ -4,19 +4,30 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue as DAttr, KeysAndAttributes};
+use tokio_util::sync::CancellationToken;
 
 use super::item::{decode_head_item, has_inline_entry};
 use super::{build_error, get_n, get_s, s, sdk_store_error, AllPages, DynamoStore};
 use crate::entry::AuditEntry;
+use crate::retry::{retry, Retried, RetryPolicy};
 use crate::store::layout::{partition_key_from, pk_is_hashed};
 use crate::store::{
     HistoryPage, Index, IndexHit, IndexPage, Position, ReadCost, ReadStore, StoreError,
     StoreResult, TsRange, TIME_ATTRIBUTE,
 };
 use crate::value::{canonical_key_json, Item};
+
+/// Backoff between BatchGetItem rounds for the keys the service left
+/// unprocessed: 50 ms doubling to 2 s, as DynamoDB's guidance asks.
+const UNPROCESSED_KEYS: RetryPolicy = RetryPolicy {
+    min_delay: Duration::from_millis(50),
+    max_delay: Duration::from_secs(2),
+    jitter_seed: None,
+};
 
 impl DynamoStore {
     /// The parts of an oversize entry, read with one Query on its sort-key prefix.
@@ -198,10 +209,22 @@ impl ReadStore for DynamoStore {
                 })
                 .collect();
             keys.dedup();
-            let mut delay = Duration::from_millis(50);
-            while !keys.is_empty() {
+            // Unprocessed keys are the service shedding load, not an error:
+            // the one retry layer asks again for just those, after its
+            // backoff (as it does after a throttle of the whole call).
+            let pending = Mutex::new(keys);
+            let found_here = Mutex::new(Vec::new());
+            let round = || async {
+                // Cloned, not taken: a call that fails asks for them again.
+                let keys = pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                if keys.is_empty() {
+                    return Ok(());
+                }
                 let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .set_keys(Some(keys))
                     .consistent_read(true)
                     .build()
                     .map_err(|e| build_error(table, e))?;
@@ -214,19 +237,47 @@ impl ReadStore for DynamoStore {
                     .map_err(|e| sdk_store_error(&e, table))?;
                 let items = out.responses().and_then(|r| r.get(table.as_str()));
                 self.count(0, 1, items.map_or(0, Vec::len));
-                for item in items.into_iter().flatten() {
-                    if let (Some(pk), Some(sk)) = (get_s(item, "pk"), get_s(item, "sk")) {
-                        found.insert((pk.to_string(), sk.to_string()), item.clone());
-                    }
+                found_here
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(items.into_iter().flatten().cloned());
+                let rest = out
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(table.as_str()))
+                    .map(|r| r.keys().to_vec())
+                    .unwrap_or_default();
+                let left = rest.len();
+                *pending.lock().unwrap_or_else(PoisonError::into_inner) = rest;
+                if left == 0 {
+                    return Ok(());
                 }
-                // Unprocessed keys are the service shedding load, not an
-                // error: ask again for just those, after a pause.
-                if let Some(rest) = out.unprocessed_keys().and_then(|u| u.get(table.as_str())) {
-                    keys = rest.keys().to_vec();
-                    if !keys.is_empty() {
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(2));
-                    }
+                Err(StoreError::Transient(format!(
+                    "{table}: {left} keys left unprocessed (the service sheds load)"
+                )))
+            };
+            // Reads are not cancelled (their callers have no token): they
+            // end when the keys are read or an error retrying cannot fix.
+            let never = CancellationToken::new();
+            match retry(
+                UNPROCESSED_KEYS,
+                &never,
+                "BatchGetItem(unprocessed keys)",
+                round,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(Retried::Failed(e)) => return Err(e),
+                Err(Retried::Cancelled) => {
+                    return Err(StoreError::Other(format!("{table}: BatchGetItem stopped")))
+                }
+            }
+            for item in found_here
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+            {
+                if let (Some(pk), Some(sk)) = (get_s(&item, "pk"), get_s(&item, "sk")) {
+                    found.insert((pk.to_string(), sk.to_string()), item.clone());
                 }
             }
         }
