@@ -1070,6 +1070,19 @@ async fn a_table_name_typo_or_an_empty_trail_is_an_error_never_an_empty_answer()
     .await
     .fails_naming(&["--key pk=S:o2", "`pk` is given twice"]);
 
+    // `init | head -1`: a reader that goes away ends the output quietly.
+    let mut init = env.command(&["init", "--config", cfg]);
+    init.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = init.spawn().expect("spawn init");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.expect("init");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "init panicked on a closed pipe:\n{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+
     // Zero counts would print nothing.
     let out = env
         .cli(&[

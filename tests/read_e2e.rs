@@ -648,6 +648,24 @@ async fn every_question_against_a_random_workload() {
         })
     })
     .await;
+    // A field the item never had is a typo, not a plan.
+    let mut typo = vec![
+        "revert",
+        "--config",
+        &cfg,
+        "--table",
+        &table,
+        "--key",
+        &args[0],
+        "--key",
+        &args[1],
+        "--to-time",
+    ];
+    let now_text = rfc(Utc::now());
+    typo.extend([now_text.as_str(), "--field", "balnce"]);
+    env.cli(&typo)
+        .await
+        .fails_naming(&["--field", "\"balnce\"", "no such field", "balance"]);
     let p = plan(&["--field", "balance"]).await;
     assert_eq!(p["operation"], json!("UpdateItem"), "{p}");
     apply_plan(&env, &p).await.expect("the field plan applies");
