@@ -1074,6 +1074,48 @@ async fn snapshot_baselines_items_that_predate_the_stream() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // history lists an item in the order its state is folded: a change made
+    // well before the snapshot read is printed above the SNAPSHOT entry, one
+    // made well after it below (the service's whole-second times blur the
+    // second around the read).
+    for i in 0..ITEMS {
+        let args = key_args(&item_key(i));
+        let out = env
+            .cli(&[
+                "history", "--config", &cfg, "--table", &table, "--key", &args[0], "--key",
+                &args[1], "--json",
+            ])
+            .await;
+        let entries = parse_json_lines(&out.success().stdout);
+        let at = |e: &Value, field: &str| {
+            e[field]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let snap = entries
+            .iter()
+            .position(|e| e["event"] == json!("SNAPSHOT"))
+            .expect("each item has its SNAPSHOT entry");
+        let read = at(&entries[snap], "snapshot_time").expect("snapshot_time");
+        for (n, e) in entries.iter().enumerate() {
+            let Some(t) = at(e, "event_time") else {
+                continue;
+            };
+            if t < read - chrono::Duration::seconds(2) {
+                assert!(
+                    n < snap,
+                    "a change from before the snapshot printed after it: {e}"
+                );
+            } else if t > read + chrono::Duration::seconds(2) {
+                assert!(
+                    n > snap,
+                    "a change from after the snapshot printed before it: {e}"
+                );
+            }
+        }
+    }
+
     // show --at: between any two writes after an item's snapshot, the item
     // as the test wrote it.
     // The states right after an item's snapshot are the hard ones (its read
