@@ -2,9 +2,10 @@
 //! DescribeStream, GetShardIterator and GetRecords, with their limits and
 //! errors, over the simulator's state.
 
+use super::errors::{invalid, not_found};
 use super::keys::order_key;
 use super::limits::{admit, MAX_RECORDS_PER_CALL, MAX_SHARDS_PER_PAGE};
-use super::state::{invalid, not_found, State};
+use super::state::State;
 use super::SimStream;
 use crate::stream::{
     DescribeStreamRequest, IteratorPosition, RecordsPage, Shard, StreamApi, StreamDescription,

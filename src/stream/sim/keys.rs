@@ -1,7 +1,7 @@
 //! Keys, hashing and sizes: an item's canonical key, the hash that routes
 //! it to a shard, and approximately what it weighs.
 
-use super::state::invalid;
+use super::errors::invalid;
 use crate::stream::StreamResult;
 use crate::value::{AttrValue, Item};
 

@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::state::older_than;
 use super::SimStream;
+
+/// `at` lies at least `age` before `now` (an overflowing `at + age` is never).
+pub(super) fn older_than(at: Instant, age: Duration, now: Instant) -> bool {
+    at.checked_add(age).is_some_and(|t| t <= now)
+}
 
 /// GetRecords returns at most this many records per call.
 pub const MAX_RECORDS_PER_CALL: usize = 1000;

@@ -25,6 +25,7 @@
 //! - `limits` — the service's limits, throttling, and the call counts.
 
 mod api;
+mod errors;
 mod keys;
 mod limits;
 mod shards;
@@ -42,11 +43,13 @@ use tokio::time::Instant;
 
 use super::{Shard, StreamRecord, StreamResult, UserIdentity, TTL_PRINCIPAL};
 use crate::value::Item;
+use errors::{invalid, not_found};
 use keys::{canon_key, key_hash, key_of};
+use limits::older_than;
 use limits::Counters;
 pub use limits::{CallCounts, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, MAX_SHARDS_PER_PAGE};
 use shards::PRUNE_EVERY;
-use state::{invalid, not_found, older_than, State, Table, FIRST_SEQUENCE};
+use state::{State, Table, FIRST_SEQUENCE};
 
 /// `StreamViewType`: what a record carries besides the keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,7 @@
 //! The simulator's state behind the lock: tables and items, the streams,
 //! the write log, the counters; the clock, sequence numbers, and writes.
 
-use std::collections::HashMap;
-use std::fmt;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,10 +9,12 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::time::Instant;
 
+use super::errors::{invalid, not_found};
+use super::keys::order_key;
 use super::keys::{canon_key, item_size, key_hash, key_of};
 use super::limits::Counters;
-use super::shards::{StreamState, PRUNE_EVERY};
-use super::{LoggedRecord, SimConfig};
+use super::shards::{ShardState, SimRecord, StreamState, PRUNE_EVERY};
+use super::{LoggedRecord, SimConfig, ViewType};
 use crate::stream::{StreamError, StreamRecord, StreamResult, UserIdentity};
 use crate::value::Item;
 
@@ -27,13 +28,6 @@ pub(super) struct Table {
     pub(super) items: HashMap<String, Item>,
     /// The latest stream of this table (enabled or not).
     pub(super) current_stream: Option<usize>,
-}
-
-pub(super) struct SimRecord {
-    pub(super) seq: u128,
-    pub(super) at: Instant,
-    pub(super) size: i64,
-    pub(super) record: StreamRecord,
 }
 
 pub(super) struct Logged {
@@ -60,19 +54,6 @@ pub(super) struct State {
     pub(super) counts: Counters,
     pub(super) next_auto_rotate: Option<Instant>,
     pub(super) next_prune: Instant,
-}
-
-/// `at` lies at least `age` before `now` (an overflowing `at + age` is never).
-pub(super) fn older_than(at: Instant, age: Duration, now: Instant) -> bool {
-    at.checked_add(age).is_some_and(|t| t <= now)
-}
-
-pub(super) fn not_found(what: impl fmt::Display) -> StreamError {
-    StreamError::NotFound(what.to_string())
-}
-
-pub(super) fn invalid(what: impl fmt::Display) -> StreamError {
-    StreamError::Other(format!("ValidationException: {what}"))
 }
 
 impl State {
@@ -218,5 +199,217 @@ impl State {
             return Ok(None);
         };
         self.emit(now, table, canon, keys, "REMOVE", Some(old), None, identity)
+    }
+}
+
+impl State {
+    /// Trims every listed shard and drops the expired ones from the listing
+    /// order, so that memory and the cost of a call follow the shards the
+    /// service still holds, not every shard the stream ever had. (A closed
+    /// shard nobody reads would otherwise keep its records forever.)
+    pub(super) fn prune(&mut self, now: Instant) {
+        let retention = self.cfg.retention;
+        for stream in &mut self.streams {
+            let StreamState { order, shards, .. } = stream;
+            order.retain(|&(_, i)| {
+                let sh = &mut shards[i];
+                sh.trim(now, retention);
+                let keep = !sh.expired(now, retention);
+                if !keep {
+                    sh.records = VecDeque::new();
+                    sh.get_records_window = VecDeque::new();
+                }
+                keep
+            });
+        }
+    }
+
+    pub(super) fn auto_rotate(&mut self, now: Instant) {
+        let Some(period) = self.cfg.auto_rotate.filter(|p| !p.is_zero()) else {
+            self.next_auto_rotate = None;
+            return;
+        };
+        let mut next: Option<Instant> = None;
+        for s in 0..self.streams.len() {
+            if !self.streams[s].enabled {
+                continue;
+            }
+            let open: Vec<usize> = self.streams[s].open.values().copied().collect();
+            for mut idx in open {
+                // Catch up on every period that passed, so a long `advance`
+                // leaves the chain of successors the service would have made.
+                while let Some(due) = self.streams[s].shards[idx].created_at.checked_add(period) {
+                    if due > now {
+                        next = Some(next.map_or(due, |n| n.min(due)));
+                        break;
+                    }
+                    idx = self.rotate_at(s, idx, due);
+                }
+            }
+        }
+        self.next_auto_rotate = next;
+    }
+
+    fn schedule_auto_rotate(&mut self, opened_at: Instant) {
+        if let Some(due) = self
+            .cfg
+            .auto_rotate
+            .filter(|p| !p.is_zero())
+            .and_then(|p| opened_at.checked_add(p))
+        {
+            self.next_auto_rotate = Some(self.next_auto_rotate.map_or(due, |n| n.min(due)));
+        }
+    }
+
+    fn new_shard_id(&mut self, at: Instant) -> String {
+        let ms = self.wall_ms(at).max(0);
+        loop {
+            let id = format!("shardId-{ms:020}-{:08x}", self.rng.random::<u32>());
+            if !self.shard_index.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn open_shard(
+        &mut self,
+        s: usize,
+        parent: Option<usize>,
+        range: (u64, u64),
+        at: Instant,
+    ) -> usize {
+        let id = self.new_shard_id(at);
+        let starting_seq = self.alloc_seq();
+        let stream = &mut self.streams[s];
+        let idx = stream.shards.len();
+        let key = order_key(stream.salt, &id);
+        stream.shards.push(ShardState {
+            id: id.clone(),
+            parent,
+            children: Vec::new(),
+            range,
+            order_key: key,
+            starting_seq,
+            ending_seq: None,
+            created_at: at,
+            closed_at: None,
+            stale_until_call: 0,
+            records: VecDeque::new(),
+            base: 0,
+            last_trimmed_seq: None,
+            get_records_window: VecDeque::new(),
+            get_records_calls: 0,
+        });
+        stream.open.insert(range.0, idx);
+        stream.order.push((key, idx));
+        stream.order_dirty = true;
+        if let Some(p) = parent {
+            stream.shards[p].children.push(idx);
+        }
+        self.shard_index.insert(id, (s, idx));
+        self.schedule_auto_rotate(at);
+        idx
+    }
+
+    fn close_shard(&mut self, s: usize, idx: usize, at: Instant) {
+        let ending = self.alloc_seq();
+        let stale = self.cfg.stale_parent_describe_calls;
+        let stream = &mut self.streams[s];
+        let calls = stream.describe_calls;
+        let sh = &mut stream.shards[idx];
+        sh.ending_seq = Some(ending);
+        sh.closed_at = Some(at);
+        sh.stale_until_call = calls.saturating_add(stale);
+        let start = sh.range.0;
+        stream.open.remove(&start);
+    }
+
+    /// Close + one successor over the same range; returns the successor.
+    pub(super) fn rotate_at(&mut self, s: usize, idx: usize, at: Instant) -> usize {
+        let range = self.streams[s].shards[idx].range;
+        self.close_shard(s, idx, at);
+        self.open_shard(s, Some(idx), range, at)
+    }
+
+    /// Close + two children halving the range; `None` if it can't be halved.
+    pub(super) fn split_at(&mut self, s: usize, idx: usize, at: Instant) -> Option<(usize, usize)> {
+        let (lo, hi) = self.streams[s].shards[idx].range;
+        if hi <= lo {
+            return None;
+        }
+        let mid = lo + (hi - lo) / 2;
+        self.close_shard(s, idx, at);
+        let a = self.open_shard(s, Some(idx), (lo, mid), at);
+        let b = self.open_shard(s, Some(idx), (mid + 1, hi), at);
+        Some((a, b))
+    }
+
+    pub(super) fn open_shard_of(&self, shard_id: &str) -> StreamResult<(usize, usize)> {
+        let &(s, idx) = self
+            .shard_index
+            .get(shard_id)
+            .ok_or_else(|| not_found(format!("shard {shard_id}")))?;
+        if self.streams[s].shards[idx].ending_seq.is_some() {
+            return Err(invalid(format!("shard {shard_id} is closed")));
+        }
+        Ok((s, idx))
+    }
+
+    pub(super) fn create_stream(&mut self, table: &str, view: ViewType, now: Instant) -> usize {
+        // Labels are creation timestamps with millis; two streams created in
+        // the same millisecond still get distinct, increasing labels.
+        let ms = self.wall_ms(now).max(self.last_label_ms + 1);
+        self.last_label_ms = ms;
+        let label = DateTime::from_timestamp_millis(ms)
+            .unwrap_or(self.cfg.base_wall)
+            .format("%Y-%m-%dT%H:%M:%S%.3f")
+            .to_string();
+        let arn = format!(
+            "arn:aws:dynamodb:{}:{}:table/{table}/stream/{label}",
+            self.cfg.region, self.cfg.account
+        );
+        let s = self.streams.len();
+        let salt = self.rng.random();
+        self.streams.push(StreamState {
+            arn: arn.clone(),
+            label,
+            table: table.to_string(),
+            view,
+            enabled: true,
+            disabled_at: None,
+            shards: Vec::new(),
+            open: BTreeMap::new(),
+            order: Vec::new(),
+            order_dirty: false,
+            salt,
+            describe_calls: 0,
+            describe_window: VecDeque::new(),
+        });
+        self.streams_by_arn.insert(arn, s);
+        self.streams_by_table
+            .entry(table.to_string())
+            .or_default()
+            .push(s);
+        let n = u128::from(self.cfg.initial_shards.max(1));
+        let space = u128::from(u64::MAX) + 1;
+        for i in 0..n {
+            let lo = u64::try_from(space * i / n).unwrap_or(u64::MAX);
+            let hi = u64::try_from(space * (i + 1) / n - 1).unwrap_or(u64::MAX);
+            self.open_shard(s, None, (lo, hi), now);
+        }
+        if let Some(t) = self.tables.get_mut(table) {
+            t.current_stream = Some(s);
+        }
+        s
+    }
+
+    pub(super) fn disable(&mut self, s: usize, now: Instant) {
+        let open: Vec<usize> = self.streams[s].open.values().copied().collect();
+        for idx in open {
+            self.close_shard(s, idx, now);
+        }
+        let stream = &mut self.streams[s];
+        stream.enabled = false;
+        stream.disabled_at = Some(now);
     }
 }
