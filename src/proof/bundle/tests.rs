@@ -360,14 +360,7 @@ fn a_truncated_bundle_is_found_with_or_without_its_digest() {
 fn a_bad_signature_names_its_stream() {
     let t = trail();
     let mut b = t.bundle("k1");
-    let sig = b.digests[0].signed.signature.clone().unwrap();
-    let mut bytes =
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, sig).unwrap();
-    bytes[3] ^= 1;
-    b.digests[0].signed.signature = Some(base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        bytes,
-    ));
+    b.digests[0].signed.flip_signature_bits(3, 1);
     let v = assert_tampered(&b, Kind::BadSignature, &["digest 1"]);
     let f = v
         .findings
