@@ -6,6 +6,7 @@ use super::*;
 use crate::stream::{
     DescribeStreamRequest, IteratorPosition, StreamApi, StreamError, StreamStatus,
 };
+use crate::value::string_item as item;
 use crate::value::AttrValue;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -15,13 +16,6 @@ macro_rules! assert_fails {
     ($call:expr, $kind:ident) => {
         assert!(matches!($call, Err(StreamError::$kind(_))))
     };
-}
-
-fn item(pairs: &[(&str, &str)]) -> Item {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), AttrValue::S(v.to_string())))
-        .collect()
 }
 
 fn key(pk: &str) -> Item {
