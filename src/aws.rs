@@ -372,31 +372,21 @@ mod tests {
 
     #[test]
     fn codes_map_to_kinds() {
-        assert_eq!(
-            kind_of("LimitExceededException", Some(400)),
-            ErrorKind::Throttled
-        );
-        assert_eq!(
-            kind_of("ProvisionedThroughputExceededException", Some(400)),
-            ErrorKind::Throttled
-        );
-        assert_eq!(
-            kind_of("RequestLimitExceeded", Some(400)),
-            ErrorKind::Throttled
-        );
-        assert_eq!(
-            kind_of("InternalServerError", Some(500)),
-            ErrorKind::Transient
-        );
-        assert_eq!(kind_of("Whatever", Some(503)), ErrorKind::Transient);
-        assert_eq!(kind_of("", Some(429)), ErrorKind::Throttled);
-        assert_eq!(
-            kind_of("AccessDeniedException", Some(400)),
-            ErrorKind::Other
-        );
-        assert_eq!(
-            kind_of("TrimmedDataAccessException", Some(400)),
-            ErrorKind::Trimmed
-        );
+        for (code, status, kind) in [
+            ("LimitExceededException", 400, ErrorKind::Throttled),
+            (
+                "ProvisionedThroughputExceededException",
+                400,
+                ErrorKind::Throttled,
+            ),
+            ("RequestLimitExceeded", 400, ErrorKind::Throttled),
+            ("InternalServerError", 500, ErrorKind::Transient),
+            ("Whatever", 503, ErrorKind::Transient),
+            ("", 429, ErrorKind::Throttled),
+            ("AccessDeniedException", 400, ErrorKind::Other),
+            ("TrimmedDataAccessException", 400, ErrorKind::Trimmed),
+        ] {
+            assert_eq!(kind_of(code, Some(status)), kind, "{code} {status}");
+        }
     }
 }

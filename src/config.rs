@@ -949,6 +949,16 @@ mod tests {
         }
     }
 
+    /// Each config is refused with a message holding every one of its words.
+    fn refused(cases: &[(&str, &[&str])]) {
+        for (text, words) in cases {
+            let e = err(text);
+            for word in *words {
+                assert!(e.contains(word), "{e}");
+            }
+        }
+    }
+
     #[test]
     fn minimal_config_gets_documented_defaults() {
         let c = Config::parse("tables = [\"orders\"]", "t.toml").unwrap();
@@ -999,18 +1009,22 @@ mod tests {
             ),
             (60, 1200, 2)
         );
-        let e = err("tables = [\"orders\"]\n[attribution.cloudtrail]\nprefix = \"x\"\n");
-        assert!(e.contains("attribution.cloudtrail.bucket"), "{e}");
-        let e = err("tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"b-1\"\nprefix = \"p/AWSLogs/\"\n");
-        assert!(e.contains("attribution.cloudtrail.prefix"), "{e}");
-        let e = err("tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"b-1\"\ndelivery_window_secs = 0\n");
-        assert!(
-            e.contains("delivery_window_secs") && e.contains("1..=86400"),
-            "{e}"
-        );
-        let e =
-            err("tables = [\"orders\"]\n[attribution.cloudtrail]\nbucket = \"b-1\"\nbogus = 1\n");
-        assert!(e.contains("bogus"), "{e}");
+        let ct = "tables = [\"orders\"]\n[attribution.cloudtrail]\n";
+        refused(&[
+            (
+                &format!("{ct}prefix = \"x\"\n"),
+                &["attribution.cloudtrail.bucket"],
+            ),
+            (
+                &format!("{ct}bucket = \"b-1\"\nprefix = \"p/AWSLogs/\"\n"),
+                &["attribution.cloudtrail.prefix"],
+            ),
+            (
+                &format!("{ct}bucket = \"b-1\"\ndelivery_window_secs = 0\n"),
+                &["delivery_window_secs", "1..=86400"],
+            ),
+            (&format!("{ct}bucket = \"b-1\"\nbogus = 1\n"), &["bogus"]),
+        ]);
     }
 
     #[test]
@@ -1025,15 +1039,20 @@ mod tests {
         let c = Config::parse("tables = [\"orders\"]", "t.toml").unwrap();
         assert_eq!(c.serve.listen, "127.0.0.1:8080");
         assert!(c.serve.token_sha256.is_empty() && c.serve.cors_origins.is_empty());
-        let e = err("tables = [\"orders\"]\n[serve]\ntoken_sha256 = [\"secret\"]");
-        assert!(
-            e.contains("serve.token_sha256") && e.contains("sha256sum"),
-            "{e}"
-        );
-        let e = err("tables = [\"orders\"]\n[serve]\nlisten = \"localhost\"");
-        assert!(e.contains("serve.listen") && e.contains("IP:PORT"), "{e}");
-        let e = err("tables = [\"orders\"]\n[serve]\ncors_origins = [\"*\"]");
-        assert!(e.contains("serve.cors_origins"), "{e}");
+        refused(&[
+            (
+                "tables = [\"orders\"]\n[serve]\ntoken_sha256 = [\"secret\"]",
+                &["serve.token_sha256", "sha256sum"],
+            ),
+            (
+                "tables = [\"orders\"]\n[serve]\nlisten = \"localhost\"",
+                &["serve.listen", "IP:PORT"],
+            ),
+            (
+                "tables = [\"orders\"]\n[serve]\ncors_origins = [\"*\"]",
+                &["serve.cors_origins"],
+            ),
+        ]);
         let d = "ab".repeat(32);
         let c = Config::parse(
             &format!("tables = [\"orders\"]\n[[serve.tokens]]\nname = \"support\"\nsha256 = \"{d}\"\ntables = [\"orders\"]\n"),
@@ -1048,37 +1067,38 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key_and_the_fix() {
-        let e = err("tables = []");
-        assert!(e.contains("`tables`") && e.contains("at least one"), "{e}");
-        let e = err("tables = [\"orders\"]\n[polling]\nget_records_per_shard_per_sec = 9");
-        assert!(
-            e.contains("polling.get_records_per_shard_per_sec") && e.contains("1..=5"),
-            "{e}"
-        );
-        let e =
-            err("tables = [\"orders\"]\n[polling]\nidle_poll_min_ms = 500\nidle_poll_max_ms = 100");
-        assert!(e.contains("polling.idle_poll_max_ms"), "{e}");
-        let e = err("tables = [\"orders\", \"orders\"]");
-        assert!(e.contains("twice"), "{e}");
-        let e = err("tables = [\"ddb-audit-entries\"]");
-        assert!(e.contains("storage.audit_table"), "{e}");
-        let e = err("tables = [\"a b\"]");
-        assert!(e.contains("not a DynamoDB table name"), "{e}");
-        let e = err("tables = \"orders\"");
-        assert!(e.contains("tables"), "{e}");
-        let e = err("tables = [\"orders\"");
-        assert!(e.contains("t.toml"), "{e}");
-        let e = err("tables = [\"orders\"]\n[observability]\nlisten = \"9090\"");
-        assert!(e.contains("observability.listen"), "{e}");
-        let e = err("tables = [\"orders\"]\n[observability]\nemf_interval_secs = 0");
-        assert!(e.contains("observability.emf_interval_secs"), "{e}");
-        let e = err("tables = [\"orders\"]\n[proof]\nsigning_key_file = \"k.pem\"\nkms_key_id = \"alias/d\"");
-        assert!(
-            e.contains("proof.kms_key_id") && e.contains("proof.signing_key_file"),
-            "{e}"
-        );
-        let e = err("tables = [\"orders\"]\n[proof]\nkms_key_id = \" \"");
-        assert!(e.contains("proof.kms_key_id") && e.contains("empty"), "{e}");
+        refused(&[
+            ("tables = []", &["`tables`", "at least one"]),
+            (
+                "tables = [\"orders\"]\n[polling]\nget_records_per_shard_per_sec = 9",
+                &["polling.get_records_per_shard_per_sec", "1..=5"],
+            ),
+            (
+                "tables = [\"orders\"]\n[polling]\nidle_poll_min_ms = 500\nidle_poll_max_ms = 100",
+                &["polling.idle_poll_max_ms"],
+            ),
+            ("tables = [\"orders\", \"orders\"]", &["twice"]),
+            ("tables = [\"ddb-audit-entries\"]", &["storage.audit_table"]),
+            ("tables = [\"a b\"]", &["not a DynamoDB table name"]),
+            ("tables = \"orders\"", &["tables"]),
+            ("tables = [\"orders\"", &["t.toml"]),
+            (
+                "tables = [\"orders\"]\n[observability]\nlisten = \"9090\"",
+                &["observability.listen"],
+            ),
+            (
+                "tables = [\"orders\"]\n[observability]\nemf_interval_secs = 0",
+                &["observability.emf_interval_secs"],
+            ),
+            (
+                "tables = [\"orders\"]\n[proof]\nsigning_key_file = \"k.pem\"\nkms_key_id = \"alias/d\"",
+                &["proof.kms_key_id", "proof.signing_key_file"],
+            ),
+            (
+                "tables = [\"orders\"]\n[proof]\nkms_key_id = \" \"",
+                &["proof.kms_key_id", "empty"],
+            ),
+        ]);
     }
 
     #[test]

@@ -406,14 +406,8 @@ fn actor_text(value: &AttrValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::string_item as item;
     use chrono::{TimeZone, Utc};
-
-    fn item(pairs: &[(&str, &str)]) -> Item {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), AttrValue::S(v.to_string())))
-            .collect()
-    }
 
     fn record(event: &str, old: Option<Item>, new: Option<Item>) -> StreamRecord {
         StreamRecord {

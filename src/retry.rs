@@ -122,51 +122,47 @@ mod tests {
         RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(5))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn retries_transient_errors_until_success() {
+    /// Retries a call that fails `failures` times with `error`, then answers
+    /// `value`: the outcome, and how many calls were made.
+    async fn flaky<T: Clone>(
+        failures: u32,
+        error: StreamError,
+        value: T,
+    ) -> (Result<T, Retried<StreamError>>, u32) {
         let calls = AtomicU32::new(0);
         let cancel = CancellationToken::new();
         let result = retry(policy(), &cancel, "test", || async {
-            if calls.fetch_add(1, Ordering::SeqCst) < 5 {
-                Err(StreamError::Throttled("slow down".into()))
+            if calls.fetch_add(1, Ordering::SeqCst) < failures {
+                Err(error.clone())
             } else {
-                Ok(7)
+                Ok(value.clone())
             }
         })
         .await;
+        (result, calls.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_errors_until_success() {
+        let (result, calls) = flaky(5, StreamError::Throttled("slow down".into()), 7).await;
         assert_eq!(result, Ok(7));
-        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        assert_eq!(calls, 6);
     }
 
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_are_not_retried() {
-        let calls = AtomicU32::new(0);
-        let cancel = CancellationToken::new();
-        let result: Result<(), _> = retry(policy(), &cancel, "test", || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(StreamError::Trimmed("gone".into()))
-        })
-        .await;
+        let (result, calls) = flaky(u32::MAX, StreamError::Trimmed("gone".into()), ()).await;
         assert_eq!(
             result,
             Err(Retried::Failed(StreamError::Trimmed("gone".into())))
         );
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(calls, 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn backoff_grows_and_is_capped() {
         let start = tokio::time::Instant::now();
-        let calls = AtomicU32::new(0);
-        let cancel = CancellationToken::new();
-        let _ = retry(policy(), &cancel, "test", || async {
-            if calls.fetch_add(1, Ordering::SeqCst) < 20 {
-                Err(StreamError::Transient("500".into()))
-            } else {
-                Ok(())
-            }
-        })
-        .await;
+        let _ = flaky(20, StreamError::Transient("500".into()), ()).await;
         let waited = start.elapsed();
         // 20 waits: never less than the minimum each, never more than twice
         // the cap each (jitter adds up to one delay).

@@ -698,6 +698,15 @@ pub fn is_commitment(s: &str) -> bool {
 /// The commitment's scheme prefix.
 pub const SCHEME: &str = "hmac-sha256:";
 
+/// An item of string attributes (`&[("pk", "a")]`), for tests.
+#[cfg(test)]
+pub(crate) fn string_item(pairs: &[(&str, &str)]) -> Item {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), AttrValue::S(v.to_string())))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,10 +32,14 @@ impl<A> Watched<A> {
         Watched { inner, tx }
     }
 
-    /// Tells the reader of an entry this write stored (not of one already
-    /// there).
-    fn tell(&self, entry: &crate::entry::AuditEntry, outcome: crate::store::PutOutcome) {
-        if let (Some(tx), crate::store::PutOutcome::Written) = (&self.tx, outcome) {
+    /// Passes a put's result through, telling the reader of an entry this
+    /// write stored (not of one already there).
+    fn tell(
+        &self,
+        entry: &crate::entry::AuditEntry,
+        put: crate::store::StoreResult<crate::store::PutOutcome>,
+    ) -> crate::store::StoreResult<crate::store::PutOutcome> {
+        if let (Some(tx), Ok(crate::store::PutOutcome::Written)) = (&self.tx, &put) {
             // Counting is best effort: a full channel must never slow the
             // audit path down.
             let _ = tx.try_send(reader::WrittenEntry {
@@ -48,6 +52,7 @@ impl<A> Watched<A> {
                 }),
             });
         }
+        put
     }
 }
 
@@ -56,9 +61,7 @@ impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
         &self,
         entry: &crate::entry::AuditEntry,
     ) -> crate::store::StoreResult<crate::store::PutOutcome> {
-        let outcome = self.inner.put_entry(entry).await?;
-        self.tell(entry, outcome);
-        Ok(outcome)
+        self.tell(entry, self.inner.put_entry(entry).await)
     }
 
     async fn put_linked_entry(
@@ -66,9 +69,7 @@ impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
         entry: &crate::entry::AuditEntry,
         link: &crate::proof::Link,
     ) -> crate::store::StoreResult<crate::store::PutOutcome> {
-        let outcome = self.inner.put_linked_entry(entry, link).await?;
-        self.tell(entry, outcome);
-        Ok(outcome)
+        self.tell(entry, self.inner.put_linked_entry(entry, link).await)
     }
 
     async fn put_linked_gap(

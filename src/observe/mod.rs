@@ -251,6 +251,26 @@ mod tests {
     use super::*;
 
     /// Each `(name, labels, value)` is a sample of `text`.
+    /// An observer of `tables`, each stale after `stale_after`.
+    fn observing(tables: &[&str], stale_after: Duration) -> Observer {
+        let o = Observer::new();
+        let tables: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        o.register_tables(&tables, stale_after);
+        o
+    }
+
+    /// Shard `x` of stream `s` of table `a` read an empty page: caught up.
+    fn empty_page(o: &Observer) {
+        PageHandled {
+            table: "a",
+            stream: "s",
+            shard: "x",
+            records: 0,
+            newest_record: None,
+        }
+        .emit_to(o);
+    }
+
     fn assert_samples(text: &str, want: &[(&str, &str, f64)]) {
         for (name, labels, value) in want {
             assert_eq!(
@@ -271,8 +291,7 @@ mod tests {
 
     #[test]
     fn every_series_of_a_configured_table_exists_at_zero() {
-        let o = Observer::new();
-        o.register_tables(&["orders".into()], DEFAULT_STALE_AFTER);
+        let o = observing(&["orders"], DEFAULT_STALE_AFTER);
         let text = o.render();
         for name in [
             "ddb_audit_records_read_total",
@@ -293,18 +312,13 @@ mod tests {
             let l = format!("table=\"orders\",state=\"{}\"", state.as_str());
             assert_eq!(sample(&text, "ddb_audit_shards", &l), Some(0.0), "{text}");
         }
-        let l = "operation=\"GetRecords\",outcome=\"throttled\"";
-        assert_eq!(
-            sample(&text, "ddb_audit_stream_calls_total", l),
-            Some(0.0),
-            "{text}"
-        );
+        let throttled = "operation=\"GetRecords\",outcome=\"throttled\"";
+        assert_samples(&text, &[("ddb_audit_stream_calls_total", throttled, 0.0)]);
     }
 
     #[test]
     fn counts_lag_and_readiness_follow_events() {
-        let o = Observer::new();
-        o.register_tables(&["a".into(), "b".into()], Duration::from_secs(30));
+        let o = observing(&["a", "b"], Duration::from_secs(30));
         assert!(!o.readiness().ready);
         for table in ["a", "b"] {
             TableStateChanged {
@@ -360,14 +374,7 @@ mod tests {
         assert!((99.0..120.0).contains(&lag), "{lag}");
 
         // An empty page: caught up, lag 0.
-        PageHandled {
-            table: "a",
-            stream: "s",
-            shard: "x",
-            records: 0,
-            newest_record: None,
-        }
-        .emit_to(&o);
+        empty_page(&o);
         assert_eq!(
             sample(&o.render(), "ddb_audit_lag_seconds", "table=\"a\""),
             Some(0.0)
@@ -410,16 +417,8 @@ mod tests {
 
     #[test]
     fn a_stalled_reader_does_not_freeze_at_zero() {
-        let o = Observer::new();
-        o.register_tables(&["a".into()], Duration::from_secs(30));
-        PageHandled {
-            table: "a",
-            stream: "s",
-            shard: "x",
-            records: 0,
-            newest_record: None,
-        }
-        .emit_to(&o);
+        let o = observing(&["a"], Duration::from_secs(30));
+        empty_page(&o);
         {
             let mut st = o.lock();
             let t = st.tables.get_mut("a").unwrap();
@@ -496,8 +495,7 @@ mod tests {
 
     #[test]
     fn forgotten_shards_and_streams_are_no_longer_counted() {
-        let o = Observer::new();
-        o.register_tables(&["a".into()], DEFAULT_STALE_AFTER);
+        let o = observing(&["a"], DEFAULT_STALE_AFTER);
         for shard in ["x", "y"] {
             ShardSeen {
                 table: "a",
@@ -531,17 +529,12 @@ mod tests {
         let text = o.render();
         assert_eq!(sample(&text, "ddb_audit_shards", drained), Some(0.0));
         let waiting = "table=\"a\",state=\"waiting\"";
-        assert_eq!(
-            sample(&text, "ddb_audit_shards", waiting),
-            Some(1.0),
-            "{text}"
-        );
+        assert_samples(&text, &[("ddb_audit_shards", waiting, 1.0)]);
     }
 
     #[test]
     fn table_failing_names_the_reason() {
-        let o = Observer::new();
-        o.register_tables(&["a".into()], DEFAULT_STALE_AFTER);
+        let o = observing(&["a"], DEFAULT_STALE_AFTER);
         let r = o.readiness();
         assert_eq!(r.tables[0].state, "starting");
         TableStateChanged {

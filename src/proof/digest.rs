@@ -189,6 +189,16 @@ pub async fn next_digest(input: DigestInput<'_>) -> Result<(Digest, SignedDigest
 }
 
 #[cfg(test)]
+impl SignedDigest {
+    /// Flips the `mask` bits of the signature's byte `at`: a test's forgery.
+    pub(crate) fn flip_signature_bits(&mut self, at: usize, mask: u8) {
+        let mut bytes = BASE64.decode(self.signature.as_ref().unwrap()).unwrap();
+        bytes[at] ^= mask;
+        self.signature = Some(BASE64.encode(bytes));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::proof::sign::{Ed25519Signer, PublicKey};

@@ -655,13 +655,7 @@ fn update_expression(sets: &[String], removes: &[String]) -> String {
 #[cfg(test)]
 mod revert_tests {
     use super::*;
-
-    fn item(pairs: &[(&str, &str)]) -> Item {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), AttrValue::S(v.to_string())))
-            .collect()
-    }
+    use crate::value::string_item as item;
 
     fn state(i: Option<Item>) -> State {
         State {

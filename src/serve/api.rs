@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -85,6 +86,46 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult = Result<Json<Value>, ApiError>;
+
+/// What a parameterised handler starts from: the app, the caller the token
+/// check let in, and the query parameters as sent. Each part is extracted as
+/// its own extractor would be, in that order, with the same rejections.
+pub struct Call<S> {
+    app: Arc<App<S>>,
+    principal: Principal,
+    params: Params,
+}
+
+impl<S: Send + Sync + 'static> FromRequestParts<Arc<App<S>>> for Call<S> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<App<S>>,
+    ) -> Result<Self, Self::Rejection> {
+        let Extension(principal) = Extension::<Principal>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(params) = Query::<Params>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Call {
+            app: Arc::clone(state),
+            principal,
+            params,
+        })
+    }
+}
+
+impl<S> Call<S> {
+    /// The configured tables this caller may read.
+    fn readable_tables(&self) -> impl Iterator<Item = &String> {
+        self.app
+            .tables
+            .iter()
+            .filter(|t| self.principal.may_read(t))
+    }
+}
 
 /// An answer as JSON; one that cannot be serialized is the server's fault
 /// (500), never a 200 with `null`.
@@ -236,21 +277,17 @@ async fn query_page<S: ReadStore>(
 }
 
 /// `GET /api/history?table=T&key=NAME=TYPE:VALUE[&key=…][&since][&until][&order][&limit][&cursor]`
-pub async fn history<S: ReadStore + CheckpointStore>(
-    State(app): State<Arc<App<S>>>,
-    Extension(principal): Extension<Principal>,
-    Query(params): Query<Params>,
-) -> ApiResult {
-    let mut p = Taken::new(&params);
+pub async fn history<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
+    let mut p = Taken::new(&call.params);
     let table = p.required("table", "table=orders")?;
     let key = parse_key(&p.all("key"))?;
     let since = parse_time("since", p.one("since")?)?;
     let until = parse_time("until", p.one("until")?)?;
-    let limit = parse_limit(&app, p.one("limit")?)?;
+    let limit = parse_limit(&call.app, p.one("limit")?)?;
     let order = Order::parse_as(ArgNames::Params, p.one("order")?)?;
     let raw_cursor = p.one("cursor")?;
     p.finish("table, key (repeatable), since, until, order, limit, cursor")?;
-    scoped(&principal, table)?;
+    scoped(&call.principal, table)?;
     let filter = QueryFilter {
         table: Some(table.to_string()),
         key: Some(key),
@@ -259,17 +296,13 @@ pub async fn history<S: ReadStore + CheckpointStore>(
         order,
         ..QueryFilter::default()
     };
-    query_page(&app.store, &filter, &params, raw_cursor, limit).await
+    query_page(&call.app.store, &filter, &call.params, raw_cursor, limit).await
 }
 
 /// `GET /api/query?…`: the `query` command's filters as parameters; `limit`
 /// is the page size here (follow `next` for more).
-pub async fn query<S: ReadStore + CheckpointStore>(
-    State(app): State<Arc<App<S>>>,
-    Extension(principal): Extension<Principal>,
-    Query(params): Query<Params>,
-) -> ApiResult {
-    let mut p = Taken::new(&params);
+pub async fn query<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
+    let mut p = Taken::new(&call.params);
     // A form sends empty fields: an empty name is no filter (values and
     // times are parsed, so an empty one is refused).
     fn text(raw: Option<&str>) -> Option<&str> {
@@ -290,25 +323,20 @@ pub async fn query<S: ReadStore + CheckpointStore>(
         order: p.one("order")?,
     };
     let filter = QueryFilter {
-        tables: app
-            .tables
-            .iter()
-            .filter(|t| principal.may_read(t))
-            .cloned()
-            .collect(),
-        readable: principal.tables.clone(),
+        tables: call.readable_tables().cloned().collect(),
+        readable: call.principal.tables.clone(),
         ..given.parse(ArgNames::Params, Utc::now())?
     };
-    let limit = parse_limit(&app, p.one("limit")?)?;
+    let limit = parse_limit(&call.app, p.one("limit")?)?;
     let raw_cursor = p.one("cursor")?;
     p.finish(
         "table, key (repeatable), actor, since, until, field, from, to, event, correlation, \
          principal, order, limit, cursor",
     )?;
     if let Some(t) = given.table {
-        scoped(&principal, t)?;
+        scoped(&call.principal, t)?;
     }
-    query_page(&app.store, &filter, &params, raw_cursor, limit).await
+    query_page(&call.app.store, &filter, &call.params, raw_cursor, limit).await
 }
 
 /// The `table` and `key` parameters naming one item the caller may read.
@@ -320,89 +348,70 @@ fn item_params<'a>(p: &mut Taken<'a>, principal: &Principal) -> Result<(&'a str,
 }
 
 /// `GET /api/item?table=T&key=…&at=TIME`: the item as it was (`show --json`).
-pub async fn item<S: ReadStore + CheckpointStore>(
-    State(app): State<Arc<App<S>>>,
-    Extension(principal): Extension<Principal>,
-    Query(params): Query<Params>,
-) -> ApiResult {
-    let mut p = Taken::new(&params);
-    let (table, key) = item_params(&mut p, &principal)?;
+pub async fn item<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
+    let mut p = Taken::new(&call.params);
+    let (table, key) = item_params(&mut p, &call.principal)?;
     let at = required_time(&mut p, "at")?;
     p.finish("table, key (repeatable), at")?;
-    let shown = asof::show(&app.store, table, &key, at).await?;
+    let shown = asof::show(&call.app.store, table, &key, at).await?;
     Ok(Json(json_of(&shown)?))
 }
 
 /// `GET /api/diff?table=T&key=…&from=TIME&to=TIME` (`diff --json`).
-pub async fn diff<S: ReadStore + CheckpointStore>(
-    State(app): State<Arc<App<S>>>,
-    Extension(principal): Extension<Principal>,
-    Query(params): Query<Params>,
-) -> ApiResult {
-    let mut p = Taken::new(&params);
-    let (table, key) = item_params(&mut p, &principal)?;
+pub async fn diff<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
+    let mut p = Taken::new(&call.params);
+    let (table, key) = item_params(&mut p, &call.principal)?;
     let from = required_time(&mut p, "from")?;
     let to = required_time(&mut p, "to")?;
     p.finish("table, key (repeatable), from, to")?;
-    let diffed = asof::diff(&app.store, table, &key, from, to).await?;
+    let diffed = asof::diff(&call.app.store, table, &key, from, to).await?;
     Ok(Json(json_of(&diffed)?))
 }
 
 /// `GET /api/revert?table=T&key=…&to_time=TIME[&field=PATH…][&actor=NAME]`:
 /// the plan `revert` prints. Nothing is written: it is for a person to
 /// review and apply.
-pub async fn revert<S: ReadStore + CheckpointStore>(
-    State(app): State<Arc<App<S>>>,
-    Extension(principal): Extension<Principal>,
-    Query(params): Query<Params>,
-) -> ApiResult {
-    let mut p = Taken::new(&params);
-    let (table, key) = item_params(&mut p, &principal)?;
+pub async fn revert<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
+    let mut p = Taken::new(&call.params);
+    let (table, key) = item_params(&mut p, &call.principal)?;
     let to_time = required_time(&mut p, "to_time")?;
     let fields: Vec<String> = p.all("field").into_iter().map(str::to_string).collect();
     let name = p.one("actor")?;
     p.finish("table, key (repeatable), to_time, field (repeatable), actor")?;
     let actor = asof::RevertActor {
-        attribute: app.actor_attribute.as_deref(),
+        attribute: call.app.actor_attribute.as_deref(),
         name,
     };
-    let plan = asof::revert(&app.store, table, &key, to_time, &fields, actor).await?;
+    let plan = asof::revert(&call.app.store, table, &key, to_time, &fields, actor).await?;
     Ok(Json(json_of(&plan)?))
 }
 
 /// `GET /api/gaps[?table=T]`: every gap of the tables the caller may read.
-pub async fn gaps<S: ReadStore + CheckpointStore>(
-    State(app): State<Arc<App<S>>>,
-    Extension(principal): Extension<Principal>,
-    Query(params): Query<Params>,
-) -> ApiResult {
-    let mut p = Taken::new(&params);
+pub async fn gaps<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
+    let mut p = Taken::new(&call.params);
     let table = p.one("table")?;
     p.finish("table")?;
     if let Some(t) = table {
-        scoped(&principal, t)?;
+        scoped(&call.principal, t)?;
     }
-    let gaps: Vec<_> = app
+    let gaps: Vec<_> = call
+        .app
         .store
         .gaps()
         .await?
         .into_iter()
-        .filter(|g| principal.may_read(&g.table) && table.is_none_or(|t| g.table == t))
+        .filter(|g| call.principal.may_read(&g.table) && table.is_none_or(|t| g.table == t))
         .collect();
     Ok(Json(json!({ "gaps": gaps })))
 }
 
 /// `GET /api/status`: each configured table the caller may read, with its shards.
-pub async fn status<S: ReadStore + CheckpointStore>(
-    State(app): State<Arc<App<S>>>,
-    Extension(principal): Extension<Principal>,
-    Query(params): Query<Params>,
-) -> ApiResult {
-    Taken::new(&params).finish("no parameters")?;
+pub async fn status<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
+    Taken::new(&call.params).finish("no parameters")?;
     let now = chrono::Utc::now();
     let mut tables = Vec::new();
-    for table in app.tables.iter().filter(|t| principal.may_read(t)) {
-        let (summary, shards) = report::table_status(&app.store, table, now).await?;
+    for table in call.readable_tables() {
+        let (summary, shards) = report::table_status(&call.app.store, table, now).await?;
         let mut line = json_of(&summary)?;
         if let Value::Object(m) = &mut line {
             m.insert("shards".into(), json!(shards));
@@ -418,19 +427,15 @@ pub async fn status<S: ReadStore + CheckpointStore>(
 /// findings are listed, the worst first, so a badly damaged trail still
 /// answers in bounded space; `findings_total` says how many there were.
 /// 200 whatever the verdict: a tampered trail is an answer, not an error.
-pub async fn verify<S: ReadStore + CheckpointStore + EvidenceStore>(
-    State(app): State<Arc<App<S>>>,
-    Extension(principal): Extension<Principal>,
-    Query(params): Query<Params>,
-) -> ApiResult {
-    let mut p = Taken::new(&params);
+pub async fn verify<S: ReadStore + CheckpointStore + EvidenceStore>(call: Call<S>) -> ApiResult {
+    let mut p = Taken::new(&call.params);
     let table = p.one("table")?.filter(|t| !t.is_empty());
     let since = parse_time("since", p.one("since")?)?;
-    let limit = parse_limit(&app, p.one("limit")?)?;
+    let limit = parse_limit(&call.app, p.one("limit")?)?;
     p.finish("table, since, limit")?;
-    let tables = match (table, &principal.tables) {
+    let tables = match (table, &call.principal.tables) {
         (Some(t), _) => {
-            scoped(&principal, t)?;
+            scoped(&call.principal, t)?;
             Some(vec![t.to_string()])
         }
         (None, Some(allowed)) => Some(allowed.iter().cloned().collect()),
@@ -439,14 +444,14 @@ pub async fn verify<S: ReadStore + CheckpointStore + EvidenceStore>(
     let request = VerifyRequest {
         tables,
         since,
-        public_key: app.verify.public_key.clone(),
+        public_key: call.app.verify.public_key.clone(),
         // `serve` only reads: no state file (that is `verify --state`'s).
         state_file: None,
-        interval_secs: app.verify.interval_secs,
+        interval_secs: call.app.verify.interval_secs,
     };
     let outcome = {
-        let _one_at_a_time = app.verify.running.lock().await;
-        verify_trail(&app.store, &request, |_| {}).await
+        let _one_at_a_time = call.app.verify.running.lock().await;
+        verify_trail(&call.app.store, &request, |_| {}).await
     };
     let mut outcome = match outcome {
         Ok(o) => o,

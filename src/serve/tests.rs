@@ -102,6 +102,21 @@ async fn get(
     (status, body, headers)
 }
 
+/// `get` with the full token, which must answer 200: the body.
+async fn get_ok(router: &Router, uri: &str) -> Value {
+    let (s, body, _) = get(router, uri, Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body
+}
+
+/// The text `field` of each object in the JSON array `list`.
+fn each<'a>(list: &'a Value, field: &'a str) -> impl Iterator<Item = &'a str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(move |v| v[field].as_str().unwrap())
+}
+
 #[tokio::test]
 async fn api_needs_a_known_bearer_token() {
     let r = app(3).await;
@@ -165,8 +180,7 @@ async fn cursor_paging_returns_every_entry_exactly_once_in_either_order() {
             if let Some(c) = &cursor {
                 uri.push_str(&format!("&cursor={c}"));
             }
-            let (s, body, _) = get(&r, &uri, Some(TOKEN)).await;
-            assert_eq!(s, StatusCode::OK, "{body}");
+            let body = get_ok(&r, &uri).await;
             pages += 1;
             for e in body["entries"].as_array().unwrap() {
                 seen.push(
@@ -259,12 +273,7 @@ async fn a_scoped_token_reads_only_its_tables() {
     assert_eq!(me["name"], "flags-reader");
     assert_eq!(me["tables"], serde_json::json!(["flags"]));
     let (_, status, _) = get(&r, "/api/status", Some(SCOPED)).await;
-    let tables: Vec<&str> = status["tables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["table"].as_str().unwrap())
-        .collect();
+    let tables: Vec<&str> = each(&status["tables"], "table").collect();
     assert_eq!(tables, ["flags"]);
 }
 
@@ -296,10 +305,8 @@ async fn the_openapi_document_lists_exactly_the_routes_and_each_answers() {
 async fn query_item_diff_and_revert_answer_as_the_commands_print() {
     let r = app(5).await;
     // query across items: bob's entries (odd sequence numbers) in orders.
-    let (s, body, _) = get(&r, "/api/query?table=orders&actor=bob&limit=2", Some(TOKEN)).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let mut page = get_ok(&r, "/api/query?table=orders&actor=bob&limit=2").await;
     let mut seqs: Vec<String> = Vec::new();
-    let mut page = body;
     loop {
         for e in page["entries"].as_array().unwrap() {
             assert_eq!(e["actor"], "bob");
@@ -308,54 +315,35 @@ async fn query_item_diff_and_revert_answer_as_the_commands_print() {
         let Some(c) = page["next"].as_str() else {
             break;
         };
-        let (s, body, _) = get(
+        page = get_ok(
             &r,
             &format!("/api/query?table=orders&actor=bob&limit=2&cursor={c}"),
-            Some(TOKEN),
         )
         .await;
-        assert_eq!(s, StatusCode::OK, "{body}");
-        page = body;
     }
     assert_eq!(seqs, ["1001", "1003", "1005"]);
-    let (s, body, _) = get(
-        &r,
-        "/api/query?table=orders&field=balance&to=N%3A4",
-        Some(TOKEN),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let body = get_ok(&r, "/api/query?table=orders&field=balance&to=N%3A4").await;
     assert_eq!(body["entries"].as_array().unwrap().len(), 1);
     assert_eq!(body["entries"][0]["sequence_number"], "1004");
 
     // The item at the third entry's time, the diff from there to the end, the plan back.
     let item = "table=orders&key=pk%3DS%3Au1";
-    let (s, shown, _) = get(
-        &r,
-        &format!("/api/item?{item}&at=2026-11-23T19:00:03Z"),
-        Some(TOKEN),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{shown}");
+    let shown = get_ok(&r, &format!("/api/item?{item}&at=2026-11-23T19:00:03Z")).await;
     assert_eq!(shown["exists"], true);
     assert_eq!(shown["item"]["balance"], serde_json::json!({"N": "3"}));
-    let (s, d, _) = get(
+    let d = get_ok(
         &r,
         &format!("/api/diff?{item}&from=2026-11-23T19:00:03Z&to=2026-11-23T19:00:05Z"),
-        Some(TOKEN),
     )
     .await;
-    assert_eq!(s, StatusCode::OK, "{d}");
     assert_eq!(d["changes"][0]["path"], "balance");
     assert_eq!(d["changes"][0]["old"], serde_json::json!({"N": "3"}));
     assert_eq!(d["changes"][0]["new"], serde_json::json!({"N": "5"}));
-    let (s, plan, _) = get(
+    let plan = get_ok(
         &r,
         &format!("/api/revert?{item}&to_time=2026-11-23T19:00:03Z&field=balance"),
-        Some(TOKEN),
     )
     .await;
-    assert_eq!(s, StatusCode::OK, "{plan}");
     assert_eq!(plan["operation"], "UpdateItem");
     assert!(plan["input"]["ConditionExpression"].is_string(), "{plan}");
 
@@ -440,20 +428,14 @@ async fn verify_reports_what_the_verify_library_finds_within_the_token_scope() {
         get(&r, "/api/verify", None).await.0,
         StatusCode::UNAUTHORIZED
     );
-    let (s, all, _) = get(&r, "/api/verify", Some(TOKEN)).await;
-    assert_eq!(s, StatusCode::OK, "{all}");
+    let all = get_ok(&r, "/api/verify").await;
     assert_eq!(all["summary"]["entries"], 5, "{all}");
     assert_eq!(all["summary"]["streams"], 2, "{all}");
     assert_eq!(all["summary"]["status"], "tampered", "{all}");
     assert_eq!(all["summary"]["exit_status"], 1);
     let total = all["findings_total"].as_u64().unwrap();
     assert_eq!(all["findings"].as_array().unwrap().len() as u64, total);
-    let kinds: BTreeSet<&str> = all["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["kind"].as_str().unwrap())
-        .collect();
+    let kinds: BTreeSet<&str> = each(&all["findings"], "kind").collect();
     assert!(kinds.contains("unchained") && kinds.len() >= 2, "{all}");
 
     // `limit` bounds the list, worst first, and still counts them all.

@@ -797,19 +797,20 @@ mod tests {
         }
     }
 
+    /// A store with a drained row and an open one of stream `arn:s`.
+    async fn drained_and_open(drained: &str, open: &str) -> MemoryStore {
+        let store = MemoryStore::new();
+        for (shard, status) in [(drained, ShardStatus::Drained), (open, ShardStatus::Open)] {
+            store.save_shard(&row(shard, status)).await.unwrap();
+        }
+        store
+    }
+
     /// As DynamoDB's TTL: a drained row is gone, by id and from the listing,
     /// once its TTL has passed; an open row stays.
     #[tokio::test(start_paused = true)]
     async fn drained_rows_expire_after_their_ttl_and_open_rows_stay() {
-        let store = MemoryStore::new();
-        store
-            .save_shard(&row("drained", ShardStatus::Drained))
-            .await
-            .unwrap();
-        store
-            .save_shard(&row("open", ShardStatus::Open))
-            .await
-            .unwrap();
+        let store = drained_and_open("drained", "open").await;
         tokio::time::advance(DRAINED_SHARD_ROW_TTL - Duration::from_secs(1)).await;
         assert!(store
             .load_shard("arn:s", "drained")
@@ -829,15 +830,7 @@ mod tests {
     /// leaves a row that is not drained alone.
     #[tokio::test(start_paused = true)]
     async fn a_released_drained_row_expires_a_day_later_and_an_open_one_never() {
-        let store = MemoryStore::new();
-        store
-            .save_shard(&row("d", ShardStatus::Drained))
-            .await
-            .unwrap();
-        store
-            .save_shard(&row("o", ShardStatus::Open))
-            .await
-            .unwrap();
+        let store = drained_and_open("d", "o").await;
         store
             .release_shard("arn:s", "d", RELEASED_SHARD_ROW_TTL)
             .await

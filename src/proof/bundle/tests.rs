@@ -230,6 +230,13 @@ pub(crate) fn check(bundle: &Bundle) -> BundleVerdict {
     check_bundle(bundle, Some(&signer().public_key()))
 }
 
+/// Edits a bundle's entries and rewrites its span to match them, as a
+/// forger covering their tracks would.
+fn forge_entries(b: &mut Bundle, edit: impl FnOnce(&mut Vec<BundleEntry>)) {
+    edit(&mut b.entries);
+    b.span = BundleSpan::of(&b.entries);
+}
+
 /// The verdict is tampered, with a finding of `kind` whose message holds
 /// every needle.
 fn assert_tampered(bundle: &Bundle, kind: Kind, needles: &[&str]) -> BundleVerdict {
@@ -267,8 +274,7 @@ fn another_items_entry_is_foreign() {
     let mut b = t.bundle("k1");
     let other = t.bundle("k2");
     // k2's genuine entry at sequence 200, with its own proof, in k1's place.
-    b.entries.insert(1, other.entries[0].clone());
-    b.span = BundleSpan::of(&b.entries);
+    forge_entries(&mut b, |e| e.insert(1, other.entries[0].clone()));
     assert_tampered(
         &b,
         Kind::Foreign,
@@ -293,22 +299,21 @@ fn an_entry_of_another_table_is_foreign() {
 fn a_duplicate_is_found() {
     let t = trail();
     let mut b = t.bundle("k1");
-    b.entries.insert(2, b.entries[1].clone());
-    b.span = BundleSpan::of(&b.entries);
+    forge_entries(&mut b, |e| e.insert(2, e[1].clone()));
     assert_tampered(&b, Kind::Duplicated, &["bundle entry 3", "bundle entry 2"]);
 }
 
 #[test]
 fn swapped_entries_are_reordered_within_a_shard_and_across_the_rotation() {
     let t = trail();
-    let mut b = t.bundle("k1");
-    b.entries.swap(0, 1);
-    b.span = BundleSpan::of(&b.entries);
-    assert_tampered(&b, Kind::Reordered, &["bundle entry 2", "sequence 100"]);
-    let mut b = t.bundle("k1");
-    b.entries.swap(2, 3);
-    b.span = BundleSpan::of(&b.entries);
-    assert_tampered(&b, Kind::Reordered, &["bundle entry 4", "sequence 500"]);
+    for ((i, j), needles) in [
+        ((0, 1), ["bundle entry 2", "sequence 100"]),
+        ((2, 3), ["bundle entry 4", "sequence 500"]),
+    ] {
+        let mut b = t.bundle("k1");
+        forge_entries(&mut b, |e| e.swap(i, j));
+        assert_tampered(&b, Kind::Reordered, &needles);
+    }
 }
 
 #[test]
@@ -355,14 +360,7 @@ fn a_truncated_bundle_is_found_with_or_without_its_digest() {
 fn a_bad_signature_names_its_stream() {
     let t = trail();
     let mut b = t.bundle("k1");
-    let sig = b.digests[0].signed.signature.clone().unwrap();
-    let mut bytes =
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, sig).unwrap();
-    bytes[3] ^= 1;
-    b.digests[0].signed.signature = Some(base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        bytes,
-    ));
+    b.digests[0].signed.flip_signature_bits(3, 1);
     let v = assert_tampered(&b, Kind::BadSignature, &["digest 1"]);
     let f = v
         .findings
@@ -445,17 +443,12 @@ fn bundle_vectors() {
         cases.push((name, b));
     };
     doctor("foreign-entry", &|b| {
-        b.entries.insert(1, other.entries[0].clone());
-        b.span = BundleSpan::of(&b.entries);
+        forge_entries(b, |e| e.insert(1, other.entries[0].clone()))
     });
     doctor("duplicate", &|b| {
-        b.entries.insert(2, b.entries[1].clone());
-        b.span = BundleSpan::of(&b.entries);
+        forge_entries(b, |e| e.insert(2, e[1].clone()))
     });
-    doctor("swapped", &|b| {
-        b.entries.swap(2, 3);
-        b.span = BundleSpan::of(&b.entries);
-    });
+    doctor("swapped", &|b| forge_entries(b, |e| e.swap(2, 3)));
     doctor("altered-entry", &|b| {
         b.entries[1].entry["changes"][0]["new"] = serde_json::json!({"N": "99"});
     });

@@ -294,14 +294,7 @@ fn each_deleted_digest_is_named() {
 #[test]
 fn a_flipped_signature_bit_is_a_bad_signature() {
     let mut ev = trail(10, 3);
-    let sig = ev.digests[1].signed.signature.clone().unwrap();
-    let mut bytes =
-        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, sig).unwrap();
-    bytes[7] ^= 0x10;
-    ev.digests[1].signed.signature = Some(base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        bytes,
-    ));
+    ev.digests[1].signed.flip_signature_bits(7, 0x10);
     let t = tampers(&run(&ev));
     assert!(t.contains(&(Kind::BadSignature, None, Some(2))), "{t:?}");
 }

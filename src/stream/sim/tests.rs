@@ -6,15 +6,16 @@ use super::*;
 use crate::stream::{
     DescribeStreamRequest, IteratorPosition, StreamApi, StreamError, StreamStatus,
 };
+use crate::value::string_item as item;
 use crate::value::AttrValue;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn item(pairs: &[(&str, &str)]) -> Item {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), AttrValue::S(v.to_string())))
-        .collect()
+/// Asserts that `$call` failed with the `StreamError::$kind` variant.
+macro_rules! assert_fails {
+    ($call:expr, $kind:ident) => {
+        assert!(matches!($call, Err(StreamError::$kind(_))))
+    };
 }
 
 fn key(pk: &str) -> Item {
@@ -39,6 +40,19 @@ fn sim() -> SimStream {
 
 fn arn(sim: &SimStream) -> String {
     sim.stream_arn("T").unwrap()
+}
+
+/// A default simulator with its stream's ARN and its first open shard.
+fn sim_and_shard() -> (SimStream, String, String) {
+    sim_and_shard_with(SimConfig::default())
+}
+
+/// `sim_with(cfg)` with its stream's ARN and its first open shard.
+fn sim_and_shard_with(cfg: SimConfig) -> (SimStream, String, String) {
+    let sim = sim_with(cfg);
+    let arn = arn(&sim);
+    let shard = sim.open_shards("T").unwrap().remove(0);
+    (sim, arn, shard)
 }
 
 async fn list_all(sim: &impl StreamApi, arn: &str, limit: Option<i32>) -> Vec<Vec<Shard>> {
@@ -154,19 +168,15 @@ async fn writes_produce_records_of_the_documented_shape() {
 #[tokio::test(start_paused = true)]
 async fn update_edits_the_current_item_and_keeps_its_key() {
     let sim = sim();
-    let r = sim
-        .update("T", &key("a"), |it| {
-            it.insert("n".into(), AttrValue::N("1".into()));
+    let set_n = |n: &str| {
+        sim.update("T", &key("a"), |it| {
+            it.insert("n".into(), AttrValue::N(n.into()));
         })
         .unwrap()
-        .unwrap();
-    assert_eq!(r.event_name, "INSERT");
-    let r = sim
-        .update("T", &key("a"), |it| {
-            it.insert("n".into(), AttrValue::N("2".into()));
-        })
         .unwrap()
-        .unwrap();
+    };
+    assert_eq!(set_n("1").event_name, "INSERT");
+    let r = set_n("2");
     assert_eq!(r.event_name, "MODIFY");
     assert_eq!(r.old_image.unwrap()["n"], AttrValue::N("1".into()));
     assert_eq!(sim.update("T", &key("a"), |_| {}).unwrap(), None);
@@ -205,10 +215,7 @@ async fn view_types_limit_images_and_tables_without_streams_write_none() {
     assert_eq!((t.latest_stream_arn, t.stream_enabled), (None, false));
     let t = sim.describe_table("K").await.unwrap();
     assert_eq!(t.view_type.as_deref(), Some("KEYS_ONLY"));
-    assert!(matches!(
-        sim.describe_table("missing").await,
-        Err(StreamError::NotFound(_))
-    ));
+    assert_fails!(sim.describe_table("missing").await, NotFound);
 }
 
 #[tokio::test(start_paused = true)]
@@ -375,12 +382,10 @@ async fn child_filter_returns_only_that_shards_children() {
 
 #[tokio::test(start_paused = true)]
 async fn a_closed_parent_briefly_shows_open_while_its_children_are_listed() {
-    let sim = sim_with(SimConfig {
+    let (sim, arn, parent) = sim_and_shard_with(SimConfig {
         stale_parent_describe_calls: 2,
         ..SimConfig::default()
     });
-    let arn = arn(&sim);
-    let parent = sim.open_shards("T").unwrap().remove(0);
     let child = sim.rotate_shard(&parent).unwrap();
     for call in 1..=3 {
         let listed = list_all(&sim, &arn, None).await.concat();
@@ -396,9 +401,7 @@ async fn a_closed_parent_briefly_shows_open_while_its_children_are_listed() {
 
 #[tokio::test(start_paused = true)]
 async fn iterators_expire_fifteen_minutes_after_issue() {
-    let sim = sim();
-    let arn = arn(&sim);
-    let shard = sim.open_shards("T").unwrap().remove(0);
+    let (sim, arn, shard) = sim_and_shard();
     let it = sim
         .get_shard_iterator(&arn, &shard, &IteratorPosition::TrimHorizon)
         .await
@@ -407,24 +410,16 @@ async fn iterators_expire_fifteen_minutes_after_issue() {
     let page = sim.get_records(&it, None).await.unwrap();
     let next = page.next_iterator.unwrap();
     advance(Duration::from_secs(1)).await;
-    assert!(matches!(
-        sim.get_records(&it, None).await,
-        Err(StreamError::ExpiredIterator(_))
-    ));
+    assert_fails!(sim.get_records(&it, None).await, ExpiredIterator);
     // The next iterator was issued by the later call, so it still works.
     sim.get_records(&next, None).await.unwrap();
     advance(Duration::from_secs(15 * 60)).await;
-    assert!(matches!(
-        sim.get_records(&next, None).await,
-        Err(StreamError::ExpiredIterator(_))
-    ));
+    assert_fails!(sim.get_records(&next, None).await, ExpiredIterator);
 }
 
 #[tokio::test(start_paused = true)]
 async fn records_older_than_retention_are_trimmed() {
-    let sim = sim();
-    let arn = arn(&sim);
-    let shard = sim.open_shards("T").unwrap().remove(0);
+    let (sim, arn, shard) = sim_and_shard();
     let r1 = sim.put("T", key("a")).unwrap().unwrap();
     advance(23 * HOUR).await;
     let r2 = sim.put("T", key("b")).unwrap().unwrap();
@@ -443,10 +438,7 @@ async fn records_older_than_retention_are_trimmed() {
     assert!(!sim.is_trimmed("T", &r2.sequence_number));
 
     // An iterator whose position has since been trimmed.
-    assert!(matches!(
-        sim.get_records(&early, None).await,
-        Err(StreamError::Trimmed(_))
-    ));
+    assert_fails!(sim.get_records(&early, None).await, Trimmed);
     // AT a trimmed record, or AFTER anything older than the newest
     // trimmed record, would skip data: Trimmed.
     for pos in [
@@ -477,12 +469,10 @@ async fn records_older_than_retention_are_trimmed() {
 
 #[tokio::test(start_paused = true)]
 async fn closed_shards_disappear_after_retention_leaving_orphaned_children() {
-    let sim = sim_with(SimConfig {
+    let (sim, arn, parent) = sim_and_shard_with(SimConfig {
         stale_parent_describe_calls: 0,
         ..SimConfig::default()
     });
-    let arn = arn(&sim);
-    let parent = sim.open_shards("T").unwrap().remove(0);
     sim.put("T", key("a")).unwrap();
     let child = sim.rotate_shard(&parent).unwrap();
     advance(24 * HOUR - Duration::from_secs(1)).await;
@@ -492,18 +482,16 @@ async fn closed_shards_disappear_after_retention_leaving_orphaned_children() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].shard_id, child);
     assert_eq!(listed[0].parent_shard_id.as_deref(), Some(parent.as_str()));
-    assert!(matches!(
+    assert_fails!(
         sim.get_shard_iterator(&arn, &parent, &IteratorPosition::TrimHorizon)
             .await,
-        Err(StreamError::NotFound(_))
-    ));
+        NotFound
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn get_records_pages_by_count_and_size_and_ends_closed_shards() {
-    let sim = sim();
-    let arn = arn(&sim);
-    let shard = sim.open_shards("T").unwrap().remove(0);
+    let (sim, arn, shard) = sim_and_shard();
     for i in 0..1500 {
         sim.put("T", key(&format!("k{i}"))).unwrap();
     }
@@ -518,11 +506,11 @@ async fn get_records_pages_by_count_and_size_and_ends_closed_shards() {
         .await
         .unwrap();
     assert_eq!(p2.records.len(), 10);
-    assert!(matches!(
+    assert_fails!(
         sim.get_records(p2.next_iterator.as_ref().unwrap(), Some(1001))
             .await,
-        Err(StreamError::Other(_))
-    ));
+        Other
+    );
 
     // ~400 KB items: a MODIFY record carries two images, ~800 KB, so a
     // 1 MB page holds one.
@@ -576,18 +564,13 @@ async fn get_records_pages_by_count_and_size_and_ends_closed_shards() {
 
 #[tokio::test(start_paused = true)]
 async fn sequence_numbers_are_validated_against_the_shard() {
-    let sim = sim();
-    let arn = arn(&sim);
-    let first = sim.open_shards("T").unwrap().remove(0);
+    let (sim, arn, first) = sim_and_shard();
     let r1 = sim.put("T", key("a")).unwrap().unwrap();
     let second = sim.rotate_shard(&first).unwrap();
     let r2 = sim.put("T", key("b")).unwrap().unwrap();
     let at = |s: &StreamRecord| IteratorPosition::AtSequence(s.sequence_number.clone());
     for (shard, pos) in [(&second, at(&r1)), (&first, at(&r2))] {
-        assert!(matches!(
-            sim.get_shard_iterator(&arn, shard, &pos).await,
-            Err(StreamError::Other(_))
-        ));
+        assert_fails!(sim.get_shard_iterator(&arn, shard, &pos).await, Other);
     }
     for bad in ["x", "99999999999999999999999999"] {
         let pos = IteratorPosition::AfterSequence(bad.into());
@@ -598,15 +581,12 @@ async fn sequence_numbers_are_validated_against_the_shard() {
     let after = IteratorPosition::AfterSequence(r1.sequence_number.clone());
     let (got, ended) = read(&sim, &arn, &first, after).await;
     assert_eq!((got.len(), ended), (0, true));
-    assert!(matches!(
+    assert_fails!(
         sim.get_shard_iterator(&arn, "shardId-none", &IteratorPosition::Latest)
             .await,
-        Err(StreamError::NotFound(_))
-    ));
-    assert!(matches!(
-        sim.get_records("garbage", None).await,
-        Err(StreamError::Other(_))
-    ));
+        NotFound
+    );
+    assert_fails!(sim.get_records("garbage", None).await, Other);
 }
 
 #[tokio::test(start_paused = true)]
@@ -630,10 +610,7 @@ async fn throttling_limits_get_records_per_shard_and_describe_stream_per_stream(
     for _ in 0..5 {
         sim.get_records(&its[0], None).await.unwrap();
     }
-    assert!(matches!(
-        sim.get_records(&its[0], None).await,
-        Err(StreamError::Throttled(_))
-    ));
+    assert_fails!(sim.get_records(&its[0], None).await, Throttled);
     // Another shard has its own budget.
     sim.get_records(&its[1], None).await.unwrap();
     advance(Duration::from_millis(999)).await;
@@ -648,10 +625,7 @@ async fn throttling_limits_get_records_per_shard_and_describe_stream_per_stream(
     for _ in 0..10 {
         sim.describe_stream(&req).await.unwrap();
     }
-    assert!(matches!(
-        sim.describe_stream(&req).await,
-        Err(StreamError::Throttled(_))
-    ));
+    assert_fails!(sim.describe_stream(&req).await, Throttled);
     let c = sim.calls();
     assert_eq!(
         (
@@ -674,9 +648,7 @@ async fn throttling_limits_get_records_per_shard_and_describe_stream_per_stream(
 
 #[tokio::test(start_paused = true)]
 async fn re_enabled_stream_has_a_new_arn_and_the_old_one_stays_readable() {
-    let sim = sim();
-    let old_arn = arn(&sim);
-    let old_shard = sim.open_shards("T").unwrap().remove(0);
+    let (sim, old_arn, old_shard) = sim_and_shard();
     let r1 = sim.put("T", key("a")).unwrap().unwrap();
     sim.disable_stream("T").unwrap();
     let t = sim.describe_table("T").await.unwrap();
@@ -724,37 +696,29 @@ async fn re_enabled_stream_has_a_new_arn_and_the_old_one_stays_readable() {
     let streams = sim.list_streams("T").await.unwrap();
     assert_eq!(streams.len(), 1);
     assert_eq!(streams[0].stream_arn, new_arn);
-    assert!(matches!(
+    assert_fails!(
         sim.describe_stream(&DescribeStreamRequest {
             stream_arn: old_arn,
             ..Default::default()
         })
         .await,
-        Err(StreamError::NotFound(_))
-    ));
+        NotFound
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_deleted_table_is_gone_but_its_stream_is_readable_until_trimmed() {
-    let sim = sim();
-    let arn = arn(&sim);
-    let shard = sim.open_shards("T").unwrap().remove(0);
+    let (sim, arn, shard) = sim_and_shard();
     let r = sim.put("T", key("a")).unwrap().unwrap();
     sim.delete_table("T").unwrap();
-    assert!(matches!(
-        sim.describe_table("T").await,
-        Err(StreamError::NotFound(_))
-    ));
+    assert_fails!(sim.describe_table("T").await, NotFound);
     assert!(sim.put("T", key("a")).is_err());
     assert_eq!(sim.list_streams("T").await.unwrap().len(), 1);
     let (got, ended) = read(&sim, &arn, &shard, IteratorPosition::TrimHorizon).await;
     assert_eq!((got, ended), (vec![r.clone()], true));
     assert_eq!(sim.write_log_for("T", &key("a")).unwrap(), vec![r]);
     advance(24 * HOUR).await;
-    assert!(matches!(
-        sim.list_streams("T").await,
-        Err(StreamError::NotFound(_))
-    ));
+    assert_fails!(sim.list_streams("T").await, NotFound);
 }
 
 #[tokio::test(start_paused = true)]
