@@ -18,7 +18,7 @@ use super::{LoggedRecord, SimConfig, ViewType};
 use crate::stream::{StreamError, StreamRecord, StreamResult, UserIdentity};
 use crate::value::Item;
 
-/// First sequence number handed out: 21 digits, as the brief asks, so that
+/// First sequence number handed out: 21 digits, as the service's are, so that
 /// text comparison and numeric comparison agree only by accident.
 pub(super) const FIRST_SEQUENCE: u128 = 100_000_000_000_000_000_000;
 
