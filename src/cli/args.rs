@@ -276,12 +276,12 @@ Exit status: 0 stopped by SIGTERM/SIGINT, 1 it could not start (the error names 
     /// For container health checks in images without curl.
     ///
     /// It finds the config as `run` does: --config FILE, DDB_AUDIT_CONFIG (a
-    /// file's path) or the whole TOML in DDB_AUDIT_CONFIG_TOML. The image's
-    /// HEALTHCHECK runs it with no arguments in the container's environment,
-    /// so give the container its config through one of those variables (a
-    /// `run --config FILE` argument is not seen by the health check). The
-    /// config must set [observability] listen; in a container
-    /// "0.0.0.0:9090", which the health check asks on loopback.
+    /// file's path) or the whole TOML in DDB_AUDIT_CONFIG_TOML; given none,
+    /// the --config of the container's main process (`ddb-audit run --config
+    /// FILE` as PID 1), so the image's argument-less HEALTHCHECK works
+    /// however the container is given its config. The config must set
+    /// [observability] listen; in a container "0.0.0.0:9090", which the
+    /// health check asks on loopback.
     #[command(after_help = "\
 Examples:
   ddb-audit healthcheck --config ddb-audit.toml

@@ -122,6 +122,49 @@ pub(crate) async fn serve(config: Config) -> Result<()> {
 /// DDB_AUDIT_CONFIG, or the whole TOML in DDB_AUDIT_CONFIG_TOML), so a
 /// container's HEALTHCHECK, which runs with the container's environment and
 /// no arguments, sees the config `run` got from that environment.
+/// The config the health check reads: as given (--config, DDB_AUDIT_CONFIG,
+/// DDB_AUDIT_CONFIG_TOML), else the file the container's main process was
+/// started with (`run --config FILE` as PID 1, which the image's
+/// argument-less HEALTHCHECK cannot otherwise see).
+pub(crate) fn healthcheck_config(given: ConfigArg) -> ConfigArg {
+    let given_any =
+        given.config.is_some() || std::env::var_os(ddb_audit::config::CONFIG_TOML_ENV).is_some();
+    if given_any {
+        return given;
+    }
+    let from_pid1 = std::fs::read("/proc/1/cmdline")
+        .ok()
+        .and_then(|cmdline| run_config_of(&cmdline));
+    ConfigArg {
+        config: from_pid1.or(given.config),
+    }
+}
+
+/// The `--config FILE` (or `-c FILE`, `--config=FILE`) of a `ddb-audit run`
+/// command line as /proc gives it (arguments separated by NULs).
+fn run_config_of(cmdline: &[u8]) -> Option<PathBuf> {
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let program = args.first()?;
+    let is_us = std::path::Path::new(program)
+        .file_name()
+        .is_some_and(|n| n == "ddb-audit");
+    if !is_us || !args.iter().any(|a| a == "run") {
+        return None;
+    }
+    args.iter().enumerate().find_map(|(i, a)| {
+        if let Some(file) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(file));
+        }
+        (a == "--config" || a == "-c")
+            .then(|| args.get(i + 1).map(PathBuf::from))
+            .flatten()
+    })
+}
+
 pub(crate) async fn healthcheck(config: Config, path: String) -> Result<()> {
     let Some(listen) = config.observability.listen_addr() else {
         anyhow::bail!(
@@ -191,4 +234,40 @@ pub(crate) async fn digest_settings(
     Ok(ddb_audit::daemon::digests::DigestSettings::from_config(
         config, signer,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_health_check_finds_run_s_config_on_its_command_line() {
+        let line = |args: &[&str]| args.join("\0").into_bytes();
+        for (args, want) in [
+            (
+                &["/ddb-audit", "run", "--config", "/etc/a.toml"][..],
+                Some("/etc/a.toml"),
+            ),
+            (
+                &["ddb-audit", "--log-format", "json", "run", "-c", "b.toml"][..],
+                Some("b.toml"),
+            ),
+            (
+                &["/usr/local/bin/ddb-audit", "run", "--config=/c.toml"][..],
+                Some("/c.toml"),
+            ),
+            (&["/ddb-audit", "run"][..], None),
+            (
+                &["/ddb-audit", "serve", "--config", "/etc/a.toml"][..],
+                None,
+            ),
+            (&["/bin/sh", "-c", "run --config x"][..], None),
+        ] {
+            assert_eq!(
+                run_config_of(&line(args)),
+                want.map(PathBuf::from),
+                "{args:?}"
+            );
+        }
+    }
 }

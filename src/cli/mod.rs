@@ -174,7 +174,9 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
         Command::Gaps { config, json } => gaps(load(&config)?, json).await,
         Command::Status { config, json } => status(load(&config)?, json).await,
         Command::Serve(c) => serve(load(&c)?).await,
-        Command::Healthcheck { config, path } => healthcheck(load(&config)?, path).await,
+        Command::Healthcheck { config, path } => {
+            healthcheck(load(&daemon::healthcheck_config(config))?, path).await
+        }
         Command::Verify {
             config,
             table,
