@@ -56,3 +56,67 @@ fn redaction_commit_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
 }
+
+/// Every command's `--help` shows how to use it and what its exit status
+/// means: a new user's first stop.
+#[test]
+fn every_subcommand_help_has_examples_and_exit_statuses() {
+    let commands = [
+        "init",
+        "run",
+        "history",
+        "query",
+        "show",
+        "diff",
+        "revert",
+        "snapshot",
+        "gaps",
+        "status",
+        "serve",
+        "healthcheck",
+        "verify",
+        "export",
+        "redaction",
+        "public-key",
+        "verify-bundle",
+    ];
+    for command in commands {
+        let out = Command::new(BIN)
+            .args([command, "--help"])
+            .output()
+            .expect("run ddb-audit --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command} --help failed");
+        assert!(
+            help.contains("Examples:\n  ddb-audit ") || help.contains("Examples:\n  DDB_AUDIT"),
+            "`{command} --help` shows no example:\n{help}"
+        );
+        assert!(
+            help.contains("Exit status"),
+            "`{command} --help` does not say its exit statuses:\n{help}"
+        );
+    }
+}
+
+/// The README is a front door, not the reference (which is in docs/).
+#[test]
+fn the_readme_is_a_front_door() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 200,
+        "README.md has {lines} lines; the reference belongs in docs/"
+    );
+    for needle in [
+        "make demo",
+        "make test",
+        "cargo install",
+        "docs/configuration.md",
+    ] {
+        assert!(
+            readme.contains(needle),
+            "README.md does not mention {needle}"
+        );
+    }
+}
