@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::entry::{AuditEntry, Gap};
+use crate::observe::health::shard_lag;
 use crate::store::{ShardCheckpoint, ShardStatus, StreamRow, TableHealthRow};
 use crate::value::AttrValue;
 
@@ -182,12 +183,17 @@ pub fn shard_lines(checkpoints: &[ShardCheckpoint], now: DateTime<Utc>) -> Vec<S
             last_record_time: c
                 .last_record_time
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            // A caught-up shard is not behind, however old its last record:
-            // a quiet table has lag 0.
-            lag_seconds: match (c.status, c.caught_up) {
-                (ShardStatus::Drained, _) => None,
-                (_, true) => Some(0),
-                _ => c.last_record_time.map(|t| (now - t).num_seconds().max(0)),
+            // Saved checkpoints say nothing of idle polls, so no stall shows here.
+            lag_seconds: match c.status {
+                ShardStatus::Drained => None,
+                _ => shard_lag(
+                    c.caught_up,
+                    c.last_record_time,
+                    None,
+                    chrono::Duration::MAX,
+                    now,
+                )
+                .map(|d| d.num_seconds()),
             },
             updated_at: c
                 .updated_at

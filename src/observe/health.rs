@@ -97,3 +97,52 @@ impl Health {
             .clone()
     }
 }
+
+/// How far one shard's reading is behind at `now`: the one formula behind
+/// `ddb_audit_lag_seconds`, `/readyz`'s view and `status`.
+///
+/// A caught-up shard is not behind however old its last record (a quiet
+/// table has lag 0), unless its last page is older than `stale_after`: then
+/// reading has stalled and the lag counts from that page. `last_page` is
+/// `None` where it is not known (`status` reads saved checkpoints, which an
+/// idle poll does not rewrite), and then nothing counts as stalled. `None`
+/// back: nothing is known to be behind yet.
+pub fn shard_lag(
+    caught_up: bool,
+    newest_record: Option<DateTime<Utc>>,
+    last_page: Option<DateTime<Utc>>,
+    stale_after: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Option<chrono::Duration> {
+    let stalled = last_page
+        .map(|page| now - page)
+        .filter(|since| *since > stale_after);
+    let lag = match (caught_up, newest_record) {
+        (true, _) => Some(stalled.unwrap_or_else(chrono::Duration::zero)),
+        (false, Some(record)) => Some(now - record),
+        (false, None) => stalled,
+    };
+    lag.map(|d| d.max(chrono::Duration::zero()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_zero_when_caught_up_and_counts_from_the_last_page_once_stalled() {
+        let now = Utc::now();
+        let secs = chrono::Duration::seconds;
+        let stale = secs(30);
+        let old = Some(now - secs(600));
+        assert_eq!(shard_lag(true, old, Some(now - secs(5)), stale, now), Some(secs(0)));
+        assert_eq!(shard_lag(true, old, None, stale, now), Some(secs(0)));
+        assert_eq!(shard_lag(true, old, Some(now - secs(90)), stale, now), Some(secs(90)));
+        assert_eq!(shard_lag(false, old, Some(now), stale, now), Some(secs(600)));
+        assert_eq!(shard_lag(false, None, Some(now - secs(5)), stale, now), None);
+        assert_eq!(shard_lag(false, None, Some(now - secs(40)), stale, now), Some(secs(40)));
+        assert_eq!(shard_lag(false, None, None, stale, now), None);
+        // A record stamped ahead of this clock is not negative lag.
+        assert_eq!(shard_lag(false, Some(now + secs(3)), None, stale, now), Some(secs(0)));
+    }
+}

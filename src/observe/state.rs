@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::health::TableState;
+use super::health::{shard_lag, TableState};
 use super::Observer;
 
 /// The states a shard is counted in (`ddb_audit_shards{table,state}`).
@@ -224,27 +224,13 @@ impl Observer {
             return 0.0;
         };
         let stale = chrono::Duration::from_std(st.stale_after).unwrap_or(chrono::Duration::MAX);
-        let secs = |d: chrono::Duration| (d.num_milliseconds().max(0) as f64) / 1000.0;
         t.shards
             .values()
             .filter_map(|s| s.lag.as_ref())
-            .map(|lag| {
-                let since_page = now - lag.last_page;
-                if lag.caught_up {
-                    if since_page <= stale {
-                        0.0
-                    } else {
-                        secs(since_page)
-                    }
-                } else if let Some(t) = lag.newest_record {
-                    secs(now - t)
-                } else if since_page > stale {
-                    // Reading began and no page ever came back.
-                    secs(since_page)
-                } else {
-                    0.0
-                }
+            .filter_map(|lag| {
+                shard_lag(lag.caught_up, lag.newest_record, Some(lag.last_page), stale, now)
             })
+            .map(|d| (d.num_milliseconds() as f64) / 1000.0)
             .fold(0.0, f64::max)
     }
 }
