@@ -39,7 +39,7 @@
 //! listen = "127.0.0.1:8080"           # plain HTTP: TLS is the load balancer's job
 //! token_sha256 = []                   # hex SHA-256 digests of accepted bearer tokens
 //! cors_origins = []                   # CORS off unless origins are listed
-//! page_size = 100                     # entries per API page unless `limit` says otherwise
+//! page_size = 100                     # entries per API page unless a request's `page_size` says otherwise
 //! max_page_size = 1000
 //! request_timeout_ms = 30000
 //! # [[serve.tokens]]                  # a named token, optionally scoped to tables

@@ -190,18 +190,18 @@ async fn serve_api_answers_only_known_tokens_and_pages_every_entry_once() {
     }
 
     // Paging with cursors gives exactly what `history --json` gives, once each.
-    for (order, limit) in [("asc", 4), ("desc", 7)] {
+    for (order, page_size) in [("asc", 4), ("desc", 7)] {
         let mut got = Vec::new();
         let mut cursor = None::<String>;
         loop {
-            let mut extra = format!("&order={order}&limit={limit}");
+            let mut extra = format!("&order={order}&page_size={page_size}");
             if let Some(c) = &cursor {
                 extra.push_str(&format!("&cursor={}", enc(c)));
             }
             let r = get(w.port, &w.history_uri("u2", &extra), Some(CONFIG_TOKEN));
             assert_eq!(r.status, 200, "{}", r.body);
             let entries = r.body["entries"].as_array().unwrap();
-            assert!(entries.len() <= limit);
+            assert!(entries.len() <= page_size);
             got.extend(entries.iter().cloned());
             match r.body["next"].as_str() {
                 Some(c) => cursor = Some(c.to_string()),
@@ -249,7 +249,10 @@ async fn serve_api_answers_only_known_tokens_and_pages_every_entry_once() {
     // The API and the CLI are two faces of the same library functions.
     let alice = get(
         w.port,
-        &format!("/api/query?table={}&actor=alice&limit=1000", enc(&w.table)),
+        &format!(
+            "/api/query?table={}&actor=alice&page_size=1000",
+            enc(&w.table)
+        ),
         Some(CONFIG_TOKEN),
     );
     let cli = w

@@ -491,8 +491,7 @@ pub(crate) struct QueryArgs {
     /// across every table; needs [attribution.cloudtrail] in the daemon.
     #[arg(long, value_name = "ARN")]
     pub(crate) principal: Option<String>,
-    /// At most N entries in all, at least 1 (the HTTP API's `limit` is a
-    /// page size instead).
+    /// At most N entries in all, at least 1 (as the HTTP API's `limit`).
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub(crate) limit: Option<usize>,
     /// Time order: asc (oldest first, the default) or desc.
@@ -511,12 +510,7 @@ pub(crate) struct ConfigArg {
     pub(crate) config: Option<PathBuf>,
 }
 
-/// A count that must be at least 1: `--last 0` or `--limit 0` would print
-/// nothing and look like an empty trail.
+/// A count that must be at least 1, as the HTTP API's `limit` is.
 fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1 (0 would print nothing)".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("{text:?} is not a count: {e}")),
-    }
+    ddb_audit::read::parse_count(text, usize::MAX)
 }

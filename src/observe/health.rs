@@ -135,14 +135,32 @@ mod tests {
         let secs = chrono::Duration::seconds;
         let stale = secs(30);
         let old = Some(now - secs(600));
-        assert_eq!(shard_lag(true, old, Some(now - secs(5)), stale, now), Some(secs(0)));
+        assert_eq!(
+            shard_lag(true, old, Some(now - secs(5)), stale, now),
+            Some(secs(0))
+        );
         assert_eq!(shard_lag(true, old, None, stale, now), Some(secs(0)));
-        assert_eq!(shard_lag(true, old, Some(now - secs(90)), stale, now), Some(secs(90)));
-        assert_eq!(shard_lag(false, old, Some(now), stale, now), Some(secs(600)));
-        assert_eq!(shard_lag(false, None, Some(now - secs(5)), stale, now), None);
-        assert_eq!(shard_lag(false, None, Some(now - secs(40)), stale, now), Some(secs(40)));
+        assert_eq!(
+            shard_lag(true, old, Some(now - secs(90)), stale, now),
+            Some(secs(90))
+        );
+        assert_eq!(
+            shard_lag(false, old, Some(now), stale, now),
+            Some(secs(600))
+        );
+        assert_eq!(
+            shard_lag(false, None, Some(now - secs(5)), stale, now),
+            None
+        );
+        assert_eq!(
+            shard_lag(false, None, Some(now - secs(40)), stale, now),
+            Some(secs(40))
+        );
         assert_eq!(shard_lag(false, None, None, stale, now), None);
         // A record stamped ahead of this clock is not negative lag.
-        assert_eq!(shard_lag(false, Some(now + secs(3)), None, stale, now), Some(secs(0)));
+        assert_eq!(
+            shard_lag(false, Some(now + secs(3)), None, stale, now),
+            Some(secs(0))
+        );
     }
 }

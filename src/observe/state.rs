@@ -228,7 +228,13 @@ impl Observer {
             .values()
             .filter_map(|s| s.lag.as_ref())
             .filter_map(|lag| {
-                shard_lag(lag.caught_up, lag.newest_record, Some(lag.last_page), stale, now)
+                shard_lag(
+                    lag.caught_up,
+                    lag.newest_record,
+                    Some(lag.last_page),
+                    stale,
+                    now,
+                )
             })
             .map(|d| (d.num_milliseconds() as f64) / 1000.0)
             .fold(0.0, f64::max)

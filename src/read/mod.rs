@@ -55,6 +55,19 @@ fn bad(flag: &str, message: impl Into<String>) -> ReadError {
 
 // ---------------------------------------------------------------- arguments
 
+/// A count of entries (`--limit`, `--last`, the API's `limit` and
+/// `page_size`): a whole number from 1 to `max`. 0 is refused: it would
+/// answer nothing and look like an empty trail. `Err` says why, in words
+/// that follow the argument's name.
+pub fn parse_count(text: &str, max: usize) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (0 would answer nothing)".into()),
+        Ok(n) if n <= max => Ok(n),
+        Ok(_) => Err(format!("must be at most {max}")),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
 /// TIME: RFC 3339 (`2026-11-23T19:05:00Z`) or an age before `now`
 /// (`90s`, `15m`, `2h`, `7d`).
 pub fn parse_time(flag: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ReadError> {

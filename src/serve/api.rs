@@ -230,16 +230,29 @@ fn parse_key(args: &[&str]) -> Result<Item, ApiError> {
     Ok(read::parse_key_as(ArgNames::Params, args)?)
 }
 
-fn parse_limit<S>(app: &App<S>, raw: Option<&str>) -> Result<usize, ApiError> {
-    let max = app.serve.max_page_size;
-    match raw {
-        None => Ok(app.serve.page_size),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request(format!(
-                "`limit={v}` must be a whole number in 1..={max}"
-            ))),
-        },
+/// `name=N`, a count from 1 to `max`, as the CLI's counts are parsed.
+fn parse_count(name: &str, raw: Option<&str>, max: usize) -> Result<Option<usize>, ApiError> {
+    raw.map(|v| {
+        read::parse_count(v, max)
+            .map_err(|why| ApiError::bad_request(format!("`{name}={v}` {why}")))
+    })
+    .transpose()
+}
+
+/// How much one paged request returns: `limit` bounds the entries in all
+/// (as `query --limit` does), `page_size` each page.
+struct Paging {
+    limit: Option<usize>,
+    page_size: usize,
+}
+
+impl Paging {
+    fn take<S>(p: &mut Taken<'_>, app: &App<S>) -> Result<Paging, ApiError> {
+        Ok(Paging {
+            limit: parse_count("limit", p.one("limit")?, usize::MAX)?,
+            page_size: parse_count("page_size", p.one("page_size")?, app.serve.max_page_size)?
+                .unwrap_or(app.serve.page_size),
+        })
     }
 }
 
@@ -255,38 +268,46 @@ fn required_time(p: &mut Taken<'_>, name: &str) -> Result<DateTime<Utc>, ApiErro
 }
 
 /// One page of a read-side query as `{"entries", "next"}`, the read side's
-/// cursor wrapped to bind it to this request.
+/// cursor wrapped to bind it to this request and to carry what is left of
+/// its `limit`.
 async fn query_page<S: ReadStore>(
     store: &S,
     filter: &QueryFilter,
     params: &Params,
     raw_cursor: Option<&str>,
-    limit: usize,
+    paging: Paging,
 ) -> ApiResult {
     let fp = cursor::fingerprint(params);
-    let inner = raw_cursor
-        .map(|c| cursor::decode(c, &fp))
-        .transpose()?
-        .map(|c| Cursor::parse(&c))
-        .transpose()?;
+    let (inner, left) = match raw_cursor {
+        Some(c) => {
+            let page = cursor::decode(c, &fp)?;
+            (Some(Cursor::parse(&page.inner)?), page.left)
+        }
+        None => (None, paging.limit),
+    };
+    let want = left.map_or(paging.page_size, |l| l.min(paging.page_size));
     // A scoped token asking by actor, principal or correlation (no table
     // named) sees only its tables' entries: `filter.readable` says which.
-    let page = read::query(store, filter, inner.as_ref(), limit).await?;
-    let next = page.next.map(|c| cursor::encode(&fp, c.as_str()));
+    let page = read::query(store, filter, inner.as_ref(), want).await?;
+    let left = left.map(|l| l.saturating_sub(page.entries.len()));
+    let next = match (page.next, left) {
+        (_, Some(0)) | (None, _) => None,
+        (Some(c), left) => Some(cursor::encode(&fp, c.as_str(), left)),
+    };
     Ok(Json(json!({ "entries": page.entries, "next": next })))
 }
 
-/// `GET /api/history?table=T&key=NAME=TYPE:VALUE[&key=…][&since][&until][&order][&limit][&cursor]`
+/// `GET /api/history?table=T&key=NAME=TYPE:VALUE[&key=…][&since][&until][&order][&limit][&page_size][&cursor]`
 pub async fn history<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
     let mut p = Taken::new(&call.params);
     let table = p.required("table", "table=orders")?;
     let key = parse_key(&p.all("key"))?;
     let since = parse_time("since", p.one("since")?)?;
     let until = parse_time("until", p.one("until")?)?;
-    let limit = parse_limit(&call.app, p.one("limit")?)?;
+    let paging = Paging::take(&mut p, &call.app)?;
     let order = Order::parse_as(ArgNames::Params, p.one("order")?)?;
     let raw_cursor = p.one("cursor")?;
-    p.finish("table, key (repeatable), since, until, order, limit, cursor")?;
+    p.finish("table, key (repeatable), since, until, order, limit, page_size, cursor")?;
     scoped(&call.principal, table)?;
     let filter = QueryFilter {
         table: Some(table.to_string()),
@@ -296,11 +317,12 @@ pub async fn history<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult
         order,
         ..QueryFilter::default()
     };
-    query_page(&call.app.store, &filter, &call.params, raw_cursor, limit).await
+    query_page(&call.app.store, &filter, &call.params, raw_cursor, paging).await
 }
 
 /// `GET /api/query?…`: the `query` command's filters as parameters; `limit`
-/// is the page size here (follow `next` for more).
+/// bounds the total as `query --limit` does, `page_size` each page (follow
+/// `next` for more).
 pub async fn query<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
     let mut p = Taken::new(&call.params);
     // A form sends empty fields: an empty name is no filter (values and
@@ -327,16 +349,16 @@ pub async fn query<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
         readable: call.principal.tables.clone(),
         ..given.parse(ArgNames::Params, Utc::now())?
     };
-    let limit = parse_limit(&call.app, p.one("limit")?)?;
+    let paging = Paging::take(&mut p, &call.app)?;
     let raw_cursor = p.one("cursor")?;
     p.finish(
         "table, key (repeatable), actor, since, until, field, from, to, event, correlation, \
-         principal, order, limit, cursor",
+         principal, order, limit, page_size, cursor",
     )?;
     if let Some(t) = given.table {
         scoped(&call.principal, t)?;
     }
-    query_page(&call.app.store, &filter, &call.params, raw_cursor, limit).await
+    query_page(&call.app.store, &filter, &call.params, raw_cursor, paging).await
 }
 
 /// The `table` and `key` parameters naming one item the caller may read.
@@ -431,7 +453,9 @@ pub async fn verify<S: ReadStore + CheckpointStore + EvidenceStore>(call: Call<S
     let mut p = Taken::new(&call.params);
     let table = p.one("table")?.filter(|t| !t.is_empty());
     let since = parse_time("since", p.one("since")?)?;
-    let limit = parse_limit(&call.app, p.one("limit")?)?;
+    // A list of findings is one answer, not pages: `limit` bounds it.
+    let limit = parse_count("limit", p.one("limit")?, call.app.serve.max_page_size)?
+        .unwrap_or(call.app.serve.page_size);
     p.finish("table, since, limit")?;
     let tables = match (table, &call.principal.tables) {
         (Some(t), _) => {

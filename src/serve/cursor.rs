@@ -15,6 +15,18 @@ struct Wire {
     q: String,
     /// The read side's cursor.
     c: String,
+    /// What is left of the request's `limit` (absent: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    left: Option<usize>,
+}
+
+/// A cursor this server issued, opened.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The read side's cursor.
+    pub inner: String,
+    /// Entries still to return under the request's `limit`.
+    pub left: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,11 +38,12 @@ pub enum CursorError {
 }
 
 /// A fingerprint of the parameters that define a paged request (all but
-/// `cursor` and `limit`, which may change between pages).
+/// `cursor` and `page_size`, which may change between pages; `limit` is a
+/// total, so it is part of the request).
 pub fn fingerprint(params: &[(String, String)]) -> String {
     let mut sorted: Vec<_> = params
         .iter()
-        .filter(|(k, _)| k != "cursor" && k != "limit")
+        .filter(|(k, _)| k != "cursor" && k != "page_size")
         .collect();
     sorted.sort();
     let mut h = Sha256::new();
@@ -43,17 +56,18 @@ pub fn fingerprint(params: &[(String, String)]) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
-pub fn encode(fingerprint: &str, inner: &str) -> String {
+pub fn encode(fingerprint: &str, inner: &str, left: Option<usize>) -> String {
     let wire = Wire {
         v: 1,
         q: fingerprint.to_string(),
         c: inner.to_string(),
+        left,
     };
-    // Serialising three strings cannot fail.
+    // Serialising strings and a number cannot fail.
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap_or_default())
 }
 
-pub fn decode(cursor: &str, fingerprint: &str) -> Result<String, CursorError> {
+pub fn decode(cursor: &str, fingerprint: &str) -> Result<Page, CursorError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| CursorError::Malformed)?;
@@ -64,7 +78,10 @@ pub fn decode(cursor: &str, fingerprint: &str) -> Result<String, CursorError> {
     if wire.q != fingerprint {
         return Err(CursorError::OtherRequest);
     }
-    Ok(wire.c)
+    Ok(Page {
+        inner: wire.c,
+        left: wire.left,
+    })
 }
 
 #[cfg(test)]
@@ -80,14 +97,26 @@ mod tests {
 
     #[test]
     fn a_cursor_round_trips_and_is_bound_to_its_request() {
-        let q = fingerprint(&p(&[("table", "t"), ("key", "pk=S:1"), ("limit", "5")]));
-        // Order of parameters, limit and cursor do not matter.
+        let q = fingerprint(&p(&[("table", "t"), ("key", "pk=S:1"), ("page_size", "5")]));
+        // Order of parameters, page size and cursor do not matter.
         assert_eq!(
             q,
             fingerprint(&p(&[("key", "pk=S:1"), ("table", "t"), ("cursor", "x")]))
         );
-        let c = encode(&q, "inner-cursor");
-        assert_eq!(decode(&c, &q), Ok("inner-cursor".to_string()));
+        // A limit is a total: another limit is another request.
+        assert_ne!(
+            q,
+            fingerprint(&p(&[("key", "pk=S:1"), ("table", "t"), ("limit", "5")]))
+        );
+        let c = encode(&q, "inner-cursor", Some(7));
+        assert_eq!(
+            decode(&c, &q),
+            Ok(Page {
+                inner: "inner-cursor".to_string(),
+                left: Some(7)
+            })
+        );
+        assert_eq!(decode(&encode(&q, "i", None), &q).map(|p| p.left), Ok(None));
         let other = fingerprint(&p(&[("table", "t"), ("key", "pk=S:2")]));
         assert_eq!(decode(&c, &other), Err(CursorError::OtherRequest));
         assert_eq!(decode("not a cursor", &q), Err(CursorError::Malformed));

@@ -305,7 +305,7 @@ async fn the_openapi_document_lists_exactly_the_routes_and_each_answers() {
 async fn query_item_diff_and_revert_answer_as_the_commands_print() {
     let r = app(5).await;
     // query across items: bob's entries (odd sequence numbers) in orders.
-    let mut page = get_ok(&r, "/api/query?table=orders&actor=bob&limit=2").await;
+    let mut page = get_ok(&r, "/api/query?table=orders&actor=bob&page_size=2").await;
     let mut seqs: Vec<String> = Vec::new();
     loop {
         for e in page["entries"].as_array().unwrap() {
@@ -317,11 +317,25 @@ async fn query_item_diff_and_revert_answer_as_the_commands_print() {
         };
         page = get_ok(
             &r,
-            &format!("/api/query?table=orders&actor=bob&limit=2&cursor={c}"),
+            &format!("/api/query?table=orders&actor=bob&page_size=2&cursor={c}"),
         )
         .await;
     }
     assert_eq!(seqs, ["1001", "1003", "1005"]);
+    // `limit` is a total, as `query --limit`: two of bob's three entries,
+    // over pages of one, and no cursor once they are given.
+    let mut uri = "/api/query?table=orders&actor=bob&limit=2&page_size=1".to_string();
+    let mut limited = Vec::new();
+    loop {
+        let page = get_ok(&r, &uri).await;
+        assert_eq!(page["entries"].as_array().unwrap().len(), 1, "{page}");
+        limited.push(page["entries"][0]["sequence_number"].clone());
+        let Some(c) = page["next"].as_str() else {
+            break;
+        };
+        uri = format!("/api/query?table=orders&actor=bob&limit=2&page_size=1&cursor={c}");
+    }
+    assert_eq!(limited, ["1001", "1003"]);
     let body = get_ok(&r, "/api/query?table=orders&field=balance&to=N%3A4").await;
     assert_eq!(body["entries"].as_array().unwrap().len(), 1);
     assert_eq!(body["entries"][0]["sequence_number"], "1004");

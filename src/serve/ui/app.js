@@ -367,9 +367,9 @@
     b.rendered = String(view.shown);
   }
 
-  function fetchPage(cursor, limit) {
+  function fetchPage(cursor, pageSize) {
     const p = new URLSearchParams(view.search);
-    p.set("limit", String(limit));
+    p.set("page_size", String(pageSize));
     if (cursor) p.set("cursor", cursor);
     return api(view.kind === "history" ? "/api/history" : "/api/query", p);
   }
