@@ -67,6 +67,48 @@ impl Pacer {
     }
 }
 
+/// Spends at most `per_second` units a second on average, over every task
+/// that shares it: a call waits until what was spent before it is due, and
+/// says what it cost once it is answered (a Scan's read units are known only
+/// from its answer, so a rate limiter's up-front permits cannot fit).
+#[derive(Debug)]
+pub struct Budget {
+    started: tokio::time::Instant,
+    spent: std::sync::Mutex<f64>,
+    per_second: f64,
+}
+
+impl Budget {
+    pub fn per_second(per_second: f64) -> Self {
+        Budget {
+            started: tokio::time::Instant::now(),
+            spent: std::sync::Mutex::new(0.0),
+            per_second,
+        }
+    }
+
+    /// Waits until what was spent so far is due.
+    pub async fn ready(&self) {
+        let due = Duration::from_secs_f64(self.spent() / self.per_second);
+        tokio::time::sleep_until(self.started + due).await;
+    }
+
+    /// Adds what a call cost.
+    pub fn spend(&self, units: f64) {
+        *self
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += units;
+    }
+
+    fn spent(&self) -> f64 {
+        *self
+            .spent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +130,19 @@ mod tests {
             );
         }
         assert!(times[19] <= Duration::from_millis(4800), "{times:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_holds_the_average_rate_whatever_each_call_costs() {
+        let budget = Budget::per_second(10.0);
+        let start = tokio::time::Instant::now();
+        for cost in [0.5, 25.0, 4.5, 10.0] {
+            budget.ready().await;
+            budget.spend(cost);
+        }
+        // 30 units spent before the last call: due at 3 s, not before.
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        budget.ready().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
     }
 }

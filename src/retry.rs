@@ -13,6 +13,13 @@ use tokio_util::sync::CancellationToken;
 /// An error that says whether trying again can help.
 pub trait Transient: Display {
     fn is_transient(&self) -> bool;
+
+    /// "Not yet", not a failure (a table still CREATING): waited out with
+    /// the same backoff, but neither counted as a retry nor logged as a
+    /// warning; its Display says what is awaited.
+    fn is_wait(&self) -> bool {
+        false
+    }
 }
 
 /// Retries logged one by one before the log thins out.
@@ -92,6 +99,15 @@ where
             failures += 1;
             let waited = started.elapsed();
             let retry_in_ms = delay.as_millis() as u64;
+            if e.is_wait() {
+                if waited >= next_report {
+                    next_report = waited * 2;
+                    tracing::info!(waited_secs = waited.as_secs(), "{e}: still waiting");
+                } else {
+                    tracing::debug!(retry_in_ms, "{e}: not yet");
+                }
+                return;
+            }
             crate::observe::Event::emit(crate::observe::Retrying { operation: what });
             if failures <= REPORT_FIRST_FAILURES {
                 tracing::warn!(operation = what, error = %e, failures, retry_in_ms, "retrying");

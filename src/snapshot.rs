@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::daemon::digests::{write_digest, DigestSettings, NextDigest};
 use crate::diff::diff_images;
 use crate::entry::AuditEntry;
+use crate::pace::Budget;
 use crate::proof::chain::hash_entry;
 use crate::proof::digest::{ShardHead, SignedDigest};
 use crate::proof::{ChainState, Link};
@@ -85,30 +86,6 @@ pub struct SnapshotReport {
     pub already_present: u64,
     /// Stopped by the caller's token before the end: run again to resume.
     pub interrupted: bool,
-}
-
-/// Spends at most `rate` units a second, over all segments.
-struct Pace {
-    started: Instant,
-    spent: Mutex<f64>,
-    rate: f64,
-}
-
-impl Pace {
-    async fn wait(&self) {
-        let due = {
-            let spent = *self.spent.lock().unwrap_or_else(|e| e.into_inner());
-            Duration::from_secs_f64(spent / self.rate)
-        };
-        let elapsed = self.started.elapsed();
-        if due > elapsed {
-            tokio::time::sleep(due - elapsed).await;
-        }
-    }
-
-    fn spend(&self, units: f64) {
-        *self.spent.lock().unwrap_or_else(|e| e.into_inner()) += units;
-    }
 }
 
 /// Builds the SNAPSHOT entry of one item read at `read_at`.
@@ -231,11 +208,8 @@ pub async fn snapshot<S: SnapshotStore + ProofStore>(
     };
     run_digests.load_newest(store, stop).await?;
 
-    let pace = Pace {
-        started: Instant::now(),
-        spent: Mutex::new(0.0),
-        rate: options.read_units_per_sec,
-    };
+    // Shared by every segment: the rate is the table's, not a segment's.
+    let pace = Budget::per_second(options.read_units_per_sec);
     let before: u64 = segments.iter().map(|s| s.items).sum();
     let counters = Counters::default();
     counters.items.store(before, Ordering::Relaxed);
@@ -429,7 +403,7 @@ async fn segment_loop<S: SnapshotStore>(
     key_names: &[String],
     options: &SnapshotOptions,
     policy: RetryPolicy,
-    pace: &Pace,
+    pace: &Budget,
     counters: &Counters,
     stop: &CancellationToken,
     report_progress: &(dyn Fn() + Sync),
@@ -442,7 +416,7 @@ async fn segment_loop<S: SnapshotStore>(
         }
         tokio::select! {
             _ = stop.cancelled() => return Ok(false),
-            _ = pace.wait() => {}
+            _ = pace.ready() => {}
         }
         // Taken before the read: every change made before it is in the
         // (strongly consistent) page, so the read side can place the entry.

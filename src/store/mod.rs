@@ -330,39 +330,53 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = StoreResult<bool>>,
 {
+    use crate::retry::{retry, Retried, RetryPolicy, Transient};
     use std::time::Duration;
-    let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
-    let mut next_report = Duration::from_secs(5);
-    loop {
-        let ready = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(false),
-            ready = check() => ready,
-        };
-        match ready {
-            Ok(true) => return Ok(true),
-            Ok(false) => {}
-            Err(e) if e.is_retryable() => tracing::debug!(error = %e, "{what}: retrying"),
-            Err(e) => return Err(e),
+
+    /// "Not yet" is a wait, retried as a throttle is, but not a failure.
+    enum Wait<'a> {
+        NotYet(&'a str),
+        Failed(StoreError),
+    }
+    impl std::fmt::Display for Wait<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                Wait::NotYet(what) => f.write_str(what),
+                Wait::Failed(e) => e.fmt(f),
+            }
         }
-        let waited = started.elapsed();
-        if waited > timeout {
-            return Err(StoreError::Other(format!(
-                "{what}: still not ready after {}s",
-                timeout.as_secs()
-            )));
+    }
+    impl Transient for Wait<'_> {
+        fn is_transient(&self) -> bool {
+            match self {
+                Wait::NotYet(_) => true,
+                Wait::Failed(e) => e.is_retryable(),
+            }
         }
-        if waited >= next_report {
-            tracing::info!(waited_secs = waited.as_secs(), "{what}: still waiting");
-            next_report = waited * 2;
+        fn is_wait(&self) -> bool {
+            matches!(self, Wait::NotYet(_))
         }
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(false),
-            _ = tokio::time::sleep(delay) => {}
+    }
+
+    let policy = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(2));
+    let waited = retry(policy, cancel, "wait until ready", || {
+        let checked = check();
+        async move {
+            match checked.await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Wait::NotYet(what)),
+                Err(e) => Err(Wait::Failed(e)),
+            }
         }
-        delay = (delay * 2).min(Duration::from_secs(2));
+    });
+    match tokio::time::timeout(timeout, waited).await {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(Retried::Cancelled)) => Ok(false),
+        Ok(Err(Retried::Failed(Wait::Failed(e)))) => Err(e),
+        Ok(Err(Retried::Failed(Wait::NotYet(_)))) | Err(_) => Err(StoreError::Other(format!(
+            "{what}: still not ready after {}s",
+            timeout.as_secs()
+        ))),
     }
 }
 
