@@ -24,7 +24,8 @@ use ddb_audit::store::{
 };
 use ddb_audit::stream::aws::AwsStream;
 use ddb_audit::stream::{
-    cmp_sequence, DescribeStreamRequest, IteratorPosition, StreamApi, StreamError, StreamRecord,
+    cmp_sequence, DescribeStreamRequest, IteratorPosition, ShardIteratorRequest, StreamApi,
+    StreamError, StreamRecord,
 };
 use ddb_audit::value::{AttrValue, Item};
 
@@ -508,7 +509,11 @@ async fn stream_adapter(config: &aws_config::SdkConfig, run: &str) {
         let shard_id = shard.shard_id.clone();
         async move {
             let mut iterator = stream
-                .get_shard_iterator(&arn, &shard_id, &position)
+                .get_shard_iterator(&ShardIteratorRequest {
+                    stream_arn: &arn,
+                    shard_id: &shard_id,
+                    position: &position,
+                })
                 .await
                 .expect("iterator");
             let mut records: Vec<StreamRecord> = Vec::new();

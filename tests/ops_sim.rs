@@ -16,7 +16,7 @@ use ddb_audit::observe;
 use ddb_audit::store::memory::MemoryStore;
 use ddb_audit::stream::sim::{SimConfig, SimStream, ViewType};
 use ddb_audit::stream::{
-    DescribeStreamRequest, IteratorPosition, RecordsPage, StreamApi, StreamDescription,
+    DescribeStreamRequest, RecordsPage, ShardIteratorRequest, StreamApi, StreamDescription,
     StreamError, StreamResult, StreamSummary, TableStream,
 };
 use sim_support::*;
@@ -48,15 +48,13 @@ impl StreamApi for DenyTable {
     }
     fn get_shard_iterator(
         &self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
+        request: &ShardIteratorRequest<'_>,
     ) -> impl Future<Output = StreamResult<String>> + Send {
         let denied = self.deny.load(Ordering::SeqCst)
-            && stream_arn.contains(&format!(":table/{}/stream/", self.table));
-        let call = self
-            .inner
-            .get_shard_iterator(stream_arn, shard_id, position);
+            && request
+                .stream_arn
+                .contains(&format!(":table/{}/stream/", self.table));
+        let call = self.inner.get_shard_iterator(request);
         async move {
             if denied {
                 Err(StreamError::Other(

@@ -17,7 +17,7 @@ use ddb_audit::store::{AuditStore, CheckpointStore, ShardStatus, StoreError};
 use ddb_audit::stream::faults::{FaultRule, FaultStream, Op, When};
 use ddb_audit::stream::sim::{SimConfig, SimStream, ViewType};
 use ddb_audit::stream::{
-    is_sequence_number, DescribeStreamRequest, IteratorPosition, RecordsPage, StreamApi,
+    is_sequence_number, DescribeStreamRequest, RecordsPage, ShardIteratorRequest, StreamApi,
     StreamDescription, StreamError, StreamResult, StreamSummary, TableStream,
 };
 use sim_support::*;
@@ -151,15 +151,8 @@ impl<S: StreamApi + Clone> StreamApi for Tap<S> {
     ) -> StreamResult<StreamDescription> {
         self.inner.describe_stream(request).await
     }
-    async fn get_shard_iterator(
-        &self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
-    ) -> StreamResult<String> {
-        self.inner
-            .get_shard_iterator(stream_arn, shard_id, position)
-            .await
+    async fn get_shard_iterator(&self, request: &ShardIteratorRequest<'_>) -> StreamResult<String> {
+        self.inner.get_shard_iterator(request).await
     }
     async fn get_records(&self, iterator: &str, limit: Option<i32>) -> StreamResult<RecordsPage> {
         (self.hook)(None);

@@ -18,8 +18,9 @@ use ddb_audit::store::{AuditStore, CheckpointStore, ShardStatus, StoreError};
 use ddb_audit::stream::faults::{FaultRule, FaultStream, Op, When};
 use ddb_audit::stream::sim::{SimConfig, SimStream, ViewType};
 use ddb_audit::stream::{
-    cmp_sequence, DescribeStreamRequest, IteratorPosition, RecordsPage, StreamApi,
-    StreamDescription, StreamError, StreamRecord, StreamResult, StreamSummary, TableStream,
+    cmp_sequence, DescribeStreamRequest, IteratorPosition, RecordsPage, ShardIteratorRequest,
+    StreamApi, StreamDescription, StreamError, StreamRecord, StreamResult, StreamSummary,
+    TableStream,
 };
 use ddb_audit::value::{AttrValue, Item};
 use tokio::task::JoinHandle;
@@ -245,24 +246,16 @@ impl<S: StreamApi> StreamApi for Recorder<S> {
         result
     }
 
-    async fn get_shard_iterator(
-        &self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
-    ) -> StreamResult<String> {
-        let result = self
-            .inner
-            .get_shard_iterator(stream_arn, shard_id, position)
-            .await;
+    async fn get_shard_iterator(&self, request: &ShardIteratorRequest<'_>) -> StreamResult<String> {
+        let result = self.inner.get_shard_iterator(request).await;
         if let Ok(it) = &result {
             self.lock()
                 .iterators
-                .insert(it.clone(), shard_id.to_string());
+                .insert(it.clone(), request.shard_id.to_string());
         }
         self.push(Event {
-            shard: Some(shard_id.to_string()),
-            position: Some(position.clone()),
+            shard: Some(request.shard_id.to_string()),
+            position: Some(request.position.clone()),
             ok: result.is_ok(),
             ..event(Call::GetShardIterator)
         });

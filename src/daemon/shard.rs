@@ -21,7 +21,8 @@ use crate::store::{
     AuditStore, CheckpointStore, PutOutcome, ShardCheckpoint, ShardStatus, StoreError,
 };
 use crate::stream::{
-    is_sequence_number, IteratorPosition, RecordsPage, Shard, StreamApi, StreamError,
+    is_sequence_number, IteratorPosition, RecordsPage, Shard, ShardIteratorRequest, StreamApi,
+    StreamError,
 };
 
 /// Entries of one page written at once; the store orders them by sequence
@@ -465,15 +466,16 @@ where
         position: &IteratorPosition,
     ) -> Result<String, Retried<StreamError>> {
         let engine = &self.engine;
+        let request = ShardIteratorRequest {
+            stream_arn: &self.stream_arn,
+            shard_id: &self.shard.shard_id,
+            position,
+        };
         retry(
             engine.settings.retry_policy(),
             &self.shutdown.stop,
             "GetShardIterator",
-            || {
-                engine
-                    .stream
-                    .get_shard_iterator(&self.stream_arn, &self.shard.shard_id, position)
-            },
+            || engine.stream.get_shard_iterator(&request),
         )
         .await
     }

@@ -17,9 +17,9 @@ use chrono::{DateTime, Utc};
 
 use crate::aws::{classify, ErrorKind};
 use crate::stream::{
-    DescribeStreamRequest, IteratorPosition, RecordsPage, Shard, StreamApi, StreamDescription,
-    StreamError, StreamRecord, StreamResult, StreamStatus, StreamSummary, TableStream,
-    UserIdentity,
+    DescribeStreamRequest, IteratorPosition, RecordsPage, Shard, ShardIteratorRequest, StreamApi,
+    StreamDescription, StreamError, StreamRecord, StreamResult, StreamStatus, StreamSummary,
+    TableStream, UserIdentity,
 };
 use crate::value::fnv1a64;
 use crate::value::{AttrValue, Item};
@@ -212,12 +212,12 @@ impl StreamApi for AwsStream {
         })
     }
 
-    async fn get_shard_iterator(
-        &self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
-    ) -> StreamResult<String> {
+    async fn get_shard_iterator(&self, request: &ShardIteratorRequest<'_>) -> StreamResult<String> {
+        let ShardIteratorRequest {
+            stream_arn,
+            shard_id,
+            position,
+        } = *request;
         let (kind, sequence) = match position {
             IteratorPosition::TrimHorizon => (ShardIteratorType::TrimHorizon, None),
             IteratorPosition::Latest => (ShardIteratorType::Latest, None),

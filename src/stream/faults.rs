@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    DescribeStreamRequest, IteratorPosition, RecordsPage, StreamApi, StreamDescription,
+    DescribeStreamRequest, RecordsPage, ShardIteratorRequest, StreamApi, StreamDescription,
     StreamError, StreamResult, StreamSummary, TableStream,
 };
 
@@ -368,16 +368,9 @@ impl<S: StreamApi> StreamApi for FaultStream<S> {
         self.inner.describe_stream(request).await
     }
 
-    async fn get_shard_iterator(
-        &self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
-    ) -> StreamResult<String> {
+    async fn get_shard_iterator(&self, request: &ShardIteratorRequest<'_>) -> StreamResult<String> {
         self.inject(Op::GetShardIterator).await?;
-        self.inner
-            .get_shard_iterator(stream_arn, shard_id, position)
-            .await
+        self.inner.get_shard_iterator(request).await
     }
 
     async fn get_records(&self, iterator: &str, limit: Option<i32>) -> StreamResult<RecordsPage> {
@@ -404,7 +397,8 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::stream::sim::{SimConfig, SimStream, ViewType};
+    use crate::stream::sim::{iterator, SimConfig, SimStream, ViewType};
+    use crate::stream::IteratorPosition;
 
     fn wrapped() -> FaultStream<SimStream> {
         let sim = SimStream::new(SimConfig {
@@ -504,8 +498,7 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(500));
         let arn = f.inner().stream_arn("T").unwrap();
         let shard = f.inner().open_shards("T").unwrap().remove(0);
-        let it = f
-            .get_shard_iterator(&arn, &shard, &IteratorPosition::Latest)
+        let it = iterator(&f, &arn, &shard, &IteratorPosition::Latest)
             .await
             .unwrap();
         let start = Instant::now();
@@ -584,8 +577,7 @@ mod tests {
         let arn = f.inner().stream_arn("T").unwrap();
         let shard = f.inner().open_shards("T").unwrap().remove(0);
         let read_all = || async {
-            let it = f
-                .get_shard_iterator(&arn, &shard, &IteratorPosition::TrimHorizon)
+            let it = iterator(&f, &arn, &shard, &IteratorPosition::TrimHorizon)
                 .await
                 .unwrap();
             f.get_records(&it, Some(1000)).await.unwrap().records

@@ -70,6 +70,14 @@ pub struct DescribeStreamRequest {
     pub limit: Option<i32>,
 }
 
+/// A GetShardIterator call: where in which shard reading starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardIteratorRequest<'a> {
+    pub stream_arn: &'a str,
+    pub shard_id: &'a str,
+    pub position: &'a IteratorPosition,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamDescription {
     pub stream_arn: String,
@@ -183,9 +191,7 @@ pub trait StreamApi: Send + Sync + 'static {
     ) -> impl Future<Output = StreamResult<StreamDescription>> + Send;
     fn get_shard_iterator(
         &self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
+        request: &ShardIteratorRequest<'_>,
     ) -> impl Future<Output = StreamResult<String>> + Send;
     fn get_records(
         &self,
@@ -251,15 +257,10 @@ macro_rules! wrap_stream_api {
         }
         fn get_shard_iterator(
             &self,
-            stream_arn: &str,
-            shard_id: &str,
-            position: &$crate::stream::IteratorPosition,
+            request: &$crate::stream::ShardIteratorRequest<'_>,
         ) -> impl std::future::Future<Output = $crate::stream::StreamResult<String>> + Send {
             let $this = self;
-            $wrap(
-                "GetShardIterator",
-                $inner.get_shard_iterator(stream_arn, shard_id, position),
-            )
+            $wrap("GetShardIterator", $inner.get_shard_iterator(request))
         }
         fn get_records(
             &self,

@@ -8,8 +8,8 @@ use super::limits::{admit, MAX_RECORDS_PER_CALL, MAX_SHARDS_PER_PAGE};
 use super::state::State;
 use super::SimStream;
 use crate::stream::{
-    DescribeStreamRequest, IteratorPosition, RecordsPage, Shard, StreamApi, StreamDescription,
-    StreamError, StreamResult, StreamStatus, StreamSummary, TableStream,
+    DescribeStreamRequest, IteratorPosition, RecordsPage, Shard, ShardIteratorRequest, StreamApi,
+    StreamDescription, StreamError, StreamResult, StreamStatus, StreamSummary, TableStream,
 };
 
 // Iterators are opaque to consumers; the simulator encodes where to read.
@@ -171,10 +171,13 @@ impl State {
 
     fn api_get_shard_iterator(
         &mut self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
+        request: &ShardIteratorRequest<'_>,
     ) -> StreamResult<String> {
+        let ShardIteratorRequest {
+            stream_arn,
+            shard_id,
+            position,
+        } = *request;
         let now = self.tick();
         self.counts.get_shard_iterator += 1;
         let retention = self.cfg.retention;
@@ -331,14 +334,8 @@ impl StreamApi for SimStream {
         self.lock().api_describe_stream(request)
     }
 
-    async fn get_shard_iterator(
-        &self,
-        stream_arn: &str,
-        shard_id: &str,
-        position: &IteratorPosition,
-    ) -> StreamResult<String> {
-        self.lock()
-            .api_get_shard_iterator(stream_arn, shard_id, position)
+    async fn get_shard_iterator(&self, request: &ShardIteratorRequest<'_>) -> StreamResult<String> {
+        self.lock().api_get_shard_iterator(request)
     }
 
     async fn get_records(&self, iterator: &str, limit: Option<i32>) -> StreamResult<RecordsPage> {

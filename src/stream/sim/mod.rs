@@ -41,7 +41,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use super::{Shard, StreamRecord, StreamResult, UserIdentity, TTL_PRINCIPAL};
+use super::{
+    IteratorPosition, Shard, ShardIteratorRequest, StreamApi, StreamRecord, StreamResult,
+    UserIdentity, TTL_PRINCIPAL,
+};
 use crate::value::Item;
 use errors::{invalid, not_found};
 use keys::{canon_key, key_hash, key_of};
@@ -50,6 +53,22 @@ use limits::Counters;
 pub use limits::{CallCounts, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, MAX_SHARDS_PER_PAGE};
 use shards::PRUNE_EVERY;
 use state::{State, Table, FIRST_SEQUENCE};
+
+/// GetShardIterator on any stream, its request spelled out: what tests of
+/// the simulator and its decorators ask for.
+pub async fn iterator<S: StreamApi>(
+    stream: &S,
+    stream_arn: &str,
+    shard_id: &str,
+    position: &IteratorPosition,
+) -> StreamResult<String> {
+    let request = ShardIteratorRequest {
+        stream_arn,
+        shard_id,
+        position,
+    };
+    stream.get_shard_iterator(&request).await
+}
 
 /// `StreamViewType`: what a record carries besides the keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -95,7 +95,7 @@ async fn read(
     shard: &str,
     position: IteratorPosition,
 ) -> (Vec<StreamRecord>, bool) {
-    let mut it = sim.get_shard_iterator(arn, shard, &position).await.unwrap();
+    let mut it = iterator(sim, arn, shard, &position).await.unwrap();
     let mut out = Vec::new();
     loop {
         let page = sim.get_records(&it, None).await.unwrap();
@@ -402,8 +402,7 @@ async fn a_closed_parent_briefly_shows_open_while_its_children_are_listed() {
 #[tokio::test(start_paused = true)]
 async fn iterators_expire_fifteen_minutes_after_issue() {
     let (sim, arn, shard) = sim_and_shard();
-    let it = sim
-        .get_shard_iterator(&arn, &shard, &IteratorPosition::TrimHorizon)
+    let it = iterator(&sim, &arn, &shard, &IteratorPosition::TrimHorizon)
         .await
         .unwrap();
     advance(Duration::from_secs(15 * 60 - 1)).await;
@@ -428,8 +427,7 @@ async fn records_older_than_retention_are_trimmed() {
         .clone()
         .unwrap();
     advance(HOUR - Duration::from_secs(60)).await;
-    let early = sim
-        .get_shard_iterator(&arn, &shard, &IteratorPosition::TrimHorizon)
+    let early = iterator(&sim, &arn, &shard, &IteratorPosition::TrimHorizon)
         .await
         .unwrap();
     assert!(!sim.is_trimmed("T", &r1.sequence_number));
@@ -448,7 +446,7 @@ async fn records_older_than_retention_are_trimmed() {
     ] {
         assert!(
             matches!(
-                sim.get_shard_iterator(&arn, &shard, &pos).await,
+                iterator(&sim, &arn, &shard, &pos).await,
                 Err(StreamError::Trimmed(_))
             ),
             "{pos:?}"
@@ -483,8 +481,7 @@ async fn closed_shards_disappear_after_retention_leaving_orphaned_children() {
     assert_eq!(listed[0].shard_id, child);
     assert_eq!(listed[0].parent_shard_id.as_deref(), Some(parent.as_str()));
     assert_fails!(
-        sim.get_shard_iterator(&arn, &parent, &IteratorPosition::TrimHorizon)
-            .await,
+        iterator(&sim, &arn, &parent, &IteratorPosition::TrimHorizon).await,
         NotFound
     );
 }
@@ -495,8 +492,7 @@ async fn get_records_pages_by_count_and_size_and_ends_closed_shards() {
     for i in 0..1500 {
         sim.put("T", key(&format!("k{i}"))).unwrap();
     }
-    let it = sim
-        .get_shard_iterator(&arn, &shard, &IteratorPosition::TrimHorizon)
+    let it = iterator(&sim, &arn, &shard, &IteratorPosition::TrimHorizon)
         .await
         .unwrap();
     let p1 = sim.get_records(&it, None).await.unwrap();
@@ -519,7 +515,7 @@ async fn get_records_pages_by_count_and_size_and_ends_closed_shards() {
     sim.put("T", big("b")).unwrap();
     sim.put("T", big("c")).unwrap();
     let pos = IteratorPosition::AfterSequence(sim.write_log("T")[1499].sequence_number.clone());
-    let it = sim.get_shard_iterator(&arn, &shard, &pos).await.unwrap();
+    let it = iterator(&sim, &arn, &shard, &pos).await.unwrap();
     let mut it = Some(it);
     let mut sizes = Vec::new();
     while let Some(i) = it {
@@ -541,8 +537,7 @@ async fn get_records_pages_by_count_and_size_and_ends_closed_shards() {
     assert!(sizes[1][0] > 800_000);
 
     // An open shard at its end: empty page, still a next iterator.
-    let latest = sim
-        .get_shard_iterator(&arn, &shard, &IteratorPosition::Latest)
+    let latest = iterator(&sim, &arn, &shard, &IteratorPosition::Latest)
         .await
         .unwrap();
     let empty = sim.get_records(&latest, None).await.unwrap();
@@ -570,11 +565,11 @@ async fn sequence_numbers_are_validated_against_the_shard() {
     let r2 = sim.put("T", key("b")).unwrap().unwrap();
     let at = |s: &StreamRecord| IteratorPosition::AtSequence(s.sequence_number.clone());
     for (shard, pos) in [(&second, at(&r1)), (&first, at(&r2))] {
-        assert_fails!(sim.get_shard_iterator(&arn, shard, &pos).await, Other);
+        assert_fails!(iterator(&sim, &arn, shard, &pos).await, Other);
     }
     for bad in ["x", "99999999999999999999999999"] {
         let pos = IteratorPosition::AfterSequence(bad.into());
-        assert!(sim.get_shard_iterator(&arn, &second, &pos).await.is_err());
+        assert!(iterator(&sim, &arn, &second, &pos).await.is_err());
     }
     let (got, ended) = read(&sim, &arn, &first, at(&r1)).await;
     assert_eq!((got, ended), (vec![r1.clone()], true));
@@ -582,8 +577,7 @@ async fn sequence_numbers_are_validated_against_the_shard() {
     let (got, ended) = read(&sim, &arn, &first, after).await;
     assert_eq!((got.len(), ended), (0, true));
     assert_fails!(
-        sim.get_shard_iterator(&arn, "shardId-none", &IteratorPosition::Latest)
-            .await,
+        iterator(&sim, &arn, "shardId-none", &IteratorPosition::Latest).await,
         NotFound
     );
     assert_fails!(sim.get_records("garbage", None).await, Other);
@@ -602,7 +596,7 @@ async fn throttling_limits_get_records_per_shard_and_describe_stream_per_stream(
     let mut its = Vec::new();
     for s in &shards {
         its.push(
-            sim.get_shard_iterator(&arn, s, &IteratorPosition::Latest)
+            iterator(&sim, &arn, s, &IteratorPosition::Latest)
                 .await
                 .unwrap(),
         );
