@@ -16,8 +16,8 @@ use ddb_audit::read::verify::EvidenceStore;
 use ddb_audit::store::dynamo::DynamoStore;
 use ddb_audit::store::memory::MemoryStore;
 use ddb_audit::store::{
-    snapshot_stream_arn, AuditStore, CheckpointStore, Index, Position, ProofStore, PutOutcome,
-    ReadStore, ScanRequest, SegmentProgress, ShardCheckpoint, ShardStatus, SnapshotRun,
+    snapshot_stream_arn, AuditStore, CheckpointStore, Index, IndexRequest, Position, ProofStore,
+    PutOutcome, ReadStore, ScanRequest, SegmentProgress, ShardCheckpoint, ShardStatus, SnapshotRun,
     SnapshotStore, StreamRow, TableHealthRow, TableNames, TsRange,
 };
 use ddb_audit::value::{AttrValue, Item};
@@ -315,10 +315,15 @@ async fn index_hits<T: ReadStore>(
         let mut after: Option<Position> = None;
         let mut hits = Vec::new();
         loop {
-            let page = store
-                .index_page(index, &partition, range, descending, after.as_ref(), 1)
-                .await
-                .unwrap();
+            let request = IndexRequest {
+                index,
+                partition: &partition,
+                range,
+                descending,
+                after: after.as_ref(),
+                limit: 1,
+            };
+            let page = store.index_page(&request).await.unwrap();
             assert!(page.hits.len() <= 1, "{page:?}");
             hits.extend(page.hits);
             match page.next {

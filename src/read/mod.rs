@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::entry::{AuditEntry, Change};
 use crate::store::{
-    entry_ts, format_ts, Index, IndexHit, Position, ReadStore, StoreError, TsRange,
+    entry_ts, format_ts, Index, IndexHit, IndexRequest, Position, ReadStore, StoreError, TsRange,
 };
 use crate::value::{parse_typed_value, same_value, AttrValue, Item};
 
@@ -788,10 +788,15 @@ async fn lanes_round<S: ReadStore>(
                     Lane::Fresh => None,
                     Lane::After(p) => Some(p),
                 };
-                store
-                    .index_page(*index, partition, range, desc, after, per_lane)
-                    .await
-                    .map(Some)
+                let request = IndexRequest {
+                    index: *index,
+                    partition,
+                    range,
+                    descending: desc,
+                    after,
+                    limit: per_lane,
+                };
+                store.index_page(&request).await.map(Some)
             }
         },
     );

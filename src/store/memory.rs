@@ -12,10 +12,10 @@ use crate::proof::Link;
 use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
 use crate::store::layout::{encode_entry, entry_sort_key};
 use crate::store::{
-    index_attrs, segment_chain_id, AuditStore, CheckpointStore, HistoryPage, Index, IndexHit,
-    IndexPage, Position, PutOutcome, ReadCost, ReadStore, ScanPage, ScanRequest, SegmentProgress,
-    ShardCheckpoint, SnapshotRun, SnapshotStore, SourceInfo, StoreError, StoreResult, StreamRow,
-    TableHealthRow, TsRange,
+    index_attrs, segment_chain_id, AuditStore, CheckpointStore, HistoryPage, IndexHit, IndexPage,
+    IndexRequest, Position, PutOutcome, ReadCost, ReadStore, ScanPage, ScanRequest,
+    SegmentProgress, ShardCheckpoint, SnapshotRun, SnapshotStore, SourceInfo, StoreError,
+    StoreResult, StreamRow, TableHealthRow,
 };
 use crate::stream::cmp_sequence;
 use crate::value::Item;
@@ -653,15 +653,15 @@ fn position(pairs: &[(&str, &str)]) -> Position {
 /// The same index layout as the DynamoDB store, computed over every entry
 /// (a test double: cost is counted as if it were an index).
 impl ReadStore for MemoryStore {
-    async fn index_page(
-        &self,
-        index: Index,
-        partition: &str,
-        range: &TsRange,
-        descending: bool,
-        after: Option<&Position>,
-        limit: usize,
-    ) -> StoreResult<IndexPage> {
+    async fn index_page(&self, request: &IndexRequest<'_>) -> StoreResult<IndexPage> {
+        let IndexRequest {
+            index,
+            partition,
+            range,
+            descending,
+            after,
+            limit,
+        } = *request;
         let mut state = self.lock();
         state.read_cost.query_calls += 1;
         let mut rows: Vec<(String, String, String, String)> = Vec::new();

@@ -559,6 +559,18 @@ pub struct IndexPage {
     pub next: Option<Position>,
 }
 
+/// A page of one index partition: up to `limit` rows within `range`, in
+/// time order (`descending`: newest first), after `after`.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexRequest<'a> {
+    pub index: Index,
+    pub partition: &'a str,
+    pub range: &'a TsRange,
+    pub descending: bool,
+    pub after: Option<&'a Position>,
+    pub limit: usize,
+}
+
 /// One page of one item's entries in stream order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HistoryPage {
@@ -570,16 +582,9 @@ pub struct HistoryPage {
 /// What the read side needs beyond [`AuditStore`]: paged, indexed reads.
 /// Every read here is a Query or a BatchGetItem (the auditor policy's rights).
 pub trait ReadStore: AuditStore {
-    /// Up to `limit` rows of one index partition within `range`, in time
-    /// order (`descending`: newest first), after `after`.
     fn index_page(
         &self,
-        index: Index,
-        partition: &str,
-        range: &TsRange,
-        descending: bool,
-        after: Option<&Position>,
-        limit: usize,
+        request: &IndexRequest<'_>,
     ) -> impl Future<Output = StoreResult<IndexPage>> + Send;
     /// The entries of index hits, by `(pk, sk)`, in the order asked; `None`
     /// for one that is gone (never, with a write-once trail).

@@ -16,8 +16,8 @@ use crate::entry::AuditEntry;
 use crate::retry::{retry, Retried, RetryPolicy};
 use crate::store::layout::{partition_key_from, pk_is_hashed};
 use crate::store::{
-    HistoryPage, Index, IndexHit, IndexPage, Position, ReadCost, ReadStore, StoreError,
-    StoreResult, TsRange, TIME_ATTRIBUTE,
+    HistoryPage, Index, IndexHit, IndexPage, IndexRequest, Position, ReadCost, ReadStore,
+    StoreError, StoreResult, TIME_ATTRIBUTE,
 };
 use crate::value::{canonical_key_json, Item};
 
@@ -96,15 +96,15 @@ impl DynamoStore {
 }
 
 impl ReadStore for DynamoStore {
-    async fn index_page(
-        &self,
-        index: Index,
-        partition: &str,
-        range: &TsRange,
-        descending: bool,
-        after: Option<&Position>,
-        limit: usize,
-    ) -> StoreResult<IndexPage> {
+    async fn index_page(&self, request: &IndexRequest<'_>) -> StoreResult<IndexPage> {
+        let IndexRequest {
+            index,
+            partition,
+            range,
+            descending,
+            after,
+            limit,
+        } = *request;
         let table = &self.names.audit;
         let mut condition = "#p = :p".to_string();
         let mut call = self
