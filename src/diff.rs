@@ -850,70 +850,36 @@ mod tests {
         let apply = |c: Change| apply_changes(Some(&base), &[c]).unwrap_err();
         let p = |s: &str| s.to_owned();
 
-        assert_eq!(
-            apply(add("l[2]", json!({"S": "b"}))),
-            DiffError::IndexOutOfRange {
-                path: p("l[2]"),
-                index: 2,
-                len: 1
-            }
-        );
-        assert_eq!(
-            apply(remove("l[1]", json!({"S": "a"}))),
-            DiffError::IndexOutOfRange {
-                path: p("l[1]"),
-                index: 1,
-                len: 1
-            }
-        );
-        assert_eq!(
-            apply(remove("nope", json!({"S": "a"}))),
-            DiffError::Missing { path: p("nope") }
-        );
-        assert_eq!(
-            apply(remove("m.nope", json!({"S": "a"}))),
-            DiffError::Missing { path: p("m.nope") }
-        );
-        assert_eq!(
-            apply(add("x.y", json!({"S": "a"}))),
-            DiffError::Missing { path: p("x.y") }
-        );
-        assert_eq!(
-            apply(remove("m.k", json!({"N": "2"}))),
-            DiffError::OldMismatch { path: p("m.k") }
-        );
-        assert_eq!(
-            apply(remove("s", json!({"N": "1"}))),
-            DiffError::OldMismatch { path: p("s") }
-        );
-        assert_eq!(
-            apply(add("s", json!({"S": "y"}))),
-            DiffError::Exists { path: p("s") }
-        );
-        assert_eq!(
-            apply(add("s.x", json!({"S": "y"}))),
-            DiffError::Shape {
-                path: p("s.x"),
-                expected: "M or L",
-                found: "S"
-            }
-        );
-        assert_eq!(
-            apply(add("l.x", json!({"S": "y"}))),
-            DiffError::Shape {
-                path: p("l.x"),
-                expected: "M",
-                found: "L"
-            }
-        );
-        assert_eq!(
-            apply(add("m[0]", json!({"S": "y"}))),
-            DiffError::Shape {
-                path: p("m[0]"),
-                expected: "L",
-                found: "M"
-            }
-        );
+        let out_of_range = |path: &str, index: usize| DiffError::IndexOutOfRange {
+            path: p(path),
+            index,
+            len: 1,
+        };
+        let missing = |path: &str| DiffError::Missing { path: p(path) };
+        let mismatch = |path: &str| DiffError::OldMismatch { path: p(path) };
+        let shape = |path: &str, expected: &'static str, found: &'static str| DiffError::Shape {
+            path: p(path),
+            expected,
+            found,
+        };
+        let (a, n) = (json!({"S": "a"}), json!({"N": "1"}));
+        let y = json!({"S": "y"});
+        for (change, refused) in [
+            (add("l[2]", json!({"S": "b"})), out_of_range("l[2]", 2)),
+            (remove("l[1]", a.clone()), out_of_range("l[1]", 1)),
+            (remove("nope", a.clone()), missing("nope")),
+            (remove("m.nope", a.clone()), missing("m.nope")),
+            (add("x.y", a.clone()), missing("x.y")),
+            (remove("m.k", json!({"N": "2"})), mismatch("m.k")),
+            (remove("s", n), mismatch("s")),
+            (add("s", y.clone()), DiffError::Exists { path: p("s") }),
+            (add("s.x", y.clone()), shape("s.x", "M or L", "S")),
+            (add("l.x", y.clone()), shape("l.x", "M", "L")),
+            (add("m[0]", y), shape("m[0]", "L", "M")),
+        ] {
+            let path = change.path.clone();
+            assert_eq!(apply(change), refused, "{path}");
+        }
         let empty = Change {
             path: p("s"),
             old: None,

@@ -133,7 +133,9 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
         Command::Show { item, at, json } => {
             let at = time_arg("--at", &at)?;
             let (_, table, key, store) = item_args(&item).await?;
-            read::cli::show(&store, &table, &key, at, json, &mut std::io::stdout()).await?;
+            let shown = read::asof::show(&store, &table, &key, at).await?;
+            let out = &mut std::io::stdout();
+            read::cli::print_answer(&store, "show", &shown, json, read::cli::show_text, out)?;
             Ok(())
         }
         Command::Diff {
@@ -144,7 +146,9 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
         } => {
             let (from, to) = (time_arg("--from", &from)?, time_arg("--to", &to)?);
             let (_, table, key, store) = item_args(&item).await?;
-            read::cli::diff(&store, &table, &key, from, to, json, &mut std::io::stdout()).await?;
+            let diffed = read::asof::diff(&store, &table, &key, from, to).await?;
+            let out = &mut std::io::stdout();
+            read::cli::print_answer(&store, "diff", &diffed, json, read::cli::diff_text, out)?;
             Ok(())
         }
         Command::Revert {
@@ -159,16 +163,8 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
                 attribute: config.attribution.actor_attribute.as_deref(),
                 name: actor.as_deref(),
             };
-            read::cli::revert(
-                &store,
-                &table,
-                &key,
-                to_time,
-                &fields,
-                actor,
-                &mut std::io::stdout(),
-            )
-            .await?;
+            let plan = read::asof::revert(&store, &table, &key, to_time, &fields, actor).await?;
+            read::cli::print_revert(&store, &plan, to_time, &mut std::io::stdout())?;
             Ok(())
         }
         Command::Gaps { config, json } => gaps(load(&config)?, json).await,

@@ -15,37 +15,23 @@ use super::health::TableState;
 use super::state::{table_readiness, ShardState, State};
 use super::Observer;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct TableLabel {
-    pub(super) table: String,
+/// Label sets, one struct each (a metric's labels are its type).
+macro_rules! label_sets {
+    ($($name:ident { $($field:ident),+ })+) => {$(
+        #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+        pub(super) struct $name {
+            $(pub(super) $field: String,)+
+        }
+    )+};
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct ShardsLabel {
-    pub(super) table: String,
-    pub(super) state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct OperationLabel {
-    pub(super) operation: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct CallLabel {
-    pub(super) operation: String,
-    pub(super) outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct UnfinishedLabel {
-    pub(super) table: String,
-    pub(super) what: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct TaskLabel {
-    pub(super) task: String,
+label_sets! {
+    TableLabel { table }
+    ShardsLabel { table, state }
+    OperationLabel { operation }
+    CallLabel { operation, outcome }
+    UnfinishedLabel { table, what }
+    TaskLabel { task }
 }
 
 type HistogramFamily = Family<TableLabel, Histogram, fn() -> Histogram>;

@@ -86,27 +86,45 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, path: &[Hash], root:
     if index >= size {
         return false;
     }
-    let (mut fnode, mut snode) = (index, size - 1);
     let mut r = *leaf;
+    let walked = walk_path(index, size - 1, path, |p, left| {
+        r = if left {
+            node_hash(p, &r)
+        } else {
+            node_hash(&r, p)
+        };
+    });
+    walked && r == *root
+}
+
+/// The walk RFC 9162's inclusion and consistency checks share (§2.1.3.2,
+/// §2.1.4.2), from node `fnode` of a tree whose last node is `snode`: each
+/// proof hash is a left sibling (`on(hash, true)`: the node is a right child
+/// or the last of its level) or a right one. True when the path ends at the
+/// root, no shorter and no longer.
+fn walk_path(
+    mut fnode: u64,
+    mut snode: u64,
+    path: &[Hash],
+    mut on: impl FnMut(&Hash, bool),
+) -> bool {
     for p in path {
         if snode == 0 {
             return false;
         }
-        if fnode & 1 == 1 || fnode == snode {
-            r = node_hash(p, &r);
-            if fnode & 1 == 0 {
-                while fnode & 1 == 0 && fnode != 0 {
-                    fnode >>= 1;
-                    snode >>= 1;
-                }
+        let left = fnode & 1 == 1 || fnode == snode;
+        on(p, left);
+        if left {
+            // A last node with no right sibling rises until it is a right child.
+            while fnode & 1 == 0 && fnode != 0 {
+                fnode >>= 1;
+                snode >>= 1;
             }
-        } else {
-            r = node_hash(&r, p);
         }
         fnode >>= 1;
         snode >>= 1;
     }
-    snode == 0 && r == *root
+    snode == 0
 }
 
 /// The consistency proof from the tree of the first `old_size` leaves to the
@@ -171,26 +189,15 @@ pub fn verify_consistency(
         snode >>= 1;
     }
     let (mut fr, mut sr) = (*first, *first);
-    for c in rest {
-        if snode == 0 {
-            return false;
-        }
-        if fnode & 1 == 1 || fnode == snode {
+    let walked = walk_path(fnode, snode, rest, |c, left| {
+        if left {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            if fnode & 1 == 0 {
-                while fnode & 1 == 0 && fnode != 0 {
-                    fnode >>= 1;
-                    snode >>= 1;
-                }
-            }
         } else {
             sr = node_hash(&sr, c);
         }
-        fnode >>= 1;
-        snode >>= 1;
-    }
-    fr == *old_root && sr == *new_root && snode == 0
+    });
+    walked && fr == *old_root && sr == *new_root
 }
 
 /// A tree kept as the roots of its perfect subtrees, largest first (one per

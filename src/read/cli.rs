@@ -333,21 +333,8 @@ pub fn query_table(entries: &[AuditEntry]) -> String {
     )
 }
 
-/// `show`: the item as it was at `at`.
-pub async fn show<S: ReadStore>(
-    store: &S,
-    table: &str,
-    key: &Item,
-    at: DateTime<Utc>,
-    json: bool,
-    out: &mut impl Write,
-) -> Result<(), ReadError> {
-    let shown = asof::show(store, table, key, at).await?;
-    print_answer(store, "show", &shown, json, show_text, out)
-}
-
 /// Prints one answer, as a JSON line or as its readable `text`.
-fn print_answer<S: ReadStore, T: serde::Serialize>(
+pub fn print_answer<S: ReadStore, T: serde::Serialize>(
     store: &S,
     command: &str,
     answer: &T,
@@ -392,20 +379,6 @@ pub fn show_text(shown: &Shown) -> String {
     text
 }
 
-/// `diff`: the net changes between two times.
-pub async fn diff<S: ReadStore>(
-    store: &S,
-    table: &str,
-    key: &Item,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    json: bool,
-    out: &mut impl Write,
-) -> Result<(), ReadError> {
-    let diffed = asof::diff(store, table, key, from, to).await?;
-    print_answer(store, "diff", &diffed, json, diff_text, out)
-}
-
 pub fn diff_text(d: &Diffed) -> String {
     let mut text = format!(
         "{} {} from {} to {}: {} change(s)\n",
@@ -426,24 +399,21 @@ pub fn diff_text(d: &Diffed) -> String {
     text
 }
 
-/// `revert`: prints the plan (one JSON object); writes nothing anywhere.
-pub async fn revert<S: ReadStore>(
+/// `revert`: prints the plan back to `to_time` (one JSON object); writes
+/// nothing anywhere.
+pub fn print_revert<S: ReadStore>(
     store: &S,
-    table: &str,
-    key: &Item,
+    plan: &asof::RevertPlan,
     to_time: DateTime<Utc>,
-    fields: &[String],
-    actor: asof::RevertActor<'_>,
     out: &mut impl Write,
 ) -> Result<(), ReadError> {
-    let plan = asof::revert(store, table, key, to_time, fields, actor).await?;
     if plan.operation == "UpdateItem" && plan.input.get("UpdateExpression").is_none() {
         eprintln!(
             "note: the item already holds its state at {}: this plan only checks it",
             crate::store::format_ts(to_time)
         );
     }
-    let text = serde_json::to_string_pretty(&plan)
+    let text = serde_json::to_string_pretty(plan)
         .map_err(|e| ReadError::Refused(format!("encoding JSON: {e}")))?;
     emit(out, &format!("{text}\n"))?;
     log_cost(store, "revert");

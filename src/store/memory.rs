@@ -654,14 +654,6 @@ fn position(pairs: &[(&str, &str)]) -> Position {
 /// (a test double: cost is counted as if it were an index).
 impl ReadStore for MemoryStore {
     async fn index_page(&self, request: &IndexRequest<'_>) -> StoreResult<IndexPage> {
-        let IndexRequest {
-            index,
-            partition,
-            range,
-            descending,
-            after,
-            limit,
-        } = *request;
         let mut state = self.lock();
         state.read_cost.query_calls += 1;
         let mut rows: Vec<(String, String, String, String)> = Vec::new();
@@ -673,17 +665,17 @@ impl ReadStore for MemoryStore {
                 let listed = attrs
                     .keys
                     .iter()
-                    .any(|(i, v)| *i == index && v == partition);
-                if listed && range.contains(&attrs.ts) {
+                    .any(|(i, v)| *i == request.index && v == request.partition);
+                if listed && request.range.contains(&attrs.ts) {
                     rows.push((attrs.ts, pk.clone(), sort.clone(), entry.event.clone()));
                 }
             }
         }
         rows.sort();
-        if descending {
+        if request.descending {
             rows.reverse();
         }
-        let start = after.map(|p| {
+        let start = request.after.map(|p| {
             let at = (
                 p.get("ts").cloned().unwrap_or_default(),
                 p.get("pk").cloned().unwrap_or_default(),
@@ -692,7 +684,7 @@ impl ReadStore for MemoryStore {
             rows.iter()
                 .position(|r| {
                     let here = (r.0.clone(), r.1.clone(), r.2.clone());
-                    if descending {
+                    if request.descending {
                         here < at
                     } else {
                         here > at
@@ -703,7 +695,7 @@ impl ReadStore for MemoryStore {
         let rest = &rows[start.unwrap_or(0)..];
         let hits: Vec<IndexHit> = rest
             .iter()
-            .take(limit)
+            .take(request.limit)
             .map(|(ts, pk, sk, event)| IndexHit {
                 pk: pk.clone(),
                 sk: sk.clone(),
@@ -713,7 +705,7 @@ impl ReadStore for MemoryStore {
             })
             .collect();
         state.read_cost.items_read += hits.len() as u64;
-        let next = (rest.len() > limit)
+        let next = (rest.len() > request.limit)
             .then(|| hits.last().map(|h| h.position.clone()))
             .flatten();
         Ok(IndexPage { hits, next })
