@@ -210,14 +210,20 @@ pub(crate) fn part_sort_key(head_sk: &str, hash: &str, part: usize) -> String {
 }
 
 /// The sort key of a gap: deterministic from where it is, not when it was
-/// seen, so re-detecting it (after a crash) finds it already written.
+/// seen, so re-detecting it (after a crash) finds it already written. A gap
+/// that closes open ones (`closes`) may begin where one of them begins, in
+/// the same shard: `#closes` keeps the two apart.
 pub fn gap_sort_key(gap: &Gap) -> String {
     let after = gap
         .after_sequence_number
         .as_deref()
         .map(|s| sequence_key(s).unwrap_or_else(|| s.to_string()))
         .unwrap_or_else(|| "-".to_string());
-    format!("{}#{}#{}#{after}", gap.table, gap.stream_arn, gap.shard_id)
+    let closing = if gap.is_closing() { "#closes" } else { "" };
+    format!(
+        "{}#{}#{}#{after}{closing}",
+        gap.table, gap.stream_arn, gap.shard_id
+    )
 }
 
 /// A decimal sequence number zero-padded to 40 digits; `None` if not decimal.
