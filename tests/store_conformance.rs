@@ -279,7 +279,9 @@ async fn gaps_are_write_once_by_position<T: AuditStore>(store: &T) {
         after_time: None,
         resumed_at_sequence_number: Some("5000".into()),
         resumed_at_time: None,
-        closes: Vec::new(),        closed_by: None,        detected_at: "2026-11-23T20:00:00Z".into(),
+        closes: Vec::new(),
+        closed_by: None,
+        detected_at: "2026-11-23T20:00:00Z".into(),
     };
     assert_eq!(store.put_gap(&gap).await.unwrap(), PutOutcome::Written);
     let seen_again = Gap {
@@ -556,7 +558,9 @@ where
         after_time: None,
         resumed_at_sequence_number: Some("900".into()),
         resumed_at_time: None,
-        closes: Vec::new(),        closed_by: None,        detected_at: "2026-11-23T20:00:00Z".into(),
+        closes: Vec::new(),
+        closed_by: None,
+        detected_at: "2026-11-23T20:00:00Z".into(),
     };
     let gap_link = chain.link_gap(&gap).unwrap();
     store.put_linked_gap(&gap, &gap_link).await.unwrap();
