@@ -538,6 +538,7 @@ where
         // The open list is cleared by the checkpoint after this page, so a
         // crash before it writes the same closing gap again (found present).
         let open = std::mem::take(&mut self.checkpoint.open_gaps);
+        let new_loss = own.is_some();
         let closing = match own {
             Some(mut gap) => {
                 gap.resumed_at_sequence_number = Some(resumed_at.clone());
@@ -548,7 +549,12 @@ where
             None => Gap::closing(&open, &self.shard.shard_id, &resumed_at, resumed_time),
         };
         if let Some(gap) = closing {
-            if let Err(outcome) = self.write_gap(gap).await {
+            let written = if new_loss {
+                self.write_gap(gap).await
+            } else {
+                self.write_closing_gap(gap).await
+            };
+            if let Err(outcome) = written {
                 self.checkpoint.open_gaps = open;
                 return Err(outcome);
             }
@@ -716,6 +722,23 @@ where
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A gap that only closes open ones: the loss was counted when they
+    /// were recorded; this says where it ends.
+    async fn write_closing_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
+        let before = self.checkpoint.chain.clone().unwrap_or_default();
+        let chain = put_gap_in_chain(&self.engine, &self.shutdown.abort, &gap, before).await?;
+        self.checkpoint.chain = Some(chain);
+        observe::GapClosed {
+            table: &self.table,
+            stream: &self.stream_arn,
+            shard: &self.shard.shard_id,
+            closes: gap.closes.len(),
+            resumed_at_sequence_number: gap.resumed_at_sequence_number.as_deref(),
+        }
+        .emit();
+        Ok(())
     }
 
     async fn save_checkpoint(&mut self) -> Result<(), ShardOutcome> {

@@ -23,7 +23,8 @@
 //! `status` (S: `open` | `closed` | `drained`), `last_record_time` (S),
 //! `caught_up` (BOOL), `from_start` (BOOL), `lineage_tail` (M: `shard_id`,
 //! `sequence_no`, `record_time`; while the shard has read nothing),
-//! `updated_at` (S), and on a drained row [`SHARD_TTL_ATTRIBUTE`] (N, epoch
+//! `open_gaps` (L of S, gap JSON: gaps of its lineage whose right bracket is
+//! still open, removed once closed), `updated_at` (S), and on a drained row [`SHARD_TTL_ATTRIBUTE`] (N, epoch
 //! seconds). Reserved for leases between replicas (not written yet):
 //! `lease_owner` (S), `lease_expires_at` (N, epoch milliseconds),
 //! `lease_counter` (N). Rows are written with UpdateItem touching only the
