@@ -515,6 +515,40 @@ async fn gaps_of_shards_trimmed_away_are_closed_where_reading_resumes_two_shards
     gap_closed_two_shards_later(false).await;
 }
 
+/// The loss and the first record after it in one open shard, quiet in
+/// between: the open gap and the gap closing it begin at the same record,
+/// and the chain puts the closing one second.
+#[tokio::test(start_paused = true)]
+async fn a_gap_left_open_in_a_quiet_shard_is_closed_by_its_next_record() {
+    let sim = sim();
+    let store = MemoryStore::new();
+    let shard = sim.open_shards(TABLE).unwrap().remove(0);
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    write(&sim, TABLE, 0..3);
+    tokio::time::sleep(MIN).await;
+    daemon.stop().await;
+    write(&sim, TABLE, 3..5);
+    tokio::time::sleep(25 * HOUR).await;
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    tokio::time::sleep(10 * MIN).await;
+    let open = store.gaps().await.unwrap();
+    assert_eq!(open.len(), 1, "{open:#?}");
+    assert!(open[0].is_open());
+    write(&sim, TABLE, 5..8);
+    tokio::time::sleep(MIN).await;
+    daemon.stop().await;
+    let gaps = store.gaps().await.unwrap();
+    assert_eq!(gaps.len(), 2, "{gaps:#?}");
+    let close = gaps.iter().find(|g| g.is_closing()).unwrap();
+    assert_eq!(close.shard_id, shard);
+    assert_eq!(close.after_sequence_number, open[0].after_sequence_number);
+    assert_eq!(close.after_shard_id, None);
+    assert_eq!(close.closes, vec![open[0].reference()]);
+    check_gaps(&sim, &store, TABLE, true).await.unwrap();
+    verify_with(&sim, &store, TABLE, |_| false).await.unwrap();
+    chain_verifies(&store);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_restart_where_nothing_was_trimmed_records_no_gap() {
     let sim = sim();

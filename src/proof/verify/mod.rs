@@ -367,14 +367,14 @@ pub fn verify_stream(ev: &StreamEvidence, opts: &VerifyOptions) -> StreamReport 
         chain_end.insert(shard.clone(), end);
         for leaf in &leaves {
             if leaf.is_gap {
-                r.leaf(
-                    Severity::Info,
-                    Kind::Gap,
-                    leaf,
+                let message = if leaf.closes_gaps {
+                    "known loss: records the stream trimmed before they could be read; \
+                     this gap closes gaps recorded open (where reading resumed)"
+                } else {
                     "known loss: records the stream trimmed before they could be read \
                      (recorded in the chain, not a hole)"
-                        .into(),
-                );
+                };
+                r.leaf(Severity::Info, Kind::Gap, leaf, message.into());
             }
         }
     }
