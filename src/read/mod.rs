@@ -903,21 +903,14 @@ pub async fn last_entries<S: ReadStore>(
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests;
-
 /// The gaps as people read them: each open gap that a later gap closes
 /// shows where reading resumed (`closed_by`). A written gap is never
 /// updated, so its right bracket, unknown when it was written, is found in
 /// the gap that names it in `closes` (of its shard, or of a later shard of
 /// its lineage; after a split, each child closes it: the first it shows).
 pub fn gaps_bracketed(mut gaps: Vec<crate::entry::Gap>) -> Vec<crate::entry::Gap> {
-    let closures: Vec<(
-        String,
-        String,
-        crate::entry::GapRef,
-        crate::entry::GapClosure,
-    )> = gaps
+    use crate::entry::{GapClosure, GapRef};
+    let closures: Vec<(String, String, GapRef, GapClosure)> = gaps
         .iter()
         .flat_map(|c| {
             c.closes.iter().map(move |named| {
@@ -925,7 +918,7 @@ pub fn gaps_bracketed(mut gaps: Vec<crate::entry::Gap>) -> Vec<crate::entry::Gap
                     c.table.clone(),
                     c.stream_arn.clone(),
                     named.clone(),
-                    crate::entry::GapClosure {
+                    GapClosure {
                         shard_id: c.shard_id.clone(),
                         resumed_at_sequence_number: c.resumed_at_sequence_number.clone(),
                         resumed_at_time: c.resumed_at_time.clone(),
@@ -946,3 +939,6 @@ pub fn gaps_bracketed(mut gaps: Vec<crate::entry::Gap>) -> Vec<crate::entry::Gap
     }
     gaps
 }
+
+#[cfg(test)]
+mod tests;
