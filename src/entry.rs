@@ -218,20 +218,52 @@ pub struct Gap {
     /// were read, and nothing before it in the lineage is known, so the gap
     /// starts at the beginning of that shard (`after_sequence_number` null).
     /// The gap belongs to `shard_id`, the first shard read after the loss,
-    /// and is a link of that shard's chain.
+    /// and is a link of that shard's chain, written before anything of it is
+    /// read: open, and closed by the gap written at its first record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseen_shard_id: Option<String>,
     /// Creation time of the record at `after_sequence_number`, RFC 3339 UTC.
     #[serde(default)]
     pub after_time: Option<String>,
     /// The first sequence number read after it (`null`: nothing was readable
-    /// after it when the gap was detected).
+    /// after it when the gap was written: an *open* bracket, closed later by
+    /// a gap whose `closes` names this one).
     pub resumed_at_sequence_number: Option<String>,
     /// Creation time of the record at `resumed_at_sequence_number`.
     #[serde(default)]
     pub resumed_at_time: Option<String>,
+    /// The open gaps of this shard's lineage (its own, or its ancestors')
+    /// that this gap closes: reading resumed, in `shard_id`, at
+    /// `resumed_at_sequence_number`. A written gap is never updated (it is a
+    /// leaf of the hash chain), so its right bracket, unknown when it was
+    /// written, is this later leaf. Absent when it closes none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub closes: Vec<GapRef>,
+    /// Where reading resumed after this open gap, as the gap that closed it
+    /// says: filled in when the trail is read (`gaps`, `/api/gaps`), never
+    /// stored nor hashed. Absent while the bracket is open, and on a gap
+    /// that was closed when written.
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub closed_by: Option<GapClosure>,
     /// RFC 3339, UTC.
     pub detected_at: String,
+}
+
+/// One gap of a stream, named as its stored item is: its shard and where
+/// its loss began (with the table and the stream, its key).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GapRef {
+    pub shard_id: String,
+    pub after_sequence_number: Option<String>,
+}
+
+/// Where reading resumed after an open gap: the closing gap's shard and its
+/// right bracket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GapClosure {
+    pub shard_id: String,
+    pub resumed_at_sequence_number: Option<String>,
+    pub resumed_at_time: Option<String>,
 }
 
 /// A time the daemon sets (a gap's detection, a digest, a match), RFC 3339
@@ -254,14 +286,65 @@ impl Gap {
             after_time: None,
             resumed_at_sequence_number: None,
             resumed_at_time: None,
+            closes: Vec::new(),
+            closed_by: None,
             detected_at: format_ts(Utc::now()),
         }
+    }
+
+    /// This gap as a later one names it in `closes`.
+    pub fn reference(&self) -> GapRef {
+        GapRef {
+            shard_id: self.shard_id.clone(),
+            after_sequence_number: self.after_sequence_number.clone(),
+        }
+    }
+
+    /// Its right bracket is not written yet: nothing was readable after it
+    /// when it was written, and no later gap closes it (as far as the gap
+    /// itself can tell: `closed_by` is filled in only when the trail is read).
+    pub fn is_open(&self) -> bool {
+        self.resumed_at_sequence_number.is_none() && self.closed_by.is_none()
+    }
+
+    /// It closes earlier open gaps: in its shard's chain it follows the one
+    /// that begins where it begins (see `layout::gap_sort_key`).
+    pub fn is_closing(&self) -> bool {
+        !self.closes.is_empty()
+    }
+
+    /// The gap that closes `open` (the open gaps of a lineage, oldest
+    /// first): read resumed in `shard_id` at `resumed_at`, created at
+    /// `resumed_time`. The loss began where the oldest began.
+    pub fn closing(
+        open: &[Gap],
+        shard_id: &str,
+        resumed_at: &str,
+        resumed_time: Option<String>,
+    ) -> Option<Gap> {
+        let first = open.first()?;
+        let after_shard = match (&first.after_sequence_number, &first.after_shard_id) {
+            (None, _) => None,
+            (Some(_), Some(s)) => Some(s.clone()),
+            (Some(_), None) => Some(first.shard_id.clone()),
+        }
+        .filter(|s| s != shard_id);
+        Some(Gap {
+            after_sequence_number: first.after_sequence_number.clone(),
+            after_shard_id: after_shard,
+            unseen_shard_id: first.unseen_shard_id.clone(),
+            after_time: first.after_time.clone(),
+            resumed_at_sequence_number: Some(resumed_at.to_string()),
+            resumed_at_time: resumed_time,
+            closes: open.iter().map(Gap::reference).collect(),
+            ..Gap::detected(&first.table, &first.stream_arn, shard_id)
+        })
     }
 
     /// A parent shard that came and went while nobody read the stream:
     /// everything from its start is lost. The gap is `shard_id`'s (the child
     /// read first after the loss), the first link of that shard's chain;
-    /// its task fills in where reading resumed.
+    /// open until its task reads a record and closes it.
     pub fn unseen_parent(table: &str, stream_arn: &str, shard_id: &str, unseen: &str) -> Gap {
         Gap {
             unseen_shard_id: Some(unseen.to_string()),

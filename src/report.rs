@@ -122,9 +122,17 @@ pub fn gaps_table(gaps: &[Gap]) -> String {
                     (None, Some(unseen)) => format!("(start of unseen parent {unseen})"),
                     (None, None) => "(start)".into(),
                 },
-                g.resumed_at_sequence_number
-                    .clone()
-                    .unwrap_or_else(|| "(end)".into()),
+                match (&g.resumed_at_sequence_number, &g.closed_by) {
+                    (Some(at), _) if g.is_closing() => format!("{at} (closes {})", g.closes.len()),
+                    (Some(at), _) => at.clone(),
+                    (None, Some(by)) => format!(
+                        "{} (in {})",
+                        by.resumed_at_sequence_number.as_deref().unwrap_or("?"),
+                        by.shard_id
+                    ),
+                    // Nothing read after it yet: the bracket is open.
+                    (None, None) => "(open)".into(),
+                },
             ]
         })
         .collect();

@@ -277,6 +277,8 @@ async fn store_round_trip(config: &aws_config::SdkConfig, run: &str) {
         after_time: None,
         resumed_at_time: None,
         resumed_at_sequence_number: Some("5000".into()),
+        closes: Vec::new(),
+        closed_by: None,
         detected_at: "2026-11-23T20:00:00Z".into(),
     };
     assert_eq!(store.put_gap(&gap).await.expect("gap"), PutOutcome::Written);

@@ -342,15 +342,204 @@ async fn an_open_shard_that_vanishes_unread_while_down_is_a_gap() {
     tokio::time::sleep(MIN).await;
     daemon.stop().await;
     let gaps = store.gaps().await.unwrap();
-    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
     assert_eq!(gaps[0].shard_id, shard);
     assert_eq!(gaps[0].after_sequence_number, None, "nothing was read");
+    // Found by the listing, nothing after it readable then: the child's
+    // first record closes it.
+    assert_eq!(gaps[1].shard_id, child);
+    assert_eq!(gaps[1].closes, vec![gaps[0].reference()]);
+    assert!(gaps[1].resumed_at_sequence_number.is_some());
     let arn = sim.stream_arn(TABLE).unwrap();
     assert!(store
         .checkpoints(&arn)
         .iter()
         .any(|c| c.shard_id == child && c.sequence_no.is_some()));
     assert_eq!(entries_of(&store, TABLE), 3);
+}
+
+/// Issue 20, point 6: the loss is found in one shard, the first record after
+/// it is two shards later in the lineage, and that shard stays empty for a
+/// while. Each gap written open (`resumed_at` null) stays open in the rows,
+/// through a restart, until the first record after it is read; a gap of
+/// that shard then closes them all, and the chain still verifies.
+async fn gap_closed_two_shards_later(first_shard_listed: bool) {
+    let sim = sim();
+    let store = MemoryStore::new();
+    let arn = sim.stream_arn(TABLE).unwrap();
+    let s1 = sim.open_shards(TABLE).unwrap().remove(0);
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    write(&sim, TABLE, 0..3);
+    tokio::time::sleep(MIN).await;
+    daemon.stop().await;
+    // While it is down: changes in s1 that are trimmed before it is back.
+    write(&sim, TABLE, 3..5);
+    let s3 = if first_shard_listed {
+        // s1 is still listed (closed two hours later), s2 stays empty: the
+        // loss is found by s1's task, which can only leave it open.
+        tokio::time::sleep(2 * HOUR).await;
+        let s2 = sim.rotate_shard(&s1).unwrap();
+        tokio::time::sleep(HOUR).await;
+        let s3 = sim.rotate_shard(&s2).unwrap();
+        tokio::time::sleep(22 * HOUR).await;
+        s3
+    } else {
+        // s1 is trimmed away, and s2's own records are trimmed too: a gap
+        // for s1 (found by the listing), one for s2 (found by its task).
+        let s2 = sim.rotate_shard(&s1).unwrap();
+        tokio::time::sleep(HOUR).await;
+        write(&sim, TABLE, 5..7);
+        tokio::time::sleep(HOUR).await;
+        let s3 = sim.rotate_shard(&s2).unwrap();
+        tokio::time::sleep(23 * HOUR + 30 * MIN).await;
+        s3
+    };
+    let listed: Vec<String> = sim
+        .shards(&arn)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    assert_eq!(listed.contains(&s1), first_shard_listed, "{listed:?}");
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    tokio::time::sleep(MIN).await;
+    daemon.stop().await;
+    // s3 is empty: every gap is written, its right bracket open, and s3's
+    // row holds them open.
+    let open = store.gaps().await.unwrap();
+    assert!(!open.is_empty());
+    assert!(
+        open.iter()
+            .all(|g| g.resumed_at_sequence_number.is_none() && !g.is_closing()),
+        "{open:#?}"
+    );
+    let row = |id: &str| {
+        store
+            .checkpoints(&arn)
+            .into_iter()
+            .find(|c| c.shard_id == id)
+    };
+    let held: Vec<_> = row(&s3).map(|c| c.open_gaps).unwrap_or_default();
+    assert_eq!(
+        held.iter().map(|g| g.reference()).collect::<Vec<_>>(),
+        open.iter().map(|g| g.reference()).collect::<Vec<_>>(),
+        "s3's row holds the open gaps"
+    );
+    // A restart while s3 is still empty: the brackets stay open, nothing is
+    // written twice.
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    tokio::time::sleep(MIN).await;
+    assert_eq!(store.gaps().await.unwrap(), open);
+    // The first records after the loss, in s3: the brackets close.
+    write(&sim, TABLE, 7..10);
+    tokio::time::sleep(MIN).await;
+    daemon.stop().await;
+    let gaps = store.gaps().await.unwrap();
+    let closing: Vec<_> = gaps.iter().filter(|g| g.is_closing()).collect();
+    assert_eq!(closing.len(), 1, "{gaps:#?}");
+    let s3_first = store
+        .all_entries()
+        .into_iter()
+        .filter(|e| e.shard_id == s3)
+        .map(|e| e.sequence_number)
+        .min_by(|a, b| ddb_audit::stream::cmp_sequence(a, b))
+        .unwrap();
+    let close = closing[0];
+    assert_eq!(close.shard_id, s3);
+    assert_eq!(
+        close.resumed_at_sequence_number.as_deref(),
+        Some(s3_first.as_str())
+    );
+    assert_eq!(close.after_shard_id.as_deref(), Some(s1.as_str()));
+    assert_eq!(
+        close.closes,
+        open.iter().map(|g| g.reference()).collect::<Vec<_>>()
+    );
+    assert_eq!(close.after_sequence_number, open[0].after_sequence_number);
+    assert!(
+        row(&s3).unwrap().open_gaps.is_empty(),
+        "closed, no longer held"
+    );
+    // Reading shows the open gaps' right bracket (`closed_by`).
+    let shown = ddb_audit::read::gaps_bracketed(store.gaps().await.unwrap());
+    for g in shown.iter().filter(|g| !g.is_closing()) {
+        let by = g.closed_by.as_ref().expect("closed");
+        assert_eq!(by.shard_id, s3);
+        assert_eq!(
+            by.resumed_at_sequence_number.as_deref(),
+            Some(s3_first.as_str())
+        );
+    }
+    check_gaps(&sim, &store, TABLE, true).await.unwrap();
+    verify_with(&sim, &store, TABLE, |_| false).await.unwrap();
+    chain_verifies(&store);
+}
+
+/// The chain walk of `verify` finds nothing but notes (no digest is written
+/// here: their absence is not what is checked).
+fn chain_verifies(store: &MemoryStore) {
+    use ddb_audit::proof::verify::{verify_stream, Kind, Severity, VerifyOptions};
+    for ev in store.proof_evidence() {
+        let report = verify_stream(
+            &ev,
+            &VerifyOptions {
+                public_key: None,
+                now: chrono::Utc::now(),
+                interval_secs: 60,
+                remembered: None,
+            },
+        );
+        let bad: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity != Severity::Info && f.kind != Kind::DigestMissing)
+            .collect();
+        assert!(bad.is_empty(), "{bad:#?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gap_found_in_its_shard_is_closed_where_reading_resumes_two_shards_later() {
+    gap_closed_two_shards_later(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn gaps_of_shards_trimmed_away_are_closed_where_reading_resumes_two_shards_later() {
+    gap_closed_two_shards_later(false).await;
+}
+
+/// The loss and the first record after it in one open shard, quiet in
+/// between: the open gap and the gap closing it begin at the same record,
+/// and the chain puts the closing one second.
+#[tokio::test(start_paused = true)]
+async fn a_gap_left_open_in_a_quiet_shard_is_closed_by_its_next_record() {
+    let sim = sim();
+    let store = MemoryStore::new();
+    let shard = sim.open_shards(TABLE).unwrap().remove(0);
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    write(&sim, TABLE, 0..3);
+    tokio::time::sleep(MIN).await;
+    daemon.stop().await;
+    write(&sim, TABLE, 3..5);
+    tokio::time::sleep(25 * HOUR).await;
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    tokio::time::sleep(10 * MIN).await;
+    let open = store.gaps().await.unwrap();
+    assert_eq!(open.len(), 1, "{open:#?}");
+    assert!(open[0].is_open());
+    write(&sim, TABLE, 5..8);
+    tokio::time::sleep(MIN).await;
+    daemon.stop().await;
+    let gaps = store.gaps().await.unwrap();
+    assert_eq!(gaps.len(), 2, "{gaps:#?}");
+    let close = gaps.iter().find(|g| g.is_closing()).unwrap();
+    assert_eq!(close.shard_id, shard);
+    assert_eq!(close.after_sequence_number, open[0].after_sequence_number);
+    assert_eq!(close.after_shard_id, None);
+    assert_eq!(close.closes, vec![open[0].reference()]);
+    check_gaps(&sim, &store, TABLE, true).await.unwrap();
+    verify_with(&sim, &store, TABLE, |_| false).await.unwrap();
+    chain_verifies(&store);
 }
 
 #[tokio::test(start_paused = true)]

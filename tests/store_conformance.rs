@@ -193,6 +193,32 @@ async fn one_shard_row_reads_as_in_the_listing<T: CheckpointStore>(store: &T) {
             .lineage_tail,
         child.lineage_tail
     );
+    // Gaps its lineage left open ride on its row until a checkpoint clears
+    // them (the right bracket then written).
+    let open = Gap {
+        resumed_at_sequence_number: None,
+        after_sequence_number: Some("700".into()),
+        after_time: Some("2026-11-23T10:00:00Z".into()),
+        ..Gap::detected("orders", ARN2, "p")
+    };
+    child.open_gaps = vec![open.clone()];
+    store.save_shard(&child).await.unwrap();
+    let held = store
+        .load_shard(ARN2, "c")
+        .await
+        .unwrap()
+        .unwrap()
+        .open_gaps;
+    assert_eq!(held, vec![open]);
+    child.open_gaps.clear();
+    store.save_shard(&child).await.unwrap();
+    let held = store
+        .load_shard(ARN2, "c")
+        .await
+        .unwrap()
+        .unwrap()
+        .open_gaps;
+    assert_eq!(held, vec![]);
     let listed = store.load_shards(ARN2).await.unwrap();
     for id in ["p", "c"] {
         let one = store.load_shard(ARN2, id).await.unwrap();
@@ -279,6 +305,8 @@ async fn gaps_are_write_once_by_position<T: AuditStore>(store: &T) {
         after_time: None,
         resumed_at_sequence_number: Some("5000".into()),
         resumed_at_time: None,
+        closes: Vec::new(),
+        closed_by: None,
         detected_at: "2026-11-23T20:00:00Z".into(),
     };
     assert_eq!(store.put_gap(&gap).await.unwrap(), PutOutcome::Written);
@@ -290,7 +318,28 @@ async fn gaps_are_write_once_by_position<T: AuditStore>(store: &T) {
         store.put_gap(&seen_again).await.unwrap(),
         PutOutcome::AlreadyPresent
     );
-    assert_eq!(store.gaps().await.unwrap(), vec![gap]);
+    assert_eq!(store.gaps().await.unwrap(), vec![gap.clone()]);
+    // Open, then closed by a gap of the same shard beginning at the same
+    // record: two items, each write-once.
+    let open = Gap {
+        after_sequence_number: Some("6000".into()),
+        resumed_at_sequence_number: None,
+        ..gap.clone()
+    };
+    let closing = Gap {
+        resumed_at_sequence_number: Some("7000".into()),
+        closes: vec![open.reference()],
+        ..open.clone()
+    };
+    assert_eq!(store.put_gap(&open).await.unwrap(), PutOutcome::Written);
+    assert_eq!(store.put_gap(&closing).await.unwrap(), PutOutcome::Written);
+    assert_eq!(
+        store.put_gap(&closing).await.unwrap(),
+        PutOutcome::AlreadyPresent
+    );
+    let stored = store.gaps().await.unwrap();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert!(stored.contains(&open) && stored.contains(&closing));
 }
 
 /// An entry of item `pk` at `second` past 19:05 on one stream (`ARN2`).
@@ -561,6 +610,8 @@ where
         after_time: None,
         resumed_at_sequence_number: Some("900".into()),
         resumed_at_time: None,
+        closes: Vec::new(),
+        closed_by: None,
         detected_at: "2026-11-23T20:00:00Z".into(),
     };
     let gap_link = chain.link_gap(&gap).unwrap();

@@ -484,6 +484,8 @@ async fn records_trimmed_while_down_become_a_gap_and_the_rest_is_audited() {
             after_time: read[4].approximate_creation.map(rfc3339),
             resumed_at_sequence_number: Some(fresh[0].sequence_number.clone()),
             resumed_at_time: fresh[0].approximate_creation.map(rfc3339),
+            closes: Vec::new(),
+            closed_by: None,
             detected_at: gaps[0].detected_at.clone(),
         }]
     );

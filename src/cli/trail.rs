@@ -61,7 +61,7 @@ pub(crate) async fn query(args: QueryArgs) -> Result<()> {
 }
 
 pub(crate) async fn gaps(config: Config, json: bool) -> Result<()> {
-    let gaps = store(&config).await?.gaps().await?;
+    let gaps = ddb_audit::read::gaps_bracketed(store(&config).await?.gaps().await?);
     if json {
         out!("{}", report::json_lines(&gaps)?)?;
     } else {

@@ -294,6 +294,13 @@ where
                         .as_ref()
                         .and_then(|r| r.chain.as_ref())
                         .and_then(|c| c.last_hash);
+                    // Its parent's gaps still open are this shard's to
+                    // close: the first record after them may be here.
+                    if let Some(row) = row {
+                        for gap in row.open_gaps {
+                            self.checkpoint.note_open_gap(gap);
+                        }
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -513,18 +520,46 @@ where
         mut records: Vec<crate::stream::StreamRecord>,
     ) -> Result<(), ShardOutcome> {
         let Some(first) = records.first() else {
-            // Nothing readable after the trim yet: record the gap now rather
-            // than hold it in memory until a record comes (a crash, or a quiet
-            // shard, would lose it). Re-detection writes the same gap once.
+            // Nothing readable after the trim yet: record the gap now, its
+            // right bracket open, rather than hold it in memory until a
+            // record comes (a crash, or a shard quiet for hours, would lose
+            // it). The row remembers it as open, so whoever reads the first
+            // record after it, here or in a later shard of the lineage,
+            // closes it, after a restart too. Re-detection writes it once.
             if let Some(gap) = self.pending_gap.take() {
                 self.write_gap(gap).await?;
+                self.save_checkpoint().await?;
             }
             return Ok(());
         };
-        if let Some(mut gap) = self.pending_gap.take() {
-            gap.resumed_at_sequence_number = Some(first.sequence_number.clone());
-            gap.resumed_at_time = first.approximate_creation.map(record_time_text);
-            self.write_gap(gap).await?;
+        let resumed_at = first.sequence_number.clone();
+        let resumed_time = first.approximate_creation.map(record_time_text);
+        let own = self.pending_gap.take();
+        // The first record after open gaps is their right bracket: one gap,
+        // this shard's, closes them all, before the record in the chain.
+        // The open list is cleared by the checkpoint after this page, so a
+        // crash before it writes the same closing gap again (found present).
+        let open = std::mem::take(&mut self.checkpoint.open_gaps);
+        let new_loss = own.is_some();
+        let closing = match own {
+            Some(mut gap) => {
+                gap.resumed_at_sequence_number = Some(resumed_at.clone());
+                gap.resumed_at_time = resumed_time.clone();
+                gap.closes = open.iter().map(Gap::reference).collect();
+                Some(gap)
+            }
+            None => Gap::closing(&open, &self.shard.shard_id, &resumed_at, resumed_time),
+        };
+        if let Some(gap) = closing {
+            let written = if new_loss {
+                self.write_gap(gap).await
+            } else {
+                self.write_closing_gap(gap).await
+            };
+            if let Err(outcome) = written {
+                self.checkpoint.open_gaps = open;
+                return Err(outcome);
+            }
         }
         let actor = self.engine.settings.actor_attribute.as_deref();
         let correlation = self.engine.settings.correlation_attribute.as_deref();
@@ -673,6 +708,11 @@ where
         match result {
             Ok(chain) => {
                 self.checkpoint.chain = Some(chain);
+                if gap.resumed_at_sequence_number.is_none() {
+                    warn!(after_sequence_number = gap.after_sequence_number.as_deref().unwrap_or("none"),
+                        "nothing readable after the gap yet: its right bracket stays open until a record of the lineage is read");
+                    self.checkpoint.note_open_gap(gap.clone());
+                }
                 observe::GapRecorded {
                     table: &self.table,
                     shard: &self.shard.shard_id,
@@ -684,6 +724,23 @@ where
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A gap that only closes open ones: the loss was counted when they
+    /// were recorded; this says where it ends.
+    async fn write_closing_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
+        let before = self.checkpoint.chain.clone().unwrap_or_default();
+        let chain = put_gap_in_chain(&self.engine, &self.shutdown.abort, &gap, before).await?;
+        self.checkpoint.chain = Some(chain);
+        observe::GapClosed {
+            table: &self.table,
+            stream: &self.stream_arn,
+            shard: &self.shard.shard_id,
+            closes: gap.closes.len(),
+            resumed_at_sequence_number: gap.resumed_at_sequence_number.as_deref(),
+        }
+        .emit();
+        Ok(())
     }
 
     async fn save_checkpoint(&mut self) -> Result<(), ShardOutcome> {

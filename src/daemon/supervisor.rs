@@ -995,6 +995,8 @@ where
                     }
                 };
             checkpoint.chain = Some(chain);
+            // Nothing after it was read: its children's first record closes it.
+            checkpoint.note_open_gap(gap.clone());
             let policy = self.engine.settings.retry_policy();
             let engine = &self.engine;
             observe::GapRecorded {

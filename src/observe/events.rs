@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::health::TableState;
 use super::metrics::{label, CallLabel, OperationLabel};
@@ -208,6 +208,29 @@ impl Event for GapRecorded<'_> {
             "gap recorded"
         );
         o.metrics.gaps.get_or_create(&label(self.table)).inc();
+    }
+}
+
+/// Reading resumed after gaps recorded open: a gap closing them was
+/// written. Not counted as a gap: the loss was counted when they were.
+pub struct GapClosed<'a> {
+    pub table: &'a str,
+    pub stream: &'a str,
+    pub shard: &'a str,
+    pub closes: usize,
+    pub resumed_at_sequence_number: Option<&'a str>,
+}
+
+impl Event for GapClosed<'_> {
+    fn emit_to(self, _: &Observer) {
+        warn!(
+            table = %self.table,
+            stream = %self.stream,
+            shard = %self.shard,
+            closes = self.closes,
+            resumed_at_sequence_number = self.resumed_at_sequence_number.unwrap_or("none"),
+            "open gap closed: reading resumed after the loss"
+        );
     }
 }
 

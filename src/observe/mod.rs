@@ -34,9 +34,9 @@ use prometheus_client::registry::Registry;
 use tracing::warn;
 
 pub use events::{
-    EntriesWritten, Event, GapRecorded, PageHandled, Retrying, ShardFailed, ShardForgotten,
-    ShardSeen, ShardStateChanged, StreamCall, StreamForgotten, TableStateChanged, TaskFailed,
-    WriteUnfinished,
+    EntriesWritten, Event, GapClosed, GapRecorded, PageHandled, Retrying, ShardFailed,
+    ShardForgotten, ShardSeen, ShardStateChanged, StreamCall, StreamForgotten, TableStateChanged,
+    TaskFailed, WriteUnfinished,
 };
 use health::TableState;
 use metrics::{CallLabel, Metrics};

@@ -11,6 +11,7 @@ use super::digest::{Digest, SignedDigest};
 use super::merkle::verify_inclusion;
 use super::sign::PublicKey;
 use super::verify::{Finding, Kind, Severity};
+use crate::entry::{GapClosure, GapRef};
 use crate::value::{canonical_key_json, key_text, Item};
 
 pub const BUNDLE_TYPE: &str = "ddb-audit.bundle.v1";
@@ -134,6 +135,15 @@ pub struct ProvenGap {
     pub resumed_at_sequence_number: Option<String>,
     pub resumed_at_time: Option<String>,
     pub digest_number: u64,
+    /// The open gaps this one closes (its `closes`); absent if none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub closes: Vec<GapRef>,
+    /// An open gap (`resumed_at_sequence_number` null) that a proven gap of
+    /// the bundle closes: where reading resumed, as that gap says. Absent
+    /// while the bundle carries none (the bracket still open, or closed by a
+    /// gap outside the item's span).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<GapClosure>,
 }
 
 impl ProvenGap {
@@ -144,11 +154,30 @@ impl ProvenGap {
             (Some(s), None) => format!("after sequence {s}"),
             _ => "from the start of the shard".to_string(),
         };
-        let resumed = match (&self.resumed_at_sequence_number, &self.resumed_at_time) {
-            (Some(s), Some(t)) => format!("reading resumed at sequence {s} ({t})"),
-            (Some(s), None) => format!("reading resumed at sequence {s}"),
-            _ => "where reading resumed is not recorded".to_string(),
+        let at = |s: &str, t: &Option<String>| match t {
+            Some(t) => format!("sequence {s} ({t})"),
+            None => format!("sequence {s}"),
         };
+        let mut resumed = match (&self.resumed_at_sequence_number, &self.closed_by) {
+            (Some(s), _) => format!("reading resumed at {}", at(s, &self.resumed_at_time)),
+            (None, Some(by)) => format!(
+                "reading resumed at {} in shard {}, as the later gap that closes this one says",
+                at(
+                    by.resumed_at_sequence_number.as_deref().unwrap_or("?"),
+                    &by.resumed_at_time
+                ),
+                by.shard_id
+            ),
+            (None, None) => "its end is open: nothing after it was readable when it was \
+                             written, and no gap of this bundle closes it"
+                .to_string(),
+        };
+        if !self.closes.is_empty() {
+            resumed.push_str(&format!(
+                "; it closes {} open gap(s) of the lineage",
+                self.closes.len()
+            ));
+        }
         format!(
             "gap in shard {}: records {after} were trimmed before they could be read; \
              {resumed} (proven by digest {})",
@@ -382,16 +411,49 @@ pub fn check_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> BundleVerdict {
     }
     check_span(bundle, &mut r);
     let span = proven_span(bundle, &proven);
-    let gaps = bundle
+    let mut gaps: Vec<ProvenGap> = bundle
         .gaps
         .iter()
         .enumerate()
         .filter_map(|(i, g)| check_gap(bundle, i, g, &digests, &mut r))
         .collect();
+    bracket_open_gaps(&mut gaps);
     BundleVerdict {
         findings: r.out,
         span,
         gaps,
+    }
+}
+
+/// An open gap's right bracket, from a proven gap of the same stream that
+/// names it in `closes` (a written gap is never updated: its end is in the
+/// later leaf).
+fn bracket_open_gaps(gaps: &mut [ProvenGap]) {
+    let closures: Vec<(String, GapRef, GapClosure)> = gaps
+        .iter()
+        .flat_map(|c| {
+            c.closes.iter().map(|named| {
+                let closure = GapClosure {
+                    shard_id: c.shard_id.clone(),
+                    resumed_at_sequence_number: c.resumed_at_sequence_number.clone(),
+                    resumed_at_time: c.resumed_at_time.clone(),
+                };
+                (c.stream_arn.clone(), named.clone(), closure)
+            })
+        })
+        .collect();
+    for g in gaps
+        .iter_mut()
+        .filter(|g| g.resumed_at_sequence_number.is_none() && g.closes.is_empty())
+    {
+        let me = GapRef {
+            shard_id: g.shard_id.clone(),
+            after_sequence_number: g.after_sequence_number.clone(),
+        };
+        g.closed_by = closures
+            .iter()
+            .find(|(arn, named, _)| *arn == g.stream_arn && *named == me)
+            .map(|(_, _, closure)| closure.clone());
     }
 }
 
@@ -470,6 +532,8 @@ fn check_gap(
         resumed_at_sequence_number: text("resumed_at_sequence_number"),
         resumed_at_time: text("resumed_at_time"),
         digest_number: g.digest_number,
+        closes: serde_json::from_value(g.gap["closes"].clone()).unwrap_or_default(),
+        closed_by: None,
     })
 }
 

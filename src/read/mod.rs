@@ -921,5 +921,42 @@ pub async fn last_entries<S: ReadStore>(
     Ok(out)
 }
 
+/// The gaps as people read them: each open gap that a later gap closes
+/// shows where reading resumed (`closed_by`). A written gap is never
+/// updated, so its right bracket, unknown when it was written, is found in
+/// the gap that names it in `closes` (of its shard, or of a later shard of
+/// its lineage; after a split, each child closes it: the first it shows).
+pub fn gaps_bracketed(mut gaps: Vec<crate::entry::Gap>) -> Vec<crate::entry::Gap> {
+    use crate::entry::{GapClosure, GapRef};
+    let closures: Vec<(String, String, GapRef, GapClosure)> = gaps
+        .iter()
+        .flat_map(|c| {
+            c.closes.iter().map(move |named| {
+                (
+                    c.table.clone(),
+                    c.stream_arn.clone(),
+                    named.clone(),
+                    GapClosure {
+                        shard_id: c.shard_id.clone(),
+                        resumed_at_sequence_number: c.resumed_at_sequence_number.clone(),
+                        resumed_at_time: c.resumed_at_time.clone(),
+                    },
+                )
+            })
+        })
+        .collect();
+    for g in gaps
+        .iter_mut()
+        .filter(|g| g.resumed_at_sequence_number.is_none() && !g.is_closing())
+    {
+        let named = g.reference();
+        g.closed_by = closures
+            .iter()
+            .find(|(table, arn, r, _)| *table == g.table && *arn == g.stream_arn && *r == named)
+            .map(|(_, _, _, closure)| closure.clone());
+    }
+    gaps
+}
+
 #[cfg(test)]
 mod tests;

@@ -416,11 +416,7 @@ pub async fn gaps<S: ReadStore + CheckpointStore>(call: Call<S>) -> ApiResult {
     if let Some(t) = table {
         scoped(&call.principal, t)?;
     }
-    let gaps: Vec<_> = call
-        .app
-        .store
-        .gaps()
-        .await?
+    let gaps: Vec<_> = crate::read::gaps_bracketed(call.app.store.gaps().await?)
         .into_iter()
         .filter(|g| call.principal.may_read(&g.table) && table.is_none_or(|t| g.table == t))
         .collect();

@@ -209,8 +209,14 @@ fn add_record(ev: &mut StreamEvidence, record: TrailRecord) {
                 .and_then(|v| v.as_str())
                 .unwrap_or_default()
                 .to_string();
+            let closes_gaps = gap
+                .as_ref()
+                .and_then(|g| g.get("closes"))
+                .and_then(|c| c.as_array())
+                .is_some_and(|c| !c.is_empty());
             ev.leaves.push(Leaf {
                 is_gap: true,
+                closes_gaps,
                 shard_id: chain_shard,
                 sequence_number: after,
                 key: None,
@@ -234,6 +240,7 @@ fn add_record(ev: &mut StreamEvidence, record: TrailRecord) {
         } => {
             let mut leaf = Leaf {
                 is_gap: false,
+                closes_gaps: false,
                 shard_id: chain_shard,
                 sequence_number: chain_position,
                 key: None,

@@ -23,7 +23,8 @@
 //! `status` (S: `open` | `closed` | `drained`), `last_record_time` (S),
 //! `caught_up` (BOOL), `from_start` (BOOL), `lineage_tail` (M: `shard_id`,
 //! `sequence_no`, `record_time`; while the shard has read nothing),
-//! `updated_at` (S), and on a drained row [`SHARD_TTL_ATTRIBUTE`] (N, epoch
+//! `open_gaps` (L of S, gap JSON: gaps of its lineage whose right bracket is
+//! still open, removed once closed), `updated_at` (S), and on a drained row [`SHARD_TTL_ATTRIBUTE`] (N, epoch
 //! seconds). Reserved for leases between replicas (not written yet):
 //! `lease_owner` (S), `lease_expires_at` (N, epoch milliseconds),
 //! `lease_counter` (N). Rows are written with UpdateItem touching only the
@@ -210,14 +211,20 @@ pub(crate) fn part_sort_key(head_sk: &str, hash: &str, part: usize) -> String {
 }
 
 /// The sort key of a gap: deterministic from where it is, not when it was
-/// seen, so re-detecting it (after a crash) finds it already written.
+/// seen, so re-detecting it (after a crash) finds it already written. A gap
+/// that closes open ones (`closes`) may begin where one of them begins, in
+/// the same shard: `#closes` keeps the two apart.
 pub fn gap_sort_key(gap: &Gap) -> String {
     let after = gap
         .after_sequence_number
         .as_deref()
         .map(|s| sequence_key(s).unwrap_or_else(|| s.to_string()))
         .unwrap_or_else(|| "-".to_string());
-    format!("{}#{}#{}#{after}", gap.table, gap.stream_arn, gap.shard_id)
+    let closing = if gap.is_closing() { "#closes" } else { "" };
+    format!(
+        "{}#{}#{}#{after}{closing}",
+        gap.table, gap.stream_arn, gap.shard_id
+    )
 }
 
 /// A decimal sequence number zero-padded to 40 digits; `None` if not decimal.

@@ -52,7 +52,7 @@ struct State {
     /// (`layout::entry_sort_key`) → entry.
     entries: HashMap<(String, String), BTreeMap<String, Stored>>,
     gaps: BTreeMap<(String, String, String, String), Gap>,
-    /// Gap chain links as first written: (stream, shard, after sequence).
+    /// Gap chain links as first written: (stream, shard, position).
     gap_links: HashMap<(String, String, String), Link>,
     shards: HashMap<String, BTreeMap<String, ShardCheckpoint>>,
     /// When each drained shard row expires (tokio's clock, so paused tests
@@ -227,8 +227,18 @@ fn gap_link_key(gap: &Gap) -> (String, String, String) {
     (
         gap.stream_arn.clone(),
         gap.shard_id.clone(),
-        gap.after_sequence_number.clone().unwrap_or_default(),
+        gap_position(gap),
     )
+}
+
+/// Where a gap is in its shard, as its DynamoDB sort key says it.
+fn gap_position(gap: &Gap) -> String {
+    let after = gap.after_sequence_number.clone().unwrap_or_default();
+    if gap.is_closing() {
+        format!("{after}#closes")
+    } else {
+        after
+    }
 }
 
 /// The raw reads `verify` assembles its evidence from, as the DynamoDB
@@ -390,7 +400,7 @@ impl AuditStore for MemoryStore {
             gap.table.clone(),
             gap.stream_arn.clone(),
             gap.shard_id.clone(),
-            gap.after_sequence_number.clone().unwrap_or_default(),
+            gap_position(gap),
         );
         if state.gaps.contains_key(&id) {
             return Ok(PutOutcome::AlreadyPresent);

@@ -91,6 +91,12 @@ pub struct ShardCheckpoint {
     /// in its lineage, kept on its own row so that a loss found in it later
     /// is bracketed the same way once its ancestors' rows have expired.
     pub lineage_tail: Option<LineageTail>,
+    /// Gaps of this shard's lineage written with their right bracket open
+    /// (nothing was readable after them yet), oldest first: its own, or
+    /// handed on by its parent's row when it read nothing since. The first
+    /// record read closes them with one gap (`Gap::closing`), written before
+    /// the checkpoint that clears this list.
+    pub open_gaps: Vec<Gap>,
 }
 
 impl ShardCheckpoint {
@@ -114,6 +120,19 @@ impl ShardCheckpoint {
             updated_at: Utc::now(),
             chain: None,
             lineage_tail: None,
+            open_gaps: Vec::new(),
+        }
+    }
+
+    /// A gap of the lineage written with its right bracket open, to be
+    /// closed by the next record read; once, however often it is found again.
+    pub fn note_open_gap(&mut self, gap: Gap) {
+        if !self
+            .open_gaps
+            .iter()
+            .any(|g| g.reference() == gap.reference())
+        {
+            self.open_gaps.push(gap);
         }
     }
 

@@ -247,7 +247,12 @@ async fn check_trail(
 /// - Tight: no entry of the lineage lies strictly between the two ends.
 /// - True: a record was lost between the ends, or a shard of the lineage
 ///   vanished before it could be read to its end.
-/// - Once: no loss is recorded twice (same shard, same start).
+/// - Once: no loss is recorded twice (same shard, same start; a gap closing
+///   open ones may share its start with one of them).
+/// - Bracketed: a gap written open (`resumed_at_*` null) is closed, once a
+///   record after it was read in its lineage, by a gap of that record's
+///   shard whose `closes` names it; a closing gap names only open gaps of
+///   its lineage.
 /// - Complete: every lost record lies between the ends of a gap of its
 ///   lineage.
 ///
@@ -440,8 +445,67 @@ pub async fn check_gaps(
             g.stream_arn.clone(),
             g.shard_id.clone(),
             g.after_sequence_number.clone(),
+            g.is_closing(),
         )) {
             return Err(format!("gap {g:?} is recorded twice"));
+        }
+        // A closing gap names open gaps of its own lineage.
+        for named in &g.closes {
+            let open = gaps.iter().find(|o| {
+                o.stream_arn == g.stream_arn && !o.is_closing() && o.reference() == *named
+            });
+            match open {
+                Some(o) if o.resumed_at_sequence_number.is_none() && line.contains(&o.shard_id) => {
+                }
+                other => {
+                    return Err(format!(
+                    "gap {g:?} closes {named:?}, which is no open gap of its lineage ({other:?})"
+                ))
+                }
+            }
+        }
+    }
+    // Both brackets: an open gap followed by a record the daemon read, in a
+    // shard it reached through shards it saw, is closed, by a gap of the
+    // shard that record is in (whose own checks above make its right
+    // bracket that first record).
+    for g in gaps
+        .iter()
+        .filter(|g| g.resumed_at_sequence_number.is_none() && !g.is_closing())
+    {
+        let after = g.after_sequence_number.as_deref().map(num).transpose()?;
+        let next = handled
+            .iter()
+            .filter(|((arn, seq), (shard, _))| {
+                *arn == g.stream_arn
+                    && below(arn, &g.shard_id).contains(shard)
+                    && after.is_none_or(|a| a < *seq)
+            })
+            .min_by_key(|((_, seq), _)| *seq);
+        let Some(((_, seq), (shard, _))) = next else {
+            continue;
+        };
+        let rows = store.checkpoints(&g.stream_arn);
+        let path = lineage(&g.stream_arn, shard);
+        let Some(upto) = path.iter().position(|s| *s == g.shard_id) else {
+            continue;
+        };
+        if !path[..=upto]
+            .iter()
+            .all(|s| rows.iter().any(|c| c.shard_id == *s))
+        {
+            continue;
+        }
+        let closed = gaps.iter().any(|c| {
+            c.stream_arn == g.stream_arn
+                && c.shard_id == *shard
+                && c.closes.contains(&g.reference())
+        });
+        if !closed {
+            return Err(format!(
+                "gap {g:?} is open, yet record {seq} of {shard} was read after it: \
+                 no gap of {shard} closes it\n  gaps: {gaps:#?}"
+            ));
         }
     }
     for (arn, shard, seq) in &lost {

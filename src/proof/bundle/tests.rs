@@ -528,3 +528,51 @@ fn bundle_vectors() {
         );
     }
 }
+
+/// An open gap of a bundle shows the right bracket of the bundle's gap that
+/// closes it; without one, it says the bracket is open.
+#[test]
+fn an_open_gap_shows_where_the_bundles_closing_gap_says_reading_resumed() {
+    let proven = |shard: &str, resumed: Option<&str>, closes: Vec<GapRef>| ProvenGap {
+        stream_arn: ARN.into(),
+        shard_id: shard.into(),
+        after_sequence_number: Some("800".into()),
+        after_time: None,
+        resumed_at_sequence_number: resumed.map(str::to_string),
+        resumed_at_time: None,
+        digest_number: 2,
+        closes,
+        closed_by: None,
+    };
+    let open = proven("shardId-1", None, Vec::new());
+    let named = GapRef {
+        shard_id: "shardId-1".into(),
+        after_sequence_number: Some("800".into()),
+    };
+    let mut alone = vec![open.clone()];
+    bracket_open_gaps(&mut alone);
+    assert_eq!(alone[0].closed_by, None);
+    assert!(
+        alone[0].statement().contains("its end is open"),
+        "{}",
+        alone[0].statement()
+    );
+    let mut both = vec![open, proven("shardId-3", Some("900"), vec![named])];
+    bracket_open_gaps(&mut both);
+    let by = both[0].closed_by.as_ref().expect("closed");
+    assert_eq!(
+        (
+            by.shard_id.as_str(),
+            by.resumed_at_sequence_number.as_deref()
+        ),
+        ("shardId-3", Some("900"))
+    );
+    assert!(
+        both[0]
+            .statement()
+            .contains("reading resumed at sequence 900 in shard shardId-3"),
+        "{}",
+        both[0].statement()
+    );
+    assert!(both[1].statement().contains("it closes 1 open gap(s)"));
+}

@@ -90,6 +90,9 @@ pub struct Finding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leaf {
     pub is_gap: bool,
+    /// A gap that closes earlier open gaps (its `closes` is not empty): it
+    /// follows, in its shard's chain, a gap that begins where it begins.
+    pub closes_gaps: bool,
     pub shard_id: String,
     /// An entry's sequence number; a gap's `after_sequence_number` ("" for none).
     pub sequence_number: String,
@@ -106,6 +109,24 @@ pub struct Leaf {
     /// A stand-in the daemon stored when the store refused the entry itself:
     /// it holds the original's place in the chain, not its content.
     pub rejected: bool,
+}
+
+/// Where a leaf stands among its shard's leaves at the same position (an
+/// entry's sequence number, a gap's `after_sequence_number`): the entry,
+/// then a gap beginning after it, then a gap closing open ones (which may
+/// begin there too).
+pub fn leaf_rank(is_gap: bool, closes_gaps: bool) -> u8 {
+    match (is_gap, closes_gaps) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => 2,
+    }
+}
+
+impl Leaf {
+    fn rank(&self) -> u8 {
+        leaf_rank(self.is_gap, self.closes_gaps)
+    }
 }
 
 /// The `error` text of a stand-in for an entry the store refused.
@@ -316,7 +337,7 @@ pub fn verify_stream(ev: &StreamEvidence, opts: &VerifyOptions) -> StreamReport 
     for shard in &order {
         let mut leaves: Vec<&Leaf> = by_shard.remove(shard.as_str()).unwrap_or_default();
         leaves.sort_by(|a, b| {
-            cmp_sequence(&a.sequence_number, &b.sequence_number).then(a.is_gap.cmp(&b.is_gap))
+            cmp_sequence(&a.sequence_number, &b.sequence_number).then(a.rank().cmp(&b.rank()))
         });
         let start = match parent.get(shard).cloned().flatten() {
             Some(p) => match chain_end.get(&p) {
@@ -346,14 +367,14 @@ pub fn verify_stream(ev: &StreamEvidence, opts: &VerifyOptions) -> StreamReport 
         chain_end.insert(shard.clone(), end);
         for leaf in &leaves {
             if leaf.is_gap {
-                r.leaf(
-                    Severity::Info,
-                    Kind::Gap,
-                    leaf,
+                let message = if leaf.closes_gaps {
+                    "known loss: records the stream trimmed before they could be read; \
+                     this gap closes gaps recorded open (where reading resumed)"
+                } else {
                     "known loss: records the stream trimmed before they could be read \
                      (recorded in the chain, not a hole)"
-                        .into(),
-                );
+                };
+                r.leaf(Severity::Info, Kind::Gap, leaf, message.into());
             }
         }
     }

@@ -94,6 +94,7 @@ fn leaf_of(e: &AuditEntry, prev: Option<Hash>, hash: Hash) -> Leaf {
     let stored: serde_json::Value = serde_json::to_value(e).unwrap();
     Leaf {
         is_gap: false,
+        closes_gaps: false,
         shard_id: e.shard_id.clone(),
         sequence_number: e.sequence_number.clone(),
         key: Some(serde_json::to_string(&e.key).unwrap()),

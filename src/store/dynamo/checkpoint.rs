@@ -160,6 +160,24 @@ impl CheckpointStore for DynamoStore {
             names.insert("#lineage_tail".into(), "lineage_tail".into());
             values.insert(":lineage_tail".into(), DAttr::M(m));
         }
+        // Cleared once closed: a row never hands on a closed gap.
+        names.insert("#open_gaps".into(), "open_gaps".into());
+        let mut removes = Vec::new();
+        if cp.open_gaps.is_empty() {
+            removes.push("#open_gaps");
+        } else {
+            let gaps = cp
+                .open_gaps
+                .iter()
+                .map(|g| {
+                    serde_json::to_string(g).map(s).map_err(|e| {
+                        StoreError::Other(format!("encoding an open gap of {}: {e}", cp.shard_id))
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            sets.push("#open_gaps = :open_gaps");
+            values.insert(":open_gaps".into(), DAttr::L(gaps));
+        }
         if let Some(t) = cp.last_record_time {
             sets.push("#last_record_time = :last_record_time");
             names.insert("#last_record_time".into(), "last_record_time".into());
@@ -175,7 +193,7 @@ impl CheckpointStore for DynamoStore {
             .table_name(table)
             .key("stream_arn", s(&cp.stream_arn))
             .key("shard_id", s(&cp.shard_id))
-            .update_expression(format!("SET {}", sets.join(", ")))
+            .update_expression(update_expression(&sets, &removes))
             .condition_expression(conditions.join(" AND "))
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
@@ -273,6 +291,15 @@ impl CheckpointStore for DynamoStore {
     }
 }
 
+/// `SET …` and, when there is anything to remove, `REMOVE …`.
+fn update_expression(sets: &[&str], removes: &[&str]) -> String {
+    let mut expression = format!("SET {}", sets.join(", "));
+    if !removes.is_empty() {
+        expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
+    expression
+}
+
 /// A row past its TTL: DynamoDB deletes such items only eventually (often
 /// days later), and until then they are still read. They are gone for us.
 fn row_expired(item: &HashMap<String, DAttr>, now_epoch_secs: i64) -> bool {
@@ -314,6 +341,20 @@ fn shard_from_item(item: &HashMap<String, DAttr>) -> StoreResult<ShardCheckpoint
                 _ => None,
             },
             _ => None,
+        },
+        open_gaps: match item.get("open_gaps") {
+            Some(DAttr::L(gaps)) => gaps
+                .iter()
+                .map(|g| match g {
+                    DAttr::S(json) => serde_json::from_str(json).map_err(|e| {
+                        StoreError::Corrupt(format!("shard row with an unreadable open gap: {e}"))
+                    }),
+                    other => Err(StoreError::Corrupt(format!(
+                        "shard row with an open gap that is not text: {other:?}"
+                    ))),
+                })
+                .collect::<StoreResult<Vec<_>>>()?,
+            _ => Vec::new(),
         },
     })
 }

@@ -31,6 +31,7 @@ use crate::aws::written;
 use crate::entry::format_ts;
 use crate::proof::chain::parse_hash;
 use crate::proof::digest::SignedDigest;
+use crate::proof::verify::leaf_rank;
 use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
 use crate::store::layout::{item_partition_key, CHAIN_POSITION, CHAIN_SHARD, EXPIRES_AT, GAPS_PK};
 use crate::store::ProofStore;
@@ -327,14 +328,14 @@ impl DynamoStore {
     }
 
     /// Every chained leaf of one shard (entries and gaps): (sequence
-    /// number, is gap, hash, prev hash), unordered. A Scan: the audit table
+    /// number, its rank there (`leaf_rank`), hash, prev hash), unordered. A Scan: the audit table
     /// has no index by shard (it would cost a write unit per entry), so an
     /// export pays a read of the table instead.
     pub async fn shard_leaves(
         &self,
         stream_arn: &str,
         shard_id: &str,
-    ) -> StoreResult<Vec<(String, bool, crate::proof::Hash, Option<crate::proof::Hash>)>> {
+    ) -> StoreResult<Vec<(String, u8, crate::proof::Hash, Option<crate::proof::Hash>)>> {
         let table = &self.names.audit;
         let items: Vec<HashMap<String, DAttr>> = self
             .client
@@ -358,18 +359,26 @@ impl DynamoStore {
                 let hash = get_s(item, "hash").and_then(parse_hash)?;
                 let prev = get_s(item, "prev_hash").and_then(parse_hash);
                 let is_gap = get_s(item, "pk") == Some(GAPS_PK);
-                let seq = if is_gap {
-                    get_s(item, "gap")
-                        .and_then(|g| serde_json::from_str::<serde_json::Value>(g).ok())
+                let (seq, rank) = if is_gap {
+                    let gap = get_s(item, "gap")
+                        .and_then(|g| serde_json::from_str::<serde_json::Value>(g).ok());
+                    let closes = gap
+                        .as_ref()
+                        .and_then(|g| g["closes"].as_array())
+                        .is_some_and(|c| !c.is_empty());
+                    let seq = gap
+                        .as_ref()
                         .and_then(|g| g["after_sequence_number"].as_str().map(str::to_string))
-                        .unwrap_or_default()
+                        .unwrap_or_default();
+                    (seq, leaf_rank(true, closes))
                 } else {
-                    get_s(item, CHAIN_POSITION)
+                    let seq = get_s(item, CHAIN_POSITION)
                         .or_else(|| get_s(item, "sequence_number"))
                         .unwrap_or_default()
-                        .to_string()
+                        .to_string();
+                    (seq, leaf_rank(false, false))
                 };
-                Some((seq, is_gap, hash, prev))
+                Some((seq, rank, hash, prev))
             })
             .collect())
     }
