@@ -727,27 +727,23 @@ mod tests {
     fn insert_and_remove_images() {
         let image =
             item(json!({"pk": {"S": "u1"}, "m": {"M": {"a": {"N": "1"}}}, "s": {"SS": ["x"]}}));
-        let insert = diff_images(None, Some(&image));
-        assert_eq!(
-            serde_json::to_value(&insert).unwrap(),
-            json!([
-                {"path": "m", "new": {"M": {"a": {"N": "1"}}}},
-                {"path": "pk", "new": {"S": "u1"}},
-                {"path": "s", "new": {"SS": ["x"]}},
-            ])
-        );
-        assert_eq!(apply_changes(None, &insert).unwrap(), image);
-
-        let remove = diff_images(Some(&image), None);
-        assert_eq!(
-            serde_json::to_value(&remove).unwrap(),
-            json!([
-                {"path": "m", "old": {"M": {"a": {"N": "1"}}}},
-                {"path": "pk", "old": {"S": "u1"}},
-                {"path": "s", "old": {"SS": ["x"]}},
-            ])
-        );
-        assert_eq!(apply_changes(Some(&image), &remove).unwrap(), Item::new());
+        let empty = Item::new();
+        // An INSERT is every attribute new, a REMOVE every attribute old.
+        for (side, before, after) in [("new", None, Some(&image)), ("old", Some(&image), None)] {
+            let changes = diff_images(before, after);
+            let whole = |path: &str, value: Value| json!({"path": path, side: value});
+            assert_eq!(
+                serde_json::to_value(&changes).unwrap(),
+                json!([
+                    whole("m", json!({"M": {"a": {"N": "1"}}})),
+                    whole("pk", json!({"S": "u1"})),
+                    whole("s", json!({"SS": ["x"]})),
+                ]),
+                "{side}"
+            );
+            let applied = apply_changes(before, &changes).unwrap();
+            assert_eq!(&applied, after.unwrap_or(&empty), "{side}");
+        }
         assert!(diff_images(None, None).is_empty());
     }
 

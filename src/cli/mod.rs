@@ -134,9 +134,7 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
             let at = time_arg("--at", &at)?;
             let (_, table, key, store) = item_args(&item).await?;
             let shown = read::asof::show(&store, &table, &key, at).await?;
-            let out = &mut std::io::stdout();
-            read::cli::print_answer(&store, "show", &shown, json, read::cli::show_text, out)?;
-            Ok(())
+            answer(&store, "show", &shown, json, read::cli::show_text)
         }
         Command::Diff {
             item,
@@ -147,9 +145,7 @@ pub(crate) async fn dispatch(command: Command) -> Result<()> {
             let (from, to) = (time_arg("--from", &from)?, time_arg("--to", &to)?);
             let (_, table, key, store) = item_args(&item).await?;
             let diffed = read::asof::diff(&store, &table, &key, from, to).await?;
-            let out = &mut std::io::stdout();
-            read::cli::print_answer(&store, "diff", &diffed, json, read::cli::diff_text, out)?;
-            Ok(())
+            answer(&store, "diff", &diffed, json, read::cli::diff_text)
         }
         Command::Revert {
             item,
@@ -257,6 +253,20 @@ pub(crate) async fn wait_for_signal() -> std::io::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// Prints one answer of the read side to stdout, as text or a JSON line.
+fn answer<T: serde::Serialize>(
+    store: &DynamoStore,
+    command: &str,
+    answer: &T,
+    json: bool,
+    text: fn(&T) -> String,
+) -> Result<()> {
+    let out = &mut std::io::stdout();
+    Ok(read::cli::print_answer(
+        store, command, answer, json, text, out,
+    )?)
 }
 
 pub(crate) fn time_arg(flag: &str, text: &str) -> Result<chrono::DateTime<chrono::Utc>> {

@@ -353,48 +353,39 @@ pub fn print_answer<S: ReadStore, T: serde::Serialize>(
 }
 
 pub fn show_text(shown: &Shown) -> String {
-    let mut text = format!(
-        "{} {} at {}: {}{}\n",
-        shown.table,
-        key_text(&shown.key),
-        shown.at,
-        if shown.exists {
-            "exists"
-        } else {
-            "does not exist"
-        },
-        if shown.complete {
-            ""
-        } else {
-            " (incomplete: the state before the first entry is unknown)"
-        }
-    );
-    if let Some(item) = &shown.item {
-        let rows: Vec<[String; 2]> = item
-            .iter()
-            .map(|(k, v)| [k.clone(), display_value(v)])
-            .collect();
-        text.push_str(&render(&["ATTRIBUTE", "VALUE"], &rows));
-    }
-    text
+    let state = if shown.exists {
+        "exists"
+    } else {
+        "does not exist"
+    };
+    let note = match shown.complete {
+        true => "",
+        false => " (incomplete: the state before the first entry is unknown)",
+    };
+    let item = key_text(&shown.key);
+    let rows: Vec<[String; 2]> = (shown.item.iter().flatten())
+        .map(|(k, v)| [k.clone(), display_value(v)])
+        .collect();
+    let head = format!("{} {item} at {}: {state}{note}\n", shown.table, shown.at);
+    with_rows(head, &["ATTRIBUTE", "VALUE"], &rows)
 }
 
 pub fn diff_text(d: &Diffed) -> String {
-    let mut text = format!(
-        "{} {} from {} to {}: {} change(s)\n",
-        d.table,
-        key_text(&d.key),
-        d.from,
-        d.to,
-        d.changes.len()
+    let (item, count) = (key_text(&d.key), d.changes.len());
+    let head = format!(
+        "{} {item} from {} to {}: {count} change(s)\n",
+        d.table, d.from, d.to
     );
-    if !d.changes.is_empty() {
-        let rows: Vec<[String; 2]> = d
-            .changes
-            .iter()
-            .map(|c| [c.path.clone(), change_text(c.old.as_ref(), c.new.as_ref())])
-            .collect();
-        text.push_str(&render(&["PATH", "CHANGE"], &rows));
+    let rows: Vec<[String; 2]> = (d.changes.iter())
+        .map(|c| [c.path.clone(), change_text(c.old.as_ref(), c.new.as_ref())])
+        .collect();
+    with_rows(head, &["PATH", "CHANGE"], &rows)
+}
+
+/// A heading line, and under it the rows as a table unless there are none.
+fn with_rows(mut text: String, columns: &[&str; 2], rows: &[[String; 2]]) -> String {
+    if !rows.is_empty() {
+        text.push_str(&render(columns, rows));
     }
     text
 }

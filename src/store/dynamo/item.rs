@@ -555,35 +555,23 @@ mod tests {
                 // Each optional index adds exactly its row.
                 // A REMOVE names no actor (the old image's is `last_writer`).
                 let actor_row = usize::from(r.event_name != "REMOVE");
-                let with_actor = cost(true, false);
-                assert_eq!(with_actor.index_rows.len(), 1 + actor_row, "{name}");
-                assert_eq!(
-                    with_actor.write_units,
-                    with_actor.item_bytes.div_ceil(1024) + 1 + actor_row,
-                    "{name}"
-                );
-                let both = cost(true, true);
-                assert_eq!(both.index_rows.len(), 2 + actor_row, "{name}");
-                assert_eq!(
-                    both.write_units,
-                    both.item_bytes.div_ceil(1024) + 2 + actor_row,
-                    "{name}"
-                );
+                let mut sizes = vec![(plain.item_bytes, plain.write_units)];
+                for (correlation, rows) in [(false, 1 + actor_row), (true, 2 + actor_row)] {
+                    let c = cost(true, correlation);
+                    assert_eq!(c.index_rows.len(), rows, "{name}");
+                    let units = c.item_bytes.div_ceil(1024) + rows;
+                    assert_eq!(c.write_units, units, "{name} with {rows} index rows");
+                    sizes.push((c.item_bytes, c.write_units));
+                }
                 let json = encode_entry(&entry_of(&r, false, false)).unwrap();
                 let body = match entry_body(&json) {
                     (_, DAttr::B(b)) => b.as_ref().len(),
                     _ => json.len(),
                 };
+                // Plain, with an actor, with an actor and a correlation id.
                 eprintln!(
-                    "{name} (text: {words}): JSON {} B, body {body} B; \
-                     item {} B / {} B / {} B, units {} / {} / {}",
+                    "{name} (text: {words}): JSON {} B, body {body} B; (item B, units): {sizes:?}",
                     json.len(),
-                    plain.item_bytes,
-                    with_actor.item_bytes,
-                    both.item_bytes,
-                    plain.write_units,
-                    with_actor.write_units,
-                    both.write_units
                 );
             }
         }
