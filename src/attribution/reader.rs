@@ -30,8 +30,9 @@ pub use crate::store::attribution::{apply, AttributionRecord};
 use crate::store::{PutOutcome, StoreError};
 use crate::value::{AttrValue, Item};
 
-/// At most this many log files per listing; the next poll goes on from there.
-const LIST_LIMIT: usize = 1000;
+/// At most this many log files per listing (one S3 ListObjectsV2 page); the
+/// next poll goes on from there.
+pub const LIST_PAGE: usize = 1000;
 /// Writes waiting for their entry, at most (a stream far behind its trail);
 /// the oldest beyond this are given up and counted as unmatched.
 const MAX_PENDING: usize = 5000;
@@ -64,12 +65,12 @@ pub type AttributionResult<T> = Result<T, AttributionError>;
 
 /// Where the trail's log files are (S3 in production).
 pub trait LogSource: Send + Sync + 'static {
-    /// Keys under `prefix` that sort after `start_after`, ascending, at most `limit`.
+    /// Keys under `prefix` that sort after `start_after`, ascending, at
+    /// most [`LIST_PAGE`].
     fn list(
         &self,
         prefix: &str,
         start_after: Option<&str>,
-        limit: usize,
     ) -> impl Future<Output = AttributionResult<Vec<String>>> + Send;
     /// One object's bytes.
     fn get(&self, key: &str) -> impl Future<Output = AttributionResult<Vec<u8>>> + Send;
@@ -311,7 +312,7 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
         let prefix = self.settings.list_prefix.clone();
         let after = position.last_key.clone();
         let keys = retry(policy, stop, "listing CloudTrail log files", || {
-            self.logs.list(&prefix, after.as_deref(), LIST_LIMIT)
+            self.logs.list(&prefix, after.as_deref())
         })
         .await?;
         let listed = keys.len();
@@ -365,7 +366,7 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
         if changed {
             self.save(position, stop).await?;
         }
-        if listed < LIST_LIMIT {
+        if listed < LIST_PAGE {
             self.stats.caught_up(Utc::now());
         }
         Ok(())
@@ -576,17 +577,12 @@ mod tests {
     struct Files(Mutex<BTreeMap<String, Vec<u8>>>);
 
     impl LogSource for Files {
-        async fn list(
-            &self,
-            prefix: &str,
-            start_after: Option<&str>,
-            limit: usize,
-        ) -> AttributionResult<Vec<String>> {
+        async fn list(&self, prefix: &str, after: Option<&str>) -> AttributionResult<Vec<String>> {
             let files = self.0.lock().unwrap();
             Ok(files
                 .keys()
-                .filter(|k| k.starts_with(prefix) && start_after.is_none_or(|a| k.as_str() > a))
-                .take(limit)
+                .filter(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a))
+                .take(LIST_PAGE)
                 .cloned()
                 .collect())
         }

@@ -3,7 +3,7 @@
 
 use aws_config::SdkConfig;
 
-use super::reader::{AttributionError, AttributionResult, LogSource};
+use super::reader::{AttributionError, AttributionResult, LogSource, LIST_PAGE};
 use crate::aws::{classify, ErrorKind};
 
 #[derive(Clone, Debug)]
@@ -43,41 +43,27 @@ impl LogSource for S3Logs {
         &self,
         prefix: &str,
         start_after: Option<&str>,
-        limit: usize,
     ) -> AttributionResult<Vec<String>> {
-        let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_start_after(start_after.map(str::to_string))
-                .set_continuation_token(token.take())
-                .max_keys(limit.min(1000) as i32)
-                .send()
-                .await
-                .map_err(|e| {
-                    error(
-                        classify(&e),
-                        format!("listing s3://{}/{prefix}", self.bucket),
-                    )
-                })?;
-            keys.extend(
-                out.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-            match out.next_continuation_token() {
-                Some(t) if keys.len() < limit && out.is_truncated() == Some(true) => {
-                    token = Some(t.to_string())
-                }
-                _ => break,
-            }
-        }
-        keys.truncate(limit);
-        Ok(keys)
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_string))
+            .max_keys(LIST_PAGE as i32)
+            .send()
+            .await
+            .map_err(|e| {
+                error(
+                    classify(&e),
+                    format!("listing s3://{}/{prefix}", self.bucket),
+                )
+            })?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect())
     }
 
     async fn get(&self, key: &str) -> AttributionResult<Vec<u8>> {

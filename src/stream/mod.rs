@@ -228,51 +228,27 @@ pub fn cmp_sequence(a: &str, b: &str) -> std::cmp::Ordering {
 /// API's name of the call (`"GetRecords"`).
 macro_rules! wrap_stream_api {
     (|$this:ident| $inner:expr, $wrap:expr) => {
-        fn describe_table(
-            &self,
-            table: &str,
-        ) -> impl std::future::Future<
-            Output = $crate::stream::StreamResult<$crate::stream::TableStream>,
-        > + Send {
-            let $this = self;
-            $wrap("DescribeTable", $inner.describe_table(table))
-        }
-        fn list_streams(
-            &self,
-            table: &str,
-        ) -> impl std::future::Future<
-            Output = $crate::stream::StreamResult<Vec<$crate::stream::StreamSummary>>,
-        > + Send {
-            let $this = self;
-            $wrap("ListStreams", $inner.list_streams(table))
-        }
-        fn describe_stream(
-            &self,
-            request: &$crate::stream::DescribeStreamRequest,
-        ) -> impl std::future::Future<
-            Output = $crate::stream::StreamResult<$crate::stream::StreamDescription>,
-        > + Send {
-            let $this = self;
-            $wrap("DescribeStream", $inner.describe_stream(request))
-        }
-        fn get_shard_iterator(
-            &self,
-            request: &$crate::stream::ShardIteratorRequest<'_>,
-        ) -> impl std::future::Future<Output = $crate::stream::StreamResult<String>> + Send {
-            let $this = self;
-            $wrap("GetShardIterator", $inner.get_shard_iterator(request))
-        }
-        fn get_records(
-            &self,
-            iterator: &str,
-            limit: Option<i32>,
-        ) -> impl std::future::Future<
-            Output = $crate::stream::StreamResult<$crate::stream::RecordsPage>,
-        > + Send {
-            let $this = self;
-            $wrap("GetRecords", $inner.get_records(iterator, limit))
-        }
+        $crate::stream::wrap_stream_api!(@each |$this| $inner, $wrap;
+            describe_table(table: &str) -> $crate::stream::TableStream, "DescribeTable";
+            list_streams(table: &str) -> Vec<$crate::stream::StreamSummary>, "ListStreams";
+            describe_stream(request: &$crate::stream::DescribeStreamRequest)
+                -> $crate::stream::StreamDescription, "DescribeStream";
+            get_shard_iterator(request: &$crate::stream::ShardIteratorRequest<'_>)
+                -> String, "GetShardIterator";
+            get_records(iterator: &str, limit: Option<i32>)
+                -> $crate::stream::RecordsPage, "GetRecords";
+        );
     };
+    (@each |$this:ident| $inner:expr, $wrap:expr;
+        $($name:ident($($arg:ident: $ty:ty),*) -> $out:ty, $op:literal;)*) => {$(
+        fn $name(
+            &self,
+            $($arg: $ty),*
+        ) -> impl std::future::Future<Output = $crate::stream::StreamResult<$out>> + Send {
+            let $this = self;
+            $wrap($op, $inner.$name($($arg),*))
+        }
+    )*};
 }
 pub(crate) use wrap_stream_api;
 
