@@ -228,68 +228,36 @@ async fn every_filter_and_combination_returns_exactly_the_matching_entries_in_ti
         tables: vec!["orders".into(), "flags".into()],
         ..QueryFilter::default()
     };
+    let with = |set: &dyn Fn(&mut QueryFilter)| {
+        let mut filter = base.clone();
+        set(&mut filter);
+        filter
+    };
+    let (orders, flags) = (|| Some("orders".to_string()), || Some("flags".to_string()));
     let filters = vec![
         base.clone(),
-        QueryFilter {
-            table: Some("orders".into()),
-            ..base.clone()
-        },
-        QueryFilter {
-            table: Some("orders".into()),
-            key: Some(key(2)),
-            ..base.clone()
-        },
-        QueryFilter {
-            actor: Some("alice".into()),
-            ..base.clone()
-        },
-        QueryFilter {
-            actor: Some("bob".into()),
-            table: Some("flags".into()),
-            ..base.clone()
-        },
-        QueryFilter {
-            since: Some(at(500)),
-            until: Some(at(1500)),
-            ..base.clone()
-        },
-        QueryFilter {
-            table: Some("flags".into()),
-            since: Some(at(1200)),
-            ..base.clone()
-        },
-        QueryFilter {
-            field: Some("profile".into()),
-            ..base.clone()
-        },
-        QueryFilter {
-            field: Some("status".into()),
-            from: Some(AttrValue::S("PENDING".into())),
-            to: Some(AttrValue::S("PAID".into())),
-            ..base.clone()
-        },
-        QueryFilter {
-            event: Some("REMOVE".into()),
-            table: Some("orders".into()),
-            ..base.clone()
-        },
-        QueryFilter {
-            correlation: Some("req-3".into()),
-            ..base.clone()
-        },
-        QueryFilter {
-            actor: Some("svc".into()),
-            event: Some("MODIFY".into()),
-            until: Some(at(1000)),
-            ..base.clone()
-        },
-        QueryFilter {
-            table: Some("orders".into()),
-            key: Some(key(1)),
-            since: Some(at(300)),
-            until: Some(at(1800)),
-            ..base.clone()
-        },
+        with(&|f| f.table = orders()),
+        with(&|f| (f.table, f.key) = (orders(), Some(key(2)))),
+        with(&|f| f.actor = Some("alice".into())),
+        with(&|f| (f.actor, f.table) = (Some("bob".into()), flags())),
+        with(&|f| (f.since, f.until) = (Some(at(500)), Some(at(1500)))),
+        with(&|f| (f.table, f.since) = (flags(), Some(at(1200)))),
+        with(&|f| f.field = Some("profile".into())),
+        with(&|f| {
+            f.field = Some("status".into());
+            f.from = Some(AttrValue::S("PENDING".into()));
+            f.to = Some(AttrValue::S("PAID".into()));
+        }),
+        with(&|f| (f.event, f.table) = (Some("REMOVE".into()), orders())),
+        with(&|f| f.correlation = Some("req-3".into())),
+        with(&|f| {
+            f.actor = Some("svc".into());
+            (f.event, f.until) = (Some("MODIFY".into()), Some(at(1000)));
+        }),
+        with(&|f| {
+            (f.table, f.key) = (orders(), Some(key(1)));
+            (f.since, f.until) = (Some(at(300)), Some(at(1800)));
+        }),
     ];
     for filter in filters {
         for order in [Order::Asc, Order::Desc] {
