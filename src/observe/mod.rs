@@ -47,12 +47,14 @@ use state::{table_readiness, ShardLag, State, TableObs, DEFAULT_STALE_AFTER};
 pub use state::{Readiness, ShardState, TableReadiness};
 
 /// The operations counted (`operation` label).
-pub const OPERATIONS: [&str; 5] = [
+pub const OPERATIONS: [&str; 7] = [
     "DescribeTable",
     "ListStreams",
     "DescribeStream",
     "GetShardIterator",
     "GetRecords",
+    "ListTables",
+    "ListTagsOfResource",
 ];
 
 /// Every `outcome` label [`outcome`] gives.
