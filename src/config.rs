@@ -516,7 +516,7 @@ impl Config {
             } else if !valid_table_name(table) {
                 return Err(invalid(
                     "tables",
-                    format!("contains {table:?}, which is neither a DynamoDB table name (3-255 characters of a-z A-Z 0-9 _ - .) nor a glob pattern (with * ? or [...])"),
+                    format!("contains {table:?}, which is not a DynamoDB table name (3-255 characters of a-z A-Z 0-9 _ - .), nor a glob pattern (with * ? or [...])"),
                 ));
             }
             if !seen.insert(table) {
@@ -1228,6 +1228,49 @@ mod tests {
                 "tables = [\"orders\"]\n[proof]\nkms_key_id = \" \"",
                 &["proof.kms_key_id", "empty"],
             ),
+        ]);
+    }
+
+    #[test]
+    fn tables_take_patterns_excludes_and_tags() {
+        let c = Config::parse(
+            "tables = [\"orders\", \"billing-*\"]\nexclude_tables = [\"*-tmp\"]\n\
+             [discovery]\ntags = { audit = \"on\" }\ninterval_secs = 30\nhome_region = \"eu-west-1\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.exact_tables(), ["orders"]);
+        assert_eq!(c.discovery.interval_secs, 30);
+        let s = c.selection().unwrap();
+        assert!(s.needs_listing() && s.needs_tags());
+        assert!(s.name_matches("billing-eu") && !s.name_matches("billing-eu-tmp"));
+        // Exact names keep their meaning, and need no listing.
+        let c = Config::parse("tables = [\"orders\"]", "t.toml").unwrap();
+        assert!(!c.selection().unwrap().needs_listing());
+        assert_eq!(c.discovery, Discovery::default());
+        refused(&[
+            ("tables = [\"billing-[\"]", &["`tables`", "billing-["]),
+            (
+                "tables = [\"*\"]\nexclude_tables = [\"[x\"]",
+                &["`exclude_tables`", "[x"],
+            ),
+            (
+                "tables = [\"orders-tmp\"]\nexclude_tables = [\"*-tmp\"]",
+                &["`exclude_tables`", "orders-tmp"],
+            ),
+            (
+                "tables = [\"orders\"]\n[discovery]\ntags = { audit = \"on\" }",
+                &["`discovery.tags`", "no pattern"],
+            ),
+            (
+                "tables = [\"*\"]\n[discovery]\ninterval_secs = 0",
+                &["discovery.interval_secs"],
+            ),
+            (
+                "tables = [\"*\"]\n[discovery]\nhome_region = \"EU West\"",
+                &["discovery.home_region"],
+            ),
+            ("tables = [\"*\"]\n[discovery]\nbogus = 1", &["bogus"]),
         ]);
     }
 

@@ -34,6 +34,17 @@ impl Event for TableStateChanged<'_> {
     }
 }
 
+/// A table stopped matching the selection: no longer read nor reported.
+pub struct TableUnselected<'a> {
+    pub table: &'a str,
+}
+
+impl Event for TableUnselected<'_> {
+    fn emit_to(self, o: &Observer) {
+        o.unregister_table(self.table);
+    }
+}
+
 /// A shard left the supervisor's memory (drained and no longer needed):
 /// it is no longer counted.
 pub struct ShardForgotten<'a> {

@@ -36,7 +36,7 @@ use tracing::warn;
 pub use events::{
     EntriesWritten, Event, GapClosed, GapRecorded, PageHandled, Retrying, ShardFailed,
     ShardForgotten, ShardSeen, ShardStateChanged, StreamCall, StreamForgotten, TableStateChanged,
-    TaskFailed, WriteUnfinished,
+    TableUnselected, TaskFailed, WriteUnfinished,
 };
 use health::TableState;
 use metrics::{CallLabel, Metrics};
@@ -135,6 +135,19 @@ impl Observer {
                 });
             }
         }
+    }
+
+    /// A table no longer selected leaves `/readyz`, and its gauges leave
+    /// `/metrics` (an alert on them would otherwise fire for ever); its
+    /// counters stay, as counters do.
+    fn unregister_table(&self, table: &str) {
+        let mut st = self.lock();
+        st.tables.remove(table);
+        let l = metrics::label(table);
+        let m = &self.metrics;
+        m.table_ready.remove(&l);
+        m.failing_shards.remove(&l);
+        m.lag_seconds.remove(&l);
     }
 
     fn table_mut<'a>(&self, st: &'a mut State, table: &str) -> &'a mut TableObs {
