@@ -3,9 +3,11 @@
 //! with `[discovery] tags`, the tags of the tables whose name matches.
 //!
 //! Bounded cost: ListTables pages (100 names each) once per interval; tags
-//! read once for a table not seen before, then again only when the copy is
-//! older than [`TAG_REFRESH_INTERVALS`] intervals, at most
-//! [`TAG_READS_PER_SEC`] a second. A config of exact names lists nothing.
+//! read once for a table not seen before, then again once the copy is
+//! [`TAG_REFRESH_INTERVALS`] intervals old, the oldest first and at most a
+//! tenth of the tables per listing (so the refreshes spread evenly), at
+//! most [`TAG_READS_PER_SEC`] a second. A config of exact names lists
+//! nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -20,8 +22,9 @@ use crate::selection::TableSelection;
 use crate::stream::{StreamApi, StreamError, Tags};
 
 /// A table's tags are read again once the copy is this many intervals
-/// old: a tag added to a table already seen counts within this many
-/// intervals; a table created with its tags counts at the next listing.
+/// old (a tenth of the tables per listing at most): a tag added to a table
+/// already seen counts within about this many intervals; a table created
+/// with its tags counts at the next listing.
 pub const TAG_REFRESH_INTERVALS: u32 = 10;
 
 /// ListTagsOfResource calls a second, at most: the control-plane calls
@@ -111,18 +114,29 @@ impl Discoverer {
         if !self.selection.needs_tags() {
             listed.selected = matching.into_iter().cloned().collect();
         } else {
+            // Refreshes spread evenly: a tenth of the tables (the oldest
+            // copies) per listing, rather than all of them every tenth one.
             let stale_after = self.interval * TAG_REFRESH_INTERVALS;
+            let budget = matching.len().div_ceil(TAG_REFRESH_INTERVALS as usize);
+            let mut stale: Vec<(&String, Instant)> = matching
+                .iter()
+                .filter_map(|t| Some((*t, self.tags.get(*t)?.read_at)))
+                .filter(|(_, at)| at.elapsed() >= stale_after)
+                .collect();
+            stale.sort_by_key(|(_, at)| *at);
+            let refresh: BTreeSet<String> = stale
+                .into_iter()
+                .take(budget)
+                .map(|(t, _)| t.clone())
+                .collect();
             for table in matching {
                 if self.selection.is_exact(table) {
                     // An exact name is audited whatever its tags.
                     listed.selected.insert(table.clone());
                     continue;
                 }
-                let fresh = self
-                    .tags
-                    .get(table)
-                    .is_some_and(|c| c.read_at.elapsed() < stale_after);
-                if !fresh {
+                let known = self.tags.contains_key(table);
+                if !known || refresh.contains(table) {
                     tag_reads += 1;
                     match self.read_tags(stream, table, stop).await {
                         Ok(tags) => {
@@ -275,9 +289,19 @@ mod tests {
             BTreeSet::from(["t007".to_string(), "t999".to_string()])
         );
         assert_eq!((sim.calls().list_tables, sim.calls().list_tags), (3, 1));
-        tokio::time::advance(interval * TAG_REFRESH_INTERVALS).await;
-        let later = d.list(&sim, &stop).await.unwrap();
-        assert!(later.selected.contains("t100"));
+        // Refreshed a tenth at a time, oldest first: found within two rounds.
+        let mut listings = 1;
+        loop {
+            tokio::time::advance(interval).await;
+            sim.reset_calls();
+            let later = d.list(&sim, &stop).await.unwrap();
+            assert!(sim.calls().list_tags <= 25, "{:?}", sim.calls());
+            if later.selected.contains("t100") {
+                break;
+            }
+            listings += 1;
+            assert!(listings <= 2 * TAG_REFRESH_INTERVALS, "t100 never found");
+        }
     }
 
     #[tokio::test(start_paused = true)]
