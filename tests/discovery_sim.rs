@@ -269,3 +269,76 @@ fn settings_plain() -> Settings {
         ..settings()
     }
 }
+
+/// The discovery cost at 1,000 tables (BENCHMARKS.md): calls per minute in
+/// steady state and the time one listing takes, names only and with tags.
+/// `cargo test --release --test discovery_sim discovery_cost -- --nocapture`
+#[tokio::test(start_paused = true)]
+async fn discovery_cost_at_1000_tables() {
+    for tags in [false, true] {
+        let sim = sim();
+        for i in 0..1000 {
+            let t = format!("t{i:04}");
+            sim.create_table(&t, &["pk"], Some(ViewType::NewAndOldImages))
+                .unwrap();
+            if tags && i % 10 == 0 {
+                sim.tag_table(&t, "audit", "on").unwrap();
+            }
+        }
+        let wanted: &[(&str, &str)] = if tags { &[("audit", "on")] } else { &[] };
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let selection = TableSelection::new(
+            &v(&["*"]),
+            &[],
+            wanted
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            Vec::new(),
+        )
+        .unwrap();
+        let mut d = Discoverer::new(selection, INTERVAL, settings().retry_policy());
+        let stop = tokio_util::sync::CancellationToken::new();
+        // The first listing, then ten minutes of listings once a minute.
+        let (wall, paced) = (std::time::Instant::now(), tokio::time::Instant::now());
+        let first = d.list(&sim, &stop).await.unwrap();
+        let (first_wall, first_paced) = (wall.elapsed(), paced.elapsed());
+        let first_calls = sim.calls();
+        assert_eq!(first.selected.len(), if tags { 100 } else { 1000 });
+        // Past the first refresh round, then measured.
+        for _ in 0..(2 * TAG_REFRESH_INTERVALS) {
+            tokio::time::advance(INTERVAL).await;
+            d.list(&sim, &stop).await.unwrap();
+        }
+        sim.reset_calls();
+        let minutes = 10u32;
+        let mut slowest_paced = Duration::ZERO;
+        let mut wall_total = Duration::ZERO;
+        for _ in 0..minutes {
+            tokio::time::advance(INTERVAL).await;
+            let (w, p) = (std::time::Instant::now(), tokio::time::Instant::now());
+            d.list(&sim, &stop).await.unwrap();
+            wall_total += w.elapsed();
+            slowest_paced = slowest_paced.max(p.elapsed());
+        }
+        let c = sim.calls();
+        let per_min = |n: u64| n as f64 / f64::from(minutes);
+        println!(
+            "discovery, 1,000 tables, {}: first listing {} ListTables + {} ListTagsOfResource + {} DescribeTable, \
+             {:.1} s paced, {:.1} ms CPU; steady state per minute: {:.1} ListTables, {:.1} ListTagsOfResource; \
+             a listing: {:.1} s paced at most, {:.2} ms CPU on average",
+            if tags { "tags (100 tagged)" } else { "names only" },
+            first_calls.list_tables,
+            first_calls.list_tags,
+            first_calls.describe_table,
+            first_paced.as_secs_f64(),
+            first_wall.as_secs_f64() * 1e3,
+            per_min(c.list_tables),
+            per_min(c.list_tags),
+            slowest_paced.as_secs_f64(),
+            wall_total.as_secs_f64() * 1e3 / f64::from(minutes),
+        );
+        assert_eq!(c.list_tables, 10 * u64::from(minutes));
+        assert!(per_min(c.list_tags) <= if tags { 100.0 } else { 0.0 });
+    }
+}
