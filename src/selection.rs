@@ -53,6 +53,8 @@ pub struct TableSelection {
     patterns: GlobSet,
     has_patterns: bool,
     exclude: GlobSet,
+    /// What `patterns` and `exclude` were compiled from (for equality).
+    sources: (Vec<String>, Vec<String>),
     tags: BTreeMap<String, String>,
     /// The daemon's own tables: never audited.
     own: Vec<String>,
@@ -70,6 +72,10 @@ impl TableSelection {
         Ok(TableSelection {
             exact: exact.into_iter().cloned().collect(),
             has_patterns: !patterns.is_empty(),
+            sources: (
+                patterns.iter().map(|p| p.to_string()).collect(),
+                exclude.to_vec(),
+            ),
             patterns: glob_set(patterns)?,
             exclude: glob_set(exclude)?,
             tags,
@@ -122,6 +128,13 @@ impl TableSelection {
     /// Whether a table a pattern found carries every required tag.
     pub fn tags_match(&self, tags: &BTreeMap<String, String>) -> bool {
         self.tags.iter().all(|(k, v)| tags.get(k) == Some(v))
+    }
+}
+
+impl PartialEq for TableSelection {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.exact, &self.sources, &self.tags, &self.own)
+            == (&other.exact, &other.sources, &other.tags, &other.own)
     }
 }
 

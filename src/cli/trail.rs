@@ -74,7 +74,7 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<()> {
     let store = store(&config).await?;
     let now = chrono::Utc::now();
     let mut tables = Vec::new();
-    for table in &status_tables(&config, &store).await? {
+    for table in &report::known_tables(&config, &store).await? {
         // The same lines `/api/status` answers with.
         tables.push(report::table_status(&store, table, now).await?);
     }
@@ -89,37 +89,6 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<()> {
         out!("{}", report::status_table(&tables))?;
     }
     Ok(())
-}
-
-/// The tables `status` shows: the exact names, and, with patterns, every
-/// table the daemon has found (audited, failing, elsewhere or no longer
-/// selected), from what it recorded.
-async fn status_tables(
-    config: &Config,
-    store: &impl ddb_audit::store::CheckpointStore,
-) -> Result<Vec<String>> {
-    let mut tables = config.exact_tables();
-    if config.tables.len() == tables.len() {
-        return Ok(tables);
-    }
-    let mut found: std::collections::BTreeSet<String> = store
-        .load_streams(None)
-        .await?
-        .into_iter()
-        .map(|r| r.table_name)
-        .collect();
-    found.extend(
-        store
-            .load_all_table_health()
-            .await?
-            .into_iter()
-            .map(|h| h.table_name),
-    );
-    for t in &tables {
-        found.remove(t);
-    }
-    tables.extend(found);
-    Ok(tables)
 }
 
 /// `snapshot`: a baseline of every item (SNAPSHOT entries), resumable after
