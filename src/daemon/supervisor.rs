@@ -205,6 +205,7 @@ where
                         continue;
                     }
                 };
+                observe::TablesListed.emit();
                 apply_listing(&engine, &discoverer, &listed, &mut running, &mut reported);
                 for table in &listed.selected {
                     if !running.contains_key(table) {

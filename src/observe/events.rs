@@ -45,6 +45,15 @@ impl Event for TableUnselected<'_> {
     }
 }
 
+/// A listing of the region's tables succeeded (patterns in `tables`).
+pub struct TablesListed;
+
+impl Event for TablesListed {
+    fn emit_to(self, o: &Observer) {
+        o.set_listed();
+    }
+}
+
 /// A shard left the supervisor's memory (drained and no longer needed):
 /// it is no longer counted.
 pub struct ShardForgotten<'a> {

@@ -36,7 +36,7 @@ use tracing::warn;
 pub use events::{
     EntriesWritten, Event, GapClosed, GapRecorded, PageHandled, Retrying, ShardFailed,
     ShardForgotten, ShardSeen, ShardStateChanged, StreamCall, StreamForgotten, TableStateChanged,
-    TableUnselected, TaskFailed, WriteUnfinished,
+    TableUnselected, TablesListed, TaskFailed, WriteUnfinished,
 };
 use health::TableState;
 use metrics::{CallLabel, Metrics};
@@ -96,6 +96,7 @@ impl Observer {
                 tables: BTreeMap::new(),
                 stale_after: DEFAULT_STALE_AFTER,
                 alive: false,
+                listed: false,
             }),
         }
     }
@@ -135,6 +136,10 @@ impl Observer {
                 });
             }
         }
+    }
+
+    fn set_listed(&self) {
+        self.lock().listed = true;
     }
 
     /// A table no longer selected leaves `/readyz`, and its gauges leave
@@ -241,7 +246,7 @@ impl Observer {
             .map(|(name, t)| table_readiness(name, t))
             .collect();
         Readiness {
-            ready: !tables.is_empty() && tables.iter().all(|t| t.ready),
+            ready: (!tables.is_empty() || st.listed) && tables.iter().all(|t| t.ready),
             tables,
         }
     }
@@ -329,6 +334,38 @@ mod tests {
         }
         let throttled = "operation=\"GetRecords\",outcome=\"throttled\"";
         assert_samples(&text, &[("ddb_audit_stream_calls_total", throttled, 0.0)]);
+    }
+
+    #[test]
+    fn found_tables_come_and_go_and_elsewhere_is_ready() {
+        let o = observing(&[], Duration::from_secs(30));
+        // Nothing matched yet: not ready until the region has been listed.
+        assert!(!o.readiness().ready);
+        TablesListed.emit_to(&o);
+        assert!(o.readiness().ready);
+        let elsewhere = TableState::Elsewhere("audited in eu-west-1: …".into());
+        for (table, state) in [("g", &elsewhere), ("t", &TableState::Auditing)] {
+            TableStateChanged { table, state }.emit_to(&o);
+        }
+        let r = o.readiness();
+        assert!(r.ready, "{r:?}");
+        let g = r.tables.iter().find(|t| t.table == "g").unwrap();
+        assert_eq!(g.state, "elsewhere");
+        assert!(g
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("audited in eu-west-1"));
+        assert_samples(
+            &o.render(),
+            &[("ddb_audit_table_ready", "table=\"g\"", 1.0)],
+        );
+        TableUnselected { table: "t" }.emit_to(&o);
+        assert!(o.readiness().tables.iter().all(|x| x.table != "t"));
+        assert_eq!(
+            sample(&o.render(), "ddb_audit_table_ready", "table=\"t\""),
+            None
+        );
     }
 
     #[test]

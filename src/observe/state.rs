@@ -175,6 +175,9 @@ pub(super) struct State {
     pub(super) stale_after: Duration,
     /// The daemon's loops are running (`/healthz`).
     pub(super) alive: bool,
+    /// The region's tables have been listed (patterns in `tables`): no
+    /// table matching yet is then a ready daemon, not one still starting.
+    pub(super) listed: bool,
 }
 
 /// Idle shards poll every `idle_poll_max_ms` (5 s by default); this much
