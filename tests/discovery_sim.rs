@@ -342,3 +342,46 @@ async fn discovery_cost_at_1000_tables() {
         assert!(per_min(c.list_tags) <= if tags { 100.0 } else { 0.0 });
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_found_table_the_role_may_not_describe_is_reported_with_its_fix() {
+    use ddb_audit::stream::faults::{FaultRule, FaultStream, Op};
+    use ddb_audit::stream::StreamError;
+    let sim = sim();
+    let store = MemoryStore::new();
+    sim.create_table("app-denied", &["pk"], Some(ViewType::NewAndOldImages))
+        .unwrap();
+    let faults = FaultStream::new(sim.clone(), 1);
+    faults.add_rule(FaultRule::error(
+        Op::DescribeTable,
+        StreamError::Other(
+            "AccessDeniedException: not authorized to perform dynamodb:DescribeTable".into(),
+        ),
+    ));
+    let selection =
+        TableSelection::new(&["app-*".to_string()], &[], Default::default(), Vec::new()).unwrap();
+    let engine = Arc::new(Engine::new(
+        faults,
+        store.clone(),
+        store.clone(),
+        settings(),
+    ));
+    let discoverer = Discoverer::new(selection, INTERVAL, settings().retry_policy());
+    let shutdown = Shutdown::new();
+    let handle = tokio::spawn(ddb_audit::daemon::supervisor::run_selected(
+        engine.clone(),
+        discoverer,
+        shutdown.clone(),
+    ));
+    run_for(Duration::from_secs(5)).await;
+    match engine.health.get("app-denied") {
+        Some(TableState::Failing(reason)) => assert!(
+            reason.contains("access denied")
+                && reason.contains("aws dynamodb describe-table --table-name app-denied"),
+            "{reason}"
+        ),
+        other => panic!("app-denied should be failing with its fix: {other:?}"),
+    }
+    shutdown.begin(Duration::from_secs(4));
+    handle.await.unwrap().unwrap();
+}
