@@ -200,12 +200,14 @@ where
                     Err(Retried::Cancelled) => break,
                     Err(Retried::Failed(e)) => {
                         // The tables found so far keep being audited.
-                        error!(error = %e, retry_in_secs = discoverer.interval().as_secs(),
-                            reason = %discovery::listing_problem(&e), "cannot list the region's tables");
+                        let reason = discovery::listing_problem(&e);
+                        error!(retry_in_secs = discoverer.interval().as_secs(), reason = %reason,
+                            "cannot list the region's tables");
+                        observe::TablesListed { problem: Some(reason) }.emit();
                         continue;
                     }
                 };
-                observe::TablesListed.emit();
+                observe::TablesListed { problem: None }.emit();
                 apply_listing(&engine, &discoverer, &listed, &mut running, &mut reported);
                 for table in &listed.selected {
                     if !running.contains_key(table) {

@@ -45,12 +45,15 @@ impl Event for TableUnselected<'_> {
     }
 }
 
-/// A listing of the region's tables succeeded (patterns in `tables`).
-pub struct TablesListed;
+/// A listing of the region's tables (patterns in `tables`) succeeded, or
+/// failed for the reason given (shown in `/readyz` until one succeeds).
+pub struct TablesListed {
+    pub problem: Option<String>,
+}
 
 impl Event for TablesListed {
     fn emit_to(self, o: &Observer) {
-        o.set_listed();
+        o.set_listed(self.problem);
     }
 }
 

@@ -97,6 +97,7 @@ impl Observer {
                 stale_after: DEFAULT_STALE_AFTER,
                 alive: false,
                 listed: false,
+                listing_problem: None,
             }),
         }
     }
@@ -138,8 +139,11 @@ impl Observer {
         }
     }
 
-    fn set_listed(&self) {
-        self.lock().listed = true;
+    /// A listing's outcome: `None` when it succeeded, else why not.
+    fn set_listed(&self, problem: Option<String>) {
+        let mut st = self.lock();
+        st.listed |= problem.is_none();
+        st.listing_problem = problem;
     }
 
     /// A table no longer selected leaves `/readyz`, and its gauges leave
@@ -246,8 +250,11 @@ impl Observer {
             .map(|(name, t)| table_readiness(name, t))
             .collect();
         Readiness {
-            ready: (!tables.is_empty() || st.listed) && tables.iter().all(|t| t.ready),
+            ready: (!tables.is_empty() || st.listed)
+                && st.listing_problem.is_none()
+                && tables.iter().all(|t| t.ready),
             tables,
+            discovery: st.listing_problem.clone(),
         }
     }
 
@@ -341,7 +348,13 @@ mod tests {
         let o = observing(&[], Duration::from_secs(30));
         // Nothing matched yet: not ready until the region has been listed.
         assert!(!o.readiness().ready);
-        TablesListed.emit_to(&o);
+        TablesListed {
+            problem: Some("cannot list: AccessDenied".into()),
+        }
+        .emit_to(&o);
+        let r = o.readiness();
+        assert!(!r.ready && r.discovery.is_some(), "{r:?}");
+        TablesListed { problem: None }.emit_to(&o);
         assert!(o.readiness().ready);
         let elsewhere = TableState::Elsewhere("audited in eu-west-1: …".into());
         for (table, state) in [("g", &elsewhere), ("t", &TableState::Auditing)] {

@@ -166,6 +166,10 @@ pub struct TableReadiness {
 pub struct Readiness {
     pub ready: bool,
     pub tables: Vec<TableReadiness>,
+    /// Why the region's tables cannot be listed (patterns in `tables`), and
+    /// the fix; absent when they can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<String>,
 }
 
 pub(super) struct State {
@@ -178,6 +182,8 @@ pub(super) struct State {
     /// The region's tables have been listed (patterns in `tables`): no
     /// table matching yet is then a ready daemon, not one still starting.
     pub(super) listed: bool,
+    /// Why the last listing failed, until one succeeds.
+    pub(super) listing_problem: Option<String>,
 }
 
 /// Idle shards poll every `idle_poll_max_ms` (5 s by default); this much
