@@ -83,8 +83,9 @@ impl TableSet {
     }
 
     pub fn insert(&self, table: &str) {
-        if !self.lock().contains(table) {
-            self.lock().insert(table.to_string());
+        let mut set = self.lock();
+        if !set.contains(table) {
+            set.insert(table.to_string());
         }
     }
 
