@@ -525,6 +525,27 @@ mod tests {
     }
 
     #[test]
+    fn status_says_where_a_found_table_stands() {
+        let row = |state: &str, reason: &str| TableHealthRow {
+            table_name: "g".into(),
+            state: state.into(),
+            reason: Some(reason.into()),
+            updated_at: Utc::now(),
+        };
+        for (state, reason) in [
+            (
+                "elsewhere",
+                "audited in eu-west-1: a Global Table is audited in one region only",
+            ),
+            ("unselected", "no longer selected by `tables`"),
+        ] {
+            let h = row(state, reason);
+            let text = status_table(&[(table_line("g", &[], &[], Some(&h)), vec![])]);
+            assert!(text.contains(&format!("; {state}: {reason}")), "{text}");
+        }
+    }
+
+    #[test]
     fn status_reports_lag_for_undrained_shards_only() {
         let now = Utc::now();
         let cp = |id: &str, status| ShardCheckpoint {
