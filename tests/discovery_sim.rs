@@ -173,9 +173,10 @@ async fn tags_select_and_a_table_that_stops_matching_is_no_longer_read() {
     assert_eq!(entries_of(&store, "later"), 1);
     assert_eq!(entries_of(&store, "untagged"), 0);
 
-    // Untagged: once its tags are read again, it is stopped; its trail stays.
+    // Untagged: at the next listing (a small region's tags are all read
+    // again each time), it is stopped; its trail stays.
     sim.untag_table("tagged", "audit").unwrap();
-    run_for(INTERVAL * (TAG_REFRESH_INTERVALS + 1)).await;
+    run_for(INTERVAL + Duration::from_secs(5)).await;
     assert_eq!(r.engine.health.get("tagged"), None);
     write(&sim, "tagged", 2);
     write(&sim, "later", 2);
@@ -186,12 +187,13 @@ async fn tags_select_and_a_table_that_stops_matching_is_no_longer_read() {
         "not read any more, trail kept"
     );
     assert_eq!(entries_of(&store, "later"), 2);
-    // Steady state: one ListTables page per listing, tags only when stale.
+    // Steady state: one ListTables page per listing, and the three tables'
+    // tags once each.
     sim.reset_calls();
     run_for(INTERVAL * 5).await;
     let c = sim.calls();
     assert_eq!(c.list_tables, 5, "{c:?}");
-    assert!(c.list_tags <= 3, "{c:?}");
+    assert_eq!(c.list_tags, 15, "{c:?}");
     r.daemon.stop().await;
 }
 
@@ -339,7 +341,7 @@ async fn discovery_cost_at_1000_tables() {
             wall_total.as_secs_f64() * 1e3 / f64::from(minutes),
         );
         assert_eq!(c.list_tables, 10 * u64::from(minutes));
-        assert!(per_min(c.list_tags) <= if tags { 100.0 } else { 0.0 });
+        assert!(per_min(c.list_tags) <= if tags { 120.0 } else { 0.0 });
     }
 }
 

@@ -3,10 +3,10 @@
 //! with `[discovery] tags`, the tags of the tables whose name matches.
 //!
 //! Bounded cost: ListTables pages (100 names each) once per interval; tags
-//! read once for a table not seen before, then again once the copy is
-//! [`TAG_REFRESH_INTERVALS`] intervals old, the oldest first and at most a
-//! tenth of the tables per listing (so the refreshes spread evenly), at
-//! most [`TAG_READS_PER_SEC`] a second. A config of exact names lists
+//! read at once for a table not seen before, and read again for the others
+//! as [`refresh_budget`] allows (every listing for up to 120 tables at the
+//! default interval; else each within [`TAG_REFRESH_INTERVALS`] listings),
+//! at most [`TAG_READS_PER_SEC`] a second. A config of exact names lists
 //! nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,15 +21,25 @@ use crate::retry::{retry, Retried, RetryPolicy};
 use crate::selection::TableSelection;
 use crate::stream::{StreamApi, StreamError, Tags};
 
-/// A table's tags are read again once the copy is this many intervals
-/// old (a tenth of the tables per listing at most): a tag added to a table
-/// already seen counts within about this many intervals; a table created
-/// with its tags counts at the next listing.
+/// A table's tags are read again within this many listings at most, however
+/// many tables there are (see [`refresh_budget`]); a table created with its
+/// tags counts at the next listing.
 pub const TAG_REFRESH_INTERVALS: u32 = 10;
 
 /// ListTagsOfResource calls a second, at most: the control-plane calls
 /// share a small per-account rate, which this leaves room in.
 pub const TAG_READS_PER_SEC: u32 = 8;
+
+/// How many cached tag copies one listing reads again, out of `matching`
+/// name-matching tables: all of them while that costs at most a quarter of
+/// the interval at [`TAG_READS_PER_SEC`], else a share that still reads
+/// each within [`TAG_REFRESH_INTERVALS`] listings.
+pub fn refresh_budget(matching: usize, interval: Duration) -> usize {
+    let cap = (u64::from(TAG_READS_PER_SEC) * interval.as_secs() / 4) as usize;
+    matching
+        .div_ceil(TAG_REFRESH_INTERVALS as usize)
+        .max(matching.min(cap))
+}
 
 /// What one listing found.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -114,17 +124,17 @@ impl Discoverer {
         if !self.selection.needs_tags() {
             listed.selected = matching.into_iter().cloned().collect();
         } else {
-            // Refreshes spread evenly: a tenth of the tables (the oldest
-            // copies) per listing, rather than all of them every tenth one.
-            let stale_after = self.interval * TAG_REFRESH_INTERVALS;
-            let budget = matching.len().div_ceil(TAG_REFRESH_INTERVALS as usize);
-            let mut stale: Vec<(&String, Instant)> = matching
+            // Refreshes spread evenly, the oldest copies first: every table
+            // when tag reads fit in a quarter of the interval at their pace
+            // (a tag added to a table counts at the next listing), else
+            // enough that each is read again within TAG_REFRESH_INTERVALS.
+            let budget = refresh_budget(matching.len(), self.interval);
+            let mut known: Vec<(&String, Instant)> = matching
                 .iter()
                 .filter_map(|t| Some((*t, self.tags.get(*t)?.read_at)))
-                .filter(|(_, at)| at.elapsed() >= stale_after)
                 .collect();
-            stale.sort_by_key(|(_, at)| *at);
-            let refresh: BTreeSet<String> = stale
+            known.sort_by_key(|(_, at)| *at);
+            let refresh: BTreeSet<String> = known
                 .into_iter()
                 .take(budget)
                 .map(|(t, _)| t.clone())
@@ -251,7 +261,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn tags_are_read_once_then_only_when_stale() {
+    async fn tags_are_read_at_once_for_new_tables_then_refreshed_within_budget() {
         let sim = SimStream::new(SimConfig::default());
         for i in 0..250 {
             sim.create_table(
@@ -283,25 +293,27 @@ mod tests {
         sim.create_table("t999", &["pk"], None).unwrap();
         sim.tag_table("t999", "audit", "on").unwrap();
         let second = d.list(&sim, &stop).await.unwrap();
-        // The new table counts at once; a tag added to a known one, later.
-        assert_eq!(
-            second.selected,
-            BTreeSet::from(["t007".to_string(), "t999".to_string()])
-        );
-        assert_eq!((sim.calls().list_tables, sim.calls().list_tags), (3, 1));
-        // Refreshed a tenth at a time, oldest first: found within two rounds.
+        // The new table counts at once.
+        assert!(second.selected.contains("t999"));
+        // 120 copies a listing at most (a quarter of 60 s at 8/s), the
+        // oldest first, plus the new table's.
+        let budget = refresh_budget(245, interval);
+        assert_eq!(budget, 120);
+        assert_eq!(sim.calls().list_tags, 121);
         let mut listings = 1;
-        loop {
+        let mut found = second.selected.contains("t100");
+        while !found {
             tokio::time::advance(interval).await;
             sim.reset_calls();
-            let later = d.list(&sim, &stop).await.unwrap();
-            assert!(sim.calls().list_tags <= 25, "{:?}", sim.calls());
-            if later.selected.contains("t100") {
-                break;
-            }
+            found = d.list(&sim, &stop).await.unwrap().selected.contains("t100");
+            assert!(sim.calls().list_tags as usize <= budget);
             listings += 1;
-            assert!(listings <= 2 * TAG_REFRESH_INTERVALS, "t100 never found");
+            assert!(listings <= 3, "t100 never found");
         }
+        // Small regions are read every listing; large ones each table within
+        // TAG_REFRESH_INTERVALS listings.
+        assert_eq!(refresh_budget(50, interval), 50);
+        assert_eq!(refresh_budget(5000, interval), 500);
     }
 
     #[tokio::test(start_paused = true)]
