@@ -1007,8 +1007,9 @@ async fn a_table_that_cannot_be_audited_is_named_in_readyz_while_the_others_run(
 
 /// `tables` with a pattern: a table created after the start is audited
 /// within the listing interval (short here) with no restart, an excluded
-/// one never, and a KEYS_ONLY one is named in /readyz with the command that
-/// fixes it while the others are audited; the listings are counted.
+/// one never, nor the daemon's own tables, and a KEYS_ONLY one is named in
+/// /readyz and `status` with the command that fixes it while the others are
+/// audited; the listings are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_created_after_start_is_found_by_its_pattern_and_audited() {
     let env = TestEnv::new("ops-disc");
@@ -1019,7 +1020,7 @@ async fn a_table_created_after_start_is_found_by_its_pattern_and_audited() {
     env.create_stream_table(&first).await;
     let listen = free_addr();
     let text = format!(
-        "tables = [\"{}-app-*\"]\nexclude_tables = [\"*-tmp\"]\n\n\
+        "tables = [\"{}-*\"]\nexclude_tables = [\"*-tmp\"]\n\n\
          [discovery]\ninterval_secs = 2\n\n\
          [attribution]\nactor_attribute = \"updated_by\"\n\n{}\n\
          [polling]\nidle_poll_max_ms = 1000\nfull_listing_interval_secs = 2\n\n\
@@ -1080,6 +1081,10 @@ async fn a_table_created_after_start_is_found_by_its_pattern_and_audited() {
         ready(&excluded).is_none(),
         "excluded tables are not reported"
     );
+    // The pattern matches the daemon's own tables' names too: never audited.
+    for own in ["streams", "shards", "entries"] {
+        assert!(ready(&env.name(own)).is_none(), "{own} is ours");
+    }
     // The others keep going.
     put(&env, &first, "f", 1, 1).await;
     wait_for("the first table still audited", AUDIT_DEADLINE, || {
