@@ -387,3 +387,27 @@ async fn a_found_table_the_role_may_not_describe_is_reported_with_its_fix() {
     shutdown.begin(Duration::from_secs(4));
     handle.await.unwrap().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_table_that_becomes_global_elsewhere_stops_being_read_here() {
+    let sim = sim();
+    let store = MemoryStore::new();
+    sim.create_table("orders", &["pk"], Some(ViewType::NewAndOldImages))
+        .unwrap();
+    // An exact name: the home rule holds for names as for patterns.
+    let d = start(sim.clone(), &store, settings_plain(), &["orders"]);
+    write(&sim, "orders", 1);
+    run_for(Duration::from_secs(5)).await;
+    assert_eq!(entries_of(&store, "orders"), 1);
+    // A replica added in a region that sorts first: that region audits it.
+    sim.set_replicas("orders", &["ap-northeast-1"]).unwrap();
+    run_for(INTERVAL + Duration::from_secs(5)).await;
+    write(&sim, "orders", 2);
+    run_for(INTERVAL).await;
+    assert_eq!(
+        entries_of(&store, "orders"),
+        1,
+        "read in its home region only"
+    );
+    d.stop().await;
+}
