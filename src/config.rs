@@ -2,7 +2,13 @@
 //! keys rejected by name, values checked against the service's limits.
 //!
 //! ```toml
-//! tables = ["orders"]                 # source tables to audit (required)
+//! tables = ["orders", "billing-*"]    # names or glob patterns; "*" = every table in the region
+//! exclude_tables = ["*-tmp"]          # patterns never audited (optional)
+//!
+//! [discovery]                         # only used when `tables` has a pattern
+//! tags = { audit = "on" }             # tables found by a pattern must carry all of these
+//! interval_secs = 60                  # how often the account is listed again
+//! # home_region = "eu-west-1"         # where a Global Table is audited (default: smallest replica region)
 //!
 //! [attribution]
 //! actor_attribute = "updated_by"      # item attribute naming who changed it (optional)
@@ -80,6 +86,7 @@ use std::sync::Arc;
 use crate::proof::sign::PublicKey;
 use crate::proof::ProofError;
 use crate::redact::{Pattern, RedactError, RedactionKey, Redactions, Redactor};
+use crate::selection::{is_pattern, PatternError, TableSelection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -112,9 +119,16 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Source tables to audit. Each needs a stream with view type
-    /// NEW_AND_OLD_IMAGES.
+    /// Source tables to audit: exact names, or glob patterns (`*`, `?`,
+    /// `[...]`) matched against every table of the region. Each needs a
+    /// stream with view type NEW_AND_OLD_IMAGES.
     pub tables: Vec<String>,
+    /// Patterns (or names) of tables never audited, even when a pattern of
+    /// `tables` matches them.
+    #[serde(default)]
+    pub exclude_tables: Vec<String>,
+    #[serde(default)]
+    pub discovery: Discovery,
     #[serde(default)]
     pub attribution: Attribution,
     #[serde(default)]
@@ -133,6 +147,36 @@ pub struct Config {
     pub retention: Retention,
     #[serde(default)]
     pub redaction: Redaction,
+}
+
+/// `[discovery]`: how tables are found when `tables` holds a pattern.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Discovery {
+    /// Tables found by a pattern are audited only when they carry every one
+    /// of these tags (key = value).
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Seconds between two listings of the region's tables.
+    pub interval_secs: u64,
+    /// The region that audits a Global Table whose replicas include it;
+    /// unset (or not a replica): the replica region that sorts first.
+    pub home_region: Option<String>,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            tags: std::collections::BTreeMap::new(),
+            interval_secs: 60,
+            home_region: None,
+        }
+    }
+}
+
+impl Discovery {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
+    }
 }
 
 /// Values the trail must never hold (`crate::redact`, docs/redaction.md).
@@ -423,6 +467,27 @@ impl Config {
         Ok(config)
     }
 
+    /// The compiled `tables`, `exclude_tables` and `[discovery] tags`
+    /// (checked at load, so an error here is a config built by hand).
+    pub fn selection(&self) -> Result<TableSelection, PatternError> {
+        let own = self.table_names();
+        TableSelection::new(
+            &self.tables,
+            &self.exclude_tables,
+            self.discovery.tags.clone(),
+            vec![own.streams, own.shards, own.audit],
+        )
+    }
+
+    /// The tables named exactly in `tables` (patterns left out).
+    pub fn exact_tables(&self) -> Vec<String> {
+        self.exact_tables_ref().cloned().collect()
+    }
+
+    fn exact_tables_ref(&self) -> impl Iterator<Item = &String> {
+        self.tables.iter().filter(|t| !is_pattern(t))
+    }
+
     pub fn table_names(&self) -> TableNames {
         TableNames {
             streams: self.storage.streams_table.clone(),
@@ -445,14 +510,57 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for table in &self.tables {
-            if !valid_table_name(table) {
+            if is_pattern(table) {
+                TableSelection::check_pattern(table)
+                    .map_err(|e| invalid("tables", format!("contains {e}")))?;
+            } else if !valid_table_name(table) {
                 return Err(invalid(
                     "tables",
-                    format!("contains {table:?}, which is not a DynamoDB table name (3-255 characters of a-z A-Z 0-9 _ - .)"),
+                    format!("contains {table:?}, which is not a DynamoDB table name (3-255 characters of a-z A-Z 0-9 _ - .), nor a glob pattern (with * ? or [...])"),
                 ));
             }
             if !seen.insert(table) {
                 return Err(invalid("tables", format!("lists {table:?} twice")));
+            }
+        }
+        for pattern in &self.exclude_tables {
+            TableSelection::check_pattern(pattern)
+                .map_err(|e| invalid("exclude_tables", format!("contains {e}")))?;
+        }
+        let selection = self
+            .selection()
+            .map_err(|e| invalid("tables", format!("contains {e}")))?;
+        if let Some(both) = selection.exact().iter().find(|t| selection.is_excluded(t)) {
+            return Err(invalid(
+                "exclude_tables",
+                format!("excludes {both:?}, which `tables` names exactly: remove it from one of the two"),
+            ));
+        }
+        let d = &self.discovery;
+        if !d.tags.is_empty() && !selection.needs_listing() {
+            return Err(invalid(
+                "discovery.tags",
+                "selects among the tables a pattern of `tables` finds, and `tables` has no pattern: \
+                 add one (e.g. \"*\"), or leave the key out"
+                    .into(),
+            ));
+        }
+        if d.tags.keys().any(|k| k.is_empty() || k.len() > 128) {
+            return Err(invalid(
+                "discovery.tags",
+                "has a key that is empty or longer than 128 characters (an AWS tag key)".into(),
+            ));
+        }
+        if let Some(region) = &d.home_region {
+            if region.is_empty()
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(invalid(
+                    "discovery.home_region",
+                    format!("= {region:?} is not an AWS region name, e.g. \"eu-west-1\""),
+                ));
             }
         }
         for (key, attr) in [
@@ -611,6 +719,13 @@ impl Config {
             600_000,
             "milliseconds, at least retry_min_ms",
         )?;
+        in_range(
+            "discovery.interval_secs",
+            self.discovery.interval_secs,
+            1,
+            86_400,
+            "seconds",
+        )?;
         let o = &self.observability;
         if let Some(listen) = &o.listen {
             if listen.parse::<std::net::SocketAddr>().is_err() {
@@ -693,7 +808,8 @@ impl Config {
         }
         for (table, paths) in &r.tables {
             let key = format!("redaction.tables.{table}");
-            if !self.tables.contains(table) {
+            let selected = self.selection().is_ok_and(|s| s.name_matches(table));
+            if !selected {
                 return Err(invalid(
                     &key,
                     format!("names {table:?}, which is not in `tables`: list it there, or remove these paths"),
@@ -882,23 +998,37 @@ impl Redactions {
             Ok(out)
         };
         let mut per_table = Vec::new();
-        for table in &config.tables {
+        let mut named: Vec<&String> = config.exact_tables_ref().collect();
+        // A table a pattern finds may have paths of its own too.
+        named.extend(r.tables.keys().filter(|t| !config.tables.contains(t)));
+        for table in named {
             let p = patterns(table)?;
             if !p.is_empty() {
                 per_table.push((table.clone(), p));
             }
         }
-        if per_table.is_empty() {
+        // Tables a pattern finds later get `paths`: a value redacted in
+        // one table must never leak from another.
+        let discovered = config.tables.iter().any(|t| is_pattern(t)) && !r.paths.is_empty();
+        if per_table.is_empty() && !discovered {
             return Ok(Redactions::default());
         }
         let key = Arc::new(RedactionKey::load(
             r.key_file.as_deref().ok_or(RedactError::KeyMissing)?,
         )?);
-        Ok(Redactions::new(
+        let mut redactions = Redactions::new(
             per_table
                 .into_iter()
                 .map(|(t, p)| (t, Redactor::new(key.clone(), p))),
-        ))
+        );
+        if discovered {
+            let mut common = Vec::new();
+            for p in &r.paths {
+                common.push(Pattern::parse(p, "redaction.paths")?);
+            }
+            redactions = redactions.otherwise(Redactor::new(key, common));
+        }
+        Ok(redactions)
     }
 }
 
@@ -1098,6 +1228,49 @@ mod tests {
                 "tables = [\"orders\"]\n[proof]\nkms_key_id = \" \"",
                 &["proof.kms_key_id", "empty"],
             ),
+        ]);
+    }
+
+    #[test]
+    fn tables_take_patterns_excludes_and_tags() {
+        let c = Config::parse(
+            "tables = [\"orders\", \"billing-*\"]\nexclude_tables = [\"*-tmp\"]\n\
+             [discovery]\ntags = { audit = \"on\" }\ninterval_secs = 30\nhome_region = \"eu-west-1\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.exact_tables(), ["orders"]);
+        assert_eq!(c.discovery.interval_secs, 30);
+        let s = c.selection().unwrap();
+        assert!(s.needs_listing() && s.needs_tags());
+        assert!(s.name_matches("billing-eu") && !s.name_matches("billing-eu-tmp"));
+        // Exact names keep their meaning, and need no listing.
+        let c = Config::parse("tables = [\"orders\"]", "t.toml").unwrap();
+        assert!(!c.selection().unwrap().needs_listing());
+        assert_eq!(c.discovery, Discovery::default());
+        refused(&[
+            ("tables = [\"billing-[\"]", &["`tables`", "billing-["]),
+            (
+                "tables = [\"*\"]\nexclude_tables = [\"[x\"]",
+                &["`exclude_tables`", "[x"],
+            ),
+            (
+                "tables = [\"orders-tmp\"]\nexclude_tables = [\"*-tmp\"]",
+                &["`exclude_tables`", "orders-tmp"],
+            ),
+            (
+                "tables = [\"orders\"]\n[discovery]\ntags = { audit = \"on\" }",
+                &["`discovery.tags`", "no pattern"],
+            ),
+            (
+                "tables = [\"*\"]\n[discovery]\ninterval_secs = 0",
+                &["discovery.interval_secs"],
+            ),
+            (
+                "tables = [\"*\"]\n[discovery]\nhome_region = \"EU West\"",
+                &["discovery.home_region"],
+            ),
+            ("tables = [\"*\"]\n[discovery]\nbogus = 1", &["bogus"]),
         ]);
     }
 

@@ -51,6 +51,7 @@ pub mod read;
 pub mod redact;
 pub mod report;
 pub mod retry;
+pub mod selection;
 pub mod serve;
 pub mod snapshot;
 pub mod store;

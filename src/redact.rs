@@ -470,6 +470,8 @@ impl Redactor {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Redactions {
     tables: BTreeMap<String, Redactor>,
+    /// For a table not named (one a pattern of `tables` found): `paths`.
+    other: Option<Redactor>,
 }
 
 impl Redactions {
@@ -477,15 +479,24 @@ impl Redactions {
     pub fn new(tables: impl IntoIterator<Item = (String, Redactor)>) -> Self {
         Redactions {
             tables: tables.into_iter().collect(),
+            other: None,
+        }
+    }
+
+    /// `redactor` applies to every table not named.
+    pub fn otherwise(self, redactor: Redactor) -> Self {
+        Redactions {
+            other: Some(redactor),
+            ..self
         }
     }
 
     pub fn for_table(&self, table: &str) -> Option<&Redactor> {
-        self.tables.get(table)
+        self.tables.get(table).or(self.other.as_ref())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tables.is_empty()
+        self.tables.is_empty() && self.other.is_none()
     }
 
     pub fn tables(&self) -> impl Iterator<Item = (&String, &Redactor)> {

@@ -235,6 +235,38 @@ pub fn table_line(
     }
 }
 
+/// The tables `status` and `serve` report: the exact names of `tables`,
+/// and, when it has patterns, every table the daemon has found and recorded
+/// (audited, failing, elsewhere or no longer selected), in name order after
+/// the exact names.
+pub async fn known_tables<C: crate::store::CheckpointStore>(
+    config: &crate::config::Config,
+    store: &C,
+) -> crate::store::StoreResult<Vec<String>> {
+    let mut tables = config.exact_tables();
+    if config.tables.len() == tables.len() {
+        return Ok(tables);
+    }
+    let mut found: std::collections::BTreeSet<String> = store
+        .load_streams(None)
+        .await?
+        .into_iter()
+        .map(|r| r.table_name)
+        .collect();
+    found.extend(
+        store
+            .load_all_table_health()
+            .await?
+            .into_iter()
+            .map(|h| h.table_name),
+    );
+    for t in &tables {
+        found.remove(t);
+    }
+    tables.extend(found);
+    Ok(tables)
+}
+
 /// One table's status as `status` and `serve` report it: its summary and
 /// its shards, read from the checkpoint store.
 pub async fn table_status<C: crate::store::CheckpointStore>(
@@ -490,6 +522,27 @@ mod tests {
         let shown = display_value(&long);
         assert_eq!(shown.chars().count(), MAX_VALUE_WIDTH);
         assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn status_says_where_a_found_table_stands() {
+        let row = |state: &str, reason: &str| TableHealthRow {
+            table_name: "g".into(),
+            state: state.into(),
+            reason: Some(reason.into()),
+            updated_at: Utc::now(),
+        };
+        for (state, reason) in [
+            (
+                "elsewhere",
+                "audited in eu-west-1: a Global Table is audited in one region only",
+            ),
+            ("unselected", "no longer selected by `tables`"),
+        ] {
+            let h = row(state, reason);
+            let text = status_table(&[(table_line("g", &[], &[], Some(&h)), vec![])]);
+            assert!(text.contains(&format!("; {state}: {reason}")), "{text}");
+        }
     }
 
     #[test]

@@ -1005,6 +1005,116 @@ async fn a_table_that_cannot_be_audited_is_named_in_readyz_while_the_others_run(
     daemon.stop_gracefully().await;
 }
 
+/// `tables` with a pattern: a table created after the start is audited
+/// within the listing interval (short here) with no restart, an excluded
+/// one never, nor the daemon's own tables, and a KEYS_ONLY one is named in
+/// /readyz and `status` with the command that fixes it while the others are
+/// audited; the listings are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_after_start_is_found_by_its_pattern_and_audited() {
+    let env = TestEnv::new("ops-disc");
+    let first = env.name("app-first");
+    let later = env.name("app-later");
+    let excluded = env.name("app-later-tmp");
+    let keys_only = env.name("app-keys");
+    env.create_stream_table(&first).await;
+    let listen = free_addr();
+    let text = format!(
+        "tables = [\"{}-*\"]\nexclude_tables = [\"*-tmp\"]\n\n\
+         [discovery]\ninterval_secs = 2\n\n\
+         [attribution]\nactor_attribute = \"updated_by\"\n\n{}\n\
+         [polling]\nidle_poll_max_ms = 1000\nfull_listing_interval_secs = 2\n\n\
+         [observability]\nlisten = \"{listen}\"\n",
+        env.prefix,
+        env.storage_section()
+    );
+    let config = env.write_file("config.toml", &text);
+    env.init(&config).await;
+    let mut daemon = env.spawn_daemon(&config);
+    let ready = |table: &str| {
+        let (_, body) = http_get(listen, "/readyz")?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        v["tables"]
+            .as_array()?
+            .iter()
+            .find(|t| t["table"] == table)
+            .cloned()
+    };
+    wait_for("the first table audited", Duration::from_secs(60), || {
+        daemon.assert_running();
+        ready(&first).filter(|t| t["ready"] == true)
+    })
+    .await;
+    let created = Instant::now();
+    env.create_stream_table(&later).await;
+    env.create_stream_table(&excluded).await;
+    env.create_table(
+        &keys_only,
+        Some(aws_sdk_dynamodb::types::StreamViewType::KeysOnly),
+    )
+    .await;
+    put(&env, &later, "l", 1, 1).await;
+    put(&env, &excluded, "x", 1, 1).await;
+    wait_for("the later table audited", Duration::from_secs(60), || {
+        daemon.assert_running();
+        let written = scrape(listen).get("ddb_audit_entries_written_total", &[("table", &later)]);
+        (written == Some(1.0)).then_some(())
+    })
+    .await;
+    let took = created.elapsed();
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    let t = wait_for(
+        "the KEYS_ONLY table judged",
+        Duration::from_secs(60),
+        || ready(&keys_only).filter(|t| t["state"] == "failing"),
+    )
+    .await;
+    let reason = t["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("KEYS_ONLY")
+            && reason.contains(&format!(
+                "aws dynamodb update-table --table-name {keys_only} --stream-specification StreamEnabled=false"
+            )),
+        "{t}"
+    );
+    assert!(
+        ready(&excluded).is_none(),
+        "excluded tables are not reported"
+    );
+    // The pattern matches the daemon's own tables' names too: never audited.
+    for own in ["streams", "shards", "entries"] {
+        assert!(ready(&env.name(own)).is_none(), "{own} is ours");
+    }
+    // The others keep going.
+    put(&env, &first, "f", 1, 1).await;
+    wait_for("the first table still audited", AUDIT_DEADLINE, || {
+        (scrape(listen).table("ddb_audit_entries_written_total", &first) == 1.0).then_some(())
+    })
+    .await;
+    let s = scrape(listen);
+    assert_eq!(
+        s.get("ddb_audit_entries_written_total", &[("table", &excluded)]),
+        None
+    );
+    let listings = s
+        .get(
+            "ddb_audit_stream_calls_total",
+            &[("operation", "ListTables"), ("outcome", "ok")],
+        )
+        .unwrap_or(0.0);
+    assert!(listings >= 2.0, "ListTables counted: {listings}");
+    // `status` names the failing table with its fix too.
+    let status = env.cli(&["status", "--config", path_str(&config)]).await;
+    status.success();
+    assert!(
+        status.stdout.contains(&keys_only) && status.stdout.contains("update-table"),
+        "{}",
+        status.stdout
+    );
+    eprintln!("a table created after start audited after {took:?}");
+    daemon.stop_gracefully().await;
+}
+
 /// A new user's typos and zero counts are errors that name the fix, never
 /// an empty answer that reads as "no changes" or "intact".
 #[tokio::test]

@@ -73,6 +73,18 @@ impl StreamApi for DenyTable {
     ) -> impl Future<Output = StreamResult<RecordsPage>> + Send {
         self.inner.get_records(iterator, limit)
     }
+    fn list_tables(
+        &self,
+        start: Option<&str>,
+    ) -> impl Future<Output = StreamResult<ddb_audit::stream::TablesPage>> + Send {
+        self.inner.list_tables(start)
+    }
+    fn list_tags(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = StreamResult<ddb_audit::stream::Tags>> + Send {
+        self.inner.list_tags(arn)
+    }
 }
 
 fn sample(text: &str, name: &str, table: &str) -> Option<f64> {

@@ -145,6 +145,15 @@ impl<S: StreamApi + Clone> StreamApi for Tap<S> {
     async fn list_streams(&self, table: &str) -> StreamResult<Vec<StreamSummary>> {
         self.inner.list_streams(table).await
     }
+    async fn list_tables(
+        &self,
+        start: Option<&str>,
+    ) -> StreamResult<ddb_audit::stream::TablesPage> {
+        self.inner.list_tables(start).await
+    }
+    async fn list_tags(&self, arn: &str) -> StreamResult<ddb_audit::stream::Tags> {
+        self.inner.list_tags(arn).await
+    }
     async fn describe_stream(
         &self,
         request: &DescribeStreamRequest,

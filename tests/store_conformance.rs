@@ -286,6 +286,15 @@ async fn table_health_is_kept_apart_from_the_streams<T: CheckpointStore>(store: 
         ("failing", Some("no stream"))
     );
     assert!(store.load_table_health("other").await.unwrap().is_none());
+    // Every table's row at once (what `status` lists tables a pattern found
+    // by), and no stream row among them.
+    let all = store.load_all_table_health().await.unwrap();
+    assert!(
+        all.iter()
+            .any(|h| h.table_name == "orders" && h.state == "failing"),
+        "{all:?}"
+    );
+    assert!(all.iter().all(|h| !h.state.is_empty()));
     assert!(store
         .load_streams(Some("orders"))
         .await

@@ -231,6 +231,17 @@ impl<S: StreamApi> StreamApi for Recorder<S> {
         self.inner.list_streams(table).await
     }
 
+    async fn list_tables(
+        &self,
+        exclusive_start: Option<&str>,
+    ) -> StreamResult<ddb_audit::stream::TablesPage> {
+        self.inner.list_tables(exclusive_start).await
+    }
+
+    async fn list_tags(&self, table_arn: &str) -> StreamResult<ddb_audit::stream::Tags> {
+        self.inner.list_tags(table_arn).await
+    }
+
     async fn describe_stream(
         &self,
         request: &DescribeStreamRequest,

@@ -92,6 +92,16 @@ pub enum LogError {
 /// `tables`; everything else is counted, never an error: one odd record must
 /// not stop the reader.
 pub fn parse_log(key: &str, bytes: &[u8], tables: &[String]) -> Result<ParsedLog, LogError> {
+    parse_log_for(key, bytes, &|t: &str| tables.iter().any(|c| c == t))
+}
+
+/// [`parse_log`], keeping the writes to the tables `selected` says yes to
+/// (the ones `tables` patterns select as well as its names).
+pub fn parse_log_for(
+    key: &str,
+    bytes: &[u8],
+    selected: &dyn Fn(&str) -> bool,
+) -> Result<ParsedLog, LogError> {
     let text = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(bytes)
@@ -117,13 +127,13 @@ pub fn parse_log(key: &str, bytes: &[u8], tables: &[String]) -> Result<ParsedLog
         })?;
     let mut parsed = ParsedLog::default();
     for record in records {
-        parse_record(record, tables, &mut parsed);
+        parse_record(record, selected, &mut parsed);
     }
     Ok(parsed)
 }
 
 /// One record's item writes, appended to `out`.
-pub fn parse_record(record: &Value, tables: &[String], out: &mut ParsedLog) {
+pub fn parse_record(record: &Value, selected: &dyn Fn(&str) -> bool, out: &mut ParsedLog) {
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let is_dynamodb = s(record, "eventSource").as_deref() == Some("dynamodb.amazonaws.com");
     let name = s(record, "eventName").unwrap_or_default();
@@ -210,7 +220,7 @@ pub fn parse_record(record: &Value, tables: &[String], out: &mut ParsedLog) {
     }
     for (table, key, kind) in items {
         let table = table_name(&table);
-        if !tables.contains(&table) {
+        if !selected(&table) {
             continue;
         }
         match key {

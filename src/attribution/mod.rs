@@ -123,13 +123,15 @@ pub fn start(
         return (Watched::new(store.clone(), None), None);
     };
     let (tx, rx) = tokio::sync::mpsc::channel(10_000);
-    let reader_settings = reader::ReaderSettings::new(
+    let mut reader_settings = reader::ReaderSettings::new(
         ct,
-        &config.tables,
+        &config.exact_tables(),
         sdk.region().map(|r| r.to_string()),
         retry,
     );
-    let stats = std::sync::Arc::new(reader::Stats::new(&config.tables));
+    reader_settings.selection = config.selection().ok().filter(|s| s.needs_listing());
+    // Tables a pattern finds get their series as they are counted.
+    let stats = std::sync::Arc::new(reader::Stats::new(&config.exact_tables()));
     let reader = reader::Reader::new(
         s3::S3Logs::new(sdk, &ct.bucket),
         store.clone(),

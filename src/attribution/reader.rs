@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::cloudtrail::{parse_log, ItemWrite};
+use super::cloudtrail::{parse_log_for, ItemWrite};
 use super::matcher::{match_item, Candidate};
 use super::Confidence;
 pub use crate::observe::attribution::{Stats, TableCounts};
@@ -151,6 +151,9 @@ pub struct ReaderSettings {
     /// Only files under `/CloudTrail/<region>/`.
     pub region: Option<String>,
     pub tables: Vec<String>,
+    /// The config's selection, when `tables` has patterns: the writes to
+    /// the tables it finds are joined too.
+    pub selection: Option<crate::selection::TableSelection>,
     pub poll_interval: Duration,
     pub delivery_window: Duration,
     pub tolerance: Duration,
@@ -173,6 +176,7 @@ impl ReaderSettings {
             list_prefix: format!("{prefix}AWSLogs/"),
             region: ct.region.clone().or(region),
             tables: tables.to_vec(),
+            selection: None,
             poll_interval: Duration::from_secs(ct.poll_interval_secs),
             delivery_window: Duration::from_secs(ct.delivery_window_secs),
             tolerance: Duration::from_secs(ct.match_tolerance_secs),
@@ -335,7 +339,15 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                 })
                 .await?;
                 self.stats.file_read();
-                match parse_log(&key, &bytes, &self.settings.tables) {
+                let settings = &self.settings;
+                let selected = |t: &str| {
+                    settings.tables.iter().any(|c| c == t)
+                        || settings
+                            .selection
+                            .as_ref()
+                            .is_some_and(|s| s.name_matches(t))
+                };
+                match parse_log_for(&key, &bytes, &selected) {
                     Ok(parsed) => {
                         info!(
                             source = %self.settings.source, file = %key, writes = parsed.writes.len(),

@@ -335,7 +335,8 @@ pub(crate) fn table_choices(config: &Config, with_a_trail: &[String]) -> String 
 /// error naming the choices, never an empty answer that looks like "no
 /// changes".
 pub(crate) async fn known_table(config: &Config, store: &DynamoStore, table: &str) -> Result<()> {
-    if config.tables.iter().any(|t| t == table) {
+    // A pattern's match counts as selected (its tags are the daemon's to read).
+    if config.selection().is_ok_and(|s| s.name_matches(table)) {
         return Ok(());
     }
     let with_a_trail = tables_with_a_trail(config, store).await?;

@@ -44,11 +44,13 @@ pub(crate) async fn query(args: QueryArgs) -> Result<()> {
         principal: args.principal.as_deref(),
         order: args.order.as_deref(),
     };
-    let filter = read::QueryFilter {
-        tables: config.tables.clone(),
-        ..given.parse(read::ArgNames::Flags, chrono::Utc::now())?
-    };
+    let parsed = given.parse(read::ArgNames::Flags, chrono::Utc::now())?;
     let store = store(&config).await?;
+    let filter = read::QueryFilter {
+        // Patterns are not tables: the tables they found.
+        tables: report::known_tables(&config, &store).await?,
+        ..parsed
+    };
     read::cli::query_command(
         &store,
         &filter,
@@ -74,7 +76,7 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<()> {
     let store = store(&config).await?;
     let now = chrono::Utc::now();
     let mut tables = Vec::new();
-    for table in &config.tables {
+    for table in &report::known_tables(&config, &store).await? {
         // The same lines `/api/status` answers with.
         tables.push(report::table_status(&store, table, now).await?);
     }
@@ -103,7 +105,7 @@ pub(crate) async fn snapshot(
 ) -> Result<()> {
     // A snapshot writes: only into the trail of a table the daemon audits,
     // or its baseline would sit beside no changes.
-    if !config.tables.contains(&table) {
+    if !config.selection().is_ok_and(|s| s.name_matches(&table)) {
         anyhow::bail!(
             "snapshot --table {table}: the config does not select this table (tables = {:?}); \
              add it to `tables` so its changes are audited too, then snapshot it",

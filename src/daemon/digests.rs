@@ -52,7 +52,7 @@ struct Last {
 pub struct DigestWriter<C, P> {
     checkpoints: C,
     proofs: P,
-    tables: Vec<String>,
+    tables: crate::daemon::engine::TableSet,
     settings: DigestSettings,
     last: Mutex<HashMap<String, Last>>,
 }
@@ -67,6 +67,21 @@ pub enum DigestError {
 
 impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
     pub fn new(checkpoints: C, proofs: P, tables: Vec<String>, settings: DigestSettings) -> Self {
+        Self::over(
+            checkpoints,
+            proofs,
+            crate::daemon::engine::TableSet::new(tables),
+            settings,
+        )
+    }
+
+    /// Over a set the supervisor adds to as it finds tables.
+    pub fn over(
+        checkpoints: C,
+        proofs: P,
+        tables: crate::daemon::engine::TableSet,
+        settings: DigestSettings,
+    ) -> Self {
         DigestWriter {
             checkpoints,
             proofs,
@@ -100,7 +115,7 @@ impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
         abort: &CancellationToken,
     ) -> usize {
         let mut written = 0;
-        for table in &self.tables {
+        for table in &self.tables.names() {
             let rows = match retry(self.settings.retry, abort, "Query(streams)", || {
                 self.checkpoints.load_streams(Some(table))
             })

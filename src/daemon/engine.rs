@@ -24,6 +24,8 @@ pub struct Settings {
     /// is chained and written. Empty unless the caller loads it
     /// ([`crate::redact::Redactions::from_config`] reads a file and can fail).
     pub redactions: crate::redact::Redactions,
+    /// `[discovery] home_region`: where a Global Table is audited.
+    pub home_region: Option<String>,
 }
 
 impl Settings {
@@ -34,6 +36,7 @@ impl Settings {
             polling: config.polling.clone(),
             jitter_seed: None,
             redactions: crate::redact::Redactions::default(),
+            home_region: config.discovery.home_region.clone(),
         }
     }
 
@@ -54,6 +57,41 @@ pub struct Engine<S, C, A> {
     pub describe_pacer: Pacer,
     /// Whether each configured table is being audited, and why not.
     pub health: Health,
+    /// Every table read since the start (found by a pattern included): the
+    /// digest task signs where each one's trail ends.
+    pub read_tables: TableSet,
+}
+
+/// A set of table names shared between tasks (the supervisor adds, the
+/// digest task reads).
+#[derive(Clone, Debug, Default)]
+pub struct TableSet(std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
+
+impl TableSet {
+    pub fn new(tables: impl IntoIterator<Item = String>) -> Self {
+        let set = TableSet::default();
+        for t in tables {
+            set.insert(&t);
+        }
+        set
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn insert(&self, table: &str) {
+        let mut set = self.lock();
+        if !set.contains(table) {
+            set.insert(table.to_string());
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
 }
 
 impl<S: StreamApi, C: CheckpointStore, A: AuditStore> Engine<S, C, A> {
@@ -66,6 +104,7 @@ impl<S: StreamApi, C: CheckpointStore, A: AuditStore> Engine<S, C, A> {
             settings,
             describe_pacer,
             health: Health::default(),
+            read_tables: TableSet::default(),
         }
     }
 }
@@ -111,9 +150,19 @@ pub enum EngineError {
     #[error(
         "table `{table}` has a stream with view type {view_type}; ddb-audit needs NEW_AND_OLD_IMAGES \
          to record old and new values. The view type cannot be changed in place: disable the stream, \
-         then enable it with StreamViewType=NEW_AND_OLD_IMAGES"
+         then enable it with StreamViewType=NEW_AND_OLD_IMAGES: \
+         aws dynamodb update-table --table-name {table} --stream-specification StreamEnabled=false \
+         && aws dynamodb update-table --table-name {table} \
+         --stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES"
     )]
     WrongViewType { table: String, view_type: String },
+    #[error(
+        "table `{table}`: access denied: {message}; the daemon's role needs dynamodb:DescribeTable \
+         on the table and dynamodb:ListStreams, DescribeStream, GetShardIterator and GetRecords on \
+         its streams (the DaemonPolicy of infra/cloudformation grants them); check with \
+         aws dynamodb describe-table --table-name {table}"
+    )]
+    AccessDenied { table: String, message: String },
     #[error("table `{table}`: {source}")]
     Stream {
         table: String,
@@ -126,4 +175,10 @@ pub enum EngineError {
     Several(usize, String),
     #[error("table `{table}`: cannot be audited: {reason}")]
     Unauditable { table: String, reason: String },
+    #[error(
+        "audited in {home}: a Global Table is audited in one region only, its home \
+         (`[discovery] home_region`, else the replica region that sorts first), since every \
+         replica's stream carries every write"
+    )]
+    Elsewhere { home: String },
 }

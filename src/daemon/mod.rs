@@ -1,12 +1,14 @@
 //! The daemon (`ddb-audit run`): the tasks that turn streams into the trail.
 //!
 //! - `engine`     — what the tasks share: seams, settings, pacer, shutdown tokens.
+//! - `discovery`  — which tables of the region the patterns and tags select.
 //! - `supervisor` — per table and stream: discovery, lineage, children, listings.
 //! - `shards`     — what a stream's supervisor knows of each shard: row, cooldown, task, tail.
 //! - `shard`      — one shard's loop: pace → GetRecords → entries → write → checkpoint.
 //! - `digests`    — the digest task: a signed digest per stream per interval, a final one on stop.
 
 pub mod digests;
+pub mod discovery;
 pub mod engine;
 pub mod shard;
 mod shards;
@@ -74,7 +76,8 @@ struct Observing {
 impl Observing {
     async fn start(config: &Config) -> Result<Observing, DaemonError> {
         let observer = observe::global();
-        observer.register_tables(&config.tables, stale_after(config));
+        // Patterns are not tables: what they find registers as it is found.
+        observer.register_tables(&config.exact_tables(), stale_after(config));
         observer.set_alive(true);
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -151,10 +154,11 @@ async fn audit<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditS
     let mut settings = Settings::from_config(config);
     settings.redactions = Redactions::from_config(config)?;
     // The final digest is signed after the stop, under the shutdown's abort.
-    let digests = Arc::new(DigestWriter::new(
+    let read_tables = engine::TableSet::new(config.exact_tables());
+    let digests = Arc::new(DigestWriter::over(
         store.clone(),
         store.clone(),
-        config.tables.clone(),
+        read_tables.clone(),
         DigestSettings::from_config(config, signer),
     ));
     if let Some(reader) = &cloudtrail {
@@ -166,7 +170,9 @@ async fn audit<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditS
             stop.cancel();
         });
     }
-    let engine = Arc::new(Engine::new(stream, store, audit, settings));
+    let mut engine = Engine::new(stream, store, audit, settings);
+    engine.read_tables = read_tables;
+    let engine = Arc::new(engine);
     let grace = Duration::from_millis(config.shutdown.grace_ms);
     // Without `init` (tables from the CloudFormation stack): say exactly
     // what is wrong with ours before reading anything.
@@ -187,7 +193,16 @@ async fn audit<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditS
         let (digests, stop) = (digests.clone(), heartbeat_stop.clone());
         tokio::spawn(async move { digests.heartbeats(stop).await })
     };
-    let result = supervisor::run(engine, config.tables.clone(), shutdown.clone()).await;
+    let selection = config.selection().map_err(|e| EngineError::Unauditable {
+        table: "tables".into(),
+        reason: e.to_string(),
+    })?;
+    let discoverer = discovery::Discoverer::new(
+        selection,
+        config.discovery.interval(),
+        engine.settings.retry_policy(),
+    );
+    let result = supervisor::run_selected(engine, discoverer, shutdown.clone()).await;
     heartbeat_stop.cancel();
     if let Err(e) = heartbeats.await {
         observe::TaskFailed {

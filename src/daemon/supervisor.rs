@@ -4,7 +4,7 @@
 //! drain, find children with the cheap CHILD_SHARDS filter, and re-list the
 //! whole stream only on a slow timer.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +12,10 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
+use crate::daemon::discovery::{self, Discoverer, Listed};
 use crate::daemon::engine::{Engine, EngineError, Shutdown, TableState};
 use crate::daemon::shard::{
     lost_after, put_gap_in_chain, run_shard, saved_checkpoint, LineageTail, ShardFailure,
@@ -24,6 +26,7 @@ use crate::entry::Gap;
 use crate::lineage::{Lineage, NodeState};
 use crate::observe::{self, Event, ShardState};
 use crate::retry::{retry, Retried};
+use crate::selection::{arn_region, home_region, TableSelection};
 use crate::store::{
     AuditStore, CheckpointStore, ShardCheckpoint, ShardStatus, StreamRow, TableHealthRow,
 };
@@ -57,6 +60,41 @@ where
     C: CheckpointStore,
     A: AuditStore,
 {
+    let selection =
+        TableSelection::new(&tables, &[], Default::default(), Vec::new()).map_err(|e| {
+            EngineError::Unauditable {
+                table: "tables".into(),
+                reason: e.to_string(),
+            }
+        })?;
+    let interval = engine.settings.polling.full_listing_interval();
+    let discoverer = Discoverer::new(selection, interval, engine.settings.retry_policy());
+    run_selected(engine, discoverer, shutdown).await
+}
+
+/// One table's task, and the token that stops it alone.
+struct TableTask {
+    stop: CancellationToken,
+    id: tokio::task::Id,
+}
+
+/// [`run`] over a selection: its exact names from the start, and, when it
+/// has patterns, the region's tables listed again every interval. A table
+/// that starts matching gets its supervisor at that listing; one that stops
+/// matching is stopped like a shutdown stops it (in-flight pages written
+/// and checkpointed), and its checkpoints and trail stay. With patterns,
+/// no table's failure ends `run`: a table found by a pattern that cannot
+/// be audited is reported with its fix, and the others are audited.
+pub async fn run_selected<S, C, A>(
+    engine: Arc<Engine<S, C, A>>,
+    mut discoverer: Discoverer,
+    shutdown: Shutdown,
+) -> Result<(), EngineError>
+where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
     // Our own tables first: without them nothing can be kept. A missing one
     // is a configuration error; a transient error waits.
     let policy = engine.settings.retry_policy();
@@ -80,77 +118,230 @@ where
         stop: shutdown.stop.child_token(),
         abort: shutdown.abort.child_token(),
     };
+    let exact: Vec<String> = discoverer.selection().exact().to_vec();
+    let listing = discoverer.selection().needs_listing();
     let (verdict_tx, mut verdicts) = mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
-    let mut task_tables = HashMap::new();
-    for table in &tables {
-        engine.health.set(table, TableState::Starting);
-        let id = spawn_table(
+    let mut running: BTreeMap<String, TableTask> = BTreeMap::new();
+    let mut task_tables: HashMap<tokio::task::Id, String> = HashMap::new();
+    for table in &exact {
+        // With patterns, a failing name must not end the daemon.
+        let verdict = (!listing).then(|| verdict_tx.clone());
+        start_table(
             &mut tasks,
+            &mut running,
+            &mut task_tables,
             &engine,
             table,
             &tasks_shutdown,
-            Some(verdict_tx.clone()),
+            verdict,
         );
-        task_tables.insert(id, table.clone());
     }
     drop(verdict_tx);
-
+    // Tables a pattern found whose tags cannot be read: reported, no task.
+    let mut reported: BTreeSet<String> = BTreeSet::new();
     let mut unauditable: BTreeMap<String, EngineError> = BTreeMap::new();
+    let mut verdicts_open = !exact.is_empty() && !listing;
+    let mut announced = false;
+    let mut next_listing = listing.then(Instant::now);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.stop.cancelled() => break,
-            verdict = verdicts.recv() => match verdict {
-                Some((_, Ok(()))) | None => break,
+            verdict = verdicts.recv(), if verdicts_open => match verdict {
+                Some((_, Ok(()))) | None => verdicts_open = false,
                 Some((table, Err(e))) => {
                     unauditable.insert(table, e);
-                    if unauditable.len() == tables.len() {
+                    if unauditable.len() == exact.len() {
                         tasks_shutdown.stop.cancel();
                         while tasks.join_next().await.is_some() {}
                         return Err(combine(unauditable.into_values().collect()));
                     }
                 }
             },
-        }
-    }
-    if !shutdown.stop.is_cancelled() {
-        info!(tables = ?tables, "auditing");
-    }
-    // Keep reading verdicts (later ones are logged by their tables).
-    tokio::spawn(async move { while verdicts.recv().await.is_some() {} });
-    while let Some(done) = tasks.join_next_with_id().await {
-        let (id, panic) = match done {
-            Ok((id, ())) => (id, None),
-            Err(e) => (e.id(), Some(e)),
-        };
-        let Some(table) = task_tables.remove(&id) else {
-            continue;
-        };
-        if let Some(e) = panic {
-            if shutdown.stop.is_cancelled() {
-                continue;
-            }
-            error!(table = %table, error = %e, cooldown_secs = FAILED_SHARD_COOLDOWN.as_secs(),
-                "table task panicked; restarting it after a cooldown");
-            let engine2 = engine.clone();
-            let shutdown2 = tasks_shutdown.clone();
-            let table2 = table.clone();
-            let id = tasks.spawn(async move {
-                tokio::select! {
-                    _ = shutdown2.stop.cancelled() => return,
-                    _ = tokio::time::sleep(FAILED_SHARD_COOLDOWN) => {}
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let (id, panic) = match done {
+                    Ok((id, ())) => (id, None),
+                    Err(e) => (e.id(), Some(e)),
+                };
+                let Some(table) = task_tables.remove(&id) else { continue };
+                let stopped = running.get(&table).is_none_or(|t| t.stop.is_cancelled());
+                if stopped {
+                    // Stopped because it no longer matches.
+                    running.remove(&table);
+                    unselect(&engine, &table).await;
+                    continue;
                 }
-                let span = tracing::info_span!("table", table = %table2);
-                run_table(engine2, table2, shutdown2, None)
-                    .instrument(span)
-                    .await
-            });
-            task_tables.insert(id.id(), table);
+                if let Some(e) = panic {
+                    error!(table = %table, error = %e, cooldown_secs = FAILED_SHARD_COOLDOWN.as_secs(),
+                        "table task panicked; restarting it after a cooldown");
+                    let Some(task) = running.get_mut(&table) else { continue };
+                    let table_shutdown = Shutdown { stop: task.stop.clone(), abort: tasks_shutdown.abort.clone() };
+                    let engine2 = engine.clone();
+                    let table2 = table.clone();
+                    let handle = tasks.spawn(async move {
+                        tokio::select! {
+                            _ = table_shutdown.stop.cancelled() => return,
+                            _ = tokio::time::sleep(FAILED_SHARD_COOLDOWN) => {}
+                        }
+                        let span = tracing::info_span!("table", table = %table2);
+                        run_table(engine2, table2, table_shutdown, None)
+                            .instrument(span)
+                            .await
+                    });
+                    task.id = handle.id();
+                    task_tables.insert(handle.id(), table);
+                }
+            }
+            _ = sleep_until_opt(next_listing) => {
+                next_listing = Some(Instant::now() + discoverer.interval());
+                let listed = match discoverer.list(&engine.stream, &shutdown.stop).await {
+                    Ok(listed) => listed,
+                    Err(Retried::Cancelled) => break,
+                    Err(Retried::Failed(e)) => {
+                        // The tables found so far keep being audited.
+                        let reason = discovery::listing_problem(&e);
+                        error!(retry_in_secs = discoverer.interval().as_secs(), reason = %reason,
+                            "cannot list the region's tables");
+                        observe::TablesListed { problem: Some(reason) }.emit();
+                        continue;
+                    }
+                };
+                observe::TablesListed { problem: None }.emit();
+                apply_listing(&engine, &discoverer, &listed, &mut running, &mut reported);
+                for table in &listed.selected {
+                    if !running.contains_key(table) {
+                        info!(table = %table, "table selected: auditing it");
+                        start_table(&mut tasks, &mut running, &mut task_tables, &engine, table, &tasks_shutdown, None);
+                    }
+                }
+                for (table, reason) in &listed.unreadable {
+                    if !running.contains_key(table) && reported.insert(table.clone()) {
+                        error!(table = %table, reason = %reason, "table cannot be audited");
+                        record_state(&engine, table, TableState::Failing(reason.clone())).await;
+                    }
+                }
+            }
+        }
+        if !announced && !verdicts_open && !shutdown.stop.is_cancelled() {
+            announced = true;
+            info!(tables = ?running.keys().collect::<Vec<_>>(), "auditing");
         }
     }
+    while tasks.join_next().await.is_some() {}
     info!("stopped");
     Ok(())
+}
+
+/// Stops the tables a listing no longer selects, and forgets the reported
+/// ones it no longer finds unreadable.
+fn apply_listing<S, C, A>(
+    engine: &Engine<S, C, A>,
+    discoverer: &Discoverer,
+    listed: &Listed,
+    running: &mut BTreeMap<String, TableTask>,
+    reported: &mut BTreeSet<String>,
+) where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    let selection = discoverer.selection();
+    for (table, task) in running.iter() {
+        if selection.is_exact(table) || listed.selected.contains(table) || task.stop.is_cancelled()
+        {
+            continue;
+        }
+        // A deleted table still has records in its old streams for a day:
+        // those are read to their end first (its state says when).
+        let deleted = !listed.existing.contains(table);
+        let draining = matches!(
+            engine.health.get(table),
+            Some(TableState::Draining(_) | TableState::Auditing | TableState::Starting)
+        );
+        if deleted && draining {
+            continue;
+        }
+        info!(table = %table, deleted, "table no longer selected: it is not read any more (its trail stays)");
+        task.stop.cancel();
+    }
+    let unreadable = &listed.unreadable;
+    reported.retain(|table| {
+        let still = unreadable.contains_key(table) && !running.contains_key(table);
+        if !still {
+            engine.health.remove(table);
+        }
+        still
+    });
+}
+
+/// A table left the selection: out of `/readyz`, and `status` says why.
+async fn unselect<S, C, A>(engine: &Engine<S, C, A>, table: &str)
+where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    engine.health.remove(table);
+    let row = TableHealthRow {
+        table_name: table.to_string(),
+        state: "unselected".to_string(),
+        reason: Some(
+            "no longer selected by `tables`, `exclude_tables` or `[discovery] tags`: not read; its trail stays"
+                .to_string(),
+        ),
+        updated_at: Utc::now(),
+    };
+    if let Err(e) = engine.checkpoints.save_table_health(&row).await {
+        warn!(table = %table, error = %e, "cannot record that the table is no longer selected");
+    }
+}
+
+/// Sets a table's state, and records it for `status` (best effort).
+async fn record_state<S, C, A>(engine: &Engine<S, C, A>, table: &str, state: TableState)
+where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    if !engine.health.set(table, state.clone()) {
+        return;
+    }
+    let row = TableHealthRow {
+        table_name: table.to_string(),
+        state: state.name().to_string(),
+        reason: state.reason().map(str::to_string),
+        updated_at: Utc::now(),
+    };
+    if let Err(e) = engine.checkpoints.save_table_health(&row).await {
+        warn!(table = %table, error = %e, "cannot record the table's state for `status`");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_table<S, C, A>(
+    tasks: &mut JoinSet<()>,
+    running: &mut BTreeMap<String, TableTask>,
+    task_tables: &mut HashMap<tokio::task::Id, String>,
+    engine: &Arc<Engine<S, C, A>>,
+    table: &str,
+    shutdown: &Shutdown,
+    verdict: Option<Verdicts>,
+) where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    engine.health.set(table, TableState::Starting);
+    engine.read_tables.insert(table);
+    let stop = shutdown.stop.child_token();
+    let table_shutdown = Shutdown {
+        stop: stop.clone(),
+        abort: shutdown.abort.clone(),
+    };
+    let id = spawn_table(tasks, engine, table, &table_shutdown, verdict);
+    task_tables.insert(id, table.to_string());
+    running.insert(table.to_string(), TableTask { stop, id });
 }
 
 fn spawn_table<S, C, A>(
@@ -229,8 +420,24 @@ pub async fn run_table<S, C, A>(
     // Streams found with the wrong view type: never read, also once they
     // are no longer current.
     let mut rejected: HashSet<String> = HashSet::new();
+    // Stops this table's streams alone (a Global Table found to belong to
+    // another region), while the table keeps being watched.
+    let mut streams_stop = shutdown.stop.child_token();
     'discovery: loop {
         let state = match discover_streams(&engine, &table, &shutdown, &mut rejected).await {
+            Ok(Discovery {
+                elsewhere: Some(home),
+                ..
+            }) => {
+                if !running.is_empty() {
+                    info!(home = %home, "table is now audited in its home region: stopping its streams here");
+                    streams_stop.cancel();
+                    while streams.join_next().await.is_some() {}
+                    running.clear();
+                    streams_stop = shutdown.stop.child_token();
+                }
+                Err((EngineError::Elsewhere { home }, false))
+            }
             Ok(found) => {
                 for arn in found.arns {
                     if running.values().any(|r| *r == arn) {
@@ -240,7 +447,10 @@ pub async fn run_table<S, C, A>(
                     let task = {
                         let engine = engine.clone();
                         let table = table.clone();
-                        let shutdown = shutdown.clone();
+                        let shutdown = Shutdown {
+                            stop: streams_stop.clone(),
+                            abort: shutdown.abort.clone(),
+                        };
                         let arn = arn.clone();
                         streams.spawn(
                             async move {
@@ -260,6 +470,17 @@ pub async fn run_table<S, C, A>(
                 }
             }
             Err(Retried::Cancelled) => break 'discovery,
+            Err(Retried::Failed(StreamError::Other(message)))
+                if message.contains("AccessDenied") || message.contains("not authorized") =>
+            {
+                Err((
+                    EngineError::AccessDenied {
+                        table: table.clone(),
+                        message,
+                    },
+                    !running.is_empty(),
+                ))
+            }
             Err(Retried::Failed(source)) => Err((
                 EngineError::Stream {
                     table: table.clone(),
@@ -270,6 +491,9 @@ pub async fn run_table<S, C, A>(
         };
         let (new_state, outcome) = match state {
             Ok(()) => (TableState::Auditing, Ok(())),
+            Err((p @ EngineError::Elsewhere { .. }, _)) => {
+                (TableState::Elsewhere(p.to_string()), Ok(()))
+            }
             Err((p, true)) => (TableState::Draining(p.to_string()), Ok(())),
             Err((p, false)) => (TableState::Failing(p.to_string()), Err(p)),
         };
@@ -296,6 +520,9 @@ pub async fn run_table<S, C, A>(
                 error!(reason = %reason, "table's current stream cannot be read: draining its old streams and watching for a new one")
             }
             TableState::Auditing if changed => info!("table is being audited"),
+            TableState::Elsewhere(reason) if changed => {
+                info!(reason = %reason, "Global Table audited in another region")
+            }
             _ => {}
         }
         if let Some(tx) = verdict.take() {
@@ -351,6 +578,19 @@ struct Discovery {
     arns: Vec<String>,
     /// Why the table's current stream cannot be audited, if so.
     problem: Option<EngineError>,
+    /// A Global Table whose home is another region: that region.
+    elsewhere: Option<String>,
+}
+
+/// The home region of a Global Table, when it is not this one (the region
+/// of the table's ARN).
+fn foreign_home(ts: &TableStream, configured: Option<&str>) -> Option<String> {
+    if ts.replicas.is_empty() {
+        return None;
+    }
+    let own = ts.table_arn.as_deref().and_then(arn_region)?;
+    let home = home_region(own, &ts.replicas, configured);
+    (home != own).then(|| home.to_string())
 }
 
 /// Finds a table's streams and records them in the streams table (which one
@@ -372,6 +612,13 @@ where
     })
     .await
     {
+        Ok(ts) if foreign_home(&ts, engine.settings.home_region.as_deref()).is_some() => {
+            return Ok(Discovery {
+                arns: Vec::new(),
+                problem: None,
+                elsewhere: foreign_home(&ts, engine.settings.home_region.as_deref()),
+            });
+        }
         Ok(ts) => match table_problem(table, &ts) {
             None => (ts.latest_stream_arn, None),
             Some(p) => (None, Some((p, ts.latest_stream_arn))),
@@ -456,6 +703,7 @@ where
     Ok(Discovery {
         arns: result,
         problem,
+        elsewhere: None,
     })
 }
 

@@ -34,6 +34,29 @@ impl Event for TableStateChanged<'_> {
     }
 }
 
+/// A table stopped matching the selection: no longer read nor reported.
+pub struct TableUnselected<'a> {
+    pub table: &'a str,
+}
+
+impl Event for TableUnselected<'_> {
+    fn emit_to(self, o: &Observer) {
+        o.unregister_table(self.table);
+    }
+}
+
+/// A listing of the region's tables (patterns in `tables`) succeeded, or
+/// failed for the reason given (shown in `/readyz` until one succeeds).
+pub struct TablesListed {
+    pub problem: Option<String>,
+}
+
+impl Event for TablesListed {
+    fn emit_to(self, o: &Observer) {
+        o.set_listed(self.problem);
+    }
+}
+
 /// A shard left the supervisor's memory (drained and no longer needed):
 /// it is no longer counted.
 pub struct ShardForgotten<'a> {

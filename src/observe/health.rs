@@ -20,6 +20,11 @@ pub enum TableState {
     /// It cannot be audited (missing, no stream, wrong view type, access
     /// denied): retried on the discovery timer.
     Failing(String),
+    /// A Global Table whose home is another region: that region's daemon
+    /// audits it, this one reads nothing of it (every replica's stream
+    /// carries every write, so reading two would write each change twice).
+    /// Not a failure. Holds the sentence `status` and `/readyz` show.
+    Elsewhere(String),
 }
 
 impl TableState {
@@ -29,12 +34,13 @@ impl TableState {
             TableState::Auditing => "auditing",
             TableState::Draining(_) => "draining",
             TableState::Failing(_) => "failing",
+            TableState::Elsewhere(_) => "elsewhere",
         }
     }
 
     pub fn reason(&self) -> Option<&str> {
         match self {
-            TableState::Draining(r) | TableState::Failing(r) => Some(r),
+            TableState::Draining(r) | TableState::Failing(r) | TableState::Elsewhere(r) => Some(r),
             _ => None,
         }
     }
@@ -63,6 +69,20 @@ impl Health {
                 tables.insert(table.to_string(), (state, Utc::now()));
                 true
             }
+        }
+    }
+
+    /// Whether the table counts as ready: audited here, or in its home region.
+    pub fn is_ready(state: &TableState) -> bool {
+        matches!(state, TableState::Auditing | TableState::Elsewhere(_))
+    }
+
+    /// Forgets a table no longer selected: it leaves `/readyz` and its
+    /// per-table gauges.
+    pub fn remove(&self, table: &str) {
+        let mut tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
+        if tables.remove(table).is_some() {
+            super::Event::emit(super::TableUnselected { table });
         }
     }
 

@@ -11,7 +11,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tracing::warn;
 
-use super::health::TableState;
 use super::state::{table_readiness, ShardState, State};
 use super::Observer;
 
@@ -190,7 +189,7 @@ impl Observer {
             .get_or_create(&label(table))
             .set(failing);
         // As `table_readiness` decides, without listing the failing shards.
-        let ready = t.health == TableState::Auditing && failing == 0;
+        let ready = super::health::Health::is_ready(&t.health) && failing == 0;
         self.metrics
             .table_ready
             .get_or_create(&label(table))

@@ -36,7 +36,7 @@ use tracing::warn;
 pub use events::{
     EntriesWritten, Event, GapClosed, GapRecorded, PageHandled, Retrying, ShardFailed,
     ShardForgotten, ShardSeen, ShardStateChanged, StreamCall, StreamForgotten, TableStateChanged,
-    TaskFailed, WriteUnfinished,
+    TableUnselected, TablesListed, TaskFailed, WriteUnfinished,
 };
 use health::TableState;
 use metrics::{CallLabel, Metrics};
@@ -47,12 +47,14 @@ use state::{table_readiness, ShardLag, State, TableObs, DEFAULT_STALE_AFTER};
 pub use state::{Readiness, ShardState, TableReadiness};
 
 /// The operations counted (`operation` label).
-pub const OPERATIONS: [&str; 5] = [
+pub const OPERATIONS: [&str; 7] = [
     "DescribeTable",
     "ListStreams",
     "DescribeStream",
     "GetShardIterator",
     "GetRecords",
+    "ListTables",
+    "ListTagsOfResource",
 ];
 
 /// Every `outcome` label [`outcome`] gives.
@@ -94,6 +96,8 @@ impl Observer {
                 tables: BTreeMap::new(),
                 stale_after: DEFAULT_STALE_AFTER,
                 alive: false,
+                listed: false,
+                listing_problem: None,
             }),
         }
     }
@@ -133,6 +137,26 @@ impl Observer {
                 });
             }
         }
+    }
+
+    /// A listing's outcome: `None` when it succeeded, else why not.
+    fn set_listed(&self, problem: Option<String>) {
+        let mut st = self.lock();
+        st.listed |= problem.is_none();
+        st.listing_problem = problem;
+    }
+
+    /// A table no longer selected leaves `/readyz`, and its gauges leave
+    /// `/metrics` (an alert on them would otherwise fire for ever); its
+    /// counters stay, as counters do.
+    fn unregister_table(&self, table: &str) {
+        let mut st = self.lock();
+        st.tables.remove(table);
+        let l = metrics::label(table);
+        let m = &self.metrics;
+        m.table_ready.remove(&l);
+        m.failing_shards.remove(&l);
+        m.lag_seconds.remove(&l);
     }
 
     fn table_mut<'a>(&self, st: &'a mut State, table: &str) -> &'a mut TableObs {
@@ -226,8 +250,11 @@ impl Observer {
             .map(|(name, t)| table_readiness(name, t))
             .collect();
         Readiness {
-            ready: !tables.is_empty() && tables.iter().all(|t| t.ready),
+            ready: (!tables.is_empty() || st.listed)
+                && st.listing_problem.is_none()
+                && tables.iter().all(|t| t.ready),
             tables,
+            discovery: st.listing_problem.clone(),
         }
     }
 
@@ -314,6 +341,44 @@ mod tests {
         }
         let throttled = "operation=\"GetRecords\",outcome=\"throttled\"";
         assert_samples(&text, &[("ddb_audit_stream_calls_total", throttled, 0.0)]);
+    }
+
+    #[test]
+    fn found_tables_come_and_go_and_elsewhere_is_ready() {
+        let o = observing(&[], Duration::from_secs(30));
+        // Nothing matched yet: not ready until the region has been listed.
+        assert!(!o.readiness().ready);
+        TablesListed {
+            problem: Some("cannot list: AccessDenied".into()),
+        }
+        .emit_to(&o);
+        let r = o.readiness();
+        assert!(!r.ready && r.discovery.is_some(), "{r:?}");
+        TablesListed { problem: None }.emit_to(&o);
+        assert!(o.readiness().ready);
+        let elsewhere = TableState::Elsewhere("audited in eu-west-1: …".into());
+        for (table, state) in [("g", &elsewhere), ("t", &TableState::Auditing)] {
+            TableStateChanged { table, state }.emit_to(&o);
+        }
+        let r = o.readiness();
+        assert!(r.ready, "{r:?}");
+        let g = r.tables.iter().find(|t| t.table == "g").unwrap();
+        assert_eq!(g.state, "elsewhere");
+        assert!(g
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("audited in eu-west-1"));
+        assert_samples(
+            &o.render(),
+            &[("ddb_audit_table_ready", "table=\"g\"", 1.0)],
+        );
+        TableUnselected { table: "t" }.emit_to(&o);
+        assert!(o.readiness().tables.iter().all(|x| x.table != "t"));
+        assert_eq!(
+            sample(&o.render(), "ddb_audit_table_ready", "table=\"t\""),
+            None
+        );
     }
 
     #[test]

@@ -234,10 +234,19 @@ where
     S: ReadStore + CheckpointStore + EvidenceStore,
 {
     let tokens = Arc::new(Tokens::new(&config.serve, env_tokens)?);
+    // Patterns are not tables: the ones found so far (a restart of `serve`
+    // shows tables found since). Unreadable now: the exact names alone.
+    let tables = match crate::report::known_tables(config, &store).await {
+        Ok(tables) => tables,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the tables the daemon found; serving the configured names");
+            config.exact_tables()
+        }
+    };
     let app = Arc::new(App {
         store,
         serve: config.serve.clone(),
-        tables: config.tables.clone(),
+        tables,
         actor_attribute: config.attribution.actor_attribute.clone(),
         verify: Verifier::new(public_key, config.proof.digest_interval_secs),
     });

@@ -234,4 +234,9 @@ impl<T: CheckpointStore + Clone> CheckpointStore for FaultStore<T> {
         self.fault(StoreOp::LoadStreams, None).await?;
         self.inner.load_table_health(table).await
     }
+
+    async fn load_all_table_health(&self) -> StoreResult<Vec<TableHealthRow>> {
+        self.fault(StoreOp::LoadStreams, None).await?;
+        self.inner.load_all_table_health().await
+    }
 }

@@ -642,6 +642,10 @@ impl CheckpointStore for MemoryStore {
         Ok(self.lock().health.get(table).cloned())
     }
 
+    async fn load_all_table_health(&self) -> StoreResult<Vec<TableHealthRow>> {
+        Ok(self.lock().health.values().cloned().collect())
+    }
+
     async fn load_streams(&self, table: Option<&str>) -> StoreResult<Vec<StreamRow>> {
         Ok(self
             .lock()

@@ -261,6 +261,11 @@ pub trait CheckpointStore: Send + Sync + 'static {
         &self,
         table: &str,
     ) -> impl Future<Output = StoreResult<Option<TableHealthRow>>> + Send;
+    /// Every table's state row: what `status` shows of tables a pattern
+    /// found (failing ones have no stream row).
+    fn load_all_table_health(
+        &self,
+    ) -> impl Future<Output = StoreResult<Vec<TableHealthRow>>> + Send;
 }
 
 pub trait AuditStore: Send + Sync + 'static {

@@ -19,7 +19,7 @@ use crate::aws::{classify, ErrorKind};
 use crate::stream::{
     DescribeStreamRequest, IteratorPosition, RecordsPage, Shard, ShardIteratorRequest, StreamApi,
     StreamDescription, StreamError, StreamRecord, StreamResult, StreamStatus, StreamSummary,
-    TableStream, UserIdentity,
+    TableStream, TablesPage, Tags, UserIdentity,
 };
 use crate::value::fnv1a64;
 use crate::value::{AttrValue, Item};
@@ -93,6 +93,13 @@ impl StreamApi for AwsStream {
             view_type: spec
                 .and_then(|s| s.stream_view_type())
                 .map(|v| v.as_str().to_string()),
+            table_arn: desc.table_arn().map(str::to_string),
+            replicas: desc
+                .replicas()
+                .iter()
+                .filter_map(|r| r.region_name())
+                .map(str::to_string)
+                .collect(),
         })
     }
 
@@ -136,6 +143,52 @@ impl StreamApi for AwsStream {
             start = next;
         }
         Ok(all)
+    }
+
+    async fn list_tables(&self, exclusive_start: Option<&str>) -> StreamResult<TablesPage> {
+        let out = self
+            .dynamodb
+            .list_tables()
+            .set_exclusive_start_table_name(exclusive_start.map(str::to_string))
+            .send()
+            .await
+            .map_err(stream_error)?;
+        let last = out
+            .last_evaluated_table_name()
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        Ok(TablesPage {
+            names: out.table_names().to_vec(),
+            // A cursor that repeats (an emulator bug) ends the listing
+            // instead of looping.
+            last_evaluated: last.filter(|l| Some(l.as_str()) != exclusive_start),
+        })
+    }
+
+    async fn list_tags(&self, table_arn: &str) -> StreamResult<Tags> {
+        let mut tags = Tags::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .dynamodb
+                .list_tags_of_resource()
+                .resource_arn(table_arn)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .map_err(stream_error)?;
+            for t in out.tags() {
+                tags.insert(t.key().to_string(), t.value().to_string());
+            }
+            let next = out
+                .next_token()
+                .filter(|n| !n.is_empty())
+                .map(str::to_string);
+            if next.is_none() || next == token {
+                return Ok(tags);
+            }
+            token = next;
+        }
     }
 
     async fn describe_stream(

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{
     DescribeStreamRequest, RecordsPage, ShardIteratorRequest, StreamApi, StreamDescription,
-    StreamError, StreamResult, StreamSummary, TableStream,
+    StreamError, StreamResult, StreamSummary, TableStream, TablesPage, Tags,
 };
 
 /// The operation a rule applies to.
@@ -27,6 +27,8 @@ pub enum Op {
     DescribeStream,
     GetShardIterator,
     GetRecords,
+    ListTables,
+    ListTagsOfResource,
     /// Every operation.
     Any,
 }
@@ -378,6 +380,16 @@ impl<S: StreamApi> StreamApi for FaultStream<S> {
         let mut page = self.inner.get_records(iterator, limit).await?;
         self.malform(&mut page);
         Ok(page)
+    }
+
+    async fn list_tables(&self, exclusive_start: Option<&str>) -> StreamResult<TablesPage> {
+        self.inject(Op::ListTables).await?;
+        self.inner.list_tables(exclusive_start).await
+    }
+
+    async fn list_tags(&self, table_arn: &str) -> StreamResult<Tags> {
+        self.inject(Op::ListTagsOfResource).await?;
+        self.inner.list_tags(table_arn).await
     }
 }
 

@@ -26,7 +26,24 @@ pub struct TableStream {
     pub stream_enabled: bool,
     /// `NEW_AND_OLD_IMAGES`, `NEW_IMAGE`, `OLD_IMAGE` or `KEYS_ONLY`.
     pub view_type: Option<String>,
+    /// `arn:aws:dynamodb:REGION:ACCOUNT:table/NAME`: what ListTagsOfResource
+    /// asks for, and the region the answer comes from.
+    pub table_arn: Option<String>,
+    /// The regions of a Global Table's replicas (version 2019.11.21), as
+    /// DescribeTable lists them; empty for a table of one region.
+    pub replicas: Vec<String>,
 }
+
+/// One page of ListTables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TablesPage {
+    pub names: Vec<String>,
+    /// More pages follow, from after this name, when set.
+    pub last_evaluated: Option<String>,
+}
+
+/// A table's tags, key to value.
+pub type Tags = std::collections::BTreeMap<String, String>;
 
 /// One stream of a table as ListStreams reports it (old, disabled streams
 /// stay listed while their records are readable).
@@ -198,6 +215,15 @@ pub trait StreamApi: Send + Sync + 'static {
         iterator: &str,
         limit: Option<i32>,
     ) -> impl Future<Output = StreamResult<RecordsPage>> + Send;
+    /// ListTables: one page of the region's table names (up to 100), after
+    /// `exclusive_start`. Only a config with patterns calls it.
+    fn list_tables(
+        &self,
+        exclusive_start: Option<&str>,
+    ) -> impl Future<Output = StreamResult<TablesPage>> + Send;
+    /// ListTagsOfResource on a table's ARN (all pages). Only a config with
+    /// `[discovery] tags` calls it.
+    fn list_tags(&self, table_arn: &str) -> impl Future<Output = StreamResult<Tags>> + Send;
 }
 
 /// The label that ends a stream ARN (`.../table/T/stream/LABEL`). Labels are
@@ -222,7 +248,7 @@ pub fn cmp_sequence(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
-/// The five [`StreamApi`] methods of a type that wraps another stream:
+/// The seven [`StreamApi`] methods of a type that wraps another stream:
 /// each call goes to `$inner` (an expression of the wrapper, `$this`), and
 /// its future through `$wrap(operation, future)`, `operation` being the
 /// API's name of the call (`"GetRecords"`).
@@ -237,6 +263,9 @@ macro_rules! wrap_stream_api {
                 -> String, "GetShardIterator";
             get_records(iterator: &str, limit: Option<i32>)
                 -> $crate::stream::RecordsPage, "GetRecords";
+            list_tables(exclusive_start: Option<&str>)
+                -> $crate::stream::TablesPage, "ListTables";
+            list_tags(table_arn: &str) -> $crate::stream::Tags, "ListTagsOfResource";
         );
     };
     (@each |$this:ident| $inner:expr, $wrap:expr;

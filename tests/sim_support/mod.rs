@@ -700,4 +700,7 @@ impl CheckpointStore for LaggyStore {
     async fn load_table_health(&self, table: &str) -> StoreResult<Option<TableHealthRow>> {
         self.inner.load_table_health(table).await
     }
+    async fn load_all_table_health(&self) -> StoreResult<Vec<TableHealthRow>> {
+        self.inner.load_all_table_health().await
+    }
 }

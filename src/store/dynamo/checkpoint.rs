@@ -262,14 +262,16 @@ impl CheckpointStore for DynamoStore {
         let table = &self.names.streams;
         let key = [("table_name", table_name), ("stream_arn", HEALTH_SORT_KEY)];
         let item = self.get_item(table, key, None, &[]).await?;
-        Ok(item.as_ref().map(|item| TableHealthRow {
-            table_name: table_name.to_string(),
-            state: get_s(item, "state").unwrap_or("unknown").to_string(),
-            reason: get_s(item, "reason").map(str::to_string),
-            updated_at: get_s(item, "updated_at")
-                .and_then(parse_time)
-                .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
-        }))
+        Ok(item.as_ref().map(|item| health_from_item(table_name, item)))
+    }
+
+    async fn load_all_table_health(&self) -> StoreResult<Vec<TableHealthRow>> {
+        let items = self.scan_all(&self.names.streams).await?;
+        Ok(items
+            .iter()
+            .filter(|item| get_s(item, "stream_arn") == Some(HEALTH_SORT_KEY))
+            .filter_map(|item| Some(health_from_item(get_s(item, "table_name")?, item)))
+            .collect())
     }
 
     async fn load_streams(&self, table_name: Option<&str>) -> StoreResult<Vec<StreamRow>> {
@@ -288,6 +290,17 @@ impl CheckpointStore for DynamoStore {
                 .cmp(&(&b.table_name, stream_label(&b.stream_arn)))
         });
         Ok(rows)
+    }
+}
+
+fn health_from_item(table_name: &str, item: &HashMap<String, DAttr>) -> TableHealthRow {
+    TableHealthRow {
+        table_name: table_name.to_string(),
+        state: get_s(item, "state").unwrap_or("unknown").to_string(),
+        reason: get_s(item, "reason").map(str::to_string),
+        updated_at: get_s(item, "updated_at")
+            .and_then(parse_time)
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
     }
 }
 

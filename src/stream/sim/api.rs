@@ -10,6 +10,7 @@ use super::SimStream;
 use crate::stream::{
     DescribeStreamRequest, IteratorPosition, RecordsPage, Shard, ShardIteratorRequest, StreamApi,
     StreamDescription, StreamError, StreamResult, StreamStatus, StreamSummary, TableStream,
+    TablesPage, Tags,
 };
 
 // Iterators are opaque to consumers; the simulator encodes where to read.
@@ -46,7 +47,45 @@ impl State {
             view_type: stream
                 .filter(|s| s.enabled)
                 .map(|s| s.view.as_str().to_string()),
+            table_arn: Some(self.table_arn(table)),
+            replicas: t.replicas.clone(),
         })
+    }
+
+    pub(super) fn table_arn(&self, table: &str) -> String {
+        format!(
+            "arn:aws:dynamodb:{}:{}:table/{table}",
+            self.cfg.region, self.cfg.account
+        )
+    }
+
+    /// ListTables: names in order, 100 a page (the service's largest page).
+    fn api_list_tables(&mut self, exclusive_start: Option<&str>) -> StreamResult<TablesPage> {
+        self.tick();
+        self.counts.list_tables += 1;
+        let mut names: Vec<&String> = self
+            .tables
+            .keys()
+            .filter(|n| exclusive_start.is_none_or(|s| n.as_str() > s))
+            .collect();
+        names.sort();
+        let more = names.len() > 100;
+        names.truncate(100);
+        Ok(TablesPage {
+            last_evaluated: more.then(|| names.last().map(|n| n.to_string())).flatten(),
+            names: names.into_iter().cloned().collect(),
+        })
+    }
+
+    fn api_list_tags(&mut self, table_arn: &str) -> StreamResult<Tags> {
+        self.tick();
+        self.counts.list_tags += 1;
+        let name = table_arn
+            .rsplit_once(":table/")
+            .map(|(_, n)| n)
+            .filter(|n| self.table_arn(n) == table_arn)
+            .ok_or_else(|| not_found(format!("resource {table_arn}")))?;
+        Ok(self.table(name)?.tags.clone())
     }
 
     fn api_list_streams(&mut self, table: &str) -> StreamResult<Vec<StreamSummary>> {
@@ -340,5 +379,13 @@ impl StreamApi for SimStream {
 
     async fn get_records(&self, iterator: &str, limit: Option<i32>) -> StreamResult<RecordsPage> {
         self.lock().api_get_records(iterator, limit)
+    }
+
+    async fn list_tables(&self, exclusive_start: Option<&str>) -> StreamResult<TablesPage> {
+        self.lock().api_list_tables(exclusive_start)
+    }
+
+    async fn list_tags(&self, table_arn: &str) -> StreamResult<Tags> {
+        self.lock().api_list_tags(table_arn)
     }
 }

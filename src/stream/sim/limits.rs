@@ -24,6 +24,8 @@ pub const MAX_SHARDS_PER_PAGE: usize = 100;
 pub(super) struct Counters {
     pub(super) describe_table: u64,
     pub(super) list_streams: u64,
+    pub(super) list_tables: u64,
+    pub(super) list_tags: u64,
     pub(super) describe_stream: u64,
     pub(super) describe_stream_full_pages: u64,
     pub(super) describe_stream_children: u64,
@@ -41,6 +43,10 @@ pub(super) struct Counters {
 pub struct CallCounts {
     pub describe_table: u64,
     pub list_streams: u64,
+    /// ListTables pages.
+    pub list_tables: u64,
+    /// ListTagsOfResource calls.
+    pub list_tags: u64,
     /// All DescribeStream calls: full-listing pages plus child-filter calls.
     pub describe_stream: u64,
     /// DescribeStream calls without a shard filter (one per listing page).
@@ -93,6 +99,8 @@ impl SimStream {
         CallCounts {
             describe_table: c.describe_table,
             list_streams: c.list_streams,
+            list_tables: c.list_tables,
+            list_tags: c.list_tags,
             describe_stream: c.describe_stream,
             describe_stream_full_pages: c.describe_stream_full_pages,
             describe_stream_children: c.describe_stream_children,

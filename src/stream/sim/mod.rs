@@ -283,6 +283,8 @@ impl SimStream {
                 key_attrs: key_attrs.iter().map(|k| k.to_string()).collect(),
                 items: HashMap::new(),
                 current_stream: None,
+                tags: Default::default(),
+                replicas: Vec::new(),
             },
         );
         if let Some(view) = stream {
@@ -583,6 +585,38 @@ impl SimStream {
         }
         let s = st.create_stream(table, view, now);
         Ok(st.streams[s].arn.clone())
+    }
+
+    /// TagResource: sets one tag of the table.
+    pub fn tag_table(&self, table: &str, key: &str, value: &str) -> StreamResult<()> {
+        let mut st = self.lock();
+        st.tick();
+        st.table_mut(table)?
+            .tags
+            .insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// UntagResource: removes one tag of the table.
+    pub fn untag_table(&self, table: &str, key: &str) -> StreamResult<()> {
+        let mut st = self.lock();
+        st.tick();
+        st.table_mut(table)?.tags.remove(key);
+        Ok(())
+    }
+
+    /// Makes the table a Global Table with replicas in `regions` (as
+    /// DescribeTable's `Replicas` lists them), or a one-region table again.
+    pub fn set_replicas(&self, table: &str, regions: &[&str]) -> StreamResult<()> {
+        let mut st = self.lock();
+        st.tick();
+        st.table_mut(table)?.replicas = regions.iter().map(|r| r.to_string()).collect();
+        Ok(())
+    }
+
+    /// The table's ARN, as DescribeTable gives it.
+    pub fn table_arn(&self, table: &str) -> String {
+        self.lock().table_arn(table)
     }
 
     /// Deletes the table: its stream is disabled and DescribeTable says

@@ -28,6 +28,10 @@ pub(super) struct Table {
     pub(super) items: HashMap<String, Item>,
     /// The latest stream of this table (enabled or not).
     pub(super) current_stream: Option<usize>,
+    pub(super) tags: crate::stream::Tags,
+    /// Other regions holding a replica (a Global Table), as DescribeTable
+    /// lists them.
+    pub(super) replicas: Vec<String>,
 }
 
 pub(super) struct Logged {
