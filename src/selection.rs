@@ -160,22 +160,26 @@ pub fn arn_region(arn: &str) -> Option<&str> {
     arn.split(':').nth(3).filter(|r| !r.is_empty())
 }
 
+/// A selection from literals, the daemon's own tables being
+/// `ddb-audit-entries` and `ddb-audit-streams`.
+#[cfg(test)]
+pub(crate) fn test_selection(
+    tables: &[&str],
+    exclude: &[&str],
+    tags: &[(&str, &str)],
+) -> TableSelection {
+    let strings = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let own = strings(&["ddb-audit-entries", "ddb-audit-streams"]);
+    TableSelection::new(&strings(tables), &strings(exclude), tags.collect(), own)
+        .expect("test patterns are valid")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sel(tables: &[&str], exclude: &[&str], tags: &[(&str, &str)]) -> TableSelection {
-        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        TableSelection::new(
-            &v(tables),
-            &v(exclude),
-            tags.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            v(&["ddb-audit-entries", "ddb-audit-streams"]),
-        )
-        .unwrap()
-    }
+    use test_selection as sel;
 
     #[test]
     fn names_patterns_excludes_and_own_tables() {

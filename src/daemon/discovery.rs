@@ -247,18 +247,7 @@ mod tests {
     use super::*;
     use crate::stream::sim::{SimConfig, SimStream, ViewType};
 
-    fn selection(tables: &[&str], exclude: &[&str], tags: &[(&str, &str)]) -> TableSelection {
-        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        TableSelection::new(
-            &v(tables),
-            &v(exclude),
-            tags.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            v(&["ddb-audit-entries"]),
-        )
-        .unwrap()
-    }
+    use crate::selection::test_selection as selection;
 
     #[tokio::test(start_paused = true)]
     async fn tags_are_read_at_once_for_new_tables_then_refreshed_within_budget() {

@@ -297,15 +297,18 @@ where
     }
 }
 
-/// Sets a table's state, and records it for `status` (best effort).
-async fn record_state<S, C, A>(engine: &Engine<S, C, A>, table: &str, state: TableState)
+/// Sets a table's state, and records it for `status`, which runs in another
+/// process (best effort: the log says the same). The one way a table's state
+/// changes: `/readyz`, `/metrics` and `status` all follow from here. True
+/// when it changed.
+async fn record_state<S, C, A>(engine: &Engine<S, C, A>, table: &str, state: TableState) -> bool
 where
     S: StreamApi,
     C: CheckpointStore,
     A: AuditStore,
 {
     if !engine.health.set(table, state.clone()) {
-        return;
+        return false;
     }
     let row = TableHealthRow {
         table_name: table.to_string(),
@@ -316,6 +319,7 @@ where
     if let Err(e) = engine.checkpoints.save_table_health(&row).await {
         warn!(table = %table, error = %e, "cannot record the table's state for `status`");
     }
+    true
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -332,6 +336,8 @@ fn start_table<S, C, A>(
     C: CheckpointStore,
     A: AuditStore,
 {
+    // Not recorded for `status`: its row keeps the last verdict until the
+    // table's first check answers, a moment later.
     engine.health.set(table, TableState::Starting);
     engine.read_tables.insert(table);
     let stop = shutdown.stop.child_token();
@@ -497,20 +503,7 @@ pub async fn run_table<S, C, A>(
             Err((p, true)) => (TableState::Draining(p.to_string()), Ok(())),
             Err((p, false)) => (TableState::Failing(p.to_string()), Err(p)),
         };
-        let changed = engine.health.set(&table, new_state.clone());
-        if changed {
-            // For `status`, which runs in another process. Best effort: the
-            // log line below says the same.
-            let row = TableHealthRow {
-                table_name: table.clone(),
-                state: new_state.name().to_string(),
-                reason: new_state.reason().map(str::to_string),
-                updated_at: Utc::now(),
-            };
-            if let Err(e) = engine.checkpoints.save_table_health(&row).await {
-                warn!(error = %e, "cannot record the table's state for `status`");
-            }
-        }
+        let changed = record_state(&engine, &table, new_state.clone()).await;
         match &new_state {
             TableState::Failing(reason) => error!(
                 reason = %reason, retry_in_secs = interval.as_secs(),

@@ -1,5 +1,10 @@
 //! Whether each configured table is being audited, and why not: the state
 //! the supervisor sets and every report of readiness reads.
+//!
+//! [`Health`] owns it. [`Health::set`] is the only way it changes, and the
+//! only sender of the event the metrics and `/readyz` follow; the row that
+//! `status` reads from another process is written beside it, by the
+//! supervisor's `record_state`.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
