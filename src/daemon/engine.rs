@@ -24,6 +24,18 @@ pub struct Settings {
     /// is chained and written. Empty unless the caller loads it
     /// ([`crate::redact::Redactions::from_config`] reads a file and can fail).
     pub redactions: crate::redact::Redactions,
+    /// `[proof] item_cache_entries`: the item chain's cache, in items.
+    pub item_cache_entries: ItemCacheEntries,
+}
+
+/// The item chain cache's capacity in items; its default is the config's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemCacheEntries(pub usize);
+
+impl Default for ItemCacheEntries {
+    fn default() -> Self {
+        ItemCacheEntries(crate::config::DEFAULT_ITEM_CACHE_ENTRIES)
+    }
 }
 
 impl Settings {
@@ -34,6 +46,7 @@ impl Settings {
             polling: config.polling.clone(),
             jitter_seed: None,
             redactions: crate::redact::Redactions::default(),
+            item_cache_entries: ItemCacheEntries(config.proof.item_cache_entries),
         }
     }
 
@@ -54,6 +67,8 @@ pub struct Engine<S, C, A> {
     pub describe_pacer: Pacer,
     /// Whether each configured table is being audited, and why not.
     pub health: Health,
+    /// Each recently changed item's newest entry, for the item chain.
+    pub items: crate::daemon::itemchain::ItemChains,
 }
 
 impl<S: StreamApi, C: CheckpointStore, A: AuditStore> Engine<S, C, A> {
@@ -63,9 +78,10 @@ impl<S: StreamApi, C: CheckpointStore, A: AuditStore> Engine<S, C, A> {
             stream,
             checkpoints,
             audit,
-            settings,
             describe_pacer,
             health: Health::default(),
+            items: crate::daemon::itemchain::ItemChains::new(settings.item_cache_entries.0),
+            settings,
         }
     }
 }

@@ -182,6 +182,18 @@ impl<T: AuditStore + Clone> AuditStore for FaultStore<T> {
         self.fault(StoreOp::Gaps, None).await?;
         self.inner.gaps().await
     }
+
+    async fn item_predecessor(
+        &self,
+        table: &str,
+        key: &Item,
+        before_sort_key: &str,
+    ) -> StoreResult<Option<crate::store::ItemPredecessor>> {
+        self.fault(StoreOp::History, None).await?;
+        self.inner
+            .item_predecessor(table, key, before_sort_key)
+            .await
+    }
 }
 
 impl<T: CheckpointStore + Clone> CheckpointStore for FaultStore<T> {

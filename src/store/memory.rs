@@ -64,6 +64,8 @@ struct State {
     health: BTreeMap<String, TableHealthRow>,
     entry_puts: u64,
     duplicate_puts: u64,
+    /// Reads the item chain made on a cache miss.
+    item_predecessor_reads: u64,
     /// (shard id, sequence number) of each entry written, in write order.
     write_order: Vec<(String, String)>,
     read_cost: ReadCost,
@@ -115,6 +117,26 @@ impl MemoryStore {
     /// Puts that found their entry already written (redeliveries).
     pub fn duplicate_puts(&self) -> u64 {
         self.lock().duplicate_puts
+    }
+
+    /// Reads of an item's previous entry made so far (item chain cache misses).
+    pub fn item_predecessor_reads(&self) -> u64 {
+        self.lock().item_predecessor_reads
+    }
+
+    /// Removes one stored entry, as someone with write access to the audit
+    /// table could: tests of what `verify` finds.
+    pub fn tamper_delete_entry(&self, table: &str, key: &Item, sequence_number: &str) -> bool {
+        let mut state = self.lock();
+        let Some(m) = state
+            .entries
+            .get_mut(&(table.to_string(), canonical_key(key)))
+        else {
+            return false;
+        };
+        let before = m.len();
+        m.retain(|_, s| s.entry.sequence_number != sequence_number);
+        m.len() != before
     }
 
     pub fn entry_puts(&self) -> u64 {
@@ -401,6 +423,31 @@ impl AuditStore for MemoryStore {
 
     async fn gaps(&self) -> StoreResult<Vec<Gap>> {
         Ok(self.lock().gaps.values().cloned().collect())
+    }
+
+    async fn item_predecessor(
+        &self,
+        table: &str,
+        key: &Item,
+        before_sort_key: &str,
+    ) -> StoreResult<Option<crate::store::ItemPredecessor>> {
+        let mut state = self.lock();
+        state.read_cost.query_calls += 1;
+        state.item_predecessor_reads += 1;
+        let found = state
+            .entries
+            .get(&(table.to_string(), canonical_key(key)))
+            .and_then(|m| m.range(..before_sort_key.to_string()).next_back())
+            .filter(|(_, s)| s.place.is_none() && !s.entry.sequence_number.is_empty())
+            .map(|(sk, s)| crate::store::ItemPredecessor {
+                sort_key: sk.clone(),
+                sequence_number: s.entry.sequence_number.clone(),
+                hash: s.link.map(|l| l.hash),
+            });
+        if found.is_some() {
+            state.read_cost.items_read += 1;
+        }
+        Ok(found)
     }
 }
 

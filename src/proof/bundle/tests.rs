@@ -44,6 +44,7 @@ fn entry(item: &str, seq: u64, shard: &str, n: u64) -> AuditEntry {
         item_actor: None,
         correlation: None,
         snapshot_time: None,
+        item_prev: None,
         stream_arn: ARN.into(),
     }
 }
