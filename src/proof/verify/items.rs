@@ -136,7 +136,7 @@ pub fn check_item_chain(entries: &[ChainEntry]) -> (Vec<ChainIssue>, ChainSummar
                     issue(
                         i,
                         Severity::Tamper,
-                        Kind::Reordered,
+                        Kind::Inserted,
                         format!(
                             "it is the item's first entry, yet entry {} comes before it: \
                              inserted or reordered",
