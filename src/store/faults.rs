@@ -183,6 +183,16 @@ impl<T: AuditStore + Clone> AuditStore for FaultStore<T> {
         self.inner.gaps().await
     }
 
+    async fn put_linked_entry(
+        &self,
+        entry: &AuditEntry,
+        link: &crate::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        self.fault(StoreOp::PutEntry, Some(&entry.sequence_number))
+            .await?;
+        self.inner.put_linked_entry(entry, link).await
+    }
+
     async fn item_predecessor(
         &self,
         table: &str,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::entry::{AuditEntry, Gap};
 use crate::proof::digest::SignedDigest;
-use crate::proof::Link;
+use crate::proof::{Hash, Link};
 use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
 use crate::store::layout::{encode_entry, entry_sort_key};
 use crate::store::{
@@ -137,6 +137,56 @@ impl MemoryStore {
         let before = m.len();
         m.retain(|_, s| s.entry.sequence_number != sequence_number);
         m.len() != before
+    }
+
+    /// Rewrites every stored entry without its `item_prev`, rehashing the
+    /// shard chains, as a daemon that predates the item chain wrote them;
+    /// returns how many entries it rewrote. Tests of trails written by
+    /// earlier versions.
+    pub fn strip_item_links(&self) -> usize {
+        let mut state = self.lock();
+        let mut stored: Vec<&mut Stored> = state
+            .entries
+            .values_mut()
+            .flat_map(|m| m.values_mut())
+            .filter(|s| s.place.is_none())
+            .collect();
+        stored.sort_by(|a, b| {
+            (&a.entry.stream_arn, &a.entry.shard_id)
+                .cmp(&(&b.entry.stream_arn, &b.entry.shard_id))
+                .then(cmp_sequence(
+                    &a.entry.sequence_number,
+                    &b.entry.sequence_number,
+                ))
+        });
+        // Rehashed in shard order: a leaf's hash commits to the one before.
+        let mut rehashed: HashMap<Hash, Hash> = HashMap::new();
+        let mut count = 0;
+        for s in stored {
+            s.entry.item_prev = None;
+            let Some(link) = s.link else { continue };
+            let prev = link.prev_hash.map(|p| *rehashed.get(&p).unwrap_or(&p));
+            let Ok(hash) = crate::proof::chain::hash_entry(&s.entry, prev.as_ref()) else {
+                continue;
+            };
+            rehashed.insert(link.hash, hash);
+            s.link = Some(Link {
+                prev_hash: prev,
+                hash,
+            });
+            count += 1;
+        }
+        // The checkpoints' chains end at the rewritten hashes.
+        for rows in state.shards.values_mut() {
+            for cp in rows.values_mut() {
+                if let Some(chain) = cp.chain.as_mut() {
+                    if let Some(h) = chain.last_hash.and_then(|h| rehashed.get(&h).copied()) {
+                        chain.last_hash = Some(h);
+                    }
+                }
+            }
+        }
+        count
     }
 
     pub fn entry_puts(&self) -> u64 {
