@@ -117,7 +117,7 @@ fn predecessor_of(item: &HashMap<String, DAttr>, sort_key: String) -> ItemPredec
         sequence_number: get_s(item, "sequence_number")
             .unwrap_or_default()
             .to_string(),
-        hash: get_s(item, "hash").and_then(crate::proof::chain::parse_hash),
+        hash: super::get_hash(item, "hash"),
         sort_key,
     }
 }
