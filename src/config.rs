@@ -56,6 +56,7 @@
 //! # public_key_file = "digest-key.pub.pem" # checks digests without the private key (serve, verify)
 //! # kms_key_id = "alias/ddb-audit-digests" # or a KMS ECC_NIST_P256 key signs (not both)
 //! digest_interval_secs = 60           # a digest per stream this often, also when idle
+//! item_cache_entries = 100000         # items whose newest entry the item chain keeps in memory
 //!
 //! [retention]
 //! days = 2555                         # entries expire (DynamoDB TTL) after this; unset: never
