@@ -88,6 +88,23 @@ impl ItemChains {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Remembers `entry`, hashed as `hash`, as its item's newest entry (what
+    /// a page's commit does); for benchmarks that fill the cache.
+    #[doc(hidden)]
+    pub fn remember_entry(&self, entry: &AuditEntry, hash: Hash) {
+        let label: Arc<str> = Arc::from(stream_label(&entry.stream_arn));
+        if let Some(place) = place_of(entry, &label) {
+            self.remember(
+                place.id,
+                Newest {
+                    label: place.label,
+                    sequence: place.sequence,
+                    hash,
+                },
+            );
+        }
+    }
+
     /// The cached predecessor of an entry at (`label`, `sequence`), if the
     /// cache knows the item and its newest entry comes before.
     fn cached(&self, id: &ItemId, label: &str, sequence: u128) -> Option<Newest> {
