@@ -244,17 +244,21 @@ pub async fn resolve_page<A: AuditStore>(
     let label: Arc<str> = Arc::from(stream_label(stream_arn));
     let places: Vec<Option<Place>> = entries.iter().map(|e| place_of(e, &label)).collect();
     let mut first: HashMap<ItemId, Option<Option<(String, Hash)>>> = HashMap::new();
-    let mut misses: Vec<&AuditEntry> = Vec::new();
+    let mut missed: std::collections::HashSet<ItemId> = std::collections::HashSet::new();
+    let mut misses: Vec<(ItemId, &AuditEntry)> = Vec::new();
     for (entry, place) in entries.iter().zip(&places) {
         let Some(place) = place else { continue };
-        if first.contains_key(&place.id) || misses.iter().any(|m| same_item(m, entry)) {
+        if first.contains_key(&place.id) || missed.contains(&place.id) {
             continue;
         }
         match chains.cached(&place.id, &place.label, place.sequence) {
             Some(n) => {
                 first.insert(place.id, Some(Some((n.sequence.to_string(), n.hash))));
             }
-            None => misses.push(entry),
+            None => {
+                missed.insert(place.id);
+                misses.push((place.id, entry));
+            }
         }
     }
     let reads = misses.len();
@@ -262,13 +266,12 @@ pub async fn resolve_page<A: AuditStore>(
     // compiler's higher-ranked Send check for spawned tasks.
     let reads_of: Vec<_> = misses
         .into_iter()
-        .map(|entry| async move {
+        .map(|(id, entry)| async move {
             let before = entry_sort_key(&entry.stream_arn, &entry.sequence_number);
             let found = retry(policy, abort, "Query(item's previous entry)", || {
                 store.item_predecessor(&entry.table, &entry.key, &before)
             })
             .await?;
-            let id = item_id(&entry.table, &canonical_key_json(&entry.key));
             // In the form the cache gives it, so a hit and a miss write the
             // same bytes.
             let canonical = |p: &crate::store::ItemPredecessor| {
@@ -290,10 +293,6 @@ pub async fn resolve_page<A: AuditStore>(
         linked: HashMap::new(),
         reads,
     })
-}
-
-fn same_item(a: &AuditEntry, b: &AuditEntry) -> bool {
-    a.table == b.table && canonical_key_json(&a.key) == canonical_key_json(&b.key)
 }
 
 #[cfg(test)]
