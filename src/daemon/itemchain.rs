@@ -161,13 +161,16 @@ fn item_id(table: &str, canonical_key: &str) -> ItemId {
     id
 }
 
+/// What an item's first entry in a page follows: `None`, nothing (the item
+/// has no stream entry before it); `Some(None)`, an entry stored without a
+/// hash (nothing can link to it); else that entry's sequence number and hash.
+type Found = Option<Option<(String, Hash)>>;
+
 /// What one page's entries link to, resolved before they are hashed.
 pub struct PageLinks {
     places: Vec<Option<Place>>,
-    /// Per item: the predecessor of its first entry in the page (`None`:
-    /// the item has no stream entry before; `Some(None)`: it has one that
-    /// nothing can link to).
-    first: HashMap<ItemId, Option<Option<(String, Hash)>>>,
+    /// Per item: what its first entry in the page follows.
+    first: HashMap<ItemId, Found>,
     /// Per item: its newest entry linked so far in this page.
     linked: HashMap<ItemId, (u128, Hash)>,
     /// Reads the store answered for this page.
@@ -243,7 +246,7 @@ pub async fn resolve_page<A: AuditStore>(
 ) -> Result<PageLinks, Retried<StoreError>> {
     let label: Arc<str> = Arc::from(stream_label(stream_arn));
     let places: Vec<Option<Place>> = entries.iter().map(|e| place_of(e, &label)).collect();
-    let mut first: HashMap<ItemId, Option<Option<(String, Hash)>>> = HashMap::new();
+    let mut first: HashMap<ItemId, Found> = HashMap::new();
     let mut missed: std::collections::HashSet<ItemId> = std::collections::HashSet::new();
     let mut misses: Vec<(ItemId, &AuditEntry)> = Vec::new();
     for (entry, place) in entries.iter().zip(&places) {
@@ -282,7 +285,7 @@ pub async fn resolve_page<A: AuditStore>(
             Ok::<_, Retried<StoreError>>((id, found.map(|p| p.hash.map(|h| (canonical(&p), h)))))
         })
         .collect();
-    let found: Vec<(ItemId, Option<Option<(String, Hash)>>)> = futures_util::stream::iter(reads_of)
+    let found: Vec<(ItemId, Found)> = futures_util::stream::iter(reads_of)
         .buffer_unordered(READ_CONCURRENCY)
         .try_collect()
         .await?;
