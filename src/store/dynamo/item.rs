@@ -508,9 +508,9 @@ mod tests {
                 items.head.keys()
             );
         }
-        // The chain's two hex hashes are counted: 4 + 64 and 9 + 64 bytes.
+        // The chain's two hashes are counted, as raw bytes: 4 + 32 and 9 + 32.
         let unchained = write_cost(&e, None, true).unwrap();
-        assert_eq!(cost.item_bytes - unchained.item_bytes, 4 + 64 + 9 + 64);
+        assert_eq!(cost.item_bytes - unchained.item_bytes, 4 + 32 + 9 + 32);
         // TTL: 10 + 6 bytes.
         let no_ttl = write_cost(&e, Some(&link()), false).unwrap();
         assert_eq!(cost.item_bytes - no_ttl.item_bytes, "expires_at".len() + 6);
