@@ -809,6 +809,8 @@ fn check_item_chain_of(
     let mut index = Vec::new();
     let mut chain = Vec::new();
     let mut snapshots = 0;
+    let now = chrono::Utc::now();
+    let mut before: Option<&BundleEntry> = None;
     for (i, e) in bundle.entries.iter().enumerate() {
         if !seen.insert(e.hash.as_str()) {
             continue;
@@ -820,11 +822,27 @@ fn check_item_chain_of(
             snapshots += 1;
             continue;
         }
-        // A digest under a retention policy: the item's earlier entries
-        // may be gone by policy, not by tampering.
-        let may_have_expired = digests
+        // Under a retention policy (the digest states it) the entry this
+        // one follows may be gone by policy, not by tampering: before the
+        // bundle's first entry, always; between two entries, only if the
+        // older of them is past its own expiry (TTL deletes late and in no
+        // order, so a younger neighbour may go first); else the hole is a
+        // deletion.
+        let retention = digests
             .get(&(e.stream_arn.as_str(), e.digest_number))
-            .is_none_or(|d| d.retention_days.is_some());
+            .map_or(Some(0), |d| d.retention_days);
+        let may_have_expired = match (retention, before) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(days), Some(older)) => older.entry["event_time"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| {
+                    now - t.with_timezone(&chrono::Utc)
+                        > chrono::Duration::days(i64::try_from(days).unwrap_or(i64::MAX))
+                }),
+        };
+        before = Some(e);
         index.push(i);
         chain.push(ChainEntry {
             hash: e.hash.clone(),
