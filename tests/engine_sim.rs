@@ -417,7 +417,8 @@ async fn item_chain_findings(store: &MemoryStore) -> Vec<ddb_audit::proof::verif
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_item_chain_survives_a_crash_and_a_rotation_and_verify_finds_a_deleted_entry() {
+async fn the_item_chain_survives_a_crash_and_a_rotation_and_verify_finds_a_reordered_or_deleted_entry(
+) {
     use ddb_audit::proof::verify::{Kind, Severity};
     let sim = sim();
     let store = MemoryStore::new();
@@ -480,6 +481,30 @@ async fn the_item_chain_survives_a_crash_and_a_rotation_and_verify_finds_a_delet
     );
     assert!(item_chain_findings(&store).await.is_empty());
     assert_eq!(verify(&sim, &store, TABLE).await.unwrap(), 40);
+
+    // Someone with write access swaps versions 1 and 2 of item 5 in place:
+    // the item chain finds them out of order.
+    let five = store.history(TABLE, &key(5)).await.unwrap();
+    assert!(store.tamper_swap_entries(
+        TABLE,
+        &key(5),
+        &five[1].sequence_number,
+        &five[2].sequence_number
+    ));
+    let found = item_chain_findings(&store).await;
+    assert!(
+        found.iter().any(|f| f.severity == Severity::Tamper
+            && f.kind == Kind::Reordered
+            && f.sequence_number.as_deref() == Some(five[1].sequence_number.as_str())),
+        "{found:#?}"
+    );
+    assert!(store.tamper_swap_entries(
+        TABLE,
+        &key(5),
+        &five[1].sequence_number,
+        &five[2].sequence_number
+    ));
+    assert!(item_chain_findings(&store).await.is_empty());
 
     // Someone with write access removes version 2 of item 3: the entry
     // after it (across the rotation) names what is missing.

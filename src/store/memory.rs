@@ -139,6 +139,39 @@ impl MemoryStore {
         m.len() != before
     }
 
+    /// Swaps what two stored entries of one item hold (their changes, item
+    /// links and chain links), each keeping its place (sort key and
+    /// sequence number), as an edit of the audit table that reorders the
+    /// item's history would. Tests of what `verify` finds.
+    pub fn tamper_swap_entries(&self, table: &str, key: &Item, a: &str, b: &str) -> bool {
+        let mut state = self.lock();
+        let Some(m) = state
+            .entries
+            .get_mut(&(table.to_string(), canonical_key(key)))
+        else {
+            return false;
+        };
+        let find = |m: &BTreeMap<String, Stored>, seq: &str| {
+            m.iter()
+                .find(|(_, s)| s.entry.sequence_number == seq)
+                .map(|(k, _)| k.clone())
+        };
+        let (Some(ka), Some(kb)) = (find(m, a), find(m, b)) else {
+            return false;
+        };
+        let (Some(sa), Some(sb)) = (m.get(&ka).cloned(), m.get(&kb).cloned()) else {
+            return false;
+        };
+        for (slot, from) in [(&ka, &sb), (&kb, &sa)] {
+            if let Some(s) = m.get_mut(slot) {
+                s.entry.changes = from.entry.changes.clone();
+                s.entry.item_prev = from.entry.item_prev.clone();
+                s.link = from.link;
+            }
+        }
+        true
+    }
+
     /// Rewrites every stored entry without its `item_prev`, rehashing the
     /// shard chains, as a daemon that predates the item chain wrote them;
     /// returns how many entries it rewrote. Tests of trails written by
