@@ -99,7 +99,7 @@ fn cache_memory(items: usize) -> (u64, usize) {
     for i in 0..items {
         e.key = [("pk".to_string(), AttrValue::S(format!("order-{i:010}")))].into();
         e.sequence_number = format!("{}", 110_000_000_001_745_442_301u128 + i as u128);
-        chains.remember_entry(&e, [i as u8; 32]);
+        chains.remember_entry(&e, [i as u8; 32], 1);
     }
     let after = rss_bytes();
     let len = chains.len();

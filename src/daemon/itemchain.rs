@@ -42,6 +42,8 @@ struct Newest {
     label: Arc<str>,
     sequence: u128,
     hash: Hash,
+    /// The shard task run that wrote it (see [`ItemChains::next_run`]).
+    run: u64,
 }
 
 impl Newest {
@@ -57,6 +59,7 @@ impl Newest {
 pub struct ItemChains {
     cache: Mutex<lru::LruCache<ItemId, Newest>>,
     capacity: usize,
+    runs: std::sync::atomic::AtomicU64,
 }
 
 impl ItemChains {
@@ -67,7 +70,18 @@ impl ItemChains {
                 NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
             )),
             capacity,
+            runs: std::sync::atomic::AtomicU64::new(1),
         }
+    }
+
+    /// A new shard task run's number. A cached entry answers only for the
+    /// run that wrote it: one run reads its shard's records in order from
+    /// its start, so it has seen every entry of the item since; another
+    /// run (a child shard, a restart from a checkpoint another replica
+    /// saved) may start past entries this process never saw, and asks the
+    /// store instead. Per item, one read per shard, not per change.
+    pub fn next_run(&self) -> u64 {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn capacity(&self) -> usize {
@@ -91,7 +105,7 @@ impl ItemChains {
     /// Remembers `entry`, hashed as `hash`, as its item's newest entry (what
     /// a page's commit does); for benchmarks that fill the cache.
     #[doc(hidden)]
-    pub fn remember_entry(&self, entry: &AuditEntry, hash: Hash) {
+    pub fn remember_entry(&self, entry: &AuditEntry, hash: Hash, run: u64) {
         let label: Arc<str> = Arc::from(stream_label(&entry.stream_arn));
         if let Some(place) = place_of(entry, &label) {
             self.remember(
@@ -100,6 +114,7 @@ impl ItemChains {
                     label: place.label,
                     sequence: place.sequence,
                     hash,
+                    run,
                 },
             );
         }
@@ -107,11 +122,11 @@ impl ItemChains {
 
     /// The cached predecessor of an entry at (`label`, `sequence`), if the
     /// cache knows the item and its newest entry comes before.
-    fn cached(&self, id: &ItemId, label: &str, sequence: u128) -> Option<Newest> {
+    fn cached(&self, id: &ItemId, label: &str, sequence: u128, run: u64) -> Option<Newest> {
         let mut cache = self.lock();
         cache
             .get(id)
-            .filter(|n| n.is_before(label, sequence))
+            .filter(|n| n.run == run && n.is_before(label, sequence))
             .cloned()
     }
 
@@ -175,6 +190,7 @@ pub struct PageLinks {
     linked: HashMap<ItemId, (u128, Hash)>,
     /// Reads the store answered for this page.
     pub reads: usize,
+    run: u64,
 }
 
 impl PageLinks {
@@ -226,6 +242,7 @@ impl PageLinks {
                         label: label.clone(),
                         sequence,
                         hash,
+                        run: self.run,
                     },
                 );
             }
@@ -241,6 +258,7 @@ pub async fn resolve_page<A: AuditStore>(
     store: &A,
     policy: RetryPolicy,
     abort: &tokio_util::sync::CancellationToken,
+    run: u64,
     stream_arn: &str,
     entries: &[AuditEntry],
 ) -> Result<PageLinks, Retried<StoreError>> {
@@ -254,7 +272,7 @@ pub async fn resolve_page<A: AuditStore>(
         if first.contains_key(&place.id) || missed.contains(&place.id) {
             continue;
         }
-        match chains.cached(&place.id, &place.label, place.sequence) {
+        match chains.cached(&place.id, &place.label, place.sequence, run) {
             Some(n) => {
                 first.insert(place.id, Some(Some((n.sequence.to_string(), n.hash))));
             }
@@ -295,6 +313,7 @@ pub async fn resolve_page<A: AuditStore>(
         first,
         linked: HashMap::new(),
         reads,
+        run,
     })
 }
 
@@ -307,6 +326,7 @@ mod tests {
             label: Arc::from(label),
             sequence,
             hash: [1; 32],
+            run: 7,
         }
     }
 
@@ -316,13 +336,21 @@ mod tests {
         let id = item_id("orders", "{\"pk\":{\"S\":\"a\"}}");
         chains.remember(id, newest("L2", 500));
         // A replayed earlier entry finds no predecessor in the cache.
-        assert!(chains.cached(&id, "L2", 400).is_none());
-        assert!(chains.cached(&id, "L2", 500).is_none());
-        assert_eq!(chains.cached(&id, "L2", 501).map(|n| n.sequence), Some(500));
+        assert!(chains.cached(&id, "L2", 400, 7).is_none());
+        assert!(chains.cached(&id, "L2", 500, 7).is_none());
+        assert_eq!(
+            chains.cached(&id, "L2", 501, 7).map(|n| n.sequence),
+            Some(500)
+        );
         // A later stream's label sorts after.
-        assert!(chains.cached(&id, "L3", 1).is_some());
+        assert!(chains.cached(&id, "L3", 1, 7).is_some());
+        // Another run (a child shard, a restart) asks the store.
+        assert!(chains.cached(&id, "L2", 501, 8).is_none());
         chains.remember(id, newest("L2", 300));
-        assert_eq!(chains.cached(&id, "L2", 900).map(|n| n.sequence), Some(500));
+        assert_eq!(
+            chains.cached(&id, "L2", 900, 7).map(|n| n.sequence),
+            Some(500)
+        );
     }
 
     #[test]
@@ -332,7 +360,7 @@ mod tests {
             chains.remember([i; 16], newest("L", 1));
         }
         assert_eq!(chains.len(), 2);
-        assert!(chains.cached(&[0; 16], "L", 2).is_none());
-        assert!(chains.cached(&[4; 16], "L", 2).is_some());
+        assert!(chains.cached(&[0; 16], "L", 2, 7).is_none());
+        assert!(chains.cached(&[4; 16], "L", 2, 7).is_some());
     }
 }

@@ -186,6 +186,8 @@ struct ShardReader<S, C, A> {
     continues_lineage: bool,
     lineage_tail: Option<LineageTail>,
     saved: SavedCheckpoint,
+    /// This run's number for the item chain's cache.
+    item_run: u64,
 }
 
 impl<S, C, A> ShardReader<S, C, A>
@@ -204,6 +206,7 @@ where
         shutdown: Shutdown,
     ) -> Self {
         let pacer = Pacer::per_second(engine.settings.polling.get_records_per_shard_per_sec);
+        let item_run = engine.items.next_run();
         let checkpoint = checkpoint.unwrap_or_else(|| {
             ShardCheckpoint::fresh(
                 &table,
@@ -224,6 +227,7 @@ where
             continues_lineage: false,
             lineage_tail: None,
             saved,
+            item_run,
         }
     }
 
@@ -574,6 +578,7 @@ where
             &engine.audit,
             engine.settings.retry_policy(),
             &self.shutdown.abort,
+            self.item_run,
             &self.stream_arn,
             &entries,
         )
