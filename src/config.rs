@@ -185,12 +185,12 @@ pub struct Proof {
     /// changes (a heartbeat), plus a final one on a graceful stop.
     pub digest_interval_secs: u64,
     /// Items whose newest entry the daemon keeps in memory for the item
-    /// chain (least recently changed first out; about 120 bytes each). An
+    /// chain (least recently changed first out; about 130 bytes each). An
     /// item not in it costs one strongly consistent read on its next change.
     pub item_cache_entries: usize,
 }
 
-/// The default of `[proof] item_cache_entries`: ~12 MB, and a hit on every
+/// The default of `[proof] item_cache_entries`: ~13 MB, and a hit on every
 /// change of an item changed again within the last 100,000 items changed.
 pub const DEFAULT_ITEM_CACHE_ENTRIES: usize = 100_000;
 
