@@ -10,6 +10,8 @@
 #      100,000-entry trail in moto (entries/s, peak RSS).
 #   6. the read side on a 100,000-entry trail: Query calls and items read per
 #      question, snapshot items/s, write units per entry.
+#   7. the item chain: reads per change on a cache hit and a miss, the
+#      cache's memory at 1,000,000 items, verify-bundle on a 10,000-entry item.
 # Results (text + JSON) in $TARGET_DIR/bench-results/. See BENCHMARKS.md.
 # BENCH_QUICK=1: smoke mode (every bench once, tiny workloads), for CI.
 set -euo pipefail
@@ -39,7 +41,7 @@ wait "$build"
 echo "emulator: moto $($PY -c 'from importlib.metadata import version as v; print(v("moto"), "under waitress", v("waitress"))')" \
   | tee -a "$OUT/machine.txt"
 
-stamp "1/6 diff + entry encoding (criterion)"
+stamp "1/7 diff + entry encoding (criterion)"
 if [[ -n $QUICK ]]; then
   $CARGO bench --locked --bench diff -- --test | tee "$OUT/diff.txt"
 else
@@ -47,23 +49,26 @@ else
   $PY benches/criterion_table.py "$TARGET_DIR" | tee "$OUT/diff.txt"
 fi
 
-stamp "2/6 pipeline (simulator, in-memory stores) and idle-shard RSS"
+stamp "2/7 pipeline (simulator, in-memory stores) and idle-shard RSS"
 $CARGO bench --locked --bench pipeline -- ${QUICK:+--quick} | tee "$OUT/pipeline.txt"
 
-stamp "3/6 end to end against moto: ddb-audit vs the naive poller"
+stamp "3/7 end to end against moto: ddb-audit vs the naive poller"
 $PY benches/e2e/run.py --bin "$TARGET_DIR/release/ddb-audit" --out "$OUT/e2e.json" ${QUICK:+--quick} \
   | tee "$OUT/e2e.txt"
 
-stamp "4/6 serve: API latency, RSS and the page in Chromium, against moto"
+stamp "4/7 serve: API latency, RSS and the page in Chromium, against moto"
 $PY benches/serve_api.py --bin "$TARGET_DIR/release/ddb-audit" --out "$OUT/serve.json" ${QUICK:+--quick} \
   | tee "$OUT/serve.txt"
 
-stamp "5/6 proof: CPU (criterion), chain cost, digests per hour, verify on 100,000 entries"
+stamp "5/7 proof: CPU (criterion), chain cost, digests per hour, verify on 100,000 entries"
 $CARGO bench --locked --bench proof -- ${QUICK:+--test} 2>&1 | tee "$OUT/proof.txt"
 $CARGO bench --locked --bench proof_trail -- ${QUICK:+--quick} --out "$OUT/proof_trail.json" \
   | tee "$OUT/proof_trail.txt"
 
-stamp "6/6 read side on a 100,000-entry trail, against moto"
+stamp "6/7 read side on a 100,000-entry trail, against moto"
 $CARGO bench --locked --bench read_trail -- ${QUICK:+--quick} | tee "$OUT/read_trail.txt"
+
+stamp "7/7 item chain: reads per change, cache memory, verify-bundle on 10,000 entries"
+$CARGO bench --locked --bench item_chain -- ${QUICK:+--quick} | tee "$OUT/item_chain.txt"
 
 stamp "done; results in $OUT"

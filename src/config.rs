@@ -62,6 +62,7 @@
 //! # public_key_file = "digest-key.pub.pem" # checks digests without the private key (serve, verify)
 //! # kms_key_id = "alias/ddb-audit-digests" # or a KMS ECC_NIST_P256 key signs (not both)
 //! digest_interval_secs = 60           # a digest per stream this often, also when idle
+//! item_cache_entries = 100000         # items whose newest entry the item chain keeps in memory
 //!
 //! [retention]
 //! days = 2555                         # entries expire (DynamoDB TTL) after this; unset: never
@@ -227,7 +228,15 @@ pub struct Proof {
     /// Seconds between two digests of a stream, written also while nothing
     /// changes (a heartbeat), plus a final one on a graceful stop.
     pub digest_interval_secs: u64,
+    /// Items whose newest entry the daemon keeps in memory for the item
+    /// chain (least recently changed first out; about 130 bytes each). An
+    /// item not in it costs one strongly consistent read on its next change.
+    pub item_cache_entries: usize,
 }
+
+/// The default of `[proof] item_cache_entries`: ~13 MB, and a hit on every
+/// change of an item changed again within the last 100,000 items changed.
+pub const DEFAULT_ITEM_CACHE_ENTRIES: usize = 100_000;
 
 impl Default for Proof {
     fn default() -> Self {
@@ -236,6 +245,7 @@ impl Default for Proof {
             public_key_file: None,
             kms_key_id: None,
             digest_interval_secs: 60,
+            item_cache_entries: DEFAULT_ITEM_CACHE_ENTRIES,
         }
     }
 }
@@ -754,6 +764,13 @@ impl Config {
             1,
             86_400,
             "seconds",
+        )?;
+        in_range(
+            "proof.item_cache_entries",
+            self.proof.item_cache_entries as u64,
+            1,
+            100_000_000,
+            "items",
         )?;
         if let Some(days) = self.retention.days {
             in_range("retention.days", days, 1, 36_500, "days")?;

@@ -120,9 +120,40 @@ pub struct AuditEntry {
     /// A SNAPSHOT entry only: when the item was read (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_time: Option<String>,
+    /// The item chain (proof format §2a): `None` (absent from the JSON) on
+    /// entries written before it existed and on SNAPSHOT entries;
+    /// `Some(None)` (`null`) on the item's first stream entry; else the
+    /// item's previous stream entry. Part of the stored JSON, so the leaf
+    /// hash commits to it and verifiers that predate it still hash right.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub item_prev: Option<Option<ItemPrev>>,
     /// Where the record came from; kept in the store beside the JSON, not in it.
     #[serde(skip)]
     pub stream_arn: String,
+}
+
+/// The item's previous stream entry, as an entry names it (`item_prev`):
+/// its leaf hash, which the chain checks, and its sequence number, which
+/// says to a reader which entry is missing when the hash is not found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemPrev {
+    pub hash: String,
+    pub sequence_number: String,
+}
+
+/// A member that is present deserializes to `Some`, even when `null`, so
+/// `"item_prev": null` (the item's first entry) stays apart from a missing
+/// member (an entry that predates the item chain).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -150,6 +181,7 @@ impl AuditEntry {
             raw: None,
             correlation: None,
             snapshot_time: None,
+            item_prev: None,
             stream_arn: format!("arn:aws:dynamodb:us-east-1:1:table/{table}/stream/L"),
         }
     }
@@ -398,6 +430,7 @@ pub fn build_entry(
         raw: None,
         correlation: None,
         snapshot_time: None,
+        item_prev: None,
         stream_arn: stream_arn.to_string(),
     };
     let images = match record.event_name.as_str() {

@@ -127,6 +127,9 @@ pub fn snapshot_entry(
             })
         }),
         snapshot_time: Some(read_at.to_string()),
+        // Outside the item chain (proof format §2a): a baseline sorts
+        // before the stream entries it may be written after.
+        item_prev: None,
         stream_arn: snapshot_stream_arn(table, run_id),
     }
 }

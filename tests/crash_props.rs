@@ -299,7 +299,23 @@ async fn prove_chain(
     let token = tokio_util::sync::CancellationToken::new();
     writer.round(true, &token, &token).await;
     let mut chained = 0;
-    for ev in memory.proof_evidence() {
+    let evidence = memory.proof_evidence();
+    // Every item's chain, across shards, crashes and replays: the replayed
+    // entries must have been written with the links they had.
+    let broken: Vec<String> = ddb_audit::proof::verify::items::verify_item_chains(&evidence)
+        .into_iter()
+        .filter(|f| f.severity != Severity::Info)
+        .map(|f| {
+            format!(
+                "{:?} {:?} {:?}: {}",
+                f.kind, f.key, f.sequence_number, f.message
+            )
+        })
+        .collect();
+    if !broken.is_empty() {
+        return Err(format!("an item chain does not verify: {broken:#?}"));
+    }
+    for ev in evidence {
         let report = verify_stream(
             &ev,
             &VerifyOptions {

@@ -391,3 +391,182 @@ async fn the_composed_daemon_audits_every_change_and_signs_where_the_trail_ends(
     let document: serde_json::Value = serde_json::from_str(&newest.digest).unwrap();
     assert_eq!(document["final"], serde_json::json!(true));
 }
+
+/// The findings of `verify` on the memory store that come from the item
+/// chain (there are no digests here: those findings are left aside).
+async fn item_chain_findings(store: &MemoryStore) -> Vec<ddb_audit::proof::verify::Finding> {
+    use ddb_audit::read::verify::{verify_trail, VerifyRequest};
+    let outcome = verify_trail(
+        store,
+        &VerifyRequest {
+            tables: None,
+            since: None,
+            public_key: None,
+            state_file: None,
+            interval_secs: 60,
+        },
+        |_| {},
+    )
+    .await
+    .expect("verify");
+    outcome
+        .findings
+        .into_iter()
+        .filter(|f| f.message.contains("item chain"))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_item_chain_survives_a_crash_and_a_rotation_and_verify_finds_a_reordered_or_deleted_entry(
+) {
+    use ddb_audit::proof::verify::{Kind, Severity};
+    let sim = sim();
+    let store = MemoryStore::new();
+    let faulty = FaultStore::new(store.clone(), 1);
+    let daemon = start(sim.clone(), &faulty, settings(), &[TABLE]);
+    run_for(Duration::from_secs(1)).await;
+    for id in 0..10 {
+        sim.put(TABLE, item(id, 0, "alice")).unwrap();
+    }
+    run_for(Duration::from_secs(2)).await;
+    // Written, never checkpointed: the restart reads them again, with an
+    // empty cache, and must write the very same bytes.
+    faulty.add(StoreFault::error(
+        StoreOp::SaveShard,
+        StoreError::Other("injected checkpoint failure".into()),
+    ));
+    for v in 1..3 {
+        for id in 0..10 {
+            sim.put(TABLE, item(id, v, "alice")).unwrap();
+        }
+    }
+    run_for(Duration::from_secs(2)).await;
+    daemon.crash().await;
+    let before_crash = store.all_entries();
+    assert_eq!(before_crash.len(), 30);
+    assert!(before_crash.iter().all(|e| e.item_prev.is_some()));
+
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    run_for(Duration::from_secs(3)).await;
+    let shard = sim.open_shards(TABLE).unwrap().remove(0);
+    sim.rotate_shard(&shard).unwrap();
+    for id in 0..10 {
+        sim.put(TABLE, item(id, 3, "bob")).unwrap();
+    }
+    run_for(Duration::from_secs(5)).await;
+    daemon.stop().await;
+    assert_eq!(
+        store.duplicate_puts(),
+        20,
+        "the replayed page was recognised"
+    );
+    let after = store.all_entries();
+    assert_eq!(after.len(), 40);
+    for e in &before_crash {
+        assert!(after.contains(e), "replayed differently: {e:?}");
+    }
+    // The first entry of each item is its chain's start; after the
+    // rotation, each links to its version 2 in the parent shard.
+    let history = store.history(TABLE, &key(3)).await.unwrap();
+    assert_eq!(history[0].item_prev, Some(None));
+    assert_ne!(history[3].shard_id, history[2].shard_id);
+    assert_eq!(
+        history[3]
+            .item_prev
+            .clone()
+            .flatten()
+            .unwrap()
+            .sequence_number,
+        history[2].sequence_number
+    );
+    assert!(item_chain_findings(&store).await.is_empty());
+    assert_eq!(verify(&sim, &store, TABLE).await.unwrap(), 40);
+
+    // Someone with write access swaps versions 1 and 2 of item 5 in place:
+    // the item chain finds them out of order.
+    let five = store.history(TABLE, &key(5)).await.unwrap();
+    assert!(store.tamper_swap_entries(
+        TABLE,
+        &key(5),
+        &five[1].sequence_number,
+        &five[2].sequence_number
+    ));
+    let found = item_chain_findings(&store).await;
+    assert!(
+        found.iter().any(|f| f.severity == Severity::Tamper
+            && f.kind == Kind::Reordered
+            && f.sequence_number.as_deref() == Some(five[1].sequence_number.as_str())),
+        "{found:#?}"
+    );
+    assert!(store.tamper_swap_entries(
+        TABLE,
+        &key(5),
+        &five[1].sequence_number,
+        &five[2].sequence_number
+    ));
+    assert!(item_chain_findings(&store).await.is_empty());
+
+    // Someone with write access removes version 2 of item 3: the entry
+    // after it (across the rotation) names what is missing.
+    assert!(store.tamper_delete_entry(TABLE, &key(3), &history[2].sequence_number));
+    let found = item_chain_findings(&store).await;
+    assert!(
+        found.iter().any(|f| f.severity == Severity::Tamper
+            && f.kind == Kind::Deleted
+            && f.sequence_number.as_deref() == Some(history[3].sequence_number.as_str())
+            && f.message.contains(&history[2].sequence_number)),
+        "{found:#?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trail_written_before_the_item_chain_still_verifies_and_later_changes_link_to_it() {
+    use ddb_audit::proof::verify::Severity;
+    let sim = sim();
+    let store = MemoryStore::new();
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    for v in 0..2 {
+        for id in 0..5 {
+            sim.put(TABLE, item(id, v, "alice")).unwrap();
+        }
+    }
+    run_for(Duration::from_secs(3)).await;
+    daemon.stop().await;
+    // As the previous version wrote them: no `item_prev` at all.
+    let legacy = store.strip_item_links();
+    assert_eq!(legacy, 10);
+    // One note for the table's unlinked prefixes, nothing else.
+    let found = item_chain_findings(&store).await;
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].severity, Severity::Info);
+    assert!(
+        found[0].message.contains("10 entries of 5 items"),
+        "{found:#?}"
+    );
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    for id in 0..5 {
+        sim.put(TABLE, item(id, 2, "bob")).unwrap();
+    }
+    run_for(Duration::from_secs(3)).await;
+    daemon.stop().await;
+    let history = store.history(TABLE, &key(1)).await.unwrap();
+    assert_eq!(history.len(), 3);
+    assert!(history[1].item_prev.is_none());
+    // The first linked entry says where its chain starts: after the newest
+    // unlinked one.
+    assert_eq!(
+        history[2]
+            .item_prev
+            .clone()
+            .flatten()
+            .unwrap()
+            .sequence_number,
+        history[1].sequence_number
+    );
+    let found = item_chain_findings(&store).await;
+    assert!(
+        found.iter().all(|f| f.severity != Severity::Tamper),
+        "{found:#?}"
+    );
+    assert_eq!(verify(&sim, &store, TABLE).await.unwrap(), 15);
+}

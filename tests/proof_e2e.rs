@@ -533,6 +533,20 @@ async fn verify_finds_every_kind_of_tampering_and_bundles_prove_offline() {
         },
         &["bundle_header", "holds 5 entries"],
     );
+    // A deletion from the middle, the header rewritten to match: the item
+    // chain names the missing entry.
+    doctor(
+        "deleted.json",
+        &|b| {
+            let mut list = entries(b);
+            let gone = list.remove(3);
+            b["span"]["entries"] = json!(list.len());
+            b["entries"] = json!(list);
+            assert!(gone["entry"]["sequence_number"].is_string());
+        },
+        &["deleted", "bundle entry 4", "item chain"],
+    );
+    assert!(stdout.contains("none missing"), "{stdout}");
     // A flipped signature bit names its stream in --json.
     let mut flipped = b.clone();
     let sig = flipped["digests"][0]["signature"]

@@ -889,6 +889,103 @@ where
     assert_eq!(segments, [zero]);
 }
 
+/// The item chain's read on a cache miss: the item's newest *stream* entry
+/// strictly before a sort key, across streams, past an oversize entry's
+/// parts, never a SNAPSHOT entry, with its stored hash.
+async fn the_item_predecessor_is_the_newest_stream_entry_strictly_before<T>(store: &T)
+where
+    T: AuditStore + SnapshotStore,
+{
+    use ddb_audit::store::layout::entry_sort_key;
+    let k = key(AttrValue::S("chained".into()));
+    let before = |arn: &str, seq: &str| entry_sort_key(arn, seq);
+    assert_eq!(
+        store
+            .item_predecessor("orders", &k, &before(ARN2, "500"))
+            .await
+            .unwrap(),
+        None
+    );
+    // A SNAPSHOT entry sorts before every stream entry but is no
+    // predecessor: it may be written after the stream entries it precedes.
+    let snap = AuditEntry {
+        event: "SNAPSHOT".into(),
+        sequence_number: String::new(),
+        shard_id: String::new(),
+        stream_arn: snapshot_stream_arn("orders", "r1"),
+        ..entry(k.clone(), ARN1, "1", "s")
+    };
+    let mut segment = ChainState::continuing(None);
+    let link = segment.link_entry(&snap).unwrap();
+    store.put_snapshot_entry(&snap, &link, 0, 1).await.unwrap();
+    assert_eq!(
+        store
+            .item_predecessor("orders", &k, &before(ARN1, "990"))
+            .await
+            .unwrap(),
+        None
+    );
+    let mut chain = ChainState::continuing(None);
+    let mut hashes = Vec::new();
+    for (arn, seq, value) in [
+        (ARN1, "990", "a".to_string()),
+        (ARN2, "99", "b".to_string()),
+        // Oversize: its parts sort between its head and the next entry.
+        (ARN2, "150", "é".repeat(200_000)),
+        (ARN2, "160", "c".to_string()),
+    ] {
+        let e = entry(k.clone(), arn, seq, &value);
+        let link = chain.link_entry(&e).unwrap();
+        store.put_linked_entry(&e, &link).await.unwrap();
+        hashes.push(link.hash);
+    }
+    let found = |arn: &'static str, seq: &'static str| {
+        let sk = before(arn, seq);
+        let k = k.clone();
+        async move {
+            store
+                .item_predecessor("orders", &k, &sk)
+                .await
+                .unwrap()
+                .map(|p| (p.sequence_number, p.hash))
+        }
+    };
+    // Across streams: the newer stream's first entry follows the older's last.
+    assert_eq!(
+        found(ARN2, "99").await,
+        Some(("990".into(), Some(hashes[0])))
+    );
+    assert_eq!(
+        found(ARN2, "150").await,
+        Some(("99".into(), Some(hashes[1])))
+    );
+    assert_eq!(
+        found(ARN2, "160").await,
+        Some(("150".into(), Some(hashes[2])))
+    );
+    // Strictly before, whatever was written after (a replay).
+    assert_eq!(
+        found(ARN2, "155").await,
+        Some(("150".into(), Some(hashes[2])))
+    );
+    assert_eq!(
+        found(ARN2, "900").await,
+        Some(("160".into(), Some(hashes[3])))
+    );
+    // Another item's entries are not this one's.
+    assert_eq!(
+        store
+            .item_predecessor(
+                "orders",
+                &key(AttrValue::S("other".into())),
+                &before(ARN2, "900")
+            )
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 /// Every body, each on a fresh store from `fresh`.
 async fn conformance<T, F, Fut>(fresh: F)
 where
@@ -922,6 +1019,8 @@ where
     a_chained_trail_reads_back_as_intact_evidence(&s).await;
     let s = fresh("snapshot").await;
     a_snapshot_run_reads_each_item_once_and_resumes_from_its_rows(&s).await;
+    let s = fresh("itemprev").await;
+    the_item_predecessor_is_the_newest_stream_entry_strictly_before(&s).await;
 }
 
 #[tokio::test]

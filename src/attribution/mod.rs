@@ -105,6 +105,17 @@ impl<A: crate::store::AuditStore> crate::store::AuditStore for Watched<A> {
     async fn gaps(&self) -> crate::store::StoreResult<Vec<crate::entry::Gap>> {
         self.inner.gaps().await
     }
+
+    async fn item_predecessor(
+        &self,
+        table: &str,
+        key: &crate::value::Item,
+        before_sort_key: &str,
+    ) -> crate::store::StoreResult<Option<crate::store::ItemPredecessor>> {
+        self.inner
+            .item_predecessor(table, key, before_sort_key)
+            .await
+    }
 }
 
 /// Starts the CloudTrail reader when `[attribution.cloudtrail]` is set (as

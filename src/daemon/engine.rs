@@ -26,6 +26,18 @@ pub struct Settings {
     pub redactions: crate::redact::Redactions,
     /// `[discovery] home_region`: where a Global Table is audited.
     pub home_region: Option<String>,
+    /// `[proof] item_cache_entries`: the item chain's cache, in items.
+    pub item_cache_entries: ItemCacheEntries,
+}
+
+/// The item chain cache's capacity in items; its default is the config's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemCacheEntries(pub usize);
+
+impl Default for ItemCacheEntries {
+    fn default() -> Self {
+        ItemCacheEntries(crate::config::DEFAULT_ITEM_CACHE_ENTRIES)
+    }
 }
 
 impl Settings {
@@ -37,6 +49,7 @@ impl Settings {
             jitter_seed: None,
             redactions: crate::redact::Redactions::default(),
             home_region: config.discovery.home_region.clone(),
+            item_cache_entries: ItemCacheEntries(config.proof.item_cache_entries),
         }
     }
 
@@ -60,6 +73,8 @@ pub struct Engine<S, C, A> {
     /// Every table read since the start (found by a pattern included): the
     /// digest task signs where each one's trail ends.
     pub read_tables: TableSet,
+    /// Each recently changed item's newest entry, for the item chain.
+    pub items: crate::daemon::itemchain::ItemChains,
 }
 
 /// A set of table names shared between tasks (the supervisor adds, the
@@ -101,10 +116,11 @@ impl<S: StreamApi, C: CheckpointStore, A: AuditStore> Engine<S, C, A> {
             stream,
             checkpoints,
             audit,
-            settings,
             describe_pacer,
             health: Health::default(),
             read_tables: TableSet::default(),
+            items: crate::daemon::itemchain::ItemChains::new(settings.item_cache_entries.0),
+            settings,
         }
     }
 }

@@ -4,12 +4,14 @@
 //! - `discovery`  — which tables of the region the patterns and tags select.
 //! - `supervisor` — per table and stream: discovery, lineage, children, listings.
 //! - `shards`     — what a stream's supervisor knows of each shard: row, cooldown, task, tail.
+//! - `itemchain`  — the item chain: each entry's link to its item's previous entry, and its cache.
 //! - `shard`      — one shard's loop: pace → GetRecords → entries → write → checkpoint.
 //! - `digests`    — the digest task: a signed digest per stream per interval, a final one on stop.
 
 pub mod digests;
 pub mod discovery;
 pub mod engine;
+pub mod itemchain;
 pub mod shard;
 mod shards;
 pub mod supervisor;

@@ -187,6 +187,8 @@ struct ShardReader<S, C, A> {
     continues_lineage: bool,
     lineage_tail: Option<LineageTail>,
     saved: SavedCheckpoint,
+    /// This run's number for the item chain's cache.
+    item_run: u64,
 }
 
 impl<S, C, A> ShardReader<S, C, A>
@@ -205,6 +207,7 @@ where
         shutdown: Shutdown,
     ) -> Self {
         let pacer = Pacer::per_second(engine.settings.polling.get_records_per_shard_per_sec);
+        let item_run = engine.items.next_run();
         let checkpoint = checkpoint.unwrap_or_else(|| {
             ShardCheckpoint::fresh(
                 &table,
@@ -225,6 +228,7 @@ where
             continues_lineage: false,
             lineage_tail: None,
             saved,
+            item_run,
         }
     }
 
@@ -580,7 +584,7 @@ where
                 redactor.redact_record(r);
             }
         }
-        let entries: Vec<AuditEntry> = records
+        let mut entries: Vec<AuditEntry> = records
             .iter()
             .map(|r| {
                 let mut entry = build_entry(
@@ -605,13 +609,41 @@ where
             );
         }
         let created: Vec<_> = records.iter().map(|r| r.approximate_creation).collect();
+        let engine = &self.engine;
+        let mut items = crate::daemon::itemchain::resolve_page(
+            &engine.items,
+            &engine.audit,
+            engine.settings.retry_policy(),
+            &self.shutdown.abort,
+            self.item_run,
+            &self.stream_arn,
+            &entries,
+        )
+        .await
+        .map_err(|e| match e {
+            Retried::Cancelled => ShardOutcome::Stopped,
+            Retried::Failed(e) => {
+                error!(error = %e, "reading an item's previous entry failed; checkpoint not moved");
+                ShardOutcome::Failed(e.into())
+            }
+        })?;
+        if items.reads > 0 {
+            debug!(reads = items.reads, "item chain: previous entries read");
+        }
         let mut chain = self.checkpoint.chain.clone().unwrap_or_default();
-        let links = entries
-            .iter()
-            .map(|e| chain.link_entry(e))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ShardOutcome::Failed(e.into()))?;
+        // In page order: an item's entry links to its previous one in the
+        // page, whose hash is known only once it is hashed.
+        let mut links = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter_mut().enumerate() {
+            items.link(i, entry);
+            let link = chain
+                .link_entry(entry)
+                .map_err(|e| ShardOutcome::Failed(e.into()))?;
+            items.linked(i, link.hash);
+            links.push(link);
+        }
         self.write_entries(&entries, &created, &links).await?;
+        items.commit(&self.engine.items);
         // Saved with the checkpoint below, in the same write.
         self.checkpoint.chain = Some(chain);
         // A record whose sequence number is not one (a malformed record) is

@@ -10,6 +10,7 @@ use super::chain::{document_hash, entry_document, gap_document, parse_hash};
 use super::digest::{Digest, SignedDigest};
 use super::merkle::verify_inclusion;
 use super::sign::PublicKey;
+use super::verify::items::{check_item_chain, ChainEntry, ItemLink};
 use super::verify::{Finding, Kind, Severity};
 use crate::entry::{GapClosure, GapRef};
 use crate::value::{canonical_key_json, key_text, Item};
@@ -197,16 +198,54 @@ pub struct ProvenSpan {
     pub last_time: Option<String>,
     pub first_sequence_number: Option<String>,
     pub last_sequence_number: Option<String>,
+    /// What the item chain proves of the span.
+    #[serde(flatten)]
+    pub chain: ChainProof,
+}
+
+/// What a bundle's item chain proves (§7, `--json`: members of `span`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChainProof {
+    /// The bundle entry (from 1) from which every entry of the item is
+    /// proven present, through the last; `None`: no entry is linked.
+    pub chained_from: Option<u64>,
+    /// Entries before it, written before the item chain existed.
+    pub unlinked_prefix: u64,
+    /// The first entry follows this entry of the item, which the bundle
+    /// does not hold (expired by retention).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_after_sequence_number: Option<String>,
 }
 
 impl ProvenSpan {
     /// What the bundle proves, said plainly.
     pub fn statement(&self) -> String {
         let at = |t: &Option<String>| t.clone().unwrap_or_else(|| "no time".into());
+        let complete = match self.chain.chained_from {
+            Some(_) if self.chain.unlinked_prefix == 0 => {
+                "it holds every stream entry of the item between them, none missing".to_string()
+            }
+            Some(n) => format!(
+                "it holds every stream entry of the item from entry {n} to entry {}, none \
+                 missing (the {} before entry {n} predate the item chain: that none is \
+                 missing among them is not proven)",
+                self.entries, self.chain.unlinked_prefix
+            ),
+            None => "that no entry of the item is missing between them is not proven (they \
+                     predate the item chain)"
+                .to_string(),
+        };
+        let before = match &self.chain.starts_after_sequence_number {
+            Some(seq) => format!(
+                "; the item's entries up to sequence {seq}, before entry 1, are not in the \
+                 bundle (expired)"
+            ),
+            None => String::new(),
+        };
         format!(
             "the {} entries of {} {} from entry 1, {}, to entry {}, {}, each as the signed \
-             trail holds it, in history order; that no entry of the item is missing between \
-             them is not proven by this bundle, and no later entry is proven absent",
+             trail holds it, in history order; {complete}{before}; no later entry is proven \
+             absent",
             self.entries,
             self.table,
             self.key,
@@ -409,8 +448,12 @@ pub fn check_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> BundleVerdict {
             previous = Some((i, position));
         }
     }
+    let chain = check_item_chain_of(bundle, &digests, &mut r);
     check_span(bundle, &mut r);
-    let span = proven_span(bundle, &proven);
+    let mut span = proven_span(bundle, &proven);
+    if let Some(span) = span.as_mut() {
+        span.chain = chain;
+    }
     let mut gaps: Vec<ProvenGap> = bundle
         .gaps
         .iter()
@@ -818,6 +861,97 @@ fn check_span(bundle: &Bundle, r: &mut Report) {
     }
 }
 
+/// The item chain over the bundle's stream entries (§2a), in the order
+/// the bundle gives them: each must follow the one before it. SNAPSHOT
+/// entries stand outside the chain; a leaf given twice counts once.
+fn check_item_chain_of(
+    bundle: &Bundle,
+    digests: &HashMap<(&str, u64), Digest>,
+    r: &mut Report,
+) -> ChainProof {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut index = Vec::new();
+    let mut chain = Vec::new();
+    let mut snapshots = 0;
+    let now = chrono::Utc::now();
+    let mut before: Option<&BundleEntry> = None;
+    for (i, e) in bundle.entries.iter().enumerate() {
+        if !seen.insert(e.hash.as_str()) {
+            continue;
+        }
+        if e.entry["sequence_number"]
+            .as_str()
+            .is_none_or(str::is_empty)
+        {
+            snapshots += 1;
+            continue;
+        }
+        // Under a retention policy (the digest states it) the entry this
+        // one follows may be gone by policy, not by tampering: before the
+        // bundle's first entry, always; between two entries, only if the
+        // older of them is past its own expiry (TTL deletes late and in no
+        // order, so a younger neighbour may go first); else the hole is a
+        // deletion.
+        let retention = digests
+            .get(&(e.stream_arn.as_str(), e.digest_number))
+            .map_or(Some(0), |d| d.retention_days);
+        let may_have_expired = match (retention, before) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(days), Some(older)) => older.entry["event_time"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| {
+                    now - t.with_timezone(&chrono::Utc)
+                        > chrono::Duration::days(i64::try_from(days).unwrap_or(i64::MAX))
+                }),
+        };
+        before = Some(e);
+        index.push(i);
+        chain.push(ChainEntry {
+            hash: e.hash.clone(),
+            link: ItemLink::of(&e.entry),
+            may_have_expired,
+        });
+    }
+    let (issues, summary) = check_item_chain(&chain);
+    for issue in issues {
+        r.entry(
+            issue.severity,
+            issue.kind,
+            index[issue.index],
+            None,
+            &issue.message,
+        );
+    }
+    let unlinked = summary.unlinked_prefix;
+    if unlinked > 0 {
+        let through = index[unlinked - 1] + 1;
+        r.header(
+            Severity::Info,
+            Kind::Unchained,
+            format!(
+                "entries 1 to {through} were written before the item chain existed: that                  none of the item's entries is missing among them is not proven (each is                  proven on its own)"
+            ),
+        );
+    }
+    if snapshots > 0 {
+        r.header(
+            Severity::Info,
+            Kind::Unchained,
+            format!(
+                "{snapshots} SNAPSHOT entr{} (a baseline read by `snapshot`) stand outside                  the item chain: each is proven on its own, and the bundle does not prove                  that no other snapshot of the item exists",
+                if snapshots == 1 { "y" } else { "ies" }
+            ),
+        );
+    }
+    ChainProof {
+        chained_from: summary.first_linked.map(|i| index[i] as u64 + 1),
+        unlinked_prefix: unlinked as u64,
+        starts_after_sequence_number: summary.starts_after.filter(|s| !s.is_empty()),
+    }
+}
+
 /// The span the entries prove, when every one of them is proven.
 fn proven_span(bundle: &Bundle, proven: &[bool]) -> Option<ProvenSpan> {
     if proven.is_empty() || proven.iter().any(|p| !p) {
@@ -835,6 +969,7 @@ fn proven_span(bundle: &Bundle, proven: &[bool]) -> Option<ProvenSpan> {
         last_time: time(last),
         first_sequence_number: seq(first),
         last_sequence_number: seq(last),
+        chain: ChainProof::default(),
     })
 }
 

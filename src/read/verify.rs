@@ -144,6 +144,9 @@ pub async fn verify_trail<S: EvidenceStore>(
         }
         findings.extend(report.findings);
     }
+    // One item's entries may sit in several streams: its chain is checked
+    // over all of them.
+    findings.extend(crate::proof::verify::items::verify_item_chains(&evidence));
     if let Some(since) = req.since {
         // Digest findings older than --since are dropped; entries are
         // always checked, since the chain runs through them all.

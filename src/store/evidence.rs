@@ -10,8 +10,10 @@ use std::future::Future;
 
 use crate::proof::chain::{document_hash, entry_document, gap_document};
 use crate::proof::digest::SignedDigest;
+use crate::proof::verify::items::{ItemLink, ItemLinkEvidence};
 use crate::proof::verify::{is_rejected_marker, CheckpointEvidence, FoundDigest, Leaf};
 use crate::proof::Hash;
+use crate::store::layout::entry_sort_key;
 use crate::store::{segment_chain_id, snapshot_stream_arn, CheckpointStore, SnapshotStore};
 use crate::store::{StoreResult, SNAPSHOT_ARN_PREFIX};
 
@@ -255,6 +257,18 @@ fn add_record(ev: &mut StreamEvidence, record: TrailRecord) {
             let value = json.and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok());
             if let Some(value) = value {
                 leaf.key = value.get("key").map(|k| k.to_string());
+                let stream_entry = !stream_arn.starts_with(SNAPSHOT_ARN_PREFIX);
+                if let (true, Some(key)) = (stream_entry, &leaf.key) {
+                    ev.item_links.push(ItemLinkEvidence {
+                        key: key.clone(),
+                        shard_id: leaf.shard_id.clone(),
+                        sequence_number: leaf.sequence_number.clone(),
+                        sort_key: entry_sort_key(&stream_arn, &leaf.sequence_number),
+                        hash: hash.map(hex::encode),
+                        link: ItemLink::of(&value),
+                        expires,
+                    });
+                }
                 leaf.rejected = is_rejected_marker(&value);
                 leaf.content_hash =
                     document_hash(&entry_document(&stream_arn, &value, prev_hash.as_ref())).ok();

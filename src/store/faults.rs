@@ -182,6 +182,28 @@ impl<T: AuditStore + Clone> AuditStore for FaultStore<T> {
         self.fault(StoreOp::Gaps, None).await?;
         self.inner.gaps().await
     }
+
+    async fn put_linked_entry(
+        &self,
+        entry: &AuditEntry,
+        link: &crate::proof::Link,
+    ) -> StoreResult<PutOutcome> {
+        self.fault(StoreOp::PutEntry, Some(&entry.sequence_number))
+            .await?;
+        self.inner.put_linked_entry(entry, link).await
+    }
+
+    async fn item_predecessor(
+        &self,
+        table: &str,
+        key: &Item,
+        before_sort_key: &str,
+    ) -> StoreResult<Option<crate::store::ItemPredecessor>> {
+        self.fault(StoreOp::History, None).await?;
+        self.inner
+            .item_predecessor(table, key, before_sort_key)
+            .await
+    }
 }
 
 impl<T: CheckpointStore + Clone> CheckpointStore for FaultStore<T> {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::entry::{AuditEntry, Gap};
 use crate::proof::digest::SignedDigest;
-use crate::proof::Link;
+use crate::proof::{Hash, Link};
 use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
 use crate::store::layout::{encode_entry, entry_sort_key};
 use crate::store::{
@@ -64,6 +64,8 @@ struct State {
     health: BTreeMap<String, TableHealthRow>,
     entry_puts: u64,
     duplicate_puts: u64,
+    /// Reads the item chain made on a cache miss.
+    item_predecessor_reads: u64,
     /// (shard id, sequence number) of each entry written, in write order.
     write_order: Vec<(String, String)>,
     read_cost: ReadCost,
@@ -115,6 +117,109 @@ impl MemoryStore {
     /// Puts that found their entry already written (redeliveries).
     pub fn duplicate_puts(&self) -> u64 {
         self.lock().duplicate_puts
+    }
+
+    /// Reads of an item's previous entry made so far (item chain cache misses).
+    pub fn item_predecessor_reads(&self) -> u64 {
+        self.lock().item_predecessor_reads
+    }
+
+    /// Removes one stored entry, as someone with write access to the audit
+    /// table could: tests of what `verify` finds.
+    pub fn tamper_delete_entry(&self, table: &str, key: &Item, sequence_number: &str) -> bool {
+        let mut state = self.lock();
+        let Some(m) = state
+            .entries
+            .get_mut(&(table.to_string(), canonical_key(key)))
+        else {
+            return false;
+        };
+        let before = m.len();
+        m.retain(|_, s| s.entry.sequence_number != sequence_number);
+        m.len() != before
+    }
+
+    /// Swaps what two stored entries of one item hold (their changes, item
+    /// links and chain links), each keeping its place (sort key and
+    /// sequence number), as an edit of the audit table that reorders the
+    /// item's history would. Tests of what `verify` finds.
+    pub fn tamper_swap_entries(&self, table: &str, key: &Item, a: &str, b: &str) -> bool {
+        let mut state = self.lock();
+        let Some(m) = state
+            .entries
+            .get_mut(&(table.to_string(), canonical_key(key)))
+        else {
+            return false;
+        };
+        let find = |m: &BTreeMap<String, Stored>, seq: &str| {
+            m.iter()
+                .find(|(_, s)| s.entry.sequence_number == seq)
+                .map(|(k, _)| k.clone())
+        };
+        let (Some(ka), Some(kb)) = (find(m, a), find(m, b)) else {
+            return false;
+        };
+        let (Some(sa), Some(sb)) = (m.get(&ka).cloned(), m.get(&kb).cloned()) else {
+            return false;
+        };
+        for (slot, from) in [(&ka, &sb), (&kb, &sa)] {
+            if let Some(s) = m.get_mut(slot) {
+                s.entry.changes = from.entry.changes.clone();
+                s.entry.item_prev = from.entry.item_prev.clone();
+                s.link = from.link;
+            }
+        }
+        true
+    }
+
+    /// Rewrites every stored entry without its `item_prev`, rehashing the
+    /// shard chains, as a daemon that predates the item chain wrote them;
+    /// returns how many entries it rewrote. Tests of trails written by
+    /// earlier versions.
+    pub fn strip_item_links(&self) -> usize {
+        let mut state = self.lock();
+        let mut stored: Vec<&mut Stored> = state
+            .entries
+            .values_mut()
+            .flat_map(|m| m.values_mut())
+            .filter(|s| s.place.is_none())
+            .collect();
+        stored.sort_by(|a, b| {
+            (&a.entry.stream_arn, &a.entry.shard_id)
+                .cmp(&(&b.entry.stream_arn, &b.entry.shard_id))
+                .then(cmp_sequence(
+                    &a.entry.sequence_number,
+                    &b.entry.sequence_number,
+                ))
+        });
+        // Rehashed in shard order: a leaf's hash commits to the one before.
+        let mut rehashed: HashMap<Hash, Hash> = HashMap::new();
+        let mut count = 0;
+        for s in stored {
+            s.entry.item_prev = None;
+            let Some(link) = s.link else { continue };
+            let prev = link.prev_hash.map(|p| *rehashed.get(&p).unwrap_or(&p));
+            let Ok(hash) = crate::proof::chain::hash_entry(&s.entry, prev.as_ref()) else {
+                continue;
+            };
+            rehashed.insert(link.hash, hash);
+            s.link = Some(Link {
+                prev_hash: prev,
+                hash,
+            });
+            count += 1;
+        }
+        // The checkpoints' chains end at the rewritten hashes.
+        for rows in state.shards.values_mut() {
+            for cp in rows.values_mut() {
+                if let Some(chain) = cp.chain.as_mut() {
+                    if let Some(h) = chain.last_hash.and_then(|h| rehashed.get(&h).copied()) {
+                        chain.last_hash = Some(h);
+                    }
+                }
+            }
+        }
+        count
     }
 
     pub fn entry_puts(&self) -> u64 {
@@ -411,6 +516,31 @@ impl AuditStore for MemoryStore {
 
     async fn gaps(&self) -> StoreResult<Vec<Gap>> {
         Ok(self.lock().gaps.values().cloned().collect())
+    }
+
+    async fn item_predecessor(
+        &self,
+        table: &str,
+        key: &Item,
+        before_sort_key: &str,
+    ) -> StoreResult<Option<crate::store::ItemPredecessor>> {
+        let mut state = self.lock();
+        state.read_cost.query_calls += 1;
+        state.item_predecessor_reads += 1;
+        let found = state
+            .entries
+            .get(&(table.to_string(), canonical_key(key)))
+            .and_then(|m| m.range(..before_sort_key.to_string()).next_back())
+            .filter(|(_, s)| s.place.is_none() && !s.entry.sequence_number.is_empty())
+            .map(|(sk, s)| crate::store::ItemPredecessor {
+                sort_key: sk.clone(),
+                sequence_number: s.entry.sequence_number.clone(),
+                hash: s.link.map(|l| l.hash),
+            });
+        if found.is_some() {
+            state.read_cost.items_read += 1;
+        }
+        Ok(found)
     }
 }
 

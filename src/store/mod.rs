@@ -302,6 +302,24 @@ pub trait AuditStore: Send + Sync + 'static {
         let _ = gap;
         async { Ok(None) }
     }
+    /// The item chain's predecessor of an entry not yet linked: the item's
+    /// newest *stream* entry whose sort key is below `before_sort_key` (the
+    /// new entry's own, [`layout::entry_sort_key`]), or `None` when it has
+    /// none. Strictly before, not simply the newest: an entry written again
+    /// after a crash must find the predecessor it found the first time,
+    /// whatever was written after it. SNAPSHOT entries are never returned
+    /// (they sort before every stream entry but may be written after them).
+    /// One strongly consistent read; a store that keeps no proof answers
+    /// `None`.
+    fn item_predecessor(
+        &self,
+        table: &str,
+        key: &Item,
+        before_sort_key: &str,
+    ) -> impl Future<Output = StoreResult<Option<ItemPredecessor>>> + Send {
+        let _ = (table, key, before_sort_key);
+        async { Ok(None) }
+    }
     /// [`AuditStore::put_gap`] with the gap's chain link.
     fn put_linked_gap(
         &self,
@@ -311,6 +329,17 @@ pub trait AuditStore: Send + Sync + 'static {
         let _ = link;
         self.put_gap(gap)
     }
+}
+
+/// An item's previous stream entry, as the item chain needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemPredecessor {
+    /// Its sort key in the audit table.
+    pub sort_key: String,
+    pub sequence_number: String,
+    /// Its leaf hash; `None` for an entry stored before entries were
+    /// hashed, which nothing can link to.
+    pub hash: Option<crate::proof::Hash>,
 }
 
 /// Where the signed digests live, and the pointer to each stream's newest

@@ -647,6 +647,17 @@ impl AuditStore for LaggyStore {
         self.lag().await;
         r
     }
+    async fn item_predecessor(
+        &self,
+        table: &str,
+        key: &Item,
+        before_sort_key: &str,
+    ) -> StoreResult<Option<ddb_audit::store::ItemPredecessor>> {
+        self.inner
+            .item_predecessor(table, key, before_sort_key)
+            .await
+    }
+
     async fn gap_link(&self, gap: &Gap) -> StoreResult<Option<ddb_audit::proof::Link>> {
         self.inner.gap_link(gap).await
     }

@@ -44,6 +44,7 @@ fn entry(item: &str, seq: u64, shard: &str, n: u64) -> AuditEntry {
         item_actor: None,
         correlation: None,
         snapshot_time: None,
+        item_prev: None,
         stream_arn: ARN.into(),
     }
 }
@@ -58,6 +59,7 @@ pub(crate) struct Written {
 
 /// A stream's trail: its leaves per shard and digests.
 pub(crate) struct Trail {
+    pub arn: String,
     pub shards: Vec<(String, Vec<Written>)>,
     pub digests: Vec<BundleDigest>,
 }
@@ -71,7 +73,16 @@ pub(crate) fn trail() -> Trail {
 
 /// [`trail`], with `gap`: a loss in shardId-2 after its second record.
 pub(crate) fn trail_with(gap: bool) -> Trail {
+    trail_in(ARN, gap, 0)
+}
+
+/// A trail of the stream `arn`: the first `legacy` entries written
+/// unlinked, as a daemon that predates the item chain wrote them, the rest
+/// each linked to its item's previous entry (§2a).
+pub(crate) fn trail_in(arn: &str, gap: bool, legacy: usize) -> Trail {
     let s = signer();
+    let mut written = 0usize;
+    let mut newest: std::collections::HashMap<String, (u64, Hash)> = Default::default();
     let mut chain = ChainState::default();
     let mut shards = Vec::new();
     let mut digests: Vec<BundleDigest> = Vec::new();
@@ -83,10 +94,22 @@ pub(crate) fn trail_with(gap: bool) -> Trail {
         let mut leaves = Vec::new();
         for round in 0..6 {
             let item = round % 2;
-            let e = entry(&format!("k{}", item + 1), seq, shard, version[item]);
+            let name = format!("k{}", item + 1);
+            let mut e = AuditEntry {
+                stream_arn: arn.into(),
+                ..entry(&name, seq, shard, version[item])
+            };
+            if written >= legacy {
+                e.item_prev = Some(newest.get(&name).map(|(seq, hash)| crate::entry::ItemPrev {
+                    hash: hex::encode(hash),
+                    sequence_number: seq.to_string(),
+                }));
+            }
+            written += 1;
             version[item] += 1;
-            seq += 100;
             let link = chain.link_entry(&e).unwrap();
+            newest.insert(name, (seq, link.hash));
+            seq += 100;
             leaves.push(Written {
                 entry: Some(e),
                 gap: None,
@@ -100,7 +123,7 @@ pub(crate) fn trail_with(gap: bool) -> Trail {
                     resumed_at_sequence_number: Some(seq.to_string()),
                     resumed_at_time: Some("2026-11-23T19:09:00Z".into()),
                     detected_at: "2026-11-23T20:00:30.000Z".into(),
-                    ..Gap::detected("orders", ARN, shard)
+                    ..Gap::detected("orders", arn, shard)
                 };
                 let link = chain.link_gap(&g).unwrap();
                 leaves.push(Written {
@@ -127,7 +150,7 @@ pub(crate) fn trail_with(gap: bool) -> Trail {
         let previous = digests.last().map(|d| (d.number, &d.signed));
         let (doc, signed) = next_digest(DigestInput {
             table: "orders",
-            stream_arn: ARN,
+            stream_arn: arn,
             previous,
             shards: heads.clone(),
             time: Utc
@@ -142,13 +165,17 @@ pub(crate) fn trail_with(gap: bool) -> Trail {
         .unwrap()
         .unwrap();
         digests.push(BundleDigest {
-            stream_arn: ARN.into(),
+            stream_arn: arn.into(),
             number: doc.number,
             signed,
         });
         shards.push((shard.to_string(), leaves));
     }
-    Trail { shards, digests }
+    Trail {
+        arn: arn.to_string(),
+        shards,
+        digests,
+    }
 }
 
 impl Trail {
@@ -187,7 +214,7 @@ impl Trail {
                     .collect();
                 if let Some(g) = &w.gap {
                     gaps.push(BundleGap {
-                        stream_arn: ARN.into(),
+                        stream_arn: self.arn.clone(),
                         shard_id: shard.clone(),
                         gap: serde_json::to_value(g).unwrap(),
                         prev_hash: w.prev.map(hex::encode),
@@ -200,7 +227,7 @@ impl Trail {
                     continue;
                 }
                 entries.push(BundleEntry {
-                    stream_arn: ARN.into(),
+                    stream_arn: self.arn.clone(),
                     shard_id: shard.clone(),
                     entry: serde_json::to_value(w.entry.as_ref().unwrap()).unwrap(),
                     prev_hash: w.prev.map(hex::encode),
@@ -428,6 +455,124 @@ fn the_span_and_the_gaps_in_it_are_stated() {
     assert_tampered(&b, Kind::Gap, &["not of orders"]);
 }
 
+/// A later stream of the same table (the stream disabled and enabled
+/// again): its label sorts after [`ARN`]'s.
+const LATER_ARN: &str =
+    "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-11-24T08:00:00.000";
+
+/// A genuine, signed entry of the item from another history (here: a
+/// later stream whose trail began afresh), appended with its digest.
+fn insert_foreign_position(b: &mut Bundle) {
+    let later = trail_in(LATER_ARN, false, 0).bundle("k1");
+    forge_entries(b, |e| e.push(later.entries[0].clone()));
+    b.digests.push(
+        later
+            .digests
+            .iter()
+            .find(|d| d.number == later.entries[0].digest_number)
+            .unwrap()
+            .clone(),
+    );
+}
+
+#[test]
+fn a_deleted_entry_is_found_through_the_item_chain_across_the_rotation() {
+    let t = trail();
+    // The last entry of the parent shard: the child's first follows it.
+    let mut b = t.bundle("k1");
+    forge_entries(&mut b, |e| {
+        e.remove(2);
+    });
+    assert_tampered(
+        &b,
+        Kind::Deleted,
+        &[
+            "bundle entry 3",
+            "sequence 700",
+            "entry at sequence 500",
+            "deleted",
+        ],
+    );
+    // From the middle of a shard.
+    let mut b = t.bundle("k1");
+    forge_entries(&mut b, |e| {
+        e.remove(4);
+    });
+    assert_tampered(&b, Kind::Deleted, &["bundle entry 5", "sequence 900"]);
+    // The first: no retention policy could have expired it.
+    let mut b = t.bundle("k1");
+    forge_entries(&mut b, |e| {
+        e.remove(0);
+    });
+    assert_tampered(&b, Kind::Deleted, &["bundle entry 1", "sequence 100"]);
+}
+
+#[test]
+fn a_genuine_entry_from_another_history_is_inserted() {
+    let t = trail();
+    let mut b = t.bundle("k1");
+    insert_foreign_position(&mut b);
+    assert_tampered(&b, Kind::Inserted, &["bundle entry 7", "first entry"]);
+}
+
+#[test]
+fn an_intact_bundle_proves_that_it_misses_no_entry() {
+    let v = check(&trail().bundle("k1"));
+    let span = v.span.unwrap();
+    assert_eq!(span.chain.chained_from, Some(1));
+    assert_eq!(span.chain.unlinked_prefix, 0);
+    let text = span.statement();
+    assert!(
+        text.contains("every stream entry of the item between them, none missing"),
+        "{text}"
+    );
+}
+
+#[test]
+fn entries_written_before_the_item_chain_are_a_note_never_a_failure() {
+    // All of them unlinked: a trail written by the previous version.
+    let b = trail_in(ARN, true, usize::MAX).bundle("k1");
+    let v = check(&b);
+    assert_eq!(exit_status(&v.findings), 0, "{:#?}", v.findings);
+    assert!(v
+        .findings
+        .iter()
+        .any(|f| f.kind == Kind::Unchained && f.severity == Severity::Info));
+    let span = v.span.unwrap();
+    assert_eq!(span.chain.chained_from, None);
+    assert!(span.statement().contains("is not proven"));
+    // The daemon upgraded after four changes (two of k1): k1's third entry
+    // is its first linked one and says where the chain starts.
+    let b = trail_in(ARN, false, 4).bundle("k1");
+    assert!(b.entries[1].entry.get("item_prev").is_none());
+    assert_eq!(
+        b.entries[2].entry["item_prev"]["hash"].as_str(),
+        Some(b.entries[1].hash.as_str())
+    );
+    let v = check(&b);
+    assert_eq!(exit_status(&v.findings), 0, "{:#?}", v.findings);
+    let span = v.span.unwrap();
+    assert_eq!(span.chain.chained_from, Some(3));
+    assert_eq!(span.chain.unlinked_prefix, 2);
+    assert!(
+        span.statement().contains("from entry 3 to entry 6"),
+        "{}",
+        span.statement()
+    );
+    // Deleting within the linked part is still found; within the prefix,
+    // only the span's header can tell (the prefix proves no completeness).
+    let mut d = b.clone();
+    forge_entries(&mut d, |e| {
+        e.remove(3);
+    });
+    assert_tampered(&d, Kind::Deleted, &["bundle entry 4"]);
+    let mut d = b.clone();
+    forge_entries(&mut d, |e| {
+        e.remove(0);
+    });
+    assert_eq!(exit_status(&check(&d).findings), 0);
+}
+
 /// The published bundle vectors (`testdata/bundles.json`): an intact bundle
 /// and one of each doctoring, with the verdict a verifier must reach.
 /// `DDB_AUDIT_WRITE_VECTORS=1 cargo test --lib bundle_vectors` rewrites the
@@ -436,7 +581,13 @@ fn the_span_and_the_gaps_in_it_are_stated() {
 fn bundle_vectors() {
     let t = trail_with(true);
     let other = t.bundle("k2");
-    let mut cases: Vec<(&str, Bundle)> = vec![("intact", t.bundle("k1"))];
+    let mut cases: Vec<(&str, Bundle)> = vec![
+        ("intact", t.bundle("k1")),
+        (
+            "intact-unlinked-prefix",
+            trail_in(ARN, true, 4).bundle("k1"),
+        ),
+    ];
     let mut doctor = |name: &'static str, change: &dyn Fn(&mut Bundle)| {
         let mut b = t.bundle("k1");
         change(&mut b);
@@ -468,6 +619,19 @@ fn bundle_vectors() {
     });
     doctor("digest-missing", &|b| {
         b.digests.retain(|d| d.number != 2);
+    });
+    doctor("deleted-across-rotation", &|b| {
+        forge_entries(b, |e| {
+            e.remove(2);
+        })
+    });
+    doctor("deleted-first", &|b| {
+        forge_entries(b, |e| {
+            e.remove(0);
+        })
+    });
+    doctor("inserted-from-another-history", &|b| {
+        insert_foreign_position(b)
     });
     doctor("altered-gap", &|b| {
         b.gaps[0].gap["after_sequence_number"] = serde_json::json!("700");
@@ -519,7 +683,7 @@ fn bundle_vectors() {
     );
     // Every doctoring is tampering; the intact bundle is intact.
     for v in &doc["cases"].as_array().unwrap()[..] {
-        let intact = v["name"] == "intact";
+        let intact = v["name"].as_str().unwrap().starts_with("intact");
         assert_eq!(
             v["expected"]["exit_status"],
             if intact { 0 } else { 1 },

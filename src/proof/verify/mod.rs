@@ -13,6 +13,7 @@
 
 mod coverage;
 mod digests;
+pub mod items;
 mod walk;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -174,6 +175,9 @@ pub struct StreamEvidence {
     pub checkpoints: Vec<CheckpointEvidence>,
     /// The stream row's record of the newest digest written: (number, hash).
     pub newest_digest: Option<(u64, String)>,
+    /// Each stream entry's place in its item's chain (§2a), checked across
+    /// the item's streams by [`items::verify_item_chains`].
+    pub item_links: Vec<items::ItemLinkEvidence>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

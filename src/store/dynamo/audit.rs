@@ -10,7 +10,7 @@ use super::item::{decode_head_item, entry_items, insert_link};
 use super::{get_s, s, DynamoStore};
 use crate::entry::{AuditEntry, Gap};
 use crate::store::layout::{gap_sort_key, partition_key_from, pk_is_hashed, GAPS_PK};
-use crate::store::{AuditStore, PutOutcome, StoreError, StoreResult};
+use crate::store::{AuditStore, ItemPredecessor, PutOutcome, StoreError, StoreResult};
 use crate::value::{canonical_key_json, Item};
 
 impl AuditStore for DynamoStore {
@@ -48,6 +48,77 @@ impl AuditStore for DynamoStore {
 
     async fn gaps(&self) -> StoreResult<Vec<Gap>> {
         self.gap_items().await
+    }
+
+    async fn item_predecessor(
+        &self,
+        table: &str,
+        key: &Item,
+        before_sort_key: &str,
+    ) -> StoreResult<Option<ItemPredecessor>> {
+        let pk = partition_key_from(table, &canonical_key_json(key));
+        let audit = &self.names.audit;
+        // The newest item below the entry's sort key: one Query of one item,
+        // so one read unit whatever the partition holds, as long as that
+        // item is under 4 KB (an entry head is: an oversize entry's head
+        // holds no JSON).
+        let out = self
+            .client
+            .query()
+            .table_name(audit)
+            .key_condition_expression("pk = :pk AND sk < :before")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":before", s(before_sort_key))
+            .projection_expression("sk, #h, sequence_number")
+            .expression_attribute_names("#h", "hash")
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| super::sdk_store_error(&e, audit))?;
+        let Some(item) = out.items.unwrap_or_default().into_iter().next() else {
+            return Ok(None);
+        };
+        let sk = get_s(&item, "sk").unwrap_or_default().to_string();
+        if sk.starts_with(crate::store::SNAPSHOT_LABEL_PREFIX) {
+            // Only SNAPSHOT entries below: the item has no stream entry yet.
+            return Ok(None);
+        }
+        let head_sk = head_sort_key(&sk);
+        if head_sk.len() == sk.len() {
+            return Ok(Some(predecessor_of(&item, sk)));
+        }
+        // An attribution record or a part of an oversize entry sorts just
+        // after its entry's head: the head is named by their sort key.
+        let head = self
+            .get_item(
+                audit,
+                [("pk", pk.as_str()), ("sk", head_sk)],
+                Some("sk, #h, sequence_number"),
+                &[("#h", "hash")],
+            )
+            .await?;
+        Ok(head.map(|h| predecessor_of(&h, head_sk.to_string())))
+    }
+}
+
+/// The entry head's sort key (`<label>#<sequence>`) of an audit item's:
+/// an attribution record's or a part's extends it.
+fn head_sort_key(sk: &str) -> &str {
+    match sk.match_indices('#').nth(1) {
+        Some((at, _)) => &sk[..at],
+        None => sk,
+    }
+}
+
+fn predecessor_of(item: &HashMap<String, DAttr>, sort_key: String) -> ItemPredecessor {
+    ItemPredecessor {
+        sequence_number: get_s(item, "sequence_number")
+            .unwrap_or_default()
+            .to_string(),
+        hash: super::get_hash(item, "hash"),
+        sort_key,
     }
 }
 

@@ -198,12 +198,15 @@ pub(super) struct EntryItems {
     pub(super) json_bytes: usize,
 }
 
-/// The chain link's attributes on an entry's (or gap's) item.
+/// The chain link's attributes on an entry's (or gap's) item, as raw
+/// bytes: 64 bytes fewer than hex, which pays for the item chain's link in
+/// the entry (so that no change costs an extra write unit for it).
 pub(super) fn insert_link(item: &mut HashMap<String, DAttr>, link: Option<&crate::proof::Link>) {
+    use aws_sdk_dynamodb::primitives::Blob;
     if let Some(link) = link {
-        item.insert("hash".into(), s(hex::encode(link.hash)));
+        item.insert("hash".into(), DAttr::B(Blob::new(link.hash.to_vec())));
         if let Some(prev) = &link.prev_hash {
-            item.insert("prev_hash".into(), s(hex::encode(prev)));
+            item.insert("prev_hash".into(), DAttr::B(Blob::new(prev.to_vec())));
         }
     }
 }
@@ -401,6 +404,11 @@ mod tests {
         let mut e =
             crate::entry::build_entry("orders", ARN, SHARD, r, actor.then_some("updated_by"));
         e.correlation = crate::entry::correlation_of(r, correlation.then_some("request_id"));
+        // The item chain's link to a previous entry: the largest it can be.
+        e.item_prev = Some(Some(crate::entry::ItemPrev {
+            hash: hex::encode([5u8; 32]),
+            sequence_number: "110000000001745442301".into(),
+        }));
         e
     }
 
@@ -500,9 +508,9 @@ mod tests {
                 items.head.keys()
             );
         }
-        // The chain's two hex hashes are counted: 4 + 64 and 9 + 64 bytes.
+        // The chain's two hashes are counted, as raw bytes: 4 + 32 and 9 + 32.
         let unchained = write_cost(&e, None, true).unwrap();
-        assert_eq!(cost.item_bytes - unchained.item_bytes, 4 + 64 + 9 + 64);
+        assert_eq!(cost.item_bytes - unchained.item_bytes, 4 + 32 + 9 + 32);
         // TTL: 10 + 6 bytes.
         let no_ttl = write_cost(&e, Some(&link()), false).unwrap();
         assert_eq!(cost.item_bytes - no_ttl.item_bytes, "expires_at".len() + 6);

@@ -176,7 +176,7 @@ impl DynamoStore {
         let Some(item) = item else {
             return Ok(None);
         };
-        let parse = |name: &str| get_s(&item, name).and_then(crate::proof::chain::parse_hash);
+        let parse = |name: &str| get_hash(&item, name);
         Ok(parse("hash").map(|hash| crate::proof::Link {
             prev_hash: parse("prev_hash"),
             hash,
@@ -252,6 +252,17 @@ fn s(v: impl Into<String>) -> DAttr {
 
 fn n(v: usize) -> DAttr {
     DAttr::N(v.to_string())
+}
+
+/// A chain hash stored on an audit item: 32 raw bytes (B), as written
+/// since the item chain made room for its link by halving these, or hex
+/// text (S), as written before.
+fn get_hash(item: &HashMap<String, DAttr>, name: &str) -> Option<crate::proof::Hash> {
+    match item.get(name)? {
+        DAttr::B(bytes) => bytes.as_ref().try_into().ok(),
+        DAttr::S(text) => crate::proof::chain::parse_hash(text),
+        _ => None,
+    }
 }
 
 fn get_s<'a>(item: &'a HashMap<String, DAttr>, name: &str) -> Option<&'a str> {

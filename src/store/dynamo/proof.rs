@@ -26,10 +26,9 @@ use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::Utc;
 
 use super::item::{entry_item_table, inline_entry_json, is_entry_item, reassemble};
-use super::{get_n, get_s, s, sdk_store_error, store_error, AllPages, DynamoStore};
+use super::{get_hash, get_n, get_s, s, sdk_store_error, store_error, AllPages, DynamoStore};
 use crate::aws::written;
 use crate::entry::format_ts;
-use crate::proof::chain::parse_hash;
 use crate::proof::digest::SignedDigest;
 use crate::proof::verify::leaf_rank;
 use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
@@ -236,8 +235,8 @@ impl EvidenceReads for DynamoStore {
                     }
                     continue;
                 }
-                let hash = get_s(item, "hash").and_then(parse_hash);
-                let prev_hash = get_s(item, "prev_hash").and_then(parse_hash);
+                let hash = get_hash(item, "hash");
+                let prev_hash = get_hash(item, "prev_hash");
                 let chain_shard = get_s(item, CHAIN_SHARD)
                     .or_else(|| get_s(item, "shard_id"))
                     .unwrap_or_default()
@@ -356,8 +355,8 @@ impl DynamoStore {
         Ok(items
             .iter()
             .filter_map(|item| {
-                let hash = get_s(item, "hash").and_then(parse_hash)?;
-                let prev = get_s(item, "prev_hash").and_then(parse_hash);
+                let hash = get_hash(item, "hash")?;
+                let prev = get_hash(item, "prev_hash");
                 let is_gap = get_s(item, "pk") == Some(GAPS_PK);
                 let (seq, rank) = if is_gap {
                     let gap = get_s(item, "gap")
@@ -408,8 +407,8 @@ impl DynamoStore {
             out.push(LinkedEntry {
                 stream_arn: get_s(item, "stream_arn").unwrap_or_default().to_string(),
                 json,
-                hash: get_s(item, "hash").map(str::to_string),
-                prev_hash: get_s(item, "prev_hash").map(str::to_string),
+                hash: get_hash(item, "hash").map(hex::encode),
+                prev_hash: get_hash(item, "prev_hash").map(hex::encode),
                 chain_shard: get_s(item, CHAIN_SHARD).map(str::to_string),
             });
         }
