@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::daemon::engine::{Engine, EngineError, Shutdown, TableState};
+use crate::daemon::leases::Replica;
 use crate::daemon::shard::{
     lost_after, put_gap_in_chain, run_shard, saved_checkpoint, LineageTail, ShardFailure,
     ShardOutcome, ShardStart,
@@ -25,7 +26,7 @@ use crate::lineage::{Lineage, NodeState};
 use crate::observe::{self, Event, ShardState};
 use crate::retry::{retry, Retried};
 use crate::store::{
-    AuditStore, CheckpointStore, ShardCheckpoint, ShardStatus, StreamRow, TableHealthRow,
+    AuditStore, CheckpointStore, Fence, ShardCheckpoint, ShardStatus, StreamRow, TableHealthRow,
 };
 use crate::stream::{
     DescribeStreamRequest, Shard, StreamApi, StreamError, StreamStatus, TableStream,
@@ -51,6 +52,37 @@ pub async fn run<S, C, A>(
     engine: Arc<Engine<S, C, A>>,
     tables: Vec<String>,
     shutdown: Shutdown,
+) -> Result<(), EngineError>
+where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    run_with(engine, tables, shutdown, None).await
+}
+
+/// [`run`] as one of several replicas: only the streams whose lease
+/// `replica` holds are read ([`crate::daemon::leases`]; its `coordinate`
+/// must run beside this, and `let_go` after it).
+pub async fn run_leased<S, C, A>(
+    engine: Arc<Engine<S, C, A>>,
+    tables: Vec<String>,
+    shutdown: Shutdown,
+    replica: Arc<Replica>,
+) -> Result<(), EngineError>
+where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    run_with(engine, tables, shutdown, Some(replica)).await
+}
+
+async fn run_with<S, C, A>(
+    engine: Arc<Engine<S, C, A>>,
+    tables: Vec<String>,
+    shutdown: Shutdown,
+    replica: Option<Arc<Replica>>,
 ) -> Result<(), EngineError>
 where
     S: StreamApi,
@@ -91,6 +123,7 @@ where
             table,
             &tasks_shutdown,
             Some(verdict_tx.clone()),
+            replica.clone(),
         );
         task_tables.insert(id, table.clone());
     }
@@ -136,13 +169,14 @@ where
             let engine2 = engine.clone();
             let shutdown2 = tasks_shutdown.clone();
             let table2 = table.clone();
+            let replica2 = replica.clone();
             let id = tasks.spawn(async move {
                 tokio::select! {
                     _ = shutdown2.stop.cancelled() => return,
                     _ = tokio::time::sleep(FAILED_SHARD_COOLDOWN) => {}
                 }
                 let span = tracing::info_span!("table", table = %table2);
-                run_table(engine2, table2, shutdown2, None)
+                run_table(engine2, table2, shutdown2, None, replica2)
                     .instrument(span)
                     .await
             });
@@ -159,6 +193,7 @@ fn spawn_table<S, C, A>(
     table: &str,
     shutdown: &Shutdown,
     verdict: Option<Verdicts>,
+    replica: Option<Arc<Replica>>,
 ) -> tokio::task::Id
 where
     S: StreamApi,
@@ -168,8 +203,14 @@ where
     let span = tracing::info_span!("table", table = %table);
     tasks
         .spawn(
-            run_table(engine.clone(), table.to_string(), shutdown.clone(), verdict)
-                .instrument(span),
+            run_table(
+                engine.clone(),
+                table.to_string(),
+                shutdown.clone(),
+                verdict,
+                replica,
+            )
+            .instrument(span),
         )
         .id()
 }
@@ -216,12 +257,16 @@ pub async fn run_table<S, C, A>(
     table: String,
     shutdown: Shutdown,
     verdict: Option<Verdicts>,
+    replica: Option<Arc<Replica>>,
 ) where
     S: StreamApi,
     C: CheckpointStore,
     A: AuditStore,
 {
     let policy = engine.settings.retry_policy();
+    // Leases taken or lost: streams to start (a replica that never changes
+    // holds nothing).
+    let mut lease_changes = replica.as_ref().map(|r| r.subscribe());
     let interval = engine.settings.polling.full_listing_interval();
     let mut verdict = verdict;
     let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
@@ -232,26 +277,27 @@ pub async fn run_table<S, C, A>(
     'discovery: loop {
         let state = match discover_streams(&engine, &table, &shutdown, &mut rejected).await {
             Ok(found) => {
-                for arn in found.arns {
-                    if running.values().any(|r| *r == arn) {
-                        continue;
-                    }
-                    let span = tracing::info_span!("stream", stream = %arn);
-                    let task = {
-                        let engine = engine.clone();
-                        let table = table.clone();
-                        let shutdown = shutdown.clone();
-                        let arn = arn.clone();
-                        streams.spawn(
-                            async move {
-                                let finished =
-                                    run_stream(engine, table, arn.clone(), shutdown).await;
-                                (arn, finished)
+                match &replica {
+                    None => {
+                        for arn in found.arns {
+                            if running.values().any(|r| *r == arn) {
+                                continue;
                             }
-                            .instrument(span),
-                        )
-                    };
-                    running.insert(task.id(), arn);
+                            let task =
+                                spawn_stream(&mut streams, &engine, &table, &arn, &shutdown, None);
+                            running.insert(task, arn);
+                        }
+                    }
+                    // Only what this replica holds; discovery still records
+                    // every stream row, which is what the leases are on.
+                    Some(replica) => start_held(
+                        &mut streams,
+                        &mut running,
+                        &engine,
+                        &table,
+                        replica,
+                        &rejected,
+                    ),
                 }
                 match found.problem {
                     None => Ok(()),
@@ -306,6 +352,11 @@ pub async fn run_table<S, C, A>(
             tokio::select! {
                 biased;
                 _ = shutdown.stop.cancelled() => break 'discovery,
+                Ok(()) = lease_changed(&mut lease_changes) => {
+                    if let Some(replica) = &replica {
+                        start_held(&mut streams, &mut running, &engine, &table, replica, &rejected);
+                    }
+                }
                 Some(done) = streams.join_next_with_id() => {
                     let (id, finished) = match done {
                         Ok((id, (_, finished))) => (id, finished),
@@ -321,6 +372,12 @@ pub async fn run_table<S, C, A>(
                     // discovery, not at once, so a stream that keeps failing
                     // costs one attempt per interval.
                     let Some(arn) = running.remove(&id) else { continue };
+                    // Handed over (or finished): the lease goes back now,
+                    // after the stream's final checkpoints.
+                    let release = replica.as_ref().and_then(|r| r.ended(&arn, finished));
+                    if let Some(fence) = release {
+                        crate::daemon::leases::release(&engine.checkpoints, &fence).await;
+                    }
                     if finished {
                         info!(stream = %arn, "stream drained");
                         let row = StreamRow { table_name: table.clone(), stream_arn: arn, is_enabled: false, drained: true, updated_at: Utc::now() };
@@ -342,6 +399,84 @@ pub async fn run_table<S, C, A>(
         }
     }
     while streams.join_next().await.is_some() {}
+}
+
+/// Waits for a change of the leases held; never, without replicas.
+async fn lease_changed(
+    changes: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match changes {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn spawn_stream<S, C, A>(
+    streams: &mut JoinSet<(String, bool)>,
+    engine: &Arc<Engine<S, C, A>>,
+    table: &str,
+    arn: &str,
+    shutdown: &Shutdown,
+    lease: Option<StreamLease>,
+) -> tokio::task::Id
+where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    let span = match &lease {
+        Some(l) => tracing::info_span!("stream", stream = %arn, epoch = l.fence.epoch),
+        None => tracing::info_span!("stream", stream = %arn),
+    };
+    let engine = engine.clone();
+    let table = table.to_string();
+    let shutdown = shutdown.clone();
+    let arn = arn.to_string();
+    streams
+        .spawn(
+            async move {
+                let finished = run_stream(engine, table, arn.clone(), shutdown, lease).await;
+                (arn, finished)
+            }
+            .instrument(span),
+        )
+        .id()
+}
+
+/// Starts the streams of `table` this replica holds and does not read yet.
+fn start_held<S, C, A>(
+    streams: &mut JoinSet<(String, bool)>,
+    running: &mut HashMap<tokio::task::Id, String>,
+    engine: &Arc<Engine<S, C, A>>,
+    table: &str,
+    replica: &Arc<Replica>,
+    rejected: &HashSet<String>,
+) where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    for (fence, stream_shutdown) in replica.to_start(table) {
+        if rejected.contains(&fence.stream_arn) || running.values().any(|r| *r == fence.stream_arn)
+        {
+            continue;
+        }
+        let arn = fence.stream_arn.clone();
+        let lease = StreamLease {
+            fence,
+            replica: replica.clone(),
+        };
+        let task = spawn_stream(streams, engine, table, &arn, &stream_shutdown, Some(lease));
+        running.insert(task, arn);
+    }
+}
+
+/// A stream read under a lease: the fence its writes carry, and the replica
+/// to tell when a write is refused.
+#[derive(Clone)]
+pub struct StreamLease {
+    pub fence: Fence,
+    pub replica: Arc<Replica>,
 }
 
 /// What one discovery of a table found.
@@ -466,6 +601,7 @@ pub async fn run_stream<S, C, A>(
     table: String,
     stream_arn: String,
     shutdown: Shutdown,
+    lease: Option<StreamLease>,
 ) -> bool
 where
     S: StreamApi,
@@ -473,6 +609,7 @@ where
     A: AuditStore,
 {
     let mut sup = StreamSupervisor {
+        lease,
         engine,
         table,
         stream_arn,
@@ -492,6 +629,8 @@ type ShardTasks = JoinSet<ShardOutcome>;
 
 struct StreamSupervisor<S, C, A> {
     engine: Arc<Engine<S, C, A>>,
+    /// The stream's lease, when replicas share the work.
+    lease: Option<StreamLease>,
     table: String,
     stream_arn: String,
     /// Whether a listing has been compared with our checkpoints yet, to find
@@ -647,6 +786,7 @@ where
                 continues_lineage,
                 lineage_tail: parent.and_then(|p| self.tail_of(p)),
                 gap,
+                fence: self.fence().cloned(),
             };
             let saved = saved_checkpoint(start.checkpoint.clone());
             let engine = self.engine.clone();
@@ -685,8 +825,24 @@ where
         }
     }
 
+    fn fence(&self) -> Option<&Fence> {
+        self.lease.as_ref().map(|l| &l.fence)
+    }
+
+    /// A write under our fence was refused: another replica owns the
+    /// stream now. Stop reading it (the replica cancels our shutdown).
+    fn lease_lost(&self) {
+        if let Some(lease) = &self.lease {
+            lease.replica.fenced(&lease.fence);
+        }
+    }
+
     async fn finished(&mut self, shard_id: String, outcome: ShardOutcome) {
         match outcome {
+            ShardOutcome::Failed(ShardFailure::Store(e)) if e.is_fenced() => {
+                self.mark(&shard_id, NodeState::Waiting, ShardState::Waiting);
+                self.lease_lost();
+            }
             ShardOutcome::Drained => {
                 self.mark(&shard_id, NodeState::Drained, ShardState::Drained);
                 if self.lineage.children_of(&shard_id).is_empty() && self.stream_open {
@@ -978,22 +1134,33 @@ where
             // The shard's chain ends with the gap, and its children's start
             // from there.
             let before = checkpoint.chain.clone().unwrap_or_default();
-            let chain =
-                match put_gap_in_chain(&self.engine, &self.shutdown.abort, &gap, before).await {
-                    Ok(chain) => chain,
-                    Err(e) => {
-                        // The row stays as it was, so the next listing finds the
-                        // same loss and tries again.
-                        error!(shard = %checkpoint.shard_id, error = %e,
+            let chain = match put_gap_in_chain(
+                &self.engine,
+                &self.shutdown.abort,
+                &gap,
+                before,
+                self.fence(),
+            )
+            .await
+            {
+                Ok(chain) => chain,
+                Err(Retried::Failed(e)) if e.is_fenced() => {
+                    self.lease_lost();
+                    return;
+                }
+                Err(e) => {
+                    // The row stays as it was, so the next listing finds the
+                    // same loss and tries again.
+                    error!(shard = %checkpoint.shard_id, error = %e,
                         "cannot write the gap of a trimmed shard; retried at the next listing");
-                        observe::WriteUnfinished {
-                            table: &self.table,
-                            what: "gap",
-                        }
-                        .emit();
-                        continue;
+                    observe::WriteUnfinished {
+                        table: &self.table,
+                        what: "gap",
                     }
-                };
+                    .emit();
+                    continue;
+                }
+            };
             checkpoint.chain = Some(chain);
             // Nothing after it was read: its children's first record closes it.
             checkpoint.note_open_gap(gap.clone());

@@ -34,9 +34,9 @@ use prometheus_client::registry::Registry;
 use tracing::warn;
 
 pub use events::{
-    EntriesWritten, Event, GapClosed, GapRecorded, PageHandled, Retrying, ShardFailed,
-    ShardForgotten, ShardSeen, ShardStateChanged, StreamCall, StreamForgotten, TableStateChanged,
-    TaskFailed, WriteUnfinished,
+    EntriesWritten, Event, GapClosed, GapRecorded, LeaseLost, LeaseScan, PageHandled, Retrying,
+    ShardFailed, ShardForgotten, ShardSeen, ShardStateChanged, StreamCall, StreamForgotten,
+    TableStateChanged, TaskFailed, WriteUnfinished,
 };
 use health::TableState;
 use metrics::{CallLabel, Metrics};
@@ -44,7 +44,7 @@ use metrics::{CallLabel, Metrics};
 use metrics::TableLabel;
 pub(crate) use metrics::TableSnapshot;
 use state::{table_readiness, ShardLag, State, TableObs, DEFAULT_STALE_AFTER};
-pub use state::{Readiness, ShardState, TableReadiness};
+pub use state::{Readiness, ReplicaView, ShardState, TableReadiness};
 
 /// The operations counted (`operation` label).
 pub const OPERATIONS: [&str; 5] = [
@@ -94,6 +94,7 @@ impl Observer {
                 tables: BTreeMap::new(),
                 stale_after: DEFAULT_STALE_AFTER,
                 alive: false,
+                replica: None,
             }),
         }
     }
@@ -228,6 +229,7 @@ impl Observer {
         Readiness {
             ready: !tables.is_empty() && tables.iter().all(|t| t.ready),
             tables,
+            replica: st.replica.clone(),
         }
     }
 

@@ -166,6 +166,21 @@ pub struct TableReadiness {
 pub struct Readiness {
     pub ready: bool,
     pub tables: Vec<TableReadiness>,
+    /// With several replicas: which one this is and what it reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaView>,
+}
+
+/// This replica's share of the work, as its last lease scan saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReplicaView {
+    pub id: String,
+    /// Stream ARNs whose lease it holds.
+    pub owned: Vec<String>,
+    /// Replicas whose heartbeat moves (itself included).
+    pub live_replicas: usize,
+    /// Streams of the configured tables nobody live owns.
+    pub unowned_streams: usize,
 }
 
 pub(super) struct State {
@@ -175,6 +190,7 @@ pub(super) struct State {
     pub(super) stale_after: Duration,
     /// The daemon's loops are running (`/healthz`).
     pub(super) alive: bool,
+    pub(super) replica: Option<ReplicaView>,
 }
 
 /// Idle shards poll every `idle_poll_max_ms` (5 s by default); this much
