@@ -240,18 +240,13 @@ impl Replica {
     /// others are released when their supervisor has stopped).
     fn hand_over(&self, surplus: usize, fair: usize) -> Vec<Fence> {
         let mut book = self.book();
-        let mut handed = 0;
-        for h in book.held.values_mut().rev() {
-            if handed == surplus {
-                break;
-            }
+        for h in book.held.values_mut().rev().take(surplus) {
             if !h.handing_over {
                 info!(table = %h.fence.table, stream = %h.fence.stream_arn, fair,
                     "more than a fair share of streams: handing this one over");
                 h.handing_over = true;
                 h.shutdown.stop.cancel();
             }
-            handed += 1;
         }
         let idle: Vec<Fence> = book
             .held
@@ -384,7 +379,7 @@ async fn scan<C: CheckpointStore>(
     let rows = store.replicas().await?;
     let (live, dead) = peers.observe(&replica.id, &rows, Instant::now(), settings.expiry);
     let leases: Vec<Lease> = store
-        .leases()
+        .leases(None)
         .await?
         .into_iter()
         .filter(|l| !l.drained && tables.contains(&l.table))

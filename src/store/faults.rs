@@ -248,8 +248,8 @@ impl<T: CheckpointStore + Clone> CheckpointStore for FaultStore<T> {
         self.inner.forget_replica(replica, counter).await
     }
 
-    async fn leases(&self) -> StoreResult<Vec<crate::store::Lease>> {
-        self.inner.leases().await
+    async fn leases(&self, table: Option<&str>) -> StoreResult<Vec<crate::store::Lease>> {
+        self.inner.leases(table).await
     }
 
     async fn take_lease(&self, seen: &crate::store::Lease, me: &str) -> StoreResult<Option<u64>> {

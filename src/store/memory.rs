@@ -644,11 +644,12 @@ impl CheckpointStore for MemoryStore {
         Ok(false)
     }
 
-    async fn leases(&self) -> StoreResult<Vec<crate::store::Lease>> {
+    async fn leases(&self, table: Option<&str>) -> StoreResult<Vec<crate::store::Lease>> {
         let state = self.lock();
         Ok(state
             .streams
             .values()
+            .filter(|r| table.is_none_or(|t| r.table_name == t))
             .map(|row| {
                 let (owner, epoch) = state
                     .leases

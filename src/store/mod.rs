@@ -319,8 +319,9 @@ pub trait CheckpointStore: Send + Sync + 'static {
         replica: &str,
         counter: u64,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
-    /// The lease of every stream row, of every table.
-    fn leases(&self) -> impl Future<Output = StoreResult<Vec<Lease>>> + Send;
+    /// The lease of every stream row of `table` (a Query), or of every
+    /// table (a Scan).
+    fn leases(&self, table: Option<&str>) -> impl Future<Output = StoreResult<Vec<Lease>>> + Send;
     /// Takes `seen` for `me` if its epoch is still `seen.epoch` (whoever owns
     /// it): the owner becomes `me` and the epoch `seen.epoch + 1`, which is
     /// returned. `None`: the lease moved since it was seen.

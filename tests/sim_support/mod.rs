@@ -755,9 +755,9 @@ impl CheckpointStore for LaggyStore {
         self.gate().await;
         self.inner.forget_replica(replica, counter).await
     }
-    async fn leases(&self) -> StoreResult<Vec<ddb_audit::store::Lease>> {
+    async fn leases(&self, table: Option<&str>) -> StoreResult<Vec<ddb_audit::store::Lease>> {
         self.gate().await;
-        self.inner.leases().await
+        self.inner.leases(table).await
     }
     async fn take_lease(
         &self,

@@ -94,8 +94,8 @@ impl CheckpointStore for DynamoStore {
         self.lease_forget_replica(replica, counter).await
     }
 
-    async fn leases(&self) -> StoreResult<Vec<crate::store::Lease>> {
-        self.lease_rows().await
+    async fn leases(&self, table: Option<&str>) -> StoreResult<Vec<crate::store::Lease>> {
+        self.lease_rows(table).await
     }
 
     async fn take_lease(&self, seen: &crate::store::Lease, me: &str) -> StoreResult<Option<u64>> {

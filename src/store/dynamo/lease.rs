@@ -87,9 +87,12 @@ impl DynamoStore {
         written(result).map_err(|c| store_error(c, table))
     }
 
-    pub(super) async fn lease_rows(&self) -> StoreResult<Vec<Lease>> {
+    pub(super) async fn lease_rows(&self, table_name: Option<&str>) -> StoreResult<Vec<Lease>> {
         let table = &self.names.streams;
-        let items = self.scan_all(table).await?;
+        let items = match table_name {
+            Some(name) => self.query_all(table, "table_name", name).await?,
+            None => self.scan_all(table).await?,
+        };
         Ok(items
             .iter()
             .filter_map(|item| {
