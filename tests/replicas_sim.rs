@@ -26,6 +26,8 @@ const TABLES: [&str; 6] = ["t0", "t1", "t2", "t3", "t4", "t5"];
 
 struct Running {
     replica: Arc<Replica>,
+    /// Whether this one runs the CloudTrail reader now.
+    reads_cloudtrail: tokio::sync::watch::Receiver<bool>,
     shutdown: Shutdown,
     store: LaggyStore,
     handle: JoinHandle<()>,
@@ -38,6 +40,8 @@ fn start_replica(sim: &SimStream, memory: &MemoryStore) -> Running {
     let store = LaggyStore::new(memory.clone(), 1, Duration::ZERO);
     let shutdown = Shutdown::new();
     let replica = Replica::new(leases::replica_id(), LeaseSettings::default(), &shutdown);
+    let (turn, reads_cloudtrail) = tokio::sync::watch::channel(false);
+    replica.run_one("cloudtrail", Arc::new(turn));
     let tables: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
     let engine = Arc::new(Engine::new(
         sim.clone(),
@@ -80,6 +84,7 @@ fn start_replica(sim: &SimStream, memory: &MemoryStore) -> Running {
     });
     Running {
         replica,
+        reads_cloudtrail,
         shutdown,
         store,
         handle,
@@ -111,6 +116,14 @@ fn owners(sim: &SimStream, memory: &MemoryStore) -> Vec<(String, Option<String>)
             (t.to_string(), memory.lease_of(&arn).0)
         })
         .collect()
+}
+
+/// How many of `replicas` run the CloudTrail reader now.
+fn cloudtrail_readers(replicas: &[&Running]) -> usize {
+    replicas
+        .iter()
+        .filter(|r| *r.reads_cloudtrail.borrow())
+        .count()
 }
 
 fn count_owned(owners: &[(String, Option<String>)], replica: &Replica) -> usize {
@@ -163,6 +176,8 @@ async fn three_replicas_share_the_streams_survive_a_kill_and_fence_a_frozen_one(
     for r in [&a, &b, &c] {
         assert_eq!(count_owned(&now, &r.replica), 2, "{now:?}");
     }
+    assert_eq!(cloudtrail_readers(&[&a, &b, &c]), 1);
+    let a_read_cloudtrail = *a.reads_cloudtrail.borrow();
     let reads_before = memory.entry_puts();
 
     // kill -9 of A: its streams are audited again within 15 s of a write.
@@ -191,6 +206,11 @@ async fn three_replicas_share_the_streams_survive_a_kill_and_fence_a_frozen_one(
         6,
         "{now:?}"
     );
+    if a_read_cloudtrail {
+        // Its reader moved too (A's last value stays true: it is dead).
+        run_for(Duration::from_secs(3)).await;
+        assert_eq!(cloudtrail_readers(&[&b, &c]), 1);
+    }
 
     // SIGSTOP of B past its lease: C takes everything over.
     let b_fences: Vec<Fence> = b.replica.held();
@@ -199,6 +219,7 @@ async fn three_replicas_share_the_streams_survive_a_kill_and_fence_a_frozen_one(
     run_for(Duration::from_secs(20)).await;
     let now = owners(&sim, &memory);
     assert_eq!(count_owned(&now, &c.replica), 6, "{now:?}");
+    assert!(*c.reads_cloudtrail.borrow(), "the reader did not move to C");
 
     // SIGCONT: B's writes under its old epoch are refused; it lets go.
     b.store.thaw();
@@ -225,6 +246,7 @@ async fn three_replicas_share_the_streams_survive_a_kill_and_fence_a_frozen_one(
     let now = owners(&sim, &memory);
     assert_eq!(count_owned(&now, &b.replica), 3, "{now:?}");
     assert_eq!(count_owned(&now, &c.replica), 3, "{now:?}");
+    assert_eq!(cloudtrail_readers(&[&b, &c]), 1);
 
     stop_writing.store(true, Ordering::Relaxed);
     writing.await.unwrap();

@@ -994,6 +994,15 @@ where
     assert_eq!((released.owner, released.epoch), (None, 3));
     assert!(store.save_fenced_shard(&cp_b, &fence_b).await.is_ok());
 
+    // A task's lease (one replica at a time) needs no stream row.
+    let task = store.task_lease("cloudtrail").await.unwrap();
+    assert_eq!((task.owner.as_deref(), task.epoch), (None, 0));
+    assert_eq!(store.take_lease(&task, "a").await.unwrap(), Some(1));
+    assert_eq!(store.take_lease(&task, "b").await.unwrap(), None);
+    let held = store.task_lease("cloudtrail").await.unwrap();
+    assert_eq!((held.owner.as_deref(), held.epoch), (Some("a"), 1));
+    assert_eq!(store.take_lease(&held, "b").await.unwrap(), Some(2));
+
     // Heartbeats: one row per replica, deleted only at the counter seen.
     let beat = |replica: &str, counter| ReplicaBeat {
         replica: replica.into(),

@@ -89,6 +89,16 @@ struct Book {
     /// The last scan's view, for `status` and `/readyz`.
     live_replicas: usize,
     unowned: usize,
+    /// Tasks that run on one replica at a time.
+    tasks: Vec<Task>,
+}
+
+/// A task that runs on one replica at a time (the CloudTrail reader): its
+/// lease's name, whether it runs here, and the fence while it does.
+struct Task {
+    name: String,
+    turn: Arc<watch::Sender<bool>>,
+    held: Option<Fence>,
 }
 
 /// This replica: its id, the streams it holds, and the signal that tells
@@ -151,6 +161,26 @@ impl Replica {
 
     fn bump(&self) {
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Runs the task `name` on one replica at a time: `turn` is set true
+    /// while this one holds its lease.
+    pub fn run_one(&self, name: &str, turn: Arc<watch::Sender<bool>>) {
+        self.book().tasks.push(Task {
+            name: name.to_string(),
+            turn,
+            held: None,
+        });
+    }
+
+    /// The tasks that run here now.
+    pub fn tasks_here(&self) -> Vec<String> {
+        self.book()
+            .tasks
+            .iter()
+            .filter(|t| t.held.is_some())
+            .map(|t| t.name.clone())
+            .collect()
     }
 
     /// Wakes when the streams held change.
@@ -466,6 +496,7 @@ async fn scan<C: CheckpointStore>(
             release(store, &f).await;
         }
     }
+    tasks(replica, store, &live).await;
     // Rows of replicas long dead and owning nothing.
     for (id, counter, quiet) in dead {
         let owns = leases
@@ -478,6 +509,56 @@ async fn scan<C: CheckpointStore>(
         }
     }
     Ok(())
+}
+
+/// Each one-at-a-time task: kept while our lease holds, taken when free or
+/// its holder is dead.
+async fn tasks<C: CheckpointStore>(replica: &Replica, store: &C, live: &[String]) {
+    let names: Vec<(String, Option<Fence>)> = replica
+        .book()
+        .tasks
+        .iter()
+        .map(|t| (t.name.clone(), t.held.clone()))
+        .collect();
+    for (name, held) in names {
+        let lease = match store.task_lease(&name).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                warn!(task = %name, error = %e, "cannot read a task's lease");
+                continue;
+            }
+        };
+        let ours = lease.owner.as_deref() == Some(replica.id.as_str());
+        let now = match held {
+            Some(fence) if ours && lease.epoch == fence.epoch => Some(fence),
+            Some(_) => {
+                warn!(task = %name, "another replica runs this task now; stopping it here");
+                None
+            }
+            None if lease.owner.as_ref().is_some_and(|o| live.contains(o)) && !ours => None,
+            None => match store.take_lease(&lease, &replica.id).await {
+                Ok(Some(epoch)) => {
+                    info!(task = %name, epoch, "this replica runs the task now");
+                    Some(Fence {
+                        table: lease.table.clone(),
+                        stream_arn: lease.stream_arn.clone(),
+                        owner: replica.id.clone(),
+                        epoch,
+                    })
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    warn!(task = %name, error = %e, "cannot take a task's lease");
+                    None
+                }
+            },
+        };
+        let mut book = replica.book();
+        if let Some(task) = book.tasks.iter_mut().find(|t| t.name == name) {
+            task.turn.send_replace(now.is_some());
+            task.held = now;
+        }
+    }
 }
 
 /// Gives a lease up (best effort: a lease not released expires with our
@@ -499,10 +580,15 @@ pub async fn release<C: CheckpointStore>(store: &C, fence: &Fence) {
 pub async fn let_go<C: CheckpointStore>(replica: &Replica, store: &C) {
     let held: Vec<Fence> = {
         let mut book = replica.book();
-        std::mem::take(&mut book.held)
+        let mut held: Vec<Fence> = std::mem::take(&mut book.held)
             .into_values()
             .map(|h| h.fence)
-            .collect()
+            .collect();
+        for task in &mut book.tasks {
+            task.turn.send_replace(false);
+            held.extend(task.held.take());
+        }
+        held
     };
     for fence in &held {
         release(store, fence).await;

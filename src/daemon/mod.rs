@@ -168,6 +168,8 @@ async fn audit<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditS
         .for_replica(replica.clone()),
     );
     if let Some(reader) = &cloudtrail {
+        // One replica reads CloudTrail at a time.
+        replica.run_one("cloudtrail", reader.turn.clone());
         observe::global().watch_attribution(reader.stats.clone());
         let stop = reader.stop.clone();
         let stopping = shutdown.stop.clone();

@@ -240,6 +240,10 @@ impl<T: CheckpointStore + Clone> CheckpointStore for FaultStore<T> {
         self.inner.beat(beat).await
     }
 
+    async fn task_lease(&self, name: &str) -> StoreResult<crate::store::Lease> {
+        self.inner.task_lease(name).await
+    }
+
     async fn replicas(&self) -> StoreResult<Vec<crate::store::ReplicaBeat>> {
         self.inner.replicas().await
     }

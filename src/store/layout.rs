@@ -22,7 +22,9 @@
 //! [`replica_sort_key`]: `replica` (S), `counter` (N, incremented every
 //! beat), `owned` (N, streams owned at that beat), `updated_at` (S, for
 //! people only: liveness is judged by the counter changing, on each peer's
-//! own clock).
+//! own clock). A task that runs on one replica at a time (the CloudTrail
+//! reader) has its lease there too, at [`task_lease_key`] (`lease_owner`,
+//! `lease_epoch`).
 //!
 //! **shards** (`TableNames::shards`) — one row per (stream, shard):
 //! `stream_arn` (S, partition key), `shard_id` (S, sort key), `table_name` (S),
@@ -123,6 +125,12 @@ pub const REPLICAS_PARTITION: &str = "#replicas";
 /// rows skip it whatever its partition.
 pub fn replica_sort_key(replica: &str) -> String {
     format!("#replica:{replica}")
+}
+
+/// The sort key of the lease of a task that runs on one replica at a time
+/// (the CloudTrail reader), under [`REPLICAS_PARTITION`].
+pub fn task_lease_key(name: &str) -> String {
+    format!("#lease:{name}")
 }
 
 /// The shards table's TTL attribute (epoch seconds), set on drained rows.

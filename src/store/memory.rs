@@ -627,6 +627,23 @@ impl CheckpointStore for MemoryStore {
         Ok(())
     }
 
+    async fn task_lease(&self, name: &str) -> StoreResult<crate::store::Lease> {
+        let stream_arn = crate::store::layout::task_lease_key(name);
+        let (owner, epoch) = self
+            .lock()
+            .leases
+            .get(&stream_arn)
+            .cloned()
+            .unwrap_or((None, 0));
+        Ok(crate::store::Lease {
+            table: crate::store::layout::REPLICAS_PARTITION.to_string(),
+            stream_arn,
+            owner,
+            epoch,
+            drained: false,
+        })
+    }
+
     async fn replicas(&self) -> StoreResult<Vec<crate::store::ReplicaBeat>> {
         Ok(self.lock().replicas.values().cloned().collect())
     }
@@ -670,8 +687,10 @@ impl CheckpointStore for MemoryStore {
     async fn take_lease(&self, seen: &crate::store::Lease, me: &str) -> StoreResult<Option<u64>> {
         let mut state = self.lock();
         let id = (seen.table.clone(), seen.stream_arn.clone());
-        // As the DynamoDB store: only a stream row that exists is leased.
-        if !state.streams.contains_key(&id) {
+        // As the DynamoDB store: only a stream row that exists is leased
+        // (a task's lease row is made by its first take).
+        let task = seen.table == crate::store::layout::REPLICAS_PARTITION;
+        if !task && !state.streams.contains_key(&id) {
             return Ok(None);
         }
         let epoch = state.leases.get(&seen.stream_arn).map_or(0, |(_, e)| *e);

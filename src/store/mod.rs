@@ -322,6 +322,10 @@ pub trait CheckpointStore: Send + Sync + 'static {
     /// The lease of every stream row of `table` (a Query), or of every
     /// table (a Scan).
     fn leases(&self, table: Option<&str>) -> impl Future<Output = StoreResult<Vec<Lease>>> + Send;
+    /// One lease row (epoch 0 and no owner when absent): a task that runs
+    /// on one replica at a time keeps its lease under the replicas'
+    /// partition (`store::layout::REPLICAS_PARTITION`), `name` its key.
+    fn task_lease(&self, name: &str) -> impl Future<Output = StoreResult<Lease>> + Send;
     /// Takes `seen` for `me` if its epoch is still `seen.epoch` (whoever owns
     /// it): the owner becomes `me` and the epoch `seen.epoch + 1`, which is
     /// returned. `None`: the lease moved since it was seen.

@@ -747,6 +747,10 @@ impl CheckpointStore for LaggyStore {
         self.gate().await;
         self.inner.beat(beat).await
     }
+    async fn task_lease(&self, name: &str) -> StoreResult<ddb_audit::store::Lease> {
+        self.gate().await;
+        self.inner.task_lease(name).await
+    }
     async fn replicas(&self) -> StoreResult<Vec<ddb_audit::store::ReplicaBeat>> {
         self.gate().await;
         self.inner.replicas().await

@@ -86,6 +86,10 @@ impl CheckpointStore for DynamoStore {
         self.lease_beat(beat).await
     }
 
+    async fn task_lease(&self, name: &str) -> StoreResult<crate::store::Lease> {
+        self.lease_task(name).await
+    }
+
     async fn replicas(&self) -> StoreResult<Vec<crate::store::ReplicaBeat>> {
         self.lease_replicas().await
     }

@@ -14,7 +14,7 @@ use super::{get_s, parse_time, s, sdk_store_error, store_error, DynamoStore};
 use crate::aws::written;
 use crate::entry::format_ts;
 use crate::store::layout::{
-    replica_sort_key, LEASE_EPOCH, LEASE_OWNER, REPLICAS_PARTITION, ROW_EPOCH,
+    replica_sort_key, task_lease_key, LEASE_EPOCH, LEASE_OWNER, REPLICAS_PARTITION, ROW_EPOCH,
 };
 use crate::store::{Fence, Lease, PutOutcome, ReplicaBeat, StoreError, StoreResult};
 
@@ -113,15 +113,39 @@ impl DynamoStore {
             .collect())
     }
 
+    pub(super) async fn lease_task(&self, name: &str) -> StoreResult<Lease> {
+        let table = &self.names.streams;
+        let stream_arn = task_lease_key(name);
+        let key = [
+            ("table_name", REPLICAS_PARTITION),
+            ("stream_arn", stream_arn.as_str()),
+        ];
+        let item = self.get_item(table, key, None, &[]).await?;
+        Ok(Lease {
+            table: REPLICAS_PARTITION.to_string(),
+            owner: item
+                .as_ref()
+                .and_then(|i| get_s(i, LEASE_OWNER))
+                .map(str::to_string),
+            epoch: item.as_ref().map_or(0, |i| get_u64(i, LEASE_EPOCH)),
+            stream_arn,
+            drained: false,
+        })
+    }
+
     pub(super) async fn lease_take(&self, seen: &Lease, me: &str) -> StoreResult<Option<u64>> {
         let table = &self.names.streams;
         let next = seen.epoch + 1;
         // Whoever owns it: the epoch alone says nothing moved since it was
         // seen, since every change of owner increments it.
-        let condition = if seen.epoch == 0 {
-            "attribute_exists(#arn) AND attribute_not_exists(#e)"
-        } else {
-            "attribute_exists(#arn) AND #e = :seen"
+        // A stream's lease is on its row, which must exist; a task's lease
+        // row is made by its first take.
+        let task = seen.table == REPLICAS_PARTITION;
+        let condition = match (seen.epoch, task) {
+            (0, false) => "attribute_exists(#arn) AND attribute_not_exists(#e)",
+            (0, true) => "attribute_not_exists(#e)",
+            (_, false) => "attribute_exists(#arn) AND #e = :seen",
+            (_, true) => "#e = :seen",
         };
         let mut call = self
             .client
@@ -131,13 +155,15 @@ impl DynamoStore {
             .key("stream_arn", s(&seen.stream_arn))
             .update_expression("SET #o = :me, #e = :next")
             .condition_expression(condition)
-            .expression_attribute_names("#arn", "stream_arn")
             .expression_attribute_names("#o", LEASE_OWNER)
             .expression_attribute_names("#e", LEASE_EPOCH)
             .expression_attribute_values(":me", s(me))
             .expression_attribute_values(":next", n(next));
         if seen.epoch != 0 {
             call = call.expression_attribute_values(":seen", n(seen.epoch));
+        }
+        if !task {
+            call = call.expression_attribute_names("#arn", "stream_arn");
         }
         let taken = written(call.send().await).map_err(|c| store_error(c, table))?;
         Ok(taken.then_some(next))
