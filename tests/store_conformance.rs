@@ -888,12 +888,13 @@ where
     T: CheckpointStore + ProofStore + AuditStore,
 {
     use ddb_audit::store::{Fence, ReplicaBeat, StoreError};
+    // Whole seconds: the DynamoDB store keeps milliseconds.
     let row = StreamRow {
         table_name: "orders".into(),
         stream_arn: ARN2.into(),
         is_enabled: true,
         drained: false,
-        updated_at: Utc::now(),
+        updated_at: chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap(),
     };
     store.save_stream(&row).await.unwrap();
     let leases = store.leases(None).await.unwrap();
