@@ -1,0 +1,157 @@
+//! End to end, the real binary against the emulator: three `run` processes
+//! on one config (only the metrics port differs: they share a host here)
+//! divide four tables' streams, read each record about once between them,
+//! and when one is killed (SIGKILL) the changes written after the kill are
+//! audited within 15 s; the trail then verifies intact, with no gap.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+const TABLES: usize = 4;
+
+async fn put(env: &TestEnv, table: &str, pk: &str, balance: u32, actor: &str) {
+    let item = json!({
+        "pk": {"S": pk}, "sk": {"N": "1"},
+        "balance": {"N": balance.to_string()}, "updated_by": {"S": actor},
+    });
+    env.ddb
+        .put_item()
+        .table_name(table)
+        .set_item(Some(json_to_item(&item)))
+        .send()
+        .await
+        .expect("put item");
+}
+
+/// The shared config, with this process's own metrics port.
+fn config(env: &TestEnv, tables: &[String], n: usize, listen: SocketAddr) -> PathBuf {
+    let list: Vec<String> = tables.iter().map(|t| format!("\"{t}\"")).collect();
+    let text = format!(
+        "tables = [{}]\n\n[attribution]\nactor_attribute = \"updated_by\"\n\n{}\n\
+         [observability]\nlisten = \"{listen}\"\n",
+        list.join(", "),
+        env.storage_section()
+    );
+    env.write_file(&format!("config-{n}.toml"), &text)
+}
+
+/// Each replica's owned streams and records read, from its /metrics.
+fn shares(addrs: &[SocketAddr], tables: &[String]) -> Vec<(f64, f64)> {
+    addrs
+        .iter()
+        .map(|a| {
+            let s = scrape(*a);
+            let owned = s.get("ddb_audit_streams_owned", &[]).unwrap_or(0.0);
+            let read: f64 = tables
+                .iter()
+                .map(|t| s.table("ddb_audit_records_read_total", t))
+                .sum();
+            (owned, read)
+        })
+        .collect()
+}
+
+async fn wait_entries(env: &TestEnv, config: &std::path::Path, table: &str, pk: &str, n: usize) {
+    let key = vec![format!("pk=S:{pk}"), "sk=N:1".to_string()];
+    env.wait_history(config, table, &key, "the change", |e| e.len() >= n)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_four_tables_and_survive_a_kill() {
+    let env = TestEnv::new("replicas");
+    let tables: Vec<String> = (0..TABLES).map(|i| env.name(&format!("t{i}"))).collect();
+    for t in &tables {
+        env.create_stream_table(t).await;
+    }
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let configs: Vec<PathBuf> = (0..3)
+        .map(|i| config(&env, &tables, i, addrs[i]))
+        .collect();
+    env.init(&configs[0]).await;
+    let mut daemons: Vec<Daemon> = configs.iter().map(|c| env.spawn_daemon(c)).collect();
+
+    // Their metrics listeners are up.
+    for a in &addrs {
+        wait_for("the metrics listener", Duration::from_secs(30), || {
+            http_get(*a, "/metrics").map(|_| ())
+        })
+        .await;
+    }
+    // They divide the streams: every one owned, nobody above its share.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = shares(&addrs, &tables);
+        let owned: f64 = now.iter().map(|(o, _)| o).sum();
+        if owned == TABLES as f64 && now.iter().all(|(o, _)| *o <= 2.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never balanced: {now:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Records written while all run are read about once between them.
+    let per_table = 30;
+    for v in 0..per_table {
+        for t in &tables {
+            put(&env, t, &format!("u{}", v % 5), v, "alice").await;
+        }
+    }
+    for t in &tables {
+        for u in 0..5 {
+            wait_entries(&env, &configs[0], t, &format!("u{u}"), per_table as usize / 5).await;
+        }
+    }
+    let written = (per_table as usize * TABLES) as f64;
+    let now = shares(&addrs, &tables);
+    let read: f64 = now.iter().map(|(_, r)| r).sum();
+    eprintln!("shares (owned, read): {now:?}; {written} records written");
+    assert!(
+        read <= 1.15 * written,
+        "read amplification {:.2}: {now:?}",
+        read / written
+    );
+
+    // SIGKILL one that owns something: its tables' next changes are audited
+    // by the others within 15 s of being written.
+    let victim = now
+        .iter()
+        .position(|(o, _)| *o >= 1.0)
+        .expect("a replica owns a stream");
+    daemons[victim].kill9().await;
+    let t0 = Instant::now();
+    for t in &tables {
+        put(&env, t, "after-kill", 1, "bob").await;
+    }
+    let survivor = (victim + 1) % 3;
+    for t in &tables {
+        wait_entries(&env, &configs[survivor], t, "after-kill", 1).await;
+    }
+    let failover = t0.elapsed();
+    eprintln!("every change after the kill audited {failover:?} after it");
+    assert!(
+        failover <= Duration::from_secs(15),
+        "took {failover:?} after the kill"
+    );
+
+    for (i, d) in daemons.iter_mut().enumerate() {
+        if i != victim {
+            d.stop_gracefully().await;
+        }
+    }
+    let cfg = path_str(&configs[survivor]);
+    let out = env.cli(&["verify", "--config", cfg]).await;
+    out.success();
+    let out = env.cli(&["gaps", "--config", cfg, "--json"]).await;
+    out.success();
+    assert_eq!(out.stdout, "", "no gaps");
+    let out = env.cli(&["status", "--config", cfg, "--json"]).await;
+    out.success();
+    assert!(out.stdout.contains("\"kind\":\"replica\""), "{}", out.stdout);
+}
