@@ -71,9 +71,7 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
         env.create_stream_table(t).await;
     }
     let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let configs: Vec<PathBuf> = (0..3)
-        .map(|i| config(&env, &tables, i, addrs[i]))
-        .collect();
+    let configs: Vec<PathBuf> = (0..3).map(|i| config(&env, &tables, i, addrs[i])).collect();
     env.init(&configs[0]).await;
     let mut daemons: Vec<Daemon> = configs.iter().map(|c| env.spawn_daemon(c)).collect();
 
@@ -105,7 +103,14 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
     }
     for t in &tables {
         for u in 0..5 {
-            wait_entries(&env, &configs[0], t, &format!("u{u}"), per_table as usize / 5).await;
+            wait_entries(
+                &env,
+                &configs[0],
+                t,
+                &format!("u{u}"),
+                per_table as usize / 5,
+            )
+            .await;
         }
     }
     let written = (per_table as usize * TABLES) as f64;
@@ -153,5 +158,9 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
     assert_eq!(out.stdout, "", "no gaps");
     let out = env.cli(&["status", "--config", cfg, "--json"]).await;
     out.success();
-    assert!(out.stdout.contains("\"kind\":\"replica\""), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("\"kind\":\"replica\""),
+        "{}",
+        out.stdout
+    );
 }

@@ -268,6 +268,7 @@ impl Observer {
                     lag_seconds: m.lag_seconds.get_or_create(&l).get(),
                     failing_shards: m.failing_shards.get_or_create(&l).get(),
                     ready: table_readiness(table, t).ready,
+                    streams_unowned: m.streams_unowned.get(),
                 }
             })
             .collect()
@@ -284,6 +285,9 @@ pub(crate) struct TableSnapshot {
     pub lag_seconds: f64,
     pub failing_shards: i64,
     pub ready: bool,
+    /// The cluster's count, the same in every table's document: the
+    /// dimensionless Maximum is what the alarm watches.
+    pub streams_unowned: i64,
 }
 
 pub(super) fn label(table: &str) -> TableLabel {
