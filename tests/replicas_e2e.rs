@@ -164,3 +164,128 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
         out.stdout
     );
 }
+
+/// The tables `replica` reads now, by `status --json`'s `read_by`.
+async fn tables_read_by(env: &TestEnv, config: &std::path::Path, id: &str) -> Vec<String> {
+    let out = env
+        .cli(&["status", "--config", path_str(config), "--json"])
+        .await;
+    out.success();
+    parse_json_lines(&out.stdout)
+        .into_iter()
+        .filter(|l| l["kind"] == "table")
+        .filter(|l| {
+            l["read_by"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x == id))
+        })
+        .filter_map(|l| l["table"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The replica id a process logged at start.
+async fn replica_of(daemon: &mut Daemon) -> String {
+    let mut id = String::new();
+    daemon
+        .wait_log("its replica id", |l| l.contains("replica started"))
+        .await;
+    for line in daemon.log_text().lines() {
+        if let Some(rest) = line.split("replica=").nth(1) {
+            if line.contains("replica started") {
+                id = rest
+                    .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+                    .find(|s| !s.is_empty())
+                    .unwrap_or_default()
+                    .to_string();
+            }
+        }
+    }
+    assert!(!id.is_empty(), "{}", daemon.log_text());
+    id
+}
+
+/// For BENCHMARKS.md: failover after SIGKILL (10 kills) and handover after
+/// SIGTERM (3 stops), three replicas over three tables, each time from the
+/// write after the signal to its entry readable. Slow: run by hand with
+/// `cargo test --test replicas_e2e -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn failover_and_handover_times() {
+    let env = TestEnv::new("failover");
+    let tables: Vec<String> = (0..3).map(|i| env.name(&format!("t{i}"))).collect();
+    for t in &tables {
+        env.create_stream_table(t).await;
+    }
+    let mut n = 0;
+    let mut spawn = |env: &TestEnv| {
+        n += 1;
+        let c = config(env, &tables, n, free_addr());
+        (env.spawn_daemon(&c), c)
+    };
+    let first = spawn(&env);
+    env.init(&first.1).await;
+    let mut running = vec![first, spawn(&env), spawn(&env)];
+    let mut ids = Vec::new();
+    for (d, _) in &mut running {
+        ids.push(replica_of(d).await);
+    }
+    let mut kills = Vec::new();
+    let mut stops = Vec::new();
+    for round in 0..13 {
+        // Wait until the victim reads something (balanced: one table each).
+        let (victim, owned) = loop {
+            let mut found = None;
+            for (i, id) in ids.iter().enumerate() {
+                let owned = tables_read_by(&env, &running[0].1, id).await;
+                if !owned.is_empty() && (i + round) % 3 == 0 {
+                    found = Some((i, owned));
+                }
+            }
+            if let Some(f) = found {
+                break f;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let kill = round < 10;
+        let (mut d, _) = running.remove(victim);
+        ids.remove(victim);
+        if kill {
+            d.kill9().await;
+        } else {
+            d.stop_gracefully().await;
+        }
+        let t0 = Instant::now();
+        let probe = format!("probe-{round}");
+        for t in &owned {
+            put(&env, t, &probe, round as u32, "bob").await;
+        }
+        let survivor = &running[0].1;
+        for t in &owned {
+            wait_entries(&env, survivor, t, &probe, 1).await;
+        }
+        let took = t0.elapsed();
+        eprintln!(
+            "{} #{round}: {took:?}",
+            if kill { "SIGKILL" } else { "SIGTERM" }
+        );
+        if kill {
+            kills.push(took);
+        } else {
+            stops.push(took);
+        }
+        let mut next = spawn(&env);
+        ids.push(replica_of(&mut next.0).await);
+        running.push(next);
+    }
+    kills.sort();
+    stops.sort();
+    eprintln!(
+        "failover after SIGKILL over {} kills: p50 {:?}, max {:?}; handover after SIGTERM: {stops:?}",
+        kills.len(),
+        kills[kills.len() / 2],
+        kills[kills.len() - 1]
+    );
+    for (d, _) in &mut running {
+        d.stop_gracefully().await;
+    }
+}

@@ -109,6 +109,8 @@ pub struct Replica {
     root: Shutdown,
     book: Mutex<Book>,
     changed: watch::Sender<u64>,
+    /// Asks the coordinator to scan now (a stream found by discovery).
+    poked: tokio::sync::Notify,
 }
 
 /// `<hostname>-<pid>-<random>`: unique across restarts and across the
@@ -152,6 +154,7 @@ impl Replica {
             root: root.clone(),
             book: Mutex::new(Book::default()),
             changed: watch::channel(0).0,
+            poked: tokio::sync::Notify::new(),
         })
     }
 
@@ -181,6 +184,11 @@ impl Replica {
             .filter(|t| t.held.is_some())
             .map(|t| t.name.clone())
             .collect()
+    }
+
+    /// Scan the leases now rather than at the next tick.
+    pub fn poke(&self) {
+        self.poked.notify_one();
     }
 
     /// Wakes when the streams held change.
@@ -376,6 +384,7 @@ pub async fn coordinate<C: CheckpointStore>(
             biased;
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(settings.scan) => {}
+            _ = replica.poked.notified() => {}
         }
     }
 }

@@ -290,14 +290,26 @@ pub async fn run_table<S, C, A>(
                     }
                     // Only what this replica holds; discovery still records
                     // every stream row, which is what the leases are on.
-                    Some(replica) => start_held(
-                        &mut streams,
-                        &mut running,
-                        &engine,
-                        &table,
-                        replica,
-                        &rejected,
-                    ),
+                    Some(replica) => {
+                        // A stream nobody has leased yet (new, or this is the
+                        // first start): scan now rather than at the next tick.
+                        let held = replica.held();
+                        if found
+                            .arns
+                            .iter()
+                            .any(|a| !held.iter().any(|f| f.stream_arn == *a))
+                        {
+                            replica.poke();
+                        }
+                        start_held(
+                            &mut streams,
+                            &mut running,
+                            &engine,
+                            &table,
+                            replica,
+                            &rejected,
+                        )
+                    }
                 }
                 match found.problem {
                     None => Ok(()),
@@ -1175,12 +1187,26 @@ where
             .emit();
             checkpoint.status = ShardStatus::Drained;
             checkpoint.updated_at = Utc::now();
-            let saved = retry(policy, &self.shutdown.abort, "PutItem(checkpoint)", || {
-                engine.checkpoints.save_shard(&checkpoint)
-            })
+            let fence = self.fence();
+            let row = &checkpoint;
+            let saved = retry(
+                policy,
+                &self.shutdown.abort,
+                "PutItem(checkpoint)",
+                || async move {
+                    match fence {
+                        Some(fence) => engine.checkpoints.save_fenced_shard(row, fence).await,
+                        None => engine.checkpoints.save_shard(row).await,
+                    }
+                },
+            )
             .await;
             match saved {
                 Ok(()) => self.shards.set_row(checkpoint),
+                Err(Retried::Failed(e)) if e.is_fenced() => {
+                    self.lease_lost();
+                    return;
+                }
                 // The gap is written and chained; the row still says the
                 // shard was being read, so the next listing finds the gap
                 // already present and links nothing twice.
