@@ -222,9 +222,8 @@ async fn failover_and_handover_times() {
         let c = config(env, &tables, n, free_addr());
         (env.spawn_daemon(&c), c)
     };
-    let first = spawn(&env);
-    env.init(&first.1).await;
-    let mut running = vec![first, spawn(&env), spawn(&env)];
+    env.init(&config(&env, &tables, 0, free_addr())).await;
+    let mut running = vec![spawn(&env), spawn(&env), spawn(&env)];
     let mut ids = Vec::new();
     for (d, _) in &mut running {
         ids.push(replica_of(d).await);

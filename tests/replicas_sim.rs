@@ -339,3 +339,31 @@ async fn a_graceful_stop_hands_its_streams_over_within_two_seconds() {
     }
     assert_eq!(memory.duplicate_puts(), 0, "nothing read twice");
 }
+
+/// What leasing costs: in steady state a replica writes only its heartbeat
+/// (every 3 s, 1,200 an hour), whatever the number of streams; takes and
+/// releases happen only when ownership changes.
+#[tokio::test(start_paused = true)]
+async fn lease_writes_per_hour_are_the_heartbeats() {
+    let sim = SimStream::new(SimConfig::with_seed(13));
+    for t in TABLES {
+        sim.create_table(t, &["pk"], Some(ViewType::NewAndOldImages))
+            .unwrap();
+    }
+    let memory = MemoryStore::new();
+    let a = start_replica(&sim, &memory);
+    let b = start_replica(&sim, &memory);
+    run_for(Duration::from_secs(60)).await;
+    let before = memory.lease_writes();
+    run_for(Duration::from_secs(3600)).await;
+    let per_replica_hour = (memory.lease_writes() - before) / 2;
+    println!("lease and heartbeat writes per replica per hour: {per_replica_hour}");
+    assert!(
+        (1190..=1210).contains(&per_replica_hour),
+        "{per_replica_hour}"
+    );
+    for r in [a, b] {
+        r.shutdown.begin(Duration::from_secs(4));
+        r.handle.await.unwrap();
+    }
+}

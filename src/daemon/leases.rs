@@ -370,21 +370,25 @@ pub async fn coordinate<C: CheckpointStore>(
     let settings = replica.settings;
     let mut peers = Peers::default();
     let mut next_beat = Instant::now();
+    let mut next_scan = Instant::now();
     loop {
         let now = Instant::now();
         if now >= next_beat {
             beat(&replica, store).await;
             next_beat = now + settings.heartbeat;
         }
-        if let Err(e) = scan(&replica, store, tables, &mut peers).await {
-            // The leases held stay held: their fences guard every write.
-            warn!(replica = %replica.id, error = %e, "cannot read the lease rows; trying again");
+        if now >= next_scan {
+            if let Err(e) = scan(&replica, store, tables, &mut peers).await {
+                // The leases held stay held: their fences guard every write.
+                warn!(replica = %replica.id, error = %e, "cannot read the lease rows; trying again");
+            }
+            next_scan = Instant::now() + settings.scan;
         }
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(settings.scan) => {}
-            _ = replica.poked.notified() => {}
+            _ = tokio::time::sleep_until(next_beat.min(next_scan)) => {}
+            _ = replica.poked.notified() => next_scan = Instant::now(),
         }
     }
 }
