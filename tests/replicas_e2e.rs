@@ -149,9 +149,7 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
     // SIGSTOP one of the two left past its lease: the other takes its
     // streams; on SIGCONT its writes under the old epoch are refused, or
     // its next scan finds the lease moved: it lets go, and goes on running.
-    let frozen = (0..3)
-        .find(|i| *i != victim)
-        .expect("two replicas left");
+    let frozen = (0..3).find(|i| *i != victim).expect("two replicas left");
     let other = 3 - victim - frozen;
     let owned_when_frozen = shares(&[addrs[frozen]], &tables)[0].0;
     daemons[frozen].signal(libc::SIGSTOP);

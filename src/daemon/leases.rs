@@ -91,6 +91,9 @@ struct Book {
     unowned: usize,
     /// Tasks that run on one replica at a time.
     tasks: Vec<Task>,
+    /// Tables whose first discovery has finished: until every one has, a
+    /// stream taken here could not start reading yet, so none is taken.
+    discovered: std::collections::BTreeSet<String>,
 }
 
 /// A task that runs on one replica at a time (the CloudTrail reader): its
@@ -184,6 +187,12 @@ impl Replica {
             .filter(|t| t.held.is_some())
             .map(|t| t.name.clone())
             .collect()
+    }
+
+    /// `table`'s first discovery is done: its supervisor starts the streams
+    /// held at once from now on.
+    pub fn discovered(&self, table: &str) {
+        self.book().discovered.insert(table.to_string());
     }
 
     /// Scan the leases now rather than at the next tick.
@@ -458,8 +467,11 @@ async fn scan<C: CheckpointStore>(
     }
     .emit();
     // Stopping: only beat (the leases held are released after the final
-    // digests); take nothing new.
-    if replica.root.stop.is_cancelled() {
+    // digests); take nothing new. Starting: not before every table's first
+    // discovery, so a stream taken is read at once (a peer already running
+    // takes it meanwhile).
+    let ready = tables.iter().all(|t| replica.book().discovered.contains(t));
+    if replica.root.stop.is_cancelled() || !ready {
         return Ok(());
     }
     // Ours at an epoch we do not hold (a release that failed, say): it is

@@ -326,6 +326,10 @@ pub async fn run_table<S, C, A>(
                 !running.is_empty(),
             )),
         };
+        // Found or not: this replica may take the table's leases now.
+        if let Some(replica) = &replica {
+            replica.discovered(&table);
+        }
         let (new_state, outcome) = match state {
             Ok(()) => (TableState::Auditing, Ok(())),
             Err((p, true)) => (TableState::Draining(p.to_string()), Ok(())),
