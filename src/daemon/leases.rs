@@ -380,6 +380,7 @@ pub async fn coordinate<C: CheckpointStore>(
     let mut peers = Peers::default();
     let mut next_beat = Instant::now();
     let mut next_scan = Instant::now();
+    let started = Instant::now();
     loop {
         let now = Instant::now();
         if now >= next_beat {
@@ -387,7 +388,7 @@ pub async fn coordinate<C: CheckpointStore>(
             next_beat = now + settings.heartbeat;
         }
         if now >= next_scan {
-            if let Err(e) = scan(&replica, store, tables, &mut peers).await {
+            if let Err(e) = scan(&replica, store, tables, &mut peers, started).await {
                 // The leases held stay held: their fences guard every write.
                 warn!(replica = %replica.id, error = %e, "cannot read the lease rows; trying again");
             }
@@ -420,12 +421,17 @@ async fn beat<C: CheckpointStore>(replica: &Replica, store: &C) {
     }
 }
 
+/// The longest a starting replica waits for its tables' first discovery
+/// before it takes leases anyway.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(30);
+
 /// One scan: peers, then leases: what we lost, what we take, what we hand over.
 async fn scan<C: CheckpointStore>(
     replica: &Replica,
     store: &C,
     tables: &[String],
     peers: &mut Peers,
+    started: Instant,
 ) -> Result<(), crate::store::StoreError> {
     let settings = replica.settings;
     let rows = store.replicas().await?;
@@ -470,7 +476,10 @@ async fn scan<C: CheckpointStore>(
     // digests); take nothing new. Starting: not before every table's first
     // discovery, so a stream taken is read at once (a peer already running
     // takes it meanwhile).
-    let ready = tables.iter().all(|t| replica.book().discovered.contains(t));
+    // A discovery that keeps retrying (throttled, say) must not keep the
+    // other tables' streams from being taken for ever.
+    let ready = started.elapsed() >= DISCOVERY_WAIT
+        || tables.iter().all(|t| replica.book().discovered.contains(t));
     if replica.root.stop.is_cancelled() || !ready {
         return Ok(());
     }
