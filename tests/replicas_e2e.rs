@@ -289,6 +289,24 @@ async fn failover_and_handover_times() {
             "{} #{round}: {took:?}",
             if kill { "SIGKILL" } else { "SIGTERM" }
         );
+        if took > Duration::from_secs(3) {
+            // What the others did meanwhile, to see where the time went.
+            for line in d.log_text().lines().chain(
+                running
+                    .iter()
+                    .flat_map(|(r, _)| r.log_text().lines().map(str::to_string).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            ) {
+                if ["lease", "hand", "taking", "stopp", "released"]
+                    .iter()
+                    .any(|w| line.contains(w))
+                {
+                    eprintln!("  {line}");
+                }
+            }
+        }
         if kill {
             kills.push(took);
         } else {

@@ -327,44 +327,61 @@ impl Replica {
     }
 }
 
-/// What this replica has seen of each peer's heartbeat: the counter, and
-/// when (our clock) it last changed.
+/// What this replica has seen of each peer's heartbeat: the counter, when
+/// (our clock) it last changed, and whether it was ever seen to change.
 #[derive(Default)]
 struct Peers {
-    seen: HashMap<String, (u64, Instant)>,
+    seen: HashMap<String, (u64, Instant, bool)>,
+}
+
+/// One scan's view of the replicas (see [`Peers::observe`]).
+struct Observed {
+    live: Vec<String>,
+    beating: usize,
+    dead: Vec<(String, u64, Duration)>,
 }
 
 impl Peers {
-    /// Live replicas (ourselves included) after this scan's heartbeat rows;
-    /// the dead ones with their counter.
+    /// After this scan's heartbeat rows: the replicas not (yet) dead,
+    /// ourselves included, whose leases are not to be taken; how many of
+    /// them were seen beating (ourselves included), which is what the fair
+    /// share counts; and the dead ones with their counter. A row seen for
+    /// the first time may be a live peer or one dead for an hour: its
+    /// leases wait for the expiry, but it does not shrink our share (a
+    /// replica starting beside the rows of crashed ones would otherwise
+    /// take too little for the expiry's length).
     fn observe(
         &mut self,
         me: &str,
         rows: &[ReplicaBeat],
         now: Instant,
         expiry: Duration,
-    ) -> (Vec<String>, Vec<(String, u64, Duration)>) {
-        let mut live = vec![me.to_string()];
-        let mut dead = Vec::new();
+    ) -> Observed {
+        let mut seen = Observed {
+            live: vec![me.to_string()],
+            beating: 1,
+            dead: Vec::new(),
+        };
         for row in rows.iter().filter(|r| r.replica != me) {
             let entry = self
                 .seen
                 .entry(row.replica.clone())
-                .or_insert((row.counter, now));
+                .or_insert((row.counter, now, false));
             if entry.0 != row.counter {
-                *entry = (row.counter, now);
+                *entry = (row.counter, now, true);
             }
             let quiet = now.saturating_duration_since(entry.1);
             if quiet < expiry {
-                live.push(row.replica.clone());
+                seen.live.push(row.replica.clone());
+                seen.beating += usize::from(entry.2);
             } else {
-                dead.push((row.replica.clone(), row.counter, quiet));
+                seen.dead.push((row.replica.clone(), row.counter, quiet));
             }
         }
         self.seen
             .retain(|id, _| rows.iter().any(|r| &r.replica == id));
-        live.sort();
-        (live, dead)
+        seen.live.sort();
+        seen
     }
 }
 
@@ -435,7 +452,11 @@ async fn scan<C: CheckpointStore>(
 ) -> Result<(), crate::store::StoreError> {
     let settings = replica.settings;
     let rows = store.replicas().await?;
-    let (live, dead) = peers.observe(&replica.id, &rows, Instant::now(), settings.expiry);
+    let Observed {
+        live,
+        beating,
+        dead,
+    } = peers.observe(&replica.id, &rows, Instant::now(), settings.expiry);
     let leases: Vec<Lease> = store
         .leases(None)
         .await?
@@ -457,7 +478,7 @@ async fn scan<C: CheckpointStore>(
     }
     let is_live = |owner: &Option<String>| owner.as_ref().is_some_and(|o| live.contains(o));
     let unowned = leases.iter().filter(|l| !is_live(&l.owner)).count();
-    let fair = leases.len().div_ceil(live.len().max(1));
+    let fair = leases.len().div_ceil(beating.max(1));
     {
         let mut book = replica.book();
         book.live_replicas = live.len();
@@ -630,5 +651,55 @@ pub async fn let_go<C: CheckpointStore>(replica: &Replica, store: &C) {
     let counter = replica.book().counter;
     if let Err(e) = store.forget_replica(&replica.id, counter).await {
         debug!(replica = %replica.id, error = %e, "cannot delete our heartbeat row");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(replica: &str, counter: u64) -> ReplicaBeat {
+        ReplicaBeat {
+            replica: replica.into(),
+            counter,
+            owned: 0,
+            // Far in the future: wall clocks are never compared.
+            updated_at: chrono::DateTime::<Utc>::MAX_UTC,
+        }
+    }
+
+    #[test]
+    fn a_peer_is_dead_only_after_its_counter_stood_still_for_the_expiry_on_our_clock() {
+        let expiry = Duration::from_secs(9);
+        let mut peers = Peers::default();
+        let t0 = Instant::now();
+        // First seen: alive until it has had the expiry to move, but not
+        // counted in the fair share before it is seen beating.
+        let seen = peers.observe("me", &[beat("me", 1), beat("b", 5)], t0, expiry);
+        assert_eq!(seen.live, ["b", "me"]);
+        assert!(seen.dead.is_empty());
+        assert_eq!(seen.beating, 1);
+        // Moving: alive, whatever its row's wall-clock time says.
+        let t1 = t0 + Duration::from_secs(8);
+        let seen = peers.observe("me", &[beat("b", 6)], t1, expiry);
+        assert!(seen.live.contains(&"b".to_string()));
+        assert_eq!(seen.beating, 2);
+        // Standing still for 9 s of our clock: dead, with the counter seen.
+        let t2 = t1 + Duration::from_secs(9);
+        let seen = peers.observe("me", &[beat("b", 6)], t2, expiry);
+        assert_eq!(seen.live, ["me"]);
+        assert_eq!(seen.dead, [("b".to_string(), 6, Duration::from_secs(9))]);
+        // Beating again (a thawed process): alive at once.
+        let seen = peers.observe("me", &[beat("b", 7)], t2, expiry);
+        assert_eq!((seen.live.len(), seen.dead.len()), (2, 0));
+        // A row gone (a graceful stop): forgotten.
+        let seen = peers.observe("me", &[], t2, expiry);
+        assert_eq!(seen.live, ["me"]);
+        assert!(peers.seen.is_empty());
+    }
+
+    #[test]
+    fn replica_ids_differ_within_one_process() {
+        assert_ne!(replica_id(), replica_id());
     }
 }
