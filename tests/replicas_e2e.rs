@@ -95,6 +95,13 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // /readyz says which replica this is and what it reads.
+    let (_, body) = http_get(addrs[0], "/readyz").expect("/readyz answers");
+    assert!(
+        body.contains("\"replica\"") && body.contains("\"owned\""),
+        "{body}"
+    );
+
     // Records written while all run are read about once between them.
     let per_table = 30;
     for v in 0..per_table {

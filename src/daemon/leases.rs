@@ -491,6 +491,7 @@ async fn scan<C: CheckpointStore>(
         live_replicas: live.len(),
         streams: leases.len(),
         unowned,
+        tasks: &replica.tasks_here(),
     }
     .emit();
     // Stopping: only beat (the leases held are released after the final

@@ -317,6 +317,7 @@ pub struct LeaseScan<'a> {
     pub live_replicas: usize,
     pub streams: usize,
     pub unowned: usize,
+    pub tasks: &'a [String],
 }
 
 impl Event for LeaseScan<'_> {
@@ -331,6 +332,7 @@ impl Event for LeaseScan<'_> {
             owned: self.owned.to_vec(),
             live_replicas: self.live_replicas,
             unowned_streams: self.unowned,
+            tasks: self.tasks.to_vec(),
         });
     }
 }

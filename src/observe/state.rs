@@ -181,6 +181,8 @@ pub struct ReplicaView {
     pub live_replicas: usize,
     /// Streams of the configured tables nobody live owns.
     pub unowned_streams: usize,
+    /// Tasks that run on one replica at a time and run here (`cloudtrail`).
+    pub tasks: Vec<String>,
 }
 
 pub(super) struct State {
