@@ -175,6 +175,9 @@ pub struct TableStatusLine {
     pub state: Option<String>,
     /// Why it is draining or failing.
     pub state_reason: Option<String>,
+    /// The replicas whose lease says they read its streams not yet drained
+    /// (empty: nobody does).
+    pub read_by: Vec<String>,
 }
 
 pub fn shard_lines(checkpoints: &[ShardCheckpoint], now: DateTime<Utc>) -> Vec<ShardStatusLine> {
@@ -232,6 +235,7 @@ pub fn table_line(
         max_lag_seconds: shards.iter().filter_map(|l| l.lag_seconds).max(),
         state: health.map(|h| h.state.clone()),
         state_reason: health.and_then(|h| h.reason.clone()),
+        read_by: Vec::new(),
     }
 }
 
@@ -280,8 +284,56 @@ pub async fn table_status<C: crate::store::CheckpointStore>(
         shards.extend(shard_lines(&store.load_shards(&s.stream_arn).await?, now));
     }
     let health = store.load_table_health(table).await?;
-    let summary = table_line(table, &streams, &shards, health.as_ref());
+    let mut summary = table_line(table, &streams, &shards, health.as_ref());
+    let mut read_by: Vec<String> = store
+        .leases(Some(table))
+        .await?
+        .into_iter()
+        .filter(|l| !l.drained)
+        .filter_map(|l| l.owner)
+        .collect();
+    read_by.sort();
+    read_by.dedup();
+    summary.read_by = read_by;
     Ok((summary, shards))
+}
+
+/// One `run` process on this config, from its heartbeat row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplicaStatusLine {
+    pub kind: &'static str,
+    pub replica: String,
+    /// Streams it owned at its last heartbeat.
+    pub owns: u64,
+    pub heartbeats: u64,
+    /// Its own clock's time of its last heartbeat (for people: replicas
+    /// judge each other by the counter moving, never by this).
+    pub last_heartbeat: String,
+}
+
+pub fn replica_lines(beats: &[crate::store::ReplicaBeat]) -> Vec<ReplicaStatusLine> {
+    beats
+        .iter()
+        .map(|b| ReplicaStatusLine {
+            kind: "replica",
+            replica: b.replica.clone(),
+            owns: b.owned,
+            heartbeats: b.counter,
+            last_heartbeat: crate::entry::format_ts(b.updated_at),
+        })
+        .collect()
+}
+
+pub fn replicas_table(replicas: &[ReplicaStatusLine]) -> String {
+    let mut out = String::new();
+    for r in replicas {
+        let _ = writeln!(
+            out,
+            "replica {}: owns {} stream(s); last heartbeat {} (#{})",
+            r.replica, r.owns, r.last_heartbeat, r.heartbeats
+        );
+    }
+    out
 }
 
 pub fn status_table(tables: &[(TableStatusLine, Vec<ShardStatusLine>)]) -> String {
@@ -307,6 +359,9 @@ pub fn status_table(tables: &[(TableStatusLine, Vec<ShardStatusLine>)]) -> Strin
                 (Some(state), None) => format!("; {state}"),
             },
         );
+        if !summary.read_by.is_empty() {
+            let _ = writeln!(out, "  read by {}", summary.read_by.join(", "));
+        }
         let rows: Vec<[String; 5]> = shards
             .iter()
             .filter(|s| s.status != "drained")

@@ -366,6 +366,7 @@ impl RunDigests<'_> {
                 previous: last.clone(),
                 heads,
                 is_final,
+                fence: None,
             },
             cancel,
         )

@@ -1193,11 +1193,14 @@ async fn gaps_and_status_on_a_healthy_run() {
     // by its shard lines.
     let table_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "table").collect();
     assert_eq!(table_lines.len(), tables.len(), "{lines:#?}");
+    // Then the replicas (`run` processes) sharing the work: this one.
+    let replicas = lines.iter().filter(|l| l["kind"] == "replica").count();
+    assert_eq!(replicas, 1, "{lines:#?}");
     assert!(lines
         .iter()
-        .all(|l| l["kind"] == "table" || l["kind"] == "shard"));
+        .all(|l| l["kind"] == "table" || l["kind"] == "shard" || l["kind"] == "replica"));
     let mut current: Option<&str> = None;
-    for l in &lines {
+    for l in lines.iter().filter(|l| l["kind"] != "replica") {
         match l["kind"].as_str().unwrap() {
             "table" => current = l["table"].as_str(),
             _ => assert_eq!(l["table"].as_str(), current, "shard after its table: {l}"),
@@ -1222,6 +1225,12 @@ async fn gaps_and_status_on_a_healthy_run() {
         assert_eq!(summary["open"], json!(shards.len()));
         assert_eq!(summary["closed"], json!(0));
         assert_eq!(summary["drained"], json!(0));
+        // The replica reading it, by its lease.
+        assert_eq!(
+            summary["read_by"].as_array().map(Vec::len),
+            Some(1),
+            "{summary}"
+        );
         let lags: Vec<i64> = shards
             .iter()
             .map(|sh| {
@@ -1265,7 +1274,15 @@ async fn gaps_and_status_on_a_healthy_run() {
     assert!(starts.windows(2).all(|w| w[0] < w[1]), "{}", out.stdout);
     assert_eq!(starts[0], 0, "{}", out.stdout);
     for (i, t) in tables.iter().enumerate() {
-        let section = &text[starts[i]..starts.get(i + 1).copied().unwrap_or(text.len())];
+        let whole = &text[starts[i]..starts.get(i + 1).copied().unwrap_or(text.len())];
+        // Under the summary, the replica reading the table; after the last
+        // table, the replicas.
+        assert!(whole[1].starts_with("  read by "), "{}", out.stdout);
+        let section: Vec<&str> = whole
+            .iter()
+            .filter(|l| !l.starts_with("  read by ") && !l.starts_with("replica "))
+            .copied()
+            .collect();
         let mine: Vec<_> = last.iter().filter(|(lt, ..)| lt == t).collect();
         let n = mine.len();
         assert!(

@@ -854,7 +854,13 @@ async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_in
     assert_eq!(td["health_check"][1], "/usr/local/bin/ddb-audit");
     assert_eq!(td["health_check"][2], "healthcheck");
     assert_eq!(td["log_driver"], "awslogs");
-    assert_eq!(r["service"]["desired"], 1);
+    // Two replicas by default: they divide the streams, and one keeps
+    // auditing while the other is replaced.
+    assert_eq!(r["service"]["desired"], 2);
+    // A deploy starts the new tasks before it stops the old ones.
+    if !r["service"]["minimum_healthy_percent"].is_null() {
+        assert_eq!(r["service"]["minimum_healthy_percent"], 100);
+    }
     let alarms = r["template_alarms"].as_object().expect("alarms");
     let metrics: Vec<&str> = alarms
         .values()
@@ -865,6 +871,7 @@ async fn the_cloudformation_stack_makes_tables_the_daemon_audits_into_without_in
         "ddb_audit_gaps_total",
         "ddb_audit_failing_shards",
         "ddb_audit_table_ready",
+        "ddb_audit_streams_unowned",
     ] {
         assert!(metrics.contains(&m), "an alarm on {m}: {metrics:?}");
     }

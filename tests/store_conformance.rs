@@ -986,6 +986,158 @@ where
     );
 }
 
+/// A stream row is its lease: taken on the epoch seen (the loser of a race
+/// gets `None`), released by its holder only; fenced checkpoints, gaps and
+/// digests refuse an epoch that moved; heartbeats are rows of their own.
+async fn leases_fence_the_writes_of_an_owner_that_lost_its_stream<T>(store: &T)
+where
+    T: CheckpointStore + ProofStore + AuditStore,
+{
+    use ddb_audit::store::{Fence, ReplicaBeat, StoreError};
+    // Whole seconds: the DynamoDB store keeps milliseconds.
+    let row = StreamRow {
+        table_name: "orders".into(),
+        stream_arn: ARN2.into(),
+        is_enabled: true,
+        drained: false,
+        updated_at: chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap(),
+    };
+    store.save_stream(&row).await.unwrap();
+    let leases = store.leases(None).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    let free = leases[0].clone();
+    assert_eq!((free.owner.as_deref(), free.epoch), (None, 0));
+    assert_eq!(store.take_lease(&free, "a").await.unwrap(), Some(1));
+    // B saw it free too, but A took it first.
+    assert_eq!(store.take_lease(&free, "b").await.unwrap(), None);
+    let seen = store.leases(None).await.unwrap().remove(0);
+    assert_eq!((seen.owner.as_deref(), seen.epoch), (Some("a"), 1));
+    // The stream row's own attributes survive the lease, and the reverse.
+    store.save_stream(&row).await.unwrap();
+    assert_eq!(
+        store.load_streams(Some("orders")).await.unwrap(),
+        std::slice::from_ref(&row)
+    );
+    assert_eq!(store.leases(None).await.unwrap()[0], seen);
+    let fence_a = Fence {
+        table: "orders".into(),
+        stream_arn: ARN2.into(),
+        owner: "a".into(),
+        epoch: 1,
+    };
+    store.check_fence(&fence_a).await.unwrap();
+    let cp = checkpoint("s1", Some("100"), ShardStatus::Open);
+    store.save_fenced_shard(&cp, &fence_a).await.unwrap();
+    // A stops beating; B takes it over on the epoch it saw.
+    assert_eq!(store.take_lease(&seen, "b").await.unwrap(), Some(2));
+    let fence_b = Fence {
+        owner: "b".into(),
+        epoch: 2,
+        ..fence_a.clone()
+    };
+    let cp_b = checkpoint("s1", Some("200"), ShardStatus::Open);
+    store.save_fenced_shard(&cp_b, &fence_b).await.unwrap();
+    // A wakes up: every fenced write of its is refused, typed.
+    let fenced = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Fenced { epoch: 1, .. }));
+    let cp_a = checkpoint("s1", Some("300"), ShardStatus::Open);
+    assert!(fenced(
+        store.save_fenced_shard(&cp_a, &fence_a).await.map(|_| ())
+    ));
+    assert!(fenced(store.check_fence(&fence_a).await));
+    let gap = Gap {
+        table: "orders".into(),
+        stream_arn: ARN2.into(),
+        shard_id: "s1".into(),
+        after_sequence_number: Some("200".into()),
+        after_shard_id: None,
+        unseen_shard_id: None,
+        after_time: None,
+        resumed_at_sequence_number: Some("250".into()),
+        resumed_at_time: None,
+        closes: Vec::new(),
+        closed_by: None,
+        detected_at: "2026-11-02T00:00:00Z".into(),
+    };
+    let link = ChainState::default().link_gap(&gap).unwrap();
+    assert!(fenced(
+        store
+            .put_fenced_gap(&gap, &link, &fence_a)
+            .await
+            .map(|_| ())
+    ));
+    assert!(
+        store.gaps().await.unwrap().is_empty(),
+        "a fenced gap was written"
+    );
+    assert!(fenced(
+        store
+            .put_fenced_digest(1, &signed(1), &fence_a)
+            .await
+            .map(|_| ())
+    ));
+    assert_eq!(store.newest_digest(ARN2).await.unwrap(), None);
+    assert!(!store.release_lease(&fence_a).await.unwrap());
+    // The owner's own writes go through.
+    assert_eq!(
+        store.put_fenced_gap(&gap, &link, &fence_b).await.unwrap(),
+        PutOutcome::Written
+    );
+    assert_eq!(
+        store.put_fenced_gap(&gap, &link, &fence_b).await.unwrap(),
+        PutOutcome::AlreadyPresent
+    );
+    assert_eq!(
+        store
+            .put_fenced_digest(1, &signed(1), &fence_b)
+            .await
+            .unwrap(),
+        PutOutcome::Written
+    );
+    let stored = store.load_shard(ARN2, "s1").await.unwrap().unwrap();
+    assert_eq!(stored.sequence_no.as_deref(), Some("200"));
+    // Released: nobody owns it, and the epoch moved once more.
+    assert!(store.release_lease(&fence_b).await.unwrap());
+    let released = store.leases(None).await.unwrap().remove(0);
+    assert_eq!((released.owner, released.epoch), (None, 3));
+    assert!(store.save_fenced_shard(&cp_b, &fence_b).await.is_ok());
+
+    // A task's lease (one replica at a time) needs no stream row.
+    let task = store.task_lease("cloudtrail").await.unwrap();
+    assert_eq!((task.owner.as_deref(), task.epoch), (None, 0));
+    assert_eq!(store.take_lease(&task, "a").await.unwrap(), Some(1));
+    assert_eq!(store.take_lease(&task, "b").await.unwrap(), None);
+    let held = store.task_lease("cloudtrail").await.unwrap();
+    assert_eq!((held.owner.as_deref(), held.epoch), (Some("a"), 1));
+    assert_eq!(store.take_lease(&held, "b").await.unwrap(), Some(2));
+
+    // Heartbeats: one row per replica, deleted only at the counter seen.
+    let beat = |replica: &str, counter| ReplicaBeat {
+        replica: replica.into(),
+        counter,
+        owned: 2,
+        updated_at: Utc::now(),
+    };
+    store.beat(&beat("a", 1)).await.unwrap();
+    store.beat(&beat("b", 1)).await.unwrap();
+    store.beat(&beat("a", 2)).await.unwrap();
+    let mut rows = store.replicas().await.unwrap();
+    rows.sort_by(|x, y| x.replica.cmp(&y.replica));
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.replica.as_str(), r.counter, r.owned))
+            .collect::<Vec<_>>(),
+        [("a", 2, 2), ("b", 1, 2)]
+    );
+    assert!(!store.forget_replica("a", 1).await.unwrap());
+    assert!(store.forget_replica("a", 2).await.unwrap());
+    assert_eq!(store.replicas().await.unwrap().len(), 1);
+    // Heartbeat rows are no stream.
+    assert_eq!(store.load_streams(None).await.unwrap(), [row]);
+    assert_eq!(store.leases(None).await.unwrap().len(), 1);
+    assert_eq!(store.leases(Some("orders")).await.unwrap().len(), 1);
+    assert!(store.leases(Some("billing")).await.unwrap().is_empty());
+}
+
 /// Every body, each on a fresh store from `fresh`.
 async fn conformance<T, F, Fut>(fresh: F)
 where
@@ -1021,6 +1173,8 @@ where
     a_snapshot_run_reads_each_item_once_and_resumes_from_its_rows(&s).await;
     let s = fresh("itemprev").await;
     the_item_predecessor_is_the_newest_stream_entry_strictly_before(&s).await;
+    let s = fresh("leases").await;
+    leases_fence_the_writes_of_an_owner_that_lost_its_stream(&s).await;
 }
 
 #[tokio::test]

@@ -150,6 +150,9 @@ pub fn start(
         stats.clone(),
     );
     let stop = tokio_util::sync::CancellationToken::new();
+    // Idle until the daemon says this replica holds the reader's lease.
+    let (turn, my_turn) = tokio::sync::watch::channel(false);
+    let reader = reader.taking_turns(my_turn);
     let handle = tokio::spawn(reader.run(stop.clone(), Some(rx)));
     (
         Watched::new(store.clone(), Some(tx)),
@@ -157,6 +160,7 @@ pub fn start(
             handle,
             stats,
             stop,
+            turn: std::sync::Arc::new(turn),
         }),
     )
 }
@@ -168,4 +172,7 @@ pub struct CloudTrailTask {
     pub stats: std::sync::Arc<reader::Stats>,
     /// Stops the reader; `daemon::run` cancels it when the daemon stops.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Whether this replica reads CloudTrail now: set by `daemon::run`
+    /// from the reader's lease (one replica at a time).
+    pub turn: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }

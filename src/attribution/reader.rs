@@ -193,6 +193,9 @@ pub struct Reader<L, S> {
     schemas: HashMap<String, Vec<(String, KeyType)>>,
     /// Entries written by this process and not yet attributed: deadline.
     watch: HashMap<(String, String), DateTime<Utc>>,
+    /// With several replicas, only the one holding the reader's lease
+    /// reads the logs: whether it is this one (`None`: always).
+    turn: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl<L: LogSource, S: AttributionStore> Reader<L, S> {
@@ -204,7 +207,20 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
             stats,
             schemas: HashMap::new(),
             watch: HashMap::new(),
+            turn: None,
         }
+    }
+
+    /// Reads the logs only while `turn` says so (the replica holding the
+    /// reader's lease); idle otherwise, and from the stored position again
+    /// when its turn comes back.
+    pub fn taking_turns(mut self, turn: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.turn = Some(turn);
+        self
+    }
+
+    fn my_turn(&self) -> bool {
+        self.turn.as_ref().is_none_or(|t| *t.borrow())
     }
 
     /// Runs until `stop`: one poll, then a wait of `poll_interval`, and again.
@@ -215,21 +231,8 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
     ) {
         let source = self.settings.source.clone();
         info!(source = %source, "CloudTrail reader started");
-        let mut position = match retry(
-            self.settings.retry,
-            &stop,
-            "loading the CloudTrail position",
-            || self.store.load_position(&source),
-        )
-        .await
-        {
-            Ok(p) => p.unwrap_or_default(),
-            Err(Retried::Cancelled) => return,
-            Err(Retried::Failed(e)) => {
-                error!(source = %source, error = %e, "cannot load the CloudTrail reader's position; attribution is off");
-                return;
-            }
-        };
+        // Loaded when our turn begins: another replica may have moved it.
+        let mut position: Option<Position> = None;
         let mut last_counts = self.stats.tables();
         loop {
             if let Some(rx) = entries.as_mut() {
@@ -237,11 +240,37 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                     self.watch_entry(e);
                 }
             }
-            match self.poll(&mut position, &stop).await {
-                Ok(()) => {}
-                Err(Retried::Cancelled) => break,
-                Err(Retried::Failed(e)) => {
-                    error!(source = %source, error = %e, "CloudTrail reader: poll failed; trying again at the next interval")
+            if !self.my_turn() {
+                if position.take().is_some() {
+                    info!(source = %source, "another replica reads CloudTrail now");
+                }
+                self.watch.clear();
+            } else {
+                if position.is_none() {
+                    match retry(
+                        self.settings.retry,
+                        &stop,
+                        "loading the CloudTrail position",
+                        || self.store.load_position(&source),
+                    )
+                    .await
+                    {
+                        Ok(p) => position = Some(p.unwrap_or_default()),
+                        Err(Retried::Cancelled) => return,
+                        Err(Retried::Failed(e)) => {
+                            error!(source = %source, error = %e, "cannot load the CloudTrail reader's position; attribution is off");
+                            return;
+                        }
+                    }
+                }
+                if let Some(position) = position.as_mut() {
+                    match self.poll(position, &stop).await {
+                        Ok(()) => {}
+                        Err(Retried::Cancelled) => break,
+                        Err(Retried::Failed(e)) => {
+                            error!(source = %source, error = %e, "CloudTrail reader: poll failed; trying again at the next interval")
+                        }
+                    }
                 }
             }
             self.expire_watch(Utc::now());
@@ -285,8 +314,9 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
     }
 
     fn watch_entry(&mut self, e: WrittenEntry) {
-        // Counting unmatched entries is best effort; memory is bounded.
-        if self.watch.len() < MAX_WATCHED {
+        // Counting unmatched entries is best effort; memory is bounded. Only
+        // the replica reading CloudTrail counts (its own entries).
+        if self.watch.len() < MAX_WATCHED && self.my_turn() {
             let deadline = e.event_time.unwrap_or_else(Utc::now) + window(&self.settings);
             self.watch.insert((e.table, e.sk), deadline);
         }

@@ -80,15 +80,20 @@ pub(crate) async fn status(config: Config, json: bool) -> Result<()> {
         // The same lines `/api/status` answers with.
         tables.push(report::table_status(&store, table, now).await?);
     }
+    // Which `run` processes share the work (each table line says which
+    // one reads it).
+    let replicas = report::replica_lines(&store.replicas().await?);
     if json {
         let mut out = String::new();
         for (summary, shards) in &tables {
             out.push_str(&report::json_lines(std::slice::from_ref(summary))?);
             out.push_str(&report::json_lines(shards)?);
         }
+        out.push_str(&report::json_lines(&replicas)?);
         out!("{out}")?;
     } else {
         out!("{}", report::status_table(&tables))?;
+        out!("{}", report::replicas_table(&replicas))?;
     }
     Ok(())
 }

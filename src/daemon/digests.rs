@@ -12,11 +12,12 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::daemon::leases::Replica;
 use crate::proof::chain::ChainState;
 use crate::proof::digest::{next_digest, DigestInput, ShardHead, SignedDigest};
 use crate::proof::sign::DigestSigner;
 use crate::retry::{retry, Retried, RetryPolicy};
-use crate::store::{CheckpointStore, ProofStore, PutOutcome, ShardStatus, StoreError};
+use crate::store::{CheckpointStore, Fence, ProofStore, PutOutcome, ShardStatus, StoreError};
 
 #[derive(Clone)]
 pub struct DigestSettings {
@@ -55,6 +56,9 @@ pub struct DigestWriter<C, P> {
     tables: crate::daemon::engine::TableSet,
     settings: DigestSettings,
     last: Mutex<HashMap<String, Last>>,
+    /// With several replicas: only the streams this one holds are
+    /// digested, under their fence.
+    replica: Option<Arc<Replica>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +92,14 @@ impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
             tables,
             settings,
             last: Mutex::new(HashMap::new()),
+            replica: None,
         }
+    }
+
+    /// Digests only the streams `replica` holds, each under its fence.
+    pub fn for_replica(mut self, replica: Arc<Replica>) -> Self {
+        self.replica = Some(replica);
+        self
     }
 
     /// Writes a digest round every interval until `stop`.
@@ -131,12 +142,32 @@ impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
                 if stop.is_cancelled() && !is_final {
                     return written;
                 }
+                let fence = match &self.replica {
+                    None => None,
+                    Some(replica) => match replica.fence(&row.stream_arn) {
+                        Some(fence) => Some(fence),
+                        // Another replica's: its owner digests it.
+                        None => continue,
+                    },
+                };
                 match self
-                    .digest_stream(table, &row.stream_arn, row.drained, is_final, abort)
+                    .digest_stream(
+                        table,
+                        &row.stream_arn,
+                        row.drained,
+                        is_final,
+                        abort,
+                        fence.as_ref(),
+                    )
                     .await
                 {
                     Ok(true) => written += 1,
                     Ok(false) => {}
+                    Err(DigestError::Store(e)) if e.is_fenced() => {
+                        if let (Some(replica), Some(fence)) = (&self.replica, &fence) {
+                            replica.fenced(fence);
+                        }
+                    }
                     Err(e) => warn!(
                         table = %table, stream = %row.stream_arn, error = %e,
                         "digest not written this round"
@@ -154,6 +185,7 @@ impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
         stream_drained: bool,
         is_final: bool,
         abort: &CancellationToken,
+        fence: Option<&Fence>,
     ) -> Result<bool, DigestError> {
         let policy = self.settings.retry;
         let shards = retry(policy, abort, "Query(shards)", || {
@@ -214,6 +246,7 @@ impl<C: CheckpointStore, P: ProofStore> DigestWriter<C, P> {
                     previous,
                     heads,
                     is_final,
+                    fence,
                 },
                 abort,
             )
@@ -253,6 +286,9 @@ pub struct NextDigest<'a> {
     pub previous: Option<(u64, SignedDigest)>,
     pub heads: Vec<ShardHead>,
     pub is_final: bool,
+    /// The stream's lease, when replicas share the work: the digest is
+    /// written only while it holds.
+    pub fence: Option<&'a Fence>,
 }
 
 /// Seals, signs and writes (write-once) the digest after `next.previous`,
@@ -270,6 +306,7 @@ pub async fn write_digest<P: ProofStore>(
         previous,
         heads,
         is_final,
+        fence,
     } = next;
     let policy = settings.retry;
     let (doc, sealed) = next_digest(DigestInput {
@@ -284,8 +321,17 @@ pub async fn write_digest<P: ProofStore>(
         signer: settings.signer.as_deref(),
     })
     .await?;
-    let outcome = retry(policy, abort, "PutItem(digest)", || {
-        proofs.put_digest(table, stream_arn, doc.number, &sealed)
+    let sealed_ref = &sealed;
+    let number = doc.number;
+    let outcome = retry(policy, abort, "PutItem(digest)", || async move {
+        match fence {
+            Some(fence) => proofs.put_fenced_digest(number, sealed_ref, fence).await,
+            None => {
+                proofs
+                    .put_digest(table, stream_arn, number, sealed_ref)
+                    .await
+            }
+        }
     })
     .await
     .map_err(into_store)?;

@@ -84,6 +84,16 @@ impl Discoverer {
         }
     }
 
+    /// Exact table names only (no listing), as `supervisor::run` takes them.
+    pub fn of_names(
+        tables: &[String],
+        interval: Duration,
+        retry: RetryPolicy,
+    ) -> Result<Self, crate::selection::PatternError> {
+        let selection = TableSelection::new(tables, &[], Default::default(), Vec::new())?;
+        Ok(Discoverer::new(selection, interval, retry))
+    }
+
     pub fn selection(&self) -> &TableSelection {
         &self.selection
     }

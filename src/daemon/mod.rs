@@ -7,11 +7,13 @@
 //! - `itemchain`  — the item chain: each entry's link to its item's previous entry, and its cache.
 //! - `shard`      — one shard's loop: pace → GetRecords → entries → write → checkpoint.
 //! - `digests`    — the digest task: a signed digest per stream per interval, a final one on stop.
+//! - `leases`     — several replicas on one config: heartbeats, a lease per stream, fencing.
 
 pub mod digests;
 pub mod discovery;
 pub mod engine;
 pub mod itemchain;
+pub mod leases;
 pub mod shard;
 mod shards;
 pub mod supervisor;
@@ -31,6 +33,7 @@ use crate::store::{AuditStore, CheckpointStore, ProofStore, StoreError};
 use crate::stream::StreamApi;
 use digests::{DigestSettings, DigestWriter};
 use engine::{Engine, EngineError, Settings, Shutdown};
+use leases::{replica_id, LeaseSettings, Replica};
 
 /// What the daemon reads and writes through, built by the caller: the AWS
 /// adapters in the binary, the simulator and the memory store in tests (as
@@ -155,15 +158,24 @@ async fn audit<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditS
     } = seams;
     let mut settings = Settings::from_config(config);
     settings.redactions = Redactions::from_config(config)?;
+    // Any number of processes may run this config: each reads the streams
+    // whose lease it holds.
+    let replica = Replica::new(replica_id(), LeaseSettings::default(), &shutdown);
+    tracing::info!(replica = %replica.id, "replica started");
     // The final digest is signed after the stop, under the shutdown's abort.
     let read_tables = engine::TableSet::new(config.exact_tables());
-    let digests = Arc::new(DigestWriter::over(
-        store.clone(),
-        store.clone(),
-        read_tables.clone(),
-        DigestSettings::from_config(config, signer),
-    ));
+    let digests = Arc::new(
+        DigestWriter::over(
+            store.clone(),
+            store.clone(),
+            read_tables.clone(),
+            DigestSettings::from_config(config, signer),
+        )
+        .for_replica(replica.clone()),
+    );
     if let Some(reader) = &cloudtrail {
+        // One replica reads CloudTrail at a time.
+        replica.run_one("cloudtrail", reader.turn.clone());
         observe::global().watch_attribution(reader.stats.clone());
         let stop = reader.stop.clone();
         let stopping = shutdown.stop.clone();
@@ -175,7 +187,6 @@ async fn audit<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditS
     let mut engine = Engine::new(stream, store, audit, settings);
     engine.read_tables = read_tables;
     let engine = Arc::new(engine);
-    let grace = Duration::from_millis(config.shutdown.grace_ms);
     // Without `init` (tables from the CloudFormation stack): say exactly
     // what is wrong with ours before reading anything.
     let checked = retry(
@@ -195,6 +206,49 @@ async fn audit<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditS
         let (digests, stop) = (digests.clone(), heartbeat_stop.clone());
         tokio::spawn(async move { digests.heartbeats(stop).await })
     };
+    // The leases are kept (heartbeats) until the final digests are written
+    // under them, then released, so a peer takes over at its next scan.
+    let coordinator_stop = CancellationToken::new();
+    let coordinating = leases::coordinate(
+        replica.clone(),
+        &engine.checkpoints,
+        &engine.read_tables,
+        coordinator_stop.clone(),
+    );
+    let working = async {
+        let result = work(
+            config,
+            &engine,
+            &replica,
+            &digests,
+            cloudtrail,
+            &shutdown,
+            heartbeat_stop,
+            heartbeats,
+        )
+        .await;
+        coordinator_stop.cancel();
+        result
+    };
+    let ((), result) = tokio::join!(coordinating, working);
+    leases::let_go(&replica, &engine.checkpoints).await;
+    result
+}
+
+/// Reading, then the final digests: what runs while the replica holds its
+/// leases.
+#[allow(clippy::too_many_arguments)]
+async fn work<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditStore>(
+    config: &Config,
+    engine: &Arc<Engine<S, St, A>>,
+    replica: &Arc<Replica>,
+    digests: &Arc<DigestWriter<St, St>>,
+    cloudtrail: Option<CloudTrailTask>,
+    shutdown: &Shutdown,
+    heartbeat_stop: CancellationToken,
+    heartbeats: tokio::task::JoinHandle<()>,
+) -> Result<(), DaemonError> {
+    let grace = Duration::from_millis(config.shutdown.grace_ms);
     let selection = config.selection().map_err(|e| EngineError::Unauditable {
         table: "tables".into(),
         reason: e.to_string(),
@@ -204,7 +258,13 @@ async fn audit<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditS
         config.discovery.interval(),
         engine.settings.retry_policy(),
     );
-    let result = supervisor::run_selected(engine, discoverer, shutdown.clone()).await;
+    let result = supervisor::run_leased(
+        engine.clone(),
+        discoverer,
+        shutdown.clone(),
+        replica.clone(),
+    )
+    .await;
     heartbeat_stop.cancel();
     if let Err(e) = heartbeats.await {
         observe::TaskFailed {

@@ -18,7 +18,7 @@ use crate::observe::{self, Event};
 use crate::pace::Pacer;
 use crate::retry::{retry, Retried};
 use crate::store::{
-    AuditStore, CheckpointStore, PutOutcome, ShardCheckpoint, ShardStatus, StoreError,
+    AuditStore, CheckpointStore, Fence, PutOutcome, ShardCheckpoint, ShardStatus, StoreError,
 };
 use crate::stream::{
     is_sequence_number, IteratorPosition, RecordsPage, Shard, ShardIteratorRequest, StreamApi,
@@ -87,6 +87,10 @@ pub struct ShardStart {
     /// A loss found before reading (an ancestor that vanished unseen),
     /// recorded before anything else.
     pub gap: Option<Gap>,
+    /// The stream's lease, when replicas share the work: checkpoints and
+    /// gaps are written under it, and refused once another replica took
+    /// the stream over.
+    pub fence: Option<Fence>,
 }
 
 /// The last checkpoint a shard durably saved, shared with its supervisor, so
@@ -166,6 +170,7 @@ where
         reader.checkpoint.lineage_tail = reader.lineage_tail.clone();
     }
     reader.pending_gap = start.gap;
+    reader.fence = start.fence;
     reader.run(fresh).instrument(span).await
 }
 
@@ -189,6 +194,7 @@ struct ShardReader<S, C, A> {
     saved: SavedCheckpoint,
     /// This run's number for the item chain's cache.
     item_run: u64,
+    fence: Option<Fence>,
 }
 
 impl<S, C, A> ShardReader<S, C, A>
@@ -229,6 +235,7 @@ where
             lineage_tail: None,
             saved,
             item_run,
+            fence: None,
         }
     }
 
@@ -736,7 +743,14 @@ where
 
     async fn write_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
         let before = self.checkpoint.chain.clone().unwrap_or_default();
-        let result = put_gap_in_chain(&self.engine, &self.shutdown.abort, &gap, before).await;
+        let result = put_gap_in_chain(
+            &self.engine,
+            &self.shutdown.abort,
+            &gap,
+            before,
+            self.fence.as_ref(),
+        )
+        .await;
         match result {
             Ok(chain) => {
                 self.checkpoint.chain = Some(chain);
@@ -762,7 +776,14 @@ where
     /// were recorded; this says where it ends.
     async fn write_closing_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
         let before = self.checkpoint.chain.clone().unwrap_or_default();
-        let chain = put_gap_in_chain(&self.engine, &self.shutdown.abort, &gap, before).await?;
+        let chain = put_gap_in_chain(
+            &self.engine,
+            &self.shutdown.abort,
+            &gap,
+            before,
+            self.fence.as_ref(),
+        )
+        .await?;
         self.checkpoint.chain = Some(chain);
         observe::GapClosed {
             table: &self.table,
@@ -779,11 +800,22 @@ where
         self.checkpoint.updated_at = Utc::now();
         let engine = &self.engine;
         let checkpoint = &self.checkpoint;
+        let fence = self.fence.as_ref();
         let result = retry(
             engine.settings.retry_policy(),
             &self.shutdown.abort,
             "PutItem(checkpoint)",
-            || engine.checkpoints.save_shard(checkpoint),
+            || async move {
+                match fence {
+                    Some(fence) => {
+                        engine
+                            .checkpoints
+                            .save_fenced_shard(checkpoint, fence)
+                            .await
+                    }
+                    None => engine.checkpoints.save_shard(checkpoint).await,
+                }
+            },
         )
         .await;
         match result {
@@ -822,8 +854,10 @@ pub(crate) async fn put_gap_in_chain<S, C, A>(
     abort: &tokio_util::sync::CancellationToken,
     gap: &Gap,
     before: crate::proof::ChainState,
+    fence: Option<&Fence>,
 ) -> Result<crate::proof::ChainState, Retried<StoreError>>
 where
+    C: CheckpointStore,
     A: AuditStore,
 {
     let mut chain = before.clone();
@@ -831,8 +865,12 @@ where
         .link_gap(gap)
         .map_err(|e| Retried::Failed(StoreError::Other(format!("cannot hash the gap: {e}"))))?;
     let policy = engine.settings.retry_policy();
-    let outcome = retry(policy, abort, "PutItem(gap)", || {
-        engine.audit.put_linked_gap(gap, &link)
+    let link = &link;
+    let outcome = retry(policy, abort, "PutItem(gap)", || async move {
+        match fence {
+            Some(fence) => engine.checkpoints.put_fenced_gap(gap, link, fence).await,
+            None => engine.audit.put_linked_gap(gap, link).await,
+        }
     })
     .await?;
     if outcome != PutOutcome::AlreadyPresent {

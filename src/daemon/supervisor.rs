@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::daemon::discovery::{self, Discoverer, Listed};
 use crate::daemon::engine::{Engine, EngineError, Shutdown, TableState};
+use crate::daemon::leases::Replica;
 use crate::daemon::shard::{
     lost_after, put_gap_in_chain, run_shard, saved_checkpoint, LineageTail, ShardFailure,
     ShardOutcome, ShardStart,
@@ -26,9 +27,9 @@ use crate::entry::Gap;
 use crate::lineage::{Lineage, NodeState};
 use crate::observe::{self, Event, ShardState};
 use crate::retry::{retry, Retried};
-use crate::selection::{arn_region, home_region, TableSelection};
+use crate::selection::{arn_region, home_region};
 use crate::store::{
-    AuditStore, CheckpointStore, ShardCheckpoint, ShardStatus, StreamRow, TableHealthRow,
+    AuditStore, CheckpointStore, Fence, ShardCheckpoint, ShardStatus, StreamRow, TableHealthRow,
 };
 use crate::stream::{
     DescribeStreamRequest, Shard, StreamApi, StreamError, StreamStatus, TableStream,
@@ -60,16 +61,30 @@ where
     C: CheckpointStore,
     A: AuditStore,
 {
-    let selection =
-        TableSelection::new(&tables, &[], Default::default(), Vec::new()).map_err(|e| {
-            EngineError::Unauditable {
-                table: "tables".into(),
-                reason: e.to_string(),
-            }
-        })?;
     let interval = engine.settings.polling.full_listing_interval();
-    let discoverer = Discoverer::new(selection, interval, engine.settings.retry_policy());
+    let discoverer = Discoverer::of_names(&tables, interval, engine.settings.retry_policy())
+        .map_err(|e| EngineError::Unauditable {
+            table: "tables".into(),
+            reason: e.to_string(),
+        })?;
     run_selected(engine, discoverer, shutdown).await
+}
+
+/// [`run`] as one of several replicas: only the streams whose lease
+/// `replica` holds are read ([`crate::daemon::leases`]; its `coordinate`
+/// must run beside this, and `let_go` after it).
+pub async fn run_leased<S, C, A>(
+    engine: Arc<Engine<S, C, A>>,
+    discoverer: Discoverer,
+    shutdown: Shutdown,
+    replica: Arc<Replica>,
+) -> Result<(), EngineError>
+where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    run_discovered(engine, discoverer, shutdown, Some(replica)).await
 }
 
 /// One table's task, and the token that stops it alone.
@@ -87,8 +102,22 @@ struct TableTask {
 /// be audited is reported with its fix, and the others are audited.
 pub async fn run_selected<S, C, A>(
     engine: Arc<Engine<S, C, A>>,
+    discoverer: Discoverer,
+    shutdown: Shutdown,
+) -> Result<(), EngineError>
+where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    run_discovered(engine, discoverer, shutdown, None).await
+}
+
+async fn run_discovered<S, C, A>(
+    engine: Arc<Engine<S, C, A>>,
     mut discoverer: Discoverer,
     shutdown: Shutdown,
+    replica: Option<Arc<Replica>>,
 ) -> Result<(), EngineError>
 where
     S: StreamApi,
@@ -135,6 +164,7 @@ where
             table,
             &tasks_shutdown,
             verdict,
+            replica.clone(),
         );
     }
     drop(verdict_tx);
@@ -179,13 +209,14 @@ where
                     let table_shutdown = Shutdown { stop: task.stop.clone(), abort: tasks_shutdown.abort.clone() };
                     let engine2 = engine.clone();
                     let table2 = table.clone();
+                    let replica2 = replica.clone();
                     let handle = tasks.spawn(async move {
                         tokio::select! {
                             _ = table_shutdown.stop.cancelled() => return,
                             _ = tokio::time::sleep(FAILED_SHARD_COOLDOWN) => {}
                         }
                         let span = tracing::info_span!("table", table = %table2);
-                        run_table(engine2, table2, table_shutdown, None)
+                        run_table(engine2, table2, table_shutdown, None, replica2)
                             .instrument(span)
                             .await
                     });
@@ -212,7 +243,7 @@ where
                 for table in &listed.selected {
                     if !running.contains_key(table) {
                         info!(table = %table, "table selected: auditing it");
-                        start_table(&mut tasks, &mut running, &mut task_tables, &engine, table, &tasks_shutdown, None);
+                        start_table(&mut tasks, &mut running, &mut task_tables, &engine, table, &tasks_shutdown, None, replica.clone());
                     }
                 }
                 for (table, reason) in &listed.unreadable {
@@ -331,6 +362,7 @@ fn start_table<S, C, A>(
     table: &str,
     shutdown: &Shutdown,
     verdict: Option<Verdicts>,
+    replica: Option<Arc<Replica>>,
 ) where
     S: StreamApi,
     C: CheckpointStore,
@@ -345,7 +377,7 @@ fn start_table<S, C, A>(
         stop: stop.clone(),
         abort: shutdown.abort.clone(),
     };
-    let id = spawn_table(tasks, engine, table, &table_shutdown, verdict);
+    let id = spawn_table(tasks, engine, table, &table_shutdown, verdict, replica);
     task_tables.insert(id, table.to_string());
     running.insert(table.to_string(), TableTask { stop, id });
 }
@@ -356,6 +388,7 @@ fn spawn_table<S, C, A>(
     table: &str,
     shutdown: &Shutdown,
     verdict: Option<Verdicts>,
+    replica: Option<Arc<Replica>>,
 ) -> tokio::task::Id
 where
     S: StreamApi,
@@ -365,8 +398,14 @@ where
     let span = tracing::info_span!("table", table = %table);
     tasks
         .spawn(
-            run_table(engine.clone(), table.to_string(), shutdown.clone(), verdict)
-                .instrument(span),
+            run_table(
+                engine.clone(),
+                table.to_string(),
+                shutdown.clone(),
+                verdict,
+                replica,
+            )
+            .instrument(span),
         )
         .id()
 }
@@ -413,12 +452,16 @@ pub async fn run_table<S, C, A>(
     table: String,
     shutdown: Shutdown,
     verdict: Option<Verdicts>,
+    replica: Option<Arc<Replica>>,
 ) where
     S: StreamApi,
     C: CheckpointStore,
     A: AuditStore,
 {
     let policy = engine.settings.retry_policy();
+    // Leases taken or lost: streams to start (a replica that never changes
+    // holds nothing).
+    let mut lease_changes = replica.as_ref().map(|r| r.subscribe());
     let interval = engine.settings.polling.full_listing_interval();
     let mut verdict = verdict;
     let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
@@ -445,29 +488,49 @@ pub async fn run_table<S, C, A>(
                 Err((EngineError::Elsewhere { home }, false))
             }
             Ok(found) => {
-                for arn in found.arns {
-                    if running.values().any(|r| *r == arn) {
-                        continue;
-                    }
-                    let span = tracing::info_span!("stream", stream = %arn);
-                    let task = {
-                        let engine = engine.clone();
-                        let table = table.clone();
-                        let shutdown = Shutdown {
-                            stop: streams_stop.clone(),
-                            abort: shutdown.abort.clone(),
-                        };
-                        let arn = arn.clone();
-                        streams.spawn(
-                            async move {
-                                let finished =
-                                    run_stream(engine, table, arn.clone(), shutdown).await;
-                                (arn, finished)
+                match &replica {
+                    None => {
+                        for arn in found.arns {
+                            if running.values().any(|r| *r == arn) {
+                                continue;
                             }
-                            .instrument(span),
+                            let stream_shutdown = Shutdown {
+                                stop: streams_stop.clone(),
+                                abort: shutdown.abort.clone(),
+                            };
+                            let task = spawn_stream(
+                                &mut streams,
+                                &engine,
+                                &table,
+                                &arn,
+                                &stream_shutdown,
+                                None,
+                            );
+                            running.insert(task, arn);
+                        }
+                    }
+                    // Only what this replica holds; discovery still records
+                    // every stream row, which is what the leases are on.
+                    Some(replica) => {
+                        // A stream nobody has leased yet (new, or this is the
+                        // first start): scan now rather than at the next tick.
+                        let held = replica.held();
+                        if found
+                            .arns
+                            .iter()
+                            .any(|a| !held.iter().any(|f| f.stream_arn == *a))
+                        {
+                            replica.poke();
+                        }
+                        start_held(
+                            &mut streams,
+                            &mut running,
+                            &engine,
+                            &table,
+                            replica,
+                            &rejected,
                         )
-                    };
-                    running.insert(task.id(), arn);
+                    }
                 }
                 match found.problem {
                     None => Ok(()),
@@ -495,6 +558,10 @@ pub async fn run_table<S, C, A>(
                 !running.is_empty(),
             )),
         };
+        // Found or not: this replica may take the table's leases now.
+        if let Some(replica) = &replica {
+            replica.discovered(&table);
+        }
         let (new_state, outcome) = match state {
             Ok(()) => (TableState::Auditing, Ok(())),
             Err((p @ EngineError::Elsewhere { .. }, _)) => {
@@ -526,6 +593,11 @@ pub async fn run_table<S, C, A>(
             tokio::select! {
                 biased;
                 _ = shutdown.stop.cancelled() => break 'discovery,
+                Ok(()) = lease_changed(&mut lease_changes) => {
+                    if let Some(replica) = &replica {
+                        start_held(&mut streams, &mut running, &engine, &table, replica, &rejected);
+                    }
+                }
                 Some(done) = streams.join_next_with_id() => {
                     let (id, finished) = match done {
                         Ok((id, (_, finished))) => (id, finished),
@@ -541,6 +613,12 @@ pub async fn run_table<S, C, A>(
                     // discovery, not at once, so a stream that keeps failing
                     // costs one attempt per interval.
                     let Some(arn) = running.remove(&id) else { continue };
+                    // Handed over (or finished): the lease goes back now,
+                    // after the stream's final checkpoints.
+                    let release = replica.as_ref().and_then(|r| r.ended(&arn, finished));
+                    if let Some(fence) = release {
+                        crate::daemon::leases::release(&engine.checkpoints, &fence).await;
+                    }
                     if finished {
                         info!(stream = %arn, "stream drained");
                         let row = StreamRow { table_name: table.clone(), stream_arn: arn, is_enabled: false, drained: true, updated_at: Utc::now() };
@@ -562,6 +640,84 @@ pub async fn run_table<S, C, A>(
         }
     }
     while streams.join_next().await.is_some() {}
+}
+
+/// Waits for a change of the leases held; never, without replicas.
+async fn lease_changed(
+    changes: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match changes {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn spawn_stream<S, C, A>(
+    streams: &mut JoinSet<(String, bool)>,
+    engine: &Arc<Engine<S, C, A>>,
+    table: &str,
+    arn: &str,
+    shutdown: &Shutdown,
+    lease: Option<StreamLease>,
+) -> tokio::task::Id
+where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    let span = match &lease {
+        Some(l) => tracing::info_span!("stream", stream = %arn, epoch = l.fence.epoch),
+        None => tracing::info_span!("stream", stream = %arn),
+    };
+    let engine = engine.clone();
+    let table = table.to_string();
+    let shutdown = shutdown.clone();
+    let arn = arn.to_string();
+    streams
+        .spawn(
+            async move {
+                let finished = run_stream(engine, table, arn.clone(), shutdown, lease).await;
+                (arn, finished)
+            }
+            .instrument(span),
+        )
+        .id()
+}
+
+/// Starts the streams of `table` this replica holds and does not read yet.
+fn start_held<S, C, A>(
+    streams: &mut JoinSet<(String, bool)>,
+    running: &mut HashMap<tokio::task::Id, String>,
+    engine: &Arc<Engine<S, C, A>>,
+    table: &str,
+    replica: &Arc<Replica>,
+    rejected: &HashSet<String>,
+) where
+    S: StreamApi,
+    C: CheckpointStore,
+    A: AuditStore,
+{
+    for (fence, stream_shutdown) in replica.to_start(table) {
+        if rejected.contains(&fence.stream_arn) || running.values().any(|r| *r == fence.stream_arn)
+        {
+            continue;
+        }
+        let arn = fence.stream_arn.clone();
+        let lease = StreamLease {
+            fence,
+            replica: replica.clone(),
+        };
+        let task = spawn_stream(streams, engine, table, &arn, &stream_shutdown, Some(lease));
+        running.insert(task, arn);
+    }
+}
+
+/// A stream read under a lease: the fence its writes carry, and the replica
+/// to tell when a write is refused.
+#[derive(Clone)]
+pub struct StreamLease {
+    pub fence: Fence,
+    pub replica: Arc<Replica>,
 }
 
 /// What one discovery of a table found.
@@ -707,6 +863,7 @@ pub async fn run_stream<S, C, A>(
     table: String,
     stream_arn: String,
     shutdown: Shutdown,
+    lease: Option<StreamLease>,
 ) -> bool
 where
     S: StreamApi,
@@ -714,6 +871,7 @@ where
     A: AuditStore,
 {
     let mut sup = StreamSupervisor {
+        lease,
         engine,
         table,
         stream_arn,
@@ -733,6 +891,8 @@ type ShardTasks = JoinSet<ShardOutcome>;
 
 struct StreamSupervisor<S, C, A> {
     engine: Arc<Engine<S, C, A>>,
+    /// The stream's lease, when replicas share the work.
+    lease: Option<StreamLease>,
     table: String,
     stream_arn: String,
     /// Whether a listing has been compared with our checkpoints yet, to find
@@ -888,6 +1048,7 @@ where
                 continues_lineage,
                 lineage_tail: parent.and_then(|p| self.tail_of(p)),
                 gap,
+                fence: self.fence().cloned(),
             };
             let saved = saved_checkpoint(start.checkpoint.clone());
             let engine = self.engine.clone();
@@ -926,8 +1087,24 @@ where
         }
     }
 
+    fn fence(&self) -> Option<&Fence> {
+        self.lease.as_ref().map(|l| &l.fence)
+    }
+
+    /// A write under our fence was refused: another replica owns the
+    /// stream now. Stop reading it (the replica cancels our shutdown).
+    fn lease_lost(&self) {
+        if let Some(lease) = &self.lease {
+            lease.replica.fenced(&lease.fence);
+        }
+    }
+
     async fn finished(&mut self, shard_id: String, outcome: ShardOutcome) {
         match outcome {
+            ShardOutcome::Failed(ShardFailure::Store(e)) if e.is_fenced() => {
+                self.mark(&shard_id, NodeState::Waiting, ShardState::Waiting);
+                self.lease_lost();
+            }
             ShardOutcome::Drained => {
                 self.mark(&shard_id, NodeState::Drained, ShardState::Drained);
                 if self.lineage.children_of(&shard_id).is_empty() && self.stream_open {
@@ -1219,22 +1396,33 @@ where
             // The shard's chain ends with the gap, and its children's start
             // from there.
             let before = checkpoint.chain.clone().unwrap_or_default();
-            let chain =
-                match put_gap_in_chain(&self.engine, &self.shutdown.abort, &gap, before).await {
-                    Ok(chain) => chain,
-                    Err(e) => {
-                        // The row stays as it was, so the next listing finds the
-                        // same loss and tries again.
-                        error!(shard = %checkpoint.shard_id, error = %e,
+            let chain = match put_gap_in_chain(
+                &self.engine,
+                &self.shutdown.abort,
+                &gap,
+                before,
+                self.fence(),
+            )
+            .await
+            {
+                Ok(chain) => chain,
+                Err(Retried::Failed(e)) if e.is_fenced() => {
+                    self.lease_lost();
+                    return;
+                }
+                Err(e) => {
+                    // The row stays as it was, so the next listing finds the
+                    // same loss and tries again.
+                    error!(shard = %checkpoint.shard_id, error = %e,
                         "cannot write the gap of a trimmed shard; retried at the next listing");
-                        observe::WriteUnfinished {
-                            table: &self.table,
-                            what: "gap",
-                        }
-                        .emit();
-                        continue;
+                    observe::WriteUnfinished {
+                        table: &self.table,
+                        what: "gap",
                     }
-                };
+                    .emit();
+                    continue;
+                }
+            };
             checkpoint.chain = Some(chain);
             // Nothing after it was read: its children's first record closes it.
             checkpoint.note_open_gap(gap.clone());
@@ -1249,12 +1437,26 @@ where
             .emit();
             checkpoint.status = ShardStatus::Drained;
             checkpoint.updated_at = Utc::now();
-            let saved = retry(policy, &self.shutdown.abort, "PutItem(checkpoint)", || {
-                engine.checkpoints.save_shard(&checkpoint)
-            })
+            let fence = self.fence();
+            let row = &checkpoint;
+            let saved = retry(
+                policy,
+                &self.shutdown.abort,
+                "PutItem(checkpoint)",
+                || async move {
+                    match fence {
+                        Some(fence) => engine.checkpoints.save_fenced_shard(row, fence).await,
+                        None => engine.checkpoints.save_shard(row).await,
+                    }
+                },
+            )
             .await;
             match saved {
                 Ok(()) => self.shards.set_row(checkpoint),
+                Err(Retried::Failed(e)) if e.is_fenced() => {
+                    self.lease_lost();
+                    return;
+                }
                 // The gap is written and chained; the row still says the
                 // shard was being read, so the next listing finds the gap
                 // already present and links nothing twice.

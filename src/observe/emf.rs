@@ -51,6 +51,8 @@ pub(crate) fn documents(
             defs.push(json!({"Name": "ddb_audit_failing_shards", "Unit": "Count"}));
             doc.insert("ddb_audit_table_ready".into(), json!(i64::from(s.ready)));
             defs.push(json!({"Name": "ddb_audit_table_ready", "Unit": "None"}));
+            doc.insert("ddb_audit_streams_unowned".into(), json!(s.streams_unowned));
+            defs.push(json!({"Name": "ddb_audit_streams_unowned", "Unit": "Count"}));
             doc.insert("table".into(), json!(s.table));
             doc.insert(
                 "_aws".into(),
@@ -123,6 +125,7 @@ mod tests {
             lag_seconds: lag,
             failing_shards: 0,
             ready: true,
+            streams_unowned: 0,
         }
     }
 

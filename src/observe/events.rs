@@ -332,3 +332,45 @@ impl Event for StreamCall {
             .inc();
     }
 }
+
+/// A replica's lease scan: what it owns and what it sees of the others.
+pub struct LeaseScan<'a> {
+    pub replica: &'a str,
+    pub owned: &'a [String],
+    pub live_replicas: usize,
+    pub streams: usize,
+    pub unowned: usize,
+    pub tasks: &'a [String],
+}
+
+impl Event for LeaseScan<'_> {
+    fn emit_to(self, o: &Observer) {
+        tracing::debug!(replica = %self.replica, owned = self.owned.len(), live_replicas = self.live_replicas,
+            streams = self.streams, unowned = self.unowned, "lease scan");
+        o.metrics.streams_owned.set(self.owned.len() as i64);
+        o.metrics.replicas_live.set(self.live_replicas as i64);
+        o.metrics.streams_unowned.set(self.unowned as i64);
+        o.lock().replica = Some(super::ReplicaView {
+            id: self.replica.to_string(),
+            owned: self.owned.to_vec(),
+            live_replicas: self.live_replicas,
+            unowned_streams: self.unowned,
+            tasks: self.tasks.to_vec(),
+        });
+    }
+}
+
+/// A stream this replica read was taken over by another.
+pub struct LeaseLost<'a> {
+    pub table: &'a str,
+    pub stream: &'a str,
+    pub epoch: u64,
+}
+
+impl Event for LeaseLost<'_> {
+    fn emit_to(self, o: &Observer) {
+        tracing::warn!(table = %self.table, stream = %self.stream, epoch = self.epoch,
+            "lease lost to another replica: stopping this stream and letting go");
+        o.metrics.leases_lost.inc();
+    }
+}

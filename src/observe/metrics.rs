@@ -56,6 +56,10 @@ pub(super) struct Metrics {
     pub(super) entry_latency_seconds: HistogramFamily,
     pub(super) unfinished_writes: Family<UnfinishedLabel, Counter>,
     pub(super) task_failures: Family<TaskLabel, Counter>,
+    pub(super) streams_owned: Gauge,
+    pub(super) replicas_live: Gauge,
+    pub(super) streams_unowned: Gauge,
+    pub(super) leases_lost: Counter,
 }
 
 impl Metrics {
@@ -76,6 +80,10 @@ impl Metrics {
             entry_latency_seconds: Family::new_with_constructor(latency_histogram),
             unfinished_writes: Family::default(),
             task_failures: Family::default(),
+            streams_owned: Gauge::default(),
+            replicas_live: Gauge::default(),
+            streams_unowned: Gauge::default(),
+            leases_lost: Counter::default(),
         };
         let m = &metrics;
         registry.register(
@@ -149,6 +157,28 @@ impl Metrics {
             "task_failures",
             "Background tasks (digests, CloudTrail reader, metrics endpoints) that panicked",
             m.task_failures.clone(),
+        );
+        registry.register(
+            "streams_owned",
+            "Streams whose lease this replica holds (it alone reads them)",
+            m.streams_owned.clone(),
+        );
+        registry.register(
+            "replicas_live",
+            "Replicas on this config whose heartbeat moves, this one included",
+            m.replicas_live.clone(),
+        );
+        registry.register(
+            "streams_unowned",
+            "Streams of the configured tables that no live replica owns (a cluster view: \
+             every replica reports the same; above 0 for long, nothing reads them)",
+            m.streams_unowned.clone(),
+        );
+        registry.register(
+            "leases_lost",
+            "Streams this replica stopped reading because another took them over \
+             (a fenced write refused, or its lease found moved)",
+            m.leases_lost.clone(),
         );
         metrics
     }
@@ -237,6 +267,7 @@ impl Observer {
                     lag_seconds: m.lag_seconds.get_or_create(&l).get(),
                     failing_shards: m.failing_shards.get_or_create(&l).get(),
                     ready: table_readiness(table, t).ready,
+                    streams_unowned: m.streams_unowned.get(),
                 }
             })
             .collect()
@@ -253,6 +284,9 @@ pub(crate) struct TableSnapshot {
     pub lag_seconds: f64,
     pub failing_shards: i64,
     pub ready: bool,
+    /// The cluster's count, the same in every table's document: the
+    /// dimensionless Maximum is what the alarm watches.
+    pub streams_unowned: i64,
 }
 
 pub(super) fn label(table: &str) -> TableLabel {

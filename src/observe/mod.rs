@@ -34,9 +34,9 @@ use prometheus_client::registry::Registry;
 use tracing::warn;
 
 pub use events::{
-    EntriesWritten, Event, GapClosed, GapRecorded, PageHandled, Retrying, ShardFailed,
-    ShardForgotten, ShardSeen, ShardStateChanged, StreamCall, StreamForgotten, TableStateChanged,
-    TableUnselected, TablesListed, TaskFailed, WriteUnfinished,
+    EntriesWritten, Event, GapClosed, GapRecorded, LeaseLost, LeaseScan, PageHandled, Retrying,
+    ShardFailed, ShardForgotten, ShardSeen, ShardStateChanged, StreamCall, StreamForgotten,
+    TableStateChanged, TableUnselected, TablesListed, TaskFailed, WriteUnfinished,
 };
 use health::TableState;
 use metrics::{CallLabel, Metrics};
@@ -44,7 +44,7 @@ use metrics::{CallLabel, Metrics};
 use metrics::TableLabel;
 pub(crate) use metrics::TableSnapshot;
 use state::{table_readiness, ShardLag, State, TableObs, DEFAULT_STALE_AFTER};
-pub use state::{Readiness, ShardState, TableReadiness};
+pub use state::{Readiness, ReplicaView, ShardState, TableReadiness};
 
 /// The operations counted (`operation` label).
 pub const OPERATIONS: [&str; 7] = [
@@ -98,6 +98,7 @@ impl Observer {
                 alive: false,
                 listed: false,
                 listing_problem: None,
+                replica: None,
             }),
         }
     }
@@ -255,6 +256,7 @@ impl Observer {
                 && tables.iter().all(|t| t.ready),
             tables,
             discovery: st.listing_problem.clone(),
+            replica: st.replica.clone(),
         }
     }
 

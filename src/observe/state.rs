@@ -170,6 +170,23 @@ pub struct Readiness {
     /// the fix; absent when they can.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discovery: Option<String>,
+    /// With several replicas: which one this is and what it reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaView>,
+}
+
+/// This replica's share of the work, as its last lease scan saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReplicaView {
+    pub id: String,
+    /// Stream ARNs whose lease it holds.
+    pub owned: Vec<String>,
+    /// Replicas whose heartbeat moves (itself included).
+    pub live_replicas: usize,
+    /// Streams of the configured tables nobody live owns.
+    pub unowned_streams: usize,
+    /// Tasks that run on one replica at a time and run here (`cloudtrail`).
+    pub tasks: Vec<String>,
 }
 
 pub(super) struct State {
@@ -184,6 +201,7 @@ pub(super) struct State {
     pub(super) listed: bool,
     /// Why the last listing failed, until one succeeds.
     pub(super) listing_problem: Option<String>,
+    pub(super) replica: Option<ReplicaView>,
 }
 
 /// Idle shards poll every `idle_poll_max_ms` (5 s by default); this much

@@ -261,4 +261,57 @@ impl<T: CheckpointStore + Clone> CheckpointStore for FaultStore<T> {
         self.fault(StoreOp::LoadStreams, None).await?;
         self.inner.load_all_table_health().await
     }
+
+    // Lease rows are not faulted: the faults are about the data path.
+    async fn beat(&self, beat: &crate::store::ReplicaBeat) -> StoreResult<()> {
+        self.inner.beat(beat).await
+    }
+
+    async fn task_lease(&self, name: &str) -> StoreResult<crate::store::Lease> {
+        self.inner.task_lease(name).await
+    }
+
+    async fn replicas(&self) -> StoreResult<Vec<crate::store::ReplicaBeat>> {
+        self.inner.replicas().await
+    }
+
+    async fn forget_replica(&self, replica: &str, counter: u64) -> StoreResult<bool> {
+        self.inner.forget_replica(replica, counter).await
+    }
+
+    async fn leases(&self, table: Option<&str>) -> StoreResult<Vec<crate::store::Lease>> {
+        self.inner.leases(table).await
+    }
+
+    async fn take_lease(&self, seen: &crate::store::Lease, me: &str) -> StoreResult<Option<u64>> {
+        self.inner.take_lease(seen, me).await
+    }
+
+    async fn release_lease(&self, fence: &crate::store::Fence) -> StoreResult<bool> {
+        self.inner.release_lease(fence).await
+    }
+
+    async fn save_fenced_shard(
+        &self,
+        checkpoint: &ShardCheckpoint,
+        fence: &crate::store::Fence,
+    ) -> StoreResult<()> {
+        self.fault(StoreOp::SaveShard, checkpoint.sequence_no.as_deref())
+            .await?;
+        self.inner.save_fenced_shard(checkpoint, fence).await
+    }
+
+    async fn put_fenced_gap(
+        &self,
+        gap: &Gap,
+        link: &crate::proof::Link,
+        fence: &crate::store::Fence,
+    ) -> StoreResult<PutOutcome> {
+        self.fault(StoreOp::PutGap, None).await?;
+        self.inner.put_fenced_gap(gap, link, fence).await
+    }
+
+    async fn check_fence(&self, fence: &crate::store::Fence) -> StoreResult<()> {
+        self.inner.check_fence(fence).await
+    }
 }

@@ -14,6 +14,17 @@
 //! no stream, and readers of stream rows skip them: a table's state at
 //! `#health` (`state`, `reason`, `updated_at`), and a snapshot
 //! run's newest-digest pointer (`#snapshot:…`, see `dynamo/proof.rs`).
+//! A stream row is also its stream's lease between replicas (see
+//! `daemon::leases`): [`LEASE_OWNER`] (S, the replica reading it; absent:
+//! nobody) and [`LEASE_EPOCH`] (N, incremented by every take and release:
+//! the fencing token). Each replica's heartbeat is a row of the reserved
+//! partition [`REPLICAS_PARTITION`] (no table name contains `#`), sort key
+//! [`replica_sort_key`]: `replica` (S), `counter` (N, incremented every
+//! beat), `owned` (N, streams owned at that beat), `updated_at` (S, for
+//! people only: liveness is judged by the counter changing, on each peer's
+//! own clock). A task that runs on one replica at a time (the CloudTrail
+//! reader) has its lease there too, at [`task_lease_key`] (`lease_owner`,
+//! `lease_epoch`).
 //!
 //! **shards** (`TableNames::shards`) — one row per (stream, shard):
 //! `stream_arn` (S, partition key), `shard_id` (S, sort key), `table_name` (S),
@@ -25,10 +36,10 @@
 //! `sequence_no`, `record_time`; while the shard has read nothing),
 //! `open_gaps` (L of S, gap JSON: gaps of its lineage whose right bracket is
 //! still open, removed once closed), `updated_at` (S), and on a drained row [`SHARD_TTL_ATTRIBUTE`] (N, epoch
-//! seconds). Reserved for leases between replicas (not written yet):
-//! `lease_owner` (S), `lease_expires_at` (N, epoch milliseconds),
-//! `lease_counter` (N). Rows are written with UpdateItem touching only the
-//! attributes above, so those lease attributes will survive checkpoints.
+//! seconds), and [`ROW_EPOCH`] (N): the lease epoch of the row's last
+//! fenced writer; a checkpoint under a lower epoch is refused (an
+//! ex-owner's, after a takeover). Rows are written with UpdateItem touching
+//! only the attributes above.
 //! A snapshot run's bookkeeping sits under `snapshot:<table>` (no stream
 //! ARN looks like it): the row `run` (`run_id`, `segments`, `done`)
 //! and one row per Scan segment (`segment-00003`: `run_id`, `segment`,
@@ -100,6 +111,27 @@ const MAX_INLINE_KEY: usize = 1024;
 /// The streams-table row (sort key) where a table's state is kept; a stream
 /// ARN never starts with `#`.
 pub(crate) const HEALTH_SORT_KEY: &str = "#health";
+
+/// A stream row's lease owner (S).
+pub const LEASE_OWNER: &str = "lease_owner";
+/// A stream row's lease epoch (N), the fencing token.
+pub const LEASE_EPOCH: &str = "lease_epoch";
+/// A shard row's epoch of its last fenced writer (N).
+pub const ROW_EPOCH: &str = "lease_epoch";
+/// The streams-table partition of the replicas' heartbeat rows.
+pub const REPLICAS_PARTITION: &str = "#replicas";
+
+/// A replica's heartbeat row's sort key: under `#`, so readers of stream
+/// rows skip it whatever its partition.
+pub fn replica_sort_key(replica: &str) -> String {
+    format!("#replica:{replica}")
+}
+
+/// The sort key of the lease of a task that runs on one replica at a time
+/// (the CloudTrail reader), under [`REPLICAS_PARTITION`].
+pub fn task_lease_key(name: &str) -> String {
+    format!("#lease:{name}")
+}
 
 /// The shards table's TTL attribute (epoch seconds), set on drained rows.
 pub const SHARD_TTL_ATTRIBUTE: &str = "expires_at";

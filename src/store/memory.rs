@@ -76,6 +76,16 @@ struct State {
     newest_digest: BTreeMap<(String, String), (u64, String)>,
     sources: HashMap<String, Source>,
     snapshots: HashMap<String, Snapshots>,
+    /// Each stream's lease (owner, epoch), as the DynamoDB store keeps them
+    /// on the stream's row.
+    leases: HashMap<String, (Option<String>, u64)>,
+    /// The epoch of each shard row's last fenced writer.
+    row_epochs: HashMap<(String, String), u64>,
+    /// Heartbeat rows by replica.
+    replicas: BTreeMap<String, crate::store::ReplicaBeat>,
+    /// Lease and heartbeat writes (takes, releases, beats), for tests that
+    /// count what leasing costs.
+    lease_writes: u64,
 }
 
 /// Every store in one, cheap to clone (clones share state).
@@ -108,6 +118,30 @@ impl MemoryStore {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// Lease and heartbeat writes so far.
+    pub fn lease_writes(&self) -> u64 {
+        self.lock().lease_writes
+    }
+
+    /// Who owns each stream's lease now, and at which epoch.
+    pub fn lease_of(&self, stream_arn: &str) -> (Option<String>, u64) {
+        self.lock()
+            .leases
+            .get(stream_arn)
+            .cloned()
+            .unwrap_or((None, 0))
+    }
+
+    fn holds(state: &State, fence: &crate::store::Fence) -> crate::store::StoreResult<()> {
+        match state.leases.get(&fence.stream_arn) {
+            Some((Some(owner), epoch)) if *owner == fence.owner && *epoch == fence.epoch => Ok(()),
+            _ => Err(StoreError::Fenced {
+                stream_arn: fence.stream_arn.clone(),
+                epoch: fence.epoch,
+            }),
+        }
     }
 
     pub fn entry_count(&self) -> usize {
@@ -328,6 +362,21 @@ fn source_key(key_names: &[String], item: &Item) -> Item {
         .collect()
 }
 
+/// A write-once gap.
+fn put_gap_in(state: &mut State, gap: &Gap) -> PutOutcome {
+    let id = (
+        gap.table.clone(),
+        gap.stream_arn.clone(),
+        gap.shard_id.clone(),
+        gap_position(gap),
+    );
+    if state.gaps.contains_key(&id) {
+        return PutOutcome::AlreadyPresent;
+    }
+    state.gaps.insert(id, gap.clone());
+    PutOutcome::Written
+}
+
 fn gap_link_key(gap: &Gap) -> (String, String, String) {
     (
         gap.stream_arn.clone(),
@@ -448,6 +497,24 @@ impl crate::store::ProofStore for MemoryStore {
         Ok(PutOutcome::Written)
     }
 
+    async fn put_fenced_digest(
+        &self,
+        number: u64,
+        digest: &SignedDigest,
+        fence: &crate::store::Fence,
+    ) -> StoreResult<PutOutcome> {
+        let mut state = self.lock();
+        Self::holds(&state, fence)?;
+        let id = (fence.stream_arn.clone(), number);
+        if state.digests.contains_key(&id) {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        state
+            .digests
+            .insert(id, (fence.table.clone(), digest.clone()));
+        Ok(PutOutcome::Written)
+    }
+
     async fn record_newest_digest(
         &self,
         table: &str,
@@ -500,18 +567,7 @@ impl AuditStore for MemoryStore {
     }
 
     async fn put_gap(&self, gap: &Gap) -> StoreResult<PutOutcome> {
-        let mut state = self.lock();
-        let id = (
-            gap.table.clone(),
-            gap.stream_arn.clone(),
-            gap.shard_id.clone(),
-            gap_position(gap),
-        );
-        if state.gaps.contains_key(&id) {
-            return Ok(PutOutcome::AlreadyPresent);
-        }
-        state.gaps.insert(id, gap.clone());
-        Ok(PutOutcome::Written)
+        Ok(put_gap_in(&mut self.lock(), gap))
     }
 
     async fn gaps(&self) -> StoreResult<Vec<Gap>> {
@@ -691,45 +747,131 @@ impl CheckpointStore for MemoryStore {
     }
 
     async fn save_shard(&self, checkpoint: &ShardCheckpoint) -> StoreResult<()> {
-        if let Some(seq) = &checkpoint.sequence_no {
-            // As the DynamoDB store: no store could resume after it.
-            if !crate::stream::is_sequence_number(seq) {
-                return Err(StoreError::Other(format!(
-                    "shard {} of {}: {seq:?} is not a sequence number; refusing to checkpoint it",
-                    checkpoint.shard_id, checkpoint.stream_arn
-                )));
-            }
-        }
+        self.save_row(checkpoint, None)
+    }
+
+    async fn beat(&self, beat: &crate::store::ReplicaBeat) -> StoreResult<()> {
         let mut state = self.lock();
-        let shards = state
-            .shards
-            .entry(checkpoint.stream_arn.clone())
-            .or_default();
-        // Same rule as the DynamoDB store's condition: a checkpoint never
-        // moves backwards, and drained is final.
-        if let Some(existing) = shards.get(&checkpoint.shard_id) {
-            let backwards = match (&existing.sequence_no, &checkpoint.sequence_no) {
-                (Some(old), Some(new)) => cmp_sequence(new, old).is_lt(),
-                (Some(_), None) => true,
-                _ => false,
-            };
-            let undrains = existing.status == crate::store::ShardStatus::Drained
-                && checkpoint.status != crate::store::ShardStatus::Drained;
-            if backwards || undrains {
-                tracing::warn!(shard = %checkpoint.shard_id, "checkpoint already further; kept");
-                return Ok(());
-            }
-        }
-        shards.insert(checkpoint.shard_id.clone(), checkpoint.clone());
-        if checkpoint.status == crate::store::ShardStatus::Drained {
-            state
-                .expires_at
-                .entry((checkpoint.stream_arn.clone(), checkpoint.shard_id.clone()))
-                .or_insert_with(|| {
-                    tokio::time::Instant::now() + crate::store::dynamo::DRAINED_SHARD_ROW_TTL
-                });
-        }
+        state.lease_writes += 1;
+        state.replicas.insert(beat.replica.clone(), beat.clone());
         Ok(())
+    }
+
+    async fn task_lease(&self, name: &str) -> StoreResult<crate::store::Lease> {
+        let stream_arn = crate::store::layout::task_lease_key(name);
+        let (owner, epoch) = self
+            .lock()
+            .leases
+            .get(&stream_arn)
+            .cloned()
+            .unwrap_or((None, 0));
+        Ok(crate::store::Lease {
+            table: crate::store::layout::REPLICAS_PARTITION.to_string(),
+            stream_arn,
+            owner,
+            epoch,
+            drained: false,
+        })
+    }
+
+    async fn replicas(&self) -> StoreResult<Vec<crate::store::ReplicaBeat>> {
+        Ok(self.lock().replicas.values().cloned().collect())
+    }
+
+    async fn forget_replica(&self, replica: &str, counter: u64) -> StoreResult<bool> {
+        let mut state = self.lock();
+        if state
+            .replicas
+            .get(replica)
+            .is_some_and(|b| b.counter == counter)
+        {
+            state.replicas.remove(replica);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn leases(&self, table: Option<&str>) -> StoreResult<Vec<crate::store::Lease>> {
+        let state = self.lock();
+        Ok(state
+            .streams
+            .values()
+            .filter(|r| table.is_none_or(|t| r.table_name == t))
+            .map(|row| {
+                let (owner, epoch) = state
+                    .leases
+                    .get(&row.stream_arn)
+                    .cloned()
+                    .unwrap_or((None, 0));
+                crate::store::Lease {
+                    table: row.table_name.clone(),
+                    stream_arn: row.stream_arn.clone(),
+                    owner,
+                    epoch,
+                    drained: row.drained,
+                }
+            })
+            .collect())
+    }
+
+    async fn take_lease(&self, seen: &crate::store::Lease, me: &str) -> StoreResult<Option<u64>> {
+        let mut state = self.lock();
+        let id = (seen.table.clone(), seen.stream_arn.clone());
+        // As the DynamoDB store: only a stream row that exists is leased
+        // (a task's lease row is made by its first take).
+        let task = seen.table == crate::store::layout::REPLICAS_PARTITION;
+        if !task && !state.streams.contains_key(&id) {
+            return Ok(None);
+        }
+        let epoch = state.leases.get(&seen.stream_arn).map_or(0, |(_, e)| *e);
+        if epoch != seen.epoch {
+            return Ok(None);
+        }
+        state.lease_writes += 1;
+        state
+            .leases
+            .insert(seen.stream_arn.clone(), (Some(me.to_string()), epoch + 1));
+        Ok(Some(epoch + 1))
+    }
+
+    async fn release_lease(&self, fence: &crate::store::Fence) -> StoreResult<bool> {
+        let mut state = self.lock();
+        if Self::holds(&state, fence).is_err() {
+            return Ok(false);
+        }
+        state.lease_writes += 1;
+        state
+            .leases
+            .insert(fence.stream_arn.clone(), (None, fence.epoch + 1));
+        Ok(true)
+    }
+
+    async fn save_fenced_shard(
+        &self,
+        checkpoint: &ShardCheckpoint,
+        fence: &crate::store::Fence,
+    ) -> StoreResult<()> {
+        self.save_row(checkpoint, Some(fence.epoch))
+    }
+
+    async fn put_fenced_gap(
+        &self,
+        gap: &Gap,
+        link: &Link,
+        fence: &crate::store::Fence,
+    ) -> StoreResult<PutOutcome> {
+        // One lock for the check and the write, as one transaction.
+        let mut state = self.lock();
+        Self::holds(&state, fence)?;
+        let outcome = put_gap_in(&mut state, gap);
+        if outcome == PutOutcome::Written {
+            state.gap_links.insert(gap_link_key(gap), *link);
+        }
+        Ok(outcome)
+    }
+
+    async fn check_fence(&self, fence: &crate::store::Fence) -> StoreResult<()> {
+        Self::holds(&self.lock(), fence)
     }
 
     async fn release_shard(
@@ -784,6 +926,65 @@ impl CheckpointStore for MemoryStore {
             .filter(|r| table.is_none_or(|t| r.table_name == t))
             .cloned()
             .collect())
+    }
+}
+
+impl MemoryStore {
+    /// A shard row's write, under the DynamoDB store's conditions; `epoch`:
+    /// the fenced writer's, refused below the row's.
+    fn save_row(&self, checkpoint: &ShardCheckpoint, epoch: Option<u64>) -> StoreResult<()> {
+        if let Some(seq) = &checkpoint.sequence_no {
+            // As the DynamoDB store: no store could resume after it.
+            if !crate::stream::is_sequence_number(seq) {
+                return Err(StoreError::Other(format!(
+                    "shard {} of {}: {seq:?} is not a sequence number; refusing to checkpoint it",
+                    checkpoint.shard_id, checkpoint.stream_arn
+                )));
+            }
+        }
+        let mut state = self.lock();
+        let row = (checkpoint.stream_arn.clone(), checkpoint.shard_id.clone());
+        if let Some(epoch) = epoch {
+            let stored = state.row_epochs.get(&row).copied().unwrap_or(0);
+            if epoch < stored {
+                return Err(StoreError::Fenced {
+                    stream_arn: checkpoint.stream_arn.clone(),
+                    epoch,
+                });
+            }
+        }
+        let shards = state
+            .shards
+            .entry(checkpoint.stream_arn.clone())
+            .or_default();
+        // Same rule as the DynamoDB store's condition: a checkpoint never
+        // moves backwards, and drained is final.
+        if let Some(existing) = shards.get(&checkpoint.shard_id) {
+            let backwards = match (&existing.sequence_no, &checkpoint.sequence_no) {
+                (Some(old), Some(new)) => cmp_sequence(new, old).is_lt(),
+                (Some(_), None) => true,
+                _ => false,
+            };
+            let undrains = existing.status == crate::store::ShardStatus::Drained
+                && checkpoint.status != crate::store::ShardStatus::Drained;
+            if backwards || undrains {
+                tracing::warn!(shard = %checkpoint.shard_id, "checkpoint already further; kept");
+                return Ok(());
+            }
+        }
+        shards.insert(checkpoint.shard_id.clone(), checkpoint.clone());
+        if checkpoint.status == crate::store::ShardStatus::Drained {
+            state
+                .expires_at
+                .entry((checkpoint.stream_arn.clone(), checkpoint.shard_id.clone()))
+                .or_insert_with(|| {
+                    tokio::time::Instant::now() + crate::store::dynamo::DRAINED_SHARD_ROW_TTL
+                });
+        }
+        if let Some(epoch) = epoch {
+            state.row_epochs.insert(row, epoch);
+        }
+        Ok(())
     }
 }
 

@@ -199,6 +199,11 @@ pub enum StoreError {
     Rejected(String),
     #[error("{0}")]
     Other(String),
+    /// The write is refused because the stream's lease moved past `epoch`:
+    /// another replica took the stream over. Never retried: the writer
+    /// stops reading the stream and lets go.
+    #[error("stream {stream_arn}: lease lost (held at epoch {epoch}, taken over since)")]
+    Fenced { stream_arn: String, epoch: u64 },
 }
 
 impl crate::retry::Transient for StoreError {
@@ -211,6 +216,45 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Transient(_))
     }
+
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, StoreError::Fenced { .. })
+    }
+}
+
+/// Who may write a stream's checkpoints, gaps and digests: the replica that
+/// took its lease, for as long as the lease's epoch has not moved. Carried
+/// by the stream's supervisor and handed to each fenced write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub table: String,
+    pub stream_arn: String,
+    pub owner: String,
+    pub epoch: u64,
+}
+
+/// A stream row's lease: who reads the stream now (`None`: nobody), and the
+/// epoch, which every change of owner (take or release) increments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub table: String,
+    pub stream_arn: String,
+    pub owner: Option<String>,
+    pub epoch: u64,
+    /// The stream is read to its end: nobody needs to own it.
+    pub drained: bool,
+}
+
+/// A replica's heartbeat row. Peers judge liveness only by whether
+/// `counter` changes, timed on their own monotonic clock; `updated_at` is
+/// for people reading `status`, never compared between machines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaBeat {
+    pub replica: String,
+    pub counter: u64,
+    /// Streams it owned at its last beat, for `status`.
+    pub owned: u64,
+    pub updated_at: DateTime<Utc>,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -266,6 +310,61 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn load_all_table_health(
         &self,
     ) -> impl Future<Output = StoreResult<Vec<TableHealthRow>>> + Send;
+
+    // ---- replicas and leases (see `daemon::leases`)
+
+    /// Writes this replica's heartbeat row (an overwrite).
+    fn beat(&self, beat: &ReplicaBeat) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Every replica's heartbeat row.
+    fn replicas(&self) -> impl Future<Output = StoreResult<Vec<ReplicaBeat>>> + Send;
+    /// Deletes a replica's heartbeat row if its counter is still `counter`
+    /// (a replica that beats again keeps it). Returns whether it was deleted.
+    fn forget_replica(
+        &self,
+        replica: &str,
+        counter: u64,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// The lease of every stream row of `table` (a Query), or of every
+    /// table (a Scan).
+    fn leases(&self, table: Option<&str>) -> impl Future<Output = StoreResult<Vec<Lease>>> + Send;
+    /// One lease row (epoch 0 and no owner when absent): a task that runs
+    /// on one replica at a time keeps its lease under the replicas'
+    /// partition (`store::layout::REPLICAS_PARTITION`), `name` its key.
+    fn task_lease(&self, name: &str) -> impl Future<Output = StoreResult<Lease>> + Send;
+    /// Takes `seen` for `me` if its epoch is still `seen.epoch` (whoever owns
+    /// it): the owner becomes `me` and the epoch `seen.epoch + 1`, which is
+    /// returned. `None`: the lease moved since it was seen.
+    fn take_lease(
+        &self,
+        seen: &Lease,
+        me: &str,
+    ) -> impl Future<Output = StoreResult<Option<u64>>> + Send;
+    /// Gives the lease up if `fence` still holds it: no owner, epoch + 1.
+    /// Returns whether it was released.
+    fn release_lease(&self, fence: &Fence) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// [`CheckpointStore::save_shard`] under a fence: the row keeps the
+    /// epoch of its last writer and refuses a lower one
+    /// ([`StoreError::Fenced`]), so an ex-owner's checkpoint fails once the
+    /// new owner has saved that shard. (Entries are deterministic per chain,
+    /// so an ex-owner's checkpoint before that is one the new owner would
+    /// write too; it can never move a row back.)
+    fn save_fenced_shard(
+        &self,
+        checkpoint: &ShardCheckpoint,
+        fence: &Fence,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// A write-once gap with its chain link, written only while `fence`
+    /// holds the stream's lease (atomically with that check), else
+    /// [`StoreError::Fenced`].
+    fn put_fenced_gap(
+        &self,
+        gap: &Gap,
+        link: &crate::proof::Link,
+        fence: &Fence,
+    ) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
+    /// Ok while `fence` holds the stream's lease (a strongly consistent
+    /// read), else [`StoreError::Fenced`].
+    fn check_fence(&self, fence: &Fence) -> impl Future<Output = StoreResult<()>> + Send;
 }
 
 pub trait AuditStore: Send + Sync + 'static {
@@ -357,6 +456,16 @@ pub trait ProofStore: Send + Sync + 'static {
         stream_arn: &str,
         number: u64,
         digest: &crate::proof::digest::SignedDigest,
+    ) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
+    /// [`ProofStore::put_digest`] written only while `fence` holds the
+    /// stream's lease (atomically with that check), else
+    /// [`StoreError::Fenced`]: a replica that lost a stream cannot sign
+    /// where its trail stands.
+    fn put_fenced_digest(
+        &self,
+        number: u64,
+        digest: &crate::proof::digest::SignedDigest,
+        fence: &Fence,
     ) -> impl Future<Output = StoreResult<PutOutcome>> + Send;
     /// Records on the stream's row that digest `number` (with `hash`) was
     /// written; never moves back.

@@ -134,6 +134,7 @@ def main() -> None:
         report["service"] = {
             "desired": svc[0].get("desiredCount") if svc else None,
             "maximum_percent": (svc[0].get("deploymentConfiguration") or {}).get("maximumPercent") if svc else None,
+            "minimum_healthy_percent": (svc[0].get("deploymentConfiguration") or {}).get("minimumHealthyPercent") if svc else None,
         }
     except Exception as e:  # noqa: BLE001
         report["service"] = f"error: {e}"

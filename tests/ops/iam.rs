@@ -186,8 +186,8 @@ async fn relay(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let call = describe(&request, &response, status, iterators);
-    calls.lock().unwrap().push(call);
+    let described = describe(&request, &response, status, iterators);
+    calls.lock().unwrap().extend(described);
     client.write_all(&response.closing()).await?;
     client.shutdown().await
 }
@@ -196,23 +196,44 @@ fn table_arn(name: &str) -> String {
     format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}")
 }
 
-/// The IAM action and resources of one request. Anything this does not
-/// know becomes an `unknown:` action, which no policy allows: a new kind of
-/// call fails the test until it is taught here.
+/// The IAM actions and resources of one request: one, except for a
+/// transaction, which IAM authorises item by item (a ConditionCheck as
+/// `ConditionCheckItem`, a Put as `PutItem`, … on that item's table).
+/// Anything this does not know becomes an `unknown:` action, which no
+/// policy allows: a new kind of call fails the test until it is taught here.
 fn describe(
     request: &Message,
     response: &Message,
     status: u16,
     iterators: &Mutex<HashMap<String, String>>,
-) -> Call {
+) -> Vec<Call> {
     let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+    if request.header("x-amz-target") == Some("DynamoDB_20120810.TransactWriteItems") {
+        return body["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|item| item.as_object().into_iter().flatten())
+            .map(|(kind, op)| Call {
+                action: match kind.as_str() {
+                    "ConditionCheck" => "dynamodb:ConditionCheckItem".to_string(),
+                    "Put" => "dynamodb:PutItem".to_string(),
+                    "Update" => "dynamodb:UpdateItem".to_string(),
+                    "Delete" => "dynamodb:DeleteItem".to_string(),
+                    other => format!("unknown:TransactWriteItems.{other}"),
+                },
+                resources: vec![table_arn(op["TableName"].as_str().unwrap_or_default())],
+                status,
+            })
+            .collect();
+    }
     let answer: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
     let Some(target) = request.header("x-amz-target") else {
-        return Call {
+        return vec![Call {
             action: format!("unknown:{}", request.lines[0]),
             resources: vec![],
             status,
-        };
+        }];
     };
     let (service, op) = target.split_once('.').unwrap_or((target, ""));
     let prefix = match service {
@@ -267,11 +288,11 @@ fn describe(
         }
         _ => {}
     }
-    Call {
+    vec![Call {
         action,
         resources,
         status,
-    }
+    }]
 }
 
 // ------------------------------------------------------------ evaluation

@@ -592,6 +592,10 @@ pub struct LaggyStore {
     pub inner: MemoryStore,
     state: Arc<std::sync::atomic::AtomicU64>,
     max_micros: u64,
+    /// While true, every call waits: a process stopped by SIGSTOP.
+    frozen: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Fenced writes refused through this handle.
+    pub refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LaggyStore {
@@ -600,7 +604,31 @@ impl LaggyStore {
             inner,
             state: Arc::new(std::sync::atomic::AtomicU64::new(seed | 1)),
             max_micros: max_latency.as_micros() as u64,
+            frozen: Arc::new(tokio::sync::watch::channel(false).0),
+            refused: Arc::default(),
         }
+    }
+
+    /// Every call through this handle (its clones too) waits until `thaw`.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
+    }
+
+    async fn gate(&self) {
+        let mut rx = self.frozen.subscribe();
+        let _ = rx.wait_for(|frozen| !frozen).await;
+    }
+
+    fn count<T>(&self, r: StoreResult<T>) -> StoreResult<T> {
+        if matches!(r, Err(ddb_audit::store::StoreError::Fenced { .. })) {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
     }
 
     async fn lag(&self) {
@@ -622,19 +650,23 @@ use ddb_audit::store::{PutOutcome, ShardCheckpoint, StoreResult, StreamRow, Tabl
 
 impl AuditStore for LaggyStore {
     async fn put_entry(&self, entry: &AuditEntry) -> StoreResult<PutOutcome> {
+        self.gate().await;
         self.lag().await;
         let r = self.inner.put_entry(entry).await;
         self.lag().await;
         r
     }
     async fn history(&self, table: &str, key: &Item) -> StoreResult<Vec<AuditEntry>> {
+        self.gate().await;
         self.inner.history(table, key).await
     }
     async fn put_gap(&self, gap: &Gap) -> StoreResult<PutOutcome> {
+        self.gate().await;
         self.lag().await;
         self.inner.put_gap(gap).await
     }
     async fn gaps(&self) -> StoreResult<Vec<Gap>> {
+        self.gate().await;
         self.inner.gaps().await
     }
     async fn put_linked_entry(
@@ -642,6 +674,7 @@ impl AuditStore for LaggyStore {
         entry: &AuditEntry,
         link: &ddb_audit::proof::Link,
     ) -> StoreResult<PutOutcome> {
+        self.gate().await;
         self.lag().await;
         let r = self.inner.put_linked_entry(entry, link).await;
         self.lag().await;
@@ -659,6 +692,7 @@ impl AuditStore for LaggyStore {
     }
 
     async fn gap_link(&self, gap: &Gap) -> StoreResult<Option<ddb_audit::proof::Link>> {
+        self.gate().await;
         self.inner.gap_link(gap).await
     }
     async fn put_linked_gap(
@@ -666,6 +700,7 @@ impl AuditStore for LaggyStore {
         gap: &Gap,
         link: &ddb_audit::proof::Link,
     ) -> StoreResult<PutOutcome> {
+        self.gate().await;
         self.lag().await;
         self.inner.put_linked_gap(gap, link).await
     }
@@ -673,6 +708,7 @@ impl AuditStore for LaggyStore {
 
 impl CheckpointStore for LaggyStore {
     async fn load_shards(&self, stream_arn: &str) -> StoreResult<Vec<ShardCheckpoint>> {
+        self.gate().await;
         self.lag().await;
         self.inner.load_shards(stream_arn).await
     }
@@ -681,6 +717,7 @@ impl CheckpointStore for LaggyStore {
         stream_arn: &str,
         shard_id: &str,
     ) -> StoreResult<Option<ShardCheckpoint>> {
+        self.gate().await;
         self.lag().await;
         self.inner.load_shard(stream_arn, shard_id).await
     }
@@ -690,28 +727,136 @@ impl CheckpointStore for LaggyStore {
         shard_id: &str,
         after: Duration,
     ) -> StoreResult<()> {
+        self.gate().await;
         self.lag().await;
         self.inner.release_shard(stream_arn, shard_id, after).await
     }
     async fn save_shard(&self, checkpoint: &ShardCheckpoint) -> StoreResult<()> {
+        self.gate().await;
         self.lag().await;
         let r = self.inner.save_shard(checkpoint).await;
         self.lag().await;
         r
     }
     async fn save_stream(&self, row: &StreamRow) -> StoreResult<()> {
+        self.gate().await;
         self.inner.save_stream(row).await
     }
     async fn load_streams(&self, table: Option<&str>) -> StoreResult<Vec<StreamRow>> {
+        self.gate().await;
         self.inner.load_streams(table).await
     }
     async fn save_table_health(&self, row: &TableHealthRow) -> StoreResult<()> {
+        self.gate().await;
         self.inner.save_table_health(row).await
     }
     async fn load_table_health(&self, table: &str) -> StoreResult<Option<TableHealthRow>> {
+        self.gate().await;
         self.inner.load_table_health(table).await
     }
     async fn load_all_table_health(&self) -> StoreResult<Vec<TableHealthRow>> {
         self.inner.load_all_table_health().await
+    }
+    async fn beat(&self, beat: &ddb_audit::store::ReplicaBeat) -> StoreResult<()> {
+        self.gate().await;
+        self.inner.beat(beat).await
+    }
+    async fn task_lease(&self, name: &str) -> StoreResult<ddb_audit::store::Lease> {
+        self.gate().await;
+        self.inner.task_lease(name).await
+    }
+    async fn replicas(&self) -> StoreResult<Vec<ddb_audit::store::ReplicaBeat>> {
+        self.gate().await;
+        self.inner.replicas().await
+    }
+    async fn forget_replica(&self, replica: &str, counter: u64) -> StoreResult<bool> {
+        self.gate().await;
+        self.inner.forget_replica(replica, counter).await
+    }
+    async fn leases(&self, table: Option<&str>) -> StoreResult<Vec<ddb_audit::store::Lease>> {
+        self.gate().await;
+        self.inner.leases(table).await
+    }
+    async fn take_lease(
+        &self,
+        seen: &ddb_audit::store::Lease,
+        me: &str,
+    ) -> StoreResult<Option<u64>> {
+        self.gate().await;
+        self.inner.take_lease(seen, me).await
+    }
+    async fn release_lease(&self, fence: &ddb_audit::store::Fence) -> StoreResult<bool> {
+        self.gate().await;
+        self.inner.release_lease(fence).await
+    }
+    async fn save_fenced_shard(
+        &self,
+        checkpoint: &ShardCheckpoint,
+        fence: &ddb_audit::store::Fence,
+    ) -> StoreResult<()> {
+        self.gate().await;
+        self.lag().await;
+        let r = self.inner.save_fenced_shard(checkpoint, fence).await;
+        self.lag().await;
+        self.count(r)
+    }
+    async fn put_fenced_gap(
+        &self,
+        gap: &Gap,
+        link: &ddb_audit::proof::Link,
+        fence: &ddb_audit::store::Fence,
+    ) -> StoreResult<PutOutcome> {
+        self.gate().await;
+        self.lag().await;
+        let r = self.inner.put_fenced_gap(gap, link, fence).await;
+        self.count(r)
+    }
+    async fn check_fence(&self, fence: &ddb_audit::store::Fence) -> StoreResult<()> {
+        self.gate().await;
+        self.inner.check_fence(fence).await
+    }
+}
+
+impl ddb_audit::store::ProofStore for LaggyStore {
+    async fn newest_digest(
+        &self,
+        stream_arn: &str,
+    ) -> StoreResult<Option<(u64, ddb_audit::proof::digest::SignedDigest)>> {
+        self.gate().await;
+        self.inner.newest_digest(stream_arn).await
+    }
+    async fn put_digest(
+        &self,
+        table: &str,
+        stream_arn: &str,
+        number: u64,
+        digest: &ddb_audit::proof::digest::SignedDigest,
+    ) -> StoreResult<PutOutcome> {
+        self.gate().await;
+        self.inner
+            .put_digest(table, stream_arn, number, digest)
+            .await
+    }
+    async fn put_fenced_digest(
+        &self,
+        number: u64,
+        digest: &ddb_audit::proof::digest::SignedDigest,
+        fence: &ddb_audit::store::Fence,
+    ) -> StoreResult<PutOutcome> {
+        self.gate().await;
+        let r = self.inner.put_fenced_digest(number, digest, fence).await;
+        self.count(r)
+    }
+    async fn record_newest_digest(
+        &self,
+        table: &str,
+        stream_arn: &str,
+        number: u64,
+        hash: &str,
+    ) -> StoreResult<()> {
+        self.gate().await;
+        self.inner
+            .record_newest_digest(table, stream_arn, number, hash)
+            .await
     }
 }

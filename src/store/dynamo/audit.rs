@@ -265,19 +265,7 @@ impl DynamoStore {
         gap: &Gap,
         link: Option<&crate::proof::Link>,
     ) -> StoreResult<PutOutcome> {
-        let json = serde_json::to_string(gap)
-            .map_err(|e| StoreError::Other(format!("encoding gap: {e}")))?;
-        let mut item = HashMap::from([
-            ("pk".to_string(), s(GAPS_PK)),
-            ("sk".to_string(), s(gap_sort_key(gap))),
-            ("gap".to_string(), s(&json)),
-            ("table_name".to_string(), s(&gap.table)),
-            ("stream_arn".to_string(), s(&gap.stream_arn)),
-            ("shard_id".to_string(), s(&gap.shard_id)),
-            ("detected_at".to_string(), s(&gap.detected_at)),
-        ]);
-        insert_link(&mut item, link);
-        self.put_once(item).await
+        self.put_once(gap_item(gap, link)?).await
     }
 
     async fn gap_items(&self) -> StoreResult<Vec<Gap>> {
@@ -301,4 +289,24 @@ impl DynamoStore {
         });
         Ok(gaps)
     }
+}
+
+/// A gap's audit item (written once, under `#gaps`).
+pub(super) fn gap_item(
+    gap: &Gap,
+    link: Option<&crate::proof::Link>,
+) -> StoreResult<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let json =
+        serde_json::to_string(gap).map_err(|e| StoreError::Other(format!("encoding gap: {e}")))?;
+    let mut item = HashMap::from([
+        ("pk".to_string(), s(GAPS_PK)),
+        ("sk".to_string(), s(gap_sort_key(gap))),
+        ("gap".to_string(), s(&json)),
+        ("table_name".to_string(), s(&gap.table)),
+        ("stream_arn".to_string(), s(&gap.stream_arn)),
+        ("shard_id".to_string(), s(&gap.shard_id)),
+        ("detected_at".to_string(), s(&gap.detected_at)),
+    ]);
+    insert_link(&mut item, link);
+    Ok(item)
 }

@@ -11,10 +11,10 @@ use super::{get_s, parse_time, s, sdk_store_error, store_error, DynamoStore};
 use crate::aws::written;
 use crate::entry::format_ts;
 use crate::store::layout::{
-    sequence_key, DRAINED_SHARD_ROW_TTL, HEALTH_SORT_KEY, SHARD_TTL_ATTRIBUTE,
+    sequence_key, DRAINED_SHARD_ROW_TTL, HEALTH_SORT_KEY, ROW_EPOCH, SHARD_TTL_ATTRIBUTE,
 };
 use crate::store::{
-    CheckpointStore, ShardCheckpoint, ShardStatus, StoreError, StoreResult, StreamRow,
+    CheckpointStore, Fence, ShardCheckpoint, ShardStatus, StoreError, StoreResult, StreamRow,
     TableHealthRow,
 };
 use crate::stream::stream_label;
@@ -79,6 +79,149 @@ impl CheckpointStore for DynamoStore {
     }
 
     async fn save_shard(&self, cp: &ShardCheckpoint) -> StoreResult<()> {
+        self.save_row(cp, None).await
+    }
+
+    async fn beat(&self, beat: &crate::store::ReplicaBeat) -> StoreResult<()> {
+        self.lease_beat(beat).await
+    }
+
+    async fn task_lease(&self, name: &str) -> StoreResult<crate::store::Lease> {
+        self.lease_task(name).await
+    }
+
+    async fn replicas(&self) -> StoreResult<Vec<crate::store::ReplicaBeat>> {
+        self.lease_replicas().await
+    }
+
+    async fn forget_replica(&self, replica: &str, counter: u64) -> StoreResult<bool> {
+        self.lease_forget_replica(replica, counter).await
+    }
+
+    async fn leases(&self, table: Option<&str>) -> StoreResult<Vec<crate::store::Lease>> {
+        self.lease_rows(table).await
+    }
+
+    async fn take_lease(&self, seen: &crate::store::Lease, me: &str) -> StoreResult<Option<u64>> {
+        self.lease_take(seen, me).await
+    }
+
+    async fn release_lease(&self, fence: &Fence) -> StoreResult<bool> {
+        self.lease_release(fence).await
+    }
+
+    async fn save_fenced_shard(&self, cp: &ShardCheckpoint, fence: &Fence) -> StoreResult<()> {
+        self.save_row(cp, Some(fence)).await
+    }
+
+    async fn put_fenced_gap(
+        &self,
+        gap: &crate::entry::Gap,
+        link: &crate::proof::Link,
+        fence: &Fence,
+    ) -> StoreResult<crate::store::PutOutcome> {
+        let item = super::audit::gap_item(gap, Some(link))?;
+        self.put_audit_item_fenced(item, fence).await
+    }
+
+    async fn check_fence(&self, fence: &Fence) -> StoreResult<()> {
+        self.lease_check(fence).await
+    }
+    async fn save_stream(&self, row: &StreamRow) -> StoreResult<()> {
+        let table = &self.names.streams;
+        let mut call = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key("table_name", s(&row.table_name))
+            .key("stream_arn", s(&row.stream_arn))
+            .update_expression("SET #en = :en, #dr = :dr, #up = :up")
+            .expression_attribute_names("#en", "is_enabled")
+            .expression_attribute_names("#dr", "drained")
+            .expression_attribute_names("#up", "updated_at")
+            .expression_attribute_values(":en", DAttr::Bool(row.is_enabled))
+            .expression_attribute_values(":dr", DAttr::Bool(row.drained))
+            .expression_attribute_values(":up", s(format_ts(row.updated_at)));
+        if !row.drained {
+            // A drained stream stays drained.
+            call = call.condition_expression("attribute_not_exists(#dr) OR #dr = :dr")
+        }
+        if !written(call.send().await).map_err(|c| store_error(c, table))? {
+            tracing::warn!(
+                table = %row.table_name, stream = %row.stream_arn,
+                "stream is already recorded as drained; kept it"
+            );
+        }
+        Ok(())
+    }
+
+    async fn save_table_health(&self, row: &TableHealthRow) -> StoreResult<()> {
+        let table = &self.names.streams;
+        let mut item = HashMap::from([
+            ("table_name".to_string(), s(&row.table_name)),
+            ("stream_arn".to_string(), s(HEALTH_SORT_KEY)),
+            ("state".to_string(), s(&row.state)),
+            ("updated_at".to_string(), s(format_ts(row.updated_at))),
+        ]);
+        if let Some(reason) = &row.reason {
+            item.insert("reason".into(), s(reason));
+        }
+        self.client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_store_error(&e, table))
+    }
+
+    async fn load_table_health(&self, table_name: &str) -> StoreResult<Option<TableHealthRow>> {
+        let table = &self.names.streams;
+        let key = [("table_name", table_name), ("stream_arn", HEALTH_SORT_KEY)];
+        let item = self.get_item(table, key, None, &[]).await?;
+        Ok(item.as_ref().map(|item| TableHealthRow {
+            table_name: table_name.to_string(),
+            state: get_s(item, "state").unwrap_or("unknown").to_string(),
+            reason: get_s(item, "reason").map(str::to_string),
+            updated_at: get_s(item, "updated_at")
+                .and_then(parse_time)
+                .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+        }))
+    }
+
+    async fn load_all_table_health(&self) -> StoreResult<Vec<TableHealthRow>> {
+        let items = self.scan_all(&self.names.streams).await?;
+        Ok(items
+            .iter()
+            .filter(|item| get_s(item, "stream_arn") == Some(HEALTH_SORT_KEY))
+            .filter_map(|item| Some(health_from_item(get_s(item, "table_name")?, item)))
+            .collect())
+    }
+
+    async fn load_streams(&self, table_name: Option<&str>) -> StoreResult<Vec<StreamRow>> {
+        let table = &self.names.streams;
+        let items = match table_name {
+            Some(name) => self.query_all(table, "table_name", name).await?,
+            None => self.scan_all(table).await?,
+        };
+        let mut rows = items
+            .iter()
+            .filter(|item| get_s(item, "stream_arn").is_none_or(|arn| !arn.starts_with('#')))
+            .map(stream_from_item)
+            .collect::<StoreResult<Vec<_>>>()?;
+        rows.sort_by(|a, b| {
+            (&a.table_name, stream_label(&a.stream_arn))
+                .cmp(&(&b.table_name, stream_label(&b.stream_arn)))
+        });
+        Ok(rows)
+    }
+}
+
+impl DynamoStore {
+    /// A shard row's write: forward only; under a fence (`fence`), also
+    /// refused below the row's own epoch, which it then takes.
+    async fn save_row(&self, cp: &ShardCheckpoint, fence: Option<&Fence>) -> StoreResult<()> {
         let table = &self.names.shards;
         // Only the attributes we own are SET (lease attributes, later, stay
         // untouched). The condition makes a checkpoint move forward only:
@@ -187,6 +330,12 @@ impl CheckpointStore for DynamoStore {
             conditions.push("(attribute_not_exists(#status) OR #status <> :drained)");
             values.insert(":drained".into(), s(ShardStatus::Drained.as_str()));
         }
+        if let Some(fence) = fence {
+            sets.push("#row_epoch = :row_epoch");
+            names.insert("#row_epoch".into(), ROW_EPOCH.into());
+            values.insert(":row_epoch".into(), DAttr::N(fence.epoch.to_string()));
+            conditions.push("(attribute_not_exists(#row_epoch) OR #row_epoch <= :row_epoch)");
+        }
         let result = self
             .client
             .update_item()
@@ -200,6 +349,12 @@ impl CheckpointStore for DynamoStore {
             .send()
             .await;
         if !written(result).map_err(|c| store_error(c, table))? {
+            // Refused: a newer owner's epoch, or a row already further.
+            if let Some(fence) = fence {
+                if self.row_epoch(&cp.stream_arn, &cp.shard_id).await? > fence.epoch {
+                    return Err(super::lease::fenced(fence));
+                }
+            }
             tracing::warn!(
                 table = %cp.table, stream = %cp.stream_arn, shard = %cp.shard_id,
                 sequence = ?cp.sequence_no, status = cp.status.as_str(),
@@ -207,89 +362,6 @@ impl CheckpointStore for DynamoStore {
             );
         }
         Ok(())
-    }
-
-    async fn save_stream(&self, row: &StreamRow) -> StoreResult<()> {
-        let table = &self.names.streams;
-        let mut call = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("table_name", s(&row.table_name))
-            .key("stream_arn", s(&row.stream_arn))
-            .update_expression("SET #en = :en, #dr = :dr, #up = :up")
-            .expression_attribute_names("#en", "is_enabled")
-            .expression_attribute_names("#dr", "drained")
-            .expression_attribute_names("#up", "updated_at")
-            .expression_attribute_values(":en", DAttr::Bool(row.is_enabled))
-            .expression_attribute_values(":dr", DAttr::Bool(row.drained))
-            .expression_attribute_values(":up", s(format_ts(row.updated_at)));
-        if !row.drained {
-            // A drained stream stays drained.
-            call = call.condition_expression("attribute_not_exists(#dr) OR #dr = :dr")
-        }
-        if !written(call.send().await).map_err(|c| store_error(c, table))? {
-            tracing::warn!(
-                table = %row.table_name, stream = %row.stream_arn,
-                "stream is already recorded as drained; kept it"
-            );
-        }
-        Ok(())
-    }
-
-    async fn save_table_health(&self, row: &TableHealthRow) -> StoreResult<()> {
-        let table = &self.names.streams;
-        let mut item = HashMap::from([
-            ("table_name".to_string(), s(&row.table_name)),
-            ("stream_arn".to_string(), s(HEALTH_SORT_KEY)),
-            ("state".to_string(), s(&row.state)),
-            ("updated_at".to_string(), s(format_ts(row.updated_at))),
-        ]);
-        if let Some(reason) = &row.reason {
-            item.insert("reason".into(), s(reason));
-        }
-        self.client
-            .put_item()
-            .table_name(table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| sdk_store_error(&e, table))
-    }
-
-    async fn load_table_health(&self, table_name: &str) -> StoreResult<Option<TableHealthRow>> {
-        let table = &self.names.streams;
-        let key = [("table_name", table_name), ("stream_arn", HEALTH_SORT_KEY)];
-        let item = self.get_item(table, key, None, &[]).await?;
-        Ok(item.as_ref().map(|item| health_from_item(table_name, item)))
-    }
-
-    async fn load_all_table_health(&self) -> StoreResult<Vec<TableHealthRow>> {
-        let items = self.scan_all(&self.names.streams).await?;
-        Ok(items
-            .iter()
-            .filter(|item| get_s(item, "stream_arn") == Some(HEALTH_SORT_KEY))
-            .filter_map(|item| Some(health_from_item(get_s(item, "table_name")?, item)))
-            .collect())
-    }
-
-    async fn load_streams(&self, table_name: Option<&str>) -> StoreResult<Vec<StreamRow>> {
-        let table = &self.names.streams;
-        let items = match table_name {
-            Some(name) => self.query_all(table, "table_name", name).await?,
-            None => self.scan_all(table).await?,
-        };
-        let mut rows = items
-            .iter()
-            .filter(|item| get_s(item, "stream_arn").is_none_or(|arn| !arn.starts_with('#')))
-            .map(stream_from_item)
-            .collect::<StoreResult<Vec<_>>>()?;
-        rows.sort_by(|a, b| {
-            (&a.table_name, stream_label(&a.stream_arn))
-                .cmp(&(&b.table_name, stream_label(&b.stream_arn)))
-        });
-        Ok(rows)
     }
 }
 

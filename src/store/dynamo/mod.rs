@@ -9,6 +9,7 @@
 //! - `read.rs`: [`crate::store::ReadStore`] (indexes, pages, batch reads);
 //! - `snapshot.rs`: [`crate::store::SnapshotStore`];
 //! - `checkpoint.rs`: [`crate::store::CheckpointStore`];
+//! - `lease.rs`: its replica heartbeats, leases and fenced writes;
 //! - `item.rs`: the audit items in SDK terms (encoding, sizes, write cost);
 //! - `proof.rs`: [`crate::store::ProofStore`] and the raw reads of
 //!   [`crate::store::evidence::EvidenceReads`], which `verify` assembles.
@@ -32,6 +33,7 @@ mod admin;
 mod audit;
 mod checkpoint;
 mod item;
+mod lease;
 pub mod proof;
 mod read;
 mod snapshot;

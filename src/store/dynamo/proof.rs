@@ -84,20 +84,18 @@ impl ProofStore for DynamoStore {
         number: u64,
         digest: &SignedDigest,
     ) -> StoreResult<PutOutcome> {
-        let mut item = HashMap::from([
-            ("pk".to_string(), s(digests_pk(stream_arn))),
-            ("sk".to_string(), s(digest_sk(number))),
-            ("digest".to_string(), s(&digest.digest)),
-            ("hash".to_string(), s(&digest.hash)),
-            ("table_name".to_string(), s(table_name)),
-            ("stream_arn".to_string(), s(stream_arn)),
-            ("number".to_string(), DAttr::N(number.to_string())),
-            ("written_at".to_string(), s(format_ts(Utc::now()))),
-        ]);
-        if let Some(sig) = &digest.signature {
-            item.insert("signature".into(), s(sig));
-        }
-        self.put_once(item).await
+        self.put_once(digest_item(table_name, stream_arn, number, digest))
+            .await
+    }
+
+    async fn put_fenced_digest(
+        &self,
+        number: u64,
+        digest: &SignedDigest,
+        fence: &crate::store::Fence,
+    ) -> StoreResult<PutOutcome> {
+        let item = digest_item(&fence.table, &fence.stream_arn, number, digest);
+        self.put_audit_item_fenced(item, fence).await
     }
 
     async fn record_newest_digest(
@@ -414,4 +412,27 @@ impl DynamoStore {
         }
         Ok(out)
     }
+}
+
+/// A digest's audit item (written once).
+fn digest_item(
+    table_name: &str,
+    stream_arn: &str,
+    number: u64,
+    digest: &SignedDigest,
+) -> HashMap<String, DAttr> {
+    let mut item = HashMap::from([
+        ("pk".to_string(), s(digests_pk(stream_arn))),
+        ("sk".to_string(), s(digest_sk(number))),
+        ("digest".to_string(), s(&digest.digest)),
+        ("hash".to_string(), s(&digest.hash)),
+        ("table_name".to_string(), s(table_name)),
+        ("stream_arn".to_string(), s(stream_arn)),
+        ("number".to_string(), DAttr::N(number.to_string())),
+        ("written_at".to_string(), s(format_ts(Utc::now()))),
+    ]);
+    if let Some(sig) = &digest.signature {
+        item.insert("signature".into(), s(sig));
+    }
+    item
 }
