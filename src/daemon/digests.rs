@@ -300,20 +300,14 @@ pub async fn write_digest<P: ProofStore>(
     next: NextDigest<'_>,
     abort: &CancellationToken,
 ) -> Result<Option<(crate::proof::digest::Digest, SignedDigest)>, DigestError> {
-    let NextDigest {
-        table,
-        stream_arn,
-        previous,
-        heads,
-        is_final,
-        fence,
-    } = next;
+    let (table, stream_arn, fence, is_final) =
+        (next.table, next.stream_arn, next.fence, next.is_final);
     let policy = settings.retry;
     let (doc, sealed) = next_digest(DigestInput {
         table,
         stream_arn,
-        previous: previous.as_ref().map(|(n, d)| (*n, d)),
-        shards: heads,
+        previous: next.previous.as_ref().map(|(n, d)| (*n, d)),
+        shards: next.heads,
         time: chrono::Utc::now(),
         is_final,
         interval_secs: settings.interval.as_secs(),

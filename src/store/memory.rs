@@ -161,16 +161,23 @@ impl MemoryStore {
     /// Removes one stored entry, as someone with write access to the audit
     /// table could: tests of what `verify` finds.
     pub fn tamper_delete_entry(&self, table: &str, key: &Item, sequence_number: &str) -> bool {
+        self.tamper_item(table, key, |m| {
+            let before = m.len();
+            m.retain(|_, s| s.entry.sequence_number != sequence_number);
+            m.len() != before
+        })
+    }
+
+    /// Runs `edit` on one item's stored entries (false: no such item).
+    fn tamper_item(
+        &self,
+        table: &str,
+        key: &Item,
+        edit: impl FnOnce(&mut BTreeMap<String, Stored>) -> bool,
+    ) -> bool {
         let mut state = self.lock();
-        let Some(m) = state
-            .entries
-            .get_mut(&(table.to_string(), canonical_key(key)))
-        else {
-            return false;
-        };
-        let before = m.len();
-        m.retain(|_, s| s.entry.sequence_number != sequence_number);
-        m.len() != before
+        let item = (table.to_string(), canonical_key(key));
+        state.entries.get_mut(&item).is_some_and(edit)
     }
 
     /// Swaps what two stored entries of one item hold (their changes, item
@@ -178,32 +185,27 @@ impl MemoryStore {
     /// sequence number), as an edit of the audit table that reorders the
     /// item's history would. Tests of what `verify` finds.
     pub fn tamper_swap_entries(&self, table: &str, key: &Item, a: &str, b: &str) -> bool {
-        let mut state = self.lock();
-        let Some(m) = state
-            .entries
-            .get_mut(&(table.to_string(), canonical_key(key)))
-        else {
-            return false;
-        };
-        let find = |m: &BTreeMap<String, Stored>, seq: &str| {
-            m.iter()
-                .find(|(_, s)| s.entry.sequence_number == seq)
-                .map(|(k, _)| k.clone())
-        };
-        let (Some(ka), Some(kb)) = (find(m, a), find(m, b)) else {
-            return false;
-        };
-        let (Some(sa), Some(sb)) = (m.get(&ka).cloned(), m.get(&kb).cloned()) else {
-            return false;
-        };
-        for (slot, from) in [(&ka, &sb), (&kb, &sa)] {
-            if let Some(s) = m.get_mut(slot) {
-                s.entry.changes = from.entry.changes.clone();
-                s.entry.item_prev = from.entry.item_prev.clone();
-                s.link = from.link;
+        self.tamper_item(table, key, |m| {
+            let find = |m: &BTreeMap<String, Stored>, seq: &str| {
+                m.iter()
+                    .find(|(_, s)| s.entry.sequence_number == seq)
+                    .map(|(k, _)| k.clone())
+            };
+            let (Some(ka), Some(kb)) = (find(m, a), find(m, b)) else {
+                return false;
+            };
+            let (Some(sa), Some(sb)) = (m.get(&ka).cloned(), m.get(&kb).cloned()) else {
+                return false;
+            };
+            for (slot, from) in [(&ka, &sb), (&kb, &sa)] {
+                if let Some(s) = m.get_mut(slot) {
+                    s.entry.changes = from.entry.changes.clone();
+                    s.entry.item_prev = from.entry.item_prev.clone();
+                    s.link = from.link;
+                }
             }
-        }
-        true
+            true
+        })
     }
 
     /// Rewrites every stored entry without its `item_prev`, rehashing the

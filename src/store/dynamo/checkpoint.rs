@@ -180,14 +180,7 @@ impl CheckpointStore for DynamoStore {
         let table = &self.names.streams;
         let key = [("table_name", table_name), ("stream_arn", HEALTH_SORT_KEY)];
         let item = self.get_item(table, key, None, &[]).await?;
-        Ok(item.as_ref().map(|item| TableHealthRow {
-            table_name: table_name.to_string(),
-            state: get_s(item, "state").unwrap_or("unknown").to_string(),
-            reason: get_s(item, "reason").map(str::to_string),
-            updated_at: get_s(item, "updated_at")
-                .and_then(parse_time)
-                .unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
-        }))
+        Ok(item.as_ref().map(|item| health_from_item(table_name, item)))
     }
 
     async fn load_all_table_health(&self) -> StoreResult<Vec<TableHealthRow>> {
