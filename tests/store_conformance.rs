@@ -16,9 +16,9 @@ use ddb_audit::read::verify::EvidenceStore;
 use ddb_audit::store::dynamo::DynamoStore;
 use ddb_audit::store::memory::MemoryStore;
 use ddb_audit::store::{
-    snapshot_stream_arn, AuditStore, CheckpointStore, Index, IndexRequest, Position, ProofStore,
-    PutOutcome, ReadStore, ScanRequest, SegmentProgress, ShardCheckpoint, ShardStatus, SnapshotRun,
-    SnapshotStore, StreamRow, TableHealthRow, TableNames, TsRange,
+    snapshot_stream_arn, AuditStore, CheckpointStore, HistoryRequest, Index, IndexRequest,
+    Position, ProofStore, PutOutcome, ReadStore, ScanRequest, SegmentProgress, ShardCheckpoint,
+    ShardStatus, SnapshotRun, SnapshotStore, StreamRow, TableHealthRow, TableNames, TsRange,
 };
 use ddb_audit::value::{AttrValue, Item};
 
@@ -424,7 +424,13 @@ async fn history_and_index_pages_read_every_entry_once<T: ReadStore>(store: &T) 
         let (mut after, mut seqs, mut pages) = (None::<Position>, Vec::new(), 0);
         loop {
             let page = store
-                .history_page("orders", &u1, descending, after.as_ref(), 1)
+                .history_page(&HistoryRequest {
+                    table: "orders",
+                    key: &u1,
+                    descending,
+                    after: after.as_ref(),
+                    limit: 1,
+                })
                 .await
                 .unwrap();
             pages += 1;

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::entry::{AuditEntry, Change};
 use crate::store::{
-    entry_ts, format_ts, Index, IndexHit, IndexRequest, Position, ReadStore, StoreError, TsRange,
+    entry_ts, format_ts, HistoryRequest, Index, IndexHit, IndexRequest, Position, ReadStore,
+    StoreError, TsRange,
 };
 use crate::value::{parse_typed_value, same_value, AttrValue, Item};
 
@@ -703,9 +704,14 @@ async fn item_round<S: ReadStore>(
         Lane::After(p) => Some(p.clone()),
     };
     let desc = filter.order == Order::Desc;
-    let page = store
-        .history_page(table, key, desc, after.as_ref(), want)
-        .await?;
+    let request = HistoryRequest {
+        table,
+        key,
+        descending: desc,
+        after: after.as_ref(),
+        limit: want,
+    };
+    let page = store.history_page(&request).await?;
     let range = filter.range();
     let mut taken = 0;
     for (entry, position) in page.entries {

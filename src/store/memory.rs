@@ -12,10 +12,10 @@ use crate::proof::{Hash, Link};
 use crate::store::evidence::{ChainRow, EvidenceReads, TrailRecord};
 use crate::store::layout::{encode_entry, entry_sort_key};
 use crate::store::{
-    index_attrs, segment_chain_id, AuditStore, CheckpointStore, HistoryPage, IndexHit, IndexPage,
-    IndexRequest, Position, PutOutcome, ReadCost, ReadStore, ScanPage, ScanRequest,
-    SegmentProgress, ShardCheckpoint, SnapshotRun, SnapshotStore, SourceInfo, StoreError,
-    StoreResult, StreamRow, TableHealthRow,
+    index_attrs, segment_chain_id, AuditStore, CheckpointStore, HistoryPage, HistoryRequest,
+    IndexHit, IndexPage, IndexRequest, Position, PutOutcome, ReadCost, ReadStore, ScanPage,
+    ScanRequest, SegmentProgress, ShardCheckpoint, SnapshotRun, SnapshotStore, SourceInfo,
+    StoreError, StoreResult, StreamRow, TableHealthRow,
 };
 use crate::stream::cmp_sequence;
 use crate::value::Item;
@@ -1078,33 +1078,26 @@ impl ReadStore for MemoryStore {
             .collect())
     }
 
-    async fn history_page(
-        &self,
-        table: &str,
-        key: &Item,
-        descending: bool,
-        after: Option<&Position>,
-        limit: usize,
-    ) -> StoreResult<HistoryPage> {
+    async fn history_page(&self, request: &HistoryRequest<'_>) -> StoreResult<HistoryPage> {
         let mut state = self.lock();
         state.read_cost.query_calls += 1;
         let mut rows: Vec<(String, AuditEntry)> = state
             .entries
-            .get(&(table.to_string(), canonical_key(key)))
+            .get(&(request.table.to_string(), canonical_key(request.key)))
             .map(|m| {
                 m.iter()
                     .map(|(sk, s)| (sk.clone(), s.entry.clone()))
                     .collect()
             })
             .unwrap_or_default();
-        if descending {
+        if request.descending {
             rows.reverse();
         }
-        if let Some(at) = after.and_then(|p| p.get("sk")) {
-            rows.retain(|(sk, _)| if descending { sk < at } else { sk > at });
+        if let Some(at) = request.after.and_then(|p| p.get("sk")) {
+            rows.retain(|(sk, _)| if request.descending { sk < at } else { sk > at });
         }
-        let more = rows.len() > limit;
-        rows.truncate(limit);
+        let more = rows.len() > request.limit;
+        rows.truncate(request.limit);
         state.read_cost.items_read += rows.len() as u64;
         let entries: Vec<(AuditEntry, Position)> = rows
             .into_iter()

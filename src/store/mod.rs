@@ -733,6 +733,17 @@ pub struct IndexRequest<'a> {
     pub limit: usize,
 }
 
+/// A page of one item's history: up to about `limit` of its entries, in
+/// stream order (`descending`: newest first), after `after`.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryRequest<'a> {
+    pub table: &'a str,
+    pub key: &'a Item,
+    pub descending: bool,
+    pub after: Option<&'a Position>,
+    pub limit: usize,
+}
+
 /// One page of one item's entries in stream order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HistoryPage {
@@ -754,15 +765,9 @@ pub trait ReadStore: AuditStore {
         &self,
         refs: &[(String, String)],
     ) -> impl Future<Output = StoreResult<Vec<Option<AuditEntry>>>> + Send;
-    /// Up to about `limit` of one item's entries, in stream order
-    /// (`descending`: newest first), after `after`.
     fn history_page(
         &self,
-        table: &str,
-        key: &Item,
-        descending: bool,
-        after: Option<&Position>,
-        limit: usize,
+        request: &HistoryRequest<'_>,
     ) -> impl Future<Output = StoreResult<HistoryPage>> + Send;
     /// Calls made so far (Query, BatchGetItem) and items read: the cost of a
     /// read, logged by the commands and counted by tests.

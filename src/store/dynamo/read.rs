@@ -16,10 +16,10 @@ use crate::entry::AuditEntry;
 use crate::retry::{retry, Retried, RetryPolicy};
 use crate::store::layout::{partition_key_from, pk_is_hashed};
 use crate::store::{
-    HistoryPage, Index, IndexHit, IndexPage, IndexRequest, Position, ReadCost, ReadStore,
-    StoreError, StoreResult, TIME_ATTRIBUTE,
+    HistoryPage, HistoryRequest, Index, IndexHit, IndexPage, IndexRequest, Position, ReadCost,
+    ReadStore, StoreError, StoreResult, TIME_ATTRIBUTE,
 };
-use crate::value::{canonical_key_json, Item};
+use crate::value::canonical_key_json;
 
 /// Backoff between BatchGetItem rounds for the keys the service left
 /// unprocessed: 50 ms doubling to 2 s, as DynamoDB's guidance asks.
@@ -301,14 +301,14 @@ impl ReadStore for DynamoStore {
         Ok(out)
     }
 
-    async fn history_page(
-        &self,
-        table_name: &str,
-        key: &Item,
-        descending: bool,
-        after: Option<&Position>,
-        limit: usize,
-    ) -> StoreResult<HistoryPage> {
+    async fn history_page(&self, request: &HistoryRequest<'_>) -> StoreResult<HistoryPage> {
+        let HistoryRequest {
+            table: table_name,
+            key,
+            descending,
+            after,
+            limit,
+        } = *request;
         let table = &self.names.audit;
         let canonical = canonical_key_json(key);
         let pk = partition_key_from(table_name, &canonical);
