@@ -1413,13 +1413,9 @@ where
                 Err(e) => {
                     // The row stays as it was, so the next listing finds the
                     // same loss and tries again.
-                    error!(shard = %checkpoint.shard_id, error = %e,
-                        "cannot write the gap of a trimmed shard; retried at the next listing");
-                    observe::WriteUnfinished {
-                        table: &self.table,
-                        what: "gap",
-                    }
-                    .emit();
+                    let why =
+                        "cannot write the gap of a trimmed shard; retried at the next listing";
+                    self.write_unfinished("gap", &checkpoint.shard_id, &e, why);
                     continue;
                 }
             };
@@ -1461,16 +1457,27 @@ where
                 // shard was being read, so the next listing finds the gap
                 // already present and links nothing twice.
                 Err(e) => {
-                    error!(shard = %checkpoint.shard_id, error = %e,
-                        "cannot save the checkpoint after the gap of a trimmed shard");
-                    observe::WriteUnfinished {
-                        table: &self.table,
-                        what: "checkpoint",
-                    }
-                    .emit();
+                    let why = "cannot save the checkpoint after the gap of a trimmed shard";
+                    self.write_unfinished("checkpoint", &checkpoint.shard_id, &e, why);
                 }
             }
         }
+    }
+
+    /// A write given up: logged and counted (`what`: gap, checkpoint…).
+    fn write_unfinished(
+        &self,
+        what: &'static str,
+        shard: &str,
+        error: &dyn std::fmt::Display,
+        why: &str,
+    ) {
+        error!(shard = %shard, error = %error, "{why}");
+        observe::WriteUnfinished {
+            table: &self.table,
+            what,
+        }
+        .emit();
     }
 
     async fn stream_gone(&mut self) {
