@@ -1,4 +1,4 @@
-//! End to end, the real binary against the emulator: three `run` processes
+//! End to end, the real binary against the emulator: three (then two) `run` processes
 //! on one config (only the metrics port differs: they share a host here)
 //! divide four tables' streams, read each record about once between them,
 //! and when one is killed (SIGKILL) the changes written after the kill are
@@ -151,6 +151,30 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
     assert!(
         failover <= Duration::from_secs(15),
         "took {failover:?} after the kill"
+    );
+
+    // Two processes share the work as three did: what the two left read of
+    // the records written now adds up to about what was written.
+    let pair: Vec<SocketAddr> = (0..3).filter(|i| *i != victim).map(|i| addrs[i]).collect();
+    let reads = |addrs: &[SocketAddr]| shares(addrs, &tables).iter().map(|(_, r)| r).sum::<f64>();
+    let read_before = reads(&pair);
+    for v in 0..per_table {
+        for t in &tables {
+            put(&env, t, &format!("two{}", v % 5), v, "dave").await;
+        }
+    }
+    for t in &tables {
+        for u in 0..5 {
+            let pk = format!("two{u}");
+            wait_entries(&env, &configs[survivor], t, &pk, per_table as usize / 5).await;
+        }
+    }
+    let read_by_two = reads(&pair) - read_before;
+    eprintln!("two processes read {read_by_two} records of {written} written");
+    assert!(
+        read_by_two <= 1.15 * written,
+        "read amplification with two: {:.2}",
+        read_by_two / written
     );
 
     // SIGSTOP one of the two left past its lease: the other takes its
