@@ -2,7 +2,8 @@
 //!
 //! - `engine`     — what the tasks share: seams, settings, pacer, shutdown tokens.
 //! - `discovery`  — which tables of the region the patterns and tags select.
-//! - `supervisor` — per table and stream: discovery, lineage, children, listings.
+//! - `supervisor` — per table: selection, its streams, one stream supervisor each.
+//! - `stream`     — per stream: lineage, children, listings, shard tasks, trimmed shards.
 //! - `shards`     — what a stream's supervisor knows of each shard: row, cooldown, task, tail.
 //! - `itemchain`  — the item chain: each entry's link to its item's previous entry, and its cache.
 //! - `shard`      — one shard's loop: pace → GetRecords → entries → write → checkpoint.
@@ -16,6 +17,7 @@ pub mod itemchain;
 pub mod leases;
 pub mod shard;
 mod shards;
+pub mod stream;
 pub mod supervisor;
 
 use std::sync::Arc;
