@@ -371,3 +371,34 @@ async fn lease_writes_per_hour_are_the_heartbeats() {
         r.handle.await.unwrap();
     }
 }
+
+/// A table read under a lease that becomes a Global Table homed in another
+/// region stops being read here (its lease handed back), and the others go
+/// on: one logical change is audited in one region only.
+#[tokio::test(start_paused = true)]
+async fn a_leased_table_that_becomes_global_elsewhere_stops_being_read_here() {
+    let sim = SimStream::new(SimConfig::with_seed(13));
+    for t in TABLES {
+        sim.create_table(t, &["pk"], Some(ViewType::NewAndOldImages))
+            .unwrap();
+    }
+    let memory = MemoryStore::new();
+    let a = start_replica(&sim, &memory);
+    sim.put("t0", item(100, 1, "alice")).unwrap();
+    audited_within(&memory, "t0", "alice").await;
+    // A replica added in a region that sorts before ours: it audits t0.
+    sim.set_replicas("t0", &["ap-northeast-1"]).unwrap();
+    run_for(Duration::from_secs(70)).await;
+    for t in ["t0", "t1"] {
+        sim.put(t, item(100, 2, "bob")).unwrap();
+    }
+    audited_within(&memory, "t1", "bob").await;
+    run_for(Duration::from_secs(30)).await;
+    let t0 = memory.history("t0", &key(100)).await.unwrap();
+    assert!(
+        t0.iter().all(|e| e.actor.as_deref() != Some("bob")),
+        "t0 was read here after it became global elsewhere: {t0:?}"
+    );
+    a.shutdown.begin(Duration::from_secs(4));
+    a.handle.await.unwrap();
+}

@@ -283,6 +283,19 @@ impl Replica {
         (book.live_replicas, book.unowned)
     }
 
+    /// Stops reading `table`'s streams here (a Global Table audited in
+    /// another region): each running one is handed over at a page boundary,
+    /// as a surplus stream is, and released once its supervisor has stopped.
+    pub fn stop_table(&self, table: &str) {
+        let mut book = self.book();
+        for h in book.held.values_mut() {
+            if h.fence.table == table && h.running {
+                h.handing_over = true;
+                h.shutdown.stop.cancel();
+            }
+        }
+    }
+
     /// Marks `surplus` streams to hand over and stops their supervisors at
     /// a page boundary; returns those not running, to release now (the
     /// others are released when their supervisor has stopped).

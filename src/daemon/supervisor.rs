@@ -456,22 +456,39 @@ pub async fn run_table<S, C, A>(
     // Stops this table's streams alone (a Global Table found to belong to
     // another region), while the table keeps being watched.
     let mut streams_stop = shutdown.stop.child_token();
+    // Audited in another region: no stream of it is started here.
+    let mut elsewhere = false;
     'discovery: loop {
         let state = match discover_streams(&engine, &table, &shutdown, &mut rejected).await {
             Ok(Discovery {
                 elsewhere: Some(home),
                 ..
             }) => {
+                elsewhere = true;
                 if !running.is_empty() {
                     info!(home = %home, "table is now audited in its home region: stopping its streams here");
+                    if let Some(replica) = &replica {
+                        replica.stop_table(&table);
+                    }
                     streams_stop.cancel();
-                    while streams.join_next().await.is_some() {}
+                    while let Some(done) = streams.join_next().await {
+                        // A leased stream goes back after its final checkpoints.
+                        let arn = done.ok().map(|(arn, _)| arn);
+                        let fence = replica
+                            .as_ref()
+                            .zip(arn)
+                            .and_then(|(r, a)| r.ended(&a, false));
+                        if let Some(fence) = fence {
+                            crate::daemon::leases::release(&engine.checkpoints, &fence).await;
+                        }
+                    }
                     running.clear();
                     streams_stop = shutdown.stop.child_token();
                 }
                 Err((EngineError::Elsewhere { home }, false))
             }
             Ok(found) => {
+                elsewhere = false;
                 match &replica {
                     None => {
                         for arn in found.arns {
@@ -578,7 +595,7 @@ pub async fn run_table<S, C, A>(
                 biased;
                 _ = shutdown.stop.cancelled() => break 'discovery,
                 Ok(()) = lease_changed(&mut lease_changes) => {
-                    if let Some(replica) = &replica {
+                    if let Some(replica) = replica.as_ref().filter(|_| !elsewhere) {
                         start_held(&mut streams, &mut running, &engine, &table, replica, &rejected);
                     }
                 }
