@@ -11,23 +11,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::StreamViewType;
 use common::*;
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-async fn put(env: &TestEnv, table: &str, pk: &str, balance: u32, actor: &str) {
-    let item = json!({
-        "pk": {"S": pk}, "sk": {"N": "1"},
-        "balance": {"N": balance.to_string()}, "updated_by": {"S": actor},
-    });
-    env.ddb
-        .put_item()
-        .table_name(table)
-        .set_item(Some(json_to_item(&item)))
-        .send()
-        .await
-        .expect("put item");
-}
 
 #[tokio::test]
 async fn one_bad_table_is_reported_and_the_good_ones_are_audited() {
@@ -40,7 +25,7 @@ async fn one_bad_table_is_reported_and_the_good_ones_are_audited() {
     let config = env.config(&[&good, &keys_only]);
     env.init(&config).await;
     let mut daemon = env.spawn_daemon(&config);
-    put(&env, &good, "u1", 1000, "alice").await;
+    env.put_balance(&good, "u1", 1000, "alice").await;
     let key = vec!["pk=S:u1".to_string(), "sk=N:1".to_string()];
     env.wait_history(&config, &good, &key, "the good table's change", |e| {
         e.len() == 1

@@ -12,23 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
 
 const TABLES: usize = 4;
-
-async fn put(env: &TestEnv, table: &str, pk: &str, balance: u32, actor: &str) {
-    let item = json!({
-        "pk": {"S": pk}, "sk": {"N": "1"},
-        "balance": {"N": balance.to_string()}, "updated_by": {"S": actor},
-    });
-    env.ddb
-        .put_item()
-        .table_name(table)
-        .set_item(Some(json_to_item(&item)))
-        .send()
-        .await
-        .expect("put item");
-}
 
 /// The shared config, with this process's own metrics port.
 fn config(env: &TestEnv, tables: &[String], n: usize, listen: SocketAddr) -> PathBuf {
@@ -106,7 +91,7 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
     let per_table = 30;
     for v in 0..per_table {
         for t in &tables {
-            put(&env, t, &format!("u{}", v % 5), v, "alice").await;
+            env.put_balance(t, &format!("u{}", v % 5), v, "alice").await;
         }
     }
     for t in &tables {
@@ -140,7 +125,7 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
     daemons[victim].kill9().await;
     let t0 = Instant::now();
     for t in &tables {
-        put(&env, t, "after-kill", 1, "bob").await;
+        env.put_balance(t, "after-kill", 1, "bob").await;
     }
     let survivor = (victim + 1) % 3;
     for t in &tables {
@@ -160,7 +145,8 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
     let read_before = reads(&pair);
     for v in 0..per_table {
         for t in &tables {
-            put(&env, t, &format!("two{}", v % 5), v, "dave").await;
+            env.put_balance(t, &format!("two{}", v % 5), v, "dave")
+                .await;
         }
     }
     for t in &tables {
@@ -185,7 +171,7 @@ async fn three_processes_share_four_tables_and_survive_a_kill() {
     let owned_when_frozen = shares(&[addrs[frozen]], &tables)[0].0;
     daemons[frozen].signal(libc::SIGSTOP);
     for t in &tables {
-        put(&env, t, "while-frozen", 1, "carol").await;
+        env.put_balance(t, "while-frozen", 1, "carol").await;
     }
     for t in &tables {
         wait_entries(&env, &configs[other], t, "while-frozen", 1).await;
@@ -309,7 +295,7 @@ async fn failover_and_handover_times() {
         let t0 = Instant::now();
         let probe = format!("probe-{round}");
         for t in &owned {
-            put(&env, t, &probe, round as u32, "bob").await;
+            env.put_balance(t, &probe, round as u32, "bob").await;
         }
         let survivor = &running[0].1;
         for t in &owned {

@@ -121,6 +121,21 @@ impl TestEnv {
         }
     }
 
+    /// Writes item `pk` (sort key 1) with a balance, as `actor` did.
+    pub async fn put_balance(&self, table: &str, pk: &str, balance: u32, actor: &str) {
+        let item = serde_json::json!({
+            "pk": {"S": pk}, "sk": {"N": "1"},
+            "balance": {"N": balance.to_string()}, "updated_by": {"S": actor},
+        });
+        self.ddb
+            .put_item()
+            .table_name(table)
+            .set_item(Some(super::values::json_to_item(&item)))
+            .send()
+            .await
+            .expect("put item");
+    }
+
     pub async fn table_exists(&self, name: &str) -> bool {
         self.ddb
             .describe_table()
