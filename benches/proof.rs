@@ -68,7 +68,7 @@ fn trail(n: u64, every: u64) -> StreamEvidence {
         let stored = serde_json::to_value(&e).expect("json");
         ev.leaves.push(Leaf {
             is_gap: false,
-            closes_gaps: false,
+            closes: Vec::new(),
             shard_id: e.shard_id.clone(),
             sequence_number: e.sequence_number.clone(),
             key: serde_json::to_string(&e.key).ok(),

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
+use crate::entry::GapRef;
 use crate::proof::chain::{document_hash, entry_document, gap_document};
 use crate::proof::digest::SignedDigest;
 use crate::proof::verify::items::{ItemLink, ItemLinkEvidence};
@@ -211,14 +212,16 @@ fn add_record(ev: &mut StreamEvidence, record: TrailRecord) {
                 .and_then(|v| v.as_str())
                 .unwrap_or_default()
                 .to_string();
-            let closes_gaps = gap
+            // A list that does not parse is kept as none: the leaf's hash,
+            // recomputed from the same JSON, then says it was altered.
+            let closes: Vec<GapRef> = gap
                 .as_ref()
                 .and_then(|g| g.get("closes"))
-                .and_then(|c| c.as_array())
-                .is_some_and(|c| !c.is_empty());
+                .and_then(|c| serde_json::from_value(c.clone()).ok())
+                .unwrap_or_default();
             ev.leaves.push(Leaf {
                 is_gap: true,
-                closes_gaps,
+                closes,
                 shard_id: chain_shard,
                 sequence_number: after,
                 key: None,
@@ -242,7 +245,7 @@ fn add_record(ev: &mut StreamEvidence, record: TrailRecord) {
         } => {
             let mut leaf = Leaf {
                 is_gap: false,
-                closes_gaps: false,
+                closes: Vec::new(),
                 shard_id: chain_shard,
                 sequence_number: chain_position,
                 key: None,

@@ -24,6 +24,7 @@ use super::chain::{parse_hash, ChainState};
 use super::digest::{Digest, SignedDigest};
 use super::merkle::Hash;
 use super::sign::PublicKey;
+use crate::entry::GapRef;
 use crate::stream::cmp_sequence;
 use coverage::check_coverage;
 use digests::check_digests;
@@ -91,9 +92,9 @@ pub struct Finding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leaf {
     pub is_gap: bool,
-    /// A gap that closes earlier open gaps (its `closes` is not empty): it
+    /// The open gaps a gap closes (its `closes`): when not empty, it
     /// follows, in its shard's chain, a gap that begins where it begins.
-    pub closes_gaps: bool,
+    pub closes: Vec<GapRef>,
     pub shard_id: String,
     /// An entry's sequence number; a gap's `after_sequence_number` ("" for none).
     pub sequence_number: String,
@@ -126,7 +127,12 @@ pub fn leaf_rank(is_gap: bool, closes_gaps: bool) -> u8 {
 
 impl Leaf {
     fn rank(&self) -> u8 {
-        leaf_rank(self.is_gap, self.closes_gaps)
+        leaf_rank(self.is_gap, self.closes_gaps())
+    }
+
+    /// A gap that closes earlier open gaps.
+    pub fn closes_gaps(&self) -> bool {
+        !self.closes.is_empty()
     }
 }
 
@@ -371,7 +377,7 @@ pub fn verify_stream(ev: &StreamEvidence, opts: &VerifyOptions) -> StreamReport 
         chain_end.insert(shard.clone(), end);
         for leaf in &leaves {
             if leaf.is_gap {
-                let message = if leaf.closes_gaps {
+                let message = if leaf.closes_gaps() {
                     "known loss: records the stream trimmed before they could be read; \
                      this gap closes gaps recorded open (where reading resumed)"
                 } else {
@@ -382,6 +388,8 @@ pub fn verify_stream(ev: &StreamEvidence, opts: &VerifyOptions) -> StreamReport 
             }
         }
     }
+
+    check_brackets(ev, &mut r);
 
     // The daemon stopped without its final digest while its checkpoints say
     // more was read, or the newest digests were deleted.
@@ -471,6 +479,41 @@ pub fn verify_stream(ev: &StreamEvidence, opts: &VerifyOptions) -> StreamReport 
         entries: ev.leaves.len() as u64,
         digests: digests.len() as u64,
         newest_intact,
+    }
+}
+
+/// Every open gap a closing gap names is in the trail. A closing gap is a
+/// gap's right bracket; one that names a gap the stream does not hold says
+/// history is missing where no gap says so (the open gap, its left bracket,
+/// was deleted, or written by a daemon that never wrote it): a chain walk
+/// alone may miss it when the deleted gap ended an ancestor's chain.
+fn check_brackets(ev: &StreamEvidence, r: &mut Reporter) {
+    let gaps: HashSet<(&str, &str)> = ev
+        .leaves
+        .iter()
+        // A closing gap is never an open one (it is written at the record
+        // where reading resumed), and may begin where an open one begins.
+        .filter(|l| l.is_gap && !l.closes_gaps())
+        .map(|l| (l.shard_id.as_str(), l.sequence_number.as_str()))
+        .collect();
+    for leaf in ev.leaves.iter().filter(|l| l.is_gap) {
+        for named in &leaf.closes {
+            let after = named.after_sequence_number.as_deref().unwrap_or_default();
+            if !gaps.contains(&(named.shard_id.as_str(), after)) {
+                r.leaf(
+                    Severity::Tamper,
+                    Kind::Deleted,
+                    leaf,
+                    format!(
+                        "{} closes the gap of {} after sequence {}, which is not in the trail: \
+                         the left bracket of a known loss was deleted",
+                        what(leaf),
+                        named.shard_id,
+                        named.after_sequence_number.as_deref().unwrap_or("(none)"),
+                    ),
+                );
+            }
+        }
     }
 }
 

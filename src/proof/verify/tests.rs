@@ -94,7 +94,7 @@ fn leaf_of(e: &AuditEntry, prev: Option<Hash>, hash: Hash) -> Leaf {
     let stored: serde_json::Value = serde_json::to_value(e).unwrap();
     Leaf {
         is_gap: false,
-        closes_gaps: false,
+        closes: Vec::new(),
         shard_id: e.shard_id.clone(),
         sequence_number: e.sequence_number.clone(),
         key: Some(serde_json::to_string(&e.key).unwrap()),
@@ -381,4 +381,80 @@ fn without_a_key_signed_digests_cannot_be_checked() {
         },
     );
     assert_eq!(exit_status(&report.findings), 2, "{:#?}", report.findings);
+}
+
+#[test]
+fn a_closing_gap_must_name_gaps_the_trail_holds() {
+    let gap = |shard: &str, after: &str, closes: Vec<GapRef>| Leaf {
+        is_gap: true,
+        closes,
+        shard_id: shard.into(),
+        sequence_number: after.into(),
+        key: None,
+        stored_hash: None,
+        prev_hash: None,
+        content_hash: None,
+        expires: false,
+        rejected: false,
+    };
+    let named = |shard: &str, after: Option<&str>| GapRef {
+        shard_id: shard.into(),
+        after_sequence_number: after.map(str::to_string),
+    };
+    let ev = StreamEvidence {
+        table: "orders".into(),
+        stream_arn: ARN.into(),
+        leaves: vec![
+            // Open: nothing after it was readable in shardId-1; its child's
+            // first record closes it, and an unseen parent's gap (after
+            // nothing) of the child too.
+            gap("shardId-1", "500", Vec::new()),
+            gap("shardId-2", "", Vec::new()),
+            gap(
+                "shardId-2",
+                "",
+                vec![named("shardId-1", Some("500")), named("shardId-2", None)],
+            ),
+        ],
+        ..Default::default()
+    };
+    let mut r = Reporter {
+        ev: &ev,
+        out: Vec::new(),
+    };
+    check_brackets(&ev, &mut r);
+    assert!(r.out.is_empty(), "{:#?}", r.out);
+
+    // The left bracket deleted: the right one says so, naming it.
+    let mut doctored = ev.clone();
+    doctored.leaves.remove(0);
+    let mut r = Reporter {
+        ev: &doctored,
+        out: Vec::new(),
+    };
+    check_brackets(&doctored, &mut r);
+    assert_eq!(r.out.len(), 1, "{:#?}", r.out);
+    let f = &r.out[0];
+    assert_eq!((f.severity, f.kind), (Severity::Tamper, Kind::Deleted));
+    assert_eq!(f.shard_id.as_deref(), Some("shardId-2"));
+    assert!(
+        f.message.contains("shardId-1 after sequence 500"),
+        "{}",
+        f.message
+    );
+
+    // Nor does the closing gap stand in for the open one it begins with.
+    let mut doctored = ev.clone();
+    doctored.leaves.remove(1);
+    let mut r = Reporter {
+        ev: &doctored,
+        out: Vec::new(),
+    };
+    check_brackets(&doctored, &mut r);
+    assert_eq!(r.out.len(), 1, "{:#?}", r.out);
+    assert!(
+        r.out[0].message.contains("shardId-2 after sequence (none)"),
+        "{}",
+        r.out[0].message
+    );
 }
