@@ -570,3 +570,72 @@ async fn a_trail_written_before_the_item_chain_still_verifies_and_later_changes_
     );
     assert_eq!(verify(&sim, &store, TABLE).await.unwrap(), 15);
 }
+
+/// A table whose trail begins with the daemon (one stream, nothing lost,
+/// nothing removed): an item created there has no earlier life, so its
+/// first entry reads nothing. A removal, a second stream or a restart
+/// after them: each item's first change asks the store again, and links
+/// to the item's earlier life.
+#[tokio::test(start_paused = true)]
+async fn a_fresh_tables_inserts_read_nothing_until_an_item_may_have_had_an_earlier_life() {
+    use ddb_audit::store::CheckpointStore;
+    let sim = sim();
+    let first_stream = sim.stream_arn(TABLE).unwrap();
+    let store = MemoryStore::new();
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    run_for(Duration::from_secs(1)).await;
+    for id in 0..10 {
+        sim.put(TABLE, item(id, 0, "alice")).unwrap();
+    }
+    run_for(Duration::from_secs(2)).await;
+    assert_eq!(store.item_predecessor_reads(), 0);
+    assert!(store.fresh_items(TABLE, &first_stream).await.unwrap());
+
+    // Removed and created again: the new life follows the old one.
+    sim.delete(TABLE, &key(3)).unwrap();
+    run_for(Duration::from_secs(2)).await;
+    assert!(!store.fresh_items(TABLE, &first_stream).await.unwrap());
+    sim.put(TABLE, item(3, 1, "bob")).unwrap();
+    run_for(Duration::from_secs(2)).await;
+    daemon.stop().await;
+    let three = store.history(TABLE, &key(3)).await.unwrap();
+    assert_eq!(three.len(), 3);
+    assert_eq!(three[1].event, "REMOVE");
+    assert_eq!(
+        three[2]
+            .item_prev
+            .clone()
+            .flatten()
+            .unwrap()
+            .sequence_number,
+        three[1].sequence_number
+    );
+
+    // Restarted with an empty cache: an INSERT now asks the store.
+    let reads = store.item_predecessor_reads();
+    let daemon = start(sim.clone(), &store, settings(), &[TABLE]);
+    run_for(Duration::from_secs(1)).await;
+    sim.put(TABLE, item(20, 0, "carol")).unwrap();
+    run_for(Duration::from_secs(2)).await;
+    assert_eq!(store.item_predecessor_reads() - reads, 1);
+
+    // A second stream: an item deleted while none was enabled left no
+    // REMOVE, so the new stream is never fresh, and item 5's new life
+    // links to its entry of the first stream.
+    sim.disable_stream(TABLE).unwrap();
+    sim.delete(TABLE, &key(5)).unwrap();
+    let second_stream = sim.enable_stream(TABLE, ViewType::NewAndOldImages).unwrap();
+    run_for(Duration::from_secs(3)).await;
+    sim.put(TABLE, item(5, 1, "dave")).unwrap();
+    run_for(Duration::from_secs(5)).await;
+    daemon.stop().await;
+    assert!(!store.fresh_items(TABLE, &second_stream).await.unwrap());
+    let five = store.history(TABLE, &key(5)).await.unwrap();
+    assert_eq!(five.len(), 2, "{five:#?}");
+    assert_eq!(five[1].stream_arn, second_stream);
+    assert_eq!(
+        five[1].item_prev.clone().flatten().unwrap().sequence_number,
+        five[0].sequence_number
+    );
+    assert!(item_chain_findings(&store).await.is_empty());
+}

@@ -272,6 +272,33 @@ async fn a_drained_stream_stays_drained<T: CheckpointStore>(store: &T) {
     assert!(rows[0].drained);
 }
 
+/// Set once on a recorded stream, cleared for good; unknown is false.
+async fn a_fresh_trail_is_set_once_and_cleared_for_good<T: CheckpointStore>(store: &T) {
+    assert!(!store.fresh_items("orders", ARN1).await.unwrap());
+    // No stray row for a stream never recorded.
+    store.set_fresh_items("orders", ARN1, true).await.unwrap();
+    assert!(!store.fresh_items("orders", ARN1).await.unwrap());
+    assert!(store.load_streams(Some("orders")).await.unwrap().is_empty());
+    let row = StreamRow {
+        table_name: "orders".into(),
+        stream_arn: ARN1.into(),
+        is_enabled: true,
+        drained: false,
+        updated_at: Utc::now(),
+    };
+    store.save_stream(&row).await.unwrap();
+    store.set_fresh_items("orders", ARN1, true).await.unwrap();
+    assert!(store.fresh_items("orders", ARN1).await.unwrap());
+    // The row's other writes leave it alone.
+    store.save_stream(&row).await.unwrap();
+    assert!(store.fresh_items("orders", ARN1).await.unwrap());
+    assert!(!store.fresh_items("orders", ARN2).await.unwrap());
+    store.set_fresh_items("orders", ARN1, false).await.unwrap();
+    store.set_fresh_items("orders", ARN1, true).await.unwrap();
+    assert!(!store.fresh_items("orders", ARN1).await.unwrap());
+    assert_eq!(store.load_streams(Some("orders")).await.unwrap().len(), 1);
+}
+
 async fn table_health_is_kept_apart_from_the_streams<T: CheckpointStore>(store: &T) {
     let row = TableHealthRow {
         table_name: "orders".into(),
@@ -1165,6 +1192,8 @@ where
     a_released_drained_row_is_gone_and_an_open_one_stays(&s).await;
     let s = fresh("streams").await;
     a_drained_stream_stays_drained(&s).await;
+    let s = fresh("fresh").await;
+    a_fresh_trail_is_set_once_and_cleared_for_good(&s).await;
     let s = fresh("health").await;
     table_health_is_kept_apart_from_the_streams(&s).await;
     let s = fresh("gaps").await;

@@ -181,6 +181,21 @@ fn item_id(table: &str, canonical_key: &str) -> ItemId {
 /// hash (nothing can link to it); else that entry's sequence number and hash.
 type Found = Option<Option<(String, Hash)>>;
 
+/// What one shard task run knows of its items' chains.
+#[derive(Clone, Copy, Debug)]
+pub struct ItemRun {
+    /// Its number for the cache (see [`ItemChains::next_run`]).
+    pub id: u64,
+    /// The table's stream entries so far are all of this stream, read with
+    /// no loss and no item removed (`CheckpointStore::fresh_items`, read
+    /// when the run starts, after its checkpoint): then an INSERT starts
+    /// its item's chain, and nothing needs to be read to know it. An item
+    /// created now had no earlier life in the trail, since its end would
+    /// be a REMOVE, or a gap where one was lost; and its records are in
+    /// this shard's lineage, read by its ancestors' runs before this one.
+    pub fresh: bool,
+}
+
 /// What one page's entries link to, resolved before they are hashed.
 pub struct PageLinks {
     places: Vec<Option<Place>>,
@@ -251,17 +266,18 @@ impl PageLinks {
 }
 
 /// Resolves the predecessor of each item's first entry in `entries` (one
-/// page of one stream, in stream order): from the cache, else with one
-/// read of the store per item.
+/// page of one stream, in stream order): from the cache, else, for an
+/// INSERT of a fresh run, none; else with one read of the store per item.
 pub async fn resolve_page<A: AuditStore>(
     chains: &ItemChains,
     store: &A,
     policy: RetryPolicy,
     abort: &tokio_util::sync::CancellationToken,
-    run: u64,
+    item_run: ItemRun,
     stream_arn: &str,
     entries: &[AuditEntry],
 ) -> Result<PageLinks, Retried<StoreError>> {
+    let run = item_run.id;
     let label: Arc<str> = Arc::from(stream_label(stream_arn));
     let places: Vec<Option<Place>> = entries.iter().map(|e| place_of(e, &label)).collect();
     let mut first: HashMap<ItemId, Found> = HashMap::new();
@@ -275,6 +291,9 @@ pub async fn resolve_page<A: AuditStore>(
         match chains.cached(&place.id, &place.label, place.sequence, run) {
             Some(n) => {
                 first.insert(place.id, Some(Some((n.sequence.to_string(), n.hash))));
+            }
+            None if item_run.fresh && entry.event == "INSERT" => {
+                first.insert(place.id, None);
             }
             None => {
                 missed.insert(place.id);

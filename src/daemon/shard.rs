@@ -13,6 +13,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::daemon::engine::{Engine, Shutdown};
+use crate::daemon::itemchain::ItemRun;
 use crate::entry::{build_entry, correlation_of, record_time_text, AuditEntry, Gap};
 use crate::observe::{self, Event};
 use crate::pace::Pacer;
@@ -192,8 +193,8 @@ struct ShardReader<S, C, A> {
     continues_lineage: bool,
     lineage_tail: Option<LineageTail>,
     saved: SavedCheckpoint,
-    /// This run's number for the item chain's cache.
-    item_run: u64,
+    /// What this run knows of its items' chains.
+    item_run: ItemRun,
     fence: Option<Fence>,
 }
 
@@ -213,7 +214,11 @@ where
         shutdown: Shutdown,
     ) -> Self {
         let pacer = Pacer::per_second(engine.settings.polling.get_records_per_shard_per_sec);
-        let item_run = engine.items.next_run();
+        let item_run = ItemRun {
+            id: engine.items.next_run(),
+            // Known once the run starts (`load_fresh_items`).
+            fresh: false,
+        };
         let checkpoint = checkpoint.unwrap_or_else(|| {
             ShardCheckpoint::fresh(
                 &table,
@@ -321,6 +326,7 @@ where
     }
 
     async fn run(mut self, fresh: bool) -> ShardOutcome {
+        self.load_fresh_items().await;
         if let Err(outcome) = self.start_chain().await {
             return outcome;
         }
@@ -637,6 +643,7 @@ where
         if items.reads > 0 {
             debug!(reads = items.reads, "item chain: previous entries read");
         }
+        self.end_fresh_items(&entries).await?;
         let mut chain = self.checkpoint.chain.clone().unwrap_or_default();
         // In page order: an item's entry links to its previous one in the
         // page, whose hash is known only once it is hashed.
@@ -741,7 +748,63 @@ where
         }
     }
 
+    /// Whether the table's trail is still fresh (see [`ItemRun::fresh`]):
+    /// read after this run's checkpoint was loaded, so that whatever moved
+    /// the checkpoint past a removal had cleared it by then. Not knowing
+    /// is "no": it costs a read per item's first change, nothing else.
+    async fn load_fresh_items(&mut self) {
+        let engine = &self.engine;
+        let read = retry(
+            engine.settings.retry_policy(),
+            &self.shutdown.stop,
+            "GetItem(stream: fresh_items)",
+            || {
+                engine
+                    .checkpoints
+                    .fresh_items(&self.table, &self.stream_arn)
+            },
+        )
+        .await;
+        self.item_run.fresh = match read {
+            Ok(fresh) => fresh,
+            Err(Retried::Cancelled) => false,
+            Err(Retried::Failed(e)) => {
+                warn!(error = %e, "cannot read whether the table's trail is fresh; reading each item's previous entry instead");
+                false
+            }
+        };
+    }
+
+    /// Before a page that removes an item (or holds a record that may):
+    /// from now on an INSERT may follow an earlier life of its item. Cleared
+    /// for good in the store first, so a run that starts after this page's
+    /// checkpoint (here, a child, another replica) knows it.
+    async fn end_fresh_items(&mut self, entries: &[AuditEntry]) -> Result<(), ShardOutcome> {
+        let removes = entries
+            .iter()
+            .any(|e| !matches!(e.event.as_str(), "INSERT" | "MODIFY"));
+        if !self.item_run.fresh || !removes {
+            return Ok(());
+        }
+        let engine = &self.engine;
+        retry(
+            engine.settings.retry_policy(),
+            &self.shutdown.abort,
+            "UpdateItem(stream: fresh_items)",
+            || {
+                engine
+                    .checkpoints
+                    .set_fresh_items(&self.table, &self.stream_arn, false)
+            },
+        )
+        .await?;
+        self.item_run.fresh = false;
+        Ok(())
+    }
+
     async fn write_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
+        // A loss: what it hid may have removed an item.
+        self.item_run.fresh = false;
         let before = self.checkpoint.chain.clone().unwrap_or_default();
         let result = put_gap_in_chain(
             &self.engine,
@@ -860,6 +923,19 @@ where
     C: CheckpointStore,
     A: AuditStore,
 {
+    // A loss may hide an item's removal: the table's trail is not fresh
+    // any more (see `ItemRun::fresh`), for good, before the gap says so.
+    retry(
+        engine.settings.retry_policy(),
+        abort,
+        "UpdateItem(stream: fresh_items)",
+        || {
+            engine
+                .checkpoints
+                .set_fresh_items(&gap.table, &gap.stream_arn, false)
+        },
+    )
+    .await?;
     let mut chain = before.clone();
     let link = chain
         .link_gap(gap)

@@ -796,13 +796,24 @@ where
     })
     .await
     {
-        Ok(rows) => rows,
+        Ok(rows) => Some(rows),
         Err(Retried::Cancelled) => return Err(Retried::Cancelled),
         Err(Retried::Failed(e)) => {
             warn!(error = %e, "cannot read the streams table");
-            Vec::new()
+            None
         }
     };
+    // The table's trail begins with this discovery when nothing of it was
+    // ever recorded and it has one stream, the current one: its items then
+    // have no stream entry yet (what the item chain may rely on, see
+    // `itemchain`). Anything else, or not knowing, is "not fresh".
+    let only_current = listed
+        .iter()
+        .all(|l| current.as_deref() == Some(l.stream_arn.as_str()));
+    let first_stream = (stored.as_ref().is_some_and(Vec::is_empty) && only_current)
+        .then_some(current.as_ref())
+        .flatten();
+    let stored = stored.unwrap_or_default();
     let drained: HashSet<&str> = stored
         .iter()
         .filter(|r| r.drained)
@@ -836,8 +847,15 @@ where
                 drained: false,
                 updated_at: Utc::now(),
             };
-            if let Err(e) = engine.checkpoints.save_stream(&row).await {
-                warn!(error = %e, stream = %arn, "cannot record stream");
+            match engine.checkpoints.save_stream(&row).await {
+                Ok(()) if first_stream == Some(&arn) => {
+                    if let Err(e) = engine.checkpoints.set_fresh_items(table, &arn, true).await {
+                        // Only costs reads: each item's first change asks the store.
+                        warn!(error = %e, stream = %arn, "cannot record that the table's trail begins here");
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => warn!(error = %e, stream = %arn, "cannot record stream"),
             }
         }
         result.push(arn);

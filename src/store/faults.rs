@@ -262,6 +262,16 @@ impl<T: CheckpointStore + Clone> CheckpointStore for FaultStore<T> {
         self.inner.load_all_table_health().await
     }
 
+    async fn fresh_items(&self, table: &str, stream_arn: &str) -> StoreResult<bool> {
+        self.fault(StoreOp::LoadStreams, None).await?;
+        self.inner.fresh_items(table, stream_arn).await
+    }
+
+    async fn set_fresh_items(&self, table: &str, stream_arn: &str, fresh: bool) -> StoreResult<()> {
+        self.fault(StoreOp::SaveStream, None).await?;
+        self.inner.set_fresh_items(table, stream_arn, fresh).await
+    }
+
     // Lease rows are not faulted: the faults are about the data path.
     async fn beat(&self, beat: &crate::store::ReplicaBeat) -> StoreResult<()> {
         self.inner.beat(beat).await

@@ -9,7 +9,11 @@
 //!
 //! **streams** (`TableNames::streams`) — one row per (audited table, stream):
 //! `table_name` (S, partition key), `stream_arn` (S, sort key),
-//! `is_enabled` (BOOL), `drained` (BOOL), `updated_at` (S, RFC 3339).
+//! `is_enabled` (BOOL), `drained` (BOOL), `updated_at` (S, RFC 3339),
+//! [`FRESH_ITEMS`] (BOOL: every stream entry of the table so far is of this
+//! stream, read with no loss and no item removed; set once when the table's
+//! first stream is recorded, cleared for good before the first REMOVE entry
+//! or gap; absent: false).
 //! Rows under a reserved sort key starting with `#` (no stream ARN does) are
 //! no stream, and readers of stream rows skip them: a table's state at
 //! `#health` (`state`, `reason`, `updated_at`), and a snapshot
@@ -112,6 +116,8 @@ const MAX_INLINE_KEY: usize = 1024;
 /// ARN never starts with `#`.
 pub(crate) const HEALTH_SORT_KEY: &str = "#health";
 
+/// The stream row's attribute behind `CheckpointStore::fresh_items`.
+pub const FRESH_ITEMS: &str = "fresh_items";
 /// A stream row's lease owner (S).
 pub const LEASE_OWNER: &str = "lease_owner";
 /// A stream row's lease epoch (N), the fencing token.

@@ -1,7 +1,6 @@
-//! In-memory checkpoint, audit, proof and snapshot stores with the same
-//! write-once semantics as the DynamoDB ones, for tests and benchmarks.
-//! State survives a "crash" of the daemon under test: drop the daemon, keep
-//! the store, start again.
+//! In-memory checkpoint, audit, proof and snapshot stores, write-once as the
+//! DynamoDB ones, for tests and benchmarks. State survives a "crash" of the
+//! daemon under test: drop the daemon, keep the store, start again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,6 +60,7 @@ struct State {
     /// then.
     expires_at: HashMap<(String, String), tokio::time::Instant>,
     streams: BTreeMap<(String, String), StreamRow>,
+    fresh_items: HashMap<(String, String), bool>,
     health: BTreeMap<String, TableHealthRow>,
     entry_puts: u64,
     duplicate_puts: u64,
@@ -918,6 +918,20 @@ impl CheckpointStore for MemoryStore {
 
     async fn load_all_table_health(&self) -> StoreResult<Vec<TableHealthRow>> {
         Ok(self.lock().health.values().cloned().collect())
+    }
+
+    async fn fresh_items(&self, table: &str, stream_arn: &str) -> StoreResult<bool> {
+        let id = (table.to_string(), stream_arn.to_string());
+        Ok(self.lock().fresh_items.get(&id) == Some(&true))
+    }
+
+    async fn set_fresh_items(&self, table: &str, stream_arn: &str, fresh: bool) -> StoreResult<()> {
+        let (mut state, id) = (self.lock(), (table.to_string(), stream_arn.to_string()));
+        // As DynamoDB's conditions: a recorded stream only; `true` only once.
+        if state.streams.contains_key(&id) && (!fresh || !state.fresh_items.contains_key(&id)) {
+            state.fresh_items.insert(id, fresh);
+        }
+        Ok(())
     }
 
     async fn load_streams(&self, table: Option<&str>) -> StoreResult<Vec<StreamRow>> {

@@ -310,6 +310,25 @@ pub trait CheckpointStore: Send + Sync + 'static {
     fn load_all_table_health(
         &self,
     ) -> impl Future<Output = StoreResult<Vec<TableHealthRow>>> + Send;
+    /// Whether every stream entry of the table so far is of this stream,
+    /// read with no loss and with no item removed (false when never set):
+    /// an INSERT read then starts its item's chain, and the item chain
+    /// reads nothing to know it (`daemon::itemchain`). Kept on the stream's
+    /// row.
+    fn fresh_items(
+        &self,
+        table: &str,
+        stream_arn: &str,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Sets [`CheckpointStore::fresh_items`] on an existing stream row:
+    /// `true` only where it was never set (the row of a table's first
+    /// stream, just recorded), `false` for good.
+    fn set_fresh_items(
+        &self,
+        table: &str,
+        stream_arn: &str,
+        fresh: bool,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     // ---- replicas and leases (see `daemon::leases`)
 

@@ -757,6 +757,14 @@ impl CheckpointStore for LaggyStore {
     async fn load_all_table_health(&self) -> StoreResult<Vec<TableHealthRow>> {
         self.inner.load_all_table_health().await
     }
+    async fn fresh_items(&self, table: &str, stream_arn: &str) -> StoreResult<bool> {
+        self.gate().await;
+        self.inner.fresh_items(table, stream_arn).await
+    }
+    async fn set_fresh_items(&self, table: &str, stream_arn: &str, fresh: bool) -> StoreResult<()> {
+        self.gate().await;
+        self.inner.set_fresh_items(table, stream_arn, fresh).await
+    }
     async fn beat(&self, beat: &ddb_audit::store::ReplicaBeat) -> StoreResult<()> {
         self.gate().await;
         self.inner.beat(beat).await

@@ -11,7 +11,8 @@ use super::{get_s, parse_time, s, sdk_store_error, store_error, DynamoStore};
 use crate::aws::written;
 use crate::entry::format_ts;
 use crate::store::layout::{
-    sequence_key, DRAINED_SHARD_ROW_TTL, HEALTH_SORT_KEY, ROW_EPOCH, SHARD_TTL_ATTRIBUTE,
+    sequence_key, DRAINED_SHARD_ROW_TTL, FRESH_ITEMS, HEALTH_SORT_KEY, ROW_EPOCH,
+    SHARD_TTL_ATTRIBUTE,
 };
 use crate::store::{
     CheckpointStore, Fence, ShardCheckpoint, ShardStatus, StoreError, StoreResult, StreamRow,
@@ -208,6 +209,45 @@ impl CheckpointStore for DynamoStore {
                 .cmp(&(&b.table_name, stream_label(&b.stream_arn)))
         });
         Ok(rows)
+    }
+
+    async fn fresh_items(&self, table_name: &str, stream_arn: &str) -> StoreResult<bool> {
+        let key = [("table_name", table_name), ("stream_arn", stream_arn)];
+        let table = &self.names.streams;
+        let row = self.get_item(table, key, Some(FRESH_ITEMS), &[]).await?;
+        Ok(matches!(
+            row.as_ref().and_then(|r| r.get(FRESH_ITEMS)),
+            Some(DAttr::Bool(true))
+        ))
+    }
+
+    async fn set_fresh_items(
+        &self,
+        table_name: &str,
+        stream_arn: &str,
+        fresh: bool,
+    ) -> StoreResult<()> {
+        let table = &self.names.streams;
+        // Never on a row that is not there (no stray rows), and `true` only
+        // where it was never set: a stream found fresh by one replica stays
+        // cleared once another has cleared it.
+        let condition = if fresh {
+            "attribute_exists(table_name) AND attribute_not_exists(#f)"
+        } else {
+            "attribute_exists(table_name)"
+        };
+        let call = self
+            .client
+            .update_item()
+            .table_name(table)
+            .key("table_name", s(table_name))
+            .key("stream_arn", s(stream_arn))
+            .update_expression("SET #f = :f")
+            .condition_expression(condition)
+            .expression_attribute_names("#f", FRESH_ITEMS)
+            .expression_attribute_values(":f", DAttr::Bool(fresh));
+        written(call.send().await).map_err(|c| store_error(c, table))?;
+        Ok(())
     }
 }
 
