@@ -347,6 +347,12 @@ class Bench:
         s.start([table])
         # Ready: the first write is seen (process started, shard polled).
         s.latencies({"bk-warm-1": emu.put(table, "bk-warm-1", 1)}, 60)
+        if self.args.after_remove:
+            # A table whose trail holds a removal: an item created from now
+            # on may have had an earlier life, so its first entry costs the
+            # daemon one read of the store (ddb-audit's item chain).
+            emu.ddb.delete_item(TableName=table, Key={"pk": {"S": "bk-warm-1"}})
+            time.sleep(3)
         rate = 20
         secs = 10 if self.q else self.args.steady_secs
         log(f"{s.name}: steady {rate} writes/s for {secs} s")
@@ -517,6 +523,8 @@ def main():
     ap.add_argument("--steady-secs", type=int, default=60)
     ap.add_argument("--idle-secs", type=int, default=60)
     ap.add_argument("--phases", default="latency,idle,catchup")
+    ap.add_argument("--after-remove", action="store_true",
+                    help="latency: delete the warm-up item first, so the table's trail holds a removal")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
     args.bin = os.path.abspath(args.bin)
