@@ -79,6 +79,32 @@ async fn reads_per_change(items: u32, versions: u32, cache: usize) -> (u64, u64,
     (changes, reads, largest)
 }
 
+/// Creates `items` new items, in a table whose trail is fresh or (with
+/// `removal_first`) already holds a removal; returns the predecessor reads
+/// those creations cost.
+async fn reads_per_creation(items: u32, removal_first: bool) -> u64 {
+    let sim = SimStream::new(SimConfig::with_seed(3));
+    sim.create_table(TABLE, &["pk"], Some(ViewType::NewAndOldImages))
+        .expect("table");
+    let store = MemoryStore::new();
+    let mut s = settings();
+    s.polling.get_records_per_shard_per_sec = 1_000_000;
+    let daemon = start(sim.clone(), &store, s, &[TABLE]);
+    if removal_first {
+        sim.put(TABLE, item(u32::MAX, 0, "alice")).expect("put");
+        sim.delete(TABLE, &sim_support::key(u32::MAX))
+            .expect("delete");
+    }
+    run_for(Duration::from_secs(5)).await;
+    let first = store.item_predecessor_reads();
+    for id in 0..items {
+        sim.put(TABLE, item(id, 0, "alice")).expect("put");
+    }
+    run_for(Duration::from_secs(5)).await;
+    daemon.stop().await;
+    store.item_predecessor_reads() - first
+}
+
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm
@@ -224,6 +250,12 @@ fn main() {
     println!(
         "cache miss ({items} items round robin, cache 1): {reads} reads for {changes} changes = {:.3} per change",
         reads as f64 / changes as f64
+    );
+    let fresh = rt.block_on(reads_per_creation(items, false));
+    let removed = rt.block_on(reads_per_creation(items, true));
+    println!(
+        "item created ({items} new items): {fresh} reads in a table whose trail is fresh, \
+         {removed} in one whose trail holds a removal"
     );
     println!(
         "largest entry item a miss reads: {largest} B = {} read unit(s) (strongly consistent: 4 KB a unit)",
