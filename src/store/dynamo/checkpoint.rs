@@ -130,11 +130,7 @@ impl CheckpointStore for DynamoStore {
     async fn save_stream(&self, row: &StreamRow) -> StoreResult<()> {
         let table = &self.names.streams;
         let mut call = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("table_name", s(&row.table_name))
-            .key("stream_arn", s(&row.stream_arn))
+            .update_stream_row(&row.table_name, &row.stream_arn)
             .update_expression("SET #en = :en, #dr = :dr, #up = :up")
             .expression_attribute_names("#en", "is_enabled")
             .expression_attribute_names("#dr", "drained")

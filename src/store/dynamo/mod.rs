@@ -131,6 +131,20 @@ impl DynamoStore {
         })
     }
 
+    /// An UpdateItem of one row of the streams table, by its key: stream
+    /// rows, their leases and the digest pointers share the one key shape.
+    fn update_stream_row(
+        &self,
+        table_name: &str,
+        stream_arn: impl Into<String>,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.names.streams)
+            .key("table_name", s(table_name))
+            .key("stream_arn", s(stream_arn))
+    }
+
     /// One item of `table` by its whole key (`[(partition attribute, value),
     /// (sort attribute, value)]`), strongly consistent. `projection` (with
     /// the `names` it aliases, for reserved words) limits the attributes

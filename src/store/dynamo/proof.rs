@@ -107,11 +107,7 @@ impl ProofStore for DynamoStore {
     ) -> StoreResult<()> {
         let table = &self.names.streams;
         let result = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("table_name", s(table_name))
-            .key("stream_arn", s(digest_pointer_key(stream_arn)))
+            .update_stream_row(table_name, digest_pointer_key(stream_arn))
             .update_expression("SET #n = :n, #h = :h")
             .condition_expression("attribute_not_exists(#n) OR #n < :n")
             .expression_attribute_names("#n", "digest_number")
