@@ -63,14 +63,8 @@ impl ProofStore for DynamoStore {
     async fn newest_digest(&self, stream_arn: &str) -> StoreResult<Option<(u64, SignedDigest)>> {
         let table = &self.names.audit;
         let out = self
-            .client
-            .query()
-            .table_name(table)
+            .newest_audit_item(digests_pk(stream_arn))
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(digests_pk(stream_arn)))
-            .scan_index_forward(false)
-            .limit(1)
-            .consistent_read(true)
             .send()
             .await
             .map_err(|e| sdk_store_error(&e, table))?;
