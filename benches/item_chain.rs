@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use ddb_audit::daemon::engine::ItemCacheEntries;
 use ddb_audit::daemon::itemchain::ItemChains;
 use ddb_audit::entry::{AuditEntry, ItemPrev};
-use ddb_audit::proof::bundle::{check_bundle, Bundle, BundleDigest, BundleEntry, BundleSpan};
+use ddb_audit::proof::bundle::{
+    check_bundle, Bundle, BundleDigest, BundleEntry, BundleSpan, LeafProof,
+};
 use ddb_audit::proof::digest::{next_digest, DigestInput, ShardHead};
 use ddb_audit::proof::merkle::inclusion_proof;
 use ddb_audit::proof::sign::{DigestSigner, Ed25519Signer};
@@ -198,16 +200,18 @@ fn bundle_of(n: usize) -> Bundle {
             stream_arn: ARN.into(),
             shard_id: "shardId-1".into(),
             entry: serde_json::to_value(e).expect("json"),
-            prev_hash: link.prev_hash.map(hex::encode),
-            hash: hex::encode(link.hash),
-            leaf_index: i as u64,
-            tree_size: n as u64,
-            digest_number: doc.number,
-            inclusion_proof: inclusion_proof(&hashes, i)
-                .expect("proof")
-                .iter()
-                .map(hex::encode)
-                .collect(),
+            proof: LeafProof {
+                prev_hash: link.prev_hash.map(hex::encode),
+                hash: hex::encode(link.hash),
+                leaf_index: i as u64,
+                tree_size: n as u64,
+                digest_number: doc.number,
+                inclusion_proof: inclusion_proof(&hashes, i)
+                    .expect("proof")
+                    .iter()
+                    .map(hex::encode)
+                    .collect(),
+            },
         })
         .collect();
     Bundle {

@@ -51,7 +51,7 @@ fn start_selected(
     let shutdown = Shutdown::new();
     let (e, s) = (engine.clone(), shutdown.clone());
     let handle = tokio::spawn(async move {
-        if let Err(e) = ddb_audit::daemon::supervisor::run_selected(e, discoverer, s).await {
+        if let Err(e) = ddb_audit::daemon::supervisor::run_selected(e, discoverer, s, None).await {
             panic!("daemon failed: {e}");
         }
     });
@@ -374,6 +374,7 @@ async fn a_found_table_the_role_may_not_describe_is_reported_with_its_fix() {
         engine.clone(),
         discoverer,
         shutdown.clone(),
+        None,
     ));
     run_for(Duration::from_secs(5)).await;
     match engine.health.get("app-denied") {

@@ -74,7 +74,7 @@ fn start_replica(sim: &SimStream, memory: &MemoryStore) -> Running {
                 let interval = engine.settings.polling.full_listing_interval();
                 let policy = engine.settings.retry_policy();
                 let names = Discoverer::of_names(&tables, interval, policy).expect("names");
-                supervisor::run_leased(engine.clone(), names, s.clone(), r.clone())
+                supervisor::run_selected(engine.clone(), names, s.clone(), Some(r.clone()))
                     .await
                     .expect("replica failed");
                 beats.cancel();

@@ -260,11 +260,11 @@ async fn work<S: StreamApi, St: CheckpointStore + ProofStore + Clone, A: AuditSt
         config.discovery.interval(),
         engine.settings.retry_policy(),
     );
-    let result = supervisor::run_leased(
+    let result = supervisor::run_selected(
         engine.clone(),
         discoverer,
         shutdown.clone(),
-        replica.clone(),
+        Some(replica.clone()),
     )
     .await;
     heartbeat_stop.cancel();

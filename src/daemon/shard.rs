@@ -422,9 +422,7 @@ where
                 }
             }
             observe::PageHandled {
-                table: &self.table,
-                stream: &self.stream_arn,
-                shard: &self.shard.shard_id,
+                at: self.shard_at(),
                 records: count,
                 newest_record,
             }
@@ -805,53 +803,53 @@ where
     async fn write_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
         // A loss: what it hid may have removed an item.
         self.item_run.fresh = false;
+        self.chain_gap(&gap).await?;
+        if gap.resumed_at_sequence_number.is_none() {
+            warn!(after_sequence_number = gap.after_sequence_number.as_deref().unwrap_or("none"),
+                "nothing readable after the gap yet: its right bracket stays open until a record of the lineage is read");
+            self.checkpoint.note_open_gap(gap.clone());
+        }
+        observe::GapRecorded {
+            table: &self.table,
+            shard: &self.shard.shard_id,
+            after_sequence_number: gap.after_sequence_number.as_deref(),
+            resumed_at_sequence_number: gap.resumed_at_sequence_number.as_deref(),
+        }
+        .emit();
+        Ok(())
+    }
+
+    /// Writes `gap` as the next link of this shard's chain, and keeps the
+    /// chain's new state for the checkpoint.
+    async fn chain_gap(&mut self, gap: &Gap) -> Result<(), ShardOutcome> {
         let before = self.checkpoint.chain.clone().unwrap_or_default();
-        let result = put_gap_in_chain(
+        let chain = put_gap_in_chain(
             &self.engine,
             &self.shutdown.abort,
-            &gap,
+            gap,
             before,
             self.fence.as_ref(),
         )
-        .await;
-        match result {
-            Ok(chain) => {
-                self.checkpoint.chain = Some(chain);
-                if gap.resumed_at_sequence_number.is_none() {
-                    warn!(after_sequence_number = gap.after_sequence_number.as_deref().unwrap_or("none"),
-                        "nothing readable after the gap yet: its right bracket stays open until a record of the lineage is read");
-                    self.checkpoint.note_open_gap(gap.clone());
-                }
-                observe::GapRecorded {
-                    table: &self.table,
-                    shard: &self.shard.shard_id,
-                    after_sequence_number: gap.after_sequence_number.as_deref(),
-                    resumed_at_sequence_number: gap.resumed_at_sequence_number.as_deref(),
-                }
-                .emit();
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
+        .await?;
+        self.checkpoint.chain = Some(chain);
+        Ok(())
+    }
+
+    /// This reader's shard, as the shard events name it.
+    fn shard_at(&self) -> observe::ShardAt<'_> {
+        observe::ShardAt {
+            table: &self.table,
+            stream: &self.stream_arn,
+            shard: &self.shard.shard_id,
         }
     }
 
     /// A gap that only closes open ones: the loss was counted when they
     /// were recorded; this says where it ends.
     async fn write_closing_gap(&mut self, gap: Gap) -> Result<(), ShardOutcome> {
-        let before = self.checkpoint.chain.clone().unwrap_or_default();
-        let chain = put_gap_in_chain(
-            &self.engine,
-            &self.shutdown.abort,
-            &gap,
-            before,
-            self.fence.as_ref(),
-        )
-        .await?;
-        self.checkpoint.chain = Some(chain);
+        self.chain_gap(&gap).await?;
         observe::GapClosed {
-            table: &self.table,
-            stream: &self.stream_arn,
-            shard: &self.shard.shard_id,
+            at: self.shard_at(),
             closes: gap.closes.len(),
             resumed_at_sequence_number: gap.resumed_at_sequence_number.as_deref(),
         }

@@ -106,6 +106,15 @@ where
     C: CheckpointStore,
     A: AuditStore,
 {
+    /// One of this stream's shards, as the shard events name it.
+    fn shard_at<'a>(&'a self, shard: &'a str) -> observe::ShardAt<'a> {
+        observe::ShardAt {
+            table: &self.table,
+            stream: &self.stream_arn,
+            shard,
+        }
+    }
+
     async fn run(&mut self) -> bool {
         let policy = self.engine.settings.retry_policy();
         match retry(policy, &self.shutdown.stop, "Query(checkpoints)", || {
@@ -259,9 +268,7 @@ where
         for id in self.lineage.finished_parents() {
             let tail = self.tail_of(&id);
             observe::ShardForgotten {
-                table: &self.table,
-                stream: &self.stream_arn,
-                shard: &id,
+                at: self.shard_at(&id),
             }
             .emit();
             self.lineage.remove(&id);
@@ -336,9 +343,7 @@ where
     fn mark(&mut self, shard_id: &str, node: NodeState, shown: ShardState) {
         self.lineage.set_state(shard_id, node);
         observe::ShardStateChanged {
-            table: &self.table,
-            stream: &self.stream_arn,
-            shard: shard_id,
+            at: self.shard_at(shard_id),
             state: shown,
         }
         .emit();
@@ -349,9 +354,7 @@ where
             "shard failed; restarting it from its last saved checkpoint after a cooldown");
         self.lineage.set_state(shard_id, NodeState::Waiting);
         observe::ShardFailed {
-            table: &self.table,
-            stream: &self.stream_arn,
-            shard: shard_id,
+            at: self.shard_at(shard_id),
             error,
         }
         .emit();
@@ -478,9 +481,7 @@ where
             .collect();
         for id in &stale {
             observe::ShardForgotten {
-                table: &self.table,
-                stream: &self.stream_arn,
-                shard: id,
+                at: self.shard_at(id),
             }
             .emit();
             self.shards.drop_row(id);
@@ -534,9 +535,7 @@ where
             .row(&shard.shard_id)
             .is_some_and(|c| c.status == ShardStatus::Drained);
         observe::ShardSeen {
-            table: &self.table,
-            stream: &self.stream_arn,
-            shard: &shard.shard_id,
+            at: self.shard_at(&shard.shard_id),
             drained,
         }
         .emit();

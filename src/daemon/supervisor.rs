@@ -51,24 +51,7 @@ where
             table: "tables".into(),
             reason: e.to_string(),
         })?;
-    run_selected(engine, discoverer, shutdown).await
-}
-
-/// [`run`] as one of several replicas: only the streams whose lease
-/// `replica` holds are read ([`crate::daemon::leases`]; its `coordinate`
-/// must run beside this, and `let_go` after it).
-pub async fn run_leased<S, C, A>(
-    engine: Arc<Engine<S, C, A>>,
-    discoverer: Discoverer,
-    shutdown: Shutdown,
-    replica: Arc<Replica>,
-) -> Result<(), EngineError>
-where
-    S: StreamApi,
-    C: CheckpointStore,
-    A: AuditStore,
-{
-    run_discovered(engine, discoverer, shutdown, Some(replica)).await
+    run_selected(engine, discoverer, shutdown, None).await
 }
 
 /// One table's task, and the token that stops it alone.
@@ -84,20 +67,11 @@ struct TableTask {
 /// and checkpointed), and its checkpoints and trail stay. With patterns,
 /// no table's failure ends `run`: a table found by a pattern that cannot
 /// be audited is reported with its fix, and the others are audited.
+///
+/// With a `replica`, as one of several: only the streams whose lease it
+/// holds are read ([`crate::daemon::leases`]; its `coordinate` must run
+/// beside this, and `let_go` after it).
 pub async fn run_selected<S, C, A>(
-    engine: Arc<Engine<S, C, A>>,
-    discoverer: Discoverer,
-    shutdown: Shutdown,
-) -> Result<(), EngineError>
-where
-    S: StreamApi,
-    C: CheckpointStore,
-    A: AuditStore,
-{
-    run_discovered(engine, discoverer, shutdown, None).await
-}
-
-async fn run_discovered<S, C, A>(
     engine: Arc<Engine<S, C, A>>,
     mut discoverer: Discoverer,
     shutdown: Shutdown,
@@ -126,30 +100,24 @@ where
         }
         Err(Retried::Failed(e)) => return Err(e.into()),
     }
-    // Cancelled alone when every table turns out unauditable.
-    let tasks_shutdown = Shutdown {
-        stop: shutdown.stop.child_token(),
-        abort: shutdown.abort.child_token(),
+    let mut tables = TableTasks {
+        engine: engine.clone(),
+        shutdown: Shutdown {
+            stop: shutdown.stop.child_token(),
+            abort: shutdown.abort.child_token(),
+        },
+        replica,
+        tasks: JoinSet::new(),
+        running: BTreeMap::new(),
+        by_id: HashMap::new(),
     };
     let exact: Vec<String> = discoverer.selection().exact().to_vec();
     let listing = discoverer.selection().needs_listing();
     let (verdict_tx, mut verdicts) = mpsc::unbounded_channel();
-    let mut tasks = JoinSet::new();
-    let mut running: BTreeMap<String, TableTask> = BTreeMap::new();
-    let mut task_tables: HashMap<tokio::task::Id, String> = HashMap::new();
     for table in &exact {
         // With patterns, a failing name must not end the daemon.
         let verdict = (!listing).then(|| verdict_tx.clone());
-        start_table(
-            &mut tasks,
-            &mut running,
-            &mut task_tables,
-            &engine,
-            table,
-            &tasks_shutdown,
-            verdict,
-            replica.clone(),
-        );
+        tables.start(table, verdict);
     }
     drop(verdict_tx);
     // Tables a pattern found whose tags cannot be read: reported, no task.
@@ -167,45 +135,29 @@ where
                 Some((table, Err(e))) => {
                     unauditable.insert(table, e);
                     if unauditable.len() == exact.len() {
-                        tasks_shutdown.stop.cancel();
-                        while tasks.join_next().await.is_some() {}
+                        tables.shutdown.stop.cancel();
+                        while tables.tasks.join_next().await.is_some() {}
                         return Err(combine(unauditable.into_values().collect()));
                     }
                 }
             },
-            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+            Some(done) = tables.tasks.join_next_with_id(), if !tables.tasks.is_empty() => {
                 let (id, panic) = match done {
                     Ok((id, ())) => (id, None),
                     Err(e) => (e.id(), Some(e)),
                 };
-                let Some(table) = task_tables.remove(&id) else { continue };
-                let stopped = running.get(&table).is_none_or(|t| t.stop.is_cancelled());
+                let Some(table) = tables.by_id.remove(&id) else { continue };
+                let stopped = tables.running.get(&table).is_none_or(|t| t.stop.is_cancelled());
                 if stopped {
                     // Stopped because it no longer matches.
-                    running.remove(&table);
+                    tables.running.remove(&table);
                     unselect(&engine, &table).await;
                     continue;
                 }
                 if let Some(e) = panic {
                     error!(table = %table, error = %e, cooldown_secs = FAILED_SHARD_COOLDOWN.as_secs(),
                         "table task panicked; restarting it after a cooldown");
-                    let Some(task) = running.get_mut(&table) else { continue };
-                    let table_shutdown = Shutdown { stop: task.stop.clone(), abort: tasks_shutdown.abort.clone() };
-                    let engine2 = engine.clone();
-                    let table2 = table.clone();
-                    let replica2 = replica.clone();
-                    let handle = tasks.spawn(async move {
-                        tokio::select! {
-                            _ = table_shutdown.stop.cancelled() => return,
-                            _ = tokio::time::sleep(FAILED_SHARD_COOLDOWN) => {}
-                        }
-                        let span = tracing::info_span!("table", table = %table2);
-                        run_table(engine2, table2, table_shutdown, None, replica2)
-                            .instrument(span)
-                            .await
-                    });
-                    task.id = handle.id();
-                    task_tables.insert(handle.id(), table);
+                    tables.restart(table);
                 }
             }
             _ = sleep_until_opt(next_listing) => {
@@ -223,15 +175,15 @@ where
                     }
                 };
                 observe::TablesListed { problem: None }.emit();
-                apply_listing(&engine, &discoverer, &listed, &mut running, &mut reported);
+                apply_listing(&engine, &discoverer, &listed, &mut tables.running, &mut reported);
                 for table in &listed.selected {
-                    if !running.contains_key(table) {
+                    if !tables.running.contains_key(table) {
                         info!(table = %table, "table selected: auditing it");
-                        start_table(&mut tasks, &mut running, &mut task_tables, &engine, table, &tasks_shutdown, None, replica.clone());
+                        tables.start(table, None);
                     }
                 }
                 for (table, reason) in &listed.unreadable {
-                    if !running.contains_key(table) && reported.insert(table.clone()) {
+                    if !tables.running.contains_key(table) && reported.insert(table.clone()) {
                         error!(table = %table, reason = %reason, "table cannot be audited");
                         record_state(&engine, table, TableState::Failing(reason.clone())).await;
                     }
@@ -240,10 +192,10 @@ where
         }
         if !announced && !verdicts_open && !shutdown.stop.is_cancelled() {
             announced = true;
-            info!(tables = ?running.keys().collect::<Vec<_>>(), "auditing");
+            info!(tables = ?tables.running.keys().collect::<Vec<_>>(), "auditing");
         }
     }
-    while tasks.join_next().await.is_some() {}
+    while tables.tasks.join_next().await.is_some() {}
     info!("stopped");
     Ok(())
 }
@@ -337,61 +289,77 @@ where
     true
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start_table<S, C, A>(
-    tasks: &mut JoinSet<()>,
-    running: &mut BTreeMap<String, TableTask>,
-    task_tables: &mut HashMap<tokio::task::Id, String>,
-    engine: &Arc<Engine<S, C, A>>,
-    table: &str,
-    shutdown: &Shutdown,
-    verdict: Option<Verdicts>,
+/// The table tasks of one run, each with the token that stops it alone.
+struct TableTasks<S, C, A> {
+    engine: Arc<Engine<S, C, A>>,
+    /// Cancelled alone when every table turns out unauditable.
+    shutdown: Shutdown,
     replica: Option<Arc<Replica>>,
-) where
-    S: StreamApi,
-    C: CheckpointStore,
-    A: AuditStore,
-{
-    // Not recorded for `status`: its row keeps the last verdict until the
-    // table's first check answers, a moment later.
-    engine.health.set(table, TableState::Starting);
-    engine.read_tables.insert(table);
-    let stop = shutdown.stop.child_token();
-    let table_shutdown = Shutdown {
-        stop: stop.clone(),
-        abort: shutdown.abort.clone(),
-    };
-    let id = spawn_table(tasks, engine, table, &table_shutdown, verdict, replica);
-    task_tables.insert(id, table.to_string());
-    running.insert(table.to_string(), TableTask { stop, id });
+    tasks: JoinSet<()>,
+    running: BTreeMap<String, TableTask>,
+    /// The table of each task, to know which one ended.
+    by_id: HashMap<tokio::task::Id, String>,
 }
 
-fn spawn_table<S, C, A>(
-    tasks: &mut JoinSet<()>,
-    engine: &Arc<Engine<S, C, A>>,
-    table: &str,
-    shutdown: &Shutdown,
-    verdict: Option<Verdicts>,
-    replica: Option<Arc<Replica>>,
-) -> tokio::task::Id
+impl<S, C, A> TableTasks<S, C, A>
 where
     S: StreamApi,
     C: CheckpointStore,
     A: AuditStore,
 {
-    let span = tracing::info_span!("table", table = %table);
-    tasks
-        .spawn(
-            run_table(
-                engine.clone(),
-                table.to_string(),
-                shutdown.clone(),
-                verdict,
-                replica,
-            )
-            .instrument(span),
-        )
-        .id()
+    fn start(&mut self, table: &str, verdict: Option<Verdicts>) {
+        // Not recorded for `status`: its row keeps the last verdict until the
+        // table's first check answers, a moment later.
+        self.engine.health.set(table, TableState::Starting);
+        self.engine.read_tables.insert(table);
+        let stop = self.shutdown.stop.child_token();
+        let id = self.spawn(table, stop.clone(), verdict, None);
+        self.by_id.insert(id, table.to_string());
+        self.running
+            .insert(table.to_string(), TableTask { stop, id });
+    }
+
+    /// The task of `table` panicked: started again after a cooldown, under
+    /// the token it had.
+    fn restart(&mut self, table: String) {
+        let Some(stop) = self.running.get(&table).map(|task| task.stop.clone()) else {
+            return;
+        };
+        let id = self.spawn(&table, stop, None, Some(FAILED_SHARD_COOLDOWN));
+        if let Some(task) = self.running.get_mut(&table) {
+            task.id = id;
+        }
+        self.by_id.insert(id, table);
+    }
+
+    fn spawn(
+        &mut self,
+        table: &str,
+        stop: CancellationToken,
+        verdict: Option<Verdicts>,
+        cooldown: Option<std::time::Duration>,
+    ) -> tokio::task::Id {
+        let shutdown = Shutdown {
+            stop,
+            abort: self.shutdown.abort.clone(),
+        };
+        let span = tracing::info_span!("table", table = %table);
+        let engine = self.engine.clone();
+        let (table, replica) = (table.to_string(), self.replica.clone());
+        self.tasks
+            .spawn(async move {
+                if let Some(cooldown) = cooldown {
+                    tokio::select! {
+                        _ = shutdown.stop.cancelled() => return,
+                        _ = tokio::time::sleep(cooldown) => {}
+                    }
+                }
+                run_table(engine, table, shutdown, verdict, replica)
+                    .instrument(span)
+                    .await
+            })
+            .id()
+    }
 }
 
 /// Where a table's first discovery says whether it can be audited.

@@ -57,17 +57,23 @@ impl Event for TablesListed {
     }
 }
 
-/// A shard left the supervisor's memory (drained and no longer needed):
-/// it is no longer counted.
-pub struct ShardForgotten<'a> {
+/// The shard a shard event is about.
+#[derive(Clone, Copy, Debug)]
+pub struct ShardAt<'a> {
     pub table: &'a str,
     pub stream: &'a str,
     pub shard: &'a str,
 }
 
+/// A shard left the supervisor's memory (drained and no longer needed):
+/// it is no longer counted.
+pub struct ShardForgotten<'a> {
+    pub at: ShardAt<'a>,
+}
+
 impl Event for ShardForgotten<'_> {
     fn emit_to(self, o: &Observer) {
-        o.forget(self.table, self.stream, Some(self.shard));
+        o.forget(self.at.table, self.at.stream, Some(self.at.shard));
     }
 }
 
@@ -86,9 +92,7 @@ impl Event for StreamForgotten<'_> {
 /// A shard became known (listed). Counts it as waiting, or drained if its
 /// checkpoint says so; a shard already known keeps its state.
 pub struct ShardSeen<'a> {
-    pub table: &'a str,
-    pub stream: &'a str,
-    pub shard: &'a str,
+    pub at: ShardAt<'a>,
     pub drained: bool,
 }
 
@@ -99,31 +103,28 @@ impl Event for ShardSeen<'_> {
         } else {
             ShardState::Waiting
         };
-        o.set_shard_state(self.table, self.stream, self.shard, state, None, true);
+        o.set_shard_state(self.at, state, None, true);
     }
 }
 
 /// A shard moved to another state.
 pub struct ShardStateChanged<'a> {
-    pub table: &'a str,
-    pub stream: &'a str,
-    pub shard: &'a str,
+    pub at: ShardAt<'a>,
     pub state: ShardState,
 }
 
 impl Event for ShardStateChanged<'_> {
     fn emit_to(self, o: &Observer) {
-        debug!(table = %self.table, stream = %self.stream, shard = %self.shard,
+        let at = self.at;
+        debug!(table = %at.table, stream = %at.stream, shard = %at.shard,
             state = self.state.as_str(), "shard state");
-        o.set_shard_state(self.table, self.stream, self.shard, self.state, None, false);
+        o.set_shard_state(at, self.state, None, false);
     }
 }
 
 /// A shard's reading failed with an error that retrying cannot fix.
 pub struct ShardFailed<'a> {
-    pub table: &'a str,
-    pub stream: &'a str,
-    pub shard: &'a str,
+    pub at: ShardAt<'a>,
     pub error: &'a str,
 }
 
@@ -131,9 +132,7 @@ pub struct ShardFailed<'a> {
 impl Event for ShardFailed<'_> {
     fn emit_to(self, o: &Observer) {
         o.set_shard_state(
-            self.table,
-            self.stream,
-            self.shard,
+            self.at,
             ShardState::Failing,
             Some(self.error.to_string()),
             false,
@@ -144,9 +143,7 @@ impl Event for ShardFailed<'_> {
 /// A GetRecords page was read and handled (its entries written and the
 /// checkpoint saved). An empty page means the shard is caught up.
 pub struct PageHandled<'a> {
-    pub table: &'a str,
-    pub stream: &'a str,
-    pub shard: &'a str,
+    pub at: ShardAt<'a>,
     pub records: usize,
     /// Creation time of the newest record in the page.
     pub newest_record: Option<DateTime<Utc>>,
@@ -157,16 +154,10 @@ impl Event for PageHandled<'_> {
         if self.records > 0 {
             o.metrics
                 .records_read
-                .get_or_create(&label(self.table))
+                .get_or_create(&label(self.at.table))
                 .inc_by(self.records as u64);
         }
-        o.page(
-            self.table,
-            self.stream,
-            self.shard,
-            self.newest_record,
-            self.records,
-        );
+        o.page(self.at, self.newest_record, self.records);
     }
 }
 
@@ -237,9 +228,7 @@ impl Event for GapRecorded<'_> {
 /// Reading resumed after gaps recorded open: a gap closing them was
 /// written. Not counted as a gap: the loss was counted when they were.
 pub struct GapClosed<'a> {
-    pub table: &'a str,
-    pub stream: &'a str,
-    pub shard: &'a str,
+    pub at: ShardAt<'a>,
     pub closes: usize,
     pub resumed_at_sequence_number: Option<&'a str>,
 }
@@ -247,9 +236,9 @@ pub struct GapClosed<'a> {
 impl Event for GapClosed<'_> {
     fn emit_to(self, _: &Observer) {
         warn!(
-            table = %self.table,
-            stream = %self.stream,
-            shard = %self.shard,
+            table = %self.at.table,
+            stream = %self.at.stream,
+            shard = %self.at.shard,
             closes = self.closes,
             resumed_at_sequence_number = self.resumed_at_sequence_number.unwrap_or("none"),
             "open gap closed: reading resumed after the loss"

@@ -35,8 +35,8 @@ use tracing::warn;
 
 pub use events::{
     EntriesWritten, Event, GapClosed, GapRecorded, LeaseLost, LeaseScan, PageHandled, Retrying,
-    ShardFailed, ShardForgotten, ShardSeen, ShardStateChanged, StreamCall, StreamForgotten,
-    TableStateChanged, TableUnselected, TablesListed, TaskFailed, WriteUnfinished,
+    ShardAt, ShardFailed, ShardForgotten, ShardSeen, ShardStateChanged, StreamCall,
+    StreamForgotten, TableStateChanged, TableUnselected, TablesListed, TaskFailed, WriteUnfinished,
 };
 use health::TableState;
 use metrics::{CallLabel, Metrics};
@@ -183,16 +183,14 @@ impl Observer {
 
     fn set_shard_state(
         &self,
-        table: &str,
-        stream: &str,
-        shard: &str,
+        at: ShardAt,
         state: ShardState,
         error: Option<String>,
         only_if_new: bool,
     ) {
         let mut st = self.lock();
-        let t = self.table_mut(&mut st, table);
-        let key = (stream.to_string(), shard.to_string());
+        let t = self.table_mut(&mut st, at.table);
+        let key = (at.stream.to_string(), at.shard.to_string());
         if only_if_new && t.shards.contains_key(&key) {
             return;
         }
@@ -209,7 +207,7 @@ impl Observer {
             }
             _ => {}
         }
-        self.publish_table(&st, table);
+        self.publish_table(&st, at.table);
     }
 
     /// Drops one shard (or, `None`, every shard of the stream) from the counts.
@@ -220,17 +218,13 @@ impl Observer {
         self.publish_table(&st, table);
     }
 
-    fn page(
-        &self,
-        table: &str,
-        stream: &str,
-        shard: &str,
-        newest: Option<DateTime<Utc>>,
-        n: usize,
-    ) {
+    fn page(&self, at: ShardAt, newest: Option<DateTime<Utc>>, n: usize) {
         let mut st = self.lock();
-        let t = self.table_mut(&mut st, table);
-        let obs = t.shard_entry((stream.to_string(), shard.to_string()), ShardState::Reading);
+        let t = self.table_mut(&mut st, at.table);
+        let obs = t.shard_entry(
+            (at.stream.to_string(), at.shard.to_string()),
+            ShardState::Reading,
+        );
         let lag = obs.lag.get_or_insert(ShardLag {
             last_page: Utc::now(),
             caught_up: false,
@@ -291,9 +285,11 @@ mod tests {
     /// Shard `x` of stream `s` of table `a` read an empty page: caught up.
     fn empty_page(o: &Observer) {
         PageHandled {
-            table: "a",
-            stream: "s",
-            shard: "x",
+            at: ShardAt {
+                table: "a",
+                stream: "s",
+                shard: "x",
+            },
             records: 0,
             newest_record: None,
         }
@@ -397,24 +393,30 @@ mod tests {
         assert!(o.readiness().ready);
 
         ShardSeen {
-            table: "a",
-            stream: "s",
-            shard: "x",
+            at: ShardAt {
+                table: "a",
+                stream: "s",
+                shard: "x",
+            },
             drained: false,
         }
         .emit_to(&o);
         ShardStateChanged {
-            table: "a",
-            stream: "s",
-            shard: "x",
+            at: ShardAt {
+                table: "a",
+                stream: "s",
+                shard: "x",
+            },
             state: ShardState::Reading,
         }
         .emit_to(&o);
         let old = Utc::now() - chrono::Duration::seconds(100);
         PageHandled {
-            table: "a",
-            stream: "s",
-            shard: "x",
+            at: ShardAt {
+                table: "a",
+                stream: "s",
+                shard: "x",
+            },
             records: 3,
             newest_record: Some(old),
         }
@@ -448,9 +450,11 @@ mod tests {
         );
 
         ShardFailed {
-            table: "b",
-            stream: "s2",
-            shard: "y",
+            at: ShardAt {
+                table: "b",
+                stream: "s2",
+                shard: "y",
+            },
             error: "AccessDenied",
         }
         .emit_to(&o);
@@ -473,9 +477,11 @@ mod tests {
             ],
         );
         ShardStateChanged {
-            table: "b",
-            stream: "s2",
-            shard: "y",
+            at: ShardAt {
+                table: "b",
+                stream: "s2",
+                shard: "y",
+            },
             state: ShardState::Reading,
         }
         .emit_to(&o);
@@ -496,9 +502,11 @@ mod tests {
         assert!(lag >= 90.0, "{lag}");
         // A drained shard no longer counts.
         ShardStateChanged {
-            table: "a",
-            stream: "s",
-            shard: "x",
+            at: ShardAt {
+                table: "a",
+                stream: "s",
+                shard: "x",
+            },
             state: ShardState::Drained,
         }
         .emit_to(&o);
@@ -565,26 +573,32 @@ mod tests {
         let o = observing(&["a"], DEFAULT_STALE_AFTER);
         for shard in ["x", "y"] {
             ShardSeen {
-                table: "a",
-                stream: "s",
-                shard,
+                at: ShardAt {
+                    table: "a",
+                    stream: "s",
+                    shard,
+                },
                 drained: true,
             }
             .emit_to(&o);
         }
         ShardSeen {
-            table: "a",
-            stream: "s2",
-            shard: "z",
+            at: ShardAt {
+                table: "a",
+                stream: "s2",
+                shard: "z",
+            },
             drained: false,
         }
         .emit_to(&o);
         let drained = "table=\"a\",state=\"drained\"";
         assert_eq!(sample(&o.render(), "ddb_audit_shards", drained), Some(2.0));
         ShardForgotten {
-            table: "a",
-            stream: "s",
-            shard: "x",
+            at: ShardAt {
+                table: "a",
+                stream: "s",
+                shard: "x",
+            },
         }
         .emit_to(&o);
         assert_eq!(sample(&o.render(), "ddb_audit_shards", drained), Some(1.0));

@@ -47,12 +47,40 @@ pub struct BundleGap {
     pub shard_id: String,
     /// The gap as stored (`gaps --json`), `detected_at` included.
     pub gap: serde_json::Value,
+    /// Flattened: the members stand in the gap's object, after `gap`.
+    #[serde(flatten)]
+    pub proof: LeafProof,
+}
+
+/// What proves one leaf of a bundle, entry or gap: its link in the shard's
+/// chain and its place in the tree a digest signs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafProof {
     pub prev_hash: Option<String>,
     pub hash: String,
+    /// Its position in the shard's tree, and the tree it is proven in.
     pub leaf_index: u64,
     pub tree_size: u64,
     pub digest_number: u64,
+    /// Hex sibling hashes, leaf to root (RFC 9162 §2.1.3).
     pub inclusion_proof: Vec<String>,
+}
+
+impl LeafProof {
+    /// The leaf's stated hash is in the tree that `digest` signs for
+    /// `shard_id`, at `leaf_index`.
+    fn included_in(&self, digest: &Digest, shard_id: &str) -> bool {
+        let head = digest.shards.iter().find(|h| h.shard_id == shard_id);
+        let root = head.and_then(|h| parse_hash(&h.root));
+        let path: Option<Vec<_>> = self.inclusion_proof.iter().map(|h| parse_hash(h)).collect();
+        match (head, root, path, parse_hash(&self.hash)) {
+            (Some(h), Some(root), Some(path), Some(leaf)) => {
+                h.size == self.tree_size
+                    && verify_inclusion(&leaf, self.leaf_index, self.tree_size, &path, &root)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The header's claim about the entries it holds.
@@ -74,7 +102,7 @@ pub struct SpanEnd {
 impl SpanEnd {
     pub fn of(e: &BundleEntry) -> SpanEnd {
         SpanEnd {
-            hash: e.hash.clone(),
+            hash: e.proof.hash.clone(),
             sequence_number: e.entry["sequence_number"].as_str().map(str::to_string),
             event_time: e.entry["event_time"].as_str().map(str::to_string),
         }
@@ -98,14 +126,9 @@ pub struct BundleEntry {
     pub shard_id: String,
     /// The entry exactly as stored (the `history --json` object).
     pub entry: serde_json::Value,
-    pub prev_hash: Option<String>,
-    pub hash: String,
-    /// Its position in the shard's tree, and the tree it is proven in.
-    pub leaf_index: u64,
-    pub tree_size: u64,
-    pub digest_number: u64,
-    /// Hex sibling hashes, leaf to root (RFC 9162 §2.1.3).
-    pub inclusion_proof: Vec<String>,
+    /// Flattened: the members stand in the entry's object, after `entry`.
+    #[serde(flatten)]
+    pub proof: LeafProof,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,7 +339,7 @@ fn describe(e: &BundleEntry) -> String {
     let event = e.entry["event"].as_str().unwrap_or("?");
     let place = match e.entry["sequence_number"].as_str() {
         Some(seq) => format!("sequence {seq}"),
-        None => format!("leaf {} of {}", e.leaf_index, e.shard_id),
+        None => format!("leaf {} of {}", e.proof.leaf_index, e.shard_id),
     };
     match e.entry["event_time"].as_str() {
         Some(t) => format!("{event} at {place}, {t}"),
@@ -395,7 +418,7 @@ pub fn check_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> BundleVerdict {
     let mut previous: Option<(usize, (String, String))> = None;
     let mut shard_index: HashMap<(&str, &str), (usize, u64)> = HashMap::new();
     for (i, e) in bundle.entries.iter().enumerate() {
-        if let Some(first) = seen.get(e.hash.as_str()) {
+        if let Some(first) = seen.get(e.proof.hash.as_str()) {
             r.entry(
                 Severity::Tamper,
                 Kind::Duplicated,
@@ -405,7 +428,7 @@ pub fn check_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> BundleVerdict {
             );
             continue;
         }
-        seen.insert(&e.hash, i);
+        seen.insert(&e.proof.hash, i);
         proven[i] = check_entry(bundle, i, &digests, header_key.as_deref(), &mut r);
         // History order.
         let position = history_position(&e.stream_arn, &e.entry);
@@ -425,7 +448,7 @@ pub fn check_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> BundleVerdict {
             }
         }
         if let Some((p, index)) = shard_index.get(&(e.stream_arn.as_str(), e.shard_id.as_str())) {
-            if e.leaf_index <= *index {
+            if e.proof.leaf_index <= *index {
                 r.entry(
                     Severity::Tamper,
                     Kind::Reordered,
@@ -433,14 +456,14 @@ pub fn check_bundle(bundle: &Bundle, key: Option<&PublicKey>) -> BundleVerdict {
                     None,
                     &format!(
                         "out of order: it is leaf {} of shard {}, bundle entry {} is leaf {index}",
-                        e.leaf_index,
+                        e.proof.leaf_index,
                         e.shard_id,
                         p + 1
                     ),
                 );
             }
         }
-        shard_index.insert((&e.stream_arn, &e.shard_id), (i, e.leaf_index));
+        shard_index.insert((&e.stream_arn, &e.shard_id), (i, e.proof.leaf_index));
         if previous
             .as_ref()
             .is_none_or(|(_, before)| position > *before)
@@ -522,33 +545,22 @@ fn check_gap(
     {
         wrong.push("it is filed under another stream or shard than it names".into());
     }
-    let prev = g.prev_hash.as_deref().and_then(parse_hash);
-    let stated = parse_hash(&g.hash);
+    let proof = &g.proof;
+    let prev = proof.prev_hash.as_deref().and_then(parse_hash);
     let computed = document_hash(&gap_document(&g.gap, prev.as_ref())).ok();
-    if computed.is_none() || computed != stated {
+    if computed.is_none() || computed != parse_hash(&proof.hash) {
         wrong.push("its content does not hash to its hash: altered".into());
     }
-    let digest = digests.get(&(g.stream_arn.as_str(), g.digest_number));
-    let head = digest.and_then(|d| d.shards.iter().find(|h| h.shard_id == g.shard_id));
-    let root = head.and_then(|h| parse_hash(&h.root));
-    let path: Option<Vec<_>> = g.inclusion_proof.iter().map(|h| parse_hash(h)).collect();
-    let included = match (head, root, path, stated) {
-        (Some(h), Some(root), Some(path), Some(leaf)) => {
-            h.size == g.tree_size
-                && verify_inclusion(&leaf, g.leaf_index, g.tree_size, &path, &root)
-        }
-        _ => false,
-    };
-    if digest.is_none() {
-        wrong.push(format!(
+    match digests.get(&(g.stream_arn.as_str(), proof.digest_number)) {
+        None => wrong.push(format!(
             "digest {} of {}, which proves it, is not in the bundle",
-            g.digest_number, g.stream_arn
-        ));
-    } else if !included {
-        wrong.push(format!(
+            proof.digest_number, g.stream_arn
+        )),
+        Some(digest) if !proof.included_in(digest, &g.shard_id) => wrong.push(format!(
             "its inclusion proof does not lead to the root digest {} signed for shard {}",
-            g.digest_number, g.shard_id
-        ));
+            proof.digest_number, g.shard_id
+        )),
+        Some(_) => {}
     }
     if !wrong.is_empty() {
         let mut f = r.finding(
@@ -563,7 +575,7 @@ fn check_gap(
             ),
         );
         f.shard_id = Some(g.shard_id.clone());
-        f.digest = Some(g.digest_number);
+        f.digest = Some(proof.digest_number);
         r.out.push(f);
         return None;
     }
@@ -574,7 +586,7 @@ fn check_gap(
         after_time: text("after_time"),
         resumed_at_sequence_number: text("resumed_at_sequence_number"),
         resumed_at_time: text("resumed_at_time"),
-        digest_number: g.digest_number,
+        digest_number: proof.digest_number,
         closes: serde_json::from_value(g.gap["closes"].clone()).unwrap_or_default(),
         closed_by: None,
     })
@@ -770,10 +782,10 @@ fn check_entry(
         );
         ok = false;
     }
-    let prev = e.prev_hash.as_deref().and_then(parse_hash);
+    let proof = &e.proof;
+    let prev = proof.prev_hash.as_deref().and_then(parse_hash);
     let computed = document_hash(&entry_document(&e.stream_arn, &e.entry, prev.as_ref())).ok();
-    let stated = parse_hash(&e.hash);
-    if computed.is_none() || computed != stated {
+    if computed.is_none() || computed != parse_hash(&proof.hash) {
         r.entry(
             Severity::Tamper,
             Kind::Altered,
@@ -783,39 +795,29 @@ fn check_entry(
         );
         return false;
     }
-    let Some(digest) = digests.get(&(e.stream_arn.as_str(), e.digest_number)) else {
+    let Some(digest) = digests.get(&(e.stream_arn.as_str(), proof.digest_number)) else {
         r.entry(
             Severity::Tamper,
             Kind::DigestMissing,
             i,
-            Some(e.digest_number),
+            Some(proof.digest_number),
             &format!(
                 "digest {} of {}, which proves it, is not in the bundle",
-                e.digest_number, e.stream_arn
+                proof.digest_number, e.stream_arn
             ),
         );
         return false;
     };
-    let head = digest.shards.iter().find(|h| h.shard_id == e.shard_id);
-    let root = head.and_then(|h| parse_hash(&h.root));
-    let path: Option<Vec<_>> = e.inclusion_proof.iter().map(|h| parse_hash(h)).collect();
-    let included = match (head, root, path, stated) {
-        (Some(h), Some(root), Some(path), Some(leaf)) => {
-            h.size == e.tree_size
-                && verify_inclusion(&leaf, e.leaf_index, e.tree_size, &path, &root)
-        }
-        _ => false,
-    };
-    if !included {
+    if !proof.included_in(digest, &e.shard_id) {
         r.entry(
             Severity::Tamper,
             Kind::Inserted,
             i,
-            Some(e.digest_number),
+            Some(proof.digest_number),
             &format!(
                 "its inclusion proof does not lead to the Merkle root digest {} signed for \
                  shard {}: not the entry the trail holds there",
-                e.digest_number, e.shard_id
+                proof.digest_number, e.shard_id
             ),
         );
         return false;
@@ -876,7 +878,7 @@ fn check_item_chain_of(
     let now = chrono::Utc::now();
     let mut before: Option<&BundleEntry> = None;
     for (i, e) in bundle.entries.iter().enumerate() {
-        if !seen.insert(e.hash.as_str()) {
+        if !seen.insert(e.proof.hash.as_str()) {
             continue;
         }
         if e.entry["sequence_number"]
@@ -893,7 +895,7 @@ fn check_item_chain_of(
         // order, so a younger neighbour may go first); else the hole is a
         // deletion.
         let retention = digests
-            .get(&(e.stream_arn.as_str(), e.digest_number))
+            .get(&(e.stream_arn.as_str(), e.proof.digest_number))
             .map_or(Some(0), |d| d.retention_days);
         let may_have_expired = match (retention, before) {
             (None, _) => false,
@@ -909,7 +911,7 @@ fn check_item_chain_of(
         before = Some(e);
         index.push(i);
         chain.push(ChainEntry {
-            hash: e.hash.clone(),
+            hash: e.proof.hash.clone(),
             link: ItemLink::of(&e.entry),
             may_have_expired,
         });

@@ -9,7 +9,9 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::proof::bundle::{Bundle, BundleDigest, BundleEntry, BundleGap, BundleSpan, BUNDLE_TYPE};
+use crate::proof::bundle::{
+    Bundle, BundleDigest, BundleEntry, BundleGap, BundleSpan, LeafProof, BUNDLE_TYPE,
+};
 use crate::proof::chain::parse_hash;
 use crate::proof::merkle::{inclusion_proof, Hash};
 use crate::proof::sign::PublicKey;
@@ -199,15 +201,6 @@ fn digest_time(evidence: &[crate::proof::verify::StreamEvidence], f: &Finding) -
     d.signed.parse().ok().map(|doc| doc.time)
 }
 
-/// Where a leaf is proven: its place in its shard's tree and the digest
-/// whose tree holds it.
-struct Proven {
-    leaf_index: u64,
-    tree_size: u64,
-    digest_number: u64,
-    inclusion_proof: Vec<String>,
-}
-
 /// The shards' leaves and the streams' digests an export has read.
 #[derive(Default)]
 struct ExportReads {
@@ -218,16 +211,18 @@ struct ExportReads {
 }
 
 impl ExportReads {
-    /// Proves the leaf `hash` of (stream, shard) by the first digest whose
-    /// tree for that shard holds it; `what` names it in errors.
+    /// Proves the leaf `hash` (linked to `prev_hash`) of (stream, shard) by
+    /// the first digest whose tree for that shard holds it; `what` names it
+    /// in errors.
     async fn prove(
         &mut self,
         store: &DynamoStore,
         stream_arn: &str,
         shard_id: &str,
         hash: Hash,
+        prev_hash: Option<String>,
         what: &str,
-    ) -> Result<Proven, CheckError> {
+    ) -> Result<LeafProof, CheckError> {
         let cache_key = (stream_arn.to_string(), shard_id.to_string());
         if !self.shards.contains_key(&cache_key) {
             let mut leaves = store.shard_leaves(stream_arn, shard_id).await?;
@@ -275,7 +270,9 @@ impl ExportReads {
                 signed,
             });
         }
-        Ok(Proven {
+        Ok(LeafProof {
+            prev_hash,
+            hash: hex::encode(hash),
             leaf_index: index as u64,
             tree_size: size as u64,
             digest_number: number,
@@ -333,19 +330,14 @@ pub async fn export_bundle(
             )));
         };
         let what = format!("the entry at sequence {seq}");
-        let p = reads
-            .prove(store, &stream_arn, &shard_id, hash, &what)
+        let proof = reads
+            .prove(store, &stream_arn, &shard_id, hash, prev, &what)
             .await?;
         entries.push(BundleEntry {
             stream_arn,
             shard_id,
             entry,
-            prev_hash: prev,
-            hash: hex::encode(hash),
-            leaf_index: p.leaf_index,
-            tree_size: p.tree_size,
-            digest_number: p.digest_number,
-            inclusion_proof: p.inclusion_proof,
+            proof,
         });
     }
     let gaps = lineage_gaps(store, table, &entries, &mut reads).await?;
@@ -462,19 +454,21 @@ async fn lineage_gaps(
                 "{what} does not hash to its stored hash: run `ddb-audit verify`"
             )));
         }
-        let p = reads
-            .prove(store, &gap.stream_arn, &gap.shard_id, link.hash, &what)
+        let proof = reads
+            .prove(
+                store,
+                &gap.stream_arn,
+                &gap.shard_id,
+                link.hash,
+                prev.map(hex::encode),
+                &what,
+            )
             .await?;
         out.push(BundleGap {
             stream_arn: gap.stream_arn.clone(),
             shard_id: gap.shard_id.clone(),
             gap: value,
-            prev_hash: prev.map(hex::encode),
-            hash: hex::encode(link.hash),
-            leaf_index: p.leaf_index,
-            tree_size: p.tree_size,
-            digest_number: p.digest_number,
-            inclusion_proof: p.inclusion_proof,
+            proof,
         });
     }
     Ok(out)

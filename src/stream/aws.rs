@@ -104,45 +104,36 @@ impl StreamApi for AwsStream {
     }
 
     async fn list_streams(&self, table: &str) -> StreamResult<Vec<StreamSummary>> {
-        let mut all = Vec::new();
-        let mut start: Option<String> = None;
-        loop {
+        all_pages(|start| async move {
             let out = self
                 .streams
                 .list_streams()
                 .table_name(table)
-                .set_exclusive_start_stream_arn(start.clone())
+                .set_exclusive_start_stream_arn(start)
                 .send()
                 .await
                 .map_err(stream_error)?;
-            for s in out.streams() {
-                let Some(arn) = s.stream_arn() else { continue };
+            let found = out
+                .streams()
+                .iter()
                 // ListStreams is asked for one table; an answer about another
                 // (an emulator ignoring the filter) is not ours to follow.
-                if s.table_name().is_some_and(|t| t != table) {
-                    continue;
-                }
-                all.push(StreamSummary {
-                    stream_arn: arn.to_string(),
-                    table: s.table_name().unwrap_or(table).to_string(),
-                    stream_label: s
-                        .stream_label()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| crate::stream::stream_label(arn).to_string()),
-                });
-            }
-            let next = out
-                .last_evaluated_stream_arn()
-                .filter(|n| !n.is_empty())
-                .map(str::to_string);
-            // Stop on the last page, and on a cursor that repeats (a service
-            // or emulator bug must not become an endless loop).
-            if next.is_none() || next == start {
-                break;
-            }
-            start = next;
-        }
-        Ok(all)
+                .filter(|s| s.table_name().is_none_or(|t| t == table))
+                .filter_map(|s| {
+                    let arn = s.stream_arn()?;
+                    Some(StreamSummary {
+                        stream_arn: arn.to_string(),
+                        table: s.table_name().unwrap_or(table).to_string(),
+                        stream_label: s
+                            .stream_label()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| crate::stream::stream_label(arn).to_string()),
+                    })
+                })
+                .collect();
+            Ok((found, out.last_evaluated_stream_arn().map(str::to_string)))
+        })
+        .await
     }
 
     async fn list_tables(&self, exclusive_start: Option<&str>) -> StreamResult<TablesPage> {
@@ -166,29 +157,24 @@ impl StreamApi for AwsStream {
     }
 
     async fn list_tags(&self, table_arn: &str) -> StreamResult<Tags> {
-        let mut tags = Tags::new();
-        let mut token: Option<String> = None;
-        loop {
+        let tags = all_pages(|token| async move {
             let out = self
                 .dynamodb
                 .list_tags_of_resource()
                 .resource_arn(table_arn)
-                .set_next_token(token.clone())
+                .set_next_token(token)
                 .send()
                 .await
                 .map_err(stream_error)?;
-            for t in out.tags() {
-                tags.insert(t.key().to_string(), t.value().to_string());
-            }
-            let next = out
-                .next_token()
-                .filter(|n| !n.is_empty())
-                .map(str::to_string);
-            if next.is_none() || next == token {
-                return Ok(tags);
-            }
-            token = next;
-        }
+            let found = out
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
+            Ok((found, out.next_token().map(str::to_string)))
+        })
+        .await?;
+        Ok(tags.into_iter().collect())
     }
 
     async fn describe_stream(
@@ -317,6 +303,28 @@ impl StreamApi for AwsStream {
 
 /// The SDK record as a domain record. Never fails: what is missing or odd is
 /// named in `problem`, and the record's Debug text goes to `raw`.
+/// Every page of a listing: `page` reads the one at a cursor (`None`: the
+/// first) and returns what it holds and the next cursor. Stops on the last
+/// page, and on a cursor that repeats (a service or emulator bug must not
+/// become an endless loop).
+async fn all_pages<T, F, Fut>(mut page: F) -> StreamResult<Vec<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = StreamResult<(Vec<T>, Option<String>)>>,
+{
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let (found, next) = page(cursor.clone()).await?;
+        all.extend(found);
+        let next = next.filter(|n| !n.is_empty());
+        if next.is_none() || next == cursor {
+            return Ok(all);
+        }
+        cursor = next;
+    }
+}
+
 fn convert_record(record: Record) -> StreamRecord {
     // Find every problem first, by reference, so `raw` can show the record
     // exactly as received before any of it is moved out.

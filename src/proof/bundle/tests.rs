@@ -207,22 +207,24 @@ impl Trail {
                 if !digests.iter().any(|x| x.number == d.number) {
                     digests.push(d.clone());
                 }
-                let proof: Vec<String> = inclusion_proof(&hashes[..size], index)
-                    .unwrap()
-                    .iter()
-                    .map(hex::encode)
-                    .collect();
+                let proof = LeafProof {
+                    prev_hash: w.prev.map(hex::encode),
+                    hash: hex::encode(w.hash),
+                    leaf_index: index as u64,
+                    tree_size: size as u64,
+                    digest_number: d.number,
+                    inclusion_proof: inclusion_proof(&hashes[..size], index)
+                        .unwrap()
+                        .iter()
+                        .map(hex::encode)
+                        .collect(),
+                };
                 if let Some(g) = &w.gap {
                     gaps.push(BundleGap {
                         stream_arn: self.arn.clone(),
                         shard_id: shard.clone(),
                         gap: serde_json::to_value(g).unwrap(),
-                        prev_hash: w.prev.map(hex::encode),
-                        hash: hex::encode(w.hash),
-                        leaf_index: index as u64,
-                        tree_size: size as u64,
-                        digest_number: d.number,
-                        inclusion_proof: proof,
+                        proof,
                     });
                     continue;
                 }
@@ -230,12 +232,7 @@ impl Trail {
                     stream_arn: self.arn.clone(),
                     shard_id: shard.clone(),
                     entry: serde_json::to_value(w.entry.as_ref().unwrap()).unwrap(),
-                    prev_hash: w.prev.map(hex::encode),
-                    hash: hex::encode(w.hash),
-                    leaf_index: index as u64,
-                    tree_size: size as u64,
-                    digest_number: d.number,
-                    inclusion_proof: proof,
+                    proof,
                 });
             }
         }
@@ -469,7 +466,7 @@ fn insert_foreign_position(b: &mut Bundle) {
         later
             .digests
             .iter()
-            .find(|d| d.number == later.entries[0].digest_number)
+            .find(|d| d.number == later.entries[0].proof.digest_number)
             .unwrap()
             .clone(),
     );
@@ -547,7 +544,7 @@ fn entries_written_before_the_item_chain_are_a_note_never_a_failure() {
     assert!(b.entries[1].entry.get("item_prev").is_none());
     assert_eq!(
         b.entries[2].entry["item_prev"]["hash"].as_str(),
-        Some(b.entries[1].hash.as_str())
+        Some(b.entries[1].proof.hash.as_str())
     );
     let v = check(&b);
     assert_eq!(exit_status(&v.findings), 0, "{:#?}", v.findings);

@@ -453,12 +453,21 @@
     return p;
   }
 
-  async function showAsOf(e) {
+  // An entry's buttons ask the API about the page's item at the entry's time
+  // (`timeParam`); `show` renders the answer. A 401 has already said so.
+  async function askAtEntry(e, path, timeParam, failure, show) {
     const p = itemParams(e);
-    p.set("at", e.event_time);
+    p.set(timeParam, e.event_time);
     $("error").textContent = "";
     try {
-      const r = await api("/api/item", p);
+      await show(await api(path, p));
+    } catch (err) {
+      if (err.status !== 401) $("error").textContent = failure + ": " + err.message;
+    }
+  }
+
+  function showAsOf(e) {
+    return askAtEntry(e, "/api/item", "at", "Cannot show the item as it was", (r) => {
       const rows = Object.entries(r.item || {}).map(([name, v]) =>
         el("tr", {}, el("th", { scope: "row" }, el("code", { text: name })), el("td", {}, valueNode(v)))
       );
@@ -471,17 +480,11 @@
       $("asof-note").textContent = notes.join(" ");
       $("asof").hidden = false;
       $("asof").focus();
-    } catch (err) {
-      if (err.status !== 401) $("error").textContent = "Cannot show the item as it was: " + err.message;
-    }
+    });
   }
 
-  async function showPlan(e) {
-    const p = itemParams(e);
-    p.set("to_time", e.event_time);
-    $("error").textContent = "";
-    try {
-      const plan = await api("/api/revert", p);
+  function showPlan(e) {
+    return askAtEntry(e, "/api/revert", "to_time", "Cannot make a revert plan", async (plan) => {
       const text = JSON.stringify(plan, null, 2);
       $("plan-json").textContent = text;
       $("plan").hidden = false;
@@ -492,9 +495,7 @@
       } catch (_) {
         $("status").textContent = "Select the plan below to copy it (the browser refused clipboard access).";
       }
-    } catch (err) {
-      if (err.status !== 401) $("error").textContent = "Cannot make a revert plan: " + err.message;
-    }
+    });
   }
 
   // ---- verify ---------------------------------------------------------------

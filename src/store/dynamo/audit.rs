@@ -58,22 +58,15 @@ impl AuditStore for DynamoStore {
     ) -> StoreResult<Option<ItemPredecessor>> {
         let pk = partition_key_from(table, &canonical_key_json(key));
         let audit = &self.names.audit;
-        // The newest item below the entry's sort key: one Query of one item,
-        // so one read unit whatever the partition holds, as long as that
-        // item is under 4 KB (an entry head is: an oversize entry's head
-        // holds no JSON).
+        // The newest item below the entry's sort key: one read unit whatever
+        // the partition holds (an entry head is under 4 KB: an oversize
+        // entry's head holds no JSON).
         let out = self
-            .client
-            .query()
-            .table_name(audit)
+            .newest_audit_item(&pk)
             .key_condition_expression("pk = :pk AND sk < :before")
-            .expression_attribute_values(":pk", s(&pk))
             .expression_attribute_values(":before", s(before_sort_key))
             .projection_expression("sk, #h, sequence_number")
             .expression_attribute_names("#h", "hash")
-            .scan_index_forward(false)
-            .limit(1)
-            .consistent_read(true)
             .send()
             .await
             .map_err(|e| super::sdk_store_error(&e, audit))?;

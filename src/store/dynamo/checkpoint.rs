@@ -131,11 +131,7 @@ impl CheckpointStore for DynamoStore {
     async fn save_stream(&self, row: &StreamRow) -> StoreResult<()> {
         let table = &self.names.streams;
         let mut call = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("table_name", s(&row.table_name))
-            .key("stream_arn", s(&row.stream_arn))
+            .update_stream_row(&row.table_name, &row.stream_arn)
             .update_expression("SET #en = :en, #dr = :dr, #up = :up")
             .expression_attribute_names("#en", "is_enabled")
             .expression_attribute_names("#dr", "drained")
@@ -237,11 +233,7 @@ impl CheckpointStore for DynamoStore {
             "attribute_exists(table_name)"
         };
         let call = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("table_name", s(table_name))
-            .key("stream_arn", s(stream_arn))
+            .update_stream_row(table_name, stream_arn)
             .update_expression("SET #f = :f")
             .condition_expression(condition)
             .expression_attribute_names("#f", FRESH_ITEMS)

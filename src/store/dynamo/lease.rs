@@ -148,11 +148,7 @@ impl DynamoStore {
             (_, true) => "#e = :seen",
         };
         let mut call = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("table_name", s(&seen.table))
-            .key("stream_arn", s(&seen.stream_arn))
+            .update_stream_row(&seen.table, &seen.stream_arn)
             .update_expression("SET #o = :me, #e = :next")
             .condition_expression(condition)
             .expression_attribute_names("#o", LEASE_OWNER)
@@ -172,11 +168,7 @@ impl DynamoStore {
     pub(super) async fn lease_release(&self, fence: &Fence) -> StoreResult<bool> {
         let table = &self.names.streams;
         let result = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("table_name", s(&fence.table))
-            .key("stream_arn", s(&fence.stream_arn))
+            .update_stream_row(&fence.table, &fence.stream_arn)
             .update_expression("SET #e = :next REMOVE #o")
             .condition_expression("#o = :me AND #e = :e")
             .expression_attribute_names("#o", LEASE_OWNER)

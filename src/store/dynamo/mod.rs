@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use chrono::{DateTime, Utc};
 
@@ -129,6 +131,34 @@ impl DynamoStore {
         } else {
             PutOutcome::AlreadyPresent
         })
+    }
+
+    /// An UpdateItem of one row of the streams table, by its key: stream
+    /// rows, their leases and the digest pointers share the one key shape.
+    fn update_stream_row(
+        &self,
+        table_name: &str,
+        stream_arn: impl Into<String>,
+    ) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.names.streams)
+            .key("table_name", s(table_name))
+            .key("stream_arn", s(stream_arn))
+    }
+
+    /// A Query for the newest item of the audit partition `pk` (the caller
+    /// adds its key condition on `:pk`, and may narrow the sort key):
+    /// strongly consistent, and one item, so one read unit as long as that
+    /// item is under 4 KB.
+    fn newest_audit_item(&self, pk: impl Into<String>) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.names.audit)
+            .expression_attribute_values(":pk", s(pk))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
     }
 
     /// One item of `table` by its whole key (`[(partition attribute, value),

@@ -63,14 +63,8 @@ impl ProofStore for DynamoStore {
     async fn newest_digest(&self, stream_arn: &str) -> StoreResult<Option<(u64, SignedDigest)>> {
         let table = &self.names.audit;
         let out = self
-            .client
-            .query()
-            .table_name(table)
+            .newest_audit_item(digests_pk(stream_arn))
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(digests_pk(stream_arn)))
-            .scan_index_forward(false)
-            .limit(1)
-            .consistent_read(true)
             .send()
             .await
             .map_err(|e| sdk_store_error(&e, table))?;
@@ -107,11 +101,7 @@ impl ProofStore for DynamoStore {
     ) -> StoreResult<()> {
         let table = &self.names.streams;
         let result = self
-            .client
-            .update_item()
-            .table_name(table)
-            .key("table_name", s(table_name))
-            .key("stream_arn", s(digest_pointer_key(stream_arn)))
+            .update_stream_row(table_name, digest_pointer_key(stream_arn))
             .update_expression("SET #n = :n, #h = :h")
             .condition_expression("attribute_not_exists(#n) OR #n < :n")
             .expression_attribute_names("#n", "digest_number")

@@ -20,23 +20,6 @@ pub const MAX_BYTES_PER_CALL: i64 = 1024 * 1024;
 /// DescribeStream returns at most this many shards per page.
 pub const MAX_SHARDS_PER_PAGE: usize = 100;
 
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) describe_table: u64,
-    pub(super) list_streams: u64,
-    pub(super) list_tables: u64,
-    pub(super) list_tags: u64,
-    pub(super) describe_stream: u64,
-    pub(super) describe_stream_full_pages: u64,
-    pub(super) describe_stream_children: u64,
-    pub(super) get_shard_iterator: u64,
-    pub(super) get_records: u64,
-    pub(super) get_records_empty: u64,
-    pub(super) records_returned: u64,
-    pub(super) throttled_get_records: u64,
-    pub(super) throttled_describe_stream: u64,
-}
-
 /// Calls made to the simulator, per operation. Every call is counted,
 /// including ones that failed or were throttled.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,7 +70,6 @@ impl SimStream {
     /// Calls so far.
     pub fn calls(&self) -> CallCounts {
         let st = self.lock();
-        let c = &st.counts;
         let mut per_shard = BTreeMap::new();
         for stream in &st.streams {
             for sh in &stream.shards {
@@ -96,29 +78,20 @@ impl SimStream {
                 }
             }
         }
+        // The state counts each call as it happens; the totals derived from
+        // those counts and the per-shard ones kept on the shards are filled
+        // in here.
         CallCounts {
-            describe_table: c.describe_table,
-            list_streams: c.list_streams,
-            list_tables: c.list_tables,
-            list_tags: c.list_tags,
-            describe_stream: c.describe_stream,
-            describe_stream_full_pages: c.describe_stream_full_pages,
-            describe_stream_children: c.describe_stream_children,
-            get_shard_iterator: c.get_shard_iterator,
-            get_records: c.get_records,
-            get_records_empty: c.get_records_empty,
-            records_returned: c.records_returned,
-            throttled: c.throttled_get_records + c.throttled_describe_stream,
-            throttled_get_records: c.throttled_get_records,
-            throttled_describe_stream: c.throttled_describe_stream,
+            throttled: st.counts.throttled_get_records + st.counts.throttled_describe_stream,
             get_records_per_shard: per_shard,
+            ..st.counts.clone()
         }
     }
 
     /// Zeroes the call counters (throttling windows are unaffected).
     pub fn reset_calls(&self) {
         let mut st = self.lock();
-        st.counts = Counters::default();
+        st.counts = CallCounts::default();
         for stream in &mut st.streams {
             for sh in &mut stream.shards {
                 sh.get_records_calls = 0;

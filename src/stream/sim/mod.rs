@@ -49,7 +49,6 @@ use crate::value::Item;
 use errors::{invalid, not_found};
 use keys::{canon_key, key_hash, key_of};
 use limits::older_than;
-use limits::Counters;
 pub use limits::{CallCounts, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, MAX_SHARDS_PER_PAGE};
 use shards::PRUNE_EVERY;
 use state::{State, Table, FIRST_SEQUENCE};
@@ -213,7 +212,7 @@ impl SimStream {
                 streams_by_table: HashMap::new(),
                 shard_index: HashMap::new(),
                 logs: HashMap::new(),
-                counts: Counters::default(),
+                counts: CallCounts::default(),
                 next_auto_rotate: None,
                 next_prune: Instant::now() + PRUNE_EVERY,
             })),

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::errors::{invalid, not_found};
 use super::keys::order_key;
 use super::keys::{canon_key, item_size, key_hash, key_of};
-use super::limits::Counters;
+use super::limits::CallCounts;
 use super::shards::{ShardState, SimRecord, StreamState, PRUNE_EVERY};
 use super::{LoggedRecord, SimConfig, ViewType};
 use crate::stream::{StreamError, StreamRecord, StreamResult, UserIdentity};
@@ -55,7 +55,7 @@ pub(super) struct State {
     pub(super) streams_by_table: HashMap<String, Vec<usize>>,
     pub(super) shard_index: HashMap<String, (usize, usize)>,
     pub(super) logs: HashMap<String, Vec<Logged>>,
-    pub(super) counts: Counters,
+    pub(super) counts: CallCounts,
     pub(super) next_auto_rotate: Option<Instant>,
     pub(super) next_prune: Instant,
 }
