@@ -641,7 +641,7 @@ where
         if items.reads > 0 {
             debug!(reads = items.reads, "item chain: previous entries read");
         }
-        self.end_fresh_items(&entries).await?;
+        self.before_removals(&entries).await?;
         let mut chain = self.checkpoint.chain.clone().unwrap_or_default();
         // In page order: an item's entry links to its previous one in the
         // page, whose hash is known only once it is hashed.
@@ -777,23 +777,18 @@ where
     /// from now on an INSERT may follow an earlier life of its item. Cleared
     /// for good in the store first, so a run that starts after this page's
     /// checkpoint (here, a child, another replica) knows it.
-    async fn end_fresh_items(&mut self, entries: &[AuditEntry]) -> Result<(), ShardOutcome> {
+    async fn before_removals(&mut self, entries: &[AuditEntry]) -> Result<(), ShardOutcome> {
         let removes = entries
             .iter()
             .any(|e| !matches!(e.event.as_str(), "INSERT" | "MODIFY"));
         if !self.item_run.fresh || !removes {
             return Ok(());
         }
-        let engine = &self.engine;
-        retry(
-            engine.settings.retry_policy(),
+        end_fresh_items(
+            &self.engine,
             &self.shutdown.abort,
-            "UpdateItem(stream: fresh_items)",
-            || {
-                engine
-                    .checkpoints
-                    .set_fresh_items(&self.table, &self.stream_arn, false)
-            },
+            &self.table,
+            &self.stream_arn,
         )
         .await?;
         self.item_run.fresh = false;
@@ -910,6 +905,24 @@ where
 /// the chain too: a signed statement, not a hole) and returns the chain
 /// after it. A gap already stored, seen before a crash, is not written
 /// twice: the chain goes on from the stored one.
+/// The table's trail is not fresh any more (see [`ItemRun::fresh`]), for
+/// good: in the store before whatever makes it so is written.
+async fn end_fresh_items<S, C, A>(
+    engine: &Engine<S, C, A>,
+    abort: &tokio_util::sync::CancellationToken,
+    table: &str,
+    stream_arn: &str,
+) -> Result<(), Retried<StoreError>>
+where
+    C: CheckpointStore,
+{
+    let policy = engine.settings.retry_policy();
+    retry(policy, abort, "UpdateItem(stream: fresh_items)", || {
+        engine.checkpoints.set_fresh_items(table, stream_arn, false)
+    })
+    .await
+}
+
 pub(crate) async fn put_gap_in_chain<S, C, A>(
     engine: &Engine<S, C, A>,
     abort: &tokio_util::sync::CancellationToken,
@@ -921,19 +934,9 @@ where
     C: CheckpointStore,
     A: AuditStore,
 {
-    // A loss may hide an item's removal: the table's trail is not fresh
-    // any more (see `ItemRun::fresh`), for good, before the gap says so.
-    retry(
-        engine.settings.retry_policy(),
-        abort,
-        "UpdateItem(stream: fresh_items)",
-        || {
-            engine
-                .checkpoints
-                .set_fresh_items(&gap.table, &gap.stream_arn, false)
-        },
-    )
-    .await?;
+    // A loss may hide an item's removal: not fresh any more, before the gap
+    // says so.
+    end_fresh_items(engine, abort, &gap.table, &gap.stream_arn).await?;
     let mut chain = before.clone();
     let link = chain
         .link_gap(gap)

@@ -418,23 +418,22 @@ fn a_closing_gap_must_name_gaps_the_trail_holds() {
         ],
         ..Default::default()
     };
-    let mut r = Reporter {
-        ev: &ev,
-        out: Vec::new(),
+    let findings = |ev: &StreamEvidence| {
+        let mut r = Reporter {
+            ev,
+            out: Vec::new(),
+        };
+        check_brackets(ev, &mut r);
+        r.out
     };
-    check_brackets(&ev, &mut r);
-    assert!(r.out.is_empty(), "{:#?}", r.out);
+    assert!(findings(&ev).is_empty());
 
     // The left bracket deleted: the right one says so, naming it.
     let mut doctored = ev.clone();
     doctored.leaves.remove(0);
-    let mut r = Reporter {
-        ev: &doctored,
-        out: Vec::new(),
-    };
-    check_brackets(&doctored, &mut r);
-    assert_eq!(r.out.len(), 1, "{:#?}", r.out);
-    let f = &r.out[0];
+    let out = findings(&doctored);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let f = &out[0];
     assert_eq!((f.severity, f.kind), (Severity::Tamper, Kind::Deleted));
     assert_eq!(f.shard_id.as_deref(), Some("shardId-2"));
     assert!(

@@ -217,13 +217,7 @@ impl CheckpointStore for DynamoStore {
         ))
     }
 
-    async fn set_fresh_items(
-        &self,
-        table_name: &str,
-        stream_arn: &str,
-        fresh: bool,
-    ) -> StoreResult<()> {
-        let table = &self.names.streams;
+    async fn set_fresh_items(&self, table: &str, stream_arn: &str, fresh: bool) -> StoreResult<()> {
         // Never on a row that is not there (no stray rows), and `true` only
         // where it was never set: a stream found fresh by one replica stays
         // cleared once another has cleared it.
@@ -233,12 +227,12 @@ impl CheckpointStore for DynamoStore {
             "attribute_exists(table_name)"
         };
         let call = self
-            .update_stream_row(table_name, stream_arn)
+            .update_stream_row(table, stream_arn)
             .update_expression("SET #f = :f")
             .condition_expression(condition)
             .expression_attribute_names("#f", FRESH_ITEMS)
             .expression_attribute_values(":f", DAttr::Bool(fresh));
-        written(call.send().await).map_err(|c| store_error(c, table))?;
+        written(call.send().await).map_err(|c| store_error(c, &self.names.streams))?;
         Ok(())
     }
 }
