@@ -72,6 +72,61 @@ async fn setup(env: &TestEnv, window_secs: u64, tolerance_secs: u64) -> World {
     }
 }
 
+/// The item chain's one read of an item whose newest item is an
+/// attribution record: the record names its entry's place (its sequence
+/// number and leaf hash, as the entry item stores them), so the read needs
+/// no second request for the entry itself.
+async fn item_chain_reads_through_an_attribution_record(env: &TestEnv, table: &str, pk: &str) {
+    use ddb_audit::store::layout::{entry_sort_key, item_partition_key};
+    use ddb_audit::store::AuditStore;
+    let names = ddb_audit::config::TableNames {
+        streams: env.name("streams"),
+        shards: env.name("shards"),
+        audit: env.name("entries"),
+    };
+    let store = ddb_audit::store::dynamo::DynamoStore::new(env.ddb.clone(), names.clone());
+    let item_key: ddb_audit::value::Item = serde_json::from_value(key(pk)).expect("key");
+    let pk_value = item_partition_key(table, &item_key);
+    let rows = env
+        .ddb
+        .query()
+        .table_name(&names.audit)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(pk_value))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("query")
+        .items
+        .unwrap_or_default();
+    // Newest last: the attribution record of the newest entry.
+    let record = rows.last().expect("rows");
+    let sk = record["sk"].as_s().expect("sk");
+    assert!(sk.ends_with("#attribution"), "{sk}");
+    let head_sk = sk.trim_end_matches("#attribution");
+    let head = rows
+        .iter()
+        .find(|r| r["sk"].as_s().ok().map(String::as_str) == Some(head_sk))
+        .expect("the record's entry");
+    assert_eq!(record.get("entry_hash"), head.get("hash"));
+    assert_eq!(
+        record.get("entry_sequence_number"),
+        head.get("sequence_number")
+    );
+    let seq = head["sequence_number"].as_s().expect("sequence number");
+    let arn = head["stream_arn"].as_s().expect("stream arn");
+    let next = (seq.parse::<u128>().expect("number") + 1).to_string();
+    let found = store
+        .item_predecessor(table, &item_key, &entry_sort_key(arn, &next))
+        .await
+        .expect("read")
+        .expect("a predecessor");
+    assert_eq!(&found.sequence_number, seq);
+    assert_eq!(found.sort_key, head_sk);
+    let hash = head["hash"].as_b().expect("hash").as_ref().to_vec();
+    assert_eq!(found.hash.map(|h| h.to_vec()), Some(hash));
+}
+
 /// `query --config C ARGS… --json`: the entries printed.
 async fn query_json(env: &TestEnv, config: &Path, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["query", "--config", path_str(config)];
@@ -516,6 +571,7 @@ async fn deletes_and_transaction_items_are_attributed_and_duplicates_change_noth
         assert_eq!(m["principal"]["event_id"], json!("evt-tx-1"));
         assert_eq!(m["principal"]["confidence"], json!("high"));
     }
+    item_chain_reads_through_an_attribution_record(&env, &table, "u2").await;
     let u4 = wait_principals(&env, &config, &table, "u4", 1).await;
     assert_eq!(u4.len(), 1, "{u4:?}");
     assert_eq!(u4[0]["actor"], json!(ONBOARDING));

@@ -7,7 +7,11 @@
 //!   `attr_item_key` (the item's key as DynamoDB JSON), `principal_arn` (S,
 //!   absent when ambiguous), `confidence`, `event_id`, `matched_at`; and,
 //!   naming a principal, the keys of the sparse `by-principal-time` index:
-//!   `ix_principal` (`<ARN>#<bucket>`) and `ts` (the entry's time). None of
+//!   `ix_principal` (`<ARN>#<bucket>`) and `ts` (the entry's time); its
+//!   entry's `entry_sequence_number` (S) and `entry_hash` (B), so that the
+//!   item chain's read of an item's newest item, meeting the record first,
+//!   needs no second read for the entry (`AuditStore::item_predecessor`).
+//!   None of
 //!   an entry's attributes (`entry`, `entry_z`, `event`, `ix_table`,
 //!   `ix_actor`, `ix_corr`), so indexes over entries do not pick these up. Written once
 //!   (`attribute_not_exists(pk)`), never updated: the entry stays as it was
@@ -29,10 +33,13 @@ use super::reader::{
 };
 use crate::aws::{classify, written, Classified, ErrorKind};
 use crate::store::attribution::AttributionRecord;
-use crate::store::dynamo::{item_partition_key, DynamoStore};
+use crate::store::dynamo::{get_hash, item_partition_key, DynamoStore};
+use crate::store::layout::{ENTRY_HASH, ENTRY_SEQUENCE_NUMBER};
+use crate::store::ItemPredecessor;
 use crate::store::{format_ts, principal_index_key, Index, PutOutcome, TIME_ATTRIBUTE};
 use crate::value::canonical_key_json;
 use crate::value::Item;
+use aws_sdk_dynamodb::primitives::Blob;
 
 pub use crate::store::attribution::{
     attribution_sort_key, ATTRIBUTION_SUFFIX, POSITION_STREAM_ARN,
@@ -131,8 +138,10 @@ impl AttributionStore for DynamoStore {
                 .expression_attribute_names("#at", "attribution")
                 .expression_attribute_names("#pa", "part")
                 .expression_attribute_names("#ts", TIME_ATTRIBUTE)
+                .expression_attribute_names("#h", "hash")
+                .expression_attribute_names("#sn", "sequence_number")
                 .expression_attribute_values(":pk", s(&pk))
-                .projection_expression("#sk, #ev, #et, #ts, #at, #pa")
+                .projection_expression("#sk, #ev, #et, #ts, #at, #pa, #h, #sn")
                 .scan_index_forward(false)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
@@ -171,6 +180,16 @@ impl AttributionStore for DynamoStore {
                     .and_then(parse_time);
                 if let Some(t) = time {
                     oldest = Some(oldest.map_or(t, |o: DateTime<Utc>| o.min(t)));
+                }
+                if let (Some(hash), Some(seq)) =
+                    (get_hash(item, "hash"), get_s(item, "sequence_number"))
+                {
+                    let link = ItemPredecessor {
+                        sort_key: sk.to_string(),
+                        sequence_number: seq.to_string(),
+                        hash: Some(hash),
+                    };
+                    out.links.insert(sk.to_string(), link);
                 }
                 let attributed = out.candidates.iter().any(|c| c.sk == sk && c.attributed);
                 out.candidates.retain(|c| c.sk != sk);
@@ -229,6 +248,14 @@ impl AttributionStore for DynamoStore {
         // For lookups by principal: the pk alone may be a hash of the key.
         if let Ok(json) = serde_json::to_string(key) {
             item.insert("attr_item_key".into(), s(json));
+        }
+        if let Some((seq, hash)) = record
+            .entry_link
+            .as_ref()
+            .and_then(|l| Some((&l.sequence_number, l.hash?)))
+        {
+            item.insert(ENTRY_HASH.into(), DAttr::B(Blob::new(hash.to_vec())));
+            item.insert(ENTRY_SEQUENCE_NUMBER.into(), s(seq));
         }
         self.put_audit_item_once(item)
             .await

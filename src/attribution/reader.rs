@@ -90,6 +90,9 @@ pub struct ItemEntries {
     pub candidates: Vec<Candidate>,
     /// Event ids already used by the item's attribution records.
     pub event_ids: HashSet<String>,
+    /// Each entry's own place in its item's chain, by sort key (entries
+    /// written before entries were hashed have none).
+    pub links: std::collections::HashMap<String, crate::store::ItemPredecessor>,
 }
 
 /// The reader's own state in the daemon's tables.
@@ -483,6 +486,7 @@ impl<L: LogSource, S: AttributionStore> Reader<L, S> {
                         .and_then(|c| c.time),
                     log_file: file.to_string(),
                     matched_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+                    entry_link: stored.links.get(&d.sk).cloned(),
                 };
                 let outcome = retry(self.settings.retry, stop, "writing an attribution", || {
                     self.store.put_attribution(&table, &key, &record)
@@ -659,6 +663,7 @@ mod tests {
             Ok(ItemEntries {
                 candidates,
                 event_ids: records.iter().flat_map(|r| r.event_ids.clone()).collect(),
+                ..Default::default()
             })
         }
         async fn put_attribution(

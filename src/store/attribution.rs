@@ -33,6 +33,12 @@ pub struct AttributionRecord {
     pub log_file: String,
     /// RFC 3339: when the match was made.
     pub matched_at: String,
+    /// The entry's own place in its item's chain (sequence number and leaf
+    /// hash), stored beside the record and not in its JSON: the record
+    /// sorts just after its entry, so the item chain's one read of an
+    /// item's newest item may meet it first, and then needs no second.
+    #[serde(skip)]
+    pub entry_link: Option<crate::store::ItemPredecessor>,
 }
 
 /// Merges an attribution into its entry as `history` shows it: the

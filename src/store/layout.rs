@@ -80,7 +80,10 @@
 //!
 //! - an attribution record (CloudTrail, see `attribution::dynamo`): the
 //!   entry's `pk`, `sk` = `<entry sk>#attribution`, `attribution` (S, JSON);
-//!   `history` merges it into its entry.
+//!   `history` merges it into its entry. It also carries its entry's
+//!   sequence number and leaf hash ([`ENTRY_SEQUENCE_NUMBER`],
+//!   [`ENTRY_HASH`]; absent on records written before them, or beside an
+//!   entry stored without a hash).
 //!
 //! Entries, gaps and attributions are written once (`attribute_not_exists(pk)`)
 //! and never updated or deleted. Digests and the chain state on rows:
@@ -116,6 +119,11 @@ const MAX_INLINE_KEY: usize = 1024;
 /// ARN never starts with `#`.
 pub(crate) const HEALTH_SORT_KEY: &str = "#health";
 
+/// An attribution record's copy of its entry's leaf hash (B) and sequence
+/// number (S): what the item chain's read needs when it meets the record
+/// before its entry (see `AuditStore::item_predecessor`).
+pub const ENTRY_HASH: &str = "entry_hash";
+pub const ENTRY_SEQUENCE_NUMBER: &str = "entry_sequence_number";
 /// The stream row's attribute behind `CheckpointStore::fresh_items`.
 pub const FRESH_ITEMS: &str = "fresh_items";
 /// A stream row's lease owner (S).

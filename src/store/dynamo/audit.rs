@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::types::AttributeValue as DAttr;
 use super::item::{decode_head_item, entry_items, insert_link};
 use super::{get_s, s, DynamoStore};
 use crate::entry::{AuditEntry, Gap};
-use crate::store::layout::{gap_sort_key, partition_key_from, pk_is_hashed, GAPS_PK};
+use crate::store::layout::{
+    gap_sort_key, partition_key_from, pk_is_hashed, ENTRY_HASH, ENTRY_SEQUENCE_NUMBER, GAPS_PK,
+};
 use crate::store::{AuditStore, ItemPredecessor, PutOutcome, StoreError, StoreResult};
 use crate::value::{canonical_key_json, Item};
 
@@ -65,8 +67,10 @@ impl AuditStore for DynamoStore {
             .newest_audit_item(&pk)
             .key_condition_expression("pk = :pk AND sk < :before")
             .expression_attribute_values(":before", s(before_sort_key))
-            .projection_expression("sk, #h, sequence_number")
+            .projection_expression("sk, #h, sequence_number, #eh, #es")
             .expression_attribute_names("#h", "hash")
+            .expression_attribute_names("#eh", ENTRY_HASH)
+            .expression_attribute_names("#es", ENTRY_SEQUENCE_NUMBER)
             .send()
             .await
             .map_err(|e| super::sdk_store_error(&e, audit))?;
@@ -82,8 +86,20 @@ impl AuditStore for DynamoStore {
         if head_sk.len() == sk.len() {
             return Ok(Some(predecessor_of(&item, sk)));
         }
-        // An attribution record or a part of an oversize entry sorts just
-        // after its entry's head: the head is named by their sort key.
+        // An attribution record sorts just after its entry's head and
+        // carries the head's place: no second read.
+        if let (Some(seq), Some(hash)) = (
+            get_s(&item, ENTRY_SEQUENCE_NUMBER),
+            super::get_hash(&item, ENTRY_HASH),
+        ) {
+            return Ok(Some(ItemPredecessor {
+                sort_key: head_sk.to_string(),
+                sequence_number: seq.to_string(),
+                hash: Some(hash),
+            }));
+        }
+        // A part of an oversize entry (or an attribution record written
+        // before they carried it): the head is named by their sort key.
         let head = self
             .get_item(
                 audit,

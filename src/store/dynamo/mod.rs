@@ -289,7 +289,7 @@ fn n(v: usize) -> DAttr {
 /// A chain hash stored on an audit item: 32 raw bytes (B), as written
 /// since the item chain made room for its link by halving these, or hex
 /// text (S), as written before.
-fn get_hash(item: &HashMap<String, DAttr>, name: &str) -> Option<crate::proof::Hash> {
+pub(crate) fn get_hash(item: &HashMap<String, DAttr>, name: &str) -> Option<crate::proof::Hash> {
     match item.get(name)? {
         DAttr::B(bytes) => bytes.as_ref().try_into().ok(),
         DAttr::S(text) => crate::proof::chain::parse_hash(text),
