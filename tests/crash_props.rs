@@ -295,10 +295,9 @@ async fn prove_chain(
     memory: &MemoryStore,
     writer: &ddb_audit::daemon::digests::DigestWriter<MemoryStore, MemoryStore>,
 ) -> Result<u64, String> {
-    use ddb_audit::proof::verify::{verify_stream, Severity, VerifyOptions};
+    use ddb_audit::proof::verify::Severity;
     let token = tokio_util::sync::CancellationToken::new();
     writer.round(true, &token, &token).await;
-    let mut chained = 0;
     let evidence = memory.proof_evidence();
     // Every item's chain, across shards, crashes and replays: the replayed
     // entries must have been written with the links they had.
@@ -315,33 +314,25 @@ async fn prove_chain(
     if !broken.is_empty() {
         return Err(format!("an item chain does not verify: {broken:#?}"));
     }
-    for ev in evidence {
-        let report = verify_stream(
-            &ev,
-            &VerifyOptions {
-                public_key: None,
-                now: chrono::Utc::now(),
-                interval_secs: 60,
-                remembered: None,
-            },
-        );
-        let bad: Vec<String> = report
-            .findings
-            .iter()
-            .filter(|f| f.severity != Severity::Info)
-            .map(|f| {
-                format!(
-                    "{:?} {:?} {:?}: {}",
-                    f.kind, f.shard_id, f.sequence_number, f.message
-                )
-            })
-            .collect();
-        if !bad.is_empty() {
-            return Err(format!("the chain does not verify: {bad:#?}"));
-        }
-        chained += ev.leaves.iter().filter(|l| l.stored_hash.is_some()).count() as u64;
+    let bad: Vec<String> = chain_findings(&evidence, 60)
+        .iter()
+        .filter(|f| f.severity != Severity::Info)
+        .map(|f| {
+            format!(
+                "{:?} {:?} {:?}: {}",
+                f.kind, f.shard_id, f.sequence_number, f.message
+            )
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(format!("the chain does not verify: {bad:#?}"));
     }
-    Ok(chained)
+    let chained = evidence
+        .iter()
+        .flat_map(|ev| &ev.leaves)
+        .filter(|l| l.stored_hash.is_some())
+        .count();
+    Ok(chained as u64)
 }
 
 /// Injected panics are expected, and contained by the daemon: keep their

@@ -281,24 +281,12 @@ async fn three_replicas_share_the_streams_survive_a_kill_and_fence_a_frozen_one(
 
 /// Every stream's chain and digest chain verify: nothing forked.
 fn chain_and_digests_verify(store: &MemoryStore) {
-    use ddb_audit::proof::verify::{verify_stream, Severity, VerifyOptions};
-    for ev in store.proof_evidence() {
-        let report = verify_stream(
-            &ev,
-            &VerifyOptions {
-                public_key: None,
-                now: chrono::Utc::now(),
-                interval_secs: 5,
-                remembered: None,
-            },
-        );
-        let bad: Vec<_> = report
-            .findings
-            .iter()
-            .filter(|f| f.severity != Severity::Info)
-            .collect();
-        assert!(bad.is_empty(), "{bad:#?}");
-    }
+    use ddb_audit::proof::verify::Severity;
+    let bad: Vec<_> = chain_findings(&store.proof_evidence(), 5)
+        .into_iter()
+        .filter(|f| f.severity != Severity::Info)
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
 }
 
 /// SIGTERM: the stopping replica's final checkpoints and digests, then its

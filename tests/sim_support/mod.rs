@@ -120,6 +120,25 @@ pub async fn verify(sim: &SimStream, store: &MemoryStore, table: &str) -> Result
     check_trail(sim, store, table, |_| false, false).await
 }
 
+/// What `verify`'s walk of each stream's chain and digests finds in
+/// `evidence` now; `interval_secs`: the digest interval it was written with.
+pub fn chain_findings(
+    evidence: &[ddb_audit::proof::verify::StreamEvidence],
+    interval_secs: u64,
+) -> Vec<ddb_audit::proof::verify::Finding> {
+    use ddb_audit::proof::verify::{verify_stream, VerifyOptions};
+    let options = VerifyOptions {
+        public_key: None,
+        now: chrono::Utc::now(),
+        interval_secs,
+        remembered: None,
+    };
+    evidence
+        .iter()
+        .flat_map(|ev| verify_stream(ev, &options).findings)
+        .collect()
+}
+
 /// [`verify`], where the records `malformed` picks (by sequence number)
 /// reached the daemon malformed: each must be an error entry that keeps the
 /// record raw, in its place in the item's history. A trimmed record may be
